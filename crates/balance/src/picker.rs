@@ -1,0 +1,410 @@
+//! The selection algorithms, behind one trait and chosen by name.
+//!
+//! A picker is built from one snapshot of the pool (the backends that may take traffic now
+//! and their effective weights) and is immutable afterwards; what changes per request (the
+//! round-robin cursor, the random generator) lives in a [`PickState`] shared by the pickers of
+//! successive snapshots, so a rebuild keeps the position in the rotation.
+//!
+//! A picker proposes candidates in its own order and the caller's `accept` closure decides
+//! (connection limit, half-open breaker slots, backends already tried by a retry). Candidates
+//! the caller refuses are skipped by moving on in the same order, so the others keep their
+//! exact proportions; after as many refusals as there are members, a linear scan finds any
+//! acceptable backend, so a pick never fails while one exists.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::alias::AliasTable;
+use crate::backend::Backend;
+use crate::error::UnknownAlgorithm;
+use crate::fastmod::FastDiv;
+use crate::rng::{SharedRng, below, mix};
+use crate::schedule::{Order, Schedule};
+use crate::time::Timestamp;
+
+/// The balancing algorithms, by their configuration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// `round-robin`: backends in list order, weights ignored (the seed's SIMPLE).
+    RoundRobin,
+    /// `weighted`: classic interleaved weighted round robin (LVS): in round `r` every
+    /// backend whose weight is at least `r` gets one request.
+    Weighted,
+    /// `smooth-weighted`: nginx's smooth weighted round robin, the same sequence as nginx.
+    /// With equal weights it is plain round robin. The default, as in nginx.
+    #[default]
+    SmoothWeighted,
+    /// `random`: weighted random (the seed's "weighted"), O(1) by alias table.
+    Random,
+    /// `least-connections`: fewest requests in flight relative to weight; ties go in
+    /// smooth-weighted order, as in nginx's `least_conn`.
+    LeastConnections,
+    /// `p2c`: power of two random choices on the load score (peak-EWMA latency × queue ÷
+    /// success rate, divided by weight): adapts to backends of unequal speed.
+    P2c,
+}
+
+impl Algorithm {
+    /// Every algorithm, in documentation order.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::RoundRobin,
+        Algorithm::Weighted,
+        Algorithm::SmoothWeighted,
+        Algorithm::Random,
+        Algorithm::LeastConnections,
+        Algorithm::P2c,
+    ];
+
+    /// The configuration names, in the order of [`Algorithm::ALL`].
+    pub const NAMES: [&'static str; 6] = [
+        "round-robin",
+        "weighted",
+        "smooth-weighted",
+        "random",
+        "least-connections",
+        "p2c",
+    ];
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::Weighted => "weighted",
+            Algorithm::SmoothWeighted => "smooth-weighted",
+            Algorithm::Random => "random",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::P2c => "p2c",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<Algorithm, UnknownAlgorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownAlgorithm(s.to_owned()))
+    }
+}
+
+/// Per-pool state that outlives snapshots: the round-robin cursor and the random generator.
+#[derive(Debug)]
+pub struct PickState {
+    cursor: AtomicU64,
+    rng: SharedRng,
+}
+
+impl PickState {
+    /// A state whose cursor starts at `start` and whose generator is seeded with `seed`.
+    pub fn new(start: u64, seed: u64) -> PickState {
+        PickState {
+            cursor: AtomicU64::new(start),
+            rng: SharedRng::new(seed),
+        }
+    }
+
+    /// Takes the next cursor value: one `fetch_add`, shared by every thread.
+    #[inline]
+    fn next(&self) -> u64 {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A start offset drawn from `seed`, below 2^32 so the cursor never wraps in practice.
+    pub fn random_start(seed: u64) -> u64 {
+        mix(seed ^ 0x5bd1_e995) >> 32
+    }
+}
+
+/// What a pick sees: the snapshot's backends, the shared state, the time.
+#[derive(Debug, Clone, Copy)]
+pub struct PickContext<'a> {
+    /// The snapshot's backends; pickers answer indices into this slice.
+    pub backends: &'a [Arc<Backend>],
+    /// Cursor and generator.
+    pub state: &'a PickState,
+    /// Now, for latency decay.
+    pub now: Timestamp,
+}
+
+/// One selection algorithm over one snapshot.
+pub trait Picker: fmt::Debug + Send + Sync {
+    /// Proposes candidates until `accept` takes one, and returns its index in
+    /// `ctx.backends`; `None` when every member was refused.
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, accept: F) -> Option<usize>;
+}
+
+/// The backends a picker chooses among, with their effective (reduced) weights.
+#[derive(Debug, Clone)]
+struct Members {
+    /// Indices into the snapshot's backends.
+    ids: Box<[u32]>,
+    weights: Box<[u64]>,
+    count: FastDiv,
+}
+
+impl Members {
+    fn new(ids: &[u32], weights: &[u64]) -> Members {
+        Members {
+            ids: ids.into(),
+            weights: weights.into(),
+            count: FastDiv::new(ids.len() as u64),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The first member from position `start` on that `accept` takes.
+    fn scan<F: FnMut(usize) -> bool>(&self, start: u64, mut accept: F) -> Option<usize> {
+        let start = self.count.rem(start) as usize;
+        let (tail, head) = self.ids.split_at(start);
+        head.iter()
+            .chain(tail)
+            .map(|&i| i as usize)
+            .find(|&i| accept(i))
+    }
+}
+
+/// `round-robin`, `weighted` and `smooth-weighted`: a precomputed cycle walked by the cursor.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    schedule: Schedule,
+    members: Members,
+}
+
+impl Picker for Cycle {
+    #[inline]
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, mut accept: F) -> Option<usize> {
+        let mut cursor = 0;
+        for _ in 0..self.members.len() {
+            cursor = ctx.state.next();
+            let i = self.schedule.at(cursor) as usize;
+            if accept(i) {
+                return Some(i);
+            }
+        }
+        self.members.scan(cursor, accept)
+    }
+}
+
+/// `random`: weighted draws from an alias table.
+#[derive(Debug, Clone)]
+pub struct WeightedRandom {
+    table: AliasTable,
+    members: Members,
+}
+
+impl Picker for WeightedRandom {
+    #[inline]
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, mut accept: F) -> Option<usize> {
+        let mut r = 0;
+        for _ in 0..self.members.len() {
+            let (r1, r2) = ctx.state.rng.next_pair();
+            r = r1;
+            let i = self.table.draw(r1, r2) as usize;
+            if accept(i) {
+                return Some(i);
+            }
+        }
+        self.members.scan(r, accept)
+    }
+}
+
+/// Refusals remembered by the adaptive pickers before they fall back to a scan.
+const ADAPTIVE_TRIES: usize = 3;
+
+/// `least-connections`.
+#[derive(Debug, Clone)]
+pub struct LeastConnections {
+    /// Smooth-weighted cycle over member positions: where each scan starts, so ties follow
+    /// the weights.
+    order: Schedule,
+    members: Members,
+}
+
+impl Picker for LeastConnections {
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, mut accept: F) -> Option<usize> {
+        let n = self.members.len();
+        let start = self.order.at(ctx.state.next()) as usize;
+        let mut refused = [usize::MAX; ADAPTIVE_TRIES];
+        for attempt in 0..ADAPTIVE_TRIES.min(n) {
+            // Lowest in_flight / weight, compared by cross-multiplication; first wins ties.
+            let mut best: Option<(usize, u64, u64)> = None;
+            for k in 0..n {
+                let pos = (start + k) % n;
+                if refused.contains(&pos) {
+                    continue;
+                }
+                let id = self.members.ids[pos] as usize;
+                let load = u64::from(ctx.backends[id].in_flight());
+                let w = self.members.weights[pos];
+                if best.is_none_or(|(_, bl, bw)| {
+                    u128::from(load) * u128::from(bw) < u128::from(bl) * u128::from(w)
+                }) {
+                    best = Some((pos, load, w));
+                }
+            }
+            let (pos, _, _) = best?;
+            let id = self.members.ids[pos] as usize;
+            if accept(id) {
+                return Some(id);
+            }
+            refused[attempt] = pos;
+        }
+        self.members.scan(start as u64, accept)
+    }
+}
+
+/// `p2c`: two distinct members drawn at random, the one with the lower load score per unit
+/// of weight wins (Mitzenmacher's power of two choices; the score is Finagle's peak EWMA).
+#[derive(Debug, Clone)]
+pub struct PowerOfTwo {
+    members: Members,
+}
+
+impl PowerOfTwo {
+    fn cost(&self, ctx: &PickContext<'_>, pos: usize) -> f64 {
+        let b = &ctx.backends[self.members.ids[pos] as usize];
+        b.stats.load_score(ctx.now) / self.members.weights[pos] as f64
+    }
+}
+
+impl Picker for PowerOfTwo {
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, mut accept: F) -> Option<usize> {
+        let n = self.members.len() as u64;
+        let mut r = 0;
+        if n == 1 {
+            let id = self.members.ids[0] as usize;
+            return accept(id).then_some(id);
+        }
+        for _ in 0..ADAPTIVE_TRIES {
+            let (r1, r2) = ctx.state.rng.next_pair();
+            r = r1;
+            let a = below(r1, n) as usize;
+            let mut b = below(r2, n - 1) as usize;
+            if b >= a {
+                b += 1;
+            }
+            let (first, second) = if self.cost(ctx, b) < self.cost(ctx, a) {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            for pos in [first, second] {
+                let id = self.members.ids[pos] as usize;
+                if accept(id) {
+                    return Some(id);
+                }
+            }
+        }
+        self.members.scan(r, accept)
+    }
+}
+
+/// Any picker, chosen by [`Algorithm`]: static dispatch on the hot path.
+#[derive(Debug, Clone)]
+pub enum AnyPicker {
+    /// No backend can take traffic.
+    Empty,
+    /// A round-robin cycle.
+    Cycle(Cycle),
+    /// Weighted random.
+    Random(WeightedRandom),
+    /// Least connections.
+    LeastConnections(LeastConnections),
+    /// Power of two choices.
+    PowerOfTwo(PowerOfTwo),
+}
+
+impl AnyPicker {
+    /// Builds the picker for `algorithm` over backends `ids` (indices into the snapshot) with
+    /// reduced weights `weights`.
+    pub(crate) fn build(algorithm: Algorithm, ids: &[u32], weights: &[u64]) -> AnyPicker {
+        if ids.is_empty() {
+            return AnyPicker::Empty;
+        }
+        let members = Members::new(ids, weights);
+        let cycle = |order| {
+            AnyPicker::Cycle(Cycle {
+                schedule: Schedule::build(order, ids, weights),
+                members: members.clone(),
+            })
+        };
+        match algorithm {
+            Algorithm::RoundRobin => cycle(Order::ListOrder),
+            Algorithm::Weighted => cycle(Order::Interleaved),
+            Algorithm::SmoothWeighted => cycle(Order::Smooth),
+            Algorithm::Random => AnyPicker::Random(WeightedRandom {
+                table: AliasTable::new(ids, weights),
+                members,
+            }),
+            Algorithm::LeastConnections => {
+                let positions: Vec<u32> = (0..ids.len() as u32).collect();
+                let order = Schedule::build(Order::Smooth, &positions, weights);
+                AnyPicker::LeastConnections(LeastConnections { order, members })
+            }
+            Algorithm::P2c => AnyPicker::PowerOfTwo(PowerOfTwo { members }),
+        }
+    }
+
+    /// How many picks make one full cycle of a round-robin schedule (`None` for the other
+    /// algorithms and for an empty picker).
+    pub fn cycle_len(&self) -> Option<u128> {
+        match self {
+            AnyPicker::Cycle(c) => Some(c.schedule.cycle_len()),
+            _ => None,
+        }
+    }
+
+    /// True when a round-robin schedule is stored slot by slot, i.e. follows the exact
+    /// nginx (or interleaved, or list) order rather than the spread order used for cycles
+    /// longer than [`crate::schedule::MAX_TABLE_SLOTS`].
+    pub fn is_exact_order(&self) -> bool {
+        match self {
+            AnyPicker::Cycle(c) => c.schedule.is_table(),
+            _ => false,
+        }
+    }
+}
+
+impl Picker for AnyPicker {
+    #[inline]
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, accept: F) -> Option<usize> {
+        match self {
+            AnyPicker::Empty => None,
+            AnyPicker::Cycle(p) => p.pick(ctx, accept),
+            AnyPicker::Random(p) => p.pick(ctx, accept),
+            AnyPicker::LeastConnections(p) => p.pick(ctx, accept),
+            AnyPicker::PowerOfTwo(p) => p.pick(ctx, accept),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_choices() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.name().parse::<Algorithm>().unwrap(), a);
+        }
+        let err = "fastest".parse::<Algorithm>().unwrap_err().to_string();
+        assert!(
+            err.contains("fastest") && err.contains("least-connections"),
+            "{err}"
+        );
+        assert_eq!(Algorithm::default(), Algorithm::SmoothWeighted);
+    }
+}

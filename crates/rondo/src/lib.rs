@@ -1,0 +1,5 @@
+//! # rondo
+//!
+//! The load balancer program as a library, so integration tests and the demo start the real
+//! thing in-process: configuration, the HTTP proxy, health checks, the admin API and the
+//! load generator. `main.rs` only parses the command line and dispatches here.
