@@ -8,8 +8,9 @@
 //! A picker proposes candidates in its own order and the caller's `accept` closure decides
 //! (connection limit, half-open breaker slots, backends already tried by a retry). Candidates
 //! the caller refuses are skipped by moving on in the same order, so the others keep their
-//! exact proportions; after as many refusals as there are members, a linear scan finds any
-//! acceptable backend, so a pick never fails while one exists.
+//! exact proportions; after [`MIN_SKIPS`] refusals (or as many as there are members, if
+//! more) a linear scan finds any acceptable backend, so a pick never fails while one exists
+//! and never walks a long schedule.
 
 use std::fmt;
 use std::str::FromStr;
@@ -143,6 +144,12 @@ pub trait Picker: fmt::Debug + Send + Sync {
     fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, accept: F) -> Option<usize>;
 }
 
+/// Refusals a round-robin pick moves past in cycle order before it scans. A heavy backend
+/// can own a long run of consecutive slots in the interleaved order (weights 1000 and 1 give
+/// a run of 999); skipping the whole run keeps proportions exact but costs one atomic
+/// increment per slot. 64 covers every run of weights up to 64 apart and bounds the cost.
+pub const MIN_SKIPS: usize = 64;
+
 /// The backends a picker chooses among, with their effective (reduced) weights.
 #[derive(Debug, Clone)]
 struct Members {
@@ -187,7 +194,7 @@ impl Picker for Cycle {
     #[inline]
     fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, mut accept: F) -> Option<usize> {
         let mut cursor = 0;
-        for _ in 0..self.members.len() {
+        for _ in 0..self.members.len().max(MIN_SKIPS) {
             cursor = ctx.state.next();
             let i = self.schedule.at(cursor) as usize;
             if accept(i) {

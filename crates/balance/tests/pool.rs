@@ -1,0 +1,404 @@
+//! How a pool keeps sick backends out and brings them back: breakers, health, ejection,
+//! backups, panic mode, connection limits, slow start, drain, reload.
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use balance::{
+    Algorithm, Backend, BackendSpec, BackendState, BreakerState, EjectionConfig, Event, Health,
+    Mode, Observer, Outcome, Pool, PoolConfig, SlowStartConfig, StartPosition, Timestamp, Weight,
+};
+use common::{count_picks, index, secs, specs};
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn fail_on(pool: &Pool, target: usize, times: usize, now: Timestamp) {
+    let mut failed = 0;
+    while failed < times {
+        let lease = pool.pick(now, |_| true).expect("a backend");
+        if index(&lease) == target {
+            lease.finish(Outcome::Failure, ms(1), now);
+            failed += 1;
+        } else {
+            lease.finish(Outcome::Success, ms(1), now);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, Event)>>);
+
+impl Observer for Recorder {
+    fn on_event(&self, backend: &Backend, event: Event, _: Timestamp) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((backend.id().to_owned(), event));
+    }
+}
+
+#[test]
+fn breaker_opens_after_consecutive_failures_and_recovers_through_one_probe() {
+    let rec = Arc::new(Recorder::default());
+    let pool = Pool::with_observer(
+        PoolConfig::default(),
+        &specs(&[1, 1, 1]),
+        rec.clone(),
+        secs(0),
+    )
+    .unwrap();
+    fail_on(&pool, 1, 5, secs(1));
+    let snap = pool.snapshot();
+    assert_eq!(snap.backends()[1].breaker_state(), BreakerState::Open);
+    assert_eq!(snap.backends()[1].state(), BackendState::BreakerOpen);
+    assert_eq!(snap.next_deadline(), Some(secs(61)));
+    assert_eq!(
+        count_picks(&pool, 3, 10, secs(2)),
+        vec![5, 0, 5],
+        "no traffic while open"
+    );
+
+    assert_eq!(
+        pool.refresh(secs(30)),
+        Some(secs(61)),
+        "still open before the recovery timeout"
+    );
+    pool.refresh(secs(61));
+    assert_eq!(
+        pool.snapshot().backends()[1].breaker_state(),
+        BreakerState::HalfOpen
+    );
+    // Exactly one probe is admitted while it is out; the others go elsewhere.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(pool.pick(secs(62), |_| true).unwrap());
+    }
+    let probes: Vec<_> = held.iter().filter(|l| l.is_probe()).collect();
+    assert_eq!(probes.len(), 1);
+    assert_eq!(index(probes[0]), 1);
+    for lease in held {
+        lease.finish(Outcome::Success, ms(1), secs(62));
+    }
+    assert_eq!(
+        pool.snapshot().backends()[1].breaker_state(),
+        BreakerState::Closed
+    );
+    assert_eq!(count_picks(&pool, 3, 9, secs(63)), vec![3, 3, 3]);
+    let events: Vec<Event> = rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id == "b1")
+        .map(|(_, e)| *e)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::Breaker(BreakerState::Open),
+            Event::Breaker(BreakerState::HalfOpen),
+            Event::Breaker(BreakerState::Closed)
+        ]
+    );
+}
+
+#[test]
+fn a_failed_probe_reopens_the_breaker_for_another_pause() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    fail_on(&pool, 0, 5, secs(0));
+    pool.refresh(secs(60));
+    let probe = pool.pick(secs(60), |b| b.id() == "b0").unwrap();
+    assert!(probe.is_probe());
+    assert!(
+        pool.pick(secs(60), |b| b.id() == "b0").is_none(),
+        "one probe at a time"
+    );
+    probe.finish(Outcome::Failure, ms(1), secs(61));
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    assert_eq!(pool.snapshot().next_deadline(), Some(secs(121)));
+}
+
+#[test]
+fn a_cancelled_probe_hands_its_slot_back() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1]), secs(0)).unwrap();
+    fail_on(&pool, 0, 5, secs(0));
+    pool.refresh(secs(60));
+    drop(pool.pick(secs(60), |_| true).unwrap());
+    assert!(pool.pick(secs(60), |_| true).unwrap().is_probe());
+}
+
+#[test]
+fn health_checks_take_a_backend_out_after_fall_and_back_after_rise() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    assert_eq!(pool.record_check("b0", false, secs(1)).unwrap(), None);
+    assert_eq!(pool.record_check("b0", false, secs(2)).unwrap(), None);
+    assert_eq!(
+        pool.record_check("b0", false, secs(3)).unwrap(),
+        Some(Health::Down)
+    );
+    assert_eq!(count_picks(&pool, 2, 4, secs(3)), vec![0, 4]);
+    assert_eq!(pool.record_check("b0", true, secs(4)).unwrap(), None);
+    assert_eq!(
+        pool.record_check("b0", true, secs(5)).unwrap(),
+        Some(Health::Up)
+    );
+    assert_eq!(count_picks(&pool, 2, 4, secs(5)), vec![2, 2]);
+    assert!(pool.record_check("nope", true, secs(5)).is_err());
+}
+
+#[test]
+fn backups_serve_only_when_no_primary_is_available() {
+    let mut s = specs(&[1, 1, 1]);
+    s[2] = s[2].clone().backup();
+    let pool = Pool::new(PoolConfig::default(), &s, secs(0)).unwrap();
+    assert_eq!(count_picks(&pool, 3, 4, secs(0)), vec![2, 2, 0]);
+    pool.drain("b0", secs(0)).unwrap();
+    assert_eq!(count_picks(&pool, 3, 4, secs(0)), vec![0, 4, 0]);
+    pool.drain("b1", secs(0)).unwrap();
+    assert_eq!(pool.snapshot().mode(), Mode::Backup);
+    assert_eq!(count_picks(&pool, 3, 4, secs(0)), vec![0, 0, 4]);
+    pool.enable("b1", secs(0)).unwrap();
+    assert_eq!(count_picks(&pool, 3, 4, secs(0)), vec![0, 4, 0]);
+}
+
+#[test]
+fn below_the_panic_threshold_traffic_spreads_over_every_primary() {
+    let config = PoolConfig {
+        panic_threshold: 50,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &specs(&[1, 1, 1, 1]), secs(0)).unwrap();
+    for id in ["b0", "b1"] {
+        for t in 0..3 {
+            pool.record_check(id, false, secs(t)).unwrap();
+        }
+    }
+    assert_eq!(
+        pool.snapshot().mode(),
+        Mode::Primary,
+        "2 of 4 healthy is not below 50%"
+    );
+    assert_eq!(count_picks(&pool, 4, 4, secs(5)), vec![0, 0, 2, 2]);
+    for t in 0..3 {
+        pool.record_check("b2", false, secs(t)).unwrap();
+    }
+    assert_eq!(pool.snapshot().mode(), Mode::Panic);
+    assert_eq!(count_picks(&pool, 4, 8, secs(5)), vec![2, 2, 2, 2]);
+}
+
+#[test]
+fn nothing_available_means_no_pick_and_an_empty_mode() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    pool.drain("b0", secs(0)).unwrap();
+    pool.drain("b1", secs(0)).unwrap();
+    assert_eq!(pool.snapshot().mode(), Mode::Empty);
+    assert!(pool.pick(secs(0), |_| true).is_none());
+    let empty = Pool::new(PoolConfig::default(), &[], secs(0)).unwrap();
+    assert!(empty.pick(secs(0), |_| true).is_none());
+}
+
+#[test]
+fn a_backend_at_its_connection_limit_is_skipped_without_doubling_a_neighbour() {
+    let mut s = specs(&[1, 1, 1]);
+    s[0] = s[0].clone().max_connections(NonZeroU32::new(1).unwrap());
+    let pool = Pool::new(PoolConfig::default(), &s, secs(0)).unwrap();
+    let held = pool.pick(secs(0), |_| true).unwrap();
+    assert_eq!(index(&held), 0);
+    // b0 is full: the others alternate, neither gets b0's slots in a row.
+    let order: Vec<usize> = (0..6)
+        .map(|_| index(&pool.pick(secs(0), |_| true).unwrap()))
+        .collect();
+    assert_eq!(order, vec![1, 2, 1, 2, 1, 2]);
+    drop(held);
+    assert_eq!(count_picks(&pool, 3, 3, secs(0)), vec![1, 1, 1]);
+}
+
+#[test]
+fn max_fails_within_fail_timeout_ejects_until_it_expires_or_a_check_passes() {
+    let ejection = EjectionConfig {
+        max_fails: NonZeroU32::new(2).unwrap(),
+        fail_timeout: Duration::from_secs(10),
+    };
+    let config = PoolConfig {
+        ejection: Some(ejection),
+        breaker: None,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &specs(&[1, 1]), secs(0)).unwrap();
+    fail_on(&pool, 0, 2, secs(1));
+    assert_eq!(pool.snapshot().backends()[0].state(), BackendState::Ejected);
+    assert_eq!(count_picks(&pool, 2, 4, secs(2)), vec![0, 4]);
+    assert_eq!(pool.refresh(secs(5)), Some(secs(11)));
+    pool.refresh(secs(11));
+    assert_eq!(count_picks(&pool, 2, 4, secs(11)), vec![2, 2]);
+    fail_on(&pool, 0, 2, secs(12));
+    assert!(pool.snapshot().backends()[0].is_ejected());
+    pool.record_check("b0", true, secs(13)).unwrap();
+    assert!(
+        !pool.snapshot().backends()[0].is_ejected(),
+        "a passing check reinstates it"
+    );
+}
+
+#[test]
+fn slow_start_ramps_a_recovered_backend_from_ten_percent() {
+    let config = PoolConfig {
+        slow_start: Some(SlowStartConfig::new(Duration::from_secs(10))),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &specs(&[1, 1]), secs(0)).unwrap();
+    assert_eq!(
+        pool.snapshot().effective_weight(0),
+        Some(Weight::ONE),
+        "no ramp at start"
+    );
+    for t in 0..3 {
+        pool.record_check("b0", false, secs(t)).unwrap();
+    }
+    pool.record_check("b0", true, secs(100)).unwrap();
+    pool.record_check("b0", true, secs(100)).unwrap();
+    assert_eq!(
+        pool.snapshot().effective_weight(0),
+        Some(Weight::new(0.1).unwrap())
+    );
+    assert_eq!(count_picks(&pool, 2, 11, secs(100)), vec![1, 10]);
+    assert_eq!(pool.refresh(secs(105)), Some(secs(106)));
+    assert_eq!(
+        pool.snapshot().effective_weight(0),
+        Some(Weight::new(0.5).unwrap())
+    );
+    assert_eq!(pool.refresh(secs(110)), None);
+    assert_eq!(pool.snapshot().effective_weight(0), Some(Weight::ONE));
+}
+
+#[test]
+fn reload_keeps_the_state_of_backends_it_keeps() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1, 1]), secs(0)).unwrap();
+    fail_on(&pool, 1, 5, secs(0));
+    let held = pool.pick(secs(0), |b| b.id() == "b2").unwrap();
+    let before = pool.snapshot().backends()[0]
+        .stats()
+        .snapshot(secs(0))
+        .requests;
+    // b2 removed, b0 re-weighted, b3 added.
+    let mut next = specs(&[3, 1, 1, 1]);
+    next.remove(2);
+    pool.update(PoolConfig::default(), &next, secs(1)).unwrap();
+    let snap = pool.snapshot();
+    let ids: Vec<&str> = snap.backends().iter().map(|b| b.id()).collect();
+    assert_eq!(ids, vec!["b0", "b1", "b3"]);
+    assert_eq!(
+        snap.backends()[0].stats().snapshot(secs(1)).requests,
+        before,
+        "counters kept"
+    );
+    assert_eq!(
+        snap.backends()[0].weight(),
+        Weight::from_integer(3).unwrap()
+    );
+    assert_eq!(
+        snap.backends()[1].breaker_state(),
+        BreakerState::Open,
+        "breaker kept"
+    );
+    assert_eq!(snap.retiring().len(), 1, "b2 finishes its request");
+    assert_eq!(count_picks(&pool, 4, 4, secs(1)), vec![3, 0, 0, 1]);
+    drop(held);
+    pool.refresh(secs(2));
+    assert!(pool.snapshot().retiring().is_empty());
+    assert!(
+        pool.update(
+            PoolConfig::default(),
+            &specs(&[1, 1])
+                .into_iter()
+                .map(|s| s.id("x"))
+                .collect::<Vec<_>>(),
+            secs(3)
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn admin_changes_apply_from_the_next_pick() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    pool.set_weight("b1", Weight::from_integer(3).unwrap(), secs(0))
+        .unwrap();
+    assert_eq!(count_picks(&pool, 2, 4, secs(0)), vec![1, 3]);
+    let added = BackendSpec::new("127.0.0.1:9002".parse().unwrap()).id("b2");
+    pool.add(&added, secs(0)).unwrap();
+    assert_eq!(count_picks(&pool, 3, 5, secs(0)), vec![1, 3, 1]);
+    assert!(pool.add(&added, secs(0)).is_err(), "duplicate id");
+    pool.remove("b1", secs(0)).unwrap();
+    assert_eq!(count_picks(&pool, 3, 4, secs(0)), vec![2, 0, 2]);
+    assert!(pool.remove("b1", secs(0)).is_err());
+    assert!(pool.set_weight("zz", Weight::ONE, secs(0)).is_err());
+}
+
+#[test]
+fn random_start_offsets_differ_by_seed_and_repeat_for_the_same_seed() {
+    let first = |seed: u64| -> Vec<usize> {
+        let config = PoolConfig {
+            start: StartPosition::Random,
+            seed,
+            ..PoolConfig::default()
+        };
+        let pool = Pool::new(config, &specs(&[1; 10]), secs(0)).unwrap();
+        (0..3)
+            .map(|_| index(&pool.pick(secs(0), |_| true).unwrap()))
+            .collect()
+    };
+    assert_eq!(first(1), first(1));
+    let starts: std::collections::HashSet<usize> = (0..20).map(|s| first(s)[0]).collect();
+    assert!(starts.len() > 3, "starts spread: {starts:?}");
+    let nginx = Pool::new(PoolConfig::default(), &specs(&[1; 10]), secs(0)).unwrap();
+    assert_eq!(index(&nginx.pick(secs(0), |_| true).unwrap()), 0);
+}
+
+#[test]
+fn least_connections_prefers_idle_backends_and_p2c_avoids_slow_ones() {
+    let config = PoolConfig {
+        algorithm: Algorithm::LeastConnections,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &specs(&[1, 1, 1]), secs(0)).unwrap();
+    let a = pool.pick(secs(0), |_| true).unwrap();
+    let b = pool.pick(secs(0), |_| true).unwrap();
+    let c = pool.pick(secs(0), |_| true).unwrap();
+    let mut got = vec![index(&a), index(&b), index(&c)];
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2], "each busy backend is avoided");
+    let freed = index(&b);
+    drop(b);
+    let d = pool.pick(secs(0), |_| true).unwrap();
+    assert_eq!(index(&d), freed, "the only idle one");
+    drop((a, c, d));
+
+    let config = PoolConfig {
+        algorithm: Algorithm::P2c,
+        seed: 7,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &specs(&[1, 1, 1]), secs(0)).unwrap();
+    let mut counts = [0u32; 3];
+    for k in 0..3000u64 {
+        let now = Timestamp::from_nanos(k * 1_000_000);
+        let lease = pool.pick(now, |_| true).unwrap();
+        let i = index(&lease);
+        counts[i] += 1;
+        let latency = if i == 2 { ms(50) } else { ms(2) };
+        lease.finish(Outcome::Success, latency, now);
+    }
+    assert!(
+        counts[2] * 5 < counts[0].min(counts[1]),
+        "slow backend avoided: {counts:?}"
+    );
+}
