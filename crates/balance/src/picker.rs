@@ -349,7 +349,7 @@ impl AnyPicker {
             })
         };
         match algorithm {
-            Algorithm::RoundRobin => cycle(Order::ListOrder),
+            Algorithm::RoundRobin => cycle(Order::Listed),
             Algorithm::Weighted => cycle(Order::Interleaved),
             Algorithm::SmoothWeighted => cycle(Order::Smooth),
             Algorithm::Random => AnyPicker::Random(WeightedRandom {

@@ -34,7 +34,7 @@ pub const MAX_SMOOTH_BUILD_STEPS: u64 = 1 << 24;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Order {
     /// Backends in list order; weights ignored.
-    ListOrder,
+    Listed,
     /// Classic interleaved weighted round robin: in round `r` (1-based) every backend whose
     /// weight is at least `r` gets one pick, in list order.
     Interleaved,
@@ -96,7 +96,7 @@ impl Schedule {
         debug_assert!(!ids.is_empty());
         let n = ids.len() as u64;
         let ones;
-        let weights = if order == Order::ListOrder {
+        let weights = if order == Order::Listed {
             ones = vec![1u64; ids.len()];
             &ones[..]
         } else {
@@ -111,7 +111,7 @@ impl Schedule {
             return Schedule::Spread { table, scramble };
         }
         let slots = match order {
-            Order::ListOrder => ids.to_vec(),
+            Order::Listed => ids.to_vec(),
             Order::Interleaved => interleaved(ids, weights),
             Order::Smooth => smooth(ids, weights),
         };
@@ -243,7 +243,7 @@ mod tests {
             assert!(s.is_table());
             assert_eq!(counts(&s, 4, 7), w.to_vec());
         }
-        let s = Schedule::build(Order::ListOrder, &[0, 1, 2, 3], &w);
+        let s = Schedule::build(Order::Listed, &[0, 1, 2, 3], &w);
         assert_eq!(counts(&s, 4, 3), vec![1, 1, 1, 1]);
     }
 }

@@ -1,6 +1,8 @@
 //! `smooth-weighted` replays what a real nginx answered, element by element, first pick
 //! included, for every recorded weight vector.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
 use balance::{Algorithm, BackendSpec, Pool, PoolConfig, Timestamp, Weight};
 
 #[derive(Debug)]

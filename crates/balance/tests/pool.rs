@@ -1,6 +1,8 @@
 //! How a pool keeps sick backends out and brings them back: breakers, health, ejection,
 //! backups, panic mode, connection limits, slow start, drain, reload.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
 mod common;
 
 use std::num::NonZeroU32;

@@ -1,5 +1,7 @@
 //! Invariants of every picker, checked on random weights and random availability.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
 mod common;
 
 use balance::{Algorithm, Pool, PoolConfig, Timestamp};

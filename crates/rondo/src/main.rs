@@ -1,21 +1,15 @@
 //! `rondo`: the round-robin load balancer's command line. Parses and dispatches; the work is
 //! in the library.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 /// A round-robin load balancer: spreads HTTP traffic over a pool of servers and keeps it
 /// flowing when servers fail.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {}
+struct Cli {}
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {}
+    Cli::parse();
+    Ok(())
 }

@@ -1,5 +1,11 @@
 //! Helpers shared by the integration tests of the balance crate.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use balance::{BackendSpec, Lease, Pool, Timestamp, Weight};
 
