@@ -190,6 +190,11 @@ impl Backend {
         self.breaker.state()
     }
 
+    /// The circuit breaker itself, for reporting (consecutive failures, reopen time).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
     /// Whether real traffic has ejected it.
     pub fn is_ejected(&self) -> bool {
         self.ejection.is_ejected()

@@ -19,6 +19,10 @@ pub struct EjectionConfig {
     pub max_fails: NonZeroU32,
     /// The counting window and the time out of rotation (nginx: `fail_timeout`, 10 s).
     pub fail_timeout: Duration,
+    /// Whether 5xx answers count as failures too. nginx counts only errors and timeouts
+    /// by default (`proxy_next_upstream error timeout`), so an application's 500 does not
+    /// take a server out; the circuit breaker counts them either way.
+    pub count_server_errors: bool,
 }
 
 /// A backend's recent failures and ejection deadline.
@@ -108,6 +112,7 @@ mod tests {
         EjectionConfig {
             max_fails: NonZeroU32::new(max).unwrap(),
             fail_timeout: Duration::from_secs(10),
+            count_server_errors: false,
         }
     }
 

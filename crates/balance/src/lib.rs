@@ -71,8 +71,8 @@ pub use ejection::{Ejection, EjectionConfig};
 pub use error::{PoolError, UnknownAlgorithm, WeightError};
 pub use health::{Health, HealthConfig, HealthTracker};
 pub use picker::{
-    Algorithm, AnyPicker, Cycle, LeastConnections, MIN_SKIPS, PickContext, PickState, Picker,
-    PowerOfTwo, WeightedRandom,
+    Algorithm, AnyPicker, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections, MIN_SKIPS,
+    PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,
 };
 pub use pool::{
     Event, IgnoreEvents, Lease, Mode, Observer, Outcome, Pool, PoolConfig, Snapshot, StartPosition,

@@ -538,8 +538,11 @@ impl Pool {
             if let Some(c) = &snap.config.breaker {
                 events[0] = backend.breaker.on_failure(c, now).map(Event::Breaker);
             }
-            if let Some(c) = &snap.config.ejection {
-                events[1] = backend.ejection.on_failure(c, now).map(Event::Ejected);
+            match &snap.config.ejection {
+                Some(c) if outcome == Outcome::TransportError || c.count_server_errors => {
+                    events[1] = backend.ejection.on_failure(c, now).map(Event::Ejected);
+                }
+                _ => {}
             }
         }
         drop(snap);
@@ -554,10 +557,15 @@ impl Pool {
 /// How a request ended, as far as the backend's health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The backend answered well.
+    /// The backend answered (any status below 500).
     Success,
-    /// Connect error, timeout, reset or 5xx: counts against the breaker and ejection.
-    Failure,
+    /// The backend answered with a 5xx status: counts against the circuit breaker, and
+    /// against passive ejection only when [`EjectionConfig::count_server_errors`] is set.
+    ServerError,
+    /// No usable answer: connect refused or timed out, reset, response timeout. Counts
+    /// against the breaker and passive ejection (nginx's default `proxy_next_upstream error
+    /// timeout`).
+    TransportError,
 }
 
 /// A request in progress on a backend. Finish it with the outcome; dropping it unfinished

@@ -24,7 +24,7 @@ fn fail_on(pool: &Pool, target: usize, times: usize, now: Timestamp) {
     while failed < times {
         let lease = pool.pick(now, |_| true).expect("a backend");
         if index(&lease) == target {
-            lease.finish(Outcome::Failure, ms(1), now);
+            lease.finish(Outcome::TransportError, ms(1), now);
             failed += 1;
         } else {
             lease.finish(Outcome::Success, ms(1), now);
@@ -120,7 +120,7 @@ fn a_failed_probe_reopens_the_breaker_for_another_pause() {
         pool.pick(secs(60), |b| b.id() == "b0").is_none(),
         "one probe at a time"
     );
-    probe.finish(Outcome::Failure, ms(1), secs(61));
+    probe.finish(Outcome::ServerError, ms(1), secs(61));
     assert_eq!(
         pool.snapshot().backends()[0].breaker_state(),
         BreakerState::Open
@@ -228,6 +228,7 @@ fn max_fails_within_fail_timeout_ejects_until_it_expires_or_a_check_passes() {
     let ejection = EjectionConfig {
         max_fails: NonZeroU32::new(2).unwrap(),
         fail_timeout: Duration::from_secs(10),
+        count_server_errors: false,
     };
     let config = PoolConfig {
         ejection: Some(ejection),
@@ -403,4 +404,45 @@ fn least_connections_prefers_idle_backends_and_p2c_avoids_slow_ones() {
         counts[2] * 5 < counts[0].min(counts[1]),
         "slow backend avoided: {counts:?}"
     );
+}
+
+#[test]
+fn server_errors_trip_the_breaker_but_eject_only_when_configured() {
+    let ejection = EjectionConfig {
+        max_fails: NonZeroU32::new(1).unwrap(),
+        fail_timeout: Duration::from_secs(10),
+        count_server_errors: false,
+    };
+    let config = PoolConfig {
+        ejection: Some(ejection),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config.clone(), &specs(&[1, 1]), secs(0)).unwrap();
+    let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+    lease.finish(Outcome::ServerError, ms(1), secs(0));
+    assert!(
+        !pool.snapshot().backends()[0].is_ejected(),
+        "a 500 is the application's, not the server's"
+    );
+    assert_eq!(
+        pool.snapshot().backends()[0]
+            .breaker()
+            .consecutive_failures(),
+        1
+    );
+    let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+    lease.finish(Outcome::TransportError, ms(1), secs(0));
+    assert!(pool.snapshot().backends()[0].is_ejected());
+
+    let strict = PoolConfig {
+        ejection: Some(EjectionConfig {
+            count_server_errors: true,
+            ..ejection
+        }),
+        ..config
+    };
+    let pool = Pool::new(strict, &specs(&[1, 1]), secs(0)).unwrap();
+    let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+    lease.finish(Outcome::ServerError, ms(1), secs(0));
+    assert!(pool.snapshot().backends()[0].is_ejected());
 }
