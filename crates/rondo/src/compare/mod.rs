@@ -35,5 +35,10 @@
 //! same structure and reuse all of it.
 
 pub mod report;
+pub mod sim;
 
 pub use report::{AlgorithmResult, BackendResult, LatencySummary, Tally};
+pub use sim::{
+    BASE_SERVICE, DEFAULT_REQUESTS, DEFAULT_SEED, DEFAULT_SLOWDOWN, DEFAULT_UTILIZATION,
+    DEFAULT_WORKERS, SLOW_BACKEND, Scenario, ScenarioError, SimBackend, simulate,
+};
