@@ -34,6 +34,7 @@
 //! a [`Tally`], which knows nothing of simulation: a live run through the proxy can fill the
 //! same structure and reuse all of it.
 
+pub mod chart;
 pub mod report;
 pub mod sim;
 
