@@ -3,3 +3,5 @@
 //! The load balancer program as a library, so integration tests and the demo start the real
 //! thing in-process: configuration, the HTTP proxy, health checks, the admin API and the
 //! load generator. `main.rs` only parses the command line and dispatches here.
+
+pub mod config;
