@@ -4,4 +4,8 @@
 //! thing in-process: configuration, the HTTP proxy, health checks, the admin API and the
 //! load generator. `main.rs` only parses the command line and dispatches here.
 
+<<<<<<< HEAD
 pub mod compare;
+=======
+pub mod config;
+>>>>>>> config

@@ -1,7 +1,11 @@
 //! `rondo`: the round-robin load balancer's command line. Parses and dispatches; the work is
 //! in the library.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+use rondo::serve::LogFormat;
 
 /// A round-robin load balancer: spreads HTTP traffic over a pool of servers and keeps it
 /// flowing when servers fail.
@@ -14,13 +18,49 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the load balancer until SIGTERM or SIGINT (then finish in-flight requests).
+    Serve {
+        /// The configuration file (see rondo.example.toml and docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log line format on stderr. `RUST_LOG` sets the level (default `info`; `warn`
+        /// hides the access log).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file and exit, like `nginx -t`.
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     // About and help come from `CompareArgs`.
     Compare(rondo::compare::CompareArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Compare(args) => rondo::compare::run(args),
+fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Serve { config, log_format } => {
+            rondo::serve::init_logging(log_format);
+            rondo::serve::run(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => Ok(check(&config)),
+        Command::Compare(args) => rondo::compare::run(args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1.
+fn check(path: &std::path::Path) -> ExitCode {
+    match rondo::config::load(path) {
+        Ok(config) => {
+            println!("rondo: configuration file {} is valid: {}", path.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("rondo: configuration file {} test failed", path.display());
+            ExitCode::FAILURE
+        }
     }
 }

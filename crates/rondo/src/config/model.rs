@@ -1,0 +1,275 @@
+//! The validated configuration: what the rest of the program codes against. Every value
+//! here has been checked and has its final type; defaults are filled in.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use balance::{BackendSpec, PoolConfig};
+
+/// A whole configuration file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Runtime worker threads.
+    pub workers: NonZeroUsize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may finish.
+    pub shutdown_grace: Duration,
+    /// Whether to log one line per request.
+    pub access_log: bool,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// The proxy listeners, in file order (at least one).
+    pub listeners: Vec<ListenerConfig>,
+    /// The upstreams, in file order (at least one).
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Config {
+    /// The upstream with this name.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// The listener with this name.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// How many backends all upstreams have together.
+    pub fn backend_count(&self) -> usize {
+        self.upstreams.iter().map(|u| u.backends.len()).sum()
+    }
+
+    /// "2 listeners, 2 upstreams, 5 backends": what `rondo check` reports.
+    pub fn summary(&self) -> String {
+        fn count(n: usize, what: &str) -> String {
+            format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+        }
+        format!(
+            "{}, {}, {}",
+            count(self.listeners.len(), "listener"),
+            count(self.upstreams.len(), "upstream"),
+            count(self.backend_count(), "backend"),
+        )
+    }
+}
+
+/// The admin API's listener.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin API listens.
+    pub listen: SocketAddr,
+    /// The bearer token mutations (and, off loopback, every request) must carry; `None` when
+    /// none is set, which is allowed only on a loopback address.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// One proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// The upstream requests go to when no route matches.
+    pub upstream: String,
+    /// Routes, tried in order; the first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// A client that has not sent a whole request head by then gets 408.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+    /// Largest request head in bytes: larger heads get 431, a longer request line 414.
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (413 beyond); `None` for no limit.
+    pub max_body_size: Option<u64>,
+}
+
+/// A route of a listener: requests that match go to `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Exact host to match, lower-cased, without port (the request's port is ignored);
+    /// `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix to match (starts with `/`); `None` matches any path.
+    pub path_prefix: Option<String>,
+    /// Where matching requests go.
+    pub upstream: String,
+}
+
+impl RouteConfig {
+    /// Whether a request for `host` (with or without port, any case) and `path` matches.
+    pub fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok = match (&self.host, host) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(got)) => strip_port(got).eq_ignore_ascii_case(want),
+        };
+        host_ok
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|prefix| path.starts_with(prefix))
+    }
+}
+
+/// `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`, `[::1]` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+/// One upstream: a pool of backends and how to talk to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Unique name, used by listeners, routes, the admin API and metrics.
+    pub name: String,
+    /// Algorithm, health rise/fall, breaker (`None` when disabled), passive ejection
+    /// (`None` when `max_fails = 0`), slow start, panic threshold and start position. The
+    /// seed is 0: the program sets it.
+    pub pool: PoolConfig,
+    /// The backends, in file order (at least one).
+    pub backends: Vec<BackendSpec>,
+    /// Attempts per request in all, the first included (1 when `failover = false`).
+    pub tries: NonZeroU32,
+    /// Response statuses that count as a failed attempt and are retried.
+    pub retry_on_status: Vec<u16>,
+    /// How many retries may be in flight at once.
+    pub retry_budget: RetryBudget,
+    /// Request bodies up to this many bytes are buffered so they can be replayed on a retry;
+    /// larger ones are streamed and not retried once sent.
+    pub retry_body_limit: usize,
+    /// Time allowed to connect to a backend.
+    pub connect_timeout: Duration,
+    /// Time allowed for a backend's response head to arrive (504 beyond).
+    pub response_timeout: Duration,
+    /// Idle pooled connections kept per backend; 0 disables pooling.
+    pub keepalive: usize,
+    /// How long an idle pooled connection is kept.
+    pub keepalive_timeout: Duration,
+    /// The queue for requests that find every backend at its connection limit.
+    pub queue: QueueConfig,
+    /// Active health checks.
+    pub health_check: HealthCheckConfig,
+}
+
+/// Envoy's retry budget: retries in flight may be at most `percent` of the requests in
+/// flight, or `min`, whichever is larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Percent of active requests (0–100).
+    pub percent: u8,
+    /// Retries always allowed at once.
+    pub min: u32,
+}
+
+/// Requests waiting for a backend under its connection limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Requests that may wait; 0: none, answer 503 at once.
+    pub size: usize,
+    /// How long a request may wait before it gets 503.
+    pub timeout: Duration,
+    /// Request header (lower-cased) whose integer value orders the queue, higher first.
+    pub priority_header: String,
+}
+
+/// How a health check probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// An HTTP GET of `path`; passes on an expected status.
+    Http,
+    /// A TCP connect; passes when the connection is accepted.
+    Tcp,
+}
+
+impl CheckKind {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Http => "http",
+            CheckKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// Active health checks of an upstream's backends. Rise and fall are in
+/// [`UpstreamConfig::pool`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// Whether checks run at all.
+    pub enabled: bool,
+    /// HTTP or TCP.
+    pub kind: CheckKind,
+    /// Path requested by an HTTP check (starts with `/`).
+    pub path: String,
+    /// Host header of an HTTP check; `None`: the backend's address.
+    pub host: Option<String>,
+    /// Statuses that pass an HTTP check.
+    pub expected_status: Vec<RangeInclusive<u16>>,
+    /// Time between checks of one backend (before jitter).
+    pub interval: Duration,
+    /// Time allowed for one check; always shorter than `interval`.
+    pub timeout: Duration,
+    /// Each check fires at interval × (1 ± jitter); 0 ≤ jitter < 1.
+    pub jitter: f64,
+}
+
+impl HealthCheckConfig {
+    /// Whether `status` passes an HTTP check.
+    pub fn accepts(&self, status: u16) -> bool {
+        self.expected_status.iter().any(|r| r.contains(&status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_admin_token() {
+        let admin = AdminConfig {
+            listen: "127.0.0.1:9901".parse().unwrap(),
+            token: Some("s3cret".into()),
+        };
+        let shown = format!("{admin:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn routes_match_host_without_port_in_any_case_and_path_prefix() {
+        let r = RouteConfig {
+            host: Some("api.example.com".into()),
+            path_prefix: Some("/v1/".into()),
+            upstream: "api".into(),
+        };
+        assert!(r.matches(Some("API.example.com:8080"), "/v1/users"));
+        assert!(r.matches(Some("api.example.com"), "/v1/"));
+        assert!(!r.matches(Some("api.example.com"), "/v2/users"));
+        assert!(!r.matches(Some("www.example.com"), "/v1/users"));
+        assert!(!r.matches(None, "/v1/users"));
+        let any_host = RouteConfig { host: None, ..r };
+        assert!(any_host.matches(None, "/v1/x"));
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+}

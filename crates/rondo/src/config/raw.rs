@@ -1,0 +1,241 @@
+//! The file as written: serde structs that mirror the TOML, with no defaults filled in and
+//! no meaning checked. Absent keys are `None` (the defaults live in [`super::defaults`]);
+//! values that validation checks keep their place in the file ([`Spanned`]) so a semantic
+//! error can point at them. Unknown keys are errors.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+
+use super::units::{DurationValue, SizeValue};
+
+/// A value with its byte range in the file.
+pub(crate) type S<T> = Spanned<T>;
+
+/// The top level of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// Runtime worker threads, integer ≥ 1. Default: the number of cores.
+    pub(crate) workers: Option<S<i64>>,
+    /// Duration in-flight requests may take to finish on SIGTERM/SIGINT. Default "30s".
+    pub(crate) shutdown_grace: Option<S<DurationValue>>,
+    /// One log line per request, bool. Default true.
+    pub(crate) access_log: Option<bool>,
+    /// `[admin]`. Default: listen on 127.0.0.1:9901 without a token.
+    pub(crate) admin: Option<S<RawAdmin>>,
+    /// `[[listeners]]`, at least one.
+    pub(crate) listeners: Option<S<Vec<S<RawListener>>>>,
+    /// `[[upstreams]]`, at least one.
+    pub(crate) upstreams: Option<S<Vec<S<RawUpstream>>>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// Socket address, e.g. "127.0.0.1:9901". Default "127.0.0.1:9901".
+    pub(crate) listen: Option<S<String>>,
+    /// Bearer token, string. No default.
+    pub(crate) token: Option<S<String>>,
+    /// Name of an environment variable holding the token. No default.
+    pub(crate) token_env: Option<S<String>>,
+}
+
+/// `[[listeners]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    /// Unique name, required.
+    pub(crate) name: S<String>,
+    /// Socket address to bind, required.
+    pub(crate) bind: S<String>,
+    /// Default upstream's name, required.
+    pub(crate) upstream: S<String>,
+    /// Duration to receive a whole request head (408 beyond). Default "10s".
+    pub(crate) header_timeout: Option<S<DurationValue>>,
+    /// Keep-alive idle duration. Default "60s".
+    pub(crate) idle_timeout: Option<S<DurationValue>>,
+    /// Size (bytes) of the largest request head. Default "16KiB".
+    pub(crate) max_header_bytes: Option<S<SizeValue>>,
+    /// Size (bytes) of the largest request body. Default: no limit.
+    pub(crate) max_body_size: Option<S<SizeValue>>,
+    /// `[[listeners.routes]]`. Default: none.
+    #[serde(default)]
+    pub(crate) routes: Vec<S<RawRoute>>,
+}
+
+/// `[[listeners.routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    /// Exact host to match (case-insensitive, no port). Default: any host.
+    pub(crate) host: Option<S<String>>,
+    /// Path prefix to match, starting with `/`. Default: any path.
+    pub(crate) path_prefix: Option<S<String>>,
+    /// Upstream name, required.
+    pub(crate) upstream: S<String>,
+}
+
+/// `[[upstreams]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    /// Unique name, required.
+    pub(crate) name: S<String>,
+    /// One of balance's `Algorithm::NAMES`. Default "smooth-weighted".
+    pub(crate) algorithm: Option<S<String>>,
+    /// The backends, at least one, required.
+    pub(crate) backends: Option<S<Vec<S<RawBackend>>>>,
+    /// Slow-start window, duration. Default: off.
+    pub(crate) slow_start: Option<S<DurationValue>>,
+    /// Panic threshold, integer percent 0–100. Default 0 (off).
+    pub(crate) panic_threshold: Option<S<i64>>,
+    /// Where the cycle starts. Default "first".
+    pub(crate) start: Option<RawStart>,
+    /// Attempts per request, integer ≥ 1. Default 3.
+    pub(crate) tries: Option<S<i64>>,
+    /// Whether failed attempts move on to another backend, bool. Default true.
+    pub(crate) failover: Option<S<bool>>,
+    /// Statuses retried, array of integers 100–599. Default [502, 503, 504].
+    pub(crate) retry_on_status: Option<S<Vec<S<i64>>>>,
+    /// Retry budget, integer percent 0–100. Default 20.
+    pub(crate) retry_budget_percent: Option<S<i64>>,
+    /// Retries always allowed, integer ≥ 0. Default 3.
+    pub(crate) retry_budget_min: Option<S<i64>>,
+    /// Size (bytes) of request bodies kept for replay. Default "64KiB".
+    pub(crate) retry_body_limit: Option<S<SizeValue>>,
+    /// Connect timeout, duration. Default "5s".
+    pub(crate) connect_timeout: Option<S<DurationValue>>,
+    /// Response head timeout, duration. Default "60s".
+    pub(crate) response_timeout: Option<S<DurationValue>>,
+    /// Idle pooled connections per backend, integer ≥ 0. Default 32.
+    pub(crate) keepalive: Option<S<i64>>,
+    /// Idle pooled connection lifetime, duration. Default "60s".
+    pub(crate) keepalive_timeout: Option<S<DurationValue>>,
+    /// Failures that eject a backend, integer ≥ 0 (0: off). Default 1.
+    pub(crate) max_fails: Option<S<i64>>,
+    /// Ejection window and time out, duration. Default "10s".
+    pub(crate) fail_timeout: Option<S<DurationValue>>,
+    /// Whether 5xx answers count toward `max_fails`, bool. Default false.
+    pub(crate) fail_on_5xx: Option<bool>,
+    /// Requests that may wait for a backend, integer ≥ 0. Default 0.
+    pub(crate) queue_size: Option<S<i64>>,
+    /// How long a request may wait, duration. Default "5s".
+    pub(crate) queue_timeout: Option<S<DurationValue>>,
+    /// Header carrying a request's priority, header name. Default "x-priority".
+    pub(crate) priority_header: Option<S<String>>,
+    /// `[upstreams.health_check]`. Default: HTTP checks with the seed's settings.
+    pub(crate) health_check: Option<RawHealthCheck>,
+    /// `[upstreams.circuit_breaker]`. Default: on, with the seed's settings.
+    pub(crate) circuit_breaker: Option<RawBreaker>,
+}
+
+/// A backend, an inline table in `backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    /// Socket address, "127.0.0.1:9001" or "[::1]:9001", required.
+    pub(crate) address: S<String>,
+    /// Relative weight, number > 0 with at most three decimals. Default 1.
+    pub(crate) weight: Option<S<f64>>,
+    /// Receives traffic only when no primary can, bool. Default false.
+    pub(crate) backup: Option<bool>,
+    /// Requests in flight at most, integer ≥ 1. Default: no limit.
+    pub(crate) max_connections: Option<S<i64>>,
+    /// Unique id within the upstream, string. Default: the address as written.
+    pub(crate) id: Option<S<String>>,
+}
+
+/// `start`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawStart {
+    /// Where nginx starts.
+    First,
+    /// A random offset.
+    Random,
+}
+
+/// `health_check.kind`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawKind {
+    /// HTTP GET.
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+/// `[upstreams.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    /// Whether checks run, bool. Default true.
+    pub(crate) enabled: Option<bool>,
+    /// "http" or "tcp". Default "http".
+    pub(crate) kind: Option<RawKind>,
+    /// HTTP path, starting with `/`. Default "/health".
+    pub(crate) path: Option<S<String>>,
+    /// Host header. Default: the backend's address.
+    pub(crate) host: Option<S<String>>,
+    /// Passing statuses: codes or "200-399" ranges. Default 200–399.
+    pub(crate) expected_status: Option<S<Vec<S<StatusItem>>>>,
+    /// Time between checks, duration. Default "30s".
+    pub(crate) interval: Option<S<DurationValue>>,
+    /// Time allowed per check, duration shorter than `interval`. Default "5s".
+    pub(crate) timeout: Option<S<DurationValue>>,
+    /// Failed checks that take a backend out, integer ≥ 1. Default 3.
+    pub(crate) fall: Option<S<i64>>,
+    /// Passed checks that bring it back, integer ≥ 1. Default 2.
+    pub(crate) rise: Option<S<i64>>,
+    /// Fraction 0 ≤ j < 1 of interval to vary by. Default 0.1.
+    pub(crate) jitter: Option<S<f64>>,
+}
+
+/// `[upstreams.circuit_breaker]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    /// Whether breakers are on, bool. Default true.
+    pub(crate) enabled: Option<bool>,
+    /// Consecutive failures that open, integer ≥ 1. Default 5.
+    pub(crate) failure_threshold: Option<S<i64>>,
+    /// Time open before probing, duration. Default "60s".
+    pub(crate) recovery_timeout: Option<S<DurationValue>>,
+    /// Probes at once while half-open, integer ≥ 1. Default 1.
+    pub(crate) half_open_requests: Option<S<i64>>,
+}
+
+/// One entry of `expected_status`: `200` or `"200-399"` (or `"204"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StatusItem {
+    /// A single code.
+    Code(i64),
+    /// A range as written, parsed by validation.
+    Range(String),
+}
+
+impl<'de> Deserialize<'de> for StatusItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StatusItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status code such as 200 or a range such as \"200-399\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusItem, E> {
+                Ok(StatusItem::Code(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusItem, E> {
+                Ok(StatusItem::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusItem, E> {
+                Ok(StatusItem::Range(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
