@@ -4,8 +4,9 @@
 //! thing in-process: configuration, the HTTP proxy, health checks, the admin API and the
 //! load generator. `main.rs` only parses the command line and dispatches here.
 
-<<<<<<< HEAD
+pub mod clock;
 pub mod compare;
-=======
 pub mod config;
->>>>>>> config
+pub mod proxy;
+pub mod serve;
+pub mod upstream;

@@ -54,7 +54,11 @@ fn main() -> anyhow::Result<ExitCode> {
 fn check(path: &std::path::Path) -> ExitCode {
     match rondo::config::load(path) {
         Ok(config) => {
-            println!("rondo: configuration file {} is valid: {}", path.display(), config.summary());
+            println!(
+                "rondo: configuration file {} is valid: {}",
+                path.display(),
+                config.summary()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

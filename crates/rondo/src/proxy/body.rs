@@ -1,0 +1,144 @@
+//! Moving a body from one socket to the other without holding it: a bounded buffer, read,
+//! write, repeat, so a 1 GiB upload costs one buffer of memory. The framing decides where
+//! the body ends; bytes past the end (a pipelined next request) stay in the buffer.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::chunked::ChunkedDecoder;
+use super::head::Framing;
+
+/// Bytes read at a time. 16 KiB matches HAProxy's buffer and nginx's default
+/// `proxy_buffer_size` × 2-4: large enough that syscalls are amortised, small enough for
+/// thousands of concurrent transfers.
+pub(crate) const CHUNK: usize = 16 * 1024;
+
+/// Which side failed while a body was moving.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CopyError {
+    /// Reading from the source failed, timed out, or it closed before the body ended.
+    #[error("reading the body failed: {0}")]
+    Source(io::Error),
+    /// Writing to the destination failed or timed out.
+    #[error("writing the body failed: {0}")]
+    Destination(io::Error),
+    /// The chunked framing was malformed.
+    #[error("malformed chunked body")]
+    Framing,
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out")
+}
+
+/// Reads more bytes into `buf` (growing it by up to [`CHUNK`]); `Ok(0)` at end of stream.
+pub(crate) async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < CHUNK / 4 {
+        buf.reserve(CHUNK);
+    }
+    stream.read_buf(buf).await
+}
+
+async fn read_timed(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<usize, CopyError> {
+    match timeout(limit, read_some(stream, buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(CopyError::Source(e)),
+        Err(_) => Err(CopyError::Source(timed_out())),
+    }
+}
+
+/// Writes all of `bytes`, failing after `limit`.
+pub(crate) async fn write_timed(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    match timeout(limit, stream.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// Timeouts for one copy: how long a read from the source and a write to the destination may
+/// take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) read: Duration,
+    pub(crate) write: Duration,
+}
+
+/// Copies one body framed by `framing` from `src` to `dst`. `buf` starts with bytes already
+/// read from `src`; when the body ends, it holds whatever came after it. Returns the number
+/// of body bytes copied.
+pub(crate) async fn copy(
+    framing: Framing,
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limits: Limits,
+) -> Result<u64, CopyError> {
+    let mut copied = 0u64;
+    match framing {
+        Framing::Empty => {}
+        Framing::Length(total) => {
+            let mut remaining = total;
+            loop {
+                let take = (buf.len() as u64).min(remaining) as usize;
+                if take > 0 {
+                    write_timed(dst, &buf[..take], limits.write)
+                        .await
+                        .map_err(CopyError::Destination)?;
+                    buf.drain(..take);
+                    remaining -= take as u64;
+                    copied += take as u64;
+                }
+                if remaining == 0 {
+                    break;
+                }
+                if read_timed(src, buf, limits.read).await? == 0 {
+                    return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            loop {
+                let take = decoder.feed(buf).map_err(|_| CopyError::Framing)?;
+                if take > 0 {
+                    write_timed(dst, &buf[..take], limits.write)
+                        .await
+                        .map_err(CopyError::Destination)?;
+                    buf.drain(..take);
+                    copied += take as u64;
+                }
+                if decoder.is_done() {
+                    break;
+                }
+                if read_timed(src, buf, limits.read).await? == 0 {
+                    return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            if !buf.is_empty() {
+                write_timed(dst, buf, limits.write)
+                    .await
+                    .map_err(CopyError::Destination)?;
+                copied += buf.len() as u64;
+                buf.clear();
+            }
+            if read_timed(src, buf, limits.read).await? == 0 {
+                break;
+            }
+        },
+    }
+    Ok(copied)
+}

@@ -1,0 +1,242 @@
+//! Finding the end of a chunked body (RFC 9112 §7.1) without changing it.
+//!
+//! rondo forwards chunked bodies byte for byte, in both directions: re-chunking would cost a
+//! copy and gain nothing. It still has to know where the body ends, to reuse the connection
+//! for the next message and to refuse malformed framing (a smuggling vector), so it runs this
+//! decoder over the bytes as they pass.
+
+/// Longest chunk-size line (size, extensions, CRLF) accepted. nginx and HAProxy accept a few
+/// hundred bytes of extensions; nothing legitimate sends more.
+const MAX_LINE: u32 = 4096;
+
+/// Longest trailer section accepted.
+const MAX_TRAILERS: u32 = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size.
+    Size,
+    /// After the size: extensions until CR.
+    Extension,
+    /// Expecting LF after the size line.
+    SizeLf,
+    /// Inside chunk data.
+    Data(u64),
+    /// Expecting CR after chunk data.
+    DataCr,
+    /// Expecting LF after chunk data.
+    DataLf,
+    /// After the last chunk: at the start of a trailer line (an empty line ends the body).
+    TrailerStart,
+    /// Inside a trailer line.
+    TrailerLine,
+    /// Expecting LF of the final empty line.
+    EndLf,
+    /// Expecting LF of a trailer line.
+    TrailerLf,
+    /// The body is complete.
+    Done,
+}
+
+/// Malformed chunked framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body")]
+pub(crate) struct ChunkedError;
+
+/// A streaming chunked-framing tracker.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkedDecoder {
+    state: State,
+    size: u64,
+    /// Bytes of the current size line or trailer section, for the limits.
+    line: u32,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> ChunkedDecoder {
+        ChunkedDecoder {
+            state: State::Size,
+            size: 0,
+            line: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// True once the terminating chunk and trailers have been seen.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Consumes bytes from `input` up to the end of the body; returns how many belong to the
+    /// body (all of them unless the body ends inside `input`).
+    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<usize, ChunkedError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Done => return Ok(i),
+                State::Data(remaining) => {
+                    // Skip over data in one step.
+                    let available = (input.len() - i) as u64;
+                    let take = remaining.min(available);
+                    i += take as usize;
+                    self.state = if take == remaining {
+                        State::DataCr
+                    } else {
+                        State::Data(remaining - take)
+                    };
+                    continue;
+                }
+                State::Size => {
+                    let digit = match b {
+                        b'0'..=b'9' => Some(b - b'0'),
+                        b'a'..=b'f' => Some(b - b'a' + 10),
+                        b'A'..=b'F' => Some(b - b'A' + 10),
+                        _ => None,
+                    };
+                    match digit {
+                        Some(d) => {
+                            // 16 hex digits would overflow; no chunk is that large.
+                            if self.size >> 56 != 0 {
+                                return Err(ChunkedError);
+                            }
+                            self.size = (self.size << 4) | u64::from(d);
+                        }
+                        None if self.line == 0 => return Err(ChunkedError),
+                        None if b == b'\r' => self.state = State::SizeLf,
+                        None if b == b';' || b == b' ' || b == b'\t' => {
+                            self.state = State::Extension
+                        }
+                        None => return Err(ChunkedError),
+                    }
+                    self.bump_line(MAX_LINE)?;
+                }
+                State::Extension => {
+                    if b == b'\r' {
+                        self.state = State::SizeLf;
+                    } else if b == b'\n' {
+                        return Err(ChunkedError);
+                    }
+                    self.bump_line(MAX_LINE)?;
+                }
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError);
+                    }
+                    self.line = 0;
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data(self.size)
+                    };
+                    self.size = 0;
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkedError);
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError);
+                    }
+                    self.state = State::Size;
+                }
+                State::TrailerStart => {
+                    self.state = if b == b'\r' {
+                        State::EndLf
+                    } else {
+                        State::TrailerLine
+                    };
+                    self.bump_line(MAX_TRAILERS)?;
+                }
+                State::TrailerLine => {
+                    if b == b'\r' {
+                        self.state = State::TrailerLf;
+                    }
+                    self.bump_line(MAX_TRAILERS)?;
+                }
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError);
+                    }
+                    self.state = State::TrailerStart;
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError);
+                    }
+                    self.state = State::Done;
+                    return Ok(i + 1);
+                }
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn bump_line(&mut self, limit: u32) -> Result<(), ChunkedError> {
+        self.line += 1;
+        if self.line > limit {
+            Err(ChunkedError)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> Result<(usize, bool), ChunkedError> {
+        let mut d = ChunkedDecoder::default();
+        let mut total = 0;
+        for c in chunks {
+            total += d.feed(c)?;
+        }
+        Ok((total, d.is_done()))
+    }
+
+    #[test]
+    fn finds_the_end_of_a_body_split_anywhere() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for split in 0..body.len() {
+            let (a, b) = body.split_at(split);
+            let mut d = ChunkedDecoder::default();
+            let n1 = d.feed(a).unwrap();
+            let n2 = if d.is_done() { 0 } else { d.feed(b).unwrap() };
+            assert!(d.is_done(), "split at {split}");
+            assert_eq!(n1 + n2, end, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_and_without_trailers() {
+        let body = b"a\r\n0123456789\r\n0\r\n\r\n";
+        let parts: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(run(&parts).unwrap(), (body.len(), true));
+    }
+
+    #[test]
+    fn rejects_malformed_framing() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"4\r\nWikiXX",
+            b"4\nWiki",
+            b"fffffffffffffffff\r\n",
+            b"4\r\nWiki\r\n0\r\nbad\rX",
+        ] {
+            assert!(run(&[bad]).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn incomplete_body_is_not_done() {
+        assert_eq!(run(&[b"4\r\nWi"]).unwrap(), (6, false));
+    }
+}

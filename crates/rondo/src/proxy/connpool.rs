@@ -1,0 +1,80 @@
+//! Idle keep-alive connections to backends, one pool per worker thread.
+//!
+//! Each worker keeps its own connections (as nginx's `keepalive` does per worker), so taking
+//! and returning one is a `RefCell` borrow, never a lock. The most recently used connection is
+//! taken first (it is the least likely to have been closed by the backend's idle timeout),
+//! and a connection the backend has closed or written to while idle (the reactor already
+//! marked it readable) is dropped instead of being used, so a request rarely meets a
+//! connection that died while pooled.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// The idle connections of one worker, by backend address.
+#[derive(Default)]
+pub(crate) struct ConnPool {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.borrow();
+        f.debug_struct("ConnPool")
+            .field("backends", &idle.len())
+            .finish()
+    }
+}
+
+/// True when the reactor has seen the connection become readable while idle: the backend
+/// closed it or sent something unasked. Checks tokio's readiness flag; no system call.
+fn went_stale(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(stream.poll_read_ready(&mut cx), Poll::Ready(_))
+}
+
+impl ConnPool {
+    /// An idle connection to `addr` younger than `max_age`, if there is one.
+    pub(crate) fn take(&self, addr: SocketAddr, max_age: Duration) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(conn) = list.pop() {
+            if conn.since.elapsed() < max_age && !went_stale(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange; dropped if `addr` already has `max`
+    /// idle connections.
+    pub(crate) fn put(&self, addr: SocketAddr, stream: TcpStream, max: usize) {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        if list.len() < max {
+            list.push(Idle {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle for longer than `max_age` or closed by their backend.
+    pub(crate) fn sweep(&self, max_age: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        for list in idle.values_mut() {
+            list.retain(|c| c.since.elapsed() < max_age && !went_stale(&c.stream));
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+}

@@ -1,0 +1,575 @@
+//! One client connection speaking HTTP/1.1: read a request head, choose a backend, forward,
+//! stream the answer back, and keep the connection for the next request.
+//!
+//! Failover follows one rule (DESIGN.md, "Errors and bad input"): a request that never
+//! reached a backend (connect refused or timed out) is retried on another; an idempotent
+//! request whose body can be replayed is also retried on a configured status or a response
+//! timeout; anything that may have reached a backend and is not idempotent is never sent
+//! twice. Retries also need the upstream's retry budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use balance::{Lease, Mode, Outcome};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::Site;
+use super::Worker;
+use super::body::{self, CopyError, Limits};
+use super::head::{self, Client, Framing, RequestInfo};
+use super::respond::send_error;
+use crate::upstream::Upstream;
+
+/// What the connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves one client connection until it closes, errs, idles out or the server shuts down.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    site: Arc<Site>,
+    worker: std::rc::Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let ip = peer.ip().to_canonical().to_string();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut first = true;
+    loop {
+        if pending.is_empty() {
+            let wait = if first {
+                site.config.header_timeout
+            } else {
+                site.config.idle_timeout
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                ready = timeout(wait, stream.readable()) => {
+                    if !matches!(ready, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+        }
+        first = false;
+        let mut inbuf = if pending.is_empty() {
+            worker.take_buffer()
+        } else {
+            std::mem::take(&mut pending)
+        };
+        let next = request(&mut stream, &ip, &site, &worker, &mut inbuf).await;
+        if inbuf.is_empty() {
+            worker.give_buffer(inbuf);
+        } else {
+            pending = inbuf;
+        }
+        if matches!(next, Next::Close) || *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Reads one request head (bytes may already be in `inbuf`) and handles the request.
+async fn request(
+    stream: &mut TcpStream,
+    ip: &str,
+    site: &Site,
+    worker: &Worker,
+    inbuf: &mut Vec<u8>,
+) -> Next {
+    let config = &site.config;
+    let client = Client {
+        ip,
+        max_header_bytes: config.max_header_bytes,
+        max_body_size: config.max_body_size,
+    };
+    let deadline = Instant::now() + config.header_timeout;
+    let mut out = worker.take_buffer();
+    let info = loop {
+        out.clear();
+        let parsed = head::parse_request(
+            inbuf,
+            &client,
+            |host, path| site.route(host, path),
+            |u| site.upstreams[u].config().queue.priority_header.as_str(),
+            &mut out,
+        );
+        match parsed {
+            Ok(Some(info)) => break info,
+            Ok(None) => {}
+            Err(e) => {
+                send_error(
+                    stream,
+                    e.status(),
+                    &e.to_string(),
+                    true,
+                    config.idle_timeout,
+                )
+                .await;
+                worker.give_buffer(out);
+                return Next::Close;
+            }
+        }
+        let read = timeout_at(deadline, body::read_some(stream, inbuf)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                worker.give_buffer(out);
+                return Next::Close;
+            }
+            Err(_) => {
+                if !inbuf.is_empty() {
+                    let detail = format!(
+                        "the request head did not arrive within {:?}",
+                        config.header_timeout
+                    );
+                    send_error(stream, 408, &detail, true, config.idle_timeout).await;
+                }
+                worker.give_buffer(out);
+                return Next::Close;
+            }
+        }
+    };
+    inbuf.drain(..info.head_len);
+    let upstream = Arc::clone(&site.upstreams[info.upstream]);
+    let next = forward(stream, site, worker, &upstream, &info, inbuf, &mut out).await;
+    worker.give_buffer(out);
+    next
+}
+
+/// Why the last attempt failed, for the response when no attempt succeeds.
+struct Failure {
+    status: u16,
+    detail: String,
+}
+
+/// Forwards one request whose head is in `out` (to send) and whose body starts in `inbuf`.
+async fn forward(
+    client: &mut TcpStream,
+    site: &Site,
+    worker: &Worker,
+    upstream: &Upstream,
+    info: &RequestInfo,
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Next {
+    let started = Instant::now();
+    let cfg = upstream.config();
+    let idle = site.config.idle_timeout;
+    let _active = upstream.begin();
+
+    let continue_sent = !(info.expect_continue && info.framing != Framing::Empty)
+        || body::write_timed(client, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
+            .await
+            .is_ok();
+    if !continue_sent {
+        return Next::Close;
+    }
+    // A body small enough is read whole before the first attempt, so a retry can resend it.
+    let replayable = match info.framing {
+        Framing::Empty => true,
+        Framing::Length(n) if n <= cfg.retry_body_limit as u64 => {
+            while (inbuf.len() as u64) < n {
+                match timeout(idle, body::read_some(client, inbuf)).await {
+                    Ok(Ok(read)) if read > 0 => {}
+                    _ => return Next::Close,
+                }
+            }
+            out.extend_from_slice(&inbuf[..n as usize]);
+            inbuf.drain(..n as usize);
+            true
+        }
+        _ => false,
+    };
+
+    let tries = cfg.tries.get() as usize;
+    let mut tried: Vec<*const balance::Backend> = Vec::new();
+    let mut failure = Failure {
+        status: 503,
+        detail: format!("no backend available in upstream `{}`", cfg.name),
+    };
+    let mut retry_budget = None;
+    let mut attempt = 0;
+    while attempt < tries {
+        attempt += 1;
+        if attempt > 1 {
+            retry_budget = upstream.try_retry();
+            if retry_budget.is_none() {
+                failure.detail.push_str(" (retry budget exhausted)");
+                break;
+            }
+        }
+        let Some(lease) = pick(upstream, &tried, info.priority, attempt == 1).await else {
+            if attempt == 1 && upstream.pool().snapshot().mode() != Mode::Empty {
+                failure.detail = format!(
+                    "every backend of upstream `{}` is at its connection limit",
+                    cfg.name
+                );
+            }
+            break;
+        };
+        tried.push(Arc::as_ptr(lease.backend()));
+        match attempt_once(
+            client, site, worker, upstream, info, &lease, inbuf, out, replayable,
+        )
+        .await
+        {
+            Attempt::Done {
+                next,
+                outcome,
+                latency,
+                status,
+            } => {
+                if site.access_log {
+                    log_access(
+                        client,
+                        out,
+                        cfg.name.as_str(),
+                        lease.backend().id(),
+                        status,
+                        attempt,
+                        started,
+                    );
+                }
+                finish(upstream, lease, outcome, latency);
+                return next;
+            }
+            Attempt::Failed {
+                outcome,
+                latency,
+                status,
+                detail,
+                retry,
+            } => {
+                let id = lease.backend().id().to_owned();
+                finish(upstream, lease, outcome, latency);
+                failure = Failure {
+                    status,
+                    detail: format!("{detail} (backend {id})"),
+                };
+                if !retry {
+                    break;
+                }
+            }
+            Attempt::Abort => return Next::Close,
+        }
+    }
+    drop(retry_budget);
+    let close = !info.keep_alive || !replayable;
+    send_error(client, failure.status, &failure.detail, close, idle).await;
+    if site.access_log {
+        log_access(
+            client,
+            out,
+            cfg.name.as_str(),
+            "-",
+            failure.status,
+            attempt,
+            started,
+        );
+        tracing::warn!(
+            upstream = cfg.name.as_str(),
+            status = failure.status,
+            "{}",
+            failure.detail
+        );
+    }
+    if close { Next::Close } else { Next::KeepAlive }
+}
+
+/// One access-log line: client, method, path, status, backend, attempts, duration. Method and
+/// path are read back from the forwarded head, which starts with the request line.
+fn log_access(
+    client: &TcpStream,
+    head: &[u8],
+    upstream: &str,
+    backend: &str,
+    status: u16,
+    attempts: usize,
+    started: Instant,
+) {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let path = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let peer = client
+        .peer_addr()
+        .map(|a| a.ip().to_canonical().to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "rondo::access",
+        client = peer.as_str(),
+        method = &*method,
+        path = &*path,
+        status,
+        upstream,
+        backend,
+        attempts,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+}
+
+/// Ends a request on its backend and lets a queued request have the slot.
+fn finish(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Duration) {
+    lease.finish(outcome, latency, upstream.clock().now());
+    upstream.queue().release();
+}
+
+/// Picks a backend not tried yet; on the first attempt, waits in the upstream's queue when
+/// every backend is at its connection limit.
+async fn pick<'u>(
+    upstream: &'u Upstream,
+    tried: &[*const balance::Backend],
+    priority: i32,
+    may_queue: bool,
+) -> Option<Lease<'u>> {
+    let accept = |b: &balance::Backend| !tried.contains(&(b as *const balance::Backend));
+    if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
+        return Some(lease);
+    }
+    let queue = &upstream.config().queue;
+    if !may_queue || queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
+        return None;
+    }
+    let deadline = Instant::now() + queue.timeout;
+    loop {
+        let woken = upstream.queue().join(priority)?;
+        if timeout_at(deadline, woken).await.is_err() {
+            return None;
+        }
+        if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
+            return Some(lease);
+        }
+    }
+}
+
+/// The result of one attempt on one backend.
+enum Attempt {
+    /// A response went to the client.
+    Done {
+        next: Next,
+        outcome: Outcome,
+        latency: Duration,
+        status: u16,
+    },
+    /// Nothing went to the client; another backend may be tried if `retry`.
+    Failed {
+        outcome: Outcome,
+        latency: Duration,
+        status: u16,
+        detail: String,
+        retry: bool,
+    },
+    /// The client connection broke; nothing more can be sent.
+    Abort,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt_once(
+    client: &mut TcpStream,
+    site: &Site,
+    worker: &Worker,
+    upstream: &Upstream,
+    info: &RequestInfo,
+    lease: &Lease<'_>,
+    inbuf: &mut Vec<u8>,
+    out: &[u8],
+    replayable: bool,
+) -> Attempt {
+    let cfg = upstream.config();
+    let addr = lease.backend().address();
+    let idle = site.config.idle_timeout;
+    let start = Instant::now();
+    let may_retry = |reached: bool| !reached || (info.idempotent && replayable);
+
+    let mut conn = match worker.conns.take(addr, cfg.keepalive_timeout) {
+        Some(c) => c,
+        None => match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => {
+                let _ = c.set_nodelay(true);
+                c
+            }
+            Ok(Err(e)) => {
+                return Attempt::Failed {
+                    outcome: Outcome::TransportError,
+                    latency: start.elapsed(),
+                    status: 502,
+                    detail: format!("connecting to {addr} failed: {e}"),
+                    retry: may_retry(false),
+                };
+            }
+            Err(_) => {
+                return Attempt::Failed {
+                    outcome: Outcome::TransportError,
+                    latency: start.elapsed(),
+                    status: 504,
+                    detail: format!(
+                        "connecting to {addr} timed out after {:?}",
+                        cfg.connect_timeout
+                    ),
+                    retry: may_retry(false),
+                };
+            }
+        },
+    };
+
+    // Send the head (and a buffered body), then stream any remaining body.
+    let sent = body::write_timed(&mut conn, out, cfg.response_timeout).await;
+    let sent = match (sent, replayable) {
+        (Err(e), _) => Err(format!("sending to {addr} failed: {e}")),
+        (Ok(()), true) => Ok(()),
+        (Ok(()), false) => {
+            let limits = Limits {
+                read: idle,
+                write: cfg.response_timeout,
+            };
+            match body::copy(info.framing, client, &mut conn, inbuf, limits).await {
+                Ok(_) => Ok(()),
+                Err(CopyError::Destination(e)) => {
+                    Err(format!("sending the body to {addr} failed: {e}"))
+                }
+                Err(CopyError::Source(_)) | Err(CopyError::Framing) => return Attempt::Abort,
+            }
+        }
+    };
+    if let Err(detail) = sent {
+        return Attempt::Failed {
+            outcome: Outcome::TransportError,
+            latency: start.elapsed(),
+            status: 502,
+            detail,
+            retry: may_retry(true),
+        };
+    }
+
+    // Read the response head, skipping interim (1xx) responses.
+    let mut resp = worker.take_buffer();
+    let mut head_out = worker.take_buffer();
+    let deadline = start + cfg.response_timeout;
+    let parsed = loop {
+        head_out.clear();
+        match head::parse_response(&resp, info.is_head, info.keep_alive, &mut head_out) {
+            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                resp.drain(..r.head_len);
+                continue;
+            }
+            Ok(Some(r)) => break Ok(r),
+            Ok(None) => {}
+            Err(e) => break Err((502, format!("{e} {addr}"))),
+        }
+        match timeout_at(deadline, body::read_some(&mut conn, &mut resp)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => {
+                break Err((
+                    502,
+                    format!("{addr} closed the connection without a response"),
+                ));
+            }
+            Ok(Err(e)) => {
+                break Err((502, format!("reading the response from {addr} failed: {e}")));
+            }
+            Err(_) => {
+                break Err((
+                    504,
+                    format!("{addr} did not answer within {:?}", cfg.response_timeout),
+                ));
+            }
+        }
+    };
+    let latency = start.elapsed();
+    let response = match parsed {
+        Ok(r) => r,
+        Err((status, detail)) => {
+            worker.give_buffer(resp);
+            worker.give_buffer(head_out);
+            return Attempt::Failed {
+                outcome: Outcome::TransportError,
+                latency,
+                status,
+                detail,
+                retry: may_retry(true),
+            };
+        }
+    };
+    let outcome = if response.status >= 500 {
+        Outcome::ServerError
+    } else {
+        Outcome::Success
+    };
+    if cfg.retry_on_status.contains(&response.status) && may_retry(true) {
+        worker.give_buffer(resp);
+        worker.give_buffer(head_out);
+        return Attempt::Failed {
+            outcome,
+            latency,
+            status: response.status,
+            detail: format!("{addr} answered {}", response.status),
+            retry: true,
+        };
+    }
+
+    // Forward the response.
+    resp.drain(..response.head_len);
+    let limits = Limits {
+        read: cfg.response_timeout,
+        write: idle,
+    };
+    let mut done = body::write_timed(client, &head_out, idle).await.is_ok();
+    let mut backend_ok = true;
+    if done {
+        match body::copy(response.framing, &mut conn, client, &mut resp, limits).await {
+            Ok(_) => {}
+            Err(CopyError::Destination(_)) => done = false,
+            Err(CopyError::Source(_)) | Err(CopyError::Framing) => {
+                done = false;
+                backend_ok = false;
+            }
+        }
+    }
+    let status = response.status;
+    let outcome = if backend_ok {
+        outcome
+    } else {
+        Outcome::TransportError
+    };
+    if done && status == 101 {
+        // Switching protocols: from here the connection carries whatever the two ends speak;
+        // bytes each side sent early go first.
+        let early_ok = body::write_timed(client, &resp, idle).await.is_ok()
+            && body::write_timed(&mut conn, inbuf, idle).await.is_ok();
+        inbuf.clear();
+        worker.give_buffer(resp);
+        worker.give_buffer(head_out);
+        if early_ok {
+            let _ = tokio::io::copy_bidirectional(client, &mut conn).await;
+        }
+        return Attempt::Done {
+            next: Next::Close,
+            outcome,
+            latency,
+            status,
+        };
+    }
+    if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
+        worker.conns.put(addr, conn, cfg.keepalive);
+    }
+    worker.give_buffer(resp);
+    worker.give_buffer(head_out);
+    let next = if done && !response.close_client {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    };
+    Attempt::Done {
+        next,
+        outcome,
+        latency,
+        status,
+    }
+}

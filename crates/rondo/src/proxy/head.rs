@@ -1,0 +1,622 @@
+//! Request and response heads: parsed with `httparse` straight out of the read buffer and
+//! rewritten in one pass into the buffer that goes out, so a proxied head costs one scan and
+//! one copy, no allocation.
+//!
+//! What the rewrite does (RFC 9110 §7.6.1, nginx's and HAProxy's conventions):
+//! - drops hop-by-hop headers (`Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//!   `Trailer`, `Upgrade` unless upgrading, and every header `Connection` names);
+//! - requests: appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` (a client's own values for these two are not trusted), appends
+//!   `1.1 rondo` to `Via`, keeps `Host`, and forwards as HTTP/1.1;
+//! - refuses what would let a request be read two ways (both `Content-Length` and
+//!   `Transfer-Encoding`, repeated differing lengths, a transfer coding other than chunked).
+
+use std::fmt::Write as _;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding, forwarded as is.
+    Chunked,
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+/// Why a request head was refused, with the status it earns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    /// Not valid HTTP/1.x.
+    #[error("malformed request")]
+    Malformed,
+    /// The request line alone is longer than the head limit.
+    #[error("request line too long")]
+    UriTooLong,
+    /// The head is longer than the limit, or has too many fields.
+    #[error("request header fields too large")]
+    TooLarge,
+    /// The declared body is larger than the limit.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// A transfer coding other than chunked.
+    #[error("transfer coding not implemented")]
+    UnsupportedCoding,
+}
+
+impl HeadError {
+    /// The status the client gets.
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            HeadError::Malformed => 400,
+            HeadError::UriTooLong => 414,
+            HeadError::TooLarge => 431,
+            HeadError::BodyTooLarge => 413,
+            HeadError::UnsupportedCoding => 501,
+        }
+    }
+}
+
+/// Most header fields accepted in one head; more is a 431 (nginx and HAProxy allow ~100).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// What the proxy needs to know about a parsed request after its head is gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestInfo {
+    /// Length of the head in the input buffer.
+    pub(crate) head_len: usize,
+    /// How the body is delimited.
+    pub(crate) framing: Framing,
+    /// Safe to send twice (RFC 9110 §9.2.2): GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
+    pub(crate) idempotent: bool,
+    /// A HEAD request: the response has no body whatever it says.
+    pub(crate) is_head: bool,
+    /// The client wants the connection kept open.
+    pub(crate) keep_alive: bool,
+    /// The client waits for `100 Continue` before sending its body.
+    pub(crate) expect_continue: bool,
+    /// The route's upstream (index into the listener's table).
+    pub(crate) upstream: usize,
+    /// The seed's `Request.priority`, from the upstream's priority header; 0 when absent.
+    pub(crate) priority: i32,
+}
+
+/// Facts about the client connection that go into forwarded headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client<'a> {
+    /// The client's IP, already formatted.
+    pub(crate) ip: &'a str,
+    /// Head size limit.
+    pub(crate) max_header_bytes: usize,
+    /// Body size limit.
+    pub(crate) max_body_size: Option<u64>,
+}
+
+fn is(name: &str, lower: &str) -> bool {
+    name.eq_ignore_ascii_case(lower)
+}
+
+/// Headers that never cross a proxy.
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+    ]
+    .iter()
+    .any(|h| is(name, h))
+}
+
+/// Comma-separated tokens of a `Connection` header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+fn token_eq(t: &[u8], lower: &str) -> bool {
+    t.eq_ignore_ascii_case(lower.as_bytes())
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Parses a request head at the start of `input` and writes the head to forward into `out`.
+///
+/// `route(host, path)` chooses the upstream; `priority_header(upstream)` names the header
+/// that carries the request's priority. Returns `Ok(None)` while the head is incomplete.
+pub(crate) fn parse_request<'r>(
+    input: &[u8],
+    client: &Client<'_>,
+    route: impl FnOnce(Option<&str>, &str) -> usize,
+    priority_header: impl FnOnce(usize) -> &'r str,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestInfo>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if input.len() >= client.max_header_bytes {
+                let line_done = input.windows(2).any(|w| w == b"\r\n");
+                return Err(if line_done {
+                    HeadError::TooLarge
+                } else {
+                    HeadError::UriTooLong
+                });
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if head_len > client.max_header_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed);
+    };
+
+    // First pass: what the head says about framing, connection and routing.
+    let mut connection: [&[u8]; 8] = [&[]; 8];
+    let mut n_connection = 0;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut host: Option<&str> = None;
+    let mut keep_alive = version == 1;
+    let mut upgrade = false;
+    let mut expect_continue = false;
+    let mut forwarded_for: Option<&[u8]> = None;
+    let mut via: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if is(name, "content-length") {
+            let n = parse_length(h.value).ok_or(HeadError::Malformed)?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(HeadError::Malformed);
+            }
+            content_length = Some(n);
+        } else if is(name, "transfer-encoding") {
+            let mut codings = tokens(h.value);
+            match (codings.next(), codings.next()) {
+                (Some(t), None) if token_eq(t, "chunked") && !chunked => chunked = true,
+                _ => return Err(HeadError::UnsupportedCoding),
+            }
+        } else if is(name, "host") {
+            if host.is_some() {
+                return Err(HeadError::Malformed);
+            }
+            host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?);
+        } else if is(name, "connection") {
+            for t in tokens(h.value) {
+                if token_eq(t, "close") {
+                    keep_alive = false;
+                } else if token_eq(t, "keep-alive") {
+                    keep_alive = true;
+                } else if token_eq(t, "upgrade") {
+                    upgrade = true;
+                }
+                if n_connection < connection.len() {
+                    connection[n_connection] = t;
+                    n_connection += 1;
+                }
+            }
+        } else if is(name, "expect") {
+            expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+        } else if is(name, "x-forwarded-for") {
+            forwarded_for = Some(h.value);
+        } else if is(name, "via") {
+            via = Some(h.value);
+        }
+    }
+    if chunked && content_length.is_some() {
+        return Err(HeadError::Malformed);
+    }
+    let upgrade = upgrade && req.headers.iter().any(|h| is(h.name, "upgrade"));
+    let framing = match (chunked, content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    if let (Framing::Length(n), Some(max)) = (framing, client.max_body_size)
+        && n > max
+    {
+        return Err(HeadError::BodyTooLarge);
+    }
+    let upstream = route(host, path);
+    let priority_name = priority_header(upstream);
+    let priority = req
+        .headers
+        .iter()
+        .find(|h| is(h.name, priority_name))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+        .unwrap_or(0);
+
+    // Second pass: the head to forward.
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let named = &connection[..n_connection];
+    for h in req.headers.iter() {
+        let name = h.name;
+        let skip = hop_by_hop(name)
+            || named
+                .iter()
+                .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+            || is(name, "x-forwarded-for")
+            || is(name, "x-forwarded-proto")
+            || is(name, "x-forwarded-host")
+            || is(name, "via")
+            || (expect_continue && is(name, "expect"));
+        if skip {
+            continue;
+        }
+        push_header(out, name.as_bytes(), h.value);
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if upgrade {
+        if let Some(h) = req.headers.iter().find(|h| is(h.name, "upgrade")) {
+            push_header(out, b"upgrade", h.value);
+        }
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prior) = forwarded_for {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client.ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    if let Some(host) = host {
+        push_header(out, b"x-forwarded-host", host.as_bytes());
+    }
+    out.extend_from_slice(b"via: ");
+    if let Some(prior) = via {
+        out.extend_from_slice(prior);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"1.1 rondo\r\n\r\n");
+
+    let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(&method);
+    Ok(Some(RequestInfo {
+        head_len,
+        framing,
+        idempotent,
+        is_head: method == "HEAD",
+        keep_alive,
+        expect_continue,
+        upstream,
+        priority,
+    }))
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the proxy needs to know about a parsed response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponseInfo {
+    /// Length of the head in the input buffer.
+    pub(crate) head_len: usize,
+    /// Status code.
+    pub(crate) status: u16,
+    /// How the body is delimited.
+    pub(crate) framing: Framing,
+    /// The backend connection can carry another request afterwards.
+    pub(crate) reusable: bool,
+    /// The client connection must close after this response.
+    pub(crate) close_client: bool,
+}
+
+/// A response head the proxy cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid response head from backend")]
+pub(crate) struct BadResponse;
+
+/// Longest response head accepted from a backend (nginx's `proxy_buffer_size` is 4-8 KiB;
+/// HAProxy's `tune.bufsize` 16 KiB).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+
+/// Parses a response head at the start of `input` and writes the head to send the client into
+/// `out`. `request_is_head` and `client_keep_alive` come from the request. Returns
+/// `Ok(None)` while incomplete.
+pub(crate) fn parse_response(
+    input: &[u8],
+    request_is_head: bool,
+    client_keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseInfo>, BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let head_len = match res.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if input.len() < MAX_RESPONSE_HEAD => return Ok(None),
+        _ => return Err(BadResponse),
+    };
+    let (Some(status), Some(version)) = (res.code, res.version) else {
+        return Err(BadResponse);
+    };
+    let mut connection: [&[u8]; 8] = [&[]; 8];
+    let mut n_connection = 0;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut reusable = version == 1;
+    for h in res.headers.iter() {
+        if is(h.name, "content-length") {
+            let n = parse_length(h.value).ok_or(BadResponse)?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(BadResponse);
+            }
+            content_length = Some(n);
+        } else if is(h.name, "transfer-encoding") {
+            let mut codings = tokens(h.value);
+            match (codings.next(), codings.next()) {
+                (Some(t), None) if token_eq(t, "chunked") => chunked = true,
+                _ => return Err(BadResponse),
+            }
+        } else if is(h.name, "connection") {
+            for t in tokens(h.value) {
+                if token_eq(t, "close") {
+                    reusable = false;
+                } else if token_eq(t, "keep-alive") {
+                    reusable = true;
+                }
+                if n_connection < connection.len() {
+                    connection[n_connection] = t;
+                    n_connection += 1;
+                }
+            }
+        }
+    }
+    let bodiless =
+        request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = content_length {
+        if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        }
+    } else {
+        reusable = false;
+        Framing::UntilClose
+    };
+    let switching = status == 101;
+    let close_client = !client_keep_alive || framing == Framing::UntilClose;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let _ = write!(VecWriter(out), "{status}");
+    out.push(b' ');
+    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = &connection[..n_connection];
+    for h in res.headers.iter() {
+        let keep_anyway =
+            (switching && is(h.name, "upgrade")) || (chunked && is(h.name, "transfer-encoding"));
+        let skip = hop_by_hop(h.name)
+            || named
+                .iter()
+                .any(|t| h.name.as_bytes().eq_ignore_ascii_case(t))
+            || (chunked && is(h.name, "content-length"));
+        if skip && !keep_anyway {
+            continue;
+        }
+        push_header(out, h.name.as_bytes(), h.value);
+    }
+    if switching {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if close_client {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseInfo {
+        head_len,
+        status,
+        framing,
+        reusable: reusable && !switching,
+        close_client,
+    }))
+}
+
+/// `fmt::Write` into a byte vector, for numbers.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: Client<'static> = Client {
+        ip: "10.1.2.3",
+        max_header_bytes: 16 * 1024,
+        max_body_size: None,
+    };
+
+    fn request(raw: &str) -> Result<Option<(RequestInfo, String)>, HeadError> {
+        let mut out = Vec::new();
+        let info = parse_request(
+            raw.as_bytes(),
+            &CLIENT,
+            |_, _| 0,
+            |_| "x-priority",
+            &mut out,
+        )?;
+        Ok(info.map(|i| (i, String::from_utf8(out).unwrap())))
+    }
+
+    #[test]
+    fn forwarded_headers_are_added_and_hop_by_hop_removed() {
+        let raw = "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+                   X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: https\r\nKeep-Alive: 5\r\nVia: 1.0 edge\r\nAccept: */*\r\n\r\n";
+        let (info, out) = request(raw).unwrap().unwrap();
+        assert_eq!(info.head_len, raw.len());
+        assert_eq!(info.framing, Framing::Empty);
+        assert!(info.keep_alive && info.idempotent && !info.is_head);
+        assert_eq!(
+            out,
+            "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: example.com\r\nvia: 1.0 edge, 1.1 rondo\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_and_smuggling_rules() {
+        let (info, out) = request("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.framing, Framing::Chunked);
+        assert!(!info.idempotent);
+        assert!(out.contains("transfer-encoding: chunked\r\n"));
+        let (info, _) = request("PUT / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.framing, Framing::Length(5));
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+                .unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap_err(),
+            HeadError::UnsupportedCoding
+        );
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+    }
+
+    #[test]
+    fn incomplete_heads_wait_and_oversized_heads_are_refused() {
+        assert!(request("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        let client = Client {
+            max_header_bytes: 64,
+            ..CLIENT
+        };
+        let mut out = Vec::new();
+        let long_line = format!("GET /{} HTTP/1.1", "a".repeat(100));
+        let e =
+            parse_request(long_line.as_bytes(), &client, |_, _| 0, |_| "x", &mut out).unwrap_err();
+        assert_eq!(e.status(), 414);
+        let long_head = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
+        let e =
+            parse_request(long_head.as_bytes(), &client, |_, _| 0, |_| "x", &mut out).unwrap_err();
+        assert_eq!(e.status(), 431);
+        let limited = Client {
+            max_body_size: Some(10),
+            ..CLIENT
+        };
+        let e = parse_request(
+            b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+            &limited,
+            |_, _| 0,
+            |_| "x",
+            &mut out,
+        );
+        assert_eq!(e.unwrap_err().status(), 413);
+        assert_eq!(request("NOT HTTP\r\n\r\n").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_and_priority_is_read() {
+        let (info, _) = request("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!info.keep_alive);
+        let (info, _) =
+            request("GET / HTTP/1.0\r\nConnection: keep-alive\r\nX-Priority: 7\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(info.keep_alive);
+        assert_eq!(info.priority, 7);
+    }
+
+    #[test]
+    fn responses_keep_their_framing_and_lose_hop_by_hop_headers() {
+        let mut out = Vec::new();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\r\nhi";
+        let info = parse_response(raw, false, true, &mut out).unwrap().unwrap();
+        assert_eq!(
+            (info.status, info.framing, info.reusable, info.close_client),
+            (200, Framing::Length(2), true, false)
+        );
+        assert_eq!(info.head_len, raw.len() - 2);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+        );
+
+        let mut out = Vec::new();
+        let info = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", false, true, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.framing, Framing::UntilClose);
+        assert!(!info.reusable && info.close_client);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("connection: close\r\n\r\n")
+        );
+
+        let mut out = Vec::new();
+        let info = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            true,
+            true,
+            &mut out,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(info.framing, Framing::Empty, "HEAD has no body");
+        let mut out = Vec::new();
+        let info = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            false,
+            &mut out,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(info.framing, Framing::Chunked);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("Transfer-Encoding: chunked\r\nconnection: close\r\n")
+        );
+        assert!(parse_response(b"garbage\r\n\r\n", false, true, &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! The HTTP proxy: listeners, worker threads, and the forwarding path.
+//!
+//! Workers are threads that each run a single-threaded tokio runtime (nginx's model: one
+//! event loop per core, no work stealing, nothing shared on the request path but the
+//! upstreams' lock-free snapshots). Each worker accepts from the same listening sockets and
+//! keeps its own pool of idle backend connections and buffers, so taking either is a
+//! `RefCell` borrow, never a lock. A separate control thread runs the timer loops.
+//!
+//! The HTTP/1.1 path is written directly on `httparse` and tokio sockets (see [`h1`]): a
+//! request is parsed and rewritten in one pass, bodies stream through one buffer, and no
+//! allocation happens per request once buffers are warm.
+
+mod body;
+mod chunked;
+mod connpool;
+mod h1;
+mod head;
+mod respond;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{Config, ListenerConfig};
+use crate::upstream::Upstream;
+
+/// A listener's routing table and settings, shared by every worker.
+#[derive(Debug)]
+pub(crate) struct Site {
+    config: ListenerConfig,
+    /// Index 0 is the listener's default upstream; routes point at the others.
+    upstreams: Vec<Arc<Upstream>>,
+    routes: Vec<Route>,
+    access_log: bool,
+}
+
+#[derive(Debug)]
+struct Route {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    upstream: usize,
+}
+
+impl Site {
+    /// The upstream (index into `upstreams`) for a request: the first route whose host and
+    /// path prefix match, else the default.
+    fn route(&self, host: Option<&str>, path: &str) -> usize {
+        if self.routes.is_empty() {
+            return 0;
+        }
+        let host = host.map(|h| {
+            h.rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(h, _)| h)
+        });
+        self.routes
+            .iter()
+            .find(|r| {
+                r.host
+                    .as_deref()
+                    .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
+                    && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            })
+            .map_or(0, |r| r.upstream)
+    }
+}
+
+/// Per-thread state: idle backend connections and spare buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Worker {
+    conns: connpool::ConnPool,
+    buffers: RefCell<Vec<Vec<u8>>>,
+}
+
+/// Spare buffers kept per worker; more are freed.
+const SPARE_BUFFERS: usize = 256;
+
+impl Worker {
+    fn take_buffer(&self) -> Vec<u8> {
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
+    }
+
+    fn give_buffer(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut spare = self.buffers.borrow_mut();
+        if spare.len() < SPARE_BUFFERS && buf.capacity() <= 4 * body::CHUNK {
+            spare.push(buf);
+        }
+    }
+}
+
+/// A running proxy: its bound addresses, upstreams and the way to stop it.
+#[derive(Debug)]
+pub struct Running {
+    addrs: Vec<(String, SocketAddr)>,
+    upstreams: Vec<Arc<Upstream>>,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// The address a listener is bound to (useful with port 0).
+    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every listener's name and bound address.
+    pub fn addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// An upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name() == name)
+    }
+
+    /// Every upstream.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
+    /// workers to exit.
+    pub fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = std::time::Instant::now() + grace + Duration::from_millis(500);
+        for t in self.threads {
+            // Workers enforce the grace period themselves; the join is bounded by it.
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Binds every listener and starts the workers and timers. Errors (an address in use, an
+/// invalid upstream) are reported before anything runs.
+pub fn start(config: &Config) -> anyhow::Result<Running> {
+    let clock = Clock::new();
+    let mut upstreams = Vec::new();
+    for u in &config.upstreams {
+        let up =
+            Upstream::new(u.clone(), clock).with_context(|| format!("upstream `{}`", u.name))?;
+        upstreams.push(Arc::new(up));
+    }
+    let find = |name: &str| {
+        upstreams
+            .iter()
+            .find(|u| u.name() == name)
+            .cloned()
+            .with_context(|| format!("no upstream named `{name}`"))
+    };
+    let mut sites = Vec::new();
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for l in &config.listeners {
+        let mut site_upstreams = vec![find(&l.upstream)?];
+        let mut routes = Vec::new();
+        for r in &l.routes {
+            site_upstreams.push(find(&r.upstream)?);
+            routes.push(Route {
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                upstream: site_upstreams.len() - 1,
+            });
+        }
+        let socket = bind(l.bind)
+            .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
+        addrs.push((l.name.clone(), socket.local_addr()?));
+        listeners.push(socket);
+        sites.push(Arc::new(Site {
+            config: l.clone(),
+            upstreams: site_upstreams,
+            routes,
+            access_log: config.access_log,
+        }));
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    let grace = config.shutdown_grace;
+    for n in 0..config.workers.get() {
+        let sockets = listeners
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<Result<Vec<_>, _>>()?;
+        let sites = sites.clone();
+        let stop_rx = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("rondo-worker-{n}"))
+            .spawn(move || run_worker(sockets, sites, stop_rx, grace))?;
+        threads.push(thread);
+    }
+    let timers: Vec<Arc<Upstream>> = upstreams.clone();
+    let control_stop = stop_rx.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("rondo-control".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    tracing::error!("cannot start the control runtime");
+                    return;
+                };
+                rt.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for u in timers {
+                        let mut stop = control_stop.clone();
+                        tasks.spawn(u.run_timers(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }));
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+            })?,
+    );
+    Ok(Running {
+        addrs,
+        upstreams,
+        stop,
+        threads,
+    })
+}
+
+/// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
+const BACKLOG: i32 = 1024;
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// One worker thread: accepts on every listener, serves connections, and on shutdown stops
+/// accepting and gives open connections up to `grace` to finish.
+fn run_worker(
+    sockets: Vec<std::net::TcpListener>,
+    sites: Vec<Arc<Site>>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        tracing::error!("cannot start a worker runtime");
+        return;
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let worker = Rc::new(Worker::default());
+        let open = Rc::new(std::cell::Cell::new(0usize));
+        for (socket, site) in sockets.into_iter().zip(sites) {
+            let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { continue };
+            let (worker, open, mut stop) = (Rc::clone(&worker), Rc::clone(&open), stop.clone());
+            let for_connections = stop.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => return,
+                        accepted = listener.accept() => {
+                            let Ok((stream, peer)) = accepted else { continue };
+                            let (site, worker, open, stop) = (Arc::clone(&site), Rc::clone(&worker), Rc::clone(&open), for_connections.clone());
+                            open.set(open.get() + 1);
+                            tokio::task::spawn_local(async move {
+                                h1::serve(stream, peer, site, worker, stop).await;
+                                open.set(open.get() - 1);
+                            });
+                        }
+                    }
+                }
+            });
+        }
+        let sweeper = Rc::clone(&worker);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                sweeper.conns.sweep(Duration::from_secs(60));
+            }
+        });
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        while open.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}

@@ -1,0 +1,186 @@
+//! A live upstream: its backends and picker (a `balance::Pool`), the settings the proxy
+//! applies to it (tries, timeouts, pooling), the retry budget, the queue for requests that
+//! wait for a connection slot, and the timer loop that applies time-driven state changes.
+//!
+//! Data flows one way: the proxy asks the upstream for a backend, forwards, and reports the
+//! outcome back through the lease; health checks and the admin API write through the same
+//! pool API. Nothing reaches around it.
+
+mod queue;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use balance::{Backend, Event, Observer, Pool, PoolError, Timestamp};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::UpstreamConfig;
+
+pub use queue::Queue;
+
+/// One upstream, shared by every worker thread.
+#[derive(Debug)]
+pub struct Upstream {
+    config: UpstreamConfig,
+    pool: Pool,
+    clock: Clock,
+    /// Requests in progress, for the retry budget.
+    active: AtomicU64,
+    /// Retries in progress.
+    retrying: AtomicU64,
+    queue: Queue,
+    /// Wakes the timer loop when a state change may have moved its next deadline.
+    changed: Arc<Notify>,
+}
+
+/// Logs state changes (one line each) and wakes the upstream's timer loop.
+struct Reporter {
+    upstream: String,
+    changed: Arc<Notify>,
+}
+
+impl Observer for Reporter {
+    fn on_event(&self, backend: &Backend, event: Event, _now: Timestamp) {
+        let (upstream, id) = (self.upstream.as_str(), backend.id());
+        match event {
+            Event::Health(h) => {
+                tracing::warn!(upstream, backend = id, health = ?h, "backend health changed")
+            }
+            Event::Breaker(s) => tracing::warn!(
+                upstream,
+                backend = id,
+                state = s.as_str(),
+                "circuit breaker changed"
+            ),
+            Event::Ejected(_) => tracing::warn!(
+                upstream,
+                backend = id,
+                "backend ejected after failed requests"
+            ),
+            Event::Reinstated => tracing::info!(upstream, backend = id, "backend reinstated"),
+            Event::Draining(true) => tracing::info!(upstream, backend = id, "backend draining"),
+            Event::Draining(false) => tracing::info!(upstream, backend = id, "backend enabled"),
+            Event::Added => tracing::info!(upstream, backend = id, "backend added"),
+            Event::Removed => tracing::info!(upstream, backend = id, "backend removed"),
+            Event::FullWeight => tracing::info!(
+                upstream,
+                backend = id,
+                "backend at full weight after slow start"
+            ),
+        }
+        self.changed.notify_one();
+    }
+}
+
+/// Holds a place in the upstream's count of active requests (for the retry budget).
+#[derive(Debug)]
+pub struct ActiveGuard<'a>(&'a AtomicU64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream and its pool of fresh backends.
+    pub fn new(config: UpstreamConfig, clock: Clock) -> Result<Upstream, PoolError> {
+        let changed = Arc::new(Notify::new());
+        let reporter = Reporter {
+            upstream: config.name.clone(),
+            changed: Arc::clone(&changed),
+        };
+        let mut pool_config = config.pool.clone();
+        if pool_config.seed == 0 {
+            pool_config.seed = random_seed();
+        }
+        let pool = Pool::with_observer(
+            pool_config,
+            &config.backends,
+            Arc::new(reporter),
+            clock.now(),
+        )?;
+        Ok(Upstream {
+            queue: Queue::new(config.queue.size),
+            config,
+            pool,
+            clock,
+            active: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            changed,
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// Backends and picker.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The clock its timestamps come from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The wait queue for connection slots.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Counts a request as active until the guard drops.
+    pub fn begin(&self) -> ActiveGuard<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(&self.active)
+    }
+
+    /// Takes a retry from the budget (Envoy's: retries in progress at most `percent` of
+    /// active requests, but always at least `min`), or `None` when it is spent.
+    pub fn try_retry(&self) -> Option<ActiveGuard<'_>> {
+        let budget = self.config.retry_budget;
+        let active = self.active.load(Ordering::Relaxed);
+        let allowed = (active * u64::from(budget.percent) / 100).max(u64::from(budget.min));
+        let now = self.retrying.fetch_add(1, Ordering::Relaxed);
+        if now >= allowed {
+            self.retrying.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ActiveGuard(&self.retrying))
+    }
+
+    /// Applies time-driven changes (breakers half-opening, ejections ending, slow start)
+    /// until `stop` resolves. One loop per upstream, sleeping until its next deadline or until
+    /// a state change wakes it.
+    pub async fn run_timers(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let next = self.pool.refresh(self.clock.now());
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(self.clock.instant(t)).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = sleep => {}
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+/// A seed for the random pickers from the standard library's per-process random hash keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}

@@ -1,0 +1,369 @@
+//! The proxy over real sockets: mock backends on 127.0.0.1:0, rondo started in-process from
+//! a TOML config, requests from a real HTTP client, and checks of what arrived where.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Client, MockBackend, config, get, raw, start, web};
+
+async fn backends(names: &[&str]) -> Vec<MockBackend> {
+    let mut v = Vec::new();
+    for n in names {
+        v.push(MockBackend::start(n).await);
+    }
+    v
+}
+
+/// Sends `n` sequential GETs on one keep-alive connection and returns the backend names.
+async fn sequence(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let mut c = Client::connect(addr).await;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = c.get("/").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        out.push(r.backend());
+    }
+    out
+}
+
+fn counts(seq: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for s in seq {
+        *m.entry(s.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smooth_weighted_replays_nginx_golden_sequences_through_the_proxy() {
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("../../balance/tests/data/nginx-swrr.json")).unwrap();
+    for v in golden.as_array().unwrap().iter().take(6) {
+        let weights: Vec<u64> = v["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .collect();
+        let expected: Vec<String> = v["sequence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("b{}", i.as_u64().unwrap()))
+            .collect();
+        let names: Vec<String> = (0..weights.len()).map(|i| format!("b{i}")).collect();
+        let bs = backends(&names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let list: Vec<(&MockBackend, f64)> = bs
+            .iter()
+            .zip(&weights)
+            .map(|(b, &w)| (b, w as f64))
+            .collect();
+        let proxy = start(&config(&list, "algorithm = \"smooth-weighted\"", ""));
+        let got = sequence(web(&proxy), expected.len()).await;
+        assert_eq!(got, expected, "weights {weights:?}");
+        proxy.shutdown(Duration::from_secs(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_cyclic_algorithm_gives_exact_shares_and_fractional_weights_are_exact() {
+    let bs = backends(&["a", "b"]).await;
+    for algorithm in ["weighted", "smooth-weighted"] {
+        let proxy = start(&config(
+            &[(&bs[0], 1.0), (&bs[1], 1.5)],
+            &format!("algorithm = \"{algorithm}\""),
+            "",
+        ));
+        let c = counts(&sequence(web(&proxy), 50).await);
+        assert_eq!((c["a"], c["b"]), (20, 30), "{algorithm}: 1 : 1.5 is 2 : 3");
+        proxy.shutdown(Duration::from_secs(1));
+    }
+    let proxy = start(&config(
+        &[(&bs[0], 1.0), (&bs[1], 1.5)],
+        "algorithm = \"round-robin\"",
+        "",
+    ));
+    let c = counts(&sequence(web(&proxy), 50).await);
+    assert_eq!((c["a"], c["b"]), (25, 25), "round-robin ignores weights");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adaptive_and_random_algorithms_reach_every_backend() {
+    let bs = backends(&["a", "b", "c"]).await;
+    for algorithm in ["random", "least-connections", "p2c"] {
+        let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
+        let proxy = start(&config(&list, &format!("algorithm = \"{algorithm}\""), ""));
+        let c = counts(&sequence(web(&proxy), 90).await);
+        for name in ["a", "b", "c"] {
+            assert!(
+                c.get(name).copied().unwrap_or(0) >= 10,
+                "{algorithm}: {c:?}"
+            );
+        }
+        proxy.shutdown(Duration::from_secs(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarding_headers_are_set_and_host_is_kept() {
+    let bs = backends(&["a"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
+    let reply = raw(
+        web(&proxy),
+        b"GET /x?y=1 HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close, X-Drop\r\nX-Drop: 1\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = &bs[0].seen()[0];
+    assert_eq!(seen.path, "/x");
+    assert_eq!(seen.header("host"), Some("shop.example"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("shop.example"));
+    assert_eq!(seen.header("via"), Some("1.1 rondo"));
+    assert_eq!(
+        seen.header("x-drop"),
+        None,
+        "headers named by Connection are hop-by-hop"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_backend_mid_test_loses_no_get() {
+    let bs = backends(&["a", "b", "c"]).await;
+    let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
+    let proxy = start(&config(&list, "", ""));
+    let addr = web(&proxy);
+    let mut ok = 0;
+    for i in 0..300 {
+        if i == 100 {
+            bs[1].kill();
+        }
+        let r = get(addr, "/").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        ok += 1;
+        if i > 150 {
+            assert_ne!(r.backend(), "b");
+        }
+    }
+    assert_eq!(ok, 300);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
+    let bs = backends(&["a", "b"]).await;
+    let extra = "retry_on_status = []\nmax_fails = 0\n\n[upstreams.circuit_breaker]\nfailure_threshold = 3\nrecovery_timeout = \"500ms\"\n";
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", extra));
+    let addr = web(&proxy);
+    bs[1].set_status(500);
+    let mut c = Client::connect(addr).await;
+    let mut five_hundreds = 0;
+    for _ in 0..20 {
+        if c.get("/").await.status == 500 {
+            five_hundreds += 1;
+        }
+    }
+    assert_eq!(
+        five_hundreds, 3,
+        "the breaker opened after 3 consecutive failures"
+    );
+    let up = proxy.upstream("app").unwrap();
+    assert_eq!(
+        up.pool().snapshot().backends()[1].breaker_state(),
+        balance::BreakerState::Open
+    );
+    // Still failing at half-open: one probe, then open again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let hits = bs[1].hits();
+    for _ in 0..5 {
+        c.get("/").await;
+    }
+    assert_eq!(bs[1].hits(), hits + 1, "exactly one probe while half-open");
+    // Healthy again: the next probe closes it.
+    bs[1].set_status(200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let seq: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(c.get("/").await.backend());
+        }
+        v
+    };
+    assert_eq!(
+        up.pool().snapshot().backends()[1].breaker_state(),
+        balance::BreakerState::Closed
+    );
+    assert!(seq.iter().filter(|b| *b == "b").count() >= 4, "{seq:?}");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_is_retried_on_503_but_post_that_reached_a_backend_is_not() {
+    let bs = backends(&["a", "b"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    bs[0].set_status(503);
+    let mut c = Client::connect(web(&proxy)).await;
+    for _ in 0..4 {
+        let r = c.get("/").await;
+        assert_eq!((r.status, r.backend()), (200, "b".to_owned()));
+    }
+    let (a, b) = (bs[0].hits(), bs[1].hits());
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(c.send("POST", "/order", b"one order").await.unwrap().status);
+    }
+    let delivered = (bs[0].hits() - a) + (bs[1].hits() - b);
+    assert_eq!(delivered, 4, "each POST reached exactly one backend");
+    assert_eq!(
+        posts.iter().filter(|s| **s == 503).count(),
+        bs[0].hits() - a,
+        "a POST's 503 is passed through"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_refused_is_failed_over_even_for_post() {
+    let bs = backends(&["a", "b"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    bs[0].kill();
+    let mut c = Client::connect(web(&proxy)).await;
+    for _ in 0..6 {
+        let r = c.send("POST", "/", b"payload").await.unwrap();
+        assert_eq!((r.status, r.text()), (200, "b:7".to_owned()));
+    }
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_backends_down_gives_503_with_retry_after() {
+    let bs = backends(&["a", "b"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    bs[0].kill();
+    bs[1].kill();
+    let r = get(web(&proxy), "/").await;
+    assert_eq!(r.status, 502, "first: both refused after trying each");
+    // Both are now ejected (max_fails = 1): nothing is available.
+    let r = get(web(&proxy), "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.text().contains("app"), "{}", r.text());
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_backend_gives_504_after_the_response_timeout() {
+    let bs = backends(&["a"]).await;
+    let proxy = start(&config(
+        &[(&bs[0], 1.0)],
+        "response_timeout = \"300ms\"",
+        "",
+    ));
+    bs[0].set_delay(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let r = get(web(&proxy), "/").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for the backend"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_request_head_gets_408_and_a_malformed_one_400() {
+    let bs = backends(&["a"]).await;
+    let toml = config(&[(&bs[0], 1.0)], "", "").replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nheader_timeout = \"300ms\"\n",
+    );
+    let proxy = start(&toml);
+    let reply = raw(
+        web(&proxy),
+        b"GET / HTTP/1.1\r\nHost: a\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let reply = raw(web(&proxy), b"BLAH\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let reply = raw(
+        web(&proxy),
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(bs[0].hits(), 0);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_an_in_flight_request() {
+    let bs = backends(&["a"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
+    bs[0].set_delay(Duration::from_millis(500));
+    let addr = web(&proxy);
+    let pending = tokio::spawn(async move { get(addr, "/").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let r = pending.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_choose_the_upstream_by_host_and_path_prefix() {
+    let bs = backends(&["web", "api", "admin"]).await;
+    let toml = format!(
+        "access_log = false\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"web\"\n\
+         [[listeners.routes]]\npath_prefix = \"/api/\"\nupstream = \"api\"\n\
+         [[listeners.routes]]\nhost = \"admin.example\"\nupstream = \"admin\"\n\
+         [[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\n\
+         [[upstreams]]\nname = \"api\"\nbackends = [{{ address = \"{}\" }}]\n\
+         [[upstreams]]\nname = \"admin\"\nbackends = [{{ address = \"{}\" }}]\n",
+        bs[0].addr, bs[1].addr, bs[2].addr
+    );
+    let proxy = start(&toml);
+    let addr = web(&proxy);
+    assert_eq!(get(addr, "/index.html").await.backend(), "web");
+    assert_eq!(get(addr, "/api/users").await.backend(), "api");
+    let r = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: ADMIN.example:8080\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(r.contains("x-backend: admin"), "{r}");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_request_and_response_bodies_pass_through() {
+    let bs = backends(&["a"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
+    let reply = raw(
+        web(&proxy),
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("a:11"), "{reply}");
+    assert_eq!(bs[0].seen()[0].body_len, 11);
+    proxy.shutdown(Duration::from_secs(1));
+}
