@@ -26,16 +26,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// request is what an operator reaches for first.
 pub const ACCESS_LOG: bool = true;
 
-/// `admin.listen`: loopback, so a fresh install exposes nothing; port 9901 is Envoy's admin
-/// port, familiar to operators.
+/// `admin.listen`: loopback, so a fresh install exposes nothing; port 9901 is the admin port
+/// of Envoy's documentation and examples, familiar to operators.
 pub const ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 
 /// `header_timeout`: 10 s to send a whole request head, HAProxy's recommended
 /// `timeout http-request`: generous for real clients, short enough to starve slowloris.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `idle_timeout`: 60 s of keep-alive idleness, the idle timeout of AWS's and Google's load
-/// balancers, so a client pool tuned for them behaves the same here.
+/// `idle_timeout`: 60 s of keep-alive idleness, the default of AWS's Application Load
+/// Balancer (nginx: 75 s), so a client pool tuned for one behaves the same here.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `max_header_bytes`: 16 KiB, Node.js's limit: twice nginx's 8 KiB request line, room for

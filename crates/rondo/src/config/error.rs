@@ -209,6 +209,13 @@ pub(crate) fn humanize(message: &str) -> String {
         return "expected an array; for a list of tables write `[[name]]` rather than `[name]`"
             .to_owned();
     }
+    // toml reads integers beyond 64 bits as i128 and says so.
+    if let Some(rest) = message.strip_prefix("invalid type: integer `")
+        && let Some((number, tail)) = rest.split_once('`')
+        && tail.starts_with(" as i128")
+    {
+        return format!("integer {number} is too large");
+    }
     let mut out = message.to_owned();
     for (rust, words) in [
         ("expected i64", "expected an integer"),
@@ -216,9 +223,12 @@ pub(crate) fn humanize(message: &str) -> String {
         ("expected u32", "expected a non-negative integer"),
         ("expected f64", "expected a number"),
         ("expected a sequence", "expected an array"),
-        ("expected struct ", "expected a table "),
     ] {
         out = out.replace(rust, words);
+    }
+    // "expected struct RawAdmin": the user wrote a value where a table belongs.
+    if let Some(i) = out.find("expected struct ") {
+        out.replace_range(i.., "expected a table");
     }
     out
 }
@@ -326,6 +336,14 @@ mod tests {
             "unknown value `rand`, did you mean `random`? expected `first` or `random`"
         );
         assert_eq!(humanize("missing field `bind`"), "missing key `bind`");
+        assert_eq!(
+            humanize("invalid type: integer `5`, expected struct RawAdmin"),
+            "invalid type: integer `5`, expected a table"
+        );
+        assert_eq!(
+            humanize("invalid type: integer `99999999999999999999` as i128, expected i64"),
+            "integer 99999999999999999999 is too large"
+        );
     }
 
     #[test]

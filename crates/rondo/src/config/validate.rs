@@ -100,12 +100,14 @@ impl Validator<'_> {
             return Some(n);
         }
         let (lo, hi) = (*range.start(), *range.end());
-        let expected = if hi == i64::MAX || (lo == 1 && hi == i64::from(u32::MAX)) {
-            format!("at least {lo}")
-        } else if lo == 0 && hi == i64::from(u32::MAX) {
-            "0 or more".to_owned()
-        } else {
+        // Upper bounds at or beyond u32::MAX are technical, not advice: mention them only
+        // when crossed.
+        let expected = if hi < i64::from(u32::MAX) {
             format!("between {lo} and {hi}")
+        } else if n < lo {
+            format!("at least {lo}")
+        } else {
+            format!("at most {hi}")
         };
         self.fail(value.span(), format!("`{key}` must be {expected}, got {n}"))
     }
