@@ -1,0 +1,217 @@
+//! The HTTP/2 client (`--http2`): hyper's, over cleartext with prior knowledge (h2c).
+//!
+//! HTTP/2 framing (HPACK, flow control, streams) is not worth writing again, and a load test
+//! over HTTP/2 measures the server's multiplexing more than the client's parsing, so this path
+//! uses hyper. Each connection task owns one HTTP/2 connection and has one stream open at a
+//! time, so `-c` means the same thing (requests in flight) in both protocols. Unlike the
+//! HTTP/1.1 path, hyper builds a request and a header map per request.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::error::{ErrorKind, ErrorMessage, RequestError};
+use super::h1::{Phase, Response};
+use super::spec::Prepared;
+
+/// A TCP stream that counts the bytes read from it, so `bytes_read` means the same as for
+/// HTTP/1.1: everything received, framing included.
+#[derive(Debug)]
+struct Counting {
+    inner: TcpStream,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// One HTTP/2 connection to the target, reconnecting as needed.
+#[derive(Debug)]
+pub(crate) struct H2Conn {
+    addr: SocketAddr,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    read: Arc<AtomicU64>,
+    pub(crate) phase: Phase,
+}
+
+impl H2Conn {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        H2Conn {
+            addr,
+            sender: None,
+            read: Arc::new(AtomicU64::new(0)),
+            phase: Phase::Exchanging,
+        }
+    }
+
+    /// Bytes read from the network on this connection so far (all streams).
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the current connection (after a timeout or when the run ends mid-request).
+    pub(crate) fn discard(&mut self) {
+        self.sender = None;
+    }
+
+    async fn connect(&mut self) -> Result<SendRequest<Full<Bytes>>, RequestError> {
+        self.phase = Phase::Connecting;
+        let stream = TcpStream::connect(self.addr)
+            .await
+            .map_err(RequestError::connect)?;
+        stream.set_nodelay(true).map_err(RequestError::connect)?;
+        let io = TokioIo::new(Counting {
+            inner: stream,
+            read: Arc::clone(&self.read),
+        });
+        let (sender, connection) =
+            http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| RequestError {
+                    kind: ErrorKind::Connect,
+                    message: ErrorMessage::Hyper(e),
+                })?;
+        // The connection future drives the socket; it ends when the sender is dropped or the
+        // server goes away, and its error (if any) reaches us through `send_request`.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        self.phase = Phase::Exchanging;
+        Ok(sender)
+    }
+
+    pub(crate) async fn request(
+        &mut self,
+        prepared: &Prepared,
+        backend_value: &mut Vec<u8>,
+    ) -> Result<Response, RequestError> {
+        let result = self.exchange(prepared, backend_value).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        prepared: &Prepared,
+        backend_value: &mut Vec<u8>,
+    ) -> Result<Response, RequestError> {
+        let mut sender = match self.sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect().await?,
+        };
+        sender.ready().await.map_err(classify)?;
+        let mut request = http::Request::new(Full::new(prepared.body.clone()));
+        *request.method_mut() = prepared.method.clone();
+        *request.uri_mut() = prepared.uri.clone();
+        let headers = request.headers_mut();
+        for (name, value) in &prepared.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let response = sender.send_request(request).await.map_err(classify)?;
+        self.sender = Some(sender);
+        let status = response.status().as_u16();
+        let mut has_backend = false;
+        if let Some(name) = &prepared.backend_header
+            && let Some(value) = response.headers().get(name)
+        {
+            backend_value.clear();
+            backend_value.extend_from_slice(value.as_bytes());
+            has_backend = true;
+        }
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(classify)?;
+        }
+        Ok(Response {
+            status,
+            has_backend,
+        })
+    }
+}
+
+/// Classifies a hyper error: a connection that went away is `closed`, an I/O error by its
+/// kind, anything else (a protocol error) `other`.
+fn classify(err: hyper::Error) -> RequestError {
+    let mut kind = if err.is_canceled() || err.is_closed() || err.is_incomplete_message() {
+        ErrorKind::Closed
+    } else if err.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Other
+    };
+    if kind == ErrorKind::Other {
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<io::Error>() {
+                kind = ErrorKind::of_io(io);
+                break;
+            }
+            if let Some(h2) = s.downcast_ref::<hyper::Error>()
+                && (h2.is_closed() || h2.is_canceled())
+            {
+                kind = ErrorKind::Closed;
+                break;
+            }
+            source = s.source();
+        }
+    }
+    RequestError {
+        kind,
+        message: ErrorMessage::Hyper(err),
+    }
+}
