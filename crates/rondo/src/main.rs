@@ -36,6 +36,9 @@ enum Command {
     },
     // About and help come from `CompareArgs`.
     Compare(rondo::compare::CompareArgs),
+    /// Generate HTTP load against a URL and report throughput, latency percentiles, status
+    /// codes, errors and (with --backend-header) each backend's share.
+    Bench(rondo::bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config)),
         Command::Compare(args) => rondo::compare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => rondo::bench::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 
