@@ -1,0 +1,602 @@
+//! `rondo bench` against real servers on loopback: small HTTP/1.1 (and one HTTP/2) servers
+//! started inside each test on `127.0.0.1:0`, with chosen statuses, delays, framing and
+//! closing behaviour. Nothing here asserts on speed: counts are exact, and the only time
+//! bounds are ones the generator guarantees (a paced run cannot finish before its last
+//! request is due) or generous stop checks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rondo::bench::{ErrorKind, LoadSpec, Report, generate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the test server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `Content-Length` framed responses on a keep-alive connection.
+    KeepAlive,
+    /// Chunked responses.
+    Chunked,
+    /// Every response says `Connection: close`, and the server closes.
+    ConnectionClose,
+    /// HTTP/1.0 responses without length, delimited by closing the connection.
+    Http10UntilClose,
+    /// Keep-alive responses, but the server closes the connection right after each one
+    /// without saying so (an aggressive idle timeout).
+    SilentClose,
+    /// Sends a head promising 100 bytes, 3 of them, and closes.
+    CloseMidResponse,
+    /// Reads the request and resets the connection (RST) without answering.
+    Reset,
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    mode: Mode,
+    delay: Duration,
+    /// Every `n`-th request (1-based) gets this status instead of 200.
+    status_every: Option<(u64, u16)>,
+    /// Responses carry `x-backend: b{k % backends}`, `k` the request number.
+    backends: u64,
+    body: &'static str,
+}
+
+impl Plan {
+    fn new(mode: Mode) -> Self {
+        Plan {
+            mode,
+            delay: Duration::ZERO,
+            status_every: None,
+            backends: 0,
+            body: "hello",
+        }
+    }
+
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    fn status_every(mut self, n: u64, status: u16) -> Self {
+        self.status_every = Some((n, status));
+        self
+    }
+
+    fn backends(mut self, n: u64) -> Self {
+        self.backends = n;
+        self
+    }
+
+    async fn start(self) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server {
+            addr,
+            requests: Arc::new(AtomicU64::new(0)),
+            bodies: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (requests, bodies) = (server.requests.clone(), server.bodies.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(
+                    stream,
+                    self.clone(),
+                    requests.clone(),
+                    bodies.clone(),
+                ));
+            }
+        });
+        server
+    }
+}
+
+#[derive(Debug)]
+struct Server {
+    addr: SocketAddr,
+    /// Complete requests received.
+    requests: Arc<AtomicU64>,
+    /// Bodies of requests that had one.
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("http://{}/path?q=1", self.addr)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// One connection of the test server: parse requests with httparse, answer by the plan.
+async fn serve(
+    mut stream: TcpStream,
+    plan: Plan,
+    requests: Arc<AtomicU64>,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let (head_len, body_len, head_method) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let length = request
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                        .unwrap_or(0usize);
+                    break (n, length, request.method == Some("HEAD"));
+                }
+                Ok(httparse::Status::Partial) => match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                },
+                Err(_) => return,
+            }
+        };
+        while buf.len() < head_len + body_len {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if body_len > 0 {
+            let body = buf[head_len..head_len + body_len].to_vec();
+            bodies.lock().unwrap().push(body);
+        }
+        buf.drain(..head_len + body_len);
+        let k = requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
+        let status = match plan.status_every {
+            Some((n, status)) if k.is_multiple_of(n) => status,
+            _ => 200,
+        };
+        let backend = if plan.backends > 0 {
+            format!("x-backend: b{}\r\n", k % plan.backends)
+        } else {
+            String::new()
+        };
+        let body = if head_method { "" } else { plan.body };
+        let response = match plan.mode {
+            Mode::KeepAlive | Mode::SilentClose => format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{backend}\r\n{body}",
+                plan.body.len()
+            ),
+            Mode::ConnectionClose => format!(
+                "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n{backend}\r\n{body}",
+                plan.body.len()
+            ),
+            Mode::Chunked => format!(
+                "HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\n{backend}\r\n{:x};ext=1\r\n{body}\r\n0\r\nx-trailer: t\r\n\r\n",
+                body.len()
+            ),
+            Mode::Http10UntilClose => format!("HTTP/1.0 {status} X\r\n{backend}\r\n{body}"),
+            Mode::CloseMidResponse => {
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 100\r\n{backend}\r\nabc")
+            }
+            Mode::Reset => {
+                let _ = stream.set_zero_linger();
+                return;
+            }
+        };
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+        match plan.mode {
+            Mode::KeepAlive | Mode::Chunked => {}
+            _ => return,
+        }
+    }
+}
+
+fn spec(url: String, connections: usize, requests: u64) -> LoadSpec {
+    let mut spec = LoadSpec::new(url);
+    spec.connections = connections;
+    spec.requests = Some(requests);
+    spec
+}
+
+async fn run(spec: &LoadSpec) -> Report {
+    generate(spec).await.expect("the run starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_exactly_the_requested_number_of_requests() {
+    let server = Plan::new(Mode::KeepAlive).start().await;
+    let report = run(&spec(server.url(), 8, 1000)).await;
+    assert_eq!(server.requests(), 1000);
+    assert_eq!(report.requests, 1000);
+    assert_eq!(report.responses, 1000);
+    assert_eq!(report.successes, 1000);
+    assert_eq!(report.status_counts.get(&200), Some(&1000));
+    assert_eq!(report.errors.total, 0);
+    assert!((report.success_rate - 1.0).abs() < 1e-12);
+    assert!(report.latency.min <= report.latency.p50);
+    assert!(report.latency.p50 <= report.latency.p99);
+    assert!(report.latency.p99 <= report.latency.max);
+    // Every response is at least its status line and body.
+    assert!(report.bytes_read >= 1000 * ("HTTP/1.1 200 X\r\n".len() + 5) as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_status_codes_and_success_rate() {
+    let server = Plan::new(Mode::KeepAlive)
+        .status_every(4, 503)
+        .start()
+        .await;
+    let report = run(&spec(server.url(), 4, 400)).await;
+    assert_eq!(report.status_counts.get(&200), Some(&300));
+    assert_eq!(report.status_counts.get(&503), Some(&100));
+    assert_eq!(report.successes, 300);
+    assert!((report.success_rate - 0.75).abs() < 1e-12);
+    assert_eq!(report.errors.total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_every_framing_chunked_close_delimited_and_connection_close() {
+    for mode in [Mode::Chunked, Mode::ConnectionClose, Mode::Http10UntilClose] {
+        let server = Plan::new(mode).start().await;
+        let report = run(&spec(server.url(), 3, 60)).await;
+        assert_eq!(server.requests(), 60, "{mode:?}");
+        assert_eq!(report.status_counts.get(&200), Some(&60), "{mode:?}");
+        assert_eq!(
+            report.errors.total, 0,
+            "{mode:?}: {:?}",
+            report.error_examples
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_once_when_an_idle_connection_was_closed_silently() {
+    let server = Plan::new(Mode::SilentClose).start().await;
+    let report = run(&spec(server.url(), 2, 50)).await;
+    assert_eq!(report.status_counts.get(&200), Some(&50));
+    assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
+    assert_eq!(server.requests(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_request_does_not_wait_for_a_body() {
+    let server = Plan::new(Mode::KeepAlive).start().await;
+    let mut spec = spec(server.url(), 2, 20);
+    spec.method = "HEAD".into();
+    spec.timeout = Some(Duration::from_secs(5));
+    let report = run(&spec).await;
+    assert_eq!(report.status_counts.get(&200), Some(&20));
+    assert_eq!(report.errors.total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_gives_connect_errors() {
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let report = run(&spec(format!("http://{addr}/"), 2, 20)).await;
+    assert_eq!(report.requests, 20);
+    assert_eq!(report.responses, 0);
+    assert_eq!(report.errors.connect, 20);
+    assert_eq!(report.errors.total, 20);
+    assert_eq!(report.success_rate, 0.0);
+    assert!(report.error_examples.contains_key(&ErrorKind::Connect));
+    // Nothing to measure, and nothing invented.
+    assert_eq!(report.latency, rondo::bench::Latency::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_slower_than_the_timeout_gives_timeouts() {
+    let server = Plan::new(Mode::KeepAlive)
+        .delay(Duration::from_secs(30))
+        .start()
+        .await;
+    let mut spec = spec(server.url(), 2, 4);
+    spec.timeout = Some(Duration::from_millis(150));
+    let report = run(&spec).await;
+    assert_eq!(report.errors.timeout, 4);
+    assert_eq!(report.errors.total, 4);
+    assert_eq!(report.responses, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_mid_response_gives_closed_errors() {
+    let server = Plan::new(Mode::CloseMidResponse).start().await;
+    let report = run(&spec(server.url(), 2, 10)).await;
+    assert_eq!(report.errors.closed, 10, "{:?}", report.error_examples);
+    assert_eq!(report.errors.total, 10);
+    assert_eq!(server.requests(), 10);
+
+    let server = Plan::new(Mode::Reset).start().await;
+    let report = run(&spec(server.url(), 2, 10)).await;
+    assert_eq!(report.errors.closed, 10, "{:?}", report.error_examples);
+    assert_eq!(report.errors.total, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_responses_by_backend_header() {
+    let server = Plan::new(Mode::KeepAlive).backends(3).start().await;
+    let mut spec = spec(server.url(), 4, 900);
+    spec.backend_header = Some("X-Backend".into());
+    let report = run(&spec).await;
+    assert_eq!(report.backend_header.as_deref(), Some("x-backend"));
+    assert_eq!(report.backends.len(), 3);
+    for share in &report.backends {
+        assert_eq!(share.responses, 300, "{share:?}");
+        assert!((share.share - 1.0 / 3.0).abs() < 1e-9);
+    }
+    let mut names: Vec<_> = report.backends.iter().map(|b| b.value.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["b0", "b1", "b2"]);
+    assert_eq!(report.backend_missing, 0);
+    assert!(report.render_text().contains("b1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_ends_the_run_by_itself() {
+    let server = Plan::new(Mode::KeepAlive).start().await;
+    let mut spec = LoadSpec::new(server.url());
+    spec.connections = 4;
+    spec.duration = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let report = run(&spec).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    // Generous: only catches a run that does not stop.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(report.responses > 0);
+    assert_eq!(report.errors.total, 0);
+    // Requests abandoned at the end are not counted, and none is counted twice.
+    assert!(report.requests <= server.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_ends_the_run_even_when_the_server_hangs() {
+    let server = Plan::new(Mode::KeepAlive)
+        .delay(Duration::from_secs(60))
+        .start()
+        .await;
+    let mut spec = LoadSpec::new(server.url());
+    spec.connections = 2;
+    spec.duration = Some(Duration::from_millis(200));
+    spec.timeout = None;
+    let started = Instant::now();
+    let report = run(&spec).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(report.requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_paces_the_requests() {
+    let server = Plan::new(Mode::KeepAlive).start().await;
+    let mut spec = spec(server.url(), 4, 30);
+    spec.rate = Some(100.0);
+    let started = Instant::now();
+    let report = run(&spec).await;
+    // Request 29 is due 290 ms after the start: the run cannot end sooner.
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    assert_eq!(report.requests, 30);
+    assert_eq!(server.requests(), 30);
+    assert_eq!(report.target_rate, Some(100.0));
+
+    // With a duration, the rate bounds the count: due times before 250 ms are 0, 10, …, 240.
+    let mut spec = LoadSpec::new(server.url());
+    spec.connections = 4;
+    spec.rate = Some(100.0);
+    spec.duration = Some(Duration::from_millis(250));
+    let report = run(&spec).await;
+    assert!(report.requests <= 25, "{}", report.requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_arrive_with_their_body_intact() {
+    let server = Plan::new(Mode::KeepAlive).start().await;
+    let body: String = (0..10_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut spec = spec(server.url(), 3, 30);
+    spec.method = "POST".into();
+    spec.body = body.clone().into();
+    spec.headers = vec![("Content-Type".into(), "text/plain".into())];
+    let report = run(&spec).await;
+    assert_eq!(report.status_counts.get(&200), Some(&30));
+    let bodies = server.bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 30);
+    assert!(bodies.iter().all(|b| b == body.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_http2_with_prior_knowledge() {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let k = counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        hyper::Response::builder()
+                            .status(if k.is_multiple_of(2) { 200 } else { 404 })
+                            .header("x-backend", format!("b{}", k % 2))
+                            .body(Full::new(bytes::Bytes::from_static(b"h2 body")))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let mut spec = spec(format!("http://{addr}/"), 3, 100);
+    spec.http2 = true;
+    spec.backend_header = Some("x-backend".into());
+    let report = run(&spec).await;
+    assert_eq!(report.protocol, "HTTP/2");
+    assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
+    assert_eq!(seen.load(Ordering::SeqCst), 100);
+    assert_eq!(report.status_counts.get(&200), Some(&50));
+    assert_eq!(report.status_counts.get(&404), Some(&50));
+    assert_eq!(report.backends.len(), 2);
+    assert!(report.bytes_read > 0);
+}
+
+#[tokio::test]
+async fn refuses_what_cannot_be_sent() {
+    for url in ["https://127.0.0.1/", "ftp://x/", "127.0.0.1:80", "http:///"] {
+        assert!(generate(&LoadSpec::new(url)).await.is_err(), "{url}");
+    }
+    let mut bad = LoadSpec::new("http://127.0.0.1:1/");
+    bad.headers = vec![("Bad Name".into(), "v".into())];
+    assert!(generate(&bad).await.is_err());
+    let mut bad = LoadSpec::new("http://127.0.0.1:1/");
+    bad.connections = 0;
+    assert!(generate(&bad).await.is_err());
+    let mut bad = LoadSpec::new("http://127.0.0.1:1/");
+    bad.rate = Some(f64::NAN);
+    assert!(generate(&bad).await.is_err());
+}
+
+/// Runs the built binary with `args` while the test's servers keep running.
+async fn rondo(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_the_documented_json() {
+    let server = Plan::new(Mode::KeepAlive)
+        .backends(2)
+        .status_every(2, 404)
+        .start()
+        .await;
+    let out = rondo(
+        [
+            "bench",
+            "--json",
+            "-c",
+            "2",
+            "-n",
+            "100",
+            "--threads",
+            "2",
+            "--backend-header",
+            "x-backend",
+            "-m",
+            "POST",
+            "-b",
+            "payload",
+            "-H",
+            "X-Test: yes",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([server.url()])
+        .collect(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "url",
+        "protocol",
+        "connections",
+        "target_rate",
+        "duration_s",
+        "requests",
+        "responses",
+        "successes",
+        "success_rate",
+        "requests_per_sec",
+        "status_counts",
+        "errors",
+        "error_examples",
+        "latency_ms",
+        "bytes_read",
+        "backend_header",
+        "backends",
+        "backend_missing",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}: {json}");
+    }
+    assert_eq!(json["requests"], 100);
+    assert_eq!(json["status_counts"]["200"], 50);
+    assert_eq!(json["status_counts"]["404"], 50);
+    assert_eq!(json["success_rate"], 0.5);
+    for kind in ["connect", "timeout", "closed", "other", "total"] {
+        assert_eq!(json["errors"][kind], 0, "{kind}");
+    }
+    for p in [
+        "min", "mean", "stdev", "p50", "p90", "p95", "p99", "p99_9", "max",
+    ] {
+        assert!(json["latency_ms"][p].is_f64(), "{p}");
+    }
+    assert_eq!(json["backends"].as_array().unwrap().len(), 2);
+    assert_eq!(json["backends"][0]["share"], 0.5);
+    assert_eq!(server.bodies.lock().unwrap().len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_a_text_report_and_explains_bad_input() {
+    let server = Plan::new(Mode::KeepAlive).start().await;
+    let out = rondo(vec![
+        "bench".into(),
+        "-n".into(),
+        "50".into(),
+        "--threads".into(),
+        "1".into(),
+        server.url(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "Requests    50 finished",
+        "Status      200: 50",
+        "Errors      none",
+        "p99.9",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+
+    let out = rondo(vec![
+        "bench".into(),
+        "-H".into(),
+        "no colon".into(),
+        server.url(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Name: value"));
+}
