@@ -400,6 +400,34 @@ async fn a_rate_paces_the_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_handle_ends_the_run_and_lets_requests_in_flight_finish() {
+    let server = Plan::new(Mode::KeepAlive)
+        .delay(Duration::from_millis(20))
+        .start()
+        .await;
+    let mut spec = LoadSpec::new(server.url());
+    spec.connections = 4;
+    spec.duration = Some(Duration::from_secs(60));
+    let stop = spec.stop.clone();
+    let requests = server.requests.clone();
+    tokio::spawn(async move {
+        while requests.load(Ordering::SeqCst) < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.stop();
+    });
+    let started = Instant::now();
+    let report = run(&spec).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(report.interrupted);
+    assert!(report.requests >= 20);
+    assert_eq!(report.errors.total, 0);
+    // Requests in flight when it stopped were answered and counted, none abandoned.
+    assert_eq!(report.requests, server.requests());
+    assert!(report.render_text().contains("(interrupted)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_arrive_with_their_body_intact() {
     let server = Plan::new(Mode::KeepAlive).start().await;
     let body: String = (0..10_000)
@@ -530,6 +558,7 @@ async fn the_command_prints_the_documented_json() {
         "connections",
         "target_rate",
         "duration_s",
+        "interrupted",
         "requests",
         "responses",
         "successes",

@@ -25,8 +25,11 @@ How it measures:
   counts as a response; 2xx and 3xx count as success. A request without a complete
   response is an error: connect, timeout, closed (reset or closed mid-response) or other.
 
+Ctrl-C stops sending, waits for the requests in flight and prints the report; a second
+Ctrl-C quits at once.
+
 JSON output (--json), one object:
-  url, protocol, connections, target_rate (null for closed loop), duration_s,
+  url, protocol, connections, target_rate (null for closed loop), duration_s, interrupted,
   requests (responses + errors), responses, successes, success_rate (0..1),
   requests_per_sec (responses / duration_s), status_counts {\"200\": n, ...},
   errors {connect, timeout, closed, other, total}, error_examples {kind: message},

@@ -77,6 +77,9 @@ enum Claim {
 impl Shared {
     fn claim(&self) -> Claim {
         let p = &self.prepared;
+        if p.stop.is_stopped() {
+            return Claim::Stop;
+        }
         let index = if self.numbered {
             let i = self.issued.0.fetch_add(1, Ordering::Relaxed);
             if p.requests.is_some_and(|n| i >= n) {
@@ -276,6 +279,9 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
             && due > Instant::now()
         {
             tokio::time::sleep_until(due).await;
+            if p.stop.is_stopped() {
+                break;
+            }
         }
         let started = Instant::now();
         let timeout_at = p.timeout.map(|t| started + t);
@@ -468,6 +474,7 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
         connections: p.connections,
         target_rate: p.rate,
         elapsed,
+        interrupted: p.stop.is_stopped(),
         requests,
         responses,
         successes,

@@ -38,7 +38,9 @@ mod spec;
 pub use args::BenchArgs;
 pub use error::{BenchError, ErrorKind};
 pub use report::{BackendShare, ErrorCounts, Latency, Report};
-pub use spec::{DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_TIMEOUT, LoadSpec, ProgressMode};
+pub use spec::{
+    DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_TIMEOUT, LoadSpec, ProgressMode, StopHandle,
+};
 
 /// Generates the load `spec` describes, on the current tokio runtime, and reports.
 ///
@@ -55,6 +57,7 @@ pub async fn generate(spec: &LoadSpec) -> Result<Report, BenchError> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let spec = args.to_spec()?;
     let threads = args.worker_threads();
+    raise_open_files_limit(spec.connections);
     // One worker: a current-thread runtime, which drives every connection from the main
     // thread without the work-stealing machinery (as wrk -t1 does with one event loop).
     let mut builder = if threads == 1 {
@@ -65,7 +68,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         b
     };
     let runtime = builder.enable_all().build().map_err(BenchError::Runtime)?;
-    let report = runtime.block_on(generate(&spec))?;
+    let report = runtime.block_on(async {
+        // Ctrl-C once: stop sending, finish what is in flight, print the report.
+        // Twice: leave at once.
+        let stop = spec.stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.stop();
+                eprintln!(
+                    "rondo bench: interrupted, finishing requests in flight (Ctrl-C again to quit)"
+                );
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        generate(&spec).await
+    })?;
     // Connection tasks have ended; whatever is left (HTTP/2 connection drivers) is dropped.
     runtime.shutdown_background();
     if args.json {
@@ -74,4 +93,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", report.render_text());
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to fit `connections` sockets, as far as the hard
+/// limit allows: the usual soft limit (1024) is below what `-c 2000` needs, and the error
+/// would otherwise be a wall of connect errors ("Too many open files"). Best effort.
+fn raise_open_files_limit(connections: usize) {
+    #[cfg(unix)]
+    {
+        /// Descriptors besides the connections: stdio, the runtime's epoll and eventfd, a
+        /// few spare.
+        const SPARE: u64 = 64;
+        let wanted = u64::try_from(connections)
+            .unwrap_or(u64::MAX)
+            .saturating_add(SPARE);
+        if let Ok(got) = rlimit::increase_nofile_limit(wanted)
+            && got < wanted
+        {
+            eprintln!(
+                "rondo bench: warning: the open files limit is {got}, fewer than {connections} \
+                 connections need; expect connect errors (raise it with ulimit -n)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = connections;
 }

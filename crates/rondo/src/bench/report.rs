@@ -21,6 +21,7 @@ use super::error::ErrorKind;
 /// | `connections` | concurrent connections |
 /// | `target_rate` | `--rate` in requests/s, or `null` for closed loop |
 /// | `duration_s` | wall-clock length of the run, seconds |
+/// | `interrupted` | `true` when the run was stopped early (Ctrl-C) |
 /// | `requests` | requests finished: `responses + errors.total` |
 /// | `responses` | complete responses, any status |
 /// | `successes` | responses with a 2xx or 3xx status |
@@ -47,6 +48,8 @@ pub struct Report {
     /// Wall-clock length of the run.
     #[serde(rename = "duration_s", serialize_with = "secs")]
     pub elapsed: Duration,
+    /// The run was stopped early (Ctrl-C, or a [`StopHandle`](super::StopHandle)).
+    pub interrupted: bool,
     /// Requests finished, with a response or an error.
     pub requests: u64,
     /// Complete responses, whatever their status.
@@ -190,7 +193,16 @@ impl Report {
             "            {}, {} connections, {}",
             self.protocol, self.connections, mode
         );
-        let _ = writeln!(out, "Duration    {:.2} s", self.elapsed.as_secs_f64());
+        let interrupted = if self.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "Duration    {:.2} s{interrupted}",
+            self.elapsed.as_secs_f64()
+        );
         let _ = writeln!(
             out,
             "Requests    {} finished, {} responses, {:.1} responses/s",

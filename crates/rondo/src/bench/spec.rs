@@ -3,6 +3,8 @@
 //! serialised once).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -87,6 +89,32 @@ pub struct LoadSpec {
     pub backend_header: Option<String>,
     /// Progress display on stderr.
     pub progress: ProgressMode,
+    /// Ends the run early when [stopped](StopHandle::stop): no new request is sent, the
+    /// ones in flight finish (or time out), and the report says it was interrupted.
+    pub stop: StopHandle,
+}
+
+/// A switch that ends a run early, for Ctrl-C or a caller that has seen enough.
+///
+/// Clones share the switch. Checking it costs each request one relaxed atomic load.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// A switch that is not yet thrown.
+    pub fn new() -> Self {
+        StopHandle::default()
+    }
+
+    /// Throws the switch: the runs using it send no new request.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl LoadSpec {
@@ -106,6 +134,7 @@ impl LoadSpec {
             rate: None,
             backend_header: None,
             progress: ProgressMode::Off,
+            stop: StopHandle::new(),
         }
     }
 }
@@ -133,6 +162,7 @@ pub(crate) struct Prepared {
     pub(crate) body: Bytes,
     pub(crate) http2: bool,
     pub(crate) progress: ProgressMode,
+    pub(crate) stop: StopHandle,
 }
 
 impl LoadSpec {
@@ -264,6 +294,7 @@ impl LoadSpec {
             body: self.body.clone(),
             http2: self.http2,
             progress: self.progress,
+            stop: self.stop.clone(),
         })
     }
 }
@@ -340,6 +371,16 @@ mod tests {
             spec.prepare().await,
             Err(BenchError::InvalidHeader { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn accepts_an_ipv6_literal() {
+        let p = LoadSpec::new("http://[::1]:9/x").prepare().await.unwrap();
+        assert_eq!(p.addr, "[::1]:9".parse().unwrap());
+        assert!(
+            p.h1_request
+                .starts_with(b"GET /x HTTP/1.1\r\nhost: [::1]:9\r\n")
+        );
     }
 
     #[tokio::test]
