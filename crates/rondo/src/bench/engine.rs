@@ -38,6 +38,17 @@ const HISTOGRAM_LOW_NS: u64 = 1_000;
 /// in tens of megabytes.
 const HISTOGRAM_HIGH_NS: u64 = 10_000_000;
 
+/// Connections up to which histograms keep three significant digits (0.1 %). A histogram
+/// with three digits takes 4 KiB per doubling of its range, some 40 KiB once it spans
+/// a second; with more connections than this, two digits (1 %, 0.5 KiB per doubling) keep
+/// ten thousand connections in tens of megabytes.
+const PRECISE_UP_TO: usize = 1000;
+
+/// Significant digits of the latency histograms for a run with `connections`.
+fn histogram_digits(connections: usize) -> u8 {
+    if connections <= PRECISE_UP_TO { 3 } else { 2 }
+}
+
 /// Progress counters of one connection, written only by its task. Aligned to 128 bytes so
 /// that two connections' slots never share a cache line (adjacent-line prefetch included).
 #[derive(Debug, Default)]
@@ -128,8 +139,9 @@ struct ConnStats {
     latency_max_ns: u64,
     responses: u64,
     successes: u64,
-    /// Indexed by status code; httparse accepts exactly three digits.
-    statuses: Vec<u64>,
+    /// Responses per status code, the most recently seen first. A run sees a handful of
+    /// codes, so a short scan beats hashing and costs no memory for codes never seen.
+    statuses: Vec<(u16, u64)>,
     errors: [u64; 4],
     examples: [Option<String>; 4],
     backends: HashMap<Vec<u8>, u64>,
@@ -138,8 +150,8 @@ struct ConnStats {
 }
 
 impl ConnStats {
-    fn new() -> Result<Self, BenchError> {
-        let mut histogram = Histogram::new_with_bounds(HISTOGRAM_LOW_NS, HISTOGRAM_HIGH_NS, 3)
+    fn new(digits: u8) -> Result<Self, BenchError> {
+        let mut histogram = Histogram::new_with_bounds(HISTOGRAM_LOW_NS, HISTOGRAM_HIGH_NS, digits)
             .map_err(|e| BenchError::Task(format!("histogram: {e}")))?;
         histogram.auto(true);
         Ok(ConnStats {
@@ -149,7 +161,7 @@ impl ConnStats {
             latency_max_ns: 0,
             responses: 0,
             successes: 0,
-            statuses: vec![0; 1000],
+            statuses: Vec::new(),
             errors: [0; 4],
             examples: Default::default(),
             backends: HashMap::new(),
@@ -167,9 +179,14 @@ impl ConnStats {
         self.latency_min_ns = self.latency_min_ns.min(ns);
         self.latency_max_ns = self.latency_max_ns.max(ns);
         self.responses += 1;
-        let status = usize::from(response.status);
-        if let Some(n) = self.statuses.get_mut(status) {
-            *n += 1;
+        let status = response.status;
+        match self.statuses.iter().position(|&(code, _)| code == status) {
+            Some(0) => self.statuses[0].1 += 1,
+            Some(i) => {
+                self.statuses[i].1 += 1;
+                self.statuses.swap(0, i);
+            }
+            None => self.statuses.insert(0, (status, 1)),
         }
         if (200..400).contains(&status) {
             self.successes += 1;
@@ -257,7 +274,7 @@ enum Outcome {
 /// or the end of the run), record, repeat.
 async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, BenchError> {
     let p = &shared.prepared;
-    let mut stats = ConnStats::new()?;
+    let mut stats = ConnStats::new(histogram_digits(p.connections))?;
     let mut client = if p.http2 {
         Client::H2(H2Conn::new(p.addr))
     } else {
@@ -390,8 +407,12 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Report, BenchError> {
 }
 
 fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
-    let mut histogram: Option<Histogram<u64>> =
-        Histogram::new_with_bounds(HISTOGRAM_LOW_NS, HISTOGRAM_HIGH_NS, 3).ok();
+    let mut histogram: Option<Histogram<u64>> = Histogram::new_with_bounds(
+        HISTOGRAM_LOW_NS,
+        HISTOGRAM_HIGH_NS,
+        histogram_digits(p.connections),
+    )
+    .ok();
     if let Some(h) = histogram.as_mut() {
         h.auto(true);
     }
@@ -400,7 +421,7 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
     let mut max_ns = 0u64;
     let mut responses = 0;
     let mut successes = 0;
-    let mut statuses = vec![0u64; 1000];
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
     let mut errors = [0u64; 4];
     let mut examples: BTreeMap<ErrorKind, String> = BTreeMap::new();
     let mut backends: HashMap<Vec<u8>, u64> = HashMap::new();
@@ -417,8 +438,8 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
         max_ns = max_ns.max(stats.latency_max_ns);
         responses += stats.responses;
         successes += stats.successes;
-        for (total, n) in statuses.iter_mut().zip(&stats.statuses) {
-            *total += n;
+        for &(code, n) in &stats.statuses {
+            *statuses.entry(code).or_default() += n;
         }
         for kind in ErrorKind::ALL {
             errors[kind.index()] += stats.errors[kind.index()];
@@ -488,12 +509,7 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
         } else {
             0.0
         },
-        status_counts: statuses
-            .iter()
-            .enumerate()
-            .filter(|&(_, &n)| n > 0)
-            .filter_map(|(code, &n)| u16::try_from(code).ok().map(|c| (c, n)))
-            .collect(),
+        status_counts: statuses,
         errors,
         error_examples: examples,
         latency,
