@@ -266,6 +266,17 @@ async fn resends_once_when_an_idle_connection_was_closed_silently() {
     assert_eq!(report.status_counts.get(&200), Some(&50));
     assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
     assert_eq!(server.requests(), 50);
+
+    // A POST is not sent twice: the lost ones are `closed` errors. Each connection's
+    // first request is on a fresh connection and succeeds; what follows races the close.
+    let server = Plan::new(Mode::SilentClose).start().await;
+    let mut post = spec(server.url(), 2, 50);
+    post.method = "POST".into();
+    post.body = "x".into();
+    let report = run(&post).await;
+    assert_eq!(report.requests, 50);
+    assert_eq!(report.errors.total, report.errors.closed);
+    assert_eq!(server.requests(), report.responses);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,6 +495,64 @@ async fn speaks_http2_with_prior_knowledge() {
     assert_eq!(report.status_counts.get(&404), Some(&50));
     assert_eq!(report.backends.len(), 2);
     assert!(report.bytes_read > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_moves_on_when_the_server_retires_a_connection() {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // Each connection serves 10 requests, then the server sends GOAWAY (as nginx does at
+    // its keep-alive request limit). The run goes on over new connections; a request
+    // caught by the GOAWAY counts as a `closed` error (h2 cannot tell whether the server
+    // processed it), never twice.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let retire = Arc::new(tokio::sync::Notify::new());
+                let on_connection = Arc::new(AtomicU64::new(0));
+                let service = {
+                    let retire = retire.clone();
+                    service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        if on_connection.fetch_add(1, Ordering::SeqCst) + 1 == 10 {
+                            retire.notify_one();
+                        }
+                        async { hyper::Response::builder().body(Full::new(bytes::Bytes::new())) }
+                    })
+                };
+                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let mut connection =
+                    std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    () = retire.notified() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+            });
+        }
+    });
+    let mut spec = spec(format!("http://{addr}/"), 3, 300);
+    spec.http2 = true;
+    let report = run(&spec).await;
+    assert_eq!(report.requests, 300);
+    assert_eq!(
+        report.errors.total, report.errors.closed,
+        "{:?}",
+        report.error_examples
+    );
+    // Far more than the 30 the first three connections could serve.
+    assert!(report.responses > 100, "{}", report.responses);
+    let seen = seen.load(Ordering::SeqCst);
+    assert!(seen >= report.responses && seen <= 300, "{seen}");
 }
 
 #[tokio::test]

@@ -229,15 +229,7 @@ impl Client {
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
         match self {
-            Client::H1(c) => {
-                c.request(
-                    &p.h1_request,
-                    p.head,
-                    p.backend_header.as_ref(),
-                    backend_value,
-                )
-                .await
-            }
+            Client::H1(c) => c.request(p, backend_value).await,
             Client::H2(c) => c.request(p, backend_value).await,
         }
     }

@@ -18,8 +18,10 @@
 //! | reused | closed before the first response byte | reconnect and send once more |
 //!
 //! The last row is the race every keep-alive client has with a server closing an idle
-//! connection (a keep-alive timeout): the request never reached the server's application,
-//! so it is resent once on a fresh connection rather than counted as an error.
+//! connection (a keep-alive timeout): the request almost certainly never reached the
+//! server's application, so an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE)
+//! is resent once on a fresh connection rather than counted as an error. Other methods are
+//! not resent (the server might have acted on them): the failure is a `closed` error.
 
 use std::net::SocketAddr;
 
@@ -28,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{ErrorKind, RequestError};
+use super::spec::Prepared;
 
 /// Initial size of a connection's read buffer, as wrk's. A response head of a few hundred
 /// bytes and a small body fit in one read; larger bodies are read through it in 8 KiB steps.
@@ -110,17 +113,14 @@ impl H1Conn {
         self.stream = None;
     }
 
-    /// Sends `request` and reads the whole response.
-    ///
-    /// `head` is true for `HEAD` requests (no body whatever the headers say). When
-    /// `backend` names a header, its value is copied into `backend_value`.
+    /// Sends the prepared request and reads the whole response. When the spec names a
+    /// backend header, its value is copied into `backend_value`.
     pub(crate) async fn request(
         &mut self,
-        request: &[u8],
-        head: bool,
-        backend: Option<&HeaderName>,
+        p: &Prepared,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
+        let (request, head, backend) = (&p.h1_request[..], p.head, p.backend_header.as_ref());
         let mut resent = false;
         loop {
             let fresh = self.stream.is_none();
@@ -145,6 +145,7 @@ impl H1Conn {
                     self.stream = None;
                     let idle_close = !fresh
                         && !resent
+                        && p.idempotent
                         && err.kind == ErrorKind::Closed
                         && self.bytes_read == before;
                     if idle_close {

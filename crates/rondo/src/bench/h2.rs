@@ -84,6 +84,8 @@ pub(crate) struct H2Conn {
     addr: SocketAddr,
     sender: Option<SendRequest<Full<Bytes>>>,
     read: Arc<AtomicU64>,
+    /// Whether the current request was handed to hyper (it may have reached the server).
+    sending: bool,
     pub(crate) phase: Phase,
 }
 
@@ -93,6 +95,7 @@ impl H2Conn {
             addr,
             sender: None,
             read: Arc::new(AtomicU64::new(0)),
+            sending: false,
             phase: Phase::Exchanging,
         }
     }
@@ -138,11 +141,30 @@ impl H2Conn {
         prepared: &Prepared,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
-        let result = self.exchange(prepared, backend_value).await;
-        if result.is_err() {
-            self.sender = None;
+        let mut resent = false;
+        loop {
+            let fresh = self.sender.is_none();
+            match self.exchange(prepared, backend_value).await {
+                Ok(response) => return Ok(response),
+                Err(err) => {
+                    self.sender = None;
+                    // A request the server certainly did not process goes once more on a
+                    // new connection, as on HTTP/1.1: one hyper never sent because the
+                    // connection was closing, or one the server refused with REFUSED_STREAM.
+                    // A stream ended by GOAWAY is not resent: h2 reports the same error for
+                    // streams above the GOAWAY's last stream (unprocessed) and for streams
+                    // below it that the server dropped when it closed (maybe processed), and
+                    // a resend must not count a request twice at the server.
+                    let unsent = matches!(&err.message, ErrorMessage::Hyper(e) if e.is_canceled() || refused(e))
+                        || (err.kind == ErrorKind::Closed && !self.sending);
+                    if unsent && !fresh && !resent {
+                        resent = true;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
         }
-        result
     }
 
     async fn exchange(
@@ -154,6 +176,7 @@ impl H2Conn {
             Some(s) if !s.is_closed() => s,
             _ => self.connect().await?,
         };
+        self.sending = false;
         sender.ready().await.map_err(classify)?;
         let mut request = http::Request::new(Full::new(prepared.body.clone()));
         *request.method_mut() = prepared.method.clone();
@@ -162,6 +185,7 @@ impl H2Conn {
         for (name, value) in &prepared.headers {
             headers.append(name.clone(), value.clone());
         }
+        self.sending = true;
         let response = sender.send_request(request).await.map_err(classify)?;
         self.sender = Some(sender);
         let status = response.status().as_u16();
@@ -184,8 +208,24 @@ impl H2Conn {
     }
 }
 
-/// Classifies a hyper error: a connection that went away is `closed`, an I/O error by its
-/// kind, anything else (a protocol error) `other`.
+/// Whether the server declined the stream without processing it: reset with
+/// REFUSED_STREAM (RFC 9113, 8.7).
+fn refused(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && h2.is_reset()
+                && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Classifies a hyper error: a connection or stream the server ended (closed, GOAWAY,
+/// RST_STREAM) is `closed`, an I/O error by its kind, anything else (a protocol error on our
+/// side or a malformed frame) `other`.
 fn classify(err: hyper::Error) -> RequestError {
     let mut kind = if err.is_canceled() || err.is_closed() || err.is_incomplete_message() {
         ErrorKind::Closed
@@ -201,10 +241,12 @@ fn classify(err: hyper::Error) -> RequestError {
                 kind = ErrorKind::of_io(io);
                 break;
             }
-            if let Some(h2) = s.downcast_ref::<hyper::Error>()
-                && (h2.is_closed() || h2.is_canceled())
-            {
-                kind = ErrorKind::Closed;
+            if let Some(h2) = s.downcast_ref::<h2::Error>() {
+                if let Some(io) = h2.get_io() {
+                    kind = ErrorKind::of_io(io);
+                } else if h2.is_remote() && (h2.is_go_away() || h2.is_reset()) {
+                    kind = ErrorKind::Closed;
+                }
                 break;
             }
             source = s.source();

@@ -151,6 +151,9 @@ pub(crate) struct Prepared {
     pub(crate) rate: Option<f64>,
     /// `true` when responses carry no body whatever their headers say (`HEAD`).
     pub(crate) head: bool,
+    /// Whether the method is idempotent, so a request lost to a keep-alive race may be sent
+    /// again.
+    pub(crate) idempotent: bool,
     /// Lower-cased name of the backend header.
     pub(crate) backend_header: Option<HeaderName>,
     /// The complete HTTP/1.1 request, head and body, serialised once.
@@ -286,6 +289,15 @@ impl LoadSpec {
             timeout: self.timeout.filter(|t| !t.is_zero()),
             rate: self.rate,
             head: method == Method::HEAD,
+            idempotent: matches!(
+                method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::OPTIONS
+                    | Method::TRACE
+            ),
             backend_header,
             h1_request,
             method,
