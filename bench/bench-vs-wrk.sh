@@ -7,8 +7,10 @@
 # directory, then runs, alternating, for each round:
 #   wrk -t1 -cC -dDs URL        rondo bench -cC -dDs --threads 1 URL
 #   wrk -t2 -cC -dDs URL        rondo bench -cC -dDs --threads 2 URL
-# and prints requests/s of every run and the median of each column. Needs wrk, nginx
-# and a release build (cargo build --release).
+# and prints requests/s of every run, rondo/wrk for each adjacent pair, and medians. On a
+# shared machine the pairs matter more than the columns: neighbours come and go between
+# rounds, and a pair runs back to back. Needs wrk, nginx and a release build
+# (cargo build --release).
 set -euo pipefail
 
 rounds=${1:-5}
@@ -46,14 +48,17 @@ wrk_rps() { wrk "$@" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
 rondo_rps() { "$rondo" bench --json "$@" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["requests_per_sec"]))'; }
 
 echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(nproc) cores, $rounds rounds of ${secs}s, $conns connections, $url"
-printf '%-6s %12s %12s %12s %12s\n' round wrk-t1 rondo-t1 wrk-t2 rondo-t2
-declare -a w1 r1 w2 r2
+printf '%-6s %10s %10s %7s %10s %10s %7s\n' round wrk-t1 rondo-t1 ratio wrk-t2 rondo-t2 ratio
+declare -a w1 r1 w2 r2 q1 q2
+ratio() { python3 -c "print(f'{$2 / $1:.2f}')"; }
 for i in $(seq "$rounds"); do
     w1+=("$(wrk_rps -t1 -c"$conns" -d"${secs}s" "$url")")
     r1+=("$(rondo_rps -c"$conns" -d"${secs}s" --threads 1 "$url")")
     w2+=("$(wrk_rps -t2 -c"$conns" -d"${secs}s" "$url")")
     r2+=("$(rondo_rps -c"$conns" -d"${secs}s" --threads 2 "$url")")
-    printf '%-6s %12s %12s %12s %12s\n' "$i" "${w1[-1]}" "${r1[-1]}" "${w2[-1]}" "${r2[-1]}"
+    q1+=("$(ratio "${w1[-1]}" "${r1[-1]}")")
+    q2+=("$(ratio "${w2[-1]}" "${r2[-1]}")")
+    printf '%-6s %10s %10s %7s %10s %10s %7s\n' "$i" "${w1[-1]}" "${r1[-1]}" "${q1[-1]}" "${w2[-1]}" "${r2[-1]}" "${q2[-1]}"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
-printf '%-6s %12s %12s %12s %12s\n' median "$(median "${w1[@]}")" "$(median "${r1[@]}")" "$(median "${w2[@]}")" "$(median "${r2[@]}")"
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+printf '%-6s %10s %10s %7s %10s %10s %7s\n' median "$(median "${w1[@]}")" "$(median "${r1[@]}")" "$(median "${q1[@]}")" "$(median "${w2[@]}")" "$(median "${r2[@]}")" "$(median "${q2[@]}")"
