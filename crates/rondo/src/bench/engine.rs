@@ -329,7 +329,7 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
         match outcome {
             Outcome::Done(Ok(response)) => {
                 let latency = Instant::now().saturating_duration_since(due.unwrap_or(started));
-                let backend = (response.has_backend).then_some(&backend_value[..]);
+                let backend = response.has_backend.then_some(&backend_value[..]);
                 stats.response(response, latency, backend);
             }
             Outcome::Done(Err(err)) => stats.error(err),

@@ -22,7 +22,7 @@ pub enum BenchError {
         reason: String,
     },
     /// The host name of the URL did not resolve to any address.
-    #[error("cannot resolve {host:?}: {source}")]
+    #[error("cannot resolve {host:?}")]
     Resolve {
         /// `host:port` as looked up.
         host: String,
@@ -45,7 +45,7 @@ pub enum BenchError {
     #[error("invalid option: {0}")]
     InvalidOption(String),
     /// The body file could not be read.
-    #[error("cannot read body file {path:?}: {source}")]
+    #[error("cannot read body file {path:?}")]
     BodyFile {
         /// The path as given.
         path: String,
@@ -54,7 +54,7 @@ pub enum BenchError {
         source: io::Error,
     },
     /// The tokio runtime could not be built.
-    #[error("cannot start the runtime: {0}")]
+    #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
     /// A connection task ended abnormally (a bug: it is reported rather than lost).
     #[error("a connection task failed: {0}")]
