@@ -46,7 +46,7 @@ http {
   server { listen 127.0.0.1:$BACKEND; location / { return 200 "ok"; } }
 }
 CONF
-taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" &
+taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &
 pids+=($!)
 
 cat > "$dir/nginx/nginx.conf" <<CONF
@@ -72,7 +72,7 @@ CONF
 cat > "$dir/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
@@ -106,9 +106,9 @@ CONF
 
 start_proxy() {
   case $1 in
-    nginx) taskset -c 1 nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" & ;;
-    haproxy) taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db & ;;
-    rondo) RUST_LOG=warn taskset -c 1 "$RONDO" serve --config "$dir/rondo.toml" & ;;
+    nginx) taskset -c 1 nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" >"$dir/$1.log" 2>&1 & ;;
+    haproxy) taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db >"$dir/$1.log" 2>&1 & ;;
+    rondo) RUST_LOG=warn taskset -c 1 "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }

@@ -67,6 +67,38 @@ pub(crate) async fn write_timed(
     }
 }
 
+/// Writes `first` then `second` with as few system calls as the kernel allows (one
+/// `writev` in the common case), failing after `limit`.
+pub(crate) async fn write2_timed(
+    stream: &mut TcpStream,
+    first: &[u8],
+    second: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    if first.is_empty() {
+        return write_timed(stream, second, limit).await;
+    }
+    let all = async {
+        let (mut a, mut b) = (first, second);
+        while !a.is_empty() {
+            let n = stream
+                .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_a = n.min(a.len());
+            a = &a[from_a..];
+            b = &b[n - from_a..];
+        }
+        stream.write_all(b).await
+    };
+    match timeout(limit, all).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out()),
+    }
+}
+
 /// Timeouts for one copy: how long a read from the source and a write to the destination may
 /// take.
 #[derive(Debug, Clone, Copy)]
@@ -75,25 +107,32 @@ pub(crate) struct Limits {
     pub(crate) write: Duration,
 }
 
-/// Copies one body framed by `framing` from `src` to `dst`. `buf` starts with bytes already
-/// read from `src`; when the body ends, it holds whatever came after it. Returns the number
-/// of body bytes copied.
+/// Copies one body framed by `framing` from `src` to `dst`, preceded by `head` (sent with
+/// the first body bytes, so a small message costs one write). `buf` starts with bytes
+/// already read from `src`; when the body ends, it holds whatever came after it. Returns the
+/// number of body bytes copied.
 pub(crate) async fn copy(
     framing: Framing,
     src: &mut TcpStream,
     dst: &mut TcpStream,
     buf: &mut Vec<u8>,
     limits: Limits,
+    head: &[u8],
 ) -> Result<u64, CopyError> {
+    let mut head = head;
     let mut copied = 0u64;
     match framing {
-        Framing::Empty => {}
+        Framing::Empty => {
+            write_timed(dst, head, limits.write)
+                .await
+                .map_err(CopyError::Destination)?;
+        }
         Framing::Length(total) => {
             let mut remaining = total;
             loop {
                 let take = (buf.len() as u64).min(remaining) as usize;
                 if take > 0 {
-                    write_timed(dst, &buf[..take], limits.write)
+                    write2_timed(dst, std::mem::take(&mut head), &buf[..take], limits.write)
                         .await
                         .map_err(CopyError::Destination)?;
                     buf.drain(..take);
@@ -113,7 +152,7 @@ pub(crate) async fn copy(
             loop {
                 let take = decoder.feed(buf).map_err(|_| CopyError::Framing)?;
                 if take > 0 {
-                    write_timed(dst, &buf[..take], limits.write)
+                    write2_timed(dst, std::mem::take(&mut head), &buf[..take], limits.write)
                         .await
                         .map_err(CopyError::Destination)?;
                     buf.drain(..take);
@@ -129,13 +168,18 @@ pub(crate) async fn copy(
         }
         Framing::UntilClose => loop {
             if !buf.is_empty() {
-                write_timed(dst, buf, limits.write)
+                write2_timed(dst, std::mem::take(&mut head), buf, limits.write)
                     .await
                     .map_err(CopyError::Destination)?;
                 copied += buf.len() as u64;
                 buf.clear();
             }
             if read_timed(src, buf, limits.read).await? == 0 {
+                if !head.is_empty() {
+                    write_timed(dst, head, limits.write)
+                        .await
+                        .map_err(CopyError::Destination)?;
+                }
                 break;
             }
         },

@@ -419,23 +419,20 @@ async fn attempt_once(
         },
     };
 
-    // Send the head (and a buffered body), then stream any remaining body.
-    let sent = body::write_timed(&mut conn, out, cfg.response_timeout).await;
-    let sent = match (sent, replayable) {
-        (Err(e), _) => Err(format!("sending to {addr} failed: {e}")),
-        (Ok(()), true) => Ok(()),
-        (Ok(()), false) => {
-            let limits = Limits {
-                read: idle,
-                write: cfg.response_timeout,
-            };
-            match body::copy(info.framing, client, &mut conn, inbuf, limits).await {
-                Ok(_) => Ok(()),
-                Err(CopyError::Destination(e)) => {
-                    Err(format!("sending the body to {addr} failed: {e}"))
-                }
-                Err(CopyError::Source(_)) | Err(CopyError::Framing) => return Attempt::Abort,
-            }
+    // Send the head with a buffered body, or the head and then the streamed body.
+    let sent = if replayable {
+        body::write_timed(&mut conn, out, cfg.response_timeout)
+            .await
+            .map_err(|e| format!("sending to {addr} failed: {e}"))
+    } else {
+        let limits = Limits {
+            read: idle,
+            write: cfg.response_timeout,
+        };
+        match body::copy(info.framing, client, &mut conn, inbuf, limits, out).await {
+            Ok(_) => Ok(()),
+            Err(CopyError::Destination(e)) => Err(format!("sending to {addr} failed: {e}")),
+            Err(CopyError::Source(_)) | Err(CopyError::Framing) => return Attempt::Abort,
         }
     };
     if let Err(detail) = sent {
@@ -520,16 +517,23 @@ async fn attempt_once(
         read: cfg.response_timeout,
         write: idle,
     };
-    let mut done = body::write_timed(client, &head_out, idle).await.is_ok();
+    let mut done = true;
     let mut backend_ok = true;
-    if done {
-        match body::copy(response.framing, &mut conn, client, &mut resp, limits).await {
-            Ok(_) => {}
-            Err(CopyError::Destination(_)) => done = false,
-            Err(CopyError::Source(_)) | Err(CopyError::Framing) => {
-                done = false;
-                backend_ok = false;
-            }
+    match body::copy(
+        response.framing,
+        &mut conn,
+        client,
+        &mut resp,
+        limits,
+        &head_out,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(CopyError::Destination(_)) => done = false,
+        Err(CopyError::Source(_)) | Err(CopyError::Framing) => {
+            done = false;
+            backend_ok = false;
         }
     }
     let status = response.status;
