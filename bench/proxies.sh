@@ -115,11 +115,12 @@ start_proxy() {
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 wait_port "$BACKEND"
-echo "| round | proxy | requests/s | CPU µs/request | p50 | p99 | RSS fresh (KiB) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) |"
+echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq "$ROUNDS"); do
   for proxy in rondo nginx haproxy; do
     pid=$(start_proxy $proxy)
@@ -129,15 +130,18 @@ for round in $(seq "$ROUNDS"); do
     # Warm-up: pools filled, caches hot.
     taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PROXY/" >/dev/null
     before=$(cpu_ticks "$pid")
+    ubefore=$(user_ticks "$pid")
     out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY/")
     after=$(cpu_ticks "$pid")
+    uafter=$(user_ticks "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p50=$(echo "$out" | awk '$1=="50%" {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
     cpu_us=$(python3 -c "print(f'{($after-$before)/$TICKS*1e6/$reqs:.2f}')")
-    echo "| $round | $proxy | $rps | $cpu_us | $p50 | $p99 | $fresh |"
+    user_us=$(python3 -c "print(f'{($uafter-$ubefore)/$TICKS*1e6/$reqs:.2f}')")
+    echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh |"
     # Let the port leave TIME_WAIT-bound states before the next peer binds it.
     sleep 0.5
   done

@@ -367,3 +367,42 @@ async fn chunked_request_and_response_bodies_pass_through() {
     assert_eq!(bs[0].seen()[0].body_len, 11);
     proxy.shutdown(Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let bs = backends(&["a", "b"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    let stream = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut seen = Vec::new();
+    for (method, body) in [("GET", ""), ("GET", ""), ("POST", "hello"), ("GET", "")] {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri("http://h2.example/path")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.version(), hyper::Version::HTTP_2);
+        let text = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
+        seen.push(text);
+    }
+    assert_eq!(seen[..2], ["a".to_owned(), "b".to_owned()]);
+    assert_eq!(seen[2], "a:5", "the POST body arrived whole");
+    let req = &bs[0].seen()[0];
+    assert_eq!(req.header("host"), Some("h2.example"));
+    assert_eq!(req.header("via"), Some("2.0 rondo"));
+    assert_eq!(req.header("x-forwarded-for"), Some("127.0.0.1"));
+    // HTTP/1.1 still works on the same port.
+    assert_eq!(get(web(&proxy), "/").await.status, 200);
+    proxy.shutdown(Duration::from_secs(1));
+}

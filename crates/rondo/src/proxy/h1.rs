@@ -20,12 +20,15 @@ use super::Worker;
 use super::body::{self, CopyError, Limits};
 use super::head::{self, Client, Framing, RequestInfo};
 use super::respond::send_error;
+use super::select::{finish, pick};
 use crate::upstream::Upstream;
 
 /// What the connection does after a request.
 enum Next {
     KeepAlive,
     Close,
+    /// The connection opened with the HTTP/2 preface.
+    Http2,
 }
 
 /// Serves one client connection until it closes, errs, idles out or the server shuts down.
@@ -64,6 +67,11 @@ pub(crate) async fn serve(
             std::mem::take(&mut pending)
         };
         let next = request(&mut stream, &ip, &site, &worker, &mut inbuf).await;
+        if matches!(next, Next::Http2) {
+            let ip: std::rc::Rc<str> = ip.into();
+            super::h2::serve(stream, inbuf, ip, site, worker, shutdown).await;
+            return;
+        }
         if inbuf.is_empty() {
             worker.give_buffer(inbuf);
         } else {
@@ -93,13 +101,22 @@ async fn request(
     let mut out = worker.take_buffer();
     let info = loop {
         out.clear();
-        let parsed = head::parse_request(
-            inbuf,
-            &client,
-            |host, path| site.route(host, path),
-            |u| site.upstreams[u].config().queue.priority_header.as_str(),
-            &mut out,
-        );
+        if inbuf.starts_with(super::h2::PREFACE) {
+            worker.give_buffer(out);
+            return Next::Http2;
+        }
+        let maybe_http2 = !inbuf.is_empty() && super::h2::PREFACE.starts_with(inbuf);
+        let parsed = if maybe_http2 {
+            Ok(None)
+        } else {
+            head::parse_request(
+                inbuf,
+                &client,
+                |host, path| site.route(host, path),
+                |u| site.upstreams[u].config().queue.priority_header.as_str(),
+                &mut out,
+            )
+        };
         match parsed {
             Ok(Some(info)) => break info,
             Ok(None) => {}
@@ -313,40 +330,6 @@ fn log_access(
         attempts,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
-}
-
-/// Ends a request on its backend and lets a queued request have the slot.
-fn finish(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Duration) {
-    lease.finish(outcome, latency, upstream.clock().now());
-    upstream.queue().release();
-}
-
-/// Picks a backend not tried yet; on the first attempt, waits in the upstream's queue when
-/// every backend is at its connection limit.
-async fn pick<'u>(
-    upstream: &'u Upstream,
-    tried: &[*const balance::Backend],
-    priority: i32,
-    may_queue: bool,
-) -> Option<Lease<'u>> {
-    let accept = |b: &balance::Backend| !tried.contains(&(b as *const balance::Backend));
-    if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
-        return Some(lease);
-    }
-    let queue = &upstream.config().queue;
-    if !may_queue || queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
-        return None;
-    }
-    let deadline = Instant::now() + queue.timeout;
-    loop {
-        let woken = upstream.queue().join(priority)?;
-        if timeout_at(deadline, woken).await.is_err() {
-            return None;
-        }
-        if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
-            return Some(lease);
-        }
-    }
 }
 
 /// The result of one attempt on one backend.

@@ -14,8 +14,10 @@ mod body;
 mod chunked;
 mod connpool;
 mod h1;
+mod h2;
 mod head;
 mod respond;
+mod select;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -71,11 +73,24 @@ impl Site {
     }
 }
 
+/// A backend connection of the HTTP/2 path.
+type UpstreamSender = hyper::client::conn::http1::SendRequest<h2::UpstreamBody>;
+
 /// Per-thread state: idle backend connections and spare buffers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Worker {
     conns: connpool::ConnPool,
     buffers: RefCell<Vec<Vec<u8>>>,
+    /// Backend connections of the HTTP/2 path (hyper HTTP/1.1 clients), by address.
+    h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("conns", &self.conns)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Spare buffers kept per worker; more are freed.
@@ -87,6 +102,24 @@ impl Worker {
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
+    }
+
+    /// A ready HTTP/2-path connection to `addr`; closed ones are dropped, busy ones kept.
+    fn take_h2_upstream(&self, addr: SocketAddr) -> Option<UpstreamSender> {
+        let mut all = self.h2_upstreams.borrow_mut();
+        let list = all.get_mut(&addr)?;
+        list.retain(|s| !s.is_closed());
+        let ready = list.iter().position(|s| s.is_ready())?;
+        Some(list.swap_remove(ready))
+    }
+
+    /// Keeps an HTTP/2-path connection for reuse, at most `max` per backend.
+    fn put_h2_upstream(&self, addr: SocketAddr, sender: UpstreamSender, max: usize) {
+        let mut all = self.h2_upstreams.borrow_mut();
+        let list = all.entry(addr).or_default();
+        if list.len() < max {
+            list.push(sender);
+        }
     }
 
     fn give_buffer(&self, mut buf: Vec<u8>) {

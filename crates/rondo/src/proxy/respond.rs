@@ -26,9 +26,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The one-line body of an error response.
+pub(crate) fn error_body(status: u16, detail: &str) -> String {
+    format!("{status} {}: {detail}\n", reason(status))
+}
+
 /// Builds a complete error response. `detail` is the body's one line.
 pub(crate) fn error_response(status: u16, detail: &str, close: bool) -> Vec<u8> {
-    let body = format!("{status} {}: {detail}\n", reason(status));
+    let body = error_body(status, detail);
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
         reason(status),
