@@ -493,15 +493,17 @@ impl Pool {
     }
 
     /// Reports events and rebuilds, when there are any.
+    /// Publishes the new state, then reports the events (in this order, so an observer that
+    /// reacts by reading the snapshot, such as a timer loop looking for its next deadline,
+    /// sees the change).
     fn changed(&self, backend: &Backend, events: &[Event], now: Timestamp) {
         if events.is_empty() {
             return;
         }
+        self.publish(&mut self.members.lock(), now);
         for &e in events {
             self.observer.on_event(backend, e, now);
         }
-        let mut m = self.members.lock();
-        self.publish(&mut m, now);
     }
 
     fn publish(&self, m: &mut Members, now: Timestamp) {

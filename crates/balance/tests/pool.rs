@@ -446,3 +446,36 @@ fn server_errors_trip_the_breaker_but_eject_only_when_configured() {
     lease.finish(Outcome::ServerError, ms(1), secs(0));
     assert!(pool.snapshot().backends()[0].is_ejected());
 }
+
+/// An observer that reads the snapshot when told of a change, as a timer loop does.
+struct DeadlineWatcher(Mutex<Vec<Option<Timestamp>>>, Mutex<Option<Arc<Pool>>>);
+
+impl Observer for DeadlineWatcher {
+    fn on_event(&self, _: &Backend, _: Event, _: Timestamp) {
+        if let Some(pool) = self.1.lock().unwrap().as_ref() {
+            self.0.lock().unwrap().push(pool.snapshot().next_deadline());
+        }
+    }
+}
+
+#[test]
+fn observers_see_the_published_snapshot_when_told_of_a_change() {
+    let watcher = Arc::new(DeadlineWatcher(Mutex::default(), Mutex::default()));
+    let pool = Arc::new(
+        Pool::with_observer(
+            PoolConfig::default(),
+            &specs(&[1, 1]),
+            watcher.clone(),
+            secs(0),
+        )
+        .unwrap(),
+    );
+    *watcher.1.lock().unwrap() = Some(Arc::clone(&pool));
+    fail_on(&pool, 0, 5, secs(1));
+    assert_eq!(
+        watcher.0.lock().unwrap().last().copied(),
+        Some(Some(secs(61))),
+        "the breaker's reopen time is visible"
+    );
+    *watcher.1.lock().unwrap() = None;
+}
