@@ -1,5 +1,6 @@
 //! The proxy over real sockets: mock backends on 127.0.0.1:0, rondo started in-process from
 //! a TOML config, requests from a real HTTP client, and checks of what arrived where.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 mod common;
 
@@ -404,5 +405,48 @@ async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     assert_eq!(req.header("x-forwarded-for"), Some("127.0.0.1"));
     // HTTP/1.1 still works on the same port.
     assert_eq!(get(web(&proxy), "/").await.status, 200);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_gets_503() {
+    let b = MockBackend::start("a").await;
+    b.set_delay(Duration::from_millis(300));
+    let toml = format!(
+        "access_log = false\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+         [[upstreams]]\nname = \"app\"\nqueue_size = 2\nqueue_timeout = \"5s\"\n\
+         backends = [{{ address = \"{}\", max_connections = 1 }}]\n",
+        b.addr
+    );
+    let proxy = start(&toml);
+    let addr = web(&proxy);
+    let send = |priority: u32, path: &'static str| {
+        tokio::spawn(async move {
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: a\r\nX-Priority: {priority}\r\nConnection: close\r\n\r\n"
+            );
+            raw(addr, req.as_bytes(), Duration::from_secs(10)).await
+        })
+    };
+    let first = send(0, "/first");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let low = send(1, "/low");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let high = send(9, "/high");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let overflow = send(5, "/overflow").await.unwrap();
+    assert!(
+        overflow.starts_with("HTTP/1.1 503"),
+        "queue of 2 is full: {overflow}"
+    );
+    for r in [first, low, high] {
+        assert!(r.await.unwrap().starts_with("HTTP/1.1 200"));
+    }
+    let order: Vec<String> = b.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(
+        order,
+        vec!["/first", "/high", "/low"],
+        "higher priority first"
+    );
     proxy.shutdown(Duration::from_secs(1));
 }

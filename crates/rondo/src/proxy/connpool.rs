@@ -18,7 +18,9 @@ use tokio::time::Instant;
 
 struct Idle {
     stream: TcpStream,
-    since: Instant,
+    /// When it stops being worth keeping (the upstream's `keepalive_timeout` after its last
+    /// use).
+    expires: Instant,
 }
 
 /// The idle connections of one worker, by backend address.
@@ -44,36 +46,38 @@ fn went_stale(stream: &TcpStream) -> bool {
 }
 
 impl ConnPool {
-    /// An idle connection to `addr` younger than `max_age`, if there is one.
-    pub(crate) fn take(&self, addr: SocketAddr, max_age: Duration) -> Option<TcpStream> {
+    /// An idle connection to `addr` that has not expired, if there is one.
+    pub(crate) fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < max_age && !went_stale(&conn.stream) {
+            if now < conn.expires && !went_stale(&conn.stream) {
                 return Some(conn.stream);
             }
         }
         None
     }
 
-    /// Returns a connection after a complete exchange; dropped if `addr` already has `max`
-    /// idle connections.
-    pub(crate) fn put(&self, addr: SocketAddr, stream: TcpStream, max: usize) {
+    /// Returns a connection after a complete exchange, to be kept for `max_age`; dropped if
+    /// `addr` already has `max` idle connections.
+    pub(crate) fn put(&self, addr: SocketAddr, stream: TcpStream, max: usize, max_age: Duration) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < max {
             list.push(Idle {
                 stream,
-                since: Instant::now(),
+                expires: Instant::now() + max_age,
             });
         }
     }
 
-    /// Closes connections idle for longer than `max_age` or closed by their backend.
-    pub(crate) fn sweep(&self, max_age: Duration) {
+    /// Closes connections that expired or were closed by their backend.
+    pub(crate) fn sweep(&self) {
         let mut idle = self.idle.borrow_mut();
+        let now = Instant::now();
         for list in idle.values_mut() {
-            list.retain(|c| c.since.elapsed() < max_age && !went_stale(&c.stream));
+            list.retain(|c| now < c.expires && !went_stale(&c.stream));
         }
         idle.retain(|_, list| !list.is_empty());
     }

@@ -371,7 +371,7 @@ async fn attempt_once(
     let start = Instant::now();
     let may_retry = |reached: bool| !reached || (info.idempotent && replayable);
 
-    let mut conn = match worker.conns.take(addr, cfg.keepalive_timeout) {
+    let mut conn = match worker.conns.take(addr) {
         Some(c) => c,
         None => match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(c)) => {
@@ -544,7 +544,9 @@ async fn attempt_once(
         };
     }
     if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
-        worker.conns.put(addr, conn, cfg.keepalive);
+        worker
+            .conns
+            .put(addr, conn, cfg.keepalive, cfg.keepalive_timeout);
     }
     worker.give_buffer(resp);
     worker.give_buffer(head_out);

@@ -336,7 +336,7 @@ fn run_worker(
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                sweeper.conns.sweep(Duration::from_secs(60));
+                sweeper.conns.sweep();
             }
         });
         let mut stop = stop;

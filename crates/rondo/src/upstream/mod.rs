@@ -184,3 +184,34 @@ fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(extra: &str) -> Upstream {
+        let text = format!(
+            "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             [[upstreams]]\nname = \"app\"\n{extra}\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n"
+        );
+        let config = crate::config::parse(&text, "test.toml").unwrap();
+        Upstream::new(config.upstreams[0].clone(), Clock::new()).unwrap()
+    }
+
+    #[test]
+    fn retries_in_progress_stay_within_the_budget_with_a_floor() {
+        let up = upstream("retry_budget_percent = 20\nretry_budget_min = 3");
+        // Few active requests: the floor of 3 applies.
+        let floor: Vec<_> = (0..5).filter_map(|_| up.try_retry()).collect();
+        assert_eq!(floor.len(), 3);
+        drop(floor);
+        // 50 active requests: 20% is 10.
+        let active: Vec<_> = (0..50).map(|_| up.begin()).collect();
+        let many: Vec<_> = (0..20).filter_map(|_| up.try_retry()).collect();
+        assert_eq!(many.len(), 10);
+        drop(many);
+        drop(active);
+        assert_eq!(up.active.load(Ordering::Relaxed), 0);
+        assert_eq!(up.retrying.load(Ordering::Relaxed), 0);
+    }
+}

@@ -133,7 +133,10 @@ async fn handle(
 }
 
 /// A stream of `total` bytes in `chunk`-sized frames, generated lazily.
-fn generated(total: u64, chunk: Bytes) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
+pub fn generated(
+    total: u64,
+    chunk: Bytes,
+) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
     struct Gen {
         left: u64,
         chunk: Bytes,
