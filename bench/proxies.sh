@@ -121,7 +121,15 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_port "$BACKEND"
 echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) |"
 echo "|---|---|---|---|---|---|---|---|"
+direct() {
+  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$BACKEND/")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  echo "| $1 | direct to the backend | $rps | — | — | $p50 | $p99 | — |"
+}
 for round in $(seq "$ROUNDS"); do
+  direct "$round"
   for proxy in rondo nginx haproxy; do
     pid=$(start_proxy $proxy)
     wait_port "$PROXY"

@@ -66,10 +66,12 @@ pub(crate) async fn serve(
         } else {
             std::mem::take(&mut pending)
         };
-        let next = request(&mut stream, &ip, &site, &worker, &mut inbuf).await;
+        // Boxed: the request's state machine is large and only lives while a request is in
+        // progress, so an idle keep-alive connection holds just this loop's few fields.
+        let next = Box::pin(request(&mut stream, &ip, &site, &worker, &mut inbuf)).await;
         if matches!(next, Next::Http2) {
             let ip: std::rc::Rc<str> = ip.into();
-            super::h2::serve(stream, inbuf, ip, site, worker, shutdown).await;
+            Box::pin(super::h2::serve(stream, inbuf, ip, site, worker, shutdown)).await;
             return;
         }
         if inbuf.is_empty() {
