@@ -8,6 +8,7 @@ pub mod bench;
 pub mod clock;
 pub mod compare;
 pub mod config;
+pub mod demo;
 pub mod proxy;
 pub mod serve;
 pub mod upstream;

@@ -36,6 +36,8 @@ enum Command {
     },
     // About and help come from `CompareArgs`.
     Compare(rondo::compare::CompareArgs),
+    // About and help come from `DemoArgs`.
+    Demo(rondo::demo::DemoArgs),
     /// Generate HTTP load against a URL and report throughput, latency percentiles, status
     /// codes, errors and (with --backend-header) each backend's share.
     Bench(rondo::bench::BenchArgs),
@@ -50,6 +52,7 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config)),
         Command::Compare(args) => rondo::compare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => rondo::demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => rondo::bench::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
