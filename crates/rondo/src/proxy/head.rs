@@ -132,6 +132,73 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// The fields both requests and responses are framed and kept alive by.
+#[derive(Debug, Default)]
+struct Fields<'h> {
+    content_length: Option<u64>,
+    chunked: bool,
+    /// What `Connection` said about keep-alive, if anything.
+    keep_alive: Option<bool>,
+    /// `Connection: upgrade`.
+    upgrade: bool,
+    /// Header names listed in `Connection` (hop-by-hop), up to 8.
+    named: [&'h [u8]; 8],
+    n_named: usize,
+}
+
+/// Why the framing fields cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldError {
+    /// A bad or conflicting `Content-Length`.
+    Length,
+    /// A transfer coding other than one `chunked`.
+    Coding,
+}
+
+impl<'h> Fields<'h> {
+    /// Reads `Content-Length`, `Transfer-Encoding` and `Connection` from `headers`.
+    fn read(headers: &[httparse::Header<'h>]) -> Result<Fields<'h>, FieldError> {
+        let mut f = Fields::default();
+        for h in headers {
+            if is(h.name, "content-length") {
+                let n = parse_length(h.value).ok_or(FieldError::Length)?;
+                if f.content_length.is_some_and(|c| c != n) {
+                    return Err(FieldError::Length);
+                }
+                f.content_length = Some(n);
+            } else if is(h.name, "transfer-encoding") {
+                let mut codings = tokens(h.value);
+                match (codings.next(), codings.next()) {
+                    (Some(t), None) if token_eq(t, "chunked") && !f.chunked => f.chunked = true,
+                    _ => return Err(FieldError::Coding),
+                }
+            } else if is(h.name, "connection") {
+                for t in tokens(h.value) {
+                    if token_eq(t, "close") {
+                        f.keep_alive = Some(false);
+                    } else if token_eq(t, "keep-alive") {
+                        f.keep_alive = Some(true);
+                    } else if token_eq(t, "upgrade") {
+                        f.upgrade = true;
+                    }
+                    if f.n_named < f.named.len() {
+                        f.named[f.n_named] = t;
+                        f.n_named += 1;
+                    }
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// True when `Connection` names this header.
+    fn names(&self, name: &str) -> bool {
+        self.named[..self.n_named]
+            .iter()
+            .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+    }
+}
+
 /// Parses a request head at the start of `input` and writes the head to forward into `out`.
 ///
 /// `route(host, path)` chooses the upstream; `priority_header(upstream)` names the header
@@ -169,49 +236,23 @@ pub(crate) fn parse_request<'r>(
     };
 
     // First pass: what the head says about framing, connection and routing.
-    let mut connection: [&[u8]; 8] = [&[]; 8];
-    let mut n_connection = 0;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
+    let fields = Fields::read(req.headers).map_err(|e| match e {
+        FieldError::Length => HeadError::Malformed,
+        FieldError::Coding => HeadError::UnsupportedCoding,
+    })?;
+    let (content_length, chunked) = (fields.content_length, fields.chunked);
+    let keep_alive = fields.keep_alive.unwrap_or(version == 1);
     let mut host: Option<&str> = None;
-    let mut keep_alive = version == 1;
-    let mut upgrade = false;
     let mut expect_continue = false;
     let mut forwarded_for: Option<&[u8]> = None;
     let mut via: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name;
-        if is(name, "content-length") {
-            let n = parse_length(h.value).ok_or(HeadError::Malformed)?;
-            if content_length.is_some_and(|c| c != n) {
-                return Err(HeadError::Malformed);
-            }
-            content_length = Some(n);
-        } else if is(name, "transfer-encoding") {
-            let mut codings = tokens(h.value);
-            match (codings.next(), codings.next()) {
-                (Some(t), None) if token_eq(t, "chunked") && !chunked => chunked = true,
-                _ => return Err(HeadError::UnsupportedCoding),
-            }
-        } else if is(name, "host") {
+        if is(name, "host") {
             if host.is_some() {
                 return Err(HeadError::Malformed);
             }
             host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?);
-        } else if is(name, "connection") {
-            for t in tokens(h.value) {
-                if token_eq(t, "close") {
-                    keep_alive = false;
-                } else if token_eq(t, "keep-alive") {
-                    keep_alive = true;
-                } else if token_eq(t, "upgrade") {
-                    upgrade = true;
-                }
-                if n_connection < connection.len() {
-                    connection[n_connection] = t;
-                    n_connection += 1;
-                }
-            }
         } else if is(name, "expect") {
             expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
         } else if is(name, "x-forwarded-for") {
@@ -223,7 +264,7 @@ pub(crate) fn parse_request<'r>(
     if chunked && content_length.is_some() {
         return Err(HeadError::Malformed);
     }
-    let upgrade = upgrade && req.headers.iter().any(|h| is(h.name, "upgrade"));
+    let upgrade = fields.upgrade && req.headers.iter().any(|h| is(h.name, "upgrade"));
     let framing = match (chunked, content_length) {
         (true, _) => Framing::Chunked,
         (false, Some(0)) | (false, None) => Framing::Empty,
@@ -248,13 +289,10 @@ pub(crate) fn parse_request<'r>(
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let named = &connection[..n_connection];
     for h in req.headers.iter() {
         let name = h.name;
         let skip = hop_by_hop(name)
-            || named
-                .iter()
-                .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+            || fields.names(name)
             || is(name, "x-forwarded-for")
             || is(name, "x-forwarded-proto")
             || is(name, "x-forwarded-host")
@@ -354,38 +392,9 @@ pub(crate) fn parse_response(
     let (Some(status), Some(version)) = (res.code, res.version) else {
         return Err(BadResponse);
     };
-    let mut connection: [&[u8]; 8] = [&[]; 8];
-    let mut n_connection = 0;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut reusable = version == 1;
-    for h in res.headers.iter() {
-        if is(h.name, "content-length") {
-            let n = parse_length(h.value).ok_or(BadResponse)?;
-            if content_length.is_some_and(|c| c != n) {
-                return Err(BadResponse);
-            }
-            content_length = Some(n);
-        } else if is(h.name, "transfer-encoding") {
-            let mut codings = tokens(h.value);
-            match (codings.next(), codings.next()) {
-                (Some(t), None) if token_eq(t, "chunked") => chunked = true,
-                _ => return Err(BadResponse),
-            }
-        } else if is(h.name, "connection") {
-            for t in tokens(h.value) {
-                if token_eq(t, "close") {
-                    reusable = false;
-                } else if token_eq(t, "keep-alive") {
-                    reusable = true;
-                }
-                if n_connection < connection.len() {
-                    connection[n_connection] = t;
-                    n_connection += 1;
-                }
-            }
-        }
-    }
+    let fields = Fields::read(res.headers).map_err(|_| BadResponse)?;
+    let (content_length, chunked) = (fields.content_length, fields.chunked);
+    let mut reusable = fields.keep_alive.unwrap_or(version == 1);
     let bodiless =
         request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
     let framing = if bodiless {
@@ -410,15 +419,11 @@ pub(crate) fn parse_response(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = &connection[..n_connection];
     for h in res.headers.iter() {
         let keep_anyway =
             (switching && is(h.name, "upgrade")) || (chunked && is(h.name, "transfer-encoding"));
-        let skip = hop_by_hop(h.name)
-            || named
-                .iter()
-                .any(|t| h.name.as_bytes().eq_ignore_ascii_case(t))
-            || (chunked && is(h.name, "content-length"));
+        let skip =
+            hop_by_hop(h.name) || fields.names(h.name) || (chunked && is(h.name, "content-length"));
         if skip && !keep_anyway {
             continue;
         }
