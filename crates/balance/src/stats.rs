@@ -23,9 +23,10 @@ pub const WINDOW: usize = 100;
 /// remember a slow spell, short enough to retry a backend within a minute.
 pub const PEAK_EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// The latency assumed for a backend with no response yet. The seed's simulated backends
-/// answer in 100 ms when they have no history; decaying toward zero while idle means a new
-/// backend is still tried soon.
+/// The latency charged per request in flight to a backend with no response yet (the seed's
+/// simulated backends answer in 100 ms when they have no history). An idle backend with no
+/// history costs nothing, so a new backend is tried at once, but only one request at a time
+/// until its first answer sets a real estimate: exploration without a thundering herd.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(100);
 
 /// Weight of the newest sample in the per-response EWMAs.
@@ -165,7 +166,8 @@ impl Stats {
         self.error_rate.update(|old| old + ALPHA * (err - old));
         // Finagle's update: above the estimate, jump to it; below, move toward it by the
         // share of the time constant that passed since the last update.
-        let old = self.peak.load();
+        let first = self.recent_count.load(Ordering::Relaxed) == 0;
+        let old = if first { 0.0 } else { self.peak.load() };
         let since =
             now.saturating_since(Timestamp::from_nanos(self.peak_at.load(Ordering::Relaxed)));
         let w = decay_factor(since);
@@ -196,11 +198,15 @@ impl Stats {
     /// request would take here, i.e. latency (peak EWMA, seconds) times the queue it joins
     /// (in flight + 1), divided by the chance it succeeds (a failed request is retried, so
     /// an error rate `e` costs `1 / (1 - e)` attempts; capped at 100 attempts).
+    /// A backend with no response yet scores `in flight × DEFAULT_RTT` (see [`DEFAULT_RTT`]).
     #[inline]
     pub fn load_score(&self, now: Timestamp) -> f64 {
-        let queue = f64::from(self.in_flight() + 1);
+        let in_flight = self.in_flight();
+        if self.recent_count.load(Ordering::Relaxed) == 0 {
+            return f64::from(in_flight) * DEFAULT_RTT.as_secs_f64();
+        }
         let success = (1.0 - self.error_rate.load()).max(0.01);
-        self.peak_ewma_at(now) * queue / success
+        self.peak_ewma_at(now) * f64::from(in_flight + 1) / success
     }
 
     /// A copy for reporting.
@@ -292,6 +298,26 @@ mod tests {
         assert!((s.peak_ewma_at(t0) - 0.5).abs() < 1e-9, "jumps to the peak");
         let later = t0.saturating_add(PEAK_EWMA_DECAY);
         assert!((s.peak_ewma_at(later) - 0.5 / std::f64::consts::E).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_backend_with_no_history_is_tried_once_then_scored_by_its_first_answer() {
+        let now = Timestamp::from_nanos(1);
+        let s = Stats::default();
+        assert_eq!(s.load_score(now), 0.0, "idle and unknown: try it");
+        s.begin();
+        assert_eq!(
+            s.load_score(now),
+            DEFAULT_RTT.as_secs_f64(),
+            "one request out: wait for it"
+        );
+        s.record(true, ms(2), now);
+        s.end();
+        assert!(
+            (s.peak_ewma_at(now) - 0.002).abs() < 1e-9,
+            "the first answer is the estimate"
+        );
+        assert!((s.load_score(now) - 0.002).abs() < 1e-6);
     }
 
     #[test]

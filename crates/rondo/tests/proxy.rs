@@ -98,9 +98,13 @@ async fn adaptive_and_random_algorithms_reach_every_backend() {
         let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
         let proxy = start(&config(&list, &format!("algorithm = \"{algorithm}\""), ""));
         let c = counts(&sequence(web(&proxy), 90).await);
+        // p2c keeps sending to whichever answered fastest (a slower first answer, which
+        // includes the backend connection's setup, is remembered for seconds), but tries
+        // every backend.
+        let floor = if algorithm == "p2c" { 1 } else { 10 };
         for name in ["a", "b", "c"] {
             assert!(
-                c.get(name).copied().unwrap_or(0) >= 10,
+                c.get(name).copied().unwrap_or(0) >= floor,
                 "{algorithm}: {c:?}"
             );
         }
