@@ -454,3 +454,59 @@ async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_get
     );
     proxy.shutdown(Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_timeout_is_failed_over_to_the_next_backend() {
+    // A listener that never accepts, its one-slot backlog already full: further connection
+    // attempts get no answer, as with a host that dropped off the network.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let stuck: std::net::SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(stuck),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let good = MockBackend::start("good").await;
+    let toml = format!(
+        "access_log = false\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+         [[upstreams]]\nname = \"app\"\nalgorithm = \"round-robin\"\nconnect_timeout = \"200ms\"\n\
+         backends = [{{ address = \"{stuck}\", id = \"stuck\" }}, {{ address = \"{}\", id = \"good\" }}]\n",
+        good.addr
+    );
+    let proxy = start(&toml);
+    let started = std::time::Instant::now();
+    let r = raw(
+        web(&proxy),
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.ends_with("good:2"),
+        "a request that never reached a backend is retried, even a POST: {r}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "the first attempt waited for its connect timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    drop(fillers);
+    proxy.shutdown(Duration::from_secs(1));
+}
