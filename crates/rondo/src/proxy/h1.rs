@@ -156,11 +156,14 @@ async fn request(
         }
     };
     inbuf.drain(..info.head_len);
-    let upstream = Arc::clone(&site.upstreams[info.upstream]);
-    let next = forward(stream, site, worker, &upstream, &info, inbuf, &mut out).await;
+    let upstream = &site.upstreams[info.upstream];
+    let next = forward(stream, site, worker, upstream, &info, inbuf, &mut out).await;
     worker.give_buffer(out);
     next
 }
+
+/// Attempts remembered per request so retries avoid backends already tried.
+const MAX_TRIED: usize = 8;
 
 /// Why the last attempt failed, for the response when no attempt succeeds.
 struct Failure {
@@ -208,11 +211,12 @@ async fn forward(
     };
 
     let tries = cfg.tries.get() as usize;
-    let mut tried: Vec<*const balance::Backend> = Vec::new();
-    let mut failure = Failure {
-        status: 503,
-        detail: format!("no backend available in upstream `{}`", cfg.name),
-    };
+    // Backends this request already tried (a retry goes elsewhere); a fixed array, so the
+    // request path allocates nothing. Past `MAX_TRIED` attempts a backend may be tried again.
+    let mut tried = [std::ptr::null::<balance::Backend>(); MAX_TRIED];
+    let mut n_tried = 0;
+    // Built only when an attempt fails, so a successful request formats nothing.
+    let mut failure: Option<Failure> = None;
     let mut retry_budget = None;
     let mut attempt = 0;
     while attempt < tries {
@@ -220,20 +224,34 @@ async fn forward(
         if attempt > 1 {
             retry_budget = upstream.try_retry();
             if retry_budget.is_none() {
-                failure.detail.push_str(" (retry budget exhausted)");
+                if let Some(f) = &mut failure {
+                    f.detail.push_str(" (retry budget exhausted)");
+                }
                 break;
             }
         }
-        let Some(lease) = pick(upstream, &tried, info.priority, attempt == 1).await else {
-            if attempt == 1 && upstream.pool().snapshot().mode() != Mode::Empty {
-                failure.detail = format!(
-                    "every backend of upstream `{}` is at its connection limit",
-                    cfg.name
-                );
+        let Some(lease) = pick(upstream, &tried[..n_tried], info.priority, attempt == 1).await
+        else {
+            if attempt == 1 {
+                let detail = if upstream.pool().snapshot().mode() == Mode::Empty {
+                    format!("no backend available in upstream `{}`", cfg.name)
+                } else {
+                    format!(
+                        "every backend of upstream `{}` is at its connection limit",
+                        cfg.name
+                    )
+                };
+                failure = Some(Failure {
+                    status: 503,
+                    detail,
+                });
             }
             break;
         };
-        tried.push(Arc::as_ptr(lease.backend()));
+        if n_tried < MAX_TRIED {
+            tried[n_tried] = Arc::as_ptr(lease.backend());
+            n_tried += 1;
+        }
         match attempt_once(
             client, site, worker, upstream, info, &lease, inbuf, out, replayable,
         )
@@ -268,10 +286,10 @@ async fn forward(
             } => {
                 let id = lease.backend().id().to_owned();
                 finish(upstream, lease, outcome, latency);
-                failure = Failure {
+                failure = Some(Failure {
                     status,
                     detail: format!("{detail} (backend {id})"),
-                };
+                });
                 if !retry {
                     break;
                 }
@@ -280,6 +298,10 @@ async fn forward(
         }
     }
     drop(retry_budget);
+    let failure = failure.unwrap_or_else(|| Failure {
+        status: 503,
+        detail: format!("no backend available in upstream `{}`", cfg.name),
+    });
     let close = !info.keep_alive || !replayable;
     send_error(client, failure.status, &failure.detail, close, idle).await;
     if site.access_log {
@@ -292,13 +314,13 @@ async fn forward(
             attempt,
             started,
         );
-        tracing::warn!(
-            upstream = cfg.name.as_str(),
-            status = failure.status,
-            "{}",
-            failure.detail
-        );
     }
+    tracing::warn!(
+        upstream = cfg.name.as_str(),
+        status = failure.status,
+        "{}",
+        failure.detail
+    );
     if close { Next::Close } else { Next::KeepAlive }
 }
 
