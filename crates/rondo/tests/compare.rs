@@ -185,3 +185,48 @@ fn bad_input_is_refused_with_a_message() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn live_comparison_sends_every_request_through_the_real_proxy() {
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args([
+            "compare",
+            "--live",
+            "--requests",
+            "60",
+            "--algorithm",
+            "round-robin,least-connections",
+            "--json",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(json["source"]["kind"], "live");
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(r["completed"], 60, "{r}");
+        let served: u64 = r["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(served, 60, "every request reached exactly one backend: {r}");
+    }
+    let rr = &results[0]["backends"];
+    for b in rr.as_array().unwrap() {
+        assert_eq!(
+            b["requests"], 15,
+            "round-robin: 60 requests over 4 backends: {rr}"
+        );
+    }
+}

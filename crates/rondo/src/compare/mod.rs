@@ -35,6 +35,7 @@
 //! same structure and reuse all of it.
 
 pub mod chart;
+pub mod live;
 pub mod report;
 pub mod sim;
 
@@ -98,6 +99,13 @@ pub struct CompareArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Run the comparison for real instead of simulating it: for each algorithm, backends with
+    /// the scenario's service times and workers start on loopback, the real proxy goes in
+    /// front, and `rondo bench` sends the requests open loop at the scenario's rate. Takes
+    /// about requests ÷ rate seconds per algorithm, plus the time queues need to drain.
+    #[arg(long)]
+    pub live: bool,
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
@@ -156,9 +164,9 @@ struct SourceBackend<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn new(s: &'a Scenario) -> Source<'a> {
+    fn new(s: &'a Scenario, live: bool) -> Source<'a> {
         Source {
-            kind: "simulation",
+            kind: if live { "live" } else { "simulation" },
             requests: s.requests,
             rate: s.rate,
             capacity: s.capacity(),
@@ -219,13 +227,21 @@ pub fn describe(s: &Scenario) -> String {
 /// paths.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let scenario = args.scenario()?;
-    let results = simulate(&scenario);
+    let results = if args.live {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(live::run_live(&scenario))?
+    } else {
+        simulate(&scenario)
+    };
     let charts = chart::write_charts(&results, &args.out)?;
     let chart_paths: Vec<String> = charts.iter().map(|p| p.display().to_string()).collect();
     if args.json {
         println!(
             "{}",
-            report::json(&Source::new(&scenario), &results, &chart_paths)?
+            report::json(&Source::new(&scenario, args.live), &results, &chart_paths)?
         );
         return Ok(());
     }
