@@ -188,11 +188,16 @@ impl<'a> Source<'a> {
 }
 
 /// What the scenario is, in a few lines for the top of the text report.
-pub fn describe(s: &Scenario) -> String {
+pub fn describe(s: &Scenario, live: bool) -> String {
     let mut out = format!(
-        "{} simulated requests per algorithm, Poisson arrivals at {:.1} req/s \
+        "{} {} requests per algorithm, Poisson arrivals at {:.1} req/s \
          ({:.0}% of the pool's {:.1} req/s), seed {}\n",
         s.requests,
+        if live {
+            "live (real proxy, real sockets)"
+        } else {
+            "simulated"
+        },
         s.rate,
         s.utilization() * 100.0,
         s.capacity(),
@@ -245,7 +250,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("{}", describe(&scenario));
+    println!("{}", describe(&scenario, args.live));
     println!("{}", report::table(&results));
     println!("{}\n", report::wrap(&report::conclusion(&results), 96));
     println!("charts:");
