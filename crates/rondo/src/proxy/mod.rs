@@ -256,7 +256,11 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                     let mut tasks = tokio::task::JoinSet::new();
                     for u in timers {
                         let mut stop = control_stop.clone();
-                        tasks.spawn(u.run_timers(async move {
+                        tasks.spawn(Arc::clone(&u).run_timers(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }));
+                        let mut stop = control_stop.clone();
+                        tasks.spawn(u.run_health_checks(async move {
                             let _ = stop.wait_for(|s| *s).await;
                         }));
                     }
