@@ -252,3 +252,40 @@ async fn disabled_checks_send_no_probes() {
     assert_eq!(health(&running, "app", "a"), Health::Up);
     running.shutdown(Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_checks_off_by_reload_brings_back_the_backends_they_took_out() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let list = [(&a, 1.0), (&b, 1.0)];
+    let running = start(&config(&list, "", &checks("http", 100, 50, 2, 2, 0.1)));
+    a.set_health(503);
+    eventually(Duration::from_secs(2), "a goes down", || {
+        health(&running, "app", "a") == Health::Down
+    })
+    .await;
+    let off = config(
+        &list,
+        "",
+        "[upstreams.health_check]\nenabled = false\ninterval = \"100ms\"\ntimeout = \"50ms\"\n",
+    );
+    let done = running.reload(&rondo::config::parse(&off, "test.toml").unwrap());
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    eventually(Duration::from_secs(1), "a comes back", || {
+        health(&running, "app", "a") == Health::Up
+    })
+    .await;
+    let probes = a.seen().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.seen().len(), probes, "no probe after checks are off");
+    let counters = running
+        .upstream("app")
+        .unwrap()
+        .check_counters("a")
+        .unwrap();
+    assert_eq!(
+        counters.last_result().as_deref(),
+        Some("health checks disabled")
+    );
+    running.shutdown(Duration::from_secs(1));
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use balance::Health;
 use parking_lot::{Mutex, RwLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,8 +62,8 @@ pub struct CheckCounters {
     timed_out: AtomicU64,
     refused: AtomicU64,
     errors: AtomicU64,
-    /// The last result, for the log line of a health transition.
-    last: Mutex<Option<Result<u16, CheckFailure>>>,
+    /// The last result in words, for the log line of a health transition.
+    last: Mutex<Option<String>>,
 }
 
 impl CheckCounters {
@@ -99,11 +100,7 @@ impl CheckCounters {
     /// The last result in words: "status 200", "timeout", "connection refused"…; `None`
     /// before the first check.
     pub fn last_result(&self) -> Option<String> {
-        self.last.lock().as_ref().map(|r| match r {
-            Ok(0) => "connected".to_owned(),
-            Ok(s) => format!("status {s}"),
-            Err(e) => e.to_string(),
-        })
+        self.last.lock().clone()
     }
 
     fn record(&self, result: &Result<u16, CheckFailure>) {
@@ -115,7 +112,11 @@ impl CheckCounters {
             Err(CheckFailure::Error(_)) => &self.errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        *self.last.lock() = Some(result.clone());
+        *self.last.lock() = Some(match result {
+            Ok(0) => "connected".to_owned(),
+            Ok(s) => format!("status {s}"),
+            Err(e) => e.to_string(),
+        });
     }
 }
 
@@ -260,6 +261,17 @@ impl Upstream {
                 }
                 keep
             });
+            if !enabled {
+                // Checks turned off by a reload: a backend they had taken out would
+                // otherwise never come back.
+                for b in snap.backends() {
+                    if b.health() == Health::Down {
+                        *self.checks.entry(b.id()).last.lock() =
+                            Some("health checks disabled".to_owned());
+                        let _ = self.pool.set_health(b.id(), Health::Up, self.clock.now());
+                    }
+                }
+            }
             for key in wanted {
                 if tasks.contains_key(&key) {
                     continue;
