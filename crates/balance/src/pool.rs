@@ -349,6 +349,26 @@ impl Pool {
         Ok(changed)
     }
 
+    /// Forces a backend's health, outside of checks: e.g. up when active checks are turned
+    /// off, so a backend they had taken out does not stay out forever. Returns the new
+    /// health when it changed.
+    pub fn set_health(
+        &self,
+        id: &str,
+        health: Health,
+        now: Timestamp,
+    ) -> Result<Option<Health>, PoolError> {
+        let backend = self.find(id)?;
+        let changed = backend.health.set(health);
+        if changed == Some(Health::Up) {
+            backend.start_ramp(now);
+        }
+        if let Some(h) = changed {
+            self.changed(&backend, &[Event::Health(h)], now);
+        }
+        Ok(changed)
+    }
+
     /// Stops new requests to a backend; in-flight ones finish.
     pub fn drain(&self, id: &str, now: Timestamp) -> Result<(), PoolError> {
         let backend = self.find(id)?;

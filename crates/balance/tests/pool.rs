@@ -157,6 +157,22 @@ fn health_checks_take_a_backend_out_after_fall_and_back_after_rise() {
 }
 
 #[test]
+fn a_backend_forced_up_takes_traffic_again_without_checks() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    for t in 1..=3 {
+        pool.record_check("b0", false, secs(t)).unwrap();
+    }
+    assert_eq!(count_picks(&pool, 2, 4, secs(3)), vec![0, 4]);
+    assert_eq!(
+        pool.set_health("b0", Health::Up, secs(4)).unwrap(),
+        Some(Health::Up)
+    );
+    assert_eq!(pool.set_health("b0", Health::Up, secs(4)).unwrap(), None);
+    assert_eq!(count_picks(&pool, 2, 4, secs(4)), vec![2, 2]);
+    assert!(pool.set_health("nope", Health::Up, secs(4)).is_err());
+}
+
+#[test]
 fn backups_serve_only_when_no_primary_is_available() {
     let mut s = specs(&[1, 1, 1]);
     s[2] = s[2].clone().backup();

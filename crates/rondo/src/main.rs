@@ -19,14 +19,30 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the load balancer until SIGTERM or SIGINT (then finish in-flight requests).
+    /// SIGHUP reloads the configuration file.
     Serve {
         /// The configuration file (see rondo.example.toml and docs/configuration.md).
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reload when the configuration file changes (polled every 500 ms).
+        #[arg(long)]
+        watch: bool,
+        /// Write the process id to this file (removed on exit), for `rondo reload`.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
         /// Log line format on stderr. `RUST_LOG` sets the level (default `info`; `warn`
         /// hides the access log).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Make a running `rondo serve` reload its configuration file (sends it SIGHUP).
+    Reload {
+        /// The pid file written by `rondo serve --pid-file`.
+        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+        pid_file: Option<PathBuf>,
+        /// The process id of `rondo serve`.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Validate a configuration file and exit, like `nginx -t`.
     Check {
@@ -45,9 +61,24 @@ enum Command {
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Command::Serve { config, log_format } => {
+        Command::Serve {
+            config,
+            watch,
+            pid_file,
+            log_format,
+        } => {
             rondo::serve::init_logging(log_format);
-            rondo::serve::run(&config)?;
+            let options = rondo::serve::ServeOptions { watch, pid_file };
+            rondo::serve::run_with(&config, &options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { pid_file, pid } => {
+            let pid = match (pid, pid_file) {
+                (Some(pid), _) => pid,
+                (None, Some(file)) => rondo::serve::read_pid_file(&file)?,
+                (None, None) => anyhow::bail!("give --pid-file FILE or --pid PID"),
+            };
+            rondo::serve::send_reload(pid)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),

@@ -115,7 +115,7 @@ async fn request(
                 inbuf,
                 &client,
                 |host, path| site.route(host, path),
-                |u| site.upstreams[u].config().queue.priority_header.as_str(),
+                |u| site.upstreams[u].priority_header(),
                 &mut out,
             )
         };

@@ -136,6 +136,8 @@ impl Worker {
 pub struct Running {
     addrs: Vec<(String, SocketAddr)>,
     upstreams: Vec<Arc<Upstream>>,
+    /// The configuration in effect: what the last reload is compared with.
+    applied: parking_lot::Mutex<Config>,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -164,6 +166,97 @@ impl Running {
         &self.upstreams
     }
 
+    /// Applies a new, already validated configuration without dropping a request.
+    ///
+    /// Every upstream present in both configurations is updated in place
+    /// ([`Upstream::reload`]): kept backends keep their health, breaker, counters, in-flight
+    /// requests and the rotation's position; removed ones drain; new ones slow-start; the
+    /// per-request settings (tries, timeouts, keep-alive, health checks…) are swapped.
+    ///
+    /// What needs a restart is refused and listed in [`Reloaded::refused`], and the old
+    /// configuration of that part keeps serving: adding, removing or changing listeners
+    /// (binds, routes, timeouts), adding or removing upstreams, `workers`, `admin`,
+    /// `access_log`, `shutdown_grace`, and an upstream's `queue_size` and `priority_header`.
+    pub fn reload(&self, new: &Config) -> Reloaded {
+        let mut applied = self.applied.lock();
+        let mut report = Reloaded::default();
+        let mut refuse = |what: String| report.refused.push(what);
+        for l in &new.listeners {
+            match applied.listener(&l.name) {
+                None => refuse(format!(
+                    "listener `{}` is new: adding listeners needs a restart",
+                    l.name
+                )),
+                Some(old) if old != l => refuse(format!(
+                    "listener `{}` changed: changing listeners needs a restart",
+                    l.name
+                )),
+                Some(_) => {}
+            }
+        }
+        for l in &applied.listeners {
+            if new.listener(&l.name).is_none() {
+                refuse(format!(
+                    "listener `{}` is gone: removing listeners needs a restart; it keeps serving",
+                    l.name
+                ));
+            }
+        }
+        for u in &applied.upstreams {
+            if new.upstream(&u.name).is_none() {
+                refuse(format!(
+                    "upstream `{}` is gone: removing upstreams needs a restart; it keeps serving",
+                    u.name
+                ));
+            }
+        }
+        let mut changed_upstreams = Vec::new();
+        for u in &new.upstreams {
+            let Some(live) = self.upstream(&u.name) else {
+                refuse(format!(
+                    "upstream `{}` is new: adding upstreams needs a restart",
+                    u.name
+                ));
+                continue;
+            };
+            if applied.upstream(&u.name) == Some(u) {
+                continue;
+            }
+            match live.reload(u.clone()) {
+                Ok(ignored) => {
+                    for key in ignored {
+                        refuse(format!(
+                            "upstream `{}`: changing `{key}` needs a restart",
+                            u.name
+                        ));
+                    }
+                    report.upstreams.push(u.name.clone());
+                    changed_upstreams.push(live.config());
+                }
+                Err(e) => refuse(format!("upstream `{}`: {e}", u.name)),
+            }
+        }
+        for (what, differs) in [
+            ("workers", applied.workers != new.workers),
+            ("admin", applied.admin != new.admin),
+            ("access_log", applied.access_log != new.access_log),
+            (
+                "shutdown_grace",
+                applied.shutdown_grace != new.shutdown_grace,
+            ),
+        ] {
+            if differs {
+                refuse(format!("changing `{what}` needs a restart"));
+            }
+        }
+        for u in changed_upstreams {
+            if let Some(slot) = applied.upstreams.iter_mut().find(|a| a.name == u.name) {
+                *slot = (*u).clone();
+            }
+        }
+        report
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
     /// workers to exit.
     pub fn shutdown(self, grace: Duration) {
@@ -179,6 +272,16 @@ impl Running {
             }
         }
     }
+}
+
+/// What [`Running::reload`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Upstreams whose changes were applied.
+    pub upstreams: Vec<String>,
+    /// Changes that need a restart, one sentence each; the old configuration of those parts
+    /// keeps serving.
+    pub refused: Vec<String>,
 }
 
 /// Binds every listener and starts the workers and timers. Errors (an address in use, an
@@ -256,7 +359,11 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                     let mut tasks = tokio::task::JoinSet::new();
                     for u in timers {
                         let mut stop = control_stop.clone();
-                        tasks.spawn(u.run_timers(async move {
+                        tasks.spawn(Arc::clone(&u).run_timers(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }));
+                        let mut stop = control_stop.clone();
+                        tasks.spawn(u.run_health_checks(async move {
                             let _ = stop.wait_for(|s| *s).await;
                         }));
                     }
@@ -267,6 +374,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     Ok(Running {
         addrs,
         upstreams,
+        applied: parking_lot::Mutex::new(config.clone()),
         stop,
         threads,
     })

@@ -26,7 +26,8 @@ pub(crate) async fn pick<'u>(
     if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
         return Some(lease);
     }
-    let queue = &upstream.config().queue;
+    let config = upstream.config();
+    let queue = &config.queue;
     if !may_queue || queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
         return None;
     }

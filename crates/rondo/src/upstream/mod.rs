@@ -6,23 +6,29 @@
 //! outcome back through the lease; health checks and the admin API write through the same
 //! pool API. Nothing reaches around it.
 
+mod health;
 mod queue;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use balance::{Backend, Event, Observer, Pool, PoolError, Timestamp};
+use arc_swap::ArcSwap;
+use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 
+pub use health::{CheckCounters, CheckFailure, probe};
 pub use queue::Queue;
 
 /// One upstream, shared by every worker thread.
 #[derive(Debug)]
 pub struct Upstream {
-    config: UpstreamConfig,
+    /// The per-request settings, swapped whole by a reload; the request path loads it once.
+    config: ArcSwap<UpstreamConfig>,
+    /// The queue's priority header, fixed at start (the queue is built once).
+    priority_header: String,
     pool: Pool,
     clock: Clock,
     /// Requests in progress, for the retry budget.
@@ -30,14 +36,21 @@ pub struct Upstream {
     /// Retries in progress.
     retrying: AtomicU64,
     queue: Queue,
+    name: String,
     /// Wakes the timer loop when a state change may have moved its next deadline.
     changed: Arc<Notify>,
+    /// Wakes the health check loop when backends come or go or the configuration changes.
+    membership: Arc<Notify>,
+    /// Health check counters by backend.
+    checks: Arc<health::Checks>,
 }
 
-/// Logs state changes (one line each) and wakes the upstream's timer loop.
+/// Logs state changes (one line each) and wakes the upstream's timer and health check loops.
 struct Reporter {
     upstream: String,
     changed: Arc<Notify>,
+    membership: Arc<Notify>,
+    checks: Arc<health::Checks>,
 }
 
 impl Observer for Reporter {
@@ -45,7 +58,27 @@ impl Observer for Reporter {
         let (upstream, id) = (self.upstream.as_str(), backend.id());
         match event {
             Event::Health(h) => {
-                tracing::warn!(upstream, backend = id, health = ?h, "backend health changed")
+                let reason = self
+                    .checks
+                    .get(id)
+                    .and_then(|c| c.last_result())
+                    .unwrap_or_else(|| "no check yet".to_owned());
+                match h {
+                    Health::Up => tracing::info!(
+                        upstream,
+                        backend = id,
+                        health = "up",
+                        reason,
+                        "backend health changed"
+                    ),
+                    Health::Down => tracing::warn!(
+                        upstream,
+                        backend = id,
+                        health = "down",
+                        reason,
+                        "backend health changed"
+                    ),
+                }
             }
             Event::Breaker(s) => tracing::warn!(
                 upstream,
@@ -69,6 +102,9 @@ impl Observer for Reporter {
                 "backend at full weight after slow start"
             ),
         }
+        if matches!(event, Event::Added | Event::Removed) {
+            self.membership.notify_one();
+        }
         self.changed.notify_one();
     }
 }
@@ -87,9 +123,13 @@ impl Upstream {
     /// Builds the upstream and its pool of fresh backends.
     pub fn new(config: UpstreamConfig, clock: Clock) -> Result<Upstream, PoolError> {
         let changed = Arc::new(Notify::new());
+        let membership = Arc::new(Notify::new());
+        let checks = Arc::new(health::Checks::default());
         let reporter = Reporter {
             upstream: config.name.clone(),
             changed: Arc::clone(&changed),
+            membership: Arc::clone(&membership),
+            checks: Arc::clone(&checks),
         };
         let mut pool_config = config.pool.clone();
         if pool_config.seed == 0 {
@@ -103,23 +143,61 @@ impl Upstream {
         )?;
         Ok(Upstream {
             queue: Queue::new(config.queue.size),
-            config,
+            priority_header: config.queue.priority_header.clone(),
+            name: config.name.clone(),
+            config: ArcSwap::from_pointee(config),
             pool,
             clock,
             active: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
             changed,
+            membership,
+            checks,
         })
     }
 
     /// Its name.
     pub fn name(&self) -> &str {
-        &self.config.name
+        &self.name
     }
 
-    /// Its settings.
-    pub fn config(&self) -> &UpstreamConfig {
-        &self.config
+    /// Its current settings: load once per request and keep the `Arc`, so one request sees
+    /// one configuration even across a reload.
+    pub fn config(&self) -> Arc<UpstreamConfig> {
+        self.config.load_full()
+    }
+
+    /// The request header that orders the wait queue (fixed at start).
+    pub fn priority_header(&self) -> &str {
+        &self.priority_header
+    }
+
+    /// Applies a reloaded configuration of this upstream (same name): membership, weights
+    /// and pool settings through [`Pool::update`] (kept backends keep their health, breaker,
+    /// counters and in-flight requests; removed ones drain; new ones slow-start), then the
+    /// per-request settings. The queue's size and priority header are fixed at start; a
+    /// change of them is reported in the returned list and not applied.
+    pub fn reload(&self, mut new: UpstreamConfig) -> Result<Vec<&'static str>, PoolError> {
+        let old = self.config();
+        let mut ignored = Vec::new();
+        if new.queue.size != old.queue.size {
+            ignored.push("queue_size");
+            new.queue.size = old.queue.size;
+        }
+        if new.queue.priority_header != old.queue.priority_header {
+            ignored.push("priority_header");
+            new.queue.priority_header = old.queue.priority_header.clone();
+        }
+        let mut pool_config = new.pool.clone();
+        if pool_config.seed == 0 {
+            pool_config.seed = self.pool.snapshot().config().seed;
+        }
+        self.pool
+            .update(pool_config, &new.backends, self.clock.now())?;
+        self.config.store(Arc::new(new));
+        self.membership.notify_one();
+        self.changed.notify_one();
+        Ok(ignored)
     }
 
     /// Backends and picker.
@@ -146,7 +224,7 @@ impl Upstream {
     /// Takes a retry from the budget (Envoy's: retries in progress at most `percent` of
     /// active requests, but always at least `min`), or `None` when it is spent.
     pub fn try_retry(&self) -> Option<ActiveGuard<'_>> {
-        let budget = self.config.retry_budget;
+        let budget = self.config.load().retry_budget;
         let active = self.active.load(Ordering::Relaxed);
         let allowed = (active * u64::from(budget.percent) / 100).max(u64::from(budget.min));
         let now = self.retrying.fetch_add(1, Ordering::Relaxed);

@@ -30,6 +30,8 @@ pub struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
+    /// When the request head arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -72,6 +74,7 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let at = std::time::Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let headers = req
@@ -97,6 +100,7 @@ async fn handle(
         path: path.clone(),
         headers,
         body_len,
+        at,
     });
     if path == "/health" {
         let s = state.health_status.load(Ordering::SeqCst);
@@ -353,4 +357,31 @@ pub fn start(toml: &str) -> rondo::proxy::Running {
 
 pub fn web(running: &rondo::proxy::Running) -> SocketAddr {
     running.addr("web").unwrap()
+}
+
+/// Polls `cond` every 10 ms until it holds (returns the time it took) or `limit` passes
+/// (panics with `what`).
+pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The health of backend `id` of upstream `upstream`.
+pub fn health(running: &rondo::proxy::Running, upstream: &str, id: &str) -> balance::Health {
+    running
+        .upstream(upstream)
+        .unwrap()
+        .pool()
+        .snapshot()
+        .backends()
+        .iter()
+        .find(|b| b.id() == id)
+        .unwrap_or_else(|| panic!("no backend {id}"))
+        .health()
 }

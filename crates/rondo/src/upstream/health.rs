@@ -1,0 +1,347 @@
+//! Active health checks: each backend of an upstream is probed on a timer, off the request
+//! path, and the results go to the pool (`Pool::record_check`), which applies rise/fall
+//! hysteresis, slow start and reinstates passively ejected backends.
+//!
+//! One loop per upstream ([`Upstream::run_health_checks`]) follows the pool's membership (a
+//! reload or the admin API adds and removes backends) and keeps one probe task per backend.
+//! A probe task checks, records the result, then sleeps `interval × (1 ± jitter)`: checks of
+//! one backend never overlap (a slow check delays the next one instead of starting a second),
+//! and checks of many backends drift apart instead of firing in lock-step. The first check of
+//! each backend fires at a random point of its first interval for the same reason.
+//!
+//! Every probe opens a fresh connection and closes it: reusing the proxy's keep-alive
+//! connections would test a connection, not the backend — a pooled socket can stay open to a
+//! process that no longer accepts new ones (its listener closed, its accept queue full), and
+//! a check must see what the next request would see. The whole probe (connect, write, read
+//! the status line) is bounded by `timeout`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use balance::Health;
+use parking_lot::{Mutex, RwLock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Upstream;
+use crate::config::{CheckKind, HealthCheckConfig};
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// The backend answered with a status `expected_status` does not accept.
+    Status(u16),
+    /// No answer within `timeout`.
+    Timeout,
+    /// The connection was refused: nothing listens on the port.
+    Refused,
+    /// Another connection or protocol error (reset, closed early, not HTTP).
+    Error(String),
+}
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckFailure::Status(s) => write!(f, "status {s}"),
+            CheckFailure::Timeout => f.write_str("timeout"),
+            CheckFailure::Refused => f.write_str("connection refused"),
+            CheckFailure::Error(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Health check counters of one backend, by result. Monotonic, for metrics.
+#[derive(Debug, Default)]
+pub struct CheckCounters {
+    passed: AtomicU64,
+    bad_status: AtomicU64,
+    timed_out: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    /// The last result in words, for the log line of a health transition.
+    last: Mutex<Option<String>>,
+}
+
+impl CheckCounters {
+    /// Checks that passed.
+    pub fn passed(&self) -> u64 {
+        self.passed.load(Ordering::Relaxed)
+    }
+
+    /// Checks answered with an unexpected status.
+    pub fn bad_status(&self) -> u64 {
+        self.bad_status.load(Ordering::Relaxed)
+    }
+
+    /// Checks that timed out.
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Checks whose connection was refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Checks that failed otherwise (reset, early close, not HTTP).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Checks that failed, for any reason.
+    pub fn failed(&self) -> u64 {
+        self.bad_status() + self.timed_out() + self.refused() + self.errors()
+    }
+
+    /// The last result in words: "status 200", "timeout", "connection refused"…; `None`
+    /// before the first check.
+    pub fn last_result(&self) -> Option<String> {
+        self.last.lock().clone()
+    }
+
+    fn record(&self, result: &Result<u16, CheckFailure>) {
+        let counter = match result {
+            Ok(_) => &self.passed,
+            Err(CheckFailure::Status(_)) => &self.bad_status,
+            Err(CheckFailure::Timeout) => &self.timed_out,
+            Err(CheckFailure::Refused) => &self.refused,
+            Err(CheckFailure::Error(_)) => &self.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock() = Some(match result {
+            Ok(0) => "connected".to_owned(),
+            Ok(s) => format!("status {s}"),
+            Err(e) => e.to_string(),
+        });
+    }
+}
+
+/// The check counters of an upstream's backends, by backend id. Counters of a backend kept
+/// by a reload survive it; a removed backend's are dropped with its probe task.
+#[derive(Debug, Default)]
+pub(crate) struct Checks {
+    by_id: RwLock<HashMap<String, Arc<CheckCounters>>>,
+}
+
+impl Checks {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<CheckCounters>> {
+        self.by_id.read().get(id).cloned()
+    }
+
+    fn entry(&self, id: &str) -> Arc<CheckCounters> {
+        if let Some(c) = self.get(id) {
+            return c;
+        }
+        Arc::clone(self.by_id.write().entry(id.to_owned()).or_default())
+    }
+
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.by_id.write().retain(|id, _| keep(id));
+    }
+}
+
+/// Largest response head a probe reads: a health endpoint's status line and headers.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Probes `addr` once; `Ok(status)` when the check passes (0 for TCP). Bounded by
+/// `config.timeout`.
+pub async fn probe(addr: SocketAddr, config: &HealthCheckConfig) -> Result<u16, CheckFailure> {
+    match tokio::time::timeout(config.timeout, probe_unbounded(addr, config)).await {
+        Ok(result) => result,
+        Err(_) => Err(CheckFailure::Timeout),
+    }
+}
+
+async fn probe_unbounded(
+    addr: SocketAddr,
+    config: &HealthCheckConfig,
+) -> Result<u16, CheckFailure> {
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => CheckFailure::Refused,
+        _ => CheckFailure::Error(e.to_string()),
+    };
+    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+    if config.kind == CheckKind::Tcp {
+        return Ok(0);
+    }
+    let _ = stream.set_nodelay(true);
+    let host = match &config.host {
+        Some(h) => h.clone(),
+        None => addr.to_string(),
+    };
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: rondo-health-check\r\n\r\n",
+        config.path
+    );
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(CheckFailure::Error(
+                "connection closed before a status line".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let parsed = response.parse(&buf);
+        // The status line is enough: the code is known once it is parsed, complete head
+        // or not (a head with too many headers still has a valid status).
+        if let Some(code) = response.code {
+            return if config.accepts(code) {
+                Ok(code)
+            } else {
+                Err(CheckFailure::Status(code))
+            };
+        }
+        match parsed {
+            Ok(_) if buf.len() < MAX_HEAD => {}
+            Ok(_) => return Err(CheckFailure::Error("status line too long".into())),
+            Err(e) => return Err(CheckFailure::Error(format!("not an HTTP response: {e}"))),
+        }
+    }
+}
+
+/// SplitMix64: enough randomness to spread timers, without a dependency.
+#[derive(Debug)]
+struct Jitter(u64);
+
+impl Jitter {
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `interval × (1 ± jitter)`, uniform.
+    fn spread(&mut self, interval: Duration, jitter: f64) -> Duration {
+        let factor = 1.0 + jitter * (2.0 * self.next_unit() - 1.0);
+        interval.mul_f64(factor.max(0.0))
+    }
+}
+
+impl Upstream {
+    /// Counters of health checks of the backend with this id (`None` before its first check).
+    pub fn check_counters(&self, id: &str) -> Option<Arc<CheckCounters>> {
+        self.checks.get(id)
+    }
+
+    /// Runs the health checks of this upstream's backends until `stop` resolves: one probe
+    /// task per backend, started and stopped as the pool's membership and the configuration
+    /// change (`enabled = false` stops them all).
+    pub async fn run_health_checks(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        // Probe tasks by backend (id, address); dropped (and so aborted) on return.
+        let mut tasks: HashMap<(String, SocketAddr), tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut seed = super::random_seed();
+        loop {
+            let enabled = self.config().health_check.enabled;
+            let snap = self.pool.snapshot();
+            let wanted: Vec<(String, SocketAddr)> = if enabled {
+                snap.backends()
+                    .iter()
+                    .map(|b| (b.id().to_owned(), b.address()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            tasks.retain(|key, task| {
+                let keep = wanted.contains(key);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            if !enabled {
+                // Checks turned off by a reload: a backend they had taken out would
+                // otherwise never come back.
+                for b in snap.backends() {
+                    if b.health() == Health::Down {
+                        *self.checks.entry(b.id()).last.lock() =
+                            Some("health checks disabled".to_owned());
+                        let _ = self.pool.set_health(b.id(), Health::Up, self.clock.now());
+                    }
+                }
+            }
+            for key in wanted {
+                if tasks.contains_key(&key) {
+                    continue;
+                }
+                seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let task = tokio::spawn(Arc::clone(&self).check_backend(
+                    key.0.clone(),
+                    key.1,
+                    Jitter(seed),
+                ));
+                tasks.insert(key, task);
+            }
+            let ids: Vec<String> = snap.backends().iter().map(|b| b.id().to_owned()).collect();
+            self.checks.retain(|id| ids.iter().any(|i| i == id));
+            drop(snap);
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = self.membership.notified() => {}
+            }
+        }
+        for task in tasks.into_values() {
+            task.abort();
+        }
+    }
+
+    /// Checks one backend forever (the caller aborts the task).
+    async fn check_backend(self: Arc<Self>, id: String, addr: SocketAddr, mut jitter: Jitter) {
+        let counters = self.checks.entry(&id);
+        // The first check at a random point of the first interval.
+        let first = self
+            .config()
+            .health_check
+            .interval
+            .mul_f64(jitter.next_unit());
+        tokio::time::sleep(first).await;
+        loop {
+            let config = self.config();
+            let check = &config.health_check;
+            let result = probe(addr, check).await;
+            counters.record(&result);
+            tracing::debug!(upstream = self.name(), backend = id.as_str(), result = ?result, "health check");
+            // The result is recorded before the pool hears of it, so the transition's log
+            // line (the reporter's) can give its reason.
+            match self
+                .pool
+                .record_check(&id, result.is_ok(), self.clock.now())
+            {
+                Ok(_) => {}
+                // Removed since: the membership loop is about to stop this task.
+                Err(_) => return,
+            }
+            tokio::time::sleep(jitter.spread(check.interval, check.jitter)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_bounds_and_spreads() {
+        let mut j = Jitter(42);
+        let interval = Duration::from_millis(1000);
+        let all: Vec<Duration> = (0..1000).map(|_| j.spread(interval, 0.1)).collect();
+        assert!(all.iter().all(|d| *d >= Duration::from_millis(900)));
+        assert!(all.iter().all(|d| *d <= Duration::from_millis(1100)));
+        let min = all.iter().min().unwrap();
+        let max = all.iter().max().unwrap();
+        assert!(*max - *min > Duration::from_millis(150), "{min:?}..{max:?}");
+        assert_eq!(j.spread(interval, 0.0), interval);
+    }
+}

@@ -1,0 +1,291 @@
+//! Active health checks against real backends on loopback: HTTP and TCP probes, fall/rise
+//! hysteresis seen in the pool and in proxied traffic, jitter, timeouts, and `enabled = false`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use balance::Health;
+use common::{Client, MockBackend, config, eventually, health, start, web};
+
+fn checks(
+    kind: &str,
+    interval_ms: u64,
+    timeout_ms: u64,
+    fall: u32,
+    rise: u32,
+    jitter: f64,
+) -> String {
+    format!(
+        "[upstreams.health_check]\nkind = \"{kind}\"\ninterval = \"{interval_ms}ms\"\ntimeout = \"{timeout_ms}ms\"\n\
+         fall = {fall}\nrise = {rise}\njitter = {jitter}\n"
+    )
+}
+
+async fn backends_of(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let mut client = Client::connect(addr).await;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(client.get("/").await.backend());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_http_checks_leaves_rotation_after_fall_and_returns_after_rise() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let interval = 150;
+    let running = start(&config(
+        &[(&a, 1.0), (&b, 1.0)],
+        "",
+        &checks("http", interval, 100, 2, 2, 0.1),
+    ));
+    let addr = web(&running);
+    // Both serve; the checks have started.
+    let first = backends_of(addr, 4).await;
+    assert!(first.contains(&"a".to_owned()) && first.contains(&"b".to_owned()));
+    eventually(Duration::from_secs(2), "a first check of a", || {
+        a.seen().iter().any(|s| s.path == "/health")
+    })
+    .await;
+
+    a.set_health(503);
+    // Down within fall × interval × (1 + jitter), plus one interval for a check that had
+    // just passed, plus a margin for loopback and scheduling.
+    let took = eventually(Duration::from_secs(3), "a goes down", || {
+        health(&running, "app", "a") == Health::Down
+    })
+    .await;
+    let bound = Duration::from_millis(3 * interval * 11 / 10 + 250);
+    assert!(took <= bound, "down after {took:?}, bound {bound:?}");
+    assert!(backends_of(addr, 10).await.iter().all(|n| n == "b"));
+    let counters = running
+        .upstream("app")
+        .unwrap()
+        .check_counters("a")
+        .unwrap();
+    assert!(counters.bad_status() >= 2, "{counters:?}");
+    assert_eq!(counters.last_result().as_deref(), Some("status 503"));
+
+    a.set_health(200);
+    let took = eventually(Duration::from_secs(3), "a comes back", || {
+        health(&running, "app", "a") == Health::Up
+    })
+    .await;
+    assert!(took <= bound, "up after {took:?}, bound {bound:?}");
+    let after = backends_of(addr, 10).await;
+    assert_eq!(after.iter().filter(|n| *n == "a").count(), 5, "{after:?}");
+
+    // What a probe looks like on the wire.
+    let probe = a.seen().into_iter().find(|s| s.path == "/health").unwrap();
+    assert_eq!(probe.method, "GET");
+    assert_eq!(probe.header("user-agent"), Some("rondo-health-check"));
+    assert_eq!(probe.header("connection"), Some("close"));
+    assert_eq!(probe.header("host"), Some(a.addr.to_string().as_str()));
+    running.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_checks_mark_a_killed_backend_down_and_a_restarted_one_up() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let running = start(&config(
+        &[(&a, 1.0), (&b, 1.0)],
+        "",
+        &checks("tcp", 100, 50, 2, 2, 0.1),
+    ));
+    let addr = a.addr;
+    a.kill();
+    eventually(Duration::from_secs(2), "a goes down", || {
+        health(&running, "app", "a") == Health::Down
+    })
+    .await;
+    let counters = running
+        .upstream("app")
+        .unwrap()
+        .check_counters("a")
+        .unwrap();
+    assert!(counters.refused() >= 2, "{counters:?}");
+    assert!(backends_of(web(&running), 6).await.iter().all(|n| n == "b"));
+
+    let a2 = MockBackend::start_on(addr, "a").await;
+    eventually(Duration::from_secs(2), "a comes back", || {
+        health(&running, "app", "a") == Health::Up
+    })
+    .await;
+    assert_eq!(
+        health(&running, "app", "b"),
+        Health::Up,
+        "b never failed a check"
+    );
+    assert!(
+        backends_of(web(&running), 6)
+            .await
+            .contains(&"a".to_owned())
+    );
+    // A TCP check sends no request.
+    assert!(a2.seen().iter().all(|s| s.path != "/health"));
+    running.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_spreads_checks_of_many_backends() {
+    let mocks = [
+        MockBackend::start("a").await,
+        MockBackend::start("b").await,
+        MockBackend::start("c").await,
+        MockBackend::start("d").await,
+    ];
+    let list: Vec<(&MockBackend, f64)> = mocks.iter().map(|m| (m, 1.0)).collect();
+    let interval = Duration::from_millis(100);
+    let running = start(&config(&list, "", &checks("http", 100, 50, 3, 2, 0.5)));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    running.shutdown(Duration::from_secs(1));
+
+    let times: Vec<Vec<std::time::Instant>> = mocks
+        .iter()
+        .map(|m| {
+            m.seen()
+                .iter()
+                .filter(|s| s.path == "/health")
+                .map(|s| s.at)
+                .collect()
+        })
+        .collect();
+    for t in &times {
+        assert!(
+            t.len() >= 5,
+            "each backend is checked about every 100 ms: {t:?}"
+        );
+    }
+    // The k-th checks of the four backends do not fire together.
+    for k in 0..3 {
+        let at: Vec<_> = times.iter().map(|t| t[k]).collect();
+        let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+        assert!(
+            spread > Duration::from_millis(5),
+            "check {k} fired within {spread:?} on all backends"
+        );
+    }
+    // Gaps stay within interval × (1 ± 0.5) (plus scheduling slack) and vary.
+    let gaps: Vec<Duration> = times
+        .iter()
+        .flat_map(|t| t.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    for g in &gaps {
+        assert!(*g >= interval / 2 - Duration::from_millis(5), "gap {g:?}");
+        assert!(
+            *g <= interval * 3 / 2 + Duration::from_millis(60),
+            "gap {g:?}"
+        );
+    }
+    let (min, max) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+    assert!(*max - *min > Duration::from_millis(20), "{min:?}..{max:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_answers_times_out_without_checks_piling_up() {
+    // Accepts connections and never answers; counts the ones open at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (peak, total) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (o, p, t) = (Arc::clone(&open), Arc::clone(&peak), Arc::clone(&total));
+    let server = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            t.fetch_add(1, Ordering::SeqCst);
+            let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            let o = Arc::clone(&o);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let b = MockBackend::start("b").await;
+    let toml = format!(
+        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{silent}\", id = \"silent\" }}, {{ address = \"{}\", id = \"b\" }}]\n{}",
+        b.addr,
+        checks("http", 100, 60, 2, 2, 0.0)
+    );
+    let running = start(&toml);
+    eventually(
+        Duration::from_secs(2),
+        "the silent backend goes down",
+        || health(&running, "app", "silent") == Health::Down,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters = running
+        .upstream("app")
+        .unwrap()
+        .check_counters("silent")
+        .unwrap();
+    assert!(counters.timed_out() >= 2, "{counters:?}");
+    assert_eq!(counters.last_result().as_deref(), Some("timeout"));
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "one probe at a time");
+    running.shutdown(Duration::from_secs(1));
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_checks_send_no_probes() {
+    let a = MockBackend::start("a").await;
+    a.set_health(500);
+    let running = start(&config(
+        &[(&a, 1.0)],
+        "",
+        "[upstreams.health_check]\nenabled = false\ninterval = \"100ms\"\ntimeout = \"50ms\"\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.seen().is_empty());
+    assert_eq!(health(&running, "app", "a"), Health::Up);
+    running.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_checks_off_by_reload_brings_back_the_backends_they_took_out() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let list = [(&a, 1.0), (&b, 1.0)];
+    let running = start(&config(&list, "", &checks("http", 100, 50, 2, 2, 0.1)));
+    a.set_health(503);
+    eventually(Duration::from_secs(2), "a goes down", || {
+        health(&running, "app", "a") == Health::Down
+    })
+    .await;
+    let off = config(
+        &list,
+        "",
+        "[upstreams.health_check]\nenabled = false\ninterval = \"100ms\"\ntimeout = \"50ms\"\n",
+    );
+    let done = running.reload(&rondo::config::parse(&off, "test.toml").unwrap());
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    eventually(Duration::from_secs(1), "a comes back", || {
+        health(&running, "app", "a") == Health::Up
+    })
+    .await;
+    let probes = a.seen().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.seen().len(), probes, "no probe after checks are off");
+    let counters = running
+        .upstream("app")
+        .unwrap()
+        .check_counters("a")
+        .unwrap();
+    assert_eq!(
+        counters.last_result().as_deref(),
+        Some("health checks disabled")
+    );
+    running.shutdown(Duration::from_secs(1));
+}
