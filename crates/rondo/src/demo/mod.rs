@@ -196,7 +196,16 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     );
     distribution(&url, 20).await?;
     println!("  no request was lost: the failed attempt was retried on the next backend");
-    println!("  the balancer now sees: {}", states(&running));
+    println!(
+        "  right away, real traffic ejected it: {}",
+        states(&running)
+    );
+    if wait_for(&running, BackendState::Down, Duration::from_secs(5)).await {
+        println!(
+            "  health checks (every 500 ms, fall 2) then marked it down: {}",
+            states(&running)
+        );
+    }
 
     title(4, "The backend returns");
     let victim = &mut backends[VICTIM];
@@ -206,7 +215,10 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
         .context("restarting the demo backend")?;
     println!("  restarted {} on {}", victim.name, victim.addr);
     if wait_for(&running, BackendState::Up, Duration::from_secs(10)).await {
-        println!("  back in rotation: {}", states(&running));
+        println!(
+            "  health checks passed twice (rise 2): back in rotation: {}",
+            states(&running)
+        );
     } else {
         println!("  not back yet: {}", states(&running));
     }
