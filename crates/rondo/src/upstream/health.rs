@@ -230,7 +230,8 @@ impl Jitter {
 }
 
 impl Upstream {
-    /// Counters of health checks of the backend with this id (`None` before its first check).
+    /// Counters of health checks of the backend with this id (`None` until its first probe
+    /// task has started; kept while the backend stays in the pool).
     pub fn check_counters(&self, id: &str) -> Option<Arc<CheckCounters>> {
         self.checks.get(id)
     }
