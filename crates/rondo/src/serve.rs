@@ -62,14 +62,20 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
     for (name, addr) in running.addrs() {
         tracing::info!(listener = name.as_str(), %addr, workers = config.workers.get(), "listening");
     }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The handlers first: until SIGHUP is handled, it would end the process, so the pid
+    // file that `rondo reload` reads is written only once it is.
+    let signals = {
+        let _context = rt.enter();
+        Signals::install()?
+    };
     if let Some(pid_file) = &options.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let signal = rt.block_on(wait_for_signal(path, &running, options.watch));
+    let signal = rt.block_on(wait_for_signal(signals, path, &running, options.watch));
     if let Some(pid_file) = &options.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
@@ -103,6 +109,25 @@ fn reload(path: &Path, running: &proxy::Running, trigger: &'static str) {
     }
 }
 
+/// The signals `rondo serve` handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside a runtime context).
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
 /// What `--watch` compares: modification time and size (`None` when unreadable).
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
@@ -112,14 +137,16 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// Waits for SIGTERM or SIGINT and names it; reloads on SIGHUP and, with `watch`, when the
 /// file changes.
 async fn wait_for_signal(
+    signals: Signals,
     path: &Path,
     running: &proxy::Running,
     watch: bool,
 ) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let mut poll = tokio::time::interval(WATCH_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seen = stamp(path);

@@ -61,6 +61,7 @@ async fn a_backend_failing_http_checks_leaves_rotation_after_fall_and_returns_af
     })
     .await;
     let bound = Duration::from_millis(3 * interval * 11 / 10 + 250);
+    eprintln!("down after {took:?} (fall 2, interval {interval} ms)");
     assert!(took <= bound, "down after {took:?}, bound {bound:?}");
     assert!(backends_of(addr, 10).await.iter().all(|n| n == "b"));
     let counters = running
@@ -76,6 +77,7 @@ async fn a_backend_failing_http_checks_leaves_rotation_after_fall_and_returns_af
         health(&running, "app", "a") == Health::Up
     })
     .await;
+    eprintln!("up after {took:?} (rise 2, interval {interval} ms)");
     assert!(took <= bound, "up after {took:?}, bound {bound:?}");
     let after = backends_of(addr, 10).await;
     assert_eq!(after.iter().filter(|n| *n == "a").count(), 5, "{after:?}");

@@ -230,7 +230,8 @@ impl Jitter {
 }
 
 impl Upstream {
-    /// Counters of health checks of the backend with this id (`None` before its first check).
+    /// Counters of health checks of the backend with this id (`None` until its first probe
+    /// task has started; kept while the backend stays in the pool).
     pub fn check_counters(&self, id: &str) -> Option<Arc<CheckCounters>> {
         self.checks.get(id)
     }
@@ -255,7 +256,7 @@ impl Upstream {
                 Vec::new()
             };
             tasks.retain(|key, task| {
-                let keep = wanted.contains(key);
+                let keep = wanted.contains(key) && !task.is_finished();
                 if !keep {
                     task.abort();
                 }
@@ -297,7 +298,7 @@ impl Upstream {
         }
     }
 
-    /// Checks one backend forever (the caller aborts the task).
+    /// Checks one backend until the membership loop aborts the task.
     async fn check_backend(self: Arc<Self>, id: String, addr: SocketAddr, mut jitter: Jitter) {
         let counters = self.checks.entry(&id);
         // The first check at a random point of the first interval.
@@ -315,14 +316,11 @@ impl Upstream {
             tracing::debug!(upstream = self.name(), backend = id.as_str(), result = ?result, "health check");
             // The result is recorded before the pool hears of it, so the transition's log
             // line (the reporter's) can give its reason.
-            match self
+            // An error means the backend was removed since: the membership loop is about
+            // to stop this task (or it was added back, and the next check counts again).
+            let _ = self
                 .pool
-                .record_check(&id, result.is_ok(), self.clock.now())
-            {
-                Ok(_) => {}
-                // Removed since: the membership loop is about to stop this task.
-                Err(_) => return,
-            }
+                .record_check(&id, result.is_ok(), self.clock.now());
             tokio::time::sleep(jitter.spread(check.interval, check.jitter)).await;
         }
     }
