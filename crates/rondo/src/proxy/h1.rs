@@ -254,7 +254,7 @@ async fn forward(
                         started,
                     );
                 }
-                finish(upstream, lease, outcome, latency);
+                finish(upstream, lease, outcome, latency, status);
                 return next;
             }
             Attempt::Failed {
@@ -265,7 +265,7 @@ async fn forward(
                 retry,
             } => {
                 let id = lease.backend().id().to_owned();
-                finish(upstream, lease, outcome, latency);
+                finish(upstream, lease, outcome, latency, status);
                 failure = Failure {
                     status,
                     detail: format!("{detail} (backend {id})"),

@@ -7,6 +7,7 @@
 //! pool API. Nothing reaches around it.
 
 mod queue;
+pub mod recorder;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 
 pub use queue::Queue;
+pub use recorder::Recorder;
 
 /// One upstream, shared by every worker thread.
 #[derive(Debug)]
@@ -32,6 +34,8 @@ pub struct Upstream {
     queue: Queue,
     /// Wakes the timer loop when a state change may have moved its next deadline.
     changed: Arc<Notify>,
+    /// Status codes, latency histograms, retries and health checks, for the admin API.
+    recorder: Recorder,
 }
 
 /// Logs state changes (one line each) and wakes the upstream's timer loop.
@@ -109,7 +113,13 @@ impl Upstream {
             active: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
             changed,
+            recorder: Recorder::default(),
         })
+    }
+
+    /// What it records for the admin API and metrics.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// Its name.
@@ -154,6 +164,7 @@ impl Upstream {
             self.retrying.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
+        self.recorder.retried();
         Some(ActiveGuard(&self.retrying))
     }
 
