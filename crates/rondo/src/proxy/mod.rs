@@ -138,6 +138,7 @@ pub struct Running {
     upstreams: Vec<Arc<Upstream>>,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    admin_addr: SocketAddr,
 }
 
 impl Running {
@@ -162,6 +163,11 @@ impl Running {
     /// Every upstream.
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
+    }
+
+    /// The address the admin API is bound to (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
@@ -224,6 +230,17 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         }));
     }
 
+    // The admin API: bound here so a taken port fails the start, served on the control thread.
+    let admin_socket = bind(config.admin.listen)
+        .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
+    let admin_addr = admin_socket.local_addr()?;
+    let admin = Arc::new(crate::admin::Admin::new(
+        upstreams.clone(),
+        crate::admin::metrics::registry(&upstreams),
+        config.admin.token.clone(),
+        config.admin.listen,
+    ));
+
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     let grace = config.shutdown_grace;
@@ -260,6 +277,15 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                             let _ = stop.wait_for(|s| *s).await;
                         }));
                     }
+                    match tokio::net::TcpListener::from_std(admin_socket) {
+                        Ok(listener) => {
+                            let mut stop = control_stop.clone();
+                            tasks.spawn(crate::admin::serve(listener, admin, async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            }));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot serve the admin API"),
+                    }
                     while tasks.join_next().await.is_some() {}
                 });
             })?,
@@ -269,6 +295,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         upstreams,
         stop,
         threads,
+        admin_addr,
     })
 }
 

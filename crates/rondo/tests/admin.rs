@@ -1,0 +1,477 @@
+//! The admin API over real sockets: statistics and metrics with exact values after known
+//! traffic, mutations with and without the token, bad input, `rondo status`, and the
+//! dashboard.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Client, MockBackend, config, start, web};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+/// One request to the admin API: status and body.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin.test");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let res = sender
+        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+async fn stats(addr: SocketAddr) -> Value {
+    let (status, body) = call(addr, "GET", "/api/v1/stats", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn backend<'a>(stats: &'a Value, id: &str) -> &'a Value {
+    stats["upstreams"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("no backend {id} in {stats}"))
+}
+
+/// Sends `n` sequential GETs on one connection; returns the backends that answered.
+async fn traffic(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut c = Client::connect(addr).await;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = c.get("/").await;
+        out.push(format!("{}:{}", r.backend(), r.status));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_report_exact_counts_after_known_traffic() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    b.set_delay(Duration::from_millis(20));
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.5)], "", ""));
+    let admin = proxy.admin_addr();
+
+    let (status, body) = call(admin, "GET", "/healthz", None, "").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+
+    // Weights 1 : 1.5 are 2 : 3: ten requests are 4 to a and 6 to b.
+    traffic(web(&proxy), 10).await;
+    let s = stats(admin).await;
+    let up = &s["upstreams"][0];
+    assert_eq!(up["name"], "app");
+    assert_eq!(up["algorithm"], "smooth-weighted");
+    assert_eq!(up["mode"], "primary");
+    assert_eq!(up["total_servers"], 2);
+    assert_eq!(up["healthy_servers"], 2);
+    assert_eq!(up["total_requests"], 10);
+    assert_eq!(up["retries"], 0);
+    assert_eq!(
+        up["circuit_breaker_states"],
+        json!({"a": "closed", "b": "closed"})
+    );
+    assert!(up["uptime_seconds"].as_f64().unwrap() > 0.0);
+    let rps = up["requests_per_second"].as_f64().unwrap();
+    let expect = 10.0 / up["uptime_seconds"].as_f64().unwrap();
+    assert!((rps - expect).abs() < 1e-6, "{rps} vs {expect}");
+
+    let (ba, bb) = (backend(&s, "a"), backend(&s, "b"));
+    assert_eq!(ba["address"], a.addr.to_string());
+    assert_eq!(ba["total_requests"], 4);
+    assert_eq!(bb["total_requests"], 6);
+    assert_eq!(bb["weight"], 1.5);
+    assert_eq!(bb["current_weight"], 1.5);
+    for (x, n) in [(ba, 4), (bb, 6)] {
+        assert_eq!(x["state"], "up");
+        assert_eq!(x["healthy"], true);
+        assert_eq!(x["success_rate"], 1.0);
+        assert_eq!(x["current_connections"], 0);
+        assert_eq!(x["breaker"], "closed");
+        assert_eq!(x["status_codes"], json!({"200": n}));
+    }
+    // b answers after 20 ms: its percentiles say so (bucket midpoints, within 7%).
+    for key in [
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "avg_response_time_ms",
+    ] {
+        let v = bb[key].as_f64().unwrap();
+        assert!((19.0..60.0).contains(&v), "{key} = {v}");
+        assert!(ba[key].as_f64().unwrap() < v, "{key}");
+    }
+    assert!(bb["load_score"].as_f64().unwrap() > 0.0);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+/// Parses /metrics with a real exposition-format parser: (name, sorted labels) → value.
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, body) = call(addr, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let mut out = HashMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", s.metric, labels.join(","));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => {
+                out.insert(key, v);
+            }
+            prometheus_parse::Value::Histogram(buckets) => {
+                for bucket in buckets {
+                    out.insert(format!("{key}le={}", bucket.less_than), bucket.count);
+                }
+            }
+            prometheus_parse::Value::Summary(_) => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    b.set_status(500);
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+
+    // Round robin: a, b, a, b, … b's 500 is not retried (only 502/503/504 are).
+    let seen = traffic(web(&proxy), 8).await;
+    assert_eq!(seen, ["a:200", "b:500"].repeat(4));
+    let m = scrape(admin).await;
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
+    assert_eq!(
+        get("rondo_requests_total{backend=a,code=200,upstream=app}"),
+        4.0
+    );
+    assert_eq!(
+        get("rondo_requests_total{backend=b,code=500,upstream=app}"),
+        4.0
+    );
+    assert_eq!(
+        get("rondo_request_duration_seconds_count{backend=a,upstream=app}"),
+        4.0
+    );
+    assert_eq!(
+        get("rondo_request_duration_seconds{backend=b,upstream=app}le=inf"),
+        4.0
+    );
+    assert_eq!(get("rondo_backend_up{backend=a,upstream=app}"), 1.0);
+    assert_eq!(get("rondo_backend_up{backend=b,upstream=app}"), 1.0);
+    assert_eq!(get("rondo_backend_in_flight{backend=b,upstream=app}"), 0.0);
+    assert_eq!(
+        get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
+        0.0
+    );
+    assert_eq!(get("rondo_retries_total{upstream=app}"), 0.0);
+    assert_eq!(
+        get("rondo_health_checks_total{result=success,upstream=app}"),
+        0.0
+    );
+    assert_eq!(
+        get("rondo_health_checks_total{result=failure,upstream=app}"),
+        0.0
+    );
+
+    // Now b answers 503: a's turn, then b's 503 is retried on a. That is b's fifth failure
+    // in a row, which opens its breaker (threshold 5).
+    b.set_status(503);
+    let seen = traffic(web(&proxy), 2).await;
+    assert_eq!(seen, ["a:200", "a:200"]);
+    let m = scrape(admin).await;
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
+    assert_eq!(
+        get("rondo_requests_total{backend=a,code=200,upstream=app}"),
+        6.0
+    );
+    assert_eq!(
+        get("rondo_requests_total{backend=b,code=503,upstream=app}"),
+        1.0
+    );
+    assert_eq!(get("rondo_retries_total{upstream=app}"), 1.0);
+    assert_eq!(
+        get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
+        2.0
+    );
+    assert_eq!(get("rondo_backend_up{backend=b,upstream=app}"), 0.0);
+    assert_eq!(
+        get("rondo_request_duration_seconds_count{backend=b,upstream=app}"),
+        5.0
+    );
+    assert_eq!(
+        get("rondo_request_duration_seconds_count{backend=a,upstream=app}"),
+        6.0
+    );
+
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_requests"], 11);
+    assert_eq!(s["upstreams"][0]["retries"], 1);
+    assert_eq!(s["upstreams"][0]["healthy_servers"], 1);
+    assert_eq!(backend(&s, "b")["state"], "breaker_open");
+    assert_eq!(backend(&s, "b")["breaker"], "open");
+    assert_eq!(backend(&s, "b")["success_rate"], 0.0);
+    assert_eq!(s["upstreams"][0]["circuit_breaker_states"]["b"], "open");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+const TOKEN: &str = "s3cret-token";
+
+fn with_token(toml: &str) -> String {
+    toml.replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutations_need_the_token_and_change_the_pool() {
+    let a = MockBackend::start("a").await;
+    let c = MockBackend::start("c").await;
+    let proxy = start(&with_token(&config(&[(&a, 1.0)], "", "")));
+    let admin = proxy.admin_addr();
+    let add = json!({"address": c.addr.to_string(), "weight": 3, "id": "c"}).to_string();
+    let base = "/api/v1/upstreams/app/backends";
+
+    // Without the token, or with a wrong one: 401 and nothing changes.
+    for token in [None, Some("wrong"), Some("s3cret-token2")] {
+        let (status, body) = call(admin, "POST", base, token, &add).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("admin token"), "{body}");
+        assert!(!body.contains(TOKEN));
+        let (status, _) = call(admin, "POST", &format!("{base}/a/drain"), token, "").await;
+        assert_eq!(status, 401);
+    }
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1);
+    assert_eq!(backend(&s, "a")["state"], "up");
+
+    // Add c with weight 3: of the next 8 requests a gets 2 and c gets 6.
+    let (status, body) = call(admin, "POST", base, Some(TOKEN), &add).await;
+    assert_eq!(status, 201, "{body}");
+    let seen = traffic(web(&proxy), 8).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 6, "{seen:?}");
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 2);
+    assert_eq!(backend(&s, "c")["weight"], 3.0);
+    assert_eq!(backend(&s, "c")["total_requests"], 6);
+
+    // Weight 1: equal shares.
+    let (status, body) = call(
+        admin,
+        "PATCH",
+        &format!("{base}/c"),
+        Some(TOKEN),
+        r#"{"weight": 1}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = traffic(web(&proxy), 4).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 2, "{seen:?}");
+
+    // Drain c: everything goes to a; enable: shares again.
+    let (status, _) = call(admin, "POST", &format!("{base}/c/drain"), Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(backend(&stats(admin).await, "c")["state"], "draining");
+    assert_eq!(traffic(web(&proxy), 4).await, ["a:200"].repeat(4));
+    let (status, _) = call(admin, "POST", &format!("{base}/c/enable"), Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(backend(&stats(admin).await, "c")["state"], "up");
+    let seen = traffic(web(&proxy), 4).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 2, "{seen:?}");
+
+    // Remove c: gone from the stats, no more traffic.
+    let (status, _) = call(admin, "DELETE", &format!("{base}/c"), Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1);
+    assert_eq!(traffic(web(&proxy), 3).await, ["a:200"].repeat(3));
+    assert_eq!(c.hits(), 6 + 2 + 2);
+
+    // Reads need no token on loopback.
+    let (status, _) = call(admin, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
+    let a = MockBackend::start("a").await;
+    let proxy = start(&config(&[(&a, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+    let cases: [(&str, String, &str, u16, Option<&str>); 12] = [
+        (
+            "POST",
+            "/api/v1/upstreams/nope/backends".into(),
+            r#"{"address":"127.0.0.1:1"}"#,
+            404,
+            Some("upstream"),
+        ),
+        ("POST", format!("{base}/ghost/drain"), "", 404, Some("id")),
+        ("DELETE", format!("{base}/ghost"), "", 404, Some("id")),
+        (
+            "PATCH",
+            format!("{base}/ghost"),
+            r#"{"weight":2}"#,
+            404,
+            Some("id"),
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address":"localhost"}"#,
+            400,
+            Some("address"),
+        ),
+        ("POST", base.into(), r#"{"weight":1}"#, 400, Some("address")),
+        (
+            "POST",
+            base.into(),
+            r#"{"address":"127.0.0.1:1","weight":0}"#,
+            400,
+            Some("weight"),
+        ),
+        (
+            "PATCH",
+            format!("{base}/a"),
+            r#"{"weight":-2}"#,
+            400,
+            Some("weight"),
+        ),
+        (
+            "PATCH",
+            format!("{base}/a"),
+            r#"{"wieght":2}"#,
+            400,
+            Some("wieght"),
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address": "127.0.0.1:1""#,
+            400,
+            None,
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address":"127.0.0.1:1","id":"a"}"#,
+            409,
+            Some("id"),
+        ),
+        ("PUT", format!("{base}/a"), "", 404, None),
+    ];
+    for (method, path, body, want, field) in cases {
+        let (status, text) = call(admin, method, &path, None, body).await;
+        assert_eq!(status, want, "{method} {path} {body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert!(v["error"].is_string(), "{text}");
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{method} {path} {body}: {text}");
+        }
+    }
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1);
+    assert_eq!(backend(&s, "a")["weight"], 1.0);
+    assert_eq!(backend(&s, "a")["state"], "up");
+    let (status, _) = call(admin, "GET", "/nowhere", None, "").await;
+    assert_eq!(status, 404);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rondo_status_prints_a_table_or_the_json() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let proxy = start(&config(&[(&a, 1.0), (&b, 2.0)], "", ""));
+    traffic(web(&proxy), 3).await;
+    let url = format!("http://{}", proxy.admin_addr());
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(["status", "--admin", &url])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The proxy runs on its own threads: blocking this one on the command is fine.
+    let json = run(&["--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["upstreams"][0]["total_requests"], 3);
+    let table = run(&[]);
+    // Not a terminal: no colour codes.
+    assert!(!table.contains('\x1b'), "{table}");
+    assert!(table.contains("upstream app"), "{table}");
+    let row_b = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("b "))
+        .unwrap();
+    let cells: Vec<&str> = row_b.split_whitespace().collect();
+    assert_eq!(
+        cells[..6],
+        ["b", &b.addr.to_string(), "up", "2", "2", "2"],
+        "{table}"
+    );
+    assert_eq!(cells[6], "66.7%", "{table}");
+
+    // A wrong address fails with a message, not a panic.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["status", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_is_one_self_contained_page() {
+    let a = MockBackend::start("a").await;
+    let proxy = start(&config(&[(&a, 1.0)], "", ""));
+    let (status, page) = call(proxy.admin_addr(), "GET", "/", None, "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>rondo"), "{page}");
+    assert!(page.contains("/api/v1/stats"), "{page}");
+    // Nothing loaded from elsewhere.
+    assert!(!page.contains("http://") && !page.contains("https://"));
+    proxy.shutdown(Duration::from_secs(1));
+}
