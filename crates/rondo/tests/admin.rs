@@ -475,3 +475,225 @@ async fn the_dashboard_is_one_self_contained_page() {
     assert!(!page.contains("http://") && !page.contains("https://"));
     proxy.shutdown(Duration::from_secs(1));
 }
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver; scripts/test installs it)");
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    driver
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
+    use fantoccini::{ClientBuilder, Locator};
+
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let c = MockBackend::start("c").await;
+    b.set_delay(Duration::from_millis(4));
+    c.set_delay(Duration::from_millis(12));
+    let proxy = start(&with_token(&config(
+        &[(&a, 1.0), (&b, 1.5), (&c, 2.0)],
+        "",
+        "",
+    )));
+    let admin = proxy.admin_addr();
+    let driver = chromedriver();
+
+    let mut caps = serde_json::Map::new();
+    let profile = format!("--user-data-dir={}", driver._profile.path().display());
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({ "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--disable-dev-shm-usage", "--window-size=1440,900", profile,
+        ]}),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver");
+    let (session, web_addr) = (browser.clone(), web(&proxy));
+    let result = async move {
+        let browser = session;
+        browser.goto(&format!("http://{admin}/")).await.unwrap();
+        // The page lists every backend.
+        for id in ["a", "b", "c"] {
+            browser
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css(&format!("tr[data-backend='app/{id}']")))
+                .await
+                .unwrap();
+        }
+        let requests = |id: &'static str| {
+            let browser = browser.clone();
+            async move {
+                let css = format!("tr[data-backend='app/{id}'] td[data-field='requests']");
+                match browser.find(Locator::Css(&css)).await {
+                    Ok(cell) => cell.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            }
+        };
+        assert_eq!(requests("c").await, "0");
+
+        // After traffic the page shows it: weights 1 : 1.5 : 2 are 2 : 3 : 4 of 9 requests.
+        traffic(web_addr, 18).await;
+        eventually(
+            Duration::from_secs(5),
+            "the page to show the traffic",
+            || async {
+                requests("a").await == "4"
+                    && requests("b").await == "6"
+                    && requests("c").await == "8"
+            },
+        )
+        .await;
+
+        // Drain without the token: refused, nothing changes.
+        let drain = "tr[data-backend='app/b'] button[data-action='drain']";
+        browser
+            .find(Locator::Css(drain))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "the refusal", || async {
+            match browser.find(Locator::Id("toast")).await {
+                Ok(t) => t.text().await.unwrap_or_default().contains("admin token"),
+                Err(_) => false,
+            }
+        })
+        .await;
+        assert_eq!(backend(&stats(admin).await, "b")["state"], "up");
+
+        // With the token typed in: b drains, in the API and on the page.
+        browser
+            .find(Locator::Id("token"))
+            .await
+            .unwrap()
+            .send_keys(TOKEN)
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css(drain))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "b to drain", || async {
+            backend(&stats(admin).await, "b")["state"] == "draining"
+        })
+        .await;
+        eventually(
+            Duration::from_secs(5),
+            "the page to show the drain",
+            || async {
+                browser
+                    .find(Locator::Css(
+                        "tr[data-backend='app/b'][data-state='draining']",
+                    ))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+
+        // Some live traffic for the picture, then the screenshot.
+        let load = tokio::spawn(async move {
+            let mut client = Client::connect(web_addr).await;
+            for _ in 0..400 {
+                client.get("/").await;
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let png = browser.screenshot().await.unwrap();
+        load.await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        // `RONDO_UPDATE_SCREENSHOT=1` refreshes the one in the docs.
+        let path = if std::env::var_os("RONDO_UPDATE_SCREENSHOT").is_some() {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png")
+        } else {
+            std::env::temp_dir().join("rondo-dashboard.png")
+        };
+        std::fs::write(&path, &png).unwrap();
+    };
+    // Close the browser session whatever happened, then report.
+    let outcome = futures_catch(result).await;
+    let _ = browser.close().await;
+    drop(driver);
+    proxy.shutdown(Duration::from_secs(1));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs a future, catching a panic so the caller can clean up first.
+async fn futures_catch(
+    f: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::any::Any + Send>> {
+    match tokio::spawn(f).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(e
+            .try_into_panic()
+            .unwrap_or_else(|e| Box::new(e.to_string()))),
+    }
+}
