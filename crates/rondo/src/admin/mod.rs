@@ -481,6 +481,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_need_the_token_only_off_loopback() {
+        let admin = |listen: &str| {
+            Admin::new(
+                Vec::new(),
+                Registry::default(),
+                Some("t".into()),
+                listen.parse().unwrap(),
+            )
+        };
+        assert!(!admin("127.0.0.1:9901").protect_reads);
+        assert!(!admin("[::1]:9901").protect_reads);
+        assert!(admin("0.0.0.0:9901").protect_reads);
+        let open = Admin::new(
+            Vec::new(),
+            Registry::default(),
+            None,
+            "127.0.0.1:9901".parse().unwrap(),
+        );
+        assert!(!open.protect_reads);
+        assert!(!format!("{:?}", admin("0.0.0.0:1")).contains("\"t\""));
+    }
+
+    #[test]
     fn tokens_compare_equal_only_when_identical() {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
