@@ -328,6 +328,41 @@ async fn mutations_need_the_token_and_change_the_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_removed_backend_finishes_its_in_flight_request() {
+    let c = MockBackend::start("c").await;
+    c.set_delay(Duration::from_millis(400));
+    let proxy = start(&config(&[(&c, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+    let web_addr = web(&proxy);
+    let request = tokio::spawn(async move { common::get(web_addr, "/").await });
+    eventually(Duration::from_secs(5), "the request in flight", || async {
+        backend(&stats(admin).await, "c")["current_connections"] == 1
+    })
+    .await;
+    let (status, body) = call(
+        admin,
+        "DELETE",
+        "/api/v1/upstreams/app/backends/c",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 0);
+    assert_eq!(backend(&s, "c")["state"], "removed");
+    // New requests find no backend; the one in flight finishes on c.
+    assert_eq!(common::get(web_addr, "/").await.status, 503);
+    let reply = request.await.unwrap();
+    assert_eq!((reply.status, reply.backend()), (200, "c".to_owned()));
+    eventually(Duration::from_secs(5), "c to be gone", || async {
+        stats(admin).await["upstreams"][0]["backends"] == json!([])
+    })
+    .await;
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
     let a = MockBackend::start("a").await;
     let proxy = start(&config(&[(&a, 1.0)], "", ""));
@@ -575,7 +610,7 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
         for id in ["a", "b", "c"] {
             browser
                 .wait()
-                .at_most(Duration::from_secs(10))
+                .at_most(Duration::from_secs(30))
                 .for_element(Locator::Css(&format!("tr[data-backend='app/{id}']")))
                 .await
                 .unwrap();
