@@ -20,8 +20,7 @@ pub(crate) fn finish(
 ) {
     upstream
         .recorder()
-        .backend(lease.backend().id())
-        .record(status, latency);
+        .record(lease.backend().id(), status, latency);
     lease.finish(outcome, latency, upstream.clock().now());
     upstream.queue().release();
 }

@@ -215,6 +215,17 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Records a finished attempt on backend `id` (see [`BackendRecorder::record`]): one
+    /// `load` of the map and no reference count touched, except the first time.
+    #[inline]
+    pub fn record(&self, id: &str, status: u16, latency: Duration) {
+        if let Some(r) = self.backends.load().get(id) {
+            r.record(status, latency);
+            return;
+        }
+        self.backend(id).record(status, latency);
+    }
+
     /// The recorder of backend `id`, created on first use.
     #[inline]
     pub fn backend(&self, id: &str) -> Arc<BackendRecorder> {
