@@ -4,6 +4,7 @@
 //! thing in-process: configuration, the HTTP proxy, health checks, the admin API and the
 //! load generator. `main.rs` only parses the command line and dispatches here.
 
+pub mod admin;
 pub mod bench;
 pub mod clock;
 pub mod compare;

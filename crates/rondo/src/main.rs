@@ -57,6 +57,8 @@ enum Command {
     /// Generate HTTP load against a URL and report throughput, latency percentiles, status
     /// codes, errors and (with --backend-header) each backend's share.
     Bench(rondo::bench::BenchArgs),
+    /// Show a running balancer's upstreams and backends (from its admin API's /api/v1/stats).
+    Status(rondo::admin::status::StatusArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -85,6 +87,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Compare(args) => rondo::compare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => rondo::demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => rondo::bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => rondo::admin::status::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -62,6 +62,7 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
     for (name, addr) in running.addrs() {
         tracing::info!(listener = name.as_str(), %addr, workers = config.workers.get(), "listening");
     }
+    tracing::info!(admin = %running.admin_addr(), "admin API, dashboard and metrics listening");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -24,13 +24,15 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rondo"))
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         while let Some(Ok(line)) = lines.next() {
@@ -49,7 +51,14 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
 
     let reply = get(addr, "/hello?x=1").await;
     assert_eq!(reply.status, 200);
-    let access = tokio::task::block_in_place(|| next_json(&mut rx));
+    let access = tokio::task::block_in_place(|| {
+        loop {
+            let line = next_json(&mut rx);
+            if line["target"] == "rondo::access" {
+                break line;
+            }
+        }
+    });
     assert_eq!(access["target"], "rondo::access");
     assert_eq!(access["method"], "GET");
     assert_eq!(access["path"], "/hello?x=1");
@@ -58,7 +67,7 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
     assert_eq!(access["attempts"], 1);
 
     // SIGTERM: graceful shutdown, exit status 0.
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -68,12 +77,12 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
     );
     let status = tokio::task::block_in_place(|| {
         for _ in 0..100 {
-            if let Some(s) = child.try_wait().unwrap() {
+            if let Some(s) = child.0.try_wait().unwrap() {
                 return Some(s);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
+        let _ = child.0.kill();
         None
     });
     assert_eq!(
@@ -81,4 +90,16 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
         Some(Some(0)),
         "exits 0 after SIGTERM"
     );
+}
+
+/// Kills the server if the test fails before it stopped it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

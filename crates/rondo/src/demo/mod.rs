@@ -267,6 +267,10 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     if args.keep_running {
         println!("\nStill running. Proxy: {url}");
         println!(
+            "Dashboard: http://{}/   (statistics: /api/v1/stats, metrics: /metrics)",
+            running.admin_addr()
+        );
+        println!(
             "Backends: {}",
             backends
                 .iter()

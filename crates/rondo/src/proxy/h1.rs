@@ -274,7 +274,7 @@ async fn forward(
                         started,
                     );
                 }
-                finish(upstream, lease, outcome, latency);
+                finish(upstream, lease, outcome, latency, status);
                 return next;
             }
             Attempt::Failed {
@@ -285,7 +285,7 @@ async fn forward(
                 retry,
             } => {
                 let id = lease.backend().id().to_owned();
-                finish(upstream, lease, outcome, latency);
+                finish(upstream, lease, outcome, latency, status);
                 failure = Some(Failure {
                     status,
                     detail: format!("{detail} (backend {id})"),

@@ -267,7 +267,13 @@ async fn forward(
         let mut sender = match connection(worker, addr, cfg.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
-                finish(&upstream, lease, Outcome::TransportError, start.elapsed());
+                finish(
+                    &upstream,
+                    lease,
+                    Outcome::TransportError,
+                    start.elapsed(),
+                    502,
+                );
                 (status, detail) = (502, e);
                 continue;
             }
@@ -296,21 +302,21 @@ async fn forward(
                     && cfg.retry_on_status.contains(&code)
                     && attempt < cfg.tries.get() as usize
                 {
-                    finish(&upstream, lease, outcome, latency);
+                    finish(&upstream, lease, outcome, latency, code);
                     (status, detail) = (code, format!("{addr} answered {code}"));
                     continue;
                 }
-                finish(&upstream, lease, outcome, latency);
+                finish(&upstream, lease, outcome, latency, code);
                 strip_hop_by_hop(res.headers_mut());
                 drop(retry_budget);
                 return res.map(Either::Left);
             }
             Ok(Err(e)) => {
-                finish(&upstream, lease, Outcome::TransportError, latency);
+                finish(&upstream, lease, Outcome::TransportError, latency, 502);
                 (status, detail) = (502, format!("exchange with {addr} failed: {e}"));
             }
             Err(_) => {
-                finish(&upstream, lease, Outcome::TransportError, latency);
+                finish(&upstream, lease, Outcome::TransportError, latency, 504);
                 (status, detail) = (
                     504,
                     format!("{addr} did not answer within {:?}", cfg.response_timeout),

@@ -140,6 +140,7 @@ pub struct Running {
     applied: parking_lot::Mutex<Config>,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    admin_addr: SocketAddr,
 }
 
 impl Running {
@@ -257,6 +258,11 @@ impl Running {
         report
     }
 
+    /// The address the admin API is bound to (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
     /// workers to exit.
     pub fn shutdown(self, grace: Duration) {
@@ -327,6 +333,17 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         }));
     }
 
+    // The admin API: bound here so a taken port fails the start, served on the control thread.
+    let admin_socket = bind(config.admin.listen)
+        .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
+    let admin_addr = admin_socket.local_addr()?;
+    let admin = Arc::new(crate::admin::Admin::new(
+        upstreams.clone(),
+        crate::admin::metrics::registry(&upstreams),
+        config.admin.token.clone(),
+        config.admin.listen,
+    ));
+
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     let grace = config.shutdown_grace;
@@ -367,6 +384,15 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                             let _ = stop.wait_for(|s| *s).await;
                         }));
                     }
+                    match tokio::net::TcpListener::from_std(admin_socket) {
+                        Ok(listener) => {
+                            let mut stop = control_stop.clone();
+                            tasks.spawn(crate::admin::serve(listener, admin, async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            }));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot serve the admin API"),
+                    }
                     while tasks.join_next().await.is_some() {}
                 });
             })?,
@@ -377,6 +403,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         applied: parking_lot::Mutex::new(config.clone()),
         stop,
         threads,
+        admin_addr,
     })
 }
 

@@ -8,8 +8,19 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::upstream::Upstream;
 
-/// Ends a request on its backend and lets a queued request have the slot.
-pub(crate) fn finish(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Duration) {
+/// Ends a request on its backend and lets a queued request have the slot. `status` is what
+/// the attempt produced (the backend's status, or the 502/504 the proxy made of a failure),
+/// recorded with the latency for the admin API and metrics.
+pub(crate) fn finish(
+    upstream: &Upstream,
+    lease: Lease<'_>,
+    outcome: Outcome,
+    latency: Duration,
+    status: u16,
+) {
+    upstream
+        .recorder()
+        .record(lease.backend().id(), status, latency);
     lease.finish(outcome, latency, upstream.clock().now());
     upstream.queue().release();
 }

@@ -8,6 +8,7 @@
 
 mod health;
 mod queue;
+pub mod recorder;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use crate::config::UpstreamConfig;
 
 pub use health::{CheckCounters, CheckFailure, probe};
 pub use queue::Queue;
+pub use recorder::Recorder;
 
 /// One upstream, shared by every worker thread.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub struct Upstream {
     membership: Arc<Notify>,
     /// Health check counters by backend.
     checks: Arc<health::Checks>,
+    /// Status codes, latency histograms, retries and health checks, for the admin API.
+    recorder: Recorder,
 }
 
 /// Logs state changes (one line each) and wakes the upstream's timer and health check loops.
@@ -153,7 +157,13 @@ impl Upstream {
             changed,
             membership,
             checks,
+            recorder: Recorder::default(),
         })
+    }
+
+    /// What it records for the admin API and metrics.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
     /// Its name.
@@ -232,6 +242,7 @@ impl Upstream {
             self.retrying.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
+        self.recorder.retried();
         Some(ActiveGuard(&self.retrying))
     }
 

@@ -349,9 +349,13 @@ pub fn config(backends: &[(&MockBackend, f64)], upstream_extra: &str, extra: &st
     )
 }
 
-/// Starts a proxy from TOML text.
+/// Starts a proxy from TOML text. Without an `[admin]` table the admin API takes a free port
+/// instead of the default 9901, so tests run side by side.
 pub fn start(toml: &str) -> rondo::proxy::Running {
-    let cfg = rondo::config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let mut cfg = rondo::config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    if !toml.contains("[admin]") {
+        cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
+    }
     rondo::proxy::start(&cfg).unwrap()
 }
 

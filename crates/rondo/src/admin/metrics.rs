@@ -1,0 +1,195 @@
+//! `GET /metrics`: Prometheus text exposition, encoded by `prometheus-client` from a
+//! [`Registry`] built at start and handed to the admin server (nothing global).
+//!
+//! The request path does not touch the registry: it records into the upstreams' lock-free
+//! [`Recorder`](crate::upstream::Recorder)s and the pools' atomics, and a [`Collector`] reads
+//! them at scrape time. So a scrape costs the reader, never a request, and backends added or
+//! removed at run time appear and disappear without registering anything.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `rondo_requests_total` | counter | `upstream`, `backend`, `code` |
+//! | `rondo_request_duration_seconds` | histogram | `upstream`, `backend` |
+//! | `rondo_backend_up` | gauge (1 in rotation, else 0) | `upstream`, `backend` |
+//! | `rondo_backend_in_flight` | gauge | `upstream`, `backend` |
+//! | `rondo_circuit_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `upstream`, `backend` |
+//! | `rondo_retries_total` | counter | `upstream` |
+//! | `rondo_health_checks_total` | counter | `upstream`, `backend`, `result` (`passed`, `bad_status`, `timeout`, `refused`, `error`) |
+
+use std::sync::Arc;
+
+use balance::{BackendState, BreakerState};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::upstream::Upstream;
+
+/// The registry the admin server encodes: rondo's families over these upstreams.
+pub fn registry(upstreams: &[Arc<Upstream>]) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(UpstreamCollector {
+        upstreams: upstreams.to_vec(),
+    }));
+    registry
+}
+
+/// The registry in Prometheus' text format (version 0.0.4).
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
+    out
+}
+
+/// Reads one backend gauge's value.
+type GaugeFn = fn(&balance::Backend) -> i64;
+
+/// Reads the upstreams' pools and recorders at scrape time.
+#[derive(Debug)]
+struct UpstreamCollector {
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+fn breaker_value(s: BreakerState) -> i64 {
+    match s {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
+}
+
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snaps: Vec<_> = self
+            .upstreams
+            .iter()
+            .map(|u| (u, u.pool().snapshot()))
+            .collect();
+        // Members first, then removed backends still finishing requests.
+        let backends = || {
+            snaps.iter().flat_map(|(u, s)| {
+                s.backends()
+                    .iter()
+                    .chain(s.retiring())
+                    .map(move |b| (u.as_ref(), Arc::clone(b)))
+            })
+        };
+
+        {
+            let mut m = encoder.encode_descriptor(
+                "rondo_requests",
+                "Attempts sent to a backend, by the status they produced (502/504 when the proxy made one of a failure).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, b) in backends() {
+                let Some(r) = u.recorder().get(b.id()) else {
+                    continue;
+                };
+                for (code, n) in r.codes() {
+                    let code = code.to_string();
+                    let labels = [
+                        ("upstream", u.name()),
+                        ("backend", b.id()),
+                        ("code", code.as_str()),
+                    ];
+                    ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "rondo_request_duration_seconds",
+                "Time from sending a request to a backend to the end of its answer, per attempt.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (u, b) in backends() {
+                let Some(r) = u.recorder().get(b.id()) else {
+                    continue;
+                };
+                let labels = [("upstream", u.name()), ("backend", b.id())];
+                let buckets = r.latency.buckets();
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    r.latency.sum().as_secs_f64(),
+                    r.latency.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        let gauges: [(&str, &str, GaugeFn); 3] = [
+            (
+                "rondo_backend_up",
+                "1 when the backend is in rotation (up, breaker not open, not ejected, not draining), else 0.",
+                |b| i64::from(b.state() == BackendState::Up),
+            ),
+            (
+                "rondo_backend_in_flight",
+                "Requests in flight to the backend.",
+                |b| i64::from(b.in_flight()),
+            ),
+            (
+                "rondo_circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+                |b| breaker_value(b.breaker_state()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (u, s) in &snaps {
+                for b in s.backends() {
+                    let labels = [("upstream", u.name()), ("backend", b.id())];
+                    ConstGauge::new(value(b)).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "rondo_retries",
+                "Retries: second and later attempts of a request.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, _) in &snaps {
+                let labels = [("upstream", u.name())];
+                ConstCounter::new(u.recorder().retries()).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "rondo_health_checks",
+                "Active health checks, by backend and result.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, snap) in &snaps {
+                for b in snap.backends() {
+                    let Some(c) = u.check_counters(b.id()) else {
+                        continue;
+                    };
+                    let results = [
+                        ("passed", c.passed()),
+                        ("bad_status", c.bad_status()),
+                        ("timeout", c.timed_out()),
+                        ("refused", c.refused()),
+                        ("error", c.errors()),
+                    ];
+                    for (result, n) in results {
+                        let labels = [
+                            ("upstream", u.name()),
+                            ("backend", b.id()),
+                            ("result", result),
+                        ];
+                        ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

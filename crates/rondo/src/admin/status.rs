@@ -1,0 +1,221 @@
+//! `rondo status`: fetches `/api/v1/stats` from a running balancer's admin API and prints
+//! a table (coloured when stdout is a terminal), or passes the JSON through with `--json`.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use super::stats::{BackendStats, Stats};
+
+/// `rondo status` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The admin API's base URL (`[admin] listen` of the balancer).
+    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    pub admin: String,
+    /// Print the JSON of /api/v1/stats as it came.
+    #[arg(long)]
+    pub json: bool,
+    /// The admin token, needed when the admin API listens off loopback (default: the
+    /// `RONDO_ADMIN_TOKEN` environment variable).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+/// How long to wait for the admin API.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `rondo status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let token = args
+        .token
+        .or_else(|| std::env::var("RONDO_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let body = rt.block_on(fetch(&args.admin, "/api/v1/stats", token.as_deref()))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        out.write_all(&body)?;
+        out.write_all(b"\n")?;
+        return Ok(());
+    }
+    let stats: Stats = serde_json::from_slice(&body)
+        .context("the admin API answered something that is not rondo's statistics")?;
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    out.write_all(render(&stats, colour).as_bytes())?;
+    Ok(())
+}
+
+/// `host:port` of an `http://host:port[/…]` URL.
+fn authority(url: &str) -> anyhow::Result<&str> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("--admin {url:?}: expected an http:// URL such as http://127.0.0.1:9901");
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        bail!("--admin {url:?}: no host");
+    }
+    Ok(host)
+}
+
+async fn fetch(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Bytes> {
+    let host = authority(base)?;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(host)
+            .await
+            .with_context(|| format!("cannot connect to the admin API at {host}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("admin API handshake")?;
+        tokio::spawn(conn);
+        let mut req = http::Request::get(path).header(http::header::HOST, host);
+        if let Some(t) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let res = sender
+            .send_request(req.body(Empty::<Bytes>::new())?)
+            .await
+            .context("admin API request")?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "the admin API answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("the admin API at {host} did not answer within {TIMEOUT:?}"))?
+}
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const DIM: &str = "\x1b[2m";
+
+fn state_colour(state: &str) -> &'static str {
+    match state {
+        "up" => "\x1b[32m",
+        "backup" => "\x1b[36m",
+        "draining" | "removed" => "\x1b[33m",
+        _ => "\x1b[31m",
+    }
+}
+
+fn fmt_ms(ms: f64) -> String {
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
+/// The table `rondo status` prints.
+pub fn render(stats: &Stats, colour: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_owned()
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "uptime {:.0}s", stats.uptime_seconds);
+    let headers = [
+        "BACKEND", "ADDRESS", "STATE", "WEIGHT", "NOW", "REQUESTS", "SHARE", "OK%", "P50ms",
+        "P95ms", "P99ms", "CONNS", "BREAKER",
+    ];
+    for u in &stats.upstreams {
+        let _ = writeln!(
+            out,
+            "\n{} {}",
+            paint(BOLD, &format!("upstream {}", u.name)),
+            paint(
+                DIM,
+                &format!(
+                    "{} · {} · {}/{} healthy · {} requests · {:.1} req/s avg · {} retries",
+                    u.algorithm,
+                    u.mode,
+                    u.healthy_servers,
+                    u.total_servers,
+                    u.total_requests,
+                    u.requests_per_second,
+                    u.retries
+                )
+            )
+        );
+        let rows: Vec<[String; 13]> = u
+            .backends
+            .iter()
+            .map(|b: &BackendStats| {
+                let share = if u.total_requests > 0 {
+                    100.0 * b.total_requests as f64 / u.total_requests as f64
+                } else {
+                    0.0
+                };
+                [
+                    b.id.clone(),
+                    b.address.clone(),
+                    b.state.clone(),
+                    format!("{}", b.weight),
+                    format!("{}", b.current_weight),
+                    b.total_requests.to_string(),
+                    format!("{share:.1}%"),
+                    format!("{:.1}", b.success_rate * 100.0),
+                    fmt_ms(b.p50_latency_ms),
+                    fmt_ms(b.p95_latency_ms),
+                    fmt_ms(b.p99_latency_ms),
+                    b.current_connections.to_string(),
+                    b.breaker.clone(),
+                ]
+            })
+            .collect();
+        let mut widths = headers.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        // Text columns left-aligned, numbers right-aligned.
+        let left = |i: usize| matches!(i, 0 | 1 | 2 | 12);
+        let line = |cells: &[String], header: bool| {
+            let mut s = String::from(" ");
+            for (i, cell) in cells.iter().enumerate() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                let text = if header {
+                    paint(DIM, cell)
+                } else if i == 2 {
+                    paint(state_colour(cell), cell)
+                } else if i == 12 && cell != "closed" {
+                    paint(state_colour("down"), cell)
+                } else {
+                    cell.clone()
+                };
+                s.push(' ');
+                if left(i) {
+                    s.push_str(&text);
+                    s.push_str(&" ".repeat(pad));
+                } else {
+                    s.push_str(&" ".repeat(pad));
+                    s.push_str(&text);
+                }
+                s.push(' ');
+            }
+            s.trim_end().to_owned()
+        };
+        let _ = writeln!(out, "{}", line(&headers.map(String::from), true));
+        for row in &rows {
+            let _ = writeln!(out, "{}", line(row, false));
+        }
+    }
+    out
+}

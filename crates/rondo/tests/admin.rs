@@ -1,0 +1,765 @@
+//! The admin API over real sockets: statistics and metrics with exact values after known
+//! traffic, mutations with and without the token, bad input, `rondo status`, and the
+//! dashboard.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Client, MockBackend, config, start, web};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+/// One request to the admin API: status and body.
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin.test");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let res = sender
+        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+async fn stats(addr: SocketAddr) -> Value {
+    let (status, body) = call(addr, "GET", "/api/v1/stats", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn backend<'a>(stats: &'a Value, id: &str) -> &'a Value {
+    stats["upstreams"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("no backend {id} in {stats}"))
+}
+
+/// Sends `n` sequential GETs on one connection; returns the backends that answered.
+async fn traffic(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut c = Client::connect(addr).await;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = c.get("/").await;
+        out.push(format!("{}:{}", r.backend(), r.status));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_report_exact_counts_after_known_traffic() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    b.set_delay(Duration::from_millis(20));
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.5)], "", ""));
+    let admin = proxy.admin_addr();
+
+    let (status, body) = call(admin, "GET", "/healthz", None, "").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+
+    // Weights 1 : 1.5 are 2 : 3: ten requests are 4 to a and 6 to b.
+    traffic(web(&proxy), 10).await;
+    let s = stats(admin).await;
+    let up = &s["upstreams"][0];
+    assert_eq!(up["name"], "app");
+    assert_eq!(up["algorithm"], "smooth-weighted");
+    assert_eq!(up["mode"], "primary");
+    assert_eq!(up["total_servers"], 2);
+    assert_eq!(up["healthy_servers"], 2);
+    assert_eq!(up["total_requests"], 10);
+    assert_eq!(up["retries"], 0);
+    assert_eq!(
+        up["circuit_breaker_states"],
+        json!({"a": "closed", "b": "closed"})
+    );
+    assert!(up["uptime_seconds"].as_f64().unwrap() > 0.0);
+    let rps = up["requests_per_second"].as_f64().unwrap();
+    let expect = 10.0 / up["uptime_seconds"].as_f64().unwrap();
+    assert!((rps - expect).abs() < 1e-6, "{rps} vs {expect}");
+
+    let (ba, bb) = (backend(&s, "a"), backend(&s, "b"));
+    assert_eq!(ba["address"], a.addr.to_string());
+    assert_eq!(ba["total_requests"], 4);
+    assert_eq!(bb["total_requests"], 6);
+    assert_eq!(bb["weight"], 1.5);
+    assert_eq!(bb["current_weight"], 1.5);
+    for (x, n) in [(ba, 4), (bb, 6)] {
+        assert_eq!(x["state"], "up");
+        assert_eq!(x["healthy"], true);
+        assert_eq!(x["success_rate"], 1.0);
+        assert_eq!(x["current_connections"], 0);
+        assert_eq!(x["breaker"], "closed");
+        assert_eq!(x["status_codes"], json!({"200": n}));
+    }
+    // b answers after 20 ms: its percentiles say so (bucket midpoints, within 7%).
+    for key in [
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+        "avg_response_time_ms",
+    ] {
+        let v = bb[key].as_f64().unwrap();
+        assert!((19.0..60.0).contains(&v), "{key} = {v}");
+        assert!(ba[key].as_f64().unwrap() < v, "{key}");
+    }
+    assert!(bb["load_score"].as_f64().unwrap() > 0.0);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+/// Parses /metrics with a real exposition-format parser: (name, sorted labels) → value.
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, body) = call(addr, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let mut out = HashMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", s.metric, labels.join(","));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => {
+                out.insert(key, v);
+            }
+            prometheus_parse::Value::Histogram(buckets) => {
+                for bucket in buckets {
+                    out.insert(format!("{key}le={}", bucket.less_than), bucket.count);
+                }
+            }
+            prometheus_parse::Value::Summary(_) => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    b.set_status(500);
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+
+    // Round robin: a, b, a, b, … b's 500 is not retried (only 502/503/504 are).
+    let seen = traffic(web(&proxy), 8).await;
+    assert_eq!(seen, ["a:200", "b:500"].repeat(4));
+    let m = scrape(admin).await;
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
+    assert_eq!(
+        get("rondo_requests_total{backend=a,code=200,upstream=app}"),
+        4.0
+    );
+    assert_eq!(
+        get("rondo_requests_total{backend=b,code=500,upstream=app}"),
+        4.0
+    );
+    assert_eq!(
+        get("rondo_request_duration_seconds_count{backend=a,upstream=app}"),
+        4.0
+    );
+    assert_eq!(
+        get("rondo_request_duration_seconds{backend=b,upstream=app}le=inf"),
+        4.0
+    );
+    assert_eq!(get("rondo_backend_up{backend=a,upstream=app}"), 1.0);
+    assert_eq!(get("rondo_backend_up{backend=b,upstream=app}"), 1.0);
+    assert_eq!(get("rondo_backend_in_flight{backend=b,upstream=app}"), 0.0);
+    assert_eq!(
+        get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
+        0.0
+    );
+    assert_eq!(get("rondo_retries_total{upstream=app}"), 0.0);
+
+    // Now b answers 503: a's turn, then b's 503 is retried on a. That is b's fifth failure
+    // in a row, which opens its breaker (threshold 5).
+    b.set_status(503);
+    let seen = traffic(web(&proxy), 2).await;
+    assert_eq!(seen, ["a:200", "a:200"]);
+    let m = scrape(admin).await;
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
+    assert_eq!(
+        get("rondo_requests_total{backend=a,code=200,upstream=app}"),
+        6.0
+    );
+    assert_eq!(
+        get("rondo_requests_total{backend=b,code=503,upstream=app}"),
+        1.0
+    );
+    assert_eq!(get("rondo_retries_total{upstream=app}"), 1.0);
+    assert_eq!(
+        get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
+        2.0
+    );
+    assert_eq!(get("rondo_backend_up{backend=b,upstream=app}"), 0.0);
+    assert_eq!(
+        get("rondo_request_duration_seconds_count{backend=b,upstream=app}"),
+        5.0
+    );
+    assert_eq!(
+        get("rondo_request_duration_seconds_count{backend=a,upstream=app}"),
+        6.0
+    );
+
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_requests"], 11);
+    assert_eq!(s["upstreams"][0]["retries"], 1);
+    assert_eq!(s["upstreams"][0]["healthy_servers"], 1);
+    assert_eq!(backend(&s, "b")["state"], "breaker_open");
+    assert_eq!(backend(&s, "b")["breaker"], "open");
+    assert_eq!(backend(&s, "b")["success_rate"], 0.0);
+    assert_eq!(s["upstreams"][0]["circuit_breaker_states"]["b"], "open");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+const TOKEN: &str = "s3cret-token";
+
+fn with_token(toml: &str) -> String {
+    toml.replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutations_need_the_token_and_change_the_pool() {
+    let a = MockBackend::start("a").await;
+    let c = MockBackend::start("c").await;
+    let proxy = start(&with_token(&config(&[(&a, 1.0)], "", "")));
+    let admin = proxy.admin_addr();
+    let add = json!({"address": c.addr.to_string(), "weight": 3, "id": "c"}).to_string();
+    let base = "/api/v1/upstreams/app/backends";
+
+    // Without the token, or with a wrong one: 401 and nothing changes.
+    for token in [None, Some("wrong"), Some("s3cret-token2")] {
+        let (status, body) = call(admin, "POST", base, token, &add).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("admin token"), "{body}");
+        assert!(!body.contains(TOKEN));
+        let (status, _) = call(admin, "POST", &format!("{base}/a/drain"), token, "").await;
+        assert_eq!(status, 401);
+    }
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1);
+    assert_eq!(backend(&s, "a")["state"], "up");
+
+    // Add c with weight 3: of the next 8 requests a gets 2 and c gets 6.
+    let (status, body) = call(admin, "POST", base, Some(TOKEN), &add).await;
+    assert_eq!(status, 201, "{body}");
+    let seen = traffic(web(&proxy), 8).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 6, "{seen:?}");
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 2);
+    assert_eq!(backend(&s, "c")["weight"], 3.0);
+    assert_eq!(backend(&s, "c")["total_requests"], 6);
+
+    // Weight 1: equal shares.
+    let (status, body) = call(
+        admin,
+        "PATCH",
+        &format!("{base}/c"),
+        Some(TOKEN),
+        r#"{"weight": 1}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = traffic(web(&proxy), 4).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 2, "{seen:?}");
+
+    // Drain c: everything goes to a; enable: shares again.
+    let (status, _) = call(admin, "POST", &format!("{base}/c/drain"), Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(backend(&stats(admin).await, "c")["state"], "draining");
+    assert_eq!(traffic(web(&proxy), 4).await, ["a:200"].repeat(4));
+    let (status, _) = call(admin, "POST", &format!("{base}/c/enable"), Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(backend(&stats(admin).await, "c")["state"], "up");
+    let seen = traffic(web(&proxy), 4).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 2, "{seen:?}");
+
+    // Remove c: gone from the stats, no more traffic.
+    let (status, _) = call(admin, "DELETE", &format!("{base}/c"), Some(TOKEN), "").await;
+    assert_eq!(status, 200);
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1);
+    assert_eq!(traffic(web(&proxy), 3).await, ["a:200"].repeat(3));
+    assert_eq!(c.hits(), 6 + 2 + 2);
+
+    // Reads need no token on loopback.
+    let (status, _) = call(admin, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_backend_finishes_its_in_flight_request() {
+    let c = MockBackend::start("c").await;
+    c.set_delay(Duration::from_millis(400));
+    let proxy = start(&config(&[(&c, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+    let web_addr = web(&proxy);
+    let request = tokio::spawn(async move { common::get(web_addr, "/").await });
+    eventually(Duration::from_secs(5), "the request in flight", || async {
+        backend(&stats(admin).await, "c")["current_connections"] == 1
+    })
+    .await;
+    let (status, body) = call(
+        admin,
+        "DELETE",
+        "/api/v1/upstreams/app/backends/c",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 0);
+    assert_eq!(backend(&s, "c")["state"], "removed");
+    // New requests find no backend; the one in flight finishes on c.
+    assert_eq!(common::get(web_addr, "/").await.status, 503);
+    let reply = request.await.unwrap();
+    assert_eq!((reply.status, reply.backend()), (200, "c".to_owned()));
+    eventually(Duration::from_secs(5), "c to be gone", || async {
+        stats(admin).await["upstreams"][0]["backends"] == json!([])
+    })
+    .await;
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
+    let a = MockBackend::start("a").await;
+    let proxy = start(&config(&[(&a, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+    let cases: [(&str, String, &str, u16, Option<&str>); 12] = [
+        (
+            "POST",
+            "/api/v1/upstreams/nope/backends".into(),
+            r#"{"address":"127.0.0.1:1"}"#,
+            404,
+            Some("upstream"),
+        ),
+        ("POST", format!("{base}/ghost/drain"), "", 404, Some("id")),
+        ("DELETE", format!("{base}/ghost"), "", 404, Some("id")),
+        (
+            "PATCH",
+            format!("{base}/ghost"),
+            r#"{"weight":2}"#,
+            404,
+            Some("id"),
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address":"localhost"}"#,
+            400,
+            Some("address"),
+        ),
+        ("POST", base.into(), r#"{"weight":1}"#, 400, Some("address")),
+        (
+            "POST",
+            base.into(),
+            r#"{"address":"127.0.0.1:1","weight":0}"#,
+            400,
+            Some("weight"),
+        ),
+        (
+            "PATCH",
+            format!("{base}/a"),
+            r#"{"weight":-2}"#,
+            400,
+            Some("weight"),
+        ),
+        (
+            "PATCH",
+            format!("{base}/a"),
+            r#"{"wieght":2}"#,
+            400,
+            Some("wieght"),
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address": "127.0.0.1:1""#,
+            400,
+            None,
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address":"127.0.0.1:1","id":"a"}"#,
+            409,
+            Some("id"),
+        ),
+        ("PUT", format!("{base}/a"), "", 404, None),
+    ];
+    for (method, path, body, want, field) in cases {
+        let (status, text) = call(admin, method, &path, None, body).await;
+        assert_eq!(status, want, "{method} {path} {body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert!(v["error"].is_string(), "{text}");
+        if let Some(f) = field {
+            assert_eq!(v["field"], f, "{method} {path} {body}: {text}");
+        }
+    }
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1);
+    assert_eq!(backend(&s, "a")["weight"], 1.0);
+    assert_eq!(backend(&s, "a")["state"], "up");
+    let (status, _) = call(admin, "GET", "/nowhere", None, "").await;
+    assert_eq!(status, 404);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rondo_status_prints_a_table_or_the_json() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let proxy = start(&config(&[(&a, 1.0), (&b, 2.0)], "", ""));
+    traffic(web(&proxy), 3).await;
+    let url = format!("http://{}", proxy.admin_addr());
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(["status", "--admin", &url])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The proxy runs on its own threads: blocking this one on the command is fine.
+    let json = run(&["--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["upstreams"][0]["total_requests"], 3);
+    let table = run(&[]);
+    // Not a terminal: no colour codes.
+    assert!(!table.contains('\x1b'), "{table}");
+    assert!(table.contains("upstream app"), "{table}");
+    let row_b = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("b "))
+        .unwrap();
+    let cells: Vec<&str> = row_b.split_whitespace().collect();
+    assert_eq!(
+        cells[..6],
+        ["b", &b.addr.to_string(), "up", "2", "2", "2"],
+        "{table}"
+    );
+    assert_eq!(cells[6], "66.7%", "{table}");
+
+    // A wrong address fails with a message, not a panic.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["status", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_is_one_self_contained_page() {
+    let a = MockBackend::start("a").await;
+    let proxy = start(&config(&[(&a, 1.0)], "", ""));
+    let (status, page) = call(proxy.admin_addr(), "GET", "/", None, "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>rondo"), "{page}");
+    assert!(page.contains("/api/v1/stats"), "{page}");
+    // Nothing loaded from elsewhere.
+    assert!(!page.contains("http://") && !page.contains("https://"));
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver; scripts/test installs it)");
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    driver
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
+    use fantoccini::{ClientBuilder, Locator};
+
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let c = MockBackend::start("c").await;
+    b.set_delay(Duration::from_millis(4));
+    c.set_delay(Duration::from_millis(12));
+    let proxy = start(&with_token(&config(
+        &[(&a, 1.0), (&b, 1.5), (&c, 2.0)],
+        "",
+        "",
+    )));
+    let admin = proxy.admin_addr();
+    let driver = chromedriver();
+
+    let mut caps = serde_json::Map::new();
+    let profile = format!("--user-data-dir={}", driver._profile.path().display());
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({ "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--disable-dev-shm-usage", "--window-size=1440,900", profile,
+        ]}),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver");
+    let (session, web_addr) = (browser.clone(), web(&proxy));
+    let result = async move {
+        let browser = session;
+        browser.goto(&format!("http://{admin}/")).await.unwrap();
+        // The page lists every backend.
+        for id in ["a", "b", "c"] {
+            browser
+                .wait()
+                .at_most(Duration::from_secs(30))
+                .for_element(Locator::Css(&format!("tr[data-backend='app/{id}']")))
+                .await
+                .unwrap();
+        }
+        let requests = |id: &'static str| {
+            let browser = browser.clone();
+            async move {
+                let css = format!("tr[data-backend='app/{id}'] td[data-field='requests']");
+                match browser.find(Locator::Css(&css)).await {
+                    Ok(cell) => cell.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            }
+        };
+        assert_eq!(requests("c").await, "0");
+
+        // After traffic the page shows it: weights 1 : 1.5 : 2 are 2 : 3 : 4 of 9 requests.
+        traffic(web_addr, 18).await;
+        eventually(
+            Duration::from_secs(5),
+            "the page to show the traffic",
+            || async {
+                requests("a").await == "4"
+                    && requests("b").await == "6"
+                    && requests("c").await == "8"
+            },
+        )
+        .await;
+
+        // Drain without the token: refused, nothing changes.
+        let drain = "tr[data-backend='app/b'] button[data-action='drain']";
+        browser
+            .find(Locator::Css(drain))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "the refusal", || async {
+            match browser.find(Locator::Id("toast")).await {
+                Ok(t) => t.text().await.unwrap_or_default().contains("admin token"),
+                Err(_) => false,
+            }
+        })
+        .await;
+        assert_eq!(backend(&stats(admin).await, "b")["state"], "up");
+
+        // With the token typed in: b drains, in the API and on the page.
+        browser
+            .find(Locator::Id("token"))
+            .await
+            .unwrap()
+            .send_keys(TOKEN)
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css(drain))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(5), "b to drain", || async {
+            backend(&stats(admin).await, "b")["state"] == "draining"
+        })
+        .await;
+        eventually(
+            Duration::from_secs(5),
+            "the page to show the drain",
+            || async {
+                browser
+                    .find(Locator::Css(
+                        "tr[data-backend='app/b'][data-state='draining']",
+                    ))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+
+        // Some live traffic for the picture, then the screenshot.
+        let load = tokio::spawn(async move {
+            let mut client = Client::connect(web_addr).await;
+            for _ in 0..400 {
+                client.get("/").await;
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let png = browser.screenshot().await.unwrap();
+        load.await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        // `RONDO_UPDATE_SCREENSHOT=1` refreshes the one in the docs.
+        let path = if std::env::var_os("RONDO_UPDATE_SCREENSHOT").is_some() {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png")
+        } else {
+            std::env::temp_dir().join("rondo-dashboard.png")
+        };
+        std::fs::write(&path, &png).unwrap();
+    };
+    // Close the browser session whatever happened, then report.
+    let outcome = futures_catch(result).await;
+    let _ = browser.close().await;
+    drop(driver);
+    proxy.shutdown(Duration::from_secs(1));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs a future, catching a panic so the caller can clean up first.
+async fn futures_catch(
+    f: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::any::Any + Send>> {
+    match tokio::spawn(f).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(e
+            .try_into_panic()
+            .unwrap_or_else(|e| Box::new(e.to_string()))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_health_checks_by_backend_and_result() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    b.set_health(503);
+    let extra = "[upstreams.health_check]\ninterval = \"100ms\"\ntimeout = \"50ms\"\n";
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)], "", extra));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let up = proxy.upstream("app").unwrap();
+    let (ca, cb) = (
+        up.check_counters("a").unwrap(),
+        up.check_counters("b").unwrap(),
+    );
+    let (a_before, b_before) = (ca.passed(), cb.bad_status());
+    let m = scrape(proxy.admin_addr()).await;
+    let (a_after, b_after) = (ca.passed(), cb.bad_status());
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}")) as u64;
+    let passed_a = get("rondo_health_checks_total{backend=a,result=passed,upstream=app}");
+    let bad_b = get("rondo_health_checks_total{backend=b,result=bad_status,upstream=app}");
+    assert!(
+        a_before >= 3 && (a_before..=a_after).contains(&passed_a),
+        "{a_before} {passed_a} {a_after}"
+    );
+    assert!(
+        b_before >= 3 && (b_before..=b_after).contains(&bad_b),
+        "{b_before} {bad_b} {b_after}"
+    );
+    assert_eq!(
+        get("rondo_health_checks_total{backend=b,result=passed,upstream=app}"),
+        0
+    );
+    assert_eq!(
+        get("rondo_backend_up{backend=b,upstream=app}"),
+        0,
+        "b is down"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}
