@@ -127,7 +127,7 @@ async fn reload_refuses_what_needs_a_restart_and_applies_the_rest() {
     assert_eq!(done.upstreams, ["app"]);
     let refused = done.refused.join("\n");
     assert!(
-        refused.contains("adding listeners needs a restart"),
+        refused.contains("listener `api` uses upstream `other`, which is new"),
         "{refused}"
     );
     assert!(
@@ -328,4 +328,60 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
     });
     assert_eq!(exited.map(|s| s.code()), Some(Some(0)));
     assert!(!pid_file.exists(), "the pid file is removed on exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_starts_changes_and_stops_listeners() {
+    let a = MockBackend::start("a").await;
+    let b = MockBackend::start("b").await;
+    let two = |extra_listener: &str, route: &str| {
+        let mut text = config(&[(&a, 1.0)], "", "");
+        text = text.replace(
+            "upstream = \"app\"\n",
+            &format!("upstream = \"app\"\n{route}"),
+        );
+        text.push_str(&format!(
+            "[[upstreams]]\nname = \"other\"\nbackends = [{{ address = \"{}\", id = \"b\" }}]\n{extra_listener}",
+            b.addr
+        ));
+        text
+    };
+    let running = start(&two("", ""));
+    let web_addr = web(&running);
+    assert_eq!(common::get(web_addr, "/x").await.backend(), "a");
+
+    // A new listener, and a route added to the existing one.
+    let api = "[[listeners]]\nname = \"api\"\nbind = \"127.0.0.1:0\"\nupstream = \"other\"\n";
+    let route = "[[listeners.routes]]\npath_prefix = \"/b/\"\nupstream = \"other\"\n";
+    let done = running.reload(&parse(&two(api, route)));
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    let api_addr = running.addr("api").expect("the new listener is up");
+    assert_eq!(common::get(api_addr, "/").await.backend(), "b");
+    assert_eq!(
+        web(&running),
+        web_addr,
+        "a changed listener keeps its socket"
+    );
+    assert_eq!(
+        common::get(web_addr, "/b/1").await.backend(),
+        "b",
+        "the new route applies"
+    );
+    assert_eq!(common::get(web_addr, "/x").await.backend(), "a");
+
+    // Removed: it stops accepting.
+    let done = running.reload(&parse(&two("", route)));
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    assert!(running.addr("api").is_none());
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(api_addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the removed listener's port is closed");
+    assert_eq!(common::get(web_addr, "/b/1").await.backend(), "b");
+    running.shutdown(Duration::from_secs(1));
 }

@@ -134,7 +134,9 @@ impl Worker {
 /// A running proxy: its bound addresses, upstreams and the way to stop it.
 #[derive(Debug)]
 pub struct Running {
-    addrs: Vec<(String, SocketAddr)>,
+    listeners: parking_lot::Mutex<Vec<LiveListener>>,
+    /// Hands new listeners to each worker thread.
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<Accept>>,
     upstreams: Vec<Arc<Upstream>>,
     /// The configuration in effect: what the last reload is compared with.
     applied: parking_lot::Mutex<Config>,
@@ -146,15 +148,67 @@ pub struct Running {
 impl Running {
     /// The address a listener is bound to (useful with port 0).
     pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.addrs
+        self.listeners
+            .lock()
             .iter()
-            .find(|(n, _)| n == listener)
-            .map(|(_, a)| *a)
+            .find(|l| l.name == listener)
+            .map(|l| l.addr)
     }
 
     /// Every listener's name and bound address.
-    pub fn addrs(&self) -> &[(String, SocketAddr)] {
-        &self.addrs
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .lock()
+            .iter()
+            .map(|l| (l.name.clone(), l.addr))
+            .collect()
+    }
+
+    /// Starts (or restarts, with new settings) a listener on every worker, reusing its
+    /// socket when the bind address is unchanged so no connection is refused meanwhile, then
+    /// stops the accept loops of the version it replaces.
+    fn apply_listener(&self, l: &ListenerConfig, access_log: bool) -> anyhow::Result<()> {
+        let find = |name: &str| {
+            self.upstream(name).cloned().with_context(|| {
+                format!("listener `{}` uses upstream `{name}`, which is new: adding upstreams needs a restart", l.name)
+            })
+        };
+        let site = Arc::new(site(l, find, access_log)?);
+        let mut live = self.listeners.lock();
+        let existing = live.iter().position(|x| x.name == l.name);
+        let socket = match existing {
+            Some(i) if live[i].bind == l.bind => live[i].socket.try_clone()?,
+            _ => bind(l.bind)
+                .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?,
+        };
+        let (stop, _) = watch::channel(false);
+        for worker in &self.workers {
+            let accept = Accept {
+                socket: socket.try_clone()?,
+                site: Arc::clone(&site),
+                stop: stop.subscribe(),
+            };
+            let _ = worker.send(accept);
+        }
+        if let Some(i) = existing {
+            let _ = live.remove(i).stop.send(true);
+        }
+        live.push(LiveListener {
+            name: l.name.clone(),
+            bind: l.bind,
+            addr: socket.local_addr()?,
+            socket,
+            stop,
+        });
+        Ok(())
+    }
+
+    /// Stops accepting on a listener; its open connections finish.
+    fn remove_listener(&self, name: &str) {
+        let mut live = self.listeners.lock();
+        if let Some(i) = live.iter().position(|x| x.name == name) {
+            let _ = live.remove(i).stop.send(true);
+        }
     }
 
     /// An upstream by name.
@@ -174,35 +228,42 @@ impl Running {
     /// requests and the rotation's position; removed ones drain; new ones slow-start; the
     /// per-request settings (tries, timeouts, keep-alive, health checks…) are swapped.
     ///
+    /// Listeners are started, restarted with new settings or stopped to match the new file.
+    ///
     /// What needs a restart is refused and listed in [`Reloaded::refused`], and the old
-    /// configuration of that part keeps serving: adding, removing or changing listeners
-    /// (binds, routes, timeouts), adding or removing upstreams, `workers`, `admin`,
-    /// `access_log`, `shutdown_grace`, and an upstream's `queue_size` and `priority_header`.
+    /// configuration of that part keeps serving: adding or removing upstreams (and a listener
+    /// that would need a new one), `workers`, `admin`, `access_log`, `shutdown_grace`, and an
+    /// upstream's `queue_size` and `priority_header`.
     pub fn reload(&self, new: &Config) -> Reloaded {
         let mut applied = self.applied.lock();
         let mut report = Reloaded::default();
-        let mut refuse = |what: String| report.refused.push(what);
         for l in &new.listeners {
-            match applied.listener(&l.name) {
-                None => refuse(format!(
-                    "listener `{}` is new: adding listeners needs a restart",
-                    l.name
-                )),
-                Some(old) if old != l => refuse(format!(
-                    "listener `{}` changed: changing listeners needs a restart",
-                    l.name
-                )),
-                Some(_) => {}
+            if applied.listener(&l.name) == Some(l) {
+                continue;
+            }
+            match self.apply_listener(l, applied.access_log) {
+                Ok(()) => {
+                    report.listeners.push(l.name.clone());
+                    match applied.listeners.iter_mut().find(|a| a.name == l.name) {
+                        Some(slot) => *slot = l.clone(),
+                        None => applied.listeners.push(l.clone()),
+                    }
+                }
+                Err(e) => report.refused.push(format!("{e:#}")),
             }
         }
-        for l in &applied.listeners {
-            if new.listener(&l.name).is_none() {
-                refuse(format!(
-                    "listener `{}` is gone: removing listeners needs a restart; it keeps serving",
-                    l.name
-                ));
-            }
+        let gone: Vec<String> = applied
+            .listeners
+            .iter()
+            .filter(|l| new.listener(&l.name).is_none())
+            .map(|l| l.name.clone())
+            .collect();
+        for name in gone {
+            self.remove_listener(&name);
+            applied.listeners.retain(|l| l.name != name);
+            report.listeners.push(name);
         }
+        let mut refuse = |what: String| report.refused.push(what);
         for u in &applied.upstreams {
             if new.upstream(&u.name).is_none() {
                 refuse(format!(
@@ -285,9 +346,55 @@ impl Running {
 pub struct Reloaded {
     /// Upstreams whose changes were applied.
     pub upstreams: Vec<String>,
+    /// Listeners started, changed or stopped.
+    pub listeners: Vec<String>,
     /// Changes that need a restart, one sentence each; the old configuration of those parts
     /// keeps serving.
     pub refused: Vec<String>,
+}
+
+/// A listener as the running proxy keeps it: the socket (cloned for each worker), and the
+/// signal that stops its accept loops.
+#[derive(Debug)]
+struct LiveListener {
+    name: String,
+    bind: SocketAddr,
+    addr: SocketAddr,
+    socket: std::net::TcpListener,
+    stop: watch::Sender<bool>,
+}
+
+/// A listener handed to a worker: its own clone of the socket, the routing table, and the
+/// listener's stop signal (the worker also stops with the whole proxy).
+#[derive(Debug)]
+struct Accept {
+    socket: std::net::TcpListener,
+    site: Arc<Site>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Builds a listener's routing table; `find` resolves upstream names.
+fn site(
+    l: &ListenerConfig,
+    find: impl Fn(&str) -> anyhow::Result<Arc<Upstream>>,
+    access_log: bool,
+) -> anyhow::Result<Site> {
+    let mut upstreams = vec![find(&l.upstream)?];
+    let mut routes = Vec::new();
+    for r in &l.routes {
+        upstreams.push(find(&r.upstream)?);
+        routes.push(Route {
+            host: r.host.clone(),
+            path_prefix: r.path_prefix.clone(),
+            upstream: upstreams.len() - 1,
+        });
+    }
+    Ok(Site {
+        config: l.clone(),
+        upstreams,
+        routes,
+        access_log,
+    })
 }
 
 /// Binds every listener and starts the workers and timers. Errors (an address in use, an
@@ -307,30 +414,20 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             .cloned()
             .with_context(|| format!("no upstream named `{name}`"))
     };
-    let mut sites = Vec::new();
     let mut listeners = Vec::new();
-    let mut addrs = Vec::new();
+    let mut sites = Vec::new();
     for l in &config.listeners {
-        let mut site_upstreams = vec![find(&l.upstream)?];
-        let mut routes = Vec::new();
-        for r in &l.routes {
-            site_upstreams.push(find(&r.upstream)?);
-            routes.push(Route {
-                host: r.host.clone(),
-                path_prefix: r.path_prefix.clone(),
-                upstream: site_upstreams.len() - 1,
-            });
-        }
+        sites.push(Arc::new(site(l, find, config.access_log)?));
         let socket = bind(l.bind)
             .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
-        addrs.push((l.name.clone(), socket.local_addr()?));
-        listeners.push(socket);
-        sites.push(Arc::new(Site {
-            config: l.clone(),
-            upstreams: site_upstreams,
-            routes,
-            access_log: config.access_log,
-        }));
+        let (stop, _) = watch::channel(false);
+        listeners.push(LiveListener {
+            name: l.name.clone(),
+            bind: l.bind,
+            addr: socket.local_addr()?,
+            socket,
+            stop,
+        });
     }
 
     // The admin API: bound here so a taken port fails the start, served on the control thread.
@@ -347,16 +444,22 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     let grace = config.shutdown_grace;
+    let mut workers = Vec::new();
     for n in 0..config.workers.get() {
-        let sockets = listeners
-            .iter()
-            .map(|l| l.try_clone())
-            .collect::<Result<Vec<_>, _>>()?;
-        let sites = sites.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for (l, site) in listeners.iter().zip(&sites) {
+            let accept = Accept {
+                socket: l.socket.try_clone()?,
+                site: Arc::clone(site),
+                stop: l.stop.subscribe(),
+            };
+            let _ = tx.send(accept);
+        }
+        workers.push(tx);
         let stop_rx = stop_rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("rondo-worker-{n}"))
-            .spawn(move || run_worker(sockets, sites, stop_rx, grace))?;
+            .spawn(move || run_worker(rx, stop_rx, grace))?;
         threads.push(thread);
     }
     let timers: Vec<Arc<Upstream>> = upstreams.clone();
@@ -398,7 +501,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             })?,
     );
     Ok(Running {
-        addrs,
+        listeners: parking_lot::Mutex::new(listeners),
+        workers,
         upstreams,
         applied: parking_lot::Mutex::new(config.clone()),
         stop,
@@ -429,8 +533,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// One worker thread: accepts on every listener, serves connections, and on shutdown stops
 /// accepting and gives open connections up to `grace` to finish.
 fn run_worker(
-    sockets: Vec<std::net::TcpListener>,
-    sites: Vec<Arc<Site>>,
+    mut listeners: tokio::sync::mpsc::UnboundedReceiver<Accept>,
     stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -445,8 +548,9 @@ fn run_worker(
     local.block_on(&rt, async move {
         let worker = Rc::new(Worker::default());
         let open = Rc::new(std::cell::Cell::new(0usize));
-        for (socket, site) in sockets.into_iter().zip(sites) {
-            let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { continue };
+        let accept_loop = |accept: Accept| {
+            let Accept { socket, site, stop: mut own_stop } = accept;
+            let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
             let (worker, open, mut stop) = (Rc::clone(&worker), Rc::clone(&open), stop.clone());
             let for_connections = stop.clone();
             tokio::task::spawn_local(async move {
@@ -454,6 +558,7 @@ fn run_worker(
                     tokio::select! {
                         biased;
                         _ = stop.wait_for(|s| *s) => return,
+                        _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => {
                             let Ok((stream, peer)) = accepted else { continue };
                             let (site, worker, open, stop) = (Arc::clone(&site), Rc::clone(&worker), Rc::clone(&open), for_connections.clone());
@@ -466,7 +571,7 @@ fn run_worker(
                     }
                 }
             });
-        }
+        };
         let sweeper = Rc::clone(&worker);
         tokio::task::spawn_local(async move {
             loop {
@@ -474,8 +579,17 @@ fn run_worker(
                 sweeper.conns.sweep();
             }
         });
-        let mut stop = stop;
-        let _ = stop.wait_for(|s| *s).await;
+        let mut until_stop = stop.clone();
+        let mut open_channel = true;
+        loop {
+            tokio::select! {
+                _ = until_stop.wait_for(|s| *s) => break,
+                accept = listeners.recv(), if open_channel => match accept {
+                    Some(accept) => accept_loop(accept),
+                    None => open_channel = false,
+                },
+            }
+        }
         let deadline = tokio::time::Instant::now() + grace;
         while open.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
