@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 use super::report::AlgorithmResult;
@@ -147,61 +147,56 @@ fn draw(bars: &Bars<'_>) -> anyhow::Result<String> {
                 .fold(f64::INFINITY, f64::min)
                 .min(top);
             let (lo, hi) = decades(low, top);
-            let mut chart = builder.build_cartesian_2d(x, (lo..hi).log_scale())?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_label_formatter(&label)
-                .x_label_style(("sans-serif", 16))
-                .y_label_style(("sans-serif", 14))
-                .axis_desc_style(("sans-serif", 16))
-                .y_label_formatter(&tick)
-                .y_desc(bars.y_desc)
-                .draw()?;
-            for (k, (name, vals)) in bars.series.iter().enumerate() {
-                let c = colour(k);
-                chart
-                    .draw_series(vals.iter().enumerate().map(|(i, &v)| {
-                        let x0 = i as f64 + 0.1 + k as f64 * width;
-                        Rectangle::new([(x0, lo), (x0 + width * 0.9, v.max(lo))], c.filled())
-                    }))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 6), (x + 12, y + 6)], c.filled())
-                    });
-            }
-            legend(&mut chart)?;
+            let chart = builder.build_cartesian_2d(x, (lo..hi).log_scale())?;
+            draw_series(chart, bars, lo, width, &label)?;
         } else {
             // Head room above the tallest bar for the legend.
             let hi = (top * 1.3).max(1.0);
-            let mut chart = builder.build_cartesian_2d(x, 0.0..hi)?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_label_formatter(&label)
-                .x_label_style(("sans-serif", 16))
-                .y_label_style(("sans-serif", 14))
-                .axis_desc_style(("sans-serif", 16))
-                .y_label_formatter(&tick)
-                .y_desc(bars.y_desc)
-                .draw()?;
-            for (k, (name, vals)) in bars.series.iter().enumerate() {
-                let c = colour(k);
-                chart
-                    .draw_series(vals.iter().enumerate().map(|(i, &v)| {
-                        let x0 = i as f64 + 0.1 + k as f64 * width;
-                        Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], c.filled())
-                    }))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        Rectangle::new([(x, y - 6), (x + 12, y + 6)], c.filled())
-                    });
-            }
-            legend(&mut chart)?;
+            let chart = builder.build_cartesian_2d(x, 0.0..hi)?;
+            draw_series(chart, bars, 0.0, width, &label)?;
         }
         root.present()?;
     }
     Ok(svg)
+}
+
+/// Draws the axes, one bar per series in each slot (from `floor` up, `width` wide), and the
+/// legend, on a linear or a logarithmic y axis alike.
+fn draw_series<'a, DB, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<Slots, Y>>,
+    bars: &Bars<'_>,
+    floor: f64,
+    width: f64,
+    label: &dyn Fn(&f64) -> String,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(label)
+        .x_label_style(("sans-serif", 16))
+        .y_label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .y_label_formatter(&tick)
+        .y_desc(bars.y_desc)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("cannot draw the axes: {e}"))?;
+    for (k, (name, vals)) in bars.series.iter().enumerate() {
+        let c = colour(k);
+        chart
+            .draw_series(vals.iter().enumerate().map(|(i, &v)| {
+                let x0 = i as f64 + 0.1 + k as f64 * width;
+                Rectangle::new([(x0, floor), (x0 + width * 0.9, v.max(floor))], c.filled())
+            }))
+            .map_err(|e| anyhow::anyhow!("cannot draw the bars: {e}"))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], c.filled()));
+    }
+    legend(&mut chart)
 }
 
 fn legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> anyhow::Result<()>
