@@ -23,6 +23,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
+/// Header fields as owned (name, value) pairs.
+pub fn header_list(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// What a mock backend saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -77,16 +90,7 @@ async fn handle(
     let at = std::time::Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(req.headers());
     let mut body = req.into_body();
     let mut body_len = 0u64;
     while let Some(frame) = body.frame().await {
@@ -292,16 +296,7 @@ impl Client {
         self.sender.ready().await?;
         let res = self.sender.send_request(req).await?;
         let status = res.status().as_u16();
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_list(res.headers());
         let body = res.into_body().collect().await?.to_bytes().to_vec();
         Ok(Reply {
             status,
