@@ -318,13 +318,25 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
     let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
     bs[0].set_delay(Duration::from_millis(500));
     let addr = web(&proxy);
+    // An idle keep-alive connection does not hold the shutdown up: it is closed.
+    let mut idle = Client::connect(addr).await;
+    assert_eq!(idle.get("/").await.status, 200);
     let pending = tokio::spawn(async move { get(addr, "/").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(5)))
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(30)))
         .await
         .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "waited for the busy request only"
+    );
     let r = pending.await.unwrap();
     assert_eq!(r.status, 200);
+    assert!(
+        idle.send("GET", "/", b"").await.is_err(),
+        "the idle connection was closed"
+    );
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"

@@ -81,6 +81,9 @@ type UpstreamSender = hyper::client::conn::http1::SendRequest<h2::UpstreamBody>;
 pub(crate) struct Worker {
     conns: connpool::ConnPool,
     buffers: RefCell<Vec<Vec<u8>>>,
+    /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
+    /// shutdown waits for. Idle keep-alive connections are simply closed.
+    busy: std::cell::Cell<usize>,
     /// Backend connections of the HTTP/2 path (hyper HTTP/1.1 clients), by address.
     h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
 }
@@ -122,12 +125,27 @@ impl Worker {
         }
     }
 
+    /// Marks a connection busy until the guard drops.
+    fn busy(&self) -> Busy<'_> {
+        self.busy.set(self.busy.get() + 1);
+        Busy(self)
+    }
+
     fn give_buffer(&self, mut buf: Vec<u8>) {
         buf.clear();
         let mut spare = self.buffers.borrow_mut();
         if spare.len() < SPARE_BUFFERS && buf.capacity() <= 4 * body::CHUNK {
             spare.push(buf);
         }
+    }
+}
+
+/// A connection counted as busy by its worker (see [`Worker::busy`]).
+struct Busy<'a>(&'a Worker);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
     }
 }
 
@@ -547,11 +565,10 @@ fn run_worker(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let worker = Rc::new(Worker::default());
-        let open = Rc::new(std::cell::Cell::new(0usize));
         let accept_loop = |accept: Accept| {
             let Accept { socket, site, stop: mut own_stop } = accept;
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
-            let (worker, open, mut stop) = (Rc::clone(&worker), Rc::clone(&open), stop.clone());
+            let (worker, mut stop) = (Rc::clone(&worker), stop.clone());
             let for_connections = stop.clone();
             tokio::task::spawn_local(async move {
                 loop {
@@ -561,12 +578,8 @@ fn run_worker(
                         _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => {
                             let Ok((stream, peer)) = accepted else { continue };
-                            let (site, worker, open, stop) = (Arc::clone(&site), Rc::clone(&worker), Rc::clone(&open), for_connections.clone());
-                            open.set(open.get() + 1);
-                            tokio::task::spawn_local(async move {
-                                h1::serve(stream, peer, site, worker, stop).await;
-                                open.set(open.get() - 1);
-                            });
+                            let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
+                            tokio::task::spawn_local(h1::serve(stream, peer, site, worker, stop));
                         }
                     }
                 }
@@ -591,7 +604,7 @@ fn run_worker(
             }
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while open.get() > 0 && tokio::time::Instant::now() < deadline {
+        while worker.busy.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
