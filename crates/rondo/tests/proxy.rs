@@ -522,3 +522,28 @@ async fn a_connect_timeout_is_failed_over_to_the_next_backend() {
     drop(fillers);
     proxy.shutdown(Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_try_answers_503_the_last_answer_is_passed_through() {
+    let bs = backends(&["a", "b"]).await;
+    let proxy = start(&config(
+        &[(&bs[0], 1.0), (&bs[1], 1.0)],
+        "tries = 2\nmax_fails = 0",
+        "",
+    ));
+    bs[0].set_status(503);
+    bs[1].set_status(503);
+    let r = get(web(&proxy), "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        bs[0].hits() + bs[1].hits(),
+        2,
+        "retried once, on the other backend"
+    );
+    assert_ne!(
+        r.backend(),
+        "-",
+        "the backend's own response, not one made up by the proxy"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}

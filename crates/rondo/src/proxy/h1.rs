@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::{Lease, Mode, Outcome};
+use balance::{Lease, Outcome};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -20,7 +20,8 @@ use super::Worker;
 use super::body::{self, CopyError, Limits};
 use super::head::{self, Client, Framing, RequestInfo};
 use super::respond::send_error;
-use super::select::{finish, pick};
+use super::select::{Attempts, NoAttempt, finish, no_attempt_detail};
+use crate::config::UpstreamConfig;
 use crate::upstream::Upstream;
 
 /// What the connection does after a request.
@@ -167,15 +168,6 @@ async fn request(
     next
 }
 
-/// Attempts remembered per request so retries avoid backends already tried.
-const MAX_TRIED: usize = 8;
-
-/// Why the last attempt failed, for the response when no attempt succeeds.
-struct Failure {
-    status: u16,
-    detail: String,
-}
-
 /// Forwards one request whose head is in `out` (to send) and whose body starts in `inbuf`.
 async fn forward(
     client: &mut TcpStream,
@@ -215,53 +207,27 @@ async fn forward(
         _ => false,
     };
 
-    let tries = cfg.tries.get() as usize;
-    // Backends this request already tried (a retry goes elsewhere); a fixed array, so the
-    // request path allocates nothing. Past `MAX_TRIED` attempts a backend may be tried again.
-    let mut tried = [std::ptr::null::<balance::Backend>(); MAX_TRIED];
-    let mut n_tried = 0;
+    let mut attempts = Attempts::new(upstream, cfg.tries.get() as usize);
     // Built only when an attempt fails, so a successful request formats nothing.
-    let mut failure: Option<Failure> = None;
-    let mut retry_budget = None;
-    let mut attempt = 0;
-    while attempt < tries {
-        attempt += 1;
-        if attempt > 1 {
-            retry_budget = upstream.try_retry();
-            if retry_budget.is_none() {
-                if let Some(f) = &mut failure {
-                    f.detail.push_str(" (retry budget exhausted)");
-                }
-                break;
-            }
-        }
-        let Some(lease) = pick(upstream, &tried[..n_tried], info.priority, attempt == 1).await
-        else {
-            if attempt == 1 {
-                let detail = if upstream.pool().snapshot().mode() == Mode::Empty {
-                    format!("no backend available in upstream `{}`", cfg.name)
-                } else {
-                    format!(
-                        "every backend of upstream `{}` is at its connection limit",
-                        cfg.name
-                    )
-                };
-                failure = Some(Failure {
-                    status: 503,
-                    detail,
-                });
-            }
-            break;
+    let mut last: Option<(u16, String)> = None;
+    let why = loop {
+        let lease = match attempts.next(info.priority).await {
+            Ok(lease) => lease,
+            Err(why) => break why,
         };
-        if n_tried < MAX_TRIED {
-            tried[n_tried] = Arc::as_ptr(lease.backend());
-            n_tried += 1;
-        }
-        match attempt_once(
-            client, site, worker, upstream, info, &lease, inbuf, out, replayable,
-        )
-        .await
-        {
+        let attempt = attempt_once(
+            client,
+            site,
+            worker,
+            &cfg,
+            info,
+            &lease,
+            inbuf,
+            out,
+            replayable,
+            &mut attempts,
+        );
+        match attempt.await {
             Attempt::Done {
                 next,
                 outcome,
@@ -269,15 +235,8 @@ async fn forward(
                 status,
             } => {
                 if site.access_log {
-                    log_access(
-                        client,
-                        out,
-                        cfg.name.as_str(),
-                        lease.backend().id(),
-                        status,
-                        attempt,
-                        started,
-                    );
+                    let id = lease.backend().id();
+                    log_access(client, out, &cfg.name, id, status, attempts.made(), started);
                 }
                 finish(upstream, lease, outcome, latency, status);
                 return next;
@@ -291,41 +250,29 @@ async fn forward(
             } => {
                 let id = lease.backend().id().to_owned();
                 finish(upstream, lease, outcome, latency, status);
-                failure = Some(Failure {
-                    status,
-                    detail: format!("{detail} (backend {id})"),
-                });
+                last = Some((status, format!("{detail} (backend {id})")));
                 if !retry {
-                    break;
+                    break NoAttempt::Tries;
                 }
             }
             Attempt::Abort => return Next::Close,
         }
-    }
-    drop(retry_budget);
-    let failure = failure.unwrap_or_else(|| Failure {
-        status: 503,
-        detail: format!("no backend available in upstream `{}`", cfg.name),
-    });
+    };
+    let (status, detail) = no_attempt_detail(&cfg.name, why, last);
     let close = !info.keep_alive || !replayable;
-    send_error(client, failure.status, &failure.detail, close, idle).await;
+    send_error(client, status, &detail, close, idle).await;
     if site.access_log {
         log_access(
             client,
             out,
-            cfg.name.as_str(),
+            &cfg.name,
             "-",
-            failure.status,
-            attempt,
+            status,
+            attempts.made(),
             started,
         );
     }
-    tracing::warn!(
-        upstream = cfg.name.as_str(),
-        status = failure.status,
-        "{}",
-        failure.detail
-    );
+    tracing::warn!(upstream = cfg.name.as_str(), status, "{detail}");
     if close { Next::Close } else { Next::KeepAlive }
 }
 
@@ -387,14 +334,14 @@ async fn attempt_once(
     client: &mut TcpStream,
     site: &Site,
     worker: &Worker,
-    upstream: &Upstream,
+    cfg: &UpstreamConfig,
     info: &RequestInfo,
     lease: &Lease<'_>,
     inbuf: &mut Vec<u8>,
     out: &[u8],
     replayable: bool,
+    attempts: &mut Attempts<'_>,
 ) -> Attempt {
-    let cfg = upstream.config();
     let addr = lease.backend().address();
     let idle = site.config.idle_timeout;
     let start = Instant::now();
@@ -511,7 +458,9 @@ async fn attempt_once(
     } else {
         Outcome::Success
     };
-    if cfg.retry_on_status.contains(&response.status) && may_retry(true) {
+    // Retried only if another attempt is really possible: the last one's answer goes to
+    // the client as it is.
+    if cfg.retry_on_status.contains(&response.status) && may_retry(true) && attempts.may_retry() {
         worker.give_buffer(resp);
         worker.give_buffer(head_out);
         return Attempt::Failed {

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
-use super::select::{finish, pick};
+use super::select::{Attempts, NoAttempt, finish, no_attempt_detail};
 use super::{Site, Worker};
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
@@ -245,23 +245,13 @@ async fn forward(
     );
     let replayable = idempotent && hyper::body::Body::is_end_stream(req.body());
     let mut body = Some(req.into_body());
-    let mut tried: Vec<*const balance::Backend> = Vec::new();
-    let (mut status, mut detail) = (
-        503,
-        format!("no backend available in upstream `{}`", cfg.name),
-    );
-    let mut retry_budget = None;
-    for attempt in 1..=cfg.tries.get() as usize {
-        if attempt > 1 {
-            retry_budget = upstream.try_retry();
-            if retry_budget.is_none() {
-                break;
-            }
-        }
-        let Some(lease) = pick(&upstream, &tried, 0, attempt == 1).await else {
-            break;
+    let mut attempts = Attempts::new(&upstream, cfg.tries.get() as usize);
+    let mut last: Option<(u16, String)> = None;
+    let why = loop {
+        let lease = match attempts.next(0).await {
+            Ok(lease) => lease,
+            Err(why) => break why,
         };
-        tried.push(Arc::as_ptr(lease.backend()));
         let addr = lease.backend().address();
         let start = Instant::now();
         let mut sender = match connection(worker, addr, cfg.connect_timeout).await {
@@ -274,17 +264,14 @@ async fn forward(
                     start.elapsed(),
                     502,
                 );
-                (status, detail) = (502, e);
+                last = Some((502, e));
                 continue;
             }
         };
         let upstream_body: UpstreamBody = match (replayable, body.take()) {
             (true, _) => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             (false, Some(b)) => b.boxed_unsync(),
-            (false, None) => {
-                drop(lease);
-                break;
-            }
+            (false, None) => break NoAttempt::Tries,
         };
         let request = Request::from_parts(head.clone(), upstream_body);
         let sent = timeout(cfg.response_timeout, sender.send_request(request)).await;
@@ -298,35 +285,30 @@ async fn forward(
                     Outcome::Success
                 };
                 worker.put_h2_upstream(addr, sender, cfg.keepalive);
-                if replayable
-                    && cfg.retry_on_status.contains(&code)
-                    && attempt < cfg.tries.get() as usize
-                {
-                    finish(&upstream, lease, outcome, latency, code);
-                    (status, detail) = (code, format!("{addr} answered {code}"));
+                finish(&upstream, lease, outcome, latency, code);
+                // Retried only if another attempt is really possible: the last answer goes
+                // to the client as it is.
+                if replayable && cfg.retry_on_status.contains(&code) && attempts.may_retry() {
+                    last = Some((code, format!("{addr} answered {code}")));
                     continue;
                 }
-                finish(&upstream, lease, outcome, latency, code);
                 strip_hop_by_hop(res.headers_mut());
-                drop(retry_budget);
                 return res.map(Either::Left);
             }
             Ok(Err(e)) => {
                 finish(&upstream, lease, Outcome::TransportError, latency, 502);
-                (status, detail) = (502, format!("exchange with {addr} failed: {e}"));
+                last = Some((502, format!("exchange with {addr} failed: {e}")));
             }
             Err(_) => {
                 finish(&upstream, lease, Outcome::TransportError, latency, 504);
-                (status, detail) = (
-                    504,
-                    format!("{addr} did not answer within {:?}", cfg.response_timeout),
-                );
+                let detail = format!("{addr} did not answer within {:?}", cfg.response_timeout);
+                last = Some((504, detail));
             }
         }
         if !replayable {
-            break;
+            break NoAttempt::Tries;
         }
-    }
-    drop(retry_budget);
+    };
+    let (status, detail) = no_attempt_detail(&cfg.name, why, last);
     error(status, &detail)
 }
