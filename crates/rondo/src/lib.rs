@@ -10,6 +10,7 @@ pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod demo;
+mod local_http;
 pub mod proxy;
 pub mod serve;
 pub mod upstream;

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::{AlgorithmResult, BackendResult, LatencySummary, Scenario, SimBackend};
 use crate::bench::{self, LoadSpec, ProgressMode};
+use crate::local_http::LocalServer;
 
 /// Connections `rondo bench` may open: enough that the client never limits the load (a
 /// fixed schedule can pile up hundreds of requests on a slow backend).
@@ -40,60 +41,40 @@ struct Seen {
 async fn start_backend(
     spec: &SimBackend,
     seed: u64,
-) -> anyhow::Result<(SocketAddr, Arc<Seen>, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(SocketAddr, Arc<Seen>, LocalServer)> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let seen = Arc::new(Seen::default());
     let workers = Arc::new(Semaphore::new(spec.workers.max(1) as usize));
     let rng = Arc::new(parking_lot::Mutex::new(Pcg64::seed_from_u64(seed)));
     let (id, mean) = (Arc::<str>::from(spec.id.as_str()), spec.mean_service);
-    let seen2 = Arc::clone(&seen);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (id, seen, workers, rng) = (
-                Arc::clone(&id),
-                Arc::clone(&seen2),
-                Arc::clone(&workers),
-                Arc::clone(&rng),
-            );
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req| {
-                    let (id, seen, workers, rng) = (
-                        Arc::clone(&id),
-                        Arc::clone(&seen),
-                        Arc::clone(&workers),
-                        Arc::clone(&rng),
-                    );
-                    async move {
-                        let arrived = tokio::time::Instant::now();
-                        let now = seen.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-                        seen.peak.fetch_max(now, Ordering::Relaxed);
-                        let permit = workers.acquire().await;
-                        let draw: f64 = Exp1.sample(&mut *rng.lock());
-                        tokio::time::sleep(mean.mul_f64(draw)).await;
-                        drop(permit);
-                        seen.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        seen.requests.fetch_add(1, Ordering::Relaxed);
-                        let micros =
-                            u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        seen.total_micros.fetch_add(micros, Ordering::Relaxed);
-                        let res = Response::builder()
-                            .header("x-backend", &*id)
-                            .body(Full::new(Bytes::from_static(b"ok")));
-                        Ok::<_, std::convert::Infallible>(res.unwrap_or_default())
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
+    let handler_seen = Arc::clone(&seen);
+    let server = LocalServer::start(listener, move |_req| {
+        let (id, seen, workers, rng) = (
+            Arc::clone(&id),
+            Arc::clone(&handler_seen),
+            Arc::clone(&workers),
+            Arc::clone(&rng),
+        );
+        async move {
+            let arrived = tokio::time::Instant::now();
+            let now = seen.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            seen.peak.fetch_max(now, Ordering::Relaxed);
+            let permit = workers.acquire().await;
+            let draw: f64 = Exp1.sample(&mut *rng.lock());
+            tokio::time::sleep(mean.mul_f64(draw)).await;
+            drop(permit);
+            seen.in_flight.fetch_sub(1, Ordering::Relaxed);
+            seen.requests.fetch_add(1, Ordering::Relaxed);
+            let micros = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+            seen.total_micros.fetch_add(micros, Ordering::Relaxed);
+            Response::builder()
+                .header("x-backend", &*id)
+                .body(Full::new(Bytes::from_static(b"ok")))
+                .unwrap_or_default()
         }
     });
-    Ok((addr, seen, task))
+    Ok((addr, seen, server))
 }
 
 fn config_text(scenario: &Scenario, algorithm: balance::Algorithm, addrs: &[SocketAddr]) -> String {
@@ -124,12 +105,12 @@ pub async fn run_live(scenario: &Scenario) -> anyhow::Result<Vec<AlgorithmResult
     for &algorithm in &scenario.algorithms {
         let mut addrs = Vec::new();
         let mut seen = Vec::new();
-        let mut tasks = Vec::new();
+        let mut servers = Vec::new();
         for (i, b) in scenario.backends.iter().enumerate() {
-            let (addr, s, task) = start_backend(b, scenario.seed ^ (i as u64 + 1)).await?;
+            let (addr, s, server) = start_backend(b, scenario.seed ^ (i as u64 + 1)).await?;
             addrs.push(addr);
             seen.push(s);
-            tasks.push(task);
+            servers.push(server);
         }
         let text = config_text(scenario, algorithm, &addrs);
         let config =
@@ -145,9 +126,7 @@ pub async fn run_live(scenario: &Scenario) -> anyhow::Result<Vec<AlgorithmResult
         spec.progress = ProgressMode::Off;
         let report = bench::generate(&spec).await;
         tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(1))).await?;
-        for t in tasks {
-            t.abort();
-        }
+        drop(servers);
         let report = report?;
         let completed = report.successes;
         let l = &report.latency;
