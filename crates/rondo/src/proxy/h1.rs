@@ -179,7 +179,7 @@ async fn forward(
     out: &mut Vec<u8>,
 ) -> Next {
     let started = Instant::now();
-    let cfg = upstream.config();
+    let cfg = upstream.settings();
     let idle = site.config.idle_timeout;
     let _active = upstream.begin();
 

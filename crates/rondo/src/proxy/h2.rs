@@ -237,7 +237,7 @@ async fn forward(
 ) -> Response<ClientBody> {
     let (head, host) = upstream_head(&req, ip);
     let upstream = Arc::clone(&site.upstreams[site.route(host.as_deref(), req.uri().path())]);
-    let cfg = upstream.config();
+    let cfg = upstream.settings();
     let _active = upstream.begin();
     let idempotent = matches!(
         req.method().as_str(),

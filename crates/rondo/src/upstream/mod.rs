@@ -177,6 +177,13 @@ impl Upstream {
         self.config.load_full()
     }
 
+    /// The same settings for the request path: arc-swap's guard reads them without touching
+    /// the `Arc`'s shared reference count (which every worker would otherwise bounce), and a
+    /// request holding it still sees one configuration across a reload.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
+        self.config.load()
+    }
+
     /// The request header that orders the wait queue (fixed at start).
     pub fn priority_header(&self) -> &str {
         &self.priority_header
