@@ -11,5 +11,6 @@ pub mod clock;
 pub mod config;
 pub mod lab;
 pub mod proxy;
+pub mod runtime;
 pub mod serve;
 pub mod upstream;

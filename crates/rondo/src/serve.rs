@@ -2,7 +2,7 @@
 //! shut down gracefully. SIGHUP (and, with `--watch`, a change of the file) reloads the
 //! configuration: a file that does not validate is logged with its `FILE:LINE:COL` and the
 //! running configuration keeps serving; a good one is applied without dropping a request
-//! (see [`proxy::Running::reload`]).
+//! (see [`runtime::Running::reload`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 
 use crate::config;
-use crate::proxy;
+use crate::runtime;
 
 /// Log line formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,7 +58,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 /// [`run`] with reload options.
 pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
     let config = config::load(path)?;
-    let running = proxy::start(&config).context("starting the proxy")?;
+    let running = runtime::start(&config).context("starting the proxy")?;
     for (name, addr) in running.addrs() {
         tracing::info!(listener = name.as_str(), %addr, workers = config.workers.get(), "listening");
     }
@@ -88,7 +88,7 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Loads the file again and applies it, logging the outcome.
-fn reload(path: &Path, running: &proxy::Running, trigger: &'static str) {
+fn reload(path: &Path, running: &runtime::Running, trigger: &'static str) {
     match config::load(path) {
         Err(e) => tracing::error!(
             trigger,
@@ -140,7 +140,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 async fn wait_for_signal(
     signals: Signals,
     path: &Path,
-    running: &proxy::Running,
+    running: &runtime::Running,
     watch: bool,
 ) -> anyhow::Result<&'static str> {
     let Signals {

@@ -49,7 +49,7 @@ async fn reload_adds_removes_and_reweights_backends_and_keeps_the_state_of_kept_
         health(&running, "app", "c") == Health::Down
     })
     .await;
-    let up = Arc::clone(running.upstream("app").unwrap());
+    let up = running.upstream("app").unwrap();
     let backend = |id: &str| {
         up.pool()
             .snapshot()
