@@ -84,3 +84,21 @@ fn backends_need_valid_addresses_and_unique_ids() {
         "name = \"app\"\n       ^^^^^ upstream `app` has no `backends`\n",
     ));
 }
+
+#[test]
+fn an_address_with_a_scheme_says_to_drop_it() {
+    assert_marked(&with_backends(
+        r#"backends = [{ address = "http://127.0.0.1:9002" }]
+                        ^^^^^^^^^^^^^^^^^^^^^^^ a scheme (`http://`) is not allowed, only an IP address and port; write "127.0.0.1:9002"
+"#,
+    ));
+}
+
+#[test]
+fn a_backend_written_as_a_string_shows_the_table_to_write() {
+    assert_marked(&with_backends(
+        r#"backends = ["127.0.0.1:9001"]
+            ^^^^^^^^^^^^^^^^ a backend is a table, not a string: write { address = "127.0.0.1:9001" }
+"#,
+    ));
+}

@@ -26,3 +26,14 @@ timeout = "10s"
         assert_marked(&upstream_with(&format!("[upstreams.health_check]\n{case}")));
     }
 }
+
+#[test]
+fn expected_status_takes_a_class() {
+    let c = ok(&upstream_with(
+        "[upstreams.health_check]\nexpected_status = [\"2xx\", \"3XX\"]",
+    ));
+    assert_eq!(
+        c.upstreams[0].health_check.expected_status,
+        vec![200..=299, 300..=399]
+    );
+}

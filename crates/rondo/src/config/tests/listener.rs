@@ -115,3 +115,13 @@ upstream = "app"
     );
     ok(&text);
 }
+
+#[test]
+fn a_bind_without_a_host_suggests_every_interface() {
+    assert_marked(&MINIMAL.replace(
+        "bind = \"127.0.0.1:8080\"\n",
+        r#"bind = ":8080"
+       ^^^^^^^ the IP address is missing; write "0.0.0.0:8080" for every IPv4 interface, "[::]:8080" for IPv6, or "127.0.0.1:8080" for this machine only
+"#,
+    ));
+}

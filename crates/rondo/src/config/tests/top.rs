@@ -318,3 +318,12 @@ fn the_error_display_has_the_location_the_line_and_a_caret() {
         "rondo.toml:1:11: invalid type: string \"two\", expected an integer\n  |\n1 | workers = \"two\"\n  |           ^^^^^"
     );
 }
+
+#[test]
+fn unknown_keys_are_reported_in_file_order() {
+    assert_marked(&upstream_with(
+        r#"zzz_first = 1
+^^^^^^^^^ unknown key `zzz_first`
+aaa_second = 2"#,
+    ));
+}

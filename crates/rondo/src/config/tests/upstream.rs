@@ -58,3 +58,17 @@ fn bad_values_point_at_the_value() {
         assert_marked(&upstream_with(case));
     }
 }
+
+#[test]
+fn retry_on_status_takes_ranges_and_classes_like_expected_status() {
+    let c = ok(&upstream_with(
+        r#"retry_on_status = ["5xx", 429, "502-504"]"#,
+    ));
+    let mut want: Vec<u16> = (500..=599).collect();
+    want.insert(0, 429);
+    assert_eq!(c.upstreams[0].retry_on_status, want);
+    assert_marked(&upstream_with(
+        r#"retry_on_status = ["6xx"]
+                   ^^^^^ "6xx" is not a status code or range; expected codes 100 to 599 such as 200, a range such as "200-399" or a class such as "5xx""#,
+    ));
+}

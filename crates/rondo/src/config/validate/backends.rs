@@ -8,14 +8,14 @@ use balance::{BackendSpec, Weight};
 
 use super::Validator;
 use crate::config::defaults;
-use crate::config::raw::{RawBackend, S};
+use crate::config::raw::{BackendEntry, S};
 
 impl Validator<'_> {
-    pub(super) fn backends(&mut self, raw: &[S<RawBackend>], upstream: &str) -> Vec<BackendSpec> {
+    pub(super) fn backends(&mut self, raw: &[S<BackendEntry>], upstream: &str) -> Vec<BackendSpec> {
         let mut ids = HashMap::new();
         let mut specs = Vec::new();
         for b in raw {
-            let b = b.get_ref();
+            let b = &b.get_ref().0;
             let address = self.address(&b.address, "address");
             let weight = match &b.weight {
                 None => Some(defaults::WEIGHT),

@@ -1,14 +1,12 @@
 //! `[upstreams.health_check]`: active probes (HTTP or TCP), what passes, how often, and the
 //! rise/fall hysteresis.
 
-use std::ops::RangeInclusive;
-
 use balance::HealthConfig;
 
-use super::{Checked, Validator};
+use super::Validator;
 use crate::config::defaults;
 use crate::config::model::{CheckKind, HealthCheckConfig};
-use crate::config::raw::{RawHealthCheck, RawKind, S, StatusItem};
+use crate::config::raw::{RawHealthCheck, RawKind};
 use crate::config::units::format_duration;
 
 impl Validator<'_> {
@@ -131,36 +129,5 @@ impl Validator<'_> {
             jitter,
         };
         (config, health)
-    }
-
-    /// An entry of `expected_status`: `200`, `"204"` or `"200-399"`.
-    pub(super) fn status_range(&mut self, item: &S<StatusItem>) -> Checked<RangeInclusive<u16>> {
-        let code = |n: i64| u16::try_from(n).ok().filter(|c| (100..=599).contains(c));
-        let parsed = match item.get_ref() {
-            StatusItem::Code(n) => code(*n).map(|c| c..=c),
-            StatusItem::Range(text) => {
-                let (lo, hi) = text.split_once('-').unwrap_or((text, text));
-                let lo = lo.trim().parse().ok().and_then(code);
-                let hi = hi.trim().parse().ok().and_then(code);
-                match (lo, hi) {
-                    (Some(lo), Some(hi)) if lo <= hi => Some(lo..=hi),
-                    _ => None,
-                }
-            }
-        };
-        if parsed.is_none() {
-            let shown = match item.get_ref() {
-                StatusItem::Code(n) => n.to_string(),
-                StatusItem::Range(t) => format!("\"{t}\""),
-            };
-            self.error(
-                Some(item.span()),
-                format!(
-                    "{shown} is not a status code or range; expected codes 100 to 599 such as \
-                     200, or a range such as \"200-399\""
-                ),
-            );
-        }
-        parsed
     }
 }

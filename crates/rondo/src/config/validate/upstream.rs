@@ -3,6 +3,7 @@
 //! their own.
 
 use std::num::NonZeroU32;
+use std::ops::Range;
 use std::time::Duration;
 
 use balance::{Algorithm, EjectionConfig, PoolConfig, SlowStartConfig, StartPosition};
@@ -11,7 +12,7 @@ use super::{Checked, Validator};
 use crate::config::defaults;
 use crate::config::error::suggest;
 use crate::config::model::{QueueConfig, RetryBudget, UpstreamConfig};
-use crate::config::raw::{RawStart, RawUpstream, S};
+use crate::config::raw::{RawStart, RawUpstream, S, StatusItem};
 
 impl Validator<'_> {
     pub(super) fn upstream(&mut self, raw: &RawUpstream, name: String) -> UpstreamConfig {
@@ -85,11 +86,20 @@ impl Validator<'_> {
         }
         let retry_on_status = match &raw.retry_on_status {
             None => defaults::RETRY_ON_STATUS.to_vec(),
-            Some(list) => list
-                .get_ref()
-                .iter()
-                .filter_map(|s| self.status(s))
-                .collect(),
+            Some(list) => {
+                let mut codes: Vec<u16> = list
+                    .get_ref()
+                    .iter()
+                    .filter_map(|item| match item.get_ref() {
+                        StatusItem::Code(n) => self.status(*n, item.span()).map(|c| c..=c),
+                        StatusItem::Range(_) => self.status_range(item),
+                    })
+                    .flatten()
+                    .collect();
+                codes.sort_unstable();
+                codes.dedup();
+                codes
+            }
         };
         let retry_budget = RetryBudget {
             percent: self.opt_int(
@@ -204,12 +214,11 @@ impl Validator<'_> {
     }
 
     /// An HTTP status code for `retry_on_status`.
-    pub(super) fn status(&mut self, value: &S<i64>) -> Checked<u16> {
-        let code = *value.get_ref();
+    pub(super) fn status(&mut self, code: i64, span: Range<usize>) -> Checked<u16> {
         match u16::try_from(code) {
             Ok(c) if (100..=599).contains(&c) => Some(c),
             _ => self.fail(
-                value.span(),
+                span,
                 format!("{code} is not an HTTP status code; expected 100 to 599"),
             ),
         }

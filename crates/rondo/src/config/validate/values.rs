@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Checked, Defined, Validator};
 use crate::config::error::suggest;
-use crate::config::raw::S;
+use crate::config::raw::{S, StatusItem};
 use crate::config::units::{DurationValue, SizeValue, format_duration};
 
 impl Validator<'_> {
@@ -120,24 +120,51 @@ impl Validator<'_> {
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Some(addr);
         }
-        let why = if text.parse::<IpAddr>().is_ok() {
-            "the port is missing".to_owned()
+        const EXAMPLES: &str = "expected e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"";
+        let (why, fix) = if let Some((scheme, rest)) = text.split_once("://") {
+            // A URL pasted from a browser or another proxy's config.
+            let address = rest.split('/').next().unwrap_or(rest);
+            let fix = match address.parse::<SocketAddr>() {
+                Ok(_) => format!("write \"{address}\""),
+                Err(_) => EXAMPLES.to_owned(),
+            };
+            (
+                format!("a scheme (`{scheme}://`) is not allowed, only an IP address and port"),
+                fix,
+            )
+        } else if let Some(port) = text.strip_prefix(':').filter(|p| p.parse::<u16>().is_ok()) {
+            // nginx's `listen :8080` habit: the host cannot be left out here.
+            (
+                "the IP address is missing".to_owned(),
+                format!(
+                    "write \"0.0.0.0:{port}\" for every IPv4 interface, \"[::]:{port}\" for \
+                     IPv6, or \"127.0.0.1:{port}\" for this machine only"
+                ),
+            )
+        } else if text.parse::<IpAddr>().is_ok() {
+            ("the port is missing".to_owned(), EXAMPLES.to_owned())
         } else if text.contains(':') && !text.starts_with('[') && text.matches(':').count() > 1 {
-            "an IPv6 address needs brackets".to_owned()
+            (
+                "an IPv6 address needs brackets".to_owned(),
+                EXAMPLES.to_owned(),
+            )
         } else if text
             .rsplit_once(':')
             .is_some_and(|(host, _)| host.parse::<IpAddr>().is_err())
         {
-            "host names are not resolved, give an IP address".to_owned()
+            (
+                "host names are not resolved, give an IP address".to_owned(),
+                EXAMPLES.to_owned(),
+            )
         } else {
-            "it is not an IP address and port".to_owned()
+            (
+                "it is not an IP address and port".to_owned(),
+                EXAMPLES.to_owned(),
+            )
         };
         self.fail(
             value.span(),
-            format!(
-                "invalid address \"{text}\" for `{key}`: {why}; expected e.g. \"127.0.0.1:8080\" \
-                 or \"[::1]:8080\""
-            ),
+            format!("invalid address \"{text}\" for `{key}`: {why}; {fix}"),
         )
     }
 
@@ -215,4 +242,46 @@ impl Validator<'_> {
         }
         name.clone()
     }
+
+    /// An entry of a status list (`expected_status`, `retry_on_status`): `200`, `"204"`, a
+    /// range `"200-399"` or a class `"5xx"`.
+    pub(super) fn status_range(&mut self, item: &S<StatusItem>) -> Checked<RangeInclusive<u16>> {
+        let code = |n: i64| u16::try_from(n).ok().filter(|c| (100..=599).contains(c));
+        let parsed = match item.get_ref() {
+            StatusItem::Code(n) => code(*n).map(|c| c..=c),
+            StatusItem::Range(text) if is_class(text) => {
+                let first = text.bytes().next().map_or(0, |b| u16::from(b - b'0'));
+                Some(first * 100..=first * 100 + 99)
+            }
+            StatusItem::Range(text) => {
+                let (lo, hi) = text.split_once('-').unwrap_or((text, text));
+                let lo = lo.trim().parse().ok().and_then(code);
+                let hi = hi.trim().parse().ok().and_then(code);
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) if lo <= hi => Some(lo..=hi),
+                    _ => None,
+                }
+            }
+        };
+        if parsed.is_none() {
+            let shown = match item.get_ref() {
+                StatusItem::Code(n) => n.to_string(),
+                StatusItem::Range(t) => format!("\"{t}\""),
+            };
+            self.error(
+                Some(item.span()),
+                format!(
+                    "{shown} is not a status code or range; expected codes 100 to 599 such as \
+                     200, a range such as \"200-399\" or a class such as \"5xx\""
+                ),
+            );
+        }
+        parsed
+    }
+}
+
+/// `"1xx"` to `"5xx"`: every status of a class.
+fn is_class(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && b[1..].eq_ignore_ascii_case(b"xx")
 }
