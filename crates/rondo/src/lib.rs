@@ -12,5 +12,6 @@ pub mod config;
 pub mod demo;
 mod local_http;
 pub mod proxy;
+pub mod reload;
 pub mod serve;
 pub mod upstream;

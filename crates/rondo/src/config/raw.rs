@@ -36,6 +36,8 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
+    /// Whether the admin API runs, bool. Default true.
+    pub(crate) enabled: Option<bool>,
     /// Socket address, e.g. "127.0.0.1:9901". Default "127.0.0.1:9901".
     pub(crate) listen: Option<S<String>>,
     /// Bearer token, string. No default.

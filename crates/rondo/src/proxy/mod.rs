@@ -161,6 +161,9 @@ pub struct Running {
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     admin_addr: SocketAddr,
+    /// False with `[admin] enabled = false`: nothing listens on `admin_addr`.
+    admin_enabled: bool,
+    reloads: Arc<crate::admin::reloads::Reloads>,
 }
 
 impl Running {
@@ -337,9 +340,20 @@ impl Running {
         report
     }
 
-    /// The address the admin API is bound to (useful with port 0).
+    /// The address the admin API is bound to (useful with port 0); with `[admin] enabled =
+    /// false`, the configured address, where nothing listens (see [`Running::admin_enabled`]).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Whether the admin API runs (`[admin] enabled`).
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_enabled
+    }
+
+    /// Where reloads are recorded for `GET /api/v1/reload`.
+    pub fn reloads(&self) -> &crate::admin::reloads::Reloads {
+        &self.reloads
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
@@ -449,15 +463,24 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
 
     // The admin API: bound here so a taken port fails the start, served on the control thread.
-    let admin_socket = bind(config.admin.listen)
-        .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
-    let admin_addr = admin_socket.local_addr()?;
+    let admin_socket = match config.admin.enabled {
+        true => Some(
+            bind(config.admin.listen)
+                .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?,
+        ),
+        false => None,
+    };
+    let admin_addr = match &admin_socket {
+        Some(socket) => socket.local_addr()?,
+        None => config.admin.listen,
+    };
     let admin = Arc::new(crate::admin::Admin::new(
         upstreams.clone(),
         crate::admin::metrics::registry(&upstreams),
         config.admin.token.clone(),
         config.admin.listen,
     ));
+    let reloads = Arc::clone(admin.reloads());
 
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
@@ -505,14 +528,15 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                             let _ = stop.wait_for(|s| *s).await;
                         }));
                     }
-                    match tokio::net::TcpListener::from_std(admin_socket) {
-                        Ok(listener) => {
+                    match admin_socket.map(tokio::net::TcpListener::from_std) {
+                        Some(Ok(listener)) => {
                             let mut stop = control_stop.clone();
                             tasks.spawn(crate::admin::serve(listener, admin, async move {
                                 let _ = stop.wait_for(|s| *s).await;
                             }));
                         }
-                        Err(e) => tracing::error!(error = %e, "cannot serve the admin API"),
+                        Some(Err(e)) => tracing::error!(error = %e, "cannot serve the admin API"),
+                        None => {}
                     }
                     while tasks.join_next().await.is_some() {}
                 });
@@ -526,6 +550,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         stop,
         threads,
         admin_addr,
+        admin_enabled: config.admin.enabled,
+        reloads,
     })
 }
 

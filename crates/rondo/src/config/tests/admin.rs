@@ -43,3 +43,13 @@ token_env = "X"
 {MINIMAL}"#
     ));
 }
+
+#[test]
+fn a_disabled_admin_api_needs_no_token_and_frees_its_port() {
+    let c = ok(&format!(
+        "[admin]\nenabled = false\nlisten = \"0.0.0.0:9901\"\n{}",
+        MINIMAL.replace("127.0.0.1:8080", "0.0.0.0:9901")
+    ));
+    assert!(!c.admin.enabled);
+    assert!(ok(MINIMAL).admin.enabled);
+}

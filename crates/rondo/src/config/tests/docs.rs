@@ -126,6 +126,7 @@ fn the_docs_quote_the_defaults_of_the_code() {
     let expected: Vec<(&str, &str, String)> = vec![
         ("top", "shutdown_grace", d(defaults::SHUTDOWN_GRACE)),
         ("top", "access_log", defaults::ACCESS_LOG.to_string()),
+        ("[admin]", "enabled", defaults::ADMIN_ENABLED.to_string()),
         (
             "[admin]",
             "listen",

@@ -1,4 +1,5 @@
-//! `[admin]`: where the admin API listens and the token that guards its mutations.
+//! `[admin]`: whether and where the admin API listens, and the token that guards its
+//! mutations.
 
 use super::Validator;
 use crate::config::defaults;
@@ -9,10 +10,12 @@ impl Validator<'_> {
     pub(super) fn admin(&mut self, raw: Option<&RawAdmin>) -> AdminConfig {
         let Some(raw) = raw else {
             return AdminConfig {
+                enabled: defaults::ADMIN_ENABLED,
                 listen: defaults::ADMIN_LISTEN,
                 token: None,
             };
         };
+        let enabled = raw.enabled.unwrap_or(defaults::ADMIN_ENABLED);
         let listen = raw
             .listen
             .as_ref()
@@ -55,7 +58,7 @@ impl Validator<'_> {
             }
             (None, None) => None,
         };
-        if token.is_none() && !token_problem && !listen.ip().is_loopback() {
+        if enabled && token.is_none() && !token_problem && !listen.ip().is_loopback() {
             let span = raw.listen.as_ref().map(|l| l.span());
             self.error(
                 span,
@@ -64,6 +67,10 @@ impl Validator<'_> {
                 ),
             );
         }
-        AdminConfig { listen, token }
+        AdminConfig {
+            enabled,
+            listen,
+            token,
+        }
     }
 }

@@ -73,7 +73,7 @@ impl Validator<'_> {
         if bind.port() == 0 {
             return; // the system picks a free port for each
         }
-        if bind == admin.listen {
+        if admin.enabled && bind == admin.listen {
             self.error(
                 Some(raw.bind.span()),
                 format!("`bind` {bind} is also the admin listener's address; use another port"),
