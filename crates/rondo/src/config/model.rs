@@ -59,6 +59,9 @@ impl Config {
 /// The admin API's listener.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
+    /// Whether the admin API runs at all: off, nothing listens (a second instance on the
+    /// same machine, or a host where nothing should listen besides the proxy).
+    pub enabled: bool,
     /// Where the admin API listens.
     pub listen: SocketAddr,
     /// The bearer token mutations (and, off loopback, every request) must carry; `None` when
@@ -69,6 +72,7 @@ pub struct AdminConfig {
 impl fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminConfig")
+            .field("enabled", &self.enabled)
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -246,6 +250,7 @@ mod tests {
     #[test]
     fn debug_never_prints_the_admin_token() {
         let admin = AdminConfig {
+            enabled: true,
             listen: "127.0.0.1:9901".parse().unwrap(),
             token: Some("s3cret".into()),
         };

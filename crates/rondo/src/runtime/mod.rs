@@ -49,6 +49,9 @@ pub struct Running {
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     admin_addr: SocketAddr,
+    /// False with `[admin] enabled = false`: nothing listens on `admin_addr`.
+    admin_enabled: bool,
+    reloads: Arc<crate::admin::reloads::Reloads>,
 }
 
 impl Running {
@@ -88,9 +91,20 @@ impl Running {
             .collect()
     }
 
-    /// The address the admin API is bound to (useful with port 0).
+    /// The address the admin API is bound to (useful with port 0); with `[admin] enabled =
+    /// false`, the configured address, where nothing listens (see [`Running::admin_enabled`]).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Whether the admin API runs (`[admin] enabled`).
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_enabled
+    }
+
+    /// Where reloads are recorded for `GET /api/v1/reload`.
+    pub fn reloads(&self) -> &crate::admin::reloads::Reloads {
+        &self.reloads
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
@@ -134,15 +148,24 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
 
     // The admin API: bound here so a taken port fails the start, served on the control thread.
-    let admin_socket = proxy::bind(config.admin.listen)
-        .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
-    let admin_addr = admin_socket.local_addr()?;
+    let admin_socket = match config.admin.enabled {
+        true => Some(
+            proxy::bind(config.admin.listen)
+                .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?,
+        ),
+        false => None,
+    };
+    let admin_addr = match &admin_socket {
+        Some(socket) => socket.local_addr()?,
+        None => config.admin.listen,
+    };
     let admin = Arc::new(crate::admin::Admin::new(
         upstreams.clone(),
         crate::admin::metrics::registry(&upstreams),
         config.admin.token.clone(),
         config.admin.listen,
     ));
+    let reloads = Arc::clone(admin.reloads());
 
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
@@ -162,7 +185,9 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
     let (control, thread) = Control::start(stop_rx)?;
     threads.push(thread);
-    control.serve_admin(admin_socket, admin);
+    if let Some(socket) = admin_socket {
+        control.serve_admin(socket, admin);
+    }
     let upstreams = upstreams
         .into_iter()
         .map(|u| {
@@ -178,5 +203,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         stop,
         threads,
         admin_addr,
+        admin_enabled: config.admin.enabled,
+        reloads,
     })
 }
