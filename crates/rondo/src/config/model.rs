@@ -98,6 +98,9 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (413 beyond); `None` for no limit.
     pub max_body_size: Option<u64>,
+    /// Client connections open at once; past it idle ones are closed to make room, else the
+    /// new one is refused. `None`: derived from the open-file limit at start.
+    pub max_client_connections: Option<usize>,
 }
 
 /// A route of a listener: requests that match go to `upstream`.

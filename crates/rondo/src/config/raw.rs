@@ -64,6 +64,8 @@ pub(crate) struct RawListener {
     pub(crate) max_header_bytes: Option<S<SizeValue>>,
     /// Size (bytes) of the largest request body. Default: no limit.
     pub(crate) max_body_size: Option<S<SizeValue>>,
+    /// Open client connections accepted at once. Default: (open-file limit − 64) / 2.
+    pub(crate) max_client_connections: Option<S<i64>>,
     /// `[[listeners.routes]]`. Default: none.
     #[serde(default)]
     pub(crate) routes: Vec<S<RawRoute>>,

@@ -51,7 +51,8 @@ pub(crate) async fn serve(
             };
             // Idle connections do not watch for shutdown: the worker waits only for busy
             // ones, then drops the rest, so an idle connection costs no more than this wait.
-            if !matches!(timeout(wait, stream.readable()).await, Ok(Ok(()))) {
+            // They close early when descriptors run short (see `room`).
+            if !worker.idle.wait_readable(&stream, wait, first).await {
                 return;
             }
         }

@@ -23,6 +23,7 @@ mod h2;
 mod head;
 mod protocol;
 mod respond;
+pub(crate) mod room;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub(crate) struct Site {
     upstreams: Vec<Arc<Upstream>>,
     routes: Vec<Route>,
     access_log: bool,
+    /// Open client connections against `max_client_connections`.
+    limit: room::ConnectionLimit,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,8 @@ pub(crate) struct Worker {
     busy: std::cell::Cell<usize>,
     /// Backend connections of the HTTP/2 path (hyper HTTP/1.1 clients), by address.
     h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
+    /// Client connections waiting for a request, closed first when descriptors run short.
+    idle: room::IdleClients,
 }
 
 impl std::fmt::Debug for Worker {
@@ -184,8 +189,31 @@ impl Site {
             upstreams,
             routes,
             access_log,
+            limit: room::ConnectionLimit::new(l.max_client_connections),
         })
     }
+}
+
+/// Counts a new client connection against its listener's limit; at the limit, idle
+/// connections are closed to make room, and when none is idle the new one is refused
+/// (closed at once, counted, logged once per episode).
+fn admit<'s>(site: &'s Site, worker: &Worker) -> Option<room::Open<'s>> {
+    if let Some(open) = site.limit.open() {
+        return Some(open);
+    }
+    if worker.idle.make_room() > 0 {
+        return Some(site.limit.open_anyway());
+    }
+    site.limit.refuse();
+    if site.limit.refused().is_power_of_two() {
+        tracing::warn!(
+            listener = site.config.name.as_str(),
+            max_client_connections = site.limit.max(),
+            refused = site.limit.refused(),
+            "connection refused: the listener is at max_client_connections and none is idle"
+        );
+    }
+    None
 }
 
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
@@ -236,11 +264,24 @@ pub(crate) fn run_worker(
                         biased;
                         _ = stop.wait_for(|s| *s) => return,
                         _ = own_stop.wait_for(|s| *s) => return,
-                        accepted = listener.accept() => {
-                            let Ok((stream, peer)) = accepted else { continue };
-                            let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
-                            tokio::task::spawn_local(h1::serve(stream, peer, site, worker, stop));
-                        }
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) => {
+                                worker.idle.accepted();
+                                let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
+                                tokio::task::spawn_local(async move {
+                                    let Some(_open) = admit(&site, &worker) else { return };
+                                    h1::serve(stream, peer, Arc::clone(&site), worker, stop).await;
+                                });
+                            }
+                            Err(e) if forward::is_local(&e) => {
+                                // Out of descriptors: make room, and pause instead of spinning.
+                                worker.idle.out_of_descriptors(&e);
+                                worker.conns.clear();
+                                tokio::time::sleep(room::ACCEPT_BACKOFF).await;
+                            }
+                            // The client gave up before it was accepted (ECONNABORTED…).
+                            Err(_) => {}
+                        },
                     }
                 }
             });

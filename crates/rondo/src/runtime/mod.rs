@@ -127,6 +127,20 @@ impl Running {
 /// Binds every listener and the admin API, then starts the workers and the control thread.
 /// Errors (an address in use, an invalid upstream) are reported before anything runs.
 pub fn start(config: &Config) -> anyhow::Result<Running> {
+    let descriptors = proxy::room::raise_descriptor_limit();
+    for l in &config.listeners {
+        if let Some(max) = l.max_client_connections
+            && max > proxy::room::max_connections_for(descriptors)
+        {
+            tracing::warn!(
+                listener = l.name.as_str(),
+                max_client_connections = max,
+                open_file_limit = descriptors,
+                "max_client_connections needs more descriptors than the open-file limit allows \
+                 (two per connection plus 64): connections past it find no descriptor"
+            );
+        }
+    }
     let clock = Clock::new();
     let mut upstreams = Vec::new();
     for u in &config.upstreams {

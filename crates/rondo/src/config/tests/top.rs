@@ -74,7 +74,7 @@ fn absent_keys_take_the_seeds_defaults() {
     assert_eq!(u.retry_body_limit, 64 * 1024);
     assert_eq!(u.connect_timeout, secs(5));
     assert_eq!(u.response_timeout, secs(60));
-    assert_eq!(u.keepalive, 32);
+    assert_eq!(u.keepalive, 10_000);
     assert_eq!(u.keepalive_timeout, secs(60));
     assert_eq!(
         u.queue,

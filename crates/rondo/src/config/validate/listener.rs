@@ -49,6 +49,11 @@ impl Validator<'_> {
             Some(v) => Some(v.get_ref().0),
             None => None,
         };
+        let max_client_connections = raw
+            .max_client_connections
+            .as_ref()
+            .and_then(|v| self.int(v, "max_client_connections", 1..=i64::from(u32::MAX)))
+            .and_then(|n| usize::try_from(n).ok());
         Some(ListenerConfig {
             name,
             bind: bind?,
@@ -58,6 +63,7 @@ impl Validator<'_> {
             idle_timeout,
             max_header_bytes,
             max_body_size,
+            max_client_connections,
         })
     }
 
