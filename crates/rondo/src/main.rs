@@ -110,6 +110,16 @@ fn check(path: &Path) -> ExitCode {
                 path.display(),
                 config.summary()
             );
+            for u in config.upstreams.iter().filter(|u| u.health_check.enabled) {
+                println!(
+                    "rondo: upstream `{}`: a backend stays in rotation while it passes `{}` \
+                     (checked every {}; set [upstreams.health_check] path to one your \
+                     backends serve, or enabled = false)",
+                    u.name,
+                    u.health_check.describe(),
+                    rondo::config::units::format_duration(u.health_check.interval),
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

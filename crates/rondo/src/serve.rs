@@ -237,3 +237,18 @@ pub fn read_pid_file(path: &Path) -> anyhow::Result<u32> {
         .parse()
         .with_context(|| format!("{}: not a process id: {:?}", path.display(), text.trim()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(colour(true, None));
+        assert!(colour(true, empty), "an empty NO_COLOR does not count");
+        assert!(!colour(true, set));
+        assert!(!colour(false, None));
+    }
+}

@@ -244,6 +244,27 @@ impl HealthCheckConfig {
     pub fn accepts(&self, status: u16) -> bool {
         self.expected_status.iter().any(|r| r.contains(&status))
     }
+
+    /// What a backend must do to pass, in words an operator recognises: `GET /health →
+    /// 200-399` or `TCP connect`. For `rondo check`, start-up and the log line of a 503
+    /// when every backend failed its checks: a newcomer whose backends have no `/health`
+    /// learns why they are all down.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            CheckKind::Tcp => "TCP connect".to_owned(),
+            CheckKind::Http => {
+                let statuses: Vec<String> = self
+                    .expected_status
+                    .iter()
+                    .map(|r| match r.start() == r.end() {
+                        true => r.start().to_string(),
+                        false => format!("{}-{}", r.start(), r.end()),
+                    })
+                    .collect();
+                format!("GET {} → {}", self.path, statuses.join(", "))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,3 +37,21 @@ fn expected_status_takes_a_class() {
         vec![200..=299, 300..=399]
     );
 }
+
+#[test]
+fn a_check_describes_itself_for_messages() {
+    let c = ok(MINIMAL);
+    assert_eq!(
+        c.upstreams[0].health_check.describe(),
+        "GET /health → 200-399"
+    );
+    let c = ok(&upstream_with(
+        "[upstreams.health_check]\npath = \"/\"\nexpected_status = [200, \"5xx\"]",
+    ));
+    assert_eq!(
+        c.upstreams[0].health_check.describe(),
+        "GET / → 200, 500-599"
+    );
+    let c = ok(&upstream_with("[upstreams.health_check]\nkind = \"tcp\""));
+    assert_eq!(c.upstreams[0].health_check.describe(), "TCP connect");
+}
