@@ -56,6 +56,7 @@ mod ejection;
 mod error;
 mod fastmod;
 mod health;
+pub mod maglev;
 mod picker;
 mod pool;
 mod rng;
@@ -71,8 +72,8 @@ pub use ejection::{Ejection, EjectionConfig};
 pub use error::{PoolError, UnknownAlgorithm, WeightError};
 pub use health::{Health, HealthConfig, HealthTracker};
 pub use picker::{
-    Algorithm, AnyPicker, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections, MIN_SKIPS,
-    PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,
+    Algorithm, AnyPicker, ConsistentHash, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections,
+    MIN_SKIPS, PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,
 };
 pub use pool::{
     Event, IgnoreEvents, Lease, Mode, Observer, Outcome, Pool, PoolConfig, Snapshot, StartPosition,

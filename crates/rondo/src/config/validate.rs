@@ -738,6 +738,7 @@ impl Validator<'_> {
                 panic_threshold,
                 start,
                 seed: 0,
+                hash_balance_factor: None,
             },
             backends,
             tries,
