@@ -278,6 +278,12 @@ impl Pool {
             retiring: Vec::new(),
             config: config.clone(),
         };
+        // Every backend of a new pool is new: with slow start they all ramp from the pool's
+        // start (envoyproxy/envoy#19437), and one that joins later ramps from its own, so it
+        // is compared with members that are still ramping too.
+        if config.slow_start.is_some() {
+            members.backends.iter().for_each(|b| b.start_ramp(now));
+        }
         let snapshot = build(&members, now, None);
         Ok(Pool {
             snapshot: ArcSwap::from_pointee(snapshot),
