@@ -748,6 +748,7 @@ fn accepted_keys(section: &str) -> Vec<String> {
         ),
         "[[upstreams]]" => upstream_with(unknown),
         "backends" => MINIMAL.replace("\" }]", &format!("\", {unknown} }}]")),
+        "sticky" => upstream_with(&format!("sticky = {{ {unknown} }}")),
         "[upstreams.health_check]" => {
             upstream_with(&format!("[upstreams.health_check]\n{unknown}"))
         }
@@ -785,6 +786,7 @@ fn the_docs_list_every_key_of_every_table() {
             "[[listeners.routes]]",
             "[[upstreams]]",
             "backends",
+            "sticky",
             "[upstreams.health_check]",
             "[upstreams.circuit_breaker]"
         ]
@@ -925,6 +927,18 @@ fn the_docs_quote_the_defaults_of_the_code() {
             "priority_header",
             format!("\"{}\"", defaults::PRIORITY_HEADER),
         ),
+        ("[[upstreams]]", "hash_key", "\"client-ip\"".to_owned()),
+        (
+            "sticky",
+            "cookie",
+            format!("\"{}\"", defaults::STICKY_COOKIE),
+        ),
+        ("sticky", "secure", defaults::STICKY_SECURE.to_string()),
+        (
+            "sticky",
+            "http_only",
+            defaults::STICKY_HTTP_ONLY.to_string(),
+        ),
         ("backends", "weight", defaults::WEIGHT.to_string()),
         ("backends", "backup", defaults::BACKUP.to_string()),
         (
@@ -1025,5 +1039,87 @@ fn the_toml_examples_in_the_readme_and_the_docs_are_valid() {
                 panic!("an example in {file} is invalid:\n{e}");
             }
         }
+    }
+}
+
+#[test]
+fn consistent_hash_keys_balance_factor_and_sticky_are_read() {
+    use super::{HashKey, StickyConfig};
+    let c = ok(&upstream_with(
+        "algorithm = \"consistent-hash\"\nhash_key = \"header:X-User\"\nhash_balance_factor = 1.25\n\
+         sticky = { cookie = \"srv\", ttl = \"1h\", secure = true }",
+    ));
+    let u = &c.upstreams[0];
+    assert_eq!(u.pool.algorithm, Algorithm::ConsistentHash);
+    assert_eq!(u.hash_key, Some(HashKey::Header("x-user".into())));
+    assert_eq!(u.pool.hash_balance_factor, Some(1.25));
+    assert_eq!(
+        u.sticky,
+        Some(StickyConfig {
+            cookie: "srv".into(),
+            ttl: Some(secs(3600)),
+            secure: true,
+            http_only: true,
+        })
+    );
+    for (text, key) in [
+        ("client-ip", HashKey::ClientIp),
+        ("uri", HashKey::Uri),
+        ("cookie:session", HashKey::Cookie("session".into())),
+        ("query:user", HashKey::Query("user".into())),
+    ] {
+        let c = ok(&upstream_with(&format!(
+            "algorithm = \"consistent-hash\"\nhash_key = \"{text}\""
+        )));
+        assert_eq!(c.upstreams[0].hash_key, Some(key));
+    }
+    let plain = ok(&upstream_with("sticky = {}"));
+    assert_eq!(plain.upstreams[0].hash_key, None, "not hashing");
+    assert_eq!(
+        plain.upstreams[0]
+            .sticky
+            .as_ref()
+            .map(|s| (s.cookie.as_str(), s.ttl)),
+        Some(("rondo_srv", None))
+    );
+    let default_key = ok(&upstream_with("algorithm = \"consistent-hash\""));
+    assert_eq!(default_key.upstreams[0].hash_key, Some(HashKey::ClientIp));
+}
+
+#[test]
+fn bad_affinity_settings_say_what_is_expected() {
+    let cases = [
+        (
+            "algorithm = \"consistent-hash\"\nhash_key = \"user\"",
+            "`hash_key` \"user\" is not a key; expected \"client-ip\", \"uri\", \"header:NAME\"",
+        ),
+        (
+            "algorithm = \"consistent-hash\"\nhash_key = \"header:x user\"",
+            "is not a key",
+        ),
+        (
+            "hash_key = \"uri\"",
+            "`hash_key` applies to `algorithm = \"consistent-hash\"` only",
+        ),
+        (
+            "hash_balance_factor = 1.5",
+            "`hash_balance_factor` applies to `algorithm = \"consistent-hash\"` only",
+        ),
+        (
+            "algorithm = \"consistent-hash\"\nhash_balance_factor = 0.8",
+            "`hash_balance_factor` must be a number above 1",
+        ),
+        (
+            "sticky = { cookie = \"a b\" }",
+            "sticky `cookie` \"a b\" is not a cookie name",
+        ),
+        ("sticky = { ttl = 5 }", "expected a duration string"),
+    ];
+    for (extra, expected) in cases {
+        let all = errors(&upstream_with(extra));
+        assert!(
+            all.iter().any(|e| e.2.contains(expected)),
+            "{extra}: {all:?}"
+        );
     }
 }

@@ -26,6 +26,8 @@ use super::raw::{
 };
 use super::units::{DurationValue, SizeValue, format_duration};
 
+mod affinity;
+
 /// Looks up an environment variable (a parameter so tests need not touch the process's
 /// environment).
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -726,6 +728,7 @@ impl Validator<'_> {
 
         let (health_check, health) = self.health_check(raw.health_check.as_ref());
         let breaker = self.breaker(raw.circuit_breaker.as_ref());
+        let affinity = self.affinity(raw, algorithm);
 
         UpstreamConfig {
             name,
@@ -738,7 +741,7 @@ impl Validator<'_> {
                 panic_threshold,
                 start,
                 seed: 0,
-                hash_balance_factor: None,
+                hash_balance_factor: affinity.balance_factor,
             },
             backends,
             tries,
@@ -751,6 +754,8 @@ impl Validator<'_> {
             keepalive_timeout,
             queue,
             health_check,
+            hash_key: affinity.hash_key,
+            sticky: affinity.sticky,
         }
     }
 
