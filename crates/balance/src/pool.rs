@@ -305,7 +305,7 @@ impl Pool {
     /// The request ends when the returned [`Lease`] is finished or dropped.
     #[inline]
     pub fn pick<F: FnMut(&Backend) -> bool>(&self, now: Timestamp, accept: F) -> Option<Lease<'_>> {
-        self.pick_with(now, None, accept)
+        self.pick_with(now, Choice::<fn(&Backend) -> bool>::Cycle, accept)
     }
 
     /// Like [`Pool::pick`] for a request with an affinity key (the hash of its client
@@ -320,14 +320,26 @@ impl Pool {
         key: u64,
         accept: F,
     ) -> Option<Lease<'_>> {
-        self.pick_with(now, Some(key), accept)
+        self.pick_with(now, Choice::<fn(&Backend) -> bool>::Keyed(key), accept)
+    }
+
+    /// Picks the first backend that `want` names (e.g. the one a sticky cookie names) when it
+    /// is in rotation and can take the request as [`Pool::pick`] would check; `None`
+    /// otherwise, and the caller picks as usual. O(n) calls of `want`.
+    pub fn pick_preferred<W: FnMut(&Backend) -> bool, F: FnMut(&Backend) -> bool>(
+        &self,
+        now: Timestamp,
+        want: W,
+        accept: F,
+    ) -> Option<Lease<'_>> {
+        self.pick_with(now, Choice::Preferred(want), accept)
     }
 
     #[inline]
-    fn pick_with<F: FnMut(&Backend) -> bool>(
+    fn pick_with<W: FnMut(&Backend) -> bool, F: FnMut(&Backend) -> bool>(
         &self,
         now: Timestamp,
-        key: Option<u64>,
+        choice: Choice<W>,
         mut accept: F,
     ) -> Option<Lease<'_>> {
         let snap = self.snapshot.load();
@@ -360,9 +372,15 @@ impl Pool {
             }
             started
         };
-        let index = match key {
-            Some(key) => snap.picker.pick_keyed(&ctx, key, admit),
-            None => snap.picker.pick(&ctx, admit),
+        let index = match choice {
+            Choice::Cycle => snap.picker.pick(&ctx, admit),
+            Choice::Keyed(key) => snap.picker.pick_keyed(&ctx, key, admit),
+            Choice::Preferred(mut want) => {
+                let mut admit = admit;
+                let in_rotation = |&i: &usize| snap.effective[i] > 0;
+                let found = snap.backends.iter().position(|b| want(b));
+                found.filter(in_rotation).filter(|&i| admit(i))
+            }
         }?;
         let counted = snap.picker.counts_in_flight();
         if counted {
@@ -643,6 +661,13 @@ impl Pool {
         }
         self.changed(backend, &events, now);
     }
+}
+
+/// How a pick chooses: the algorithm's order, a key's, or one backend the caller wants.
+enum Choice<W> {
+    Cycle,
+    Keyed(u64),
+    Preferred(W),
 }
 
 /// How a request ended, as far as the backend's health is concerned.

@@ -12,15 +12,75 @@
 //!   backend and is simply rewritten.
 //!
 //! Both protocols read the same way: HTTP/1.1 passes httparse's headers and the request
-//! target, HTTP/2 its `HeaderMap` and URI, each as `(name, value)` byte pairs.
+//! target, HTTP/2 its `HeaderMap` and URI, each as `(name, value)` byte pairs. What is read
+//! travels with the request as [`Affinity`]; the forwarding policy picks with it
+//! ([`pick`]) and asks for the cookie to set on the response ([`set_cookie`]).
 
 use std::hash::Hasher;
-use std::net::IpAddr;
 use std::sync::OnceLock;
 
+use balance::{Backend, Lease, Pool, Timestamp};
 use siphasher::sip::{SipHasher13, SipHasher24};
 
-use crate::config::{HashKey, StickyConfig};
+use crate::config::{HashKey, StickyConfig, UpstreamConfig};
+
+/// What ties one request to a backend, read from it before the first attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Affinity {
+    /// Hash of the upstream's `hash_key`; `None` when the upstream does not hash or the
+    /// request lacks the key.
+    pub(crate) key: Option<u64>,
+    /// The sticky id the request's cookie names, when the upstream is sticky.
+    pub(crate) sticky: Option<u64>,
+}
+
+/// Reads the request's affinity for the upstream with settings `cfg`.
+pub(crate) fn read(
+    cfg: &UpstreamConfig,
+    request: &RequestParts<'_, impl Headers + ?Sized>,
+) -> Affinity {
+    Affinity {
+        key: cfg.hash_key.as_ref().and_then(|k| key_hash(k, request)),
+        sticky: cfg
+            .sticky
+            .as_ref()
+            .and_then(|s| Sticky::new(s).requested(request.headers)),
+    }
+}
+
+/// Picks for a request: the backend its sticky cookie names while that one is in rotation
+/// and accepts, else by its key (a `consistent-hash` upstream), else in the cycle.
+pub(crate) fn pick<'p, F: FnMut(&Backend) -> bool>(
+    pool: &'p Pool,
+    now: Timestamp,
+    cfg: &UpstreamConfig,
+    wanted: Affinity,
+    mut accept: F,
+) -> Option<Lease<'p>> {
+    if let (Some(id), Some(sticky)) = (wanted.sticky, &cfg.sticky) {
+        let sticky = Sticky::new(sticky);
+        let lease = pool.pick_preferred(now, |b| sticky.id(b.id()) == id, &mut accept);
+        if lease.is_some() {
+            return lease;
+        }
+    }
+    match wanted.key {
+        Some(key) => pool.pick_keyed(now, key, accept),
+        None => pool.pick(now, accept),
+    }
+}
+
+/// The `Set-Cookie` value for a response from `backend`: when the upstream is sticky and the
+/// request's cookie did not already name that backend (none, stale, or forged).
+pub(crate) fn set_cookie(
+    cfg: &UpstreamConfig,
+    wanted: Affinity,
+    backend: &Backend,
+) -> Option<String> {
+    let sticky = Sticky::new(cfg.sticky.as_ref()?);
+    let id = sticky.id(backend.id());
+    (wanted.sticky != Some(id)).then(|| sticky.set_cookie_value(id))
+}
 
 /// Hash of a key: SipHash-1-3 with a fixed key, so every balancer computes the same one.
 fn hash(bytes: &[u8]) -> u64 {
@@ -29,36 +89,55 @@ fn hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The request's headers as `(name, value)` pairs, in order.
-pub(crate) trait Headers<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
+/// A request's headers, in either protocol: httparse's slice or an `http::HeaderMap`.
+pub(crate) trait Headers {
+    /// Calls `f` on each `(name, value)` in order until it answers `Some`.
+    fn find<'s, T>(&'s self, f: impl FnMut(&'s [u8], &'s [u8]) -> Option<T>) -> Option<T>;
+}
 
-impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Headers<'a> for I {}
+impl Headers for [httparse::Header<'_>] {
+    fn find<'s, T>(&'s self, mut f: impl FnMut(&'s [u8], &'s [u8]) -> Option<T>) -> Option<T> {
+        self.iter().find_map(|h| f(h.name.as_bytes(), h.value))
+    }
+}
+
+impl Headers for http::HeaderMap {
+    fn find<'s, T>(&'s self, mut f: impl FnMut(&'s [u8], &'s [u8]) -> Option<T>) -> Option<T> {
+        self.iter()
+            .find_map(|(n, v)| f(n.as_str().as_bytes(), v.as_bytes()))
+    }
+}
+
+impl Headers for [(&[u8], &[u8])] {
+    fn find<'s, T>(&'s self, mut f: impl FnMut(&'s [u8], &'s [u8]) -> Option<T>) -> Option<T> {
+        self.iter().find_map(|&(n, v)| f(n, v))
+    }
+}
 
 /// What an affinity key is read from: one request, in either protocol.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RequestParts<'a, H> {
-    /// The client's address.
-    pub(crate) client: IpAddr,
+pub(crate) struct RequestParts<'a, H: ?Sized> {
+    /// The client's address in canonical text form (an IPv4-mapped IPv6 address written as
+    /// IPv4), as both protocol paths hold it.
+    pub(crate) client: &'a str,
     /// The request target as sent: origin form (`/path?query`) or absolute form.
     pub(crate) target: &'a [u8],
     /// The headers.
-    pub(crate) headers: H,
+    pub(crate) headers: &'a H,
 }
 
 /// The first value of header `name` (case-insensitive).
-fn header<'a>(headers: impl Headers<'a>, name: &str) -> Option<&'a [u8]> {
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|(_, v)| v)
-        .next()
+fn header<'a>(headers: &'a (impl Headers + ?Sized), name: &str) -> Option<&'a [u8]> {
+    headers.find(|n, v| n.eq_ignore_ascii_case(name.as_bytes()).then_some(v))
 }
 
 /// The value of cookie `name` in the `Cookie` headers (HTTP/2 may split them over several).
-pub(crate) fn cookie<'a>(headers: impl Headers<'a>, name: &str) -> Option<&'a [u8]> {
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
-        .flat_map(|(_, v)| v.split(|&b| b == b';'))
-        .find_map(|pair| {
+fn cookie<'a>(headers: &'a (impl Headers + ?Sized), name: &str) -> Option<&'a [u8]> {
+    headers.find(|n, v| {
+        if !n.eq_ignore_ascii_case(b"cookie") {
+            return None;
+        }
+        v.split(|&b| b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|&b| b == b'=')?;
             (pair[..eq].trim_ascii() == name.as_bytes()).then(|| {
@@ -69,6 +148,7 @@ pub(crate) fn cookie<'a>(headers: impl Headers<'a>, name: &str) -> Option<&'a [u
                     .unwrap_or(value)
             })
         })
+    })
 }
 
 /// Path and query of a request target (the scheme and authority of an absolute-form target
@@ -109,20 +189,12 @@ fn query<'a>(target: &'a [u8], name: &str) -> Option<&'a [u8]> {
 
 /// The hash of `key` in `request`; `None` when the request lacks it (or it is empty: an
 /// empty value would pile every such request on one backend).
-pub(crate) fn key_hash<'a>(
-    key: &HashKey,
-    request: &RequestParts<'a, impl Headers<'a>>,
-) -> Option<u64> {
+fn key_hash(key: &HashKey, request: &RequestParts<'_, impl Headers + ?Sized>) -> Option<u64> {
     let value = match key {
-        HashKey::ClientIp => {
-            return Some(match request.client.to_canonical() {
-                IpAddr::V4(v4) => hash(&v4.octets()),
-                IpAddr::V6(v6) => hash(&v6.octets()),
-            });
-        }
+        HashKey::ClientIp => request.client.as_bytes(),
         HashKey::Uri => path_and_query(request.target),
-        HashKey::Header(name) => header(request.headers.clone(), name)?.trim_ascii(),
-        HashKey::Cookie(name) => cookie(request.headers.clone(), name)?,
+        HashKey::Header(name) => header(request.headers, name)?.trim_ascii(),
+        HashKey::Cookie(name) => cookie(request.headers, name)?,
         HashKey::Query(name) => query(request.target, name)?,
     };
     (!value.is_empty()).then(|| hash(value))
@@ -147,21 +219,22 @@ fn process_secret() -> [u8; 16] {
     })
 }
 
-/// An upstream's sticky cookie: ids, parsing and `Set-Cookie`.
-#[derive(Debug, Clone)]
-pub(crate) struct Sticky {
-    config: StickyConfig,
+/// An upstream's sticky cookie: ids, parsing and `Set-Cookie`. Built per request from the
+/// upstream's settings (no allocation), so a reload that changes them applies at once.
+#[derive(Debug, Clone, Copy)]
+struct Sticky<'c> {
+    config: &'c StickyConfig,
     keys: (u64, u64),
 }
 
-impl Sticky {
+impl<'c> Sticky<'c> {
     /// Sticky ids under this process's secret.
-    pub(crate) fn new(config: StickyConfig) -> Sticky {
+    fn new(config: &'c StickyConfig) -> Sticky<'c> {
         Sticky::with_secret(config, process_secret())
     }
 
-    /// Sticky ids under a given secret (tests; a fleet sharing one).
-    pub(crate) fn with_secret(config: StickyConfig, secret: [u8; 16]) -> Sticky {
+    /// Sticky ids under a given secret.
+    fn with_secret(config: &'c StickyConfig, secret: [u8; 16]) -> Sticky<'c> {
         let (k0, k1) = secret.split_at(8);
         let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         Sticky {
@@ -171,14 +244,14 @@ impl Sticky {
     }
 
     /// The opaque id of the backend with this id.
-    pub(crate) fn id(&self, backend_id: &str) -> u64 {
+    fn id(&self, backend_id: &str) -> u64 {
         let mut h = SipHasher24::new_with_keys(self.keys.0, self.keys.1);
         h.write(backend_id.as_bytes());
         h.finish()
     }
 
     /// The id the request's cookie names, if it carries a well-formed one.
-    pub(crate) fn requested<'a>(&self, headers: impl Headers<'a>) -> Option<u64> {
+    fn requested(&self, headers: &(impl Headers + ?Sized)) -> Option<u64> {
         let value = cookie(headers, &self.config.cookie)?;
         if value.len() != 16 {
             return None;
@@ -186,10 +259,10 @@ impl Sticky {
         u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
     }
 
-    /// The `Set-Cookie` value that ties the client to the backend with this id.
-    pub(crate) fn set_cookie(&self, backend_id: &str) -> String {
-        let c = &self.config;
-        let mut v = format!("{}={:016x}; Path=/", c.cookie, self.id(backend_id));
+    /// The `Set-Cookie` value that ties the client to the backend with sticky id `id`.
+    fn set_cookie_value(&self, id: u64) -> String {
+        let c = self.config;
+        let mut v = format!("{}={id:016x}; Path=/", c.cookie);
         if let Some(ttl) = c.ttl {
             v.push_str(&format!("; Max-Age={}", ttl.as_secs().max(1)));
         }
@@ -209,27 +282,23 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn parts<'a>(
-        target: &'a [u8],
-        headers: &'a [(&'a [u8], &'a [u8])],
-    ) -> RequestParts<'a, impl Headers<'a>> {
+    type Pairs<'a> = [(&'a [u8], &'a [u8])];
+
+    fn parts<'a>(target: &'a [u8], headers: &'a Pairs<'a>) -> RequestParts<'a, Pairs<'a>> {
         RequestParts {
-            client: "192.0.2.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            client: "192.0.2.7",
             target,
-            headers: headers.iter().copied(),
+            headers,
         }
     }
 
-    fn sticky(ttl: Option<Duration>, secure: bool) -> Sticky {
-        Sticky::with_secret(
-            StickyConfig {
-                cookie: "rondo_srv".into(),
-                ttl,
-                secure,
-                http_only: true,
-            },
-            [7; 16],
-        )
+    fn config(ttl: Option<Duration>, secure: bool) -> StickyConfig {
+        StickyConfig {
+            cookie: "rondo_srv".into(),
+            ttl,
+            secure,
+            http_only: true,
+        }
     }
 
     #[test]
@@ -252,10 +321,7 @@ mod tests {
             h("/cart?user=bob&x=1#top"),
             "the target as sent"
         );
-        assert_eq!(
-            key_hash(&HashKey::ClientIp, &p),
-            Some(hash(&[192, 0, 2, 7]))
-        );
+        assert_eq!(key_hash(&HashKey::ClientIp, &p), h("192.0.2.7"));
         // Missing or empty keys: no hash, the request follows the cycle.
         for key in [
             HashKey::Header("x-missing".into()),
@@ -278,15 +344,6 @@ mod tests {
             key_hash(&HashKey::Uri, &origin)
         );
         assert_eq!(path_and_query(b"http://example.com"), b"/");
-        let mapped = RequestParts {
-            client: "::ffff:192.0.2.7".parse().unwrap_or(IpAddr::from([0; 16])),
-            ..origin
-        };
-        assert_eq!(
-            key_hash(&HashKey::ClientIp, &mapped),
-            key_hash(&HashKey::ClientIp, &parts(b"/", &[])),
-            "an IPv4-mapped address is the IPv4 address"
-        );
         // The hash is fixed: a fleet and the next version agree.
         assert_eq!(hash(b"alice"), hash(b"alice"));
         assert_ne!(hash(b"alice"), hash(b"bob"));
@@ -294,14 +351,15 @@ mod tests {
 
     #[test]
     fn sticky_ids_are_opaque_stable_and_parsed_back() {
-        let s = sticky(Some(Duration::from_secs(3600)), true);
+        let c = config(Some(Duration::from_secs(3600)), true);
+        let s = Sticky::with_secret(&c, [7; 16]);
         let id = s.id("127.0.0.1:9001");
         assert_eq!(id, s.id("127.0.0.1:9001"));
         assert_ne!(id, s.id("127.0.0.1:9002"));
-        let other_secret = Sticky::with_secret(s.config.clone(), [8; 16]);
+        let other_secret = Sticky::with_secret(&c, [8; 16]);
         assert_ne!(id, other_secret.id("127.0.0.1:9001"), "keyed by the secret");
 
-        let set = s.set_cookie("127.0.0.1:9001");
+        let set = s.set_cookie_value(id);
         assert_eq!(
             set,
             format!("rondo_srv={id:016x}; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Lax")
@@ -309,9 +367,9 @@ mod tests {
         assert!(!set.contains("9001"), "the address is not in the cookie");
         let value = format!("a=b; rondo_srv={id:016x}");
         let headers: &[(&[u8], &[u8])] = &[(b"cookie", value.as_bytes())];
-        assert_eq!(s.requested(headers.iter().copied()), Some(id));
+        assert_eq!(s.requested(headers), Some(id));
 
-        let session = sticky(None, false).set_cookie("x");
+        let session = Sticky::with_secret(&config(None, false), [7; 16]).set_cookie_value(1);
         assert!(
             session.ends_with("; Path=/; HttpOnly; SameSite=Lax"),
             "{session}"
@@ -320,7 +378,8 @@ mod tests {
 
     #[test]
     fn malformed_sticky_cookies_are_ignored() {
-        let s = sticky(None, false);
+        let c = config(None, false);
+        let s = Sticky::with_secret(&c, [7; 16]);
         for value in [
             &b"rondo_srv=zz"[..],
             b"rondo_srv=",
@@ -329,7 +388,7 @@ mod tests {
             b"other=0123456789abcdef",
         ] {
             let headers: &[(&[u8], &[u8])] = &[(b"Cookie", value)];
-            assert_eq!(s.requested(headers.iter().copied()), None, "{value:?}");
+            assert_eq!(s.requested(headers), None, "{value:?}");
         }
     }
 

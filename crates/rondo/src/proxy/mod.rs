@@ -10,8 +10,6 @@
 //! request is parsed and rewritten in one pass, bodies stream through one buffer, and no
 //! allocation happens per request once buffers are warm.
 
-// Not wired into the forwarding path yet: that waits for `forward.rs`.
-#[allow(dead_code)]
 mod affinity;
 mod body;
 mod chunked;
