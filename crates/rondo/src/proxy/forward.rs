@@ -353,6 +353,9 @@ pub(crate) async fn forward<E: Exchange>(
 ) -> E::Output {
     let started = Instant::now();
     let cfg = upstream.settings();
+    if cfg.hash_key.is_some() && facts.affinity.key.is_none() {
+        upstream.recorder().unkeyed();
+    }
     let _active = upstream.begin();
     let mut attempts = Attempts::new(upstream, cfg.tries.get() as usize);
     let mut cost = Cost::Try;
