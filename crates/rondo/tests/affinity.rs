@@ -122,7 +122,11 @@ async fn the_same_x_user_always_lands_on_the_same_backend_across_1000_requests()
     }
     assert_eq!(spread.values().copied().collect::<Vec<_>>(), [2; 5]);
     let recorder = running.upstream("app").unwrap().recorder();
-    assert_eq!(recorder.unkeyed_requests(), 10, "requests without the key are counted");
+    assert_eq!(
+        recorder.unkeyed_requests(),
+        10,
+        "requests without the key are counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
