@@ -104,7 +104,8 @@ pub struct Backend {
     /// 0 means no limit.
     max_connections: AtomicU32,
     draining: AtomicBool,
-    /// When it last came back into rotation, for slow start (nanoseconds; 0: not ramping).
+    /// When it last came back into rotation, for slow start: nanoseconds + 1, so that a ramp
+    /// starting at the origin is exact; 0: not ramping.
     ramp_since: AtomicU64,
     pub(crate) health: HealthTracker,
     pub(crate) breaker: CircuitBreaker,
@@ -240,14 +241,14 @@ impl Backend {
     /// Starts a slow-start ramp at `now`.
     pub(crate) fn start_ramp(&self, now: Timestamp) {
         self.ramp_since
-            .store(now.as_nanos().max(1), Ordering::Release);
+            .store(now.as_nanos().saturating_add(1), Ordering::Release);
     }
 
     /// When the current ramp started, if ramping.
     pub(crate) fn ramp_since(&self) -> Option<Timestamp> {
         match self.ramp_since.load(Ordering::Acquire) {
             0 => None,
-            t => Some(Timestamp::from_nanos(t)),
+            t => Some(Timestamp::from_nanos(t - 1)),
         }
     }
 

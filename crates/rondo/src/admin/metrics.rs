@@ -175,6 +175,20 @@ impl Collector for UpstreamCollector {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "rondo_hash_key_missing",
+                "Requests to a consistent-hash upstream without its hash_key, picked from the \
+                 round-robin cycle instead.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, _) in &snaps {
+                let labels = [("upstream", u.name())];
+                ConstCounter::new(u.recorder().unkeyed_requests())
+                    .encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "rondo_health_checks",
                 "Active health checks, by backend and result.",
                 None,

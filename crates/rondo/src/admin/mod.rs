@@ -390,6 +390,7 @@ fn pool_error(e: &PoolError) -> Reply {
     match e {
         PoolError::UnknownBackend(_) => error(StatusCode::NOT_FOUND, e.to_string(), Some("id")),
         PoolError::DuplicateId(_) => error(StatusCode::CONFLICT, e.to_string(), Some("id")),
+        PoolError::BalanceFactor(_) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
     }
 }
 

@@ -52,6 +52,24 @@ pub fn algorithm() -> Algorithm {
     Algorithm::default()
 }
 
+/// `hash_key` of a `consistent-hash` upstream: the client's address, nginx's `ip_hash` and
+/// HAProxy's `balance source`, the one key every request has.
+pub fn hash_key() -> super::HashKey {
+    super::HashKey::ClientIp
+}
+
+/// `sticky.cookie`: names the balancer, not the application, so it never collides with an
+/// application's own cookie.
+pub const STICKY_COOKIE: &str = "rondo_srv";
+
+/// `sticky.secure`: off, so stickiness works on a plain-HTTP listener too (Traefik's
+/// default); set it behind TLS.
+pub const STICKY_SECURE: bool = false;
+
+/// `sticky.http_only`: on. Scripts have no use for a backend id, and a cookie they cannot
+/// read cannot leak through one.
+pub const STICKY_HTTP_ONLY: bool = true;
+
 /// `weight` of a backend: 1, as in nginx and the seed.
 pub const WEIGHT: Weight = Weight::ONE;
 

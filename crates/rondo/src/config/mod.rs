@@ -45,8 +45,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, QueueConfig, RetryBudget,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, CheckKind, Config, HashKey, HealthCheckConfig, ListenerConfig, QueueConfig,
+    RetryBudget, RouteConfig, StickyConfig, UpstreamConfig,
 };
 
 use error::{SourceMap, humanize};

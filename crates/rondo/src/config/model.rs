@@ -175,6 +175,40 @@ pub struct UpstreamConfig {
     pub queue: QueueConfig,
     /// Active health checks.
     pub health_check: HealthCheckConfig,
+    /// What a `consistent-hash` upstream hashes; `None` for the other algorithms.
+    pub hash_key: Option<HashKey>,
+    /// Sticky sessions by cookie; `None` when off.
+    pub sticky: Option<StickyConfig>,
+}
+
+/// The part of a request a `consistent-hash` upstream hashes, so that equal keys go to the
+/// same backend (nginx `hash`, HAProxy `balance source|uri|hdr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (nginx `ip_hash`, HAProxy `balance source`).
+    ClientIp,
+    /// The request target, path and query.
+    Uri,
+    /// A request header's value; the name is lower-case.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// A query parameter's value.
+    Query(String),
+}
+
+/// Sticky sessions: the first response sets a cookie naming its backend (an opaque id),
+/// later requests carrying it go to that backend while it can take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// Cookie name.
+    pub cookie: String,
+    /// `Max-Age`; `None` for a session cookie.
+    pub ttl: Option<Duration>,
+    /// `Secure` attribute: browsers send it over HTTPS only.
+    pub secure: bool,
+    /// `HttpOnly` attribute: scripts cannot read it.
+    pub http_only: bool,
 }
 
 /// Envoy's retry budget: retries in flight may be at most `percent` of the requests in

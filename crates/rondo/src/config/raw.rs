@@ -132,10 +132,31 @@ pub(crate) struct RawUpstream {
     pub(crate) queue_timeout: Option<S<DurationValue>>,
     /// Header carrying a request's priority, header name. Default "x-priority".
     pub(crate) priority_header: Option<S<String>>,
+    /// What `consistent-hash` hashes: "client-ip", "uri", "header:NAME", "cookie:NAME",
+    /// "query:NAME". Default "client-ip".
+    pub(crate) hash_key: Option<S<String>>,
+    /// Bounded load of `consistent-hash`, number > 1. Default: off.
+    pub(crate) hash_balance_factor: Option<S<f64>>,
+    /// Sticky sessions by cookie, inline table. Default: off.
+    pub(crate) sticky: Option<S<RawSticky>>,
     /// `[upstreams.health_check]`. Default: HTTP checks with the seed's settings.
     pub(crate) health_check: Option<RawHealthCheck>,
     /// `[upstreams.circuit_breaker]`. Default: on, with the seed's settings.
     pub(crate) circuit_breaker: Option<RawBreaker>,
+}
+
+/// `sticky`, an inline table on an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    /// Cookie name, token. Default "rondo_srv".
+    pub(crate) cookie: Option<S<String>>,
+    /// Cookie lifetime, duration. Default: a session cookie.
+    pub(crate) ttl: Option<S<DurationValue>>,
+    /// `Secure` attribute, bool. Default false.
+    pub(crate) secure: Option<bool>,
+    /// `HttpOnly` attribute, bool. Default true.
+    pub(crate) http_only: Option<bool>,
 }
 
 /// A backend, an inline table in `backends`.

@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::Site;
 use super::Worker;
+use super::affinity;
 use super::body::{self, CopyError, Limits};
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, SendError};
 use super::head::{self, Client, Framing, RequestInfo};
@@ -121,6 +122,7 @@ async fn request(
                 &client,
                 |host, path| site.route(host, path),
                 |u| site.upstreams[u].priority_header(),
+                |u, request| affinity::read(&site.upstreams[u].settings(), request),
                 &mut out,
             )
         };
@@ -205,6 +207,7 @@ async fn forward(
         idempotent: info.idempotent,
         replayable,
         priority: info.priority,
+        affinity: info.affinity,
     };
     let origin = Origin {
         client: ip,
@@ -380,12 +383,12 @@ impl Exchange for H1Exchange<'_> {
         }
     }
 
-    async fn deliver(&mut self, cfg: &UpstreamConfig) -> Delivered<Next> {
+    async fn deliver(&mut self, cfg: &UpstreamConfig, set_cookie: Option<&str>) -> Delivered<Next> {
         let Some(Pending {
             mut conn,
             addr,
             mut resp,
-            head_out,
+            mut head_out,
             response,
         }) = self.pending.take()
         else {
@@ -396,6 +399,14 @@ impl Exchange for H1Exchange<'_> {
         };
         let (client, idle, worker) = (&mut *self.client, self.idle, self.worker);
         resp.drain(..response.head_len);
+        if let Some(cookie) = set_cookie
+            && head_out.ends_with(b"\r\n\r\n")
+        {
+            head_out.truncate(head_out.len() - 2);
+            head_out.extend_from_slice(b"set-cookie: ");
+            head_out.extend_from_slice(cookie.as_bytes());
+            head_out.extend_from_slice(b"\r\n\r\n");
+        }
         let limits = Limits {
             read: cfg.response_timeout,
             write: idle,

@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 
+use super::affinity::{Affinity, RequestParts};
 use super::protocol::{is_forwarding, is_hop_by_hop, is_idempotent};
 
 /// How a message body is delimited.
@@ -90,6 +91,8 @@ pub(crate) struct RequestInfo {
     pub(crate) upstream: usize,
     /// The seed's `Request.priority`, from the upstream's priority header; 0 when absent.
     pub(crate) priority: i32,
+    /// Its hash key and sticky cookie, read for the route's upstream.
+    pub(crate) affinity: Affinity,
 }
 
 /// Facts about the client connection that go into forwarded headers.
@@ -203,12 +206,14 @@ impl<'h> Fields<'h> {
 /// Parses a request head at the start of `input` and writes the head to forward into `out`.
 ///
 /// `route(host, path)` chooses the upstream; `priority_header(upstream)` names the header
-/// that carries the request's priority. Returns `Ok(None)` while the head is incomplete.
+/// that carries the request's priority; `affinity(upstream, request)` reads its hash key
+/// and sticky cookie. Returns `Ok(None)` while the head is incomplete.
 pub(crate) fn parse_request<'r>(
     input: &[u8],
     client: &Client<'_>,
     route: impl FnOnce(Option<&str>, &str) -> usize,
     priority_header: impl FnOnce(usize) -> &'r str,
+    affinity: impl FnOnce(usize, &RequestParts<'_, [httparse::Header<'_>]>) -> Affinity,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -292,6 +297,14 @@ pub(crate) fn parse_request<'r>(
         .find(|h| is(h.name, priority_name))
         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
         .unwrap_or(0);
+    let affinity = affinity(
+        upstream,
+        &RequestParts {
+            client: client.ip,
+            target: path.as_bytes(),
+            headers: &*req.headers,
+        },
+    );
 
     // Second pass: the head to forward.
     out.extend_from_slice(method.as_bytes());
@@ -345,6 +358,7 @@ pub(crate) fn parse_request<'r>(
         expect_continue,
         upstream,
         priority,
+        affinity,
     }))
 }
 
@@ -471,6 +485,10 @@ mod tests {
         max_body_size: None,
     };
 
+    fn no_affinity(_: usize, _: &RequestParts<'_, [httparse::Header<'_>]>) -> Affinity {
+        Affinity::default()
+    }
+
     fn request(raw: &str) -> Result<Option<(RequestInfo, String)>, HeadError> {
         let mut out = Vec::new();
         let info = parse_request(
@@ -478,6 +496,7 @@ mod tests {
             &CLIENT,
             |_, _| 0,
             |_| "x-priority",
+            no_affinity,
             &mut out,
         )?;
         Ok(info.map(|i| (i, String::from_utf8(out).unwrap())))
@@ -544,12 +563,26 @@ mod tests {
         };
         let mut out = Vec::new();
         let long_line = format!("GET /{} HTTP/1.1", "a".repeat(100));
-        let e =
-            parse_request(long_line.as_bytes(), &client, |_, _| 0, |_| "x", &mut out).unwrap_err();
+        let e = parse_request(
+            long_line.as_bytes(),
+            &client,
+            |_, _| 0,
+            |_| "x",
+            no_affinity,
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 414);
         let long_head = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
-        let e =
-            parse_request(long_head.as_bytes(), &client, |_, _| 0, |_| "x", &mut out).unwrap_err();
+        let e = parse_request(
+            long_head.as_bytes(),
+            &client,
+            |_, _| 0,
+            |_| "x",
+            no_affinity,
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 431);
         let limited = Client {
             max_body_size: Some(10),
@@ -560,6 +593,7 @@ mod tests {
             &limited,
             |_, _| 0,
             |_| "x",
+            no_affinity,
             &mut out,
         );
         assert_eq!(e.unwrap_err().status(), 413);

@@ -14,6 +14,7 @@
 //! with [`bind`], builds each listener's [`Site`], starts [`run_worker`] threads and hands them
 //! listeners as [`Accept`]s. This module only accepts, parses and forwards.
 
+mod affinity;
 mod body;
 mod chunked;
 mod connpool;

@@ -50,6 +50,7 @@ fn accepted_keys(section: &str) -> Vec<String> {
         ),
         "[[upstreams]]" => upstream_with(unknown),
         "backends" => MINIMAL.replace("\" }]", &format!("\", {unknown} }}]")),
+        "sticky" => upstream_with(&format!("sticky = {{ {unknown} }}")),
         "[upstreams.health_check]" => {
             upstream_with(&format!("[upstreams.health_check]\n{unknown}"))
         }
@@ -87,6 +88,7 @@ fn the_docs_list_every_key_of_every_table() {
             "[[listeners.routes]]",
             "[[upstreams]]",
             "backends",
+            "sticky",
             "[upstreams.health_check]",
             "[upstreams.circuit_breaker]"
         ]
@@ -227,6 +229,18 @@ fn the_docs_quote_the_defaults_of_the_code() {
             "[[upstreams]]",
             "priority_header",
             format!("\"{}\"", defaults::PRIORITY_HEADER),
+        ),
+        ("[[upstreams]]", "hash_key", "\"client-ip\"".to_owned()),
+        (
+            "sticky",
+            "cookie",
+            format!("\"{}\"", defaults::STICKY_COOKIE),
+        ),
+        ("sticky", "secure", defaults::STICKY_SECURE.to_string()),
+        (
+            "sticky",
+            "http_only",
+            defaults::STICKY_HTTP_ONLY.to_string(),
         ),
         ("backends", "weight", defaults::WEIGHT.to_string()),
         ("backends", "backup", defaults::BACKUP.to_string()),

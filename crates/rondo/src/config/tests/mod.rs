@@ -147,3 +147,4 @@ fn upstream_with(extra: &str) -> String {
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
+mod affinity;

@@ -9,6 +9,7 @@
 //! share are in [`values`].
 
 mod admin;
+mod affinity;
 mod backends;
 mod circuit_breaker;
 mod health_check;

@@ -186,6 +186,7 @@ impl Validator<'_> {
 
         let (health_check, health) = self.health_check(raw.health_check.as_ref());
         let breaker = self.breaker(raw.circuit_breaker.as_ref());
+        let affinity = self.affinity(raw, algorithm);
 
         UpstreamConfig {
             name,
@@ -198,6 +199,7 @@ impl Validator<'_> {
                 panic_threshold,
                 start,
                 seed: 0,
+                hash_balance_factor: affinity.balance_factor,
             },
             backends,
             tries,
@@ -210,6 +212,8 @@ impl Validator<'_> {
             keepalive_timeout,
             queue,
             health_check,
+            hash_key: affinity.hash_key,
+            sticky: affinity.sticky,
         }
     }
 
