@@ -26,14 +26,13 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::upstream::Upstream;
+use crate::upstream::UpstreamSet;
 
-/// The registry the admin server encodes: rondo's families over these upstreams.
-pub fn registry(upstreams: &[Arc<Upstream>]) -> Registry {
+/// The registry the admin server encodes: rondo's families over the live upstreams (read at
+/// each scrape, so upstreams added or removed by a reload follow).
+pub fn registry(upstreams: Arc<UpstreamSet>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(UpstreamCollector {
-        upstreams: upstreams.to_vec(),
-    }));
+    registry.register_collector(Box::new(UpstreamCollector { upstreams }));
     registry
 }
 
@@ -51,7 +50,7 @@ type GaugeFn = fn(&balance::Backend) -> i64;
 /// Reads the upstreams' pools and recorders at scrape time.
 #[derive(Debug)]
 struct UpstreamCollector {
-    upstreams: Vec<Arc<Upstream>>,
+    upstreams: Arc<UpstreamSet>,
 }
 
 fn breaker_value(s: BreakerState) -> i64 {
@@ -64,11 +63,8 @@ fn breaker_value(s: BreakerState) -> i64 {
 
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let snaps: Vec<_> = self
-            .upstreams
-            .iter()
-            .map(|u| (u, u.pool().snapshot()))
-            .collect();
+        let upstreams = self.upstreams.all();
+        let snaps: Vec<_> = upstreams.iter().map(|u| (u, u.pool().snapshot())).collect();
         // Members first, then removed backends still finishing requests.
         let backends = || {
             snaps.iter().flat_map(|(u, s)| {

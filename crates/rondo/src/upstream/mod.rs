@@ -9,6 +9,7 @@
 mod health;
 mod queue;
 pub mod recorder;
+mod set;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use crate::config::UpstreamConfig;
 pub use health::{CheckCounters, CheckFailure, probe};
 pub use queue::Queue;
 pub use recorder::Recorder;
+pub use set::UpstreamSet;
 
 /// One upstream, shared by every worker thread.
 #[derive(Debug)]
