@@ -15,6 +15,7 @@
 //! | `rondo_circuit_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `upstream`, `backend` |
 //! | `rondo_retries_total` | counter | `upstream` |
 //! | `rondo_health_checks_total` | counter | `upstream`, `backend`, `result` (`passed`, `bad_status`, `timeout`, `refused`, `error`) |
+//! | `rondo_dns_resolutions_total` | counter | `upstream`, `name`, `result` (`ok`, `error`) |
 
 use std::sync::Arc;
 
@@ -179,6 +180,26 @@ impl Collector for UpstreamCollector {
                         let labels = [
                             ("upstream", u.name()),
                             ("backend", b.id()),
+                            ("result", result),
+                        ];
+                        ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "rondo_dns_resolutions",
+                "Resolutions of backend names, by name and result (ok, error).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, _) in &snaps {
+                for source in u.discovery() {
+                    for (result, n) in [("ok", source.successes), ("error", source.failures)] {
+                        let labels = [
+                            ("upstream", u.name()),
+                            ("name", source.name.as_str()),
                             ("result", result),
                         ];
                         ConstCounter::new(n).encode(m.encode_family(&labels)?)?;

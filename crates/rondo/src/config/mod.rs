@@ -37,6 +37,7 @@
 pub mod defaults;
 mod error;
 mod model;
+mod named;
 mod raw;
 pub mod units;
 mod validate;
@@ -45,8 +46,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, QueueConfig, RetryBudget,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, CheckKind, Config, DnsTarget, HealthCheckConfig, ListenerConfig, NamedBackend,
+    QueueConfig, ResolverConfig, RetryBudget, RouteConfig, UpstreamConfig,
 };
 
 use error::{SourceMap, humanize};

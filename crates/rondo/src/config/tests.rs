@@ -506,9 +506,10 @@ fn backends_need_valid_addresses_and_unique_ids() {
         "duplicate backend id `x`",
     );
     assert_eq!(at, (9, 90));
+    ok(&with("[{ address = \"localhost:9001\" }]"));
     one_error(
-        &with("[{ address = \"localhost:9001\" }]"),
-        "host names are not resolved",
+        &with("[{ address = \"bad name:9001\" }]"),
+        "host names are not resolved here",
     );
     one_error(
         &with("[{ address = \"127.0.0.1\" }]"),
@@ -736,6 +737,7 @@ fn accepted_keys(section: &str) -> Vec<String> {
     let text = match section {
         "top" => format!("{unknown}\n{MINIMAL}"),
         "[admin]" => format!("[admin]\n{unknown}\n{MINIMAL}"),
+        "[resolver]" => format!("[resolver]\n{unknown}\n{MINIMAL}"),
         "[[listeners]]" => MINIMAL.replacen(
             "upstream = \"app\"\n",
             &format!("upstream = \"app\"\n{unknown}\n"),
@@ -781,6 +783,7 @@ fn the_docs_list_every_key_of_every_table() {
         [
             "top",
             "[admin]",
+            "[resolver]",
             "[[listeners]]",
             "[[listeners.routes]]",
             "[[upstreams]]",
@@ -798,6 +801,7 @@ fn the_docs_list_every_key_of_every_table() {
         // Sub-tables have sections of their own.
         let tables = [
             "admin",
+            "resolver",
             "listeners",
             "upstreams",
             "routes",

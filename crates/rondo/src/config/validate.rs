@@ -17,12 +17,12 @@ use balance::{
 use super::defaults;
 use super::error::{Diagnostic, SourceMap, suggest};
 use super::model::{
-    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, QueueConfig, RetryBudget,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, NamedBackend, QueueConfig,
+    ResolverConfig, RetryBudget, RouteConfig, UpstreamConfig,
 };
 use super::raw::{
-    RawAdmin, RawBackend, RawBreaker, RawConfig, RawHealthCheck, RawKind, RawListener, RawRoute,
-    RawStart, RawUpstream, S, StatusItem,
+    RawAdmin, RawBackend, RawBreaker, RawConfig, RawHealthCheck, RawKind, RawListener, RawResolver,
+    RawRoute, RawStart, RawUpstream, S, StatusItem,
 };
 use super::units::{DurationValue, SizeValue, format_duration};
 
@@ -202,7 +202,7 @@ impl Validator<'_> {
             .rsplit_once(':')
             .is_some_and(|(host, _)| host.parse::<IpAddr>().is_err())
         {
-            "host names are not resolved, give an IP address".to_owned()
+            "host names are not resolved here, give an IP address".to_owned()
         } else {
             "it is not an IP address and port".to_owned()
         };
@@ -360,6 +360,48 @@ impl Validator<'_> {
             admin,
             listeners,
             upstreams,
+            resolver: self.resolver(raw.resolver.as_ref().map(|r| r.get_ref())),
+        }
+    }
+
+    /// `[resolver]`.
+    fn resolver(&mut self, raw: Option<&RawResolver>) -> ResolverConfig {
+        let nameservers = raw
+            .and_then(|r| r.nameservers.as_ref())
+            .map(|list| {
+                list.get_ref()
+                    .iter()
+                    .filter_map(|n| self.address(n, "nameservers"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let min_ttl = self.duration(
+            raw.and_then(|r| r.min_ttl.as_ref()),
+            "min_ttl",
+            defaults::RESOLVER_MIN_TTL,
+            true,
+        );
+        let max_ttl = self.duration(
+            raw.and_then(|r| r.max_ttl.as_ref()),
+            "max_ttl",
+            defaults::RESOLVER_MAX_TTL,
+            true,
+        );
+        if max_ttl < min_ttl {
+            let span = raw.and_then(|r| r.max_ttl.as_ref()).map(|m| m.span());
+            self.error(
+                span,
+                format!(
+                    "`max_ttl` ({}) is shorter than `min_ttl` ({})",
+                    format_duration(max_ttl),
+                    format_duration(min_ttl)
+                ),
+            );
+        }
+        ResolverConfig {
+            nameservers,
+            min_ttl,
+            max_ttl,
         }
     }
 
@@ -579,6 +621,7 @@ impl Validator<'_> {
             },
         };
 
+        let mut named = Vec::new();
         let backends = match &raw.backends {
             None => {
                 self.error(
@@ -597,7 +640,7 @@ impl Validator<'_> {
                 );
                 Vec::new()
             }
-            Some(list) => self.backends(list.get_ref(), &name),
+            Some(list) => self.backends(list.get_ref(), &name, &mut named),
         };
 
         // "0s" turns slow start off, as leaving it out does (Envoy's zero window).
@@ -740,6 +783,7 @@ impl Validator<'_> {
                 seed: 0,
             },
             backends,
+            named,
             tries,
             retry_on_status,
             retry_budget,
@@ -753,12 +797,22 @@ impl Validator<'_> {
         }
     }
 
-    fn backends(&mut self, raw: &[S<RawBackend>], upstream: &str) -> Vec<BackendSpec> {
+    /// The backends given by address; those given by DNS name go to `named`.
+    fn backends(
+        &mut self,
+        raw: &[S<RawBackend>],
+        upstream: &str,
+        named: &mut Vec<NamedBackend>,
+    ) -> Vec<BackendSpec> {
         let mut ids = HashMap::new();
         let mut specs = Vec::new();
         for b in raw {
             let b = b.get_ref();
-            let address = self.address(&b.address, "address");
+            let target = super::named::dns_target(b.address.get_ref().trim());
+            let address = match target {
+                Some(_) => None,
+                None => self.address(&b.address, "address"),
+            };
             let weight = match &b.weight {
                 None => Some(defaults::WEIGHT),
                 Some(w) => match Weight::new(*w.get_ref()) {
@@ -786,12 +840,22 @@ impl Validator<'_> {
             };
             let what = format!("backend id `{{}}` in upstream `{upstream}`");
             self.unique(&mut ids, &id, span, &what, hint);
+            let backup = b.backup.unwrap_or(defaults::BACKUP);
+            if let (Some(target), Some(weight)) = (target, weight) {
+                named.push(NamedBackend {
+                    id: id.clone(),
+                    target,
+                    weight,
+                    backup,
+                    max_connections,
+                });
+            }
             if let (Some(address), Some(weight)) = (address, weight) {
                 specs.push(BackendSpec {
                     id,
                     address,
                     weight,
-                    backup: b.backup.unwrap_or(defaults::BACKUP),
+                    backup,
                     max_connections,
                 });
             }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::config::ResolverConfig;
 use crate::upstream::Upstream;
+use crate::upstream::dns::{Resolver, ResolverError};
 
 /// A handle to the control thread's runtime.
 #[derive(Debug)]
@@ -65,6 +67,12 @@ impl Control {
         }
     }
 
+    /// Builds the DNS resolver in the control runtime's context (where its lookups run).
+    pub(super) fn resolver(&self, config: &ResolverConfig) -> Result<Resolver, ResolverError> {
+        let _context = self.handle.enter();
+        Resolver::new(config)
+    }
+
     /// Serves the admin API on `socket` until the balancer stops or the returned handle drops.
     pub(super) fn serve_admin(
         &self,
@@ -82,10 +90,18 @@ impl Control {
         stopper
     }
 
-    /// Starts an upstream's timer and health-check loops; they run until the balancer stops
-    /// or the returned handle drops (the upstream was removed).
-    pub(super) fn spawn_upstream(&self, upstream: &Arc<Upstream>) -> Stopper {
+    /// Starts an upstream's timer, health-check and (with a resolver) DNS loops; they run
+    /// until the balancer stops or the returned handle drops (the upstream was removed).
+    pub(super) fn spawn_upstream(
+        &self,
+        upstream: &Arc<Upstream>,
+        resolver: Option<&Resolver>,
+    ) -> Stopper {
         let (stopper, own) = Self::group();
+        if let Some(resolver) = resolver {
+            self.handle
+                .spawn(Arc::clone(upstream).run_dns(resolver.clone(), self.until(&own)));
+        }
         self.handle
             .spawn(Arc::clone(upstream).run_timers(self.until(&own)));
         self.handle

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::proxy::{self, Accept, Site};
+use crate::upstream::dns::Resolver;
 use crate::upstream::{Upstream, UpstreamSet};
 
 pub use reload::Reloaded;
@@ -62,9 +63,12 @@ pub struct Running {
 struct State {
     /// The configuration in effect: what the next reload is compared with.
     applied: Config,
-    /// Each upstream's timer and health-check loops, by upstream name.
+    /// Each upstream's timer, health-check and DNS loops, by upstream name.
     loops: HashMap<String, Stopper>,
     admin: AdminServer,
+    /// Resolves backend names (`None` when the system's resolver configuration is unusable
+    /// and no backend is named).
+    resolver: Option<Resolver>,
 }
 
 impl Running {
@@ -148,9 +152,20 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let (control, control_thread) = Control::start(stop_rx.clone())?;
     let mut threads = vec![control_thread];
     let admin = AdminServer::start(&control, &config.admin, &upstreams, started)?;
+    let resolver = match control.resolver(&config.resolver) {
+        Ok(r) => Some(r),
+        Err(e) if config.upstreams.iter().any(|u| !u.named.is_empty()) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "backend names cannot be resolved");
+            None
+        }
+    };
     let loops = built
         .iter()
-        .map(|u| (u.name().to_owned(), control.spawn_upstream(u)))
+        .map(|u| {
+            let stopper = control.spawn_upstream(u, resolver.as_ref());
+            (u.name().to_owned(), stopper)
+        })
         .collect();
     let grace = config.shutdown_grace;
     let mut workers = Vec::new();
@@ -174,6 +189,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             applied: config.clone(),
             loops,
             admin,
+            resolver,
         }),
         control,
         clock,

@@ -11,6 +11,7 @@
 //! | `[admin]` | a new token serves the next request; a new `listen` address is bound, then the old one closed |
 //! | `workers` | refused: worker threads are started once, each with its own event loop and connection pool |
 //! | `shutdown_grace` | refused: each worker thread received it at start |
+//! | `[resolver]` | refused: every upstream's DNS loop holds the resolver |
 //! | an upstream's `queue_size`, `priority_header` | refused: the wait queue is built once, with requests waiting in it |
 //!
 //! A refused change is reported in one sentence and the old value keeps serving; the rest of
@@ -69,6 +70,12 @@ impl Running {
                 state.applied.workers, new.workers
             ));
         }
+        if state.applied.resolver != new.resolver {
+            report.refused.push(
+                "changing `[resolver]` needs a restart: every upstream's DNS loop holds the resolver"
+                    .to_owned(),
+            );
+        }
         if state.applied.shutdown_grace != new.shutdown_grace {
             report.refused.push(format!(
                 "changing `shutdown_grace` ({:?} → {:?}) needs a restart: each worker thread received it at start",
@@ -91,9 +98,8 @@ impl Running {
                 match Upstream::new(u.clone(), self.clock) {
                     Ok(up) => {
                         let up = Arc::new(up);
-                        state
-                            .loops
-                            .insert(u.name.clone(), self.control.spawn_upstream(&up));
+                        let loops = self.control.spawn_upstream(&up, state.resolver.as_ref());
+                        state.loops.insert(u.name.clone(), loops);
                         live.push(up);
                         state.applied.upstreams.push(u.clone());
                         report.upstreams.push(u.name.clone());
