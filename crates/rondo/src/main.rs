@@ -44,11 +44,16 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
-    /// Validate a configuration file and exit, like `nginx -t`.
+    /// Validate a configuration file and exit, like `nginx -t`. Backend names are resolved
+    /// once: one that does not is a warning (this machine's DNS may differ from the
+    /// balancer's), an error with --strict.
     Check {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Fail when a backend name does not resolve.
+        #[arg(long)]
+        strict: bool,
     },
     // About and help come from `CompareArgs`.
     Compare(rondo::lab::compare::CompareArgs),
@@ -83,7 +88,7 @@ fn main() -> anyhow::Result<ExitCode> {
             rondo::serve::send_reload(pid)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => Ok(check(&config)),
+        Command::Check { config, strict } => Ok(check(&config, strict)),
         Command::Compare(args) => rondo::lab::compare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => rondo::lab::demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => rondo_bench::run(args).map(|()| ExitCode::SUCCESS),
@@ -91,10 +96,20 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1.
-fn check(path: &std::path::Path) -> ExitCode {
+/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1; names that
+/// do not resolve are warnings (errors with `strict`).
+fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match rondo::config::load(path) {
         Ok(config) => {
+            let unresolved = rondo::upstream::dns::check_names(&config);
+            let word = if strict { "error" } else { "warning" };
+            for problem in &unresolved {
+                eprintln!("rondo: {word}: {problem}");
+            }
+            if strict && !unresolved.is_empty() {
+                eprintln!("rondo: configuration file {} test failed", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "rondo: configuration file {} is valid: {}",
                 path.display(),

@@ -379,6 +379,13 @@ async fn an_unresolved_name_is_out_with_its_error_and_a_silent_server_keeps_the_
         missing["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{missing}"
     );
+    let typed: rondo::admin::stats::Stats = serde_json::from_value(s.clone()).unwrap();
+    let table = rondo::admin::status::render(&typed, false);
+    assert!(
+        table.contains("dns missing.test:80: never resolved: "),
+        "{table}"
+    );
+    assert!(table.contains("dns b: 1 addresses"), "{table}");
     let seen = spread(web(&running), 4).await;
     assert_eq!((seen["a"], seen["b"]), (2, 2), "{seen:?}");
 
@@ -405,4 +412,50 @@ async fn an_unresolved_name_is_out_with_its_error_and_a_silent_server_keeps_the_
     let seen = spread(web(&running), 4).await;
     assert_eq!((seen["a"], seen["b"]), (2, 2), "{seen:?}");
     running.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_a_name_that_does_not_resolve_and_fails_with_strict() {
+    let dns = Dns::start(30).await;
+    dns.set_a("app.test", &[Ipv4Addr::LOCALHOST]);
+    let dir = std::env::temp_dir().join(format!("rondo-dns-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rondo.toml");
+    std::fs::write(
+        &file,
+        config(
+            "{ address = \"app.test:80\" }, { address = \"missing.test:80\" }",
+            &dns,
+            "5s",
+            "300s",
+        ),
+    )
+    .unwrap();
+    let run = |strict: bool| {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"));
+            cmd.arg("check").arg("--config").arg(&file);
+            if strict {
+                cmd.arg("--strict");
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let lenient = run(false).await.unwrap();
+    let stderr = String::from_utf8_lossy(&lenient.stderr);
+    assert!(lenient.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: upstream `app`: backend `missing.test:80` does not resolve"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("app.test:80` does not"), "{stderr}");
+    let strict = run(true).await.unwrap();
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error: upstream `app`: backend `missing.test:80`"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -260,3 +260,39 @@ impl Upstream {
         }
     }
 }
+
+/// For `rondo check`: resolves every backend name of `config` once and returns one line per
+/// name that does not resolve (empty: all do). A warning by default, since the machine
+/// running `check` may not see the DNS the balancer will.
+pub fn check_names(config: &crate::config::Config) -> Vec<String> {
+    let named: Vec<(&str, &NamedBackend)> = config
+        .upstreams
+        .iter()
+        .flat_map(|u| u.named.iter().map(move |n| (u.name.as_str(), n)))
+        .collect();
+    if named.is_empty() {
+        return Vec::new();
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return vec!["cannot start a runtime to resolve backend names".to_owned()];
+    };
+    rt.block_on(async {
+        let resolver = match Resolver::new(&config.resolver) {
+            Ok(r) => r,
+            Err(e) => return vec![e.to_string()],
+        };
+        let mut problems = Vec::new();
+        for (upstream, entry) in named {
+            if let Err(e) = resolver.resolve(&entry.target).await {
+                problems.push(format!(
+                    "upstream `{upstream}`: backend `{}` does not resolve: {e}",
+                    entry.id
+                ));
+            }
+        }
+        problems
+    })
+}
