@@ -78,7 +78,9 @@ impl Resolver {
         let options = builder.options_mut();
         // rondo schedules its own refreshes from the TTL; a cache would hide changes.
         options.cache_size = 0;
-        // Names are written fully qualified or relative to the search list, as in resolv.conf.
+        // A silent server costs a name at most 2 × 2 s before the last known addresses are
+        // kept and the failure counted (the system default, 5 s × 2, would hold every other
+        // name of the upstream behind it for 10 s).
         options.attempts = 2;
         options.timeout = Duration::from_secs(2);
         let inner = builder.build().map_err(|e| ResolverError(e.to_string()))?;
@@ -220,7 +222,8 @@ impl Upstream {
             tokio::select! {
                 () = &mut stop => return,
                 () = sleep => {}
-                () = self.named_changed.notified() => {}
+                // A reload may have changed an entry's weight or flags: resolve all again.
+                () = self.named_changed.notified() => due.clear(),
             }
         }
     }
