@@ -39,7 +39,9 @@ enum Command {
     /// validates the file, sends SIGHUP, reads the outcome from the admin API; exit code 1
     /// when the reload failed or was partial.
     Reload(rondo::reload::ReloadArgs),
-    /// Validate a configuration file and exit, like `nginx -t`.
+    /// Validate a configuration file and exit, like `nginx -t`. Backend names are resolved
+    /// once: one that does not is a warning (this machine's DNS may differ from the
+    /// balancer's), an error with --strict.
     Check {
         /// The configuration file [default: /etc/rondo/rondo.toml].
         #[arg(conflicts_with = "config")]
@@ -47,6 +49,9 @@ enum Command {
         /// The configuration file, as for `rondo serve`.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Fail when a backend name does not resolve.
+        #[arg(long)]
+        strict: bool,
     },
     // About and help come from `CompareArgs`.
     Compare(rondo::lab::compare::CompareArgs),
@@ -81,10 +86,15 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload(args) => rondo::reload::run(args),
-        Command::Check { file, config } => Ok(check(
+        Command::Check {
+            file,
+            config,
+            strict,
+        } => Ok(check(
             file.or(config)
                 .as_deref()
                 .unwrap_or(Path::new(DEFAULT_CONFIG)),
+            strict,
         )),
         Command::Compare(args) => rondo::lab::compare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => rondo::lab::demo::run(args).map(|()| ExitCode::SUCCESS),
@@ -101,10 +111,20 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1.
-fn check(path: &Path) -> ExitCode {
+/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1; names that
+/// do not resolve are warnings (errors with `strict`).
+fn check(path: &Path, strict: bool) -> ExitCode {
     match rondo::config::load(path) {
         Ok(config) => {
+            let unresolved = rondo::upstream::dns::check_names(&config);
+            let word = if strict { "error" } else { "warning" };
+            for problem in &unresolved {
+                eprintln!("rondo: {word}: {problem}");
+            }
+            if strict && !unresolved.is_empty() {
+                eprintln!("rondo: configuration file {} test failed", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "rondo: configuration file {} is valid: {}",
                 path.display(),

@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamSet};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -51,7 +51,8 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin server reads and writes.
 pub struct Admin {
-    upstreams: Vec<Arc<Upstream>>,
+    /// The live upstreams (a reload may add or remove some).
+    upstreams: Arc<UpstreamSet>,
     registry: Registry,
     token: Option<String>,
     /// Reads need the token too (the listener is not on loopback).
@@ -63,7 +64,7 @@ pub struct Admin {
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("upstreams", &self.upstreams.len())
+            .field("upstreams", &self.upstreams.all().len())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("protect_reads", &self.protect_reads)
             .finish_non_exhaustive()
@@ -71,21 +72,25 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// The admin state over `upstreams`, exposing the metrics of `registry`. `listen` decides
-    /// whether reads need the token (they do off loopback).
+    /// The admin state over the live `upstreams`, exposing the metrics of `registry`.
+    /// `listen` decides whether reads need the token (they do off loopback); `started` is when
+    /// the balancer started (a reload that rebuilds the admin server keeps the uptime);
+    /// `reloads` is where the serving process records how reloads ended.
     pub fn new(
-        upstreams: Vec<Arc<Upstream>>,
+        upstreams: Arc<UpstreamSet>,
         registry: Registry,
         token: Option<String>,
         listen: SocketAddr,
+        started: Instant,
+        reloads: Arc<reloads::Reloads>,
     ) -> Admin {
         Admin {
             upstreams,
             registry,
             protect_reads: token.is_some() && !listen.ip().is_loopback(),
             token,
-            started: Instant::now(),
-            reloads: Arc::default(),
+            started,
+            reloads,
         }
     }
 
@@ -94,15 +99,17 @@ impl Admin {
         &self.reloads
     }
 
-    fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| u.name() == name)
+    fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 }
 
-/// Serves the admin API on `listener` until `stop` resolves.
+/// Serves the admin API on `listener` until `stop` resolves. Each request reads the current
+/// `admin` state, so a reload that stores a new one (a new token) applies to the next request,
+/// also on connections already open.
 pub async fn serve(
     listener: TcpListener,
-    admin: Arc<Admin>,
+    admin: Arc<arc_swap::ArcSwap<Admin>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     // No "listening" line here: `rondo serve` reports its addresses in one place, in order.
@@ -118,7 +125,7 @@ pub async fn serve(
         let admin = Arc::clone(&admin);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let admin = Arc::clone(&admin);
+                let admin = admin.load_full();
                 async move { Ok::<_, Infallible>(handle(&admin, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -229,7 +236,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if admin.protect_reads && !authorized(admin, &req) {
                 return unauthorized();
             }
-            let s = stats::collect(&admin.upstreams, admin.started.elapsed());
+            let s = stats::collect(&admin.upstreams.all(), admin.started.elapsed());
             match serde_json::to_string(&s) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
@@ -503,20 +510,24 @@ mod tests {
     fn reads_need_the_token_only_off_loopback() {
         let admin = |listen: &str| {
             Admin::new(
-                Vec::new(),
+                Arc::default(),
                 Registry::default(),
                 Some("t".into()),
                 listen.parse().unwrap(),
+                Instant::now(),
+                Arc::default(),
             )
         };
         assert!(!admin("127.0.0.1:9901").protect_reads);
         assert!(!admin("[::1]:9901").protect_reads);
         assert!(admin("0.0.0.0:9901").protect_reads);
         let open = Admin::new(
-            Vec::new(),
+            Arc::default(),
             Registry::default(),
             None,
             "127.0.0.1:9901".parse().unwrap(),
+            Instant::now(),
+            Arc::default(),
         );
         assert!(!open.protect_reads);
         assert!(!format!("{:?}", admin("0.0.0.0:1")).contains("\"t\""));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use balance::{Backend, BackendState, BreakerState, Health, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::upstream::Upstream;
+use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,10 @@ pub struct UpstreamStats {
     pub circuit_breaker_states: BTreeMap<String, String>,
     /// Its backends, in configuration order, then removed ones still finishing requests.
     pub backends: Vec<BackendStats>,
+    /// Its backends given by DNS name: the addresses in use and the last error. A name that
+    /// never resolved has `resolved: false` and no backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<SourceStatus>,
 }
 
 /// One backend.
@@ -137,6 +141,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
             .map(|b| (b.id.clone(), b.breaker.clone()))
             .collect(),
         backends,
+        dns: u.discovery(),
     }
 }
 

@@ -224,6 +224,18 @@ pub fn render(stats: &Stats, colour: bool) -> String {
         for row in &rows {
             let _ = writeln!(out, "{}", line(row, false));
         }
+        // Backend names: how many addresses each gives, and why one gives none or is stale.
+        for d in &u.dns {
+            let what = match (&d.error, d.resolved) {
+                (None, _) => format!("{} addresses", d.addresses.len()),
+                (Some(e), false) => paint(state_colour("down"), &format!("never resolved: {e}")),
+                (Some(e), true) => paint(
+                    state_colour("down"),
+                    &format!("{} last known addresses kept: {e}", d.addresses.len()),
+                ),
+            };
+            let _ = writeln!(out, "  dns {}: {what}", d.name);
+        }
     }
     out
 }

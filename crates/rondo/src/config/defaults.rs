@@ -22,6 +22,15 @@ pub fn workers() -> NonZeroUsize {
 /// Kubernetes in-flight requests get all the time the pod is given before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// `[resolver] min_ttl`: 5 s, Envoy's default DNS refresh rate; a record with a shorter (or
+/// zero) TTL does not turn every balancer of a fleet into a DNS load generator.
+pub const RESOLVER_MIN_TTL: Duration = Duration::from_secs(5);
+
+/// `[resolver] max_ttl`: 5 minutes, so a record published with a TTL of a day still follows a
+/// change within minutes (Kubernetes' and Consul's TTLs are seconds; cloud load balancers'
+/// 60 s).
+pub const RESOLVER_MAX_TTL: Duration = Duration::from_secs(300);
+
 /// `access_log`: on, as in nginx (`access_log logs/access.log combined`): one line per
 /// request is what an operator reaches for first.
 pub const ACCESS_LOG: bool = true;

@@ -37,6 +37,7 @@
 pub mod defaults;
 mod error;
 mod model;
+mod named;
 mod raw;
 pub mod units;
 mod validate;
@@ -45,8 +46,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CheckKind, Config, HashKey, HealthCheckConfig, ListenerConfig, QueueConfig,
-    RetryBudget, RouteConfig, StickyConfig, UpstreamConfig,
+    AdminConfig, CheckKind, Config, DnsTarget, HashKey, HealthCheckConfig, ListenerConfig,
+    NamedBackend, QueueConfig, ResolverConfig, RetryBudget, RouteConfig, StickyConfig,
+    UpstreamConfig,
 };
 
 use error::{SourceMap, humanize};

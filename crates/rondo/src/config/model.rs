@@ -24,6 +24,53 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The upstreams, in file order (at least one).
     pub upstreams: Vec<UpstreamConfig>,
+    /// How backend names are resolved.
+    pub resolver: ResolverConfig,
+}
+
+/// `[resolver]`: where backend names are resolved and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// A name is resolved again after its records' TTL, but never sooner than this.
+    pub min_ttl: Duration,
+    /// …and never later than this.
+    pub max_ttl: Duration,
+}
+
+/// A backend given by a DNS name rather than an address: every address the name resolves to
+/// is a backend with these settings (see `upstream::dns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedBackend {
+    /// The id as written (default: the name as written); each resolved backend's id is
+    /// `{id}@{address}`.
+    pub id: String,
+    /// What to resolve.
+    pub target: DnsTarget,
+    /// Each resolved backend's weight (for SRV: multiplied by the record's relative weight).
+    pub weight: balance::Weight,
+    /// Each resolved backend is a backup.
+    pub backup: bool,
+    /// Each resolved backend's connection limit.
+    pub max_connections: Option<NonZeroU32>,
+}
+
+/// A DNS name to resolve into backend addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsTarget {
+    /// A/AAAA records of `host`, each with `port`.
+    Host {
+        /// The host name.
+        host: String,
+        /// The port every address gets.
+        port: u16,
+    },
+    /// SRV records of `name` (`_service._proto.domain`): targets, ports and weights.
+    Srv {
+        /// The SRV name.
+        name: String,
+    },
 }
 
 impl Config {
@@ -152,8 +199,10 @@ pub struct UpstreamConfig {
     /// (`None` when `max_fails = 0`), slow start, panic threshold and start position. The
     /// seed is 0: the program sets it.
     pub pool: PoolConfig,
-    /// The backends, in file order (at least one).
+    /// The backends given by address, in file order.
     pub backends: Vec<BackendSpec>,
+    /// The backends given by DNS name, in file order; with `backends`, at least one.
+    pub named: Vec<NamedBackend>,
     /// Attempts per request in all, the first included (1 when `failover = false`).
     pub tries: NonZeroU32,
     /// Response statuses that count as a failed attempt and are retried.

@@ -30,6 +30,20 @@ pub(crate) struct RawConfig {
     pub(crate) listeners: Option<S<Vec<S<RawListener>>>>,
     /// `[[upstreams]]`, at least one.
     pub(crate) upstreams: Option<S<Vec<S<RawUpstream>>>>,
+    /// `[resolver]`. Default: the system's resolver configuration.
+    pub(crate) resolver: Option<S<RawResolver>>,
+}
+
+/// `[resolver]`: how backend names are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResolver {
+    /// Name servers, socket addresses. Default: those of `/etc/resolv.conf`.
+    pub(crate) nameservers: Option<S<Vec<S<String>>>>,
+    /// Shortest time between two resolutions of a name, duration. Default "5s".
+    pub(crate) min_ttl: Option<S<DurationValue>>,
+    /// Longest time between two resolutions of a name, duration. Default "300s".
+    pub(crate) max_ttl: Option<S<DurationValue>>,
 }
 
 /// `[admin]`.
@@ -163,7 +177,8 @@ pub(crate) struct RawSticky {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackend {
-    /// Socket address, "127.0.0.1:9001" or "[::1]:9001", required.
+    /// Socket address ("127.0.0.1:9001", "[::1]:9001"), DNS name and port
+    /// ("app.internal:9001") or SRV name ("_http._tcp.app.internal"), required.
     pub(crate) address: S<String>,
     /// Relative weight, number > 0 with at most three decimals. Default 1.
     pub(crate) weight: Option<S<f64>>,

@@ -3,26 +3,29 @@
 //! proxied request.
 //!
 //! The runtime is built on the starting thread and its handle kept, so loops can be started
-//! (an upstream added by a reload) and stopped (one removed) while it runs.
+//! (an upstream added by a reload) and stopped (one removed, the admin server replaced) while
+//! it runs. Each started task ends with the whole balancer or when its [`Stopper`] drops.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::config::ResolverConfig;
 use crate::upstream::Upstream;
+use crate::upstream::dns::{Resolver, ResolverError};
 
 /// A handle to the control thread's runtime.
 #[derive(Debug)]
 pub(super) struct Control {
     handle: tokio::runtime::Handle,
-    /// The whole balancer's stop signal: every loop ends with it.
+    /// The whole balancer's stop signal: every task ends with it.
     stop: watch::Receiver<bool>,
 }
 
-/// Keeps an upstream's loops running; dropping it stops them (the upstream was removed).
+/// Keeps tasks started on the control thread running; dropping it stops them.
 #[derive(Debug)]
-pub(super) struct UpstreamTasks {
+pub(super) struct Stopper {
     _stop: watch::Sender<bool>,
 }
 
@@ -47,31 +50,62 @@ impl Control {
         Ok((Control { handle, stop }, thread))
     }
 
-    /// Serves the admin API on `socket` until the balancer stops.
-    pub(super) fn serve_admin(&self, socket: std::net::TcpListener, admin: Arc<Admin>) {
-        let stop = self.stop.clone();
+    /// A stop signal for a group of tasks: the [`Stopper`] and what the tasks watch.
+    fn group() -> (Stopper, watch::Receiver<bool>) {
+        let (own, own_rx) = watch::channel(false);
+        (Stopper { _stop: own }, own_rx)
+    }
+
+    /// Resolves when the balancer stops or the group's [`Stopper`] drops.
+    fn until(&self, own: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+        let (all, own) = (self.stop.clone(), own.clone());
+        async move {
+            tokio::select! {
+                () = stopped(all) => {}
+                () = stopped(own) => {}
+            }
+        }
+    }
+
+    /// Builds the DNS resolver in the control runtime's context (where its lookups run).
+    pub(super) fn resolver(&self, config: &ResolverConfig) -> Result<Resolver, ResolverError> {
+        let _context = self.handle.enter();
+        Resolver::new(config)
+    }
+
+    /// Serves the admin API on `socket` until the balancer stops or the returned handle drops.
+    pub(super) fn serve_admin(
+        &self,
+        socket: std::net::TcpListener,
+        admin: Arc<arc_swap::ArcSwap<Admin>>,
+    ) -> Stopper {
+        let (stopper, own) = Self::group();
+        let until = self.until(&own);
         self.handle.spawn(async move {
             match tokio::net::TcpListener::from_std(socket) {
-                Ok(listener) => crate::admin::serve(listener, admin, stopped(stop)).await,
+                Ok(listener) => crate::admin::serve(listener, admin, until).await,
                 Err(e) => tracing::error!(error = %e, "cannot serve the admin API"),
             }
         });
+        stopper
     }
 
-    /// Starts an upstream's timer and health-check loops; they run until the balancer stops
-    /// or the returned handle is dropped.
-    pub(super) fn spawn_upstream(&self, upstream: &Arc<Upstream>) -> UpstreamTasks {
-        let (own, own_rx) = watch::channel(false);
-        let until = |mut all: watch::Receiver<bool>, mut own: watch::Receiver<bool>| async move {
-            tokio::select! {
-                _ = all.wait_for(|s| *s) => {}
-                _ = own.wait_for(|s| *s) => {}
-            }
-        };
+    /// Starts an upstream's timer, health-check and (with a resolver) DNS loops; they run
+    /// until the balancer stops or the returned handle drops (the upstream was removed).
+    pub(super) fn spawn_upstream(
+        &self,
+        upstream: &Arc<Upstream>,
+        resolver: Option<&Resolver>,
+    ) -> Stopper {
+        let (stopper, own) = Self::group();
+        if let Some(resolver) = resolver {
+            self.handle
+                .spawn(Arc::clone(upstream).run_dns(resolver.clone(), self.until(&own)));
+        }
         self.handle
-            .spawn(Arc::clone(upstream).run_timers(until(self.stop.clone(), own_rx.clone())));
+            .spawn(Arc::clone(upstream).run_timers(self.until(&own)));
         self.handle
-            .spawn(Arc::clone(upstream).run_health_checks(until(self.stop.clone(), own_rx)));
-        UpstreamTasks { _stop: own }
+            .spawn(Arc::clone(upstream).run_health_checks(self.until(&own)));
+        stopper
     }
 }

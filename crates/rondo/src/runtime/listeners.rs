@@ -81,7 +81,7 @@ impl Running {
                 .cloned()
                 .with_context(|| {
                     format!(
-                        "listener `{}` uses upstream `{name}`, which is new: adding upstreams needs a restart",
+                        "listener `{}` uses upstream `{name}`, which is not running",
                         l.name
                     )
                 })

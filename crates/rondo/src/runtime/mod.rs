@@ -12,13 +12,16 @@
 //! |---|---|
 //! | `mod.rs` | [`start`], [`Running`]: threads, addresses, shutdown |
 //! | `control.rs` | the control thread: one tokio runtime for every timer loop and the admin API |
+//! | `admin.rs` | the admin server, replaced whole when `[admin]` changes |
 //! | `listeners.rs` | listeners as the runtime keeps them; starting, replacing, stopping them |
 //! | `reload.rs` | [`Running::reload`]: applying a new configuration without dropping a request |
 
+mod admin;
 mod control;
 mod listeners;
 mod reload;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +32,13 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::proxy::{self, Accept, Site};
-use crate::upstream::Upstream;
+use crate::upstream::dns::Resolver;
+use crate::upstream::{Upstream, UpstreamSet};
 
 pub use reload::Reloaded;
 
-use control::{Control, UpstreamTasks};
+use admin::AdminServer;
+use control::{Control, Stopper};
 use listeners::LiveListener;
 
 /// A running balancer: its bound addresses, upstreams and the way to stop it.
@@ -42,16 +47,28 @@ pub struct Running {
     listeners: parking_lot::Mutex<Vec<LiveListener>>,
     /// Hands new listeners to each worker thread.
     workers: Vec<tokio::sync::mpsc::UnboundedSender<Accept>>,
-    /// The live upstreams, each with the handle that stops its loops on the control thread.
-    upstreams: parking_lot::Mutex<Vec<(Arc<Upstream>, UpstreamTasks)>>,
-    /// The configuration in effect: what the last reload is compared with.
-    applied: parking_lot::Mutex<Config>,
+    /// The live upstreams, read by the admin API and metrics.
+    upstreams: Arc<UpstreamSet>,
+    /// What a reload changes, behind one lock so reloads apply one at a time.
+    state: parking_lot::Mutex<State>,
+    /// The control thread's runtime, where upstream loops and the admin server run.
+    control: Control,
+    clock: Clock,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    admin_addr: SocketAddr,
-    /// False with `[admin] enabled = false`: nothing listens on `admin_addr`.
-    admin_enabled: bool,
-    reloads: Arc<crate::admin::reloads::Reloads>,
+}
+
+/// The part of a running balancer a reload replaces.
+#[derive(Debug)]
+struct State {
+    /// The configuration in effect: what the next reload is compared with.
+    applied: Config,
+    /// Each upstream's timer, health-check and DNS loops, by upstream name.
+    loops: HashMap<String, Stopper>,
+    admin: AdminServer,
+    /// Resolves backend names (`None` when the system's resolver configuration is unusable
+    /// and no backend is named).
+    resolver: Option<Resolver>,
 }
 
 impl Running {
@@ -75,36 +92,29 @@ impl Running {
 
     /// An upstream by name.
     pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.upstreams
-            .lock()
-            .iter()
-            .find(|(u, _)| u.name() == name)
-            .map(|(u, _)| Arc::clone(u))
+        self.upstreams.get(name)
     }
 
-    /// Every upstream, in configuration order.
+    /// Every upstream, in configuration order (upstreams added by a reload last).
     pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
-        self.upstreams
-            .lock()
-            .iter()
-            .map(|(u, _)| Arc::clone(u))
-            .collect()
+        self.upstreams.all().to_vec()
     }
 
-    /// The address the admin API is bound to (useful with port 0); with `[admin] enabled =
-    /// false`, the configured address, where nothing listens (see [`Running::admin_enabled`]).
+    /// The address the admin API is bound to (useful with port 0); a reload may move it. With
+    /// `[admin] enabled = false`, the configured address, where nothing listens (see
+    /// [`Running::admin_enabled`]).
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.state.lock().admin.addr
     }
 
     /// Whether the admin API runs (`[admin] enabled`).
     pub fn admin_enabled(&self) -> bool {
-        self.admin_enabled
+        self.state.lock().admin.enabled
     }
 
     /// Where reloads are recorded for `GET /api/v1/reload`.
-    pub fn reloads(&self) -> &crate::admin::reloads::Reloads {
-        &self.reloads
+    pub fn reloads(&self) -> Arc<crate::admin::reloads::Reloads> {
+        Arc::clone(&self.state.lock().admin.reloads)
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
@@ -124,8 +134,8 @@ impl Running {
     }
 }
 
-/// Binds every listener and the admin API, then starts the workers and the control thread.
-/// Errors (an address in use, an invalid upstream) are reported before anything runs.
+/// Binds every listener and the admin API, then starts the control thread and the workers.
+/// Errors (an address in use, an invalid upstream) are reported before any request is served.
 pub fn start(config: &Config) -> anyhow::Result<Running> {
     let descriptors = proxy::room::raise_descriptor_limit();
     for l in &config.listeners {
@@ -142,14 +152,15 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         }
     }
     let clock = Clock::new();
-    let mut upstreams = Vec::new();
+    let started = tokio::time::Instant::now();
+    let mut built = Vec::new();
     for u in &config.upstreams {
         let up =
             Upstream::new(u.clone(), clock).with_context(|| format!("upstream `{}`", u.name))?;
-        upstreams.push(Arc::new(up));
+        built.push(Arc::new(up));
     }
     let find = |name: &str| {
-        upstreams
+        built
             .iter()
             .find(|u| u.name() == name)
             .cloned()
@@ -160,29 +171,28 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         let site = Arc::new(Site::new(l, find, config.access_log)?);
         listeners.push(LiveListener::bind(l, site)?);
     }
+    let upstreams = Arc::new(UpstreamSet::new(built.clone()));
 
-    // The admin API: bound here so a taken port fails the start, served on the control thread.
-    let admin_socket = match config.admin.enabled {
-        true => Some(
-            proxy::bind(config.admin.listen)
-                .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?,
-        ),
-        false => None,
-    };
-    let admin_addr = match &admin_socket {
-        Some(socket) => socket.local_addr()?,
-        None => config.admin.listen,
-    };
-    let admin = Arc::new(crate::admin::Admin::new(
-        upstreams.clone(),
-        crate::admin::metrics::registry(&upstreams),
-        config.admin.token.clone(),
-        config.admin.listen,
-    ));
-    let reloads = Arc::clone(admin.reloads());
-
+    // If anything below fails, dropping `stop` ends the threads already started.
     let (stop, stop_rx) = watch::channel(false);
-    let mut threads = Vec::new();
+    let (control, control_thread) = Control::start(stop_rx.clone())?;
+    let mut threads = vec![control_thread];
+    let admin = AdminServer::start(&control, &config.admin, &upstreams, started)?;
+    let resolver = match control.resolver(&config.resolver) {
+        Ok(r) => Some(r),
+        Err(e) if config.upstreams.iter().any(|u| !u.named.is_empty()) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "backend names cannot be resolved");
+            None
+        }
+    };
+    let loops = built
+        .iter()
+        .map(|u| {
+            let stopper = control.spawn_upstream(u, resolver.as_ref());
+            (u.name().to_owned(), stopper)
+        })
+        .collect();
     let grace = config.shutdown_grace;
     let mut workers = Vec::new();
     for n in 0..config.workers.get() {
@@ -197,27 +207,19 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             .spawn(move || proxy::run_worker(rx, stop_rx, grace))?;
         threads.push(thread);
     }
-    let (control, thread) = Control::start(stop_rx)?;
-    threads.push(thread);
-    if let Some(socket) = admin_socket {
-        control.serve_admin(socket, admin);
-    }
-    let upstreams = upstreams
-        .into_iter()
-        .map(|u| {
-            let tasks = control.spawn_upstream(&u);
-            (u, tasks)
-        })
-        .collect();
     Ok(Running {
         listeners: parking_lot::Mutex::new(listeners),
         workers,
-        upstreams: parking_lot::Mutex::new(upstreams),
-        applied: parking_lot::Mutex::new(config.clone()),
+        upstreams,
+        state: parking_lot::Mutex::new(State {
+            applied: config.clone(),
+            loops,
+            admin,
+            resolver,
+        }),
+        control,
+        clock,
         stop,
         threads,
-        admin_addr,
-        admin_enabled: config.admin.enabled,
-        reloads,
     })
 }

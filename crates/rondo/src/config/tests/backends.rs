@@ -59,11 +59,14 @@ fn backends_need_valid_addresses_and_unique_ids() {
     ok(&with_backends(
         "backends = [{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9001\", id = \"again\" }]\n",
     ));
+    ok(&with_backends(
+        "backends = [{ address = \"localhost:9001\" }]\n",
+    ));
     for case in [
         r#"backends = [{ address = "127.0.0.1:9001", id = "x" }, { address = "127.0.0.1:9002", id = "x" }]
                                                                                          ^^^ duplicate backend id `x`"#,
-        r#"backends = [{ address = "localhost:9001" }]
-                        ^^^^^^^^^^^^^^^^ host names are not resolved"#,
+        r#"backends = [{ address = "bad name:9001" }]
+                        ^^^^^^^^^^^^^^^ host names are not resolved here"#,
         r#"backends = [{ address = "127.0.0.1" }]
                         ^^^^^^^^^^^ the port is missing"#,
         r#"backends = [{ address = "::1:80" }]

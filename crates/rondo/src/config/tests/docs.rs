@@ -38,6 +38,7 @@ fn accepted_keys(section: &str) -> Vec<String> {
     let text = match section {
         "top" => format!("{unknown}\n{MINIMAL}"),
         "[admin]" => format!("[admin]\n{unknown}\n{MINIMAL}"),
+        "[resolver]" => format!("[resolver]\n{unknown}\n{MINIMAL}"),
         "[[listeners]]" => MINIMAL.replacen(
             "upstream = \"app\"\n",
             &format!("upstream = \"app\"\n{unknown}\n"),
@@ -84,6 +85,7 @@ fn the_docs_list_every_key_of_every_table() {
         [
             "top",
             "[admin]",
+            "[resolver]",
             "[[listeners]]",
             "[[listeners.routes]]",
             "[[upstreams]]",
@@ -102,6 +104,7 @@ fn the_docs_list_every_key_of_every_table() {
         // Sub-tables have sections of their own.
         let tables = [
             "admin",
+            "resolver",
             "listeners",
             "upstreams",
             "routes",

@@ -8,15 +8,26 @@ use balance::{BackendSpec, Weight};
 
 use super::Validator;
 use crate::config::defaults;
+use crate::config::model::NamedBackend;
 use crate::config::raw::{BackendEntry, S};
 
 impl Validator<'_> {
-    pub(super) fn backends(&mut self, raw: &[S<BackendEntry>], upstream: &str) -> Vec<BackendSpec> {
+    /// The backends given by address; those given by DNS name go to `named`.
+    pub(super) fn backends(
+        &mut self,
+        raw: &[S<BackendEntry>],
+        upstream: &str,
+        named: &mut Vec<NamedBackend>,
+    ) -> Vec<BackendSpec> {
         let mut ids = HashMap::new();
         let mut specs = Vec::new();
         for b in raw {
             let b = &b.get_ref().0;
-            let address = self.address(&b.address, "address");
+            let target = crate::config::named::dns_target(b.address.get_ref().trim());
+            let address = match target {
+                Some(_) => None,
+                None => self.address(&b.address, "address"),
+            };
             let weight = match &b.weight {
                 None => Some(defaults::WEIGHT),
                 Some(w) => match Weight::new(*w.get_ref()) {
@@ -44,12 +55,22 @@ impl Validator<'_> {
             };
             let what = format!("backend id `{{}}` in upstream `{upstream}`");
             self.unique(&mut ids, &id, span, &what, hint);
+            let backup = b.backup.unwrap_or(defaults::BACKUP);
+            if let (Some(target), Some(weight)) = (target, weight) {
+                named.push(NamedBackend {
+                    id: id.clone(),
+                    target,
+                    weight,
+                    backup,
+                    max_connections,
+                });
+            }
             if let (Some(address), Some(weight)) = (address, weight) {
                 specs.push(BackendSpec {
                     id,
                     address,
                     weight,
-                    backup: b.backup.unwrap_or(defaults::BACKUP),
+                    backup,
                     max_connections,
                 });
             }

@@ -24,8 +24,9 @@ use std::ops::Range;
 
 use super::defaults;
 use super::error::{Diagnostic, SourceMap};
-use super::model::Config;
-use super::raw::RawConfig;
+use super::model::{Config, ResolverConfig};
+use super::raw::{RawConfig, RawResolver};
+use super::units::format_duration;
 
 /// Looks up an environment variable (a parameter so tests need not touch the process's
 /// environment).
@@ -165,6 +166,48 @@ impl Validator<'_> {
             admin,
             listeners,
             upstreams,
+            resolver: self.resolver(raw.resolver.as_ref().map(|r| r.get_ref())),
+        }
+    }
+
+    /// `[resolver]`.
+    fn resolver(&mut self, raw: Option<&RawResolver>) -> ResolverConfig {
+        let nameservers = raw
+            .and_then(|r| r.nameservers.as_ref())
+            .map(|list| {
+                list.get_ref()
+                    .iter()
+                    .filter_map(|n| self.address(n, "nameservers"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let min_ttl = self.duration(
+            raw.and_then(|r| r.min_ttl.as_ref()),
+            "min_ttl",
+            defaults::RESOLVER_MIN_TTL,
+            true,
+        );
+        let max_ttl = self.duration(
+            raw.and_then(|r| r.max_ttl.as_ref()),
+            "max_ttl",
+            defaults::RESOLVER_MAX_TTL,
+            true,
+        );
+        if max_ttl < min_ttl {
+            let span = raw.and_then(|r| r.max_ttl.as_ref()).map(|m| m.span());
+            self.error(
+                span,
+                format!(
+                    "`max_ttl` ({}) is shorter than `min_ttl` ({})",
+                    format_duration(max_ttl),
+                    format_duration(min_ttl)
+                ),
+            );
+        }
+        ResolverConfig {
+            nameservers,
+            min_ttl,
+            max_ttl,
         }
     }
 }

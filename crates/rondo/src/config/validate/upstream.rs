@@ -30,6 +30,7 @@ impl Validator<'_> {
             },
         };
 
+        let mut named = Vec::new();
         let backends = match &raw.backends {
             None => {
                 self.error(
@@ -48,7 +49,7 @@ impl Validator<'_> {
                 );
                 Vec::new()
             }
-            Some(list) => self.backends(list.get_ref(), &name),
+            Some(list) => self.backends(list.get_ref(), &name, &mut named),
         };
 
         // "0s" turns slow start off, as leaving it out does (Envoy's zero window).
@@ -202,6 +203,7 @@ impl Validator<'_> {
                 hash_balance_factor: affinity.balance_factor,
             },
             backends,
+            named,
             tries,
             retry_on_status,
             retry_budget,

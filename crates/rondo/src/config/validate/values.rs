@@ -153,7 +153,7 @@ impl Validator<'_> {
             .is_some_and(|(host, _)| host.parse::<IpAddr>().is_err())
         {
             (
-                "host names are not resolved, give an IP address".to_owned(),
+                "host names are not resolved here, give an IP address".to_owned(),
                 EXAMPLES.to_owned(),
             )
         } else {
