@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Client, MockBackend, config, start, web};
+use common::{
+    Client, ConfigBuilder, Section, app, config, eventually_async, mock, proxy_config, start, web,
+};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
@@ -75,10 +77,10 @@ async fn traffic(addr: SocketAddr, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_report_exact_counts_after_known_traffic() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
     b.set_delay(Duration::from_millis(20));
-    let proxy = start(&config(&[(&a, 1.0), (&b, 1.5)], "", ""));
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.5)]));
     let admin = proxy.admin_addr();
 
     let (status, body) = call(admin, "GET", "/healthz", None, "").await;
@@ -105,7 +107,7 @@ async fn stats_report_exact_counts_after_known_traffic() {
     assert!((rps - expect).abs() < 1e-6, "{rps} vs {expect}");
 
     let (ba, bb) = (backend(&s, "a"), backend(&s, "b"));
-    assert_eq!(ba["address"], a.addr.to_string());
+    assert_eq!(ba["address"], a.addr().to_string());
     assert_eq!(ba["total_requests"], 4);
     assert_eq!(bb["total_requests"], 6);
     assert_eq!(bb["weight"], 1.5);
@@ -130,7 +132,6 @@ async fn stats_report_exact_counts_after_known_traffic() {
         assert!(ba[key].as_f64().unwrap() < v, "{key}");
     }
     assert!(bb["load_score"].as_f64().unwrap() > 0.0);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 /// Parses /metrics with a real exposition-format parser: (name, sorted labels) → value.
@@ -163,10 +164,10 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
     b.set_status(500);
-    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)], "", ""));
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)]));
     let admin = proxy.admin_addr();
 
     // Round robin: a, b, a, b, … b's 500 is not retried (only 502/503/504 are).
@@ -237,25 +238,21 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
     assert_eq!(backend(&s, "b")["breaker"], "open");
     assert_eq!(backend(&s, "b")["success_rate"], 0.0);
     assert_eq!(s["upstreams"][0]["circuit_breaker_states"]["b"], "open");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 const TOKEN: &str = "s3cret-token";
 
-fn with_token(toml: &str) -> String {
-    toml.replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\""),
-    )
+fn with_token(config: ConfigBuilder) -> ConfigBuilder {
+    config.admin("token", TOKEN)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mutations_need_the_token_and_change_the_pool() {
-    let a = MockBackend::start("a").await;
-    let c = MockBackend::start("c").await;
-    let proxy = start(&with_token(&config(&[(&a, 1.0)], "", "")));
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let proxy = start(&with_token(config(&[(&a, 1.0)])));
     let admin = proxy.admin_addr();
-    let add = json!({"address": c.addr.to_string(), "weight": 3, "id": "c"}).to_string();
+    let add = json!({"address": c.addr().to_string(), "weight": 3, "id": "c"}).to_string();
     let base = "/api/v1/upstreams/app/backends";
 
     // Without the token, or with a wrong one: 401 and nothing changes.
@@ -316,18 +313,17 @@ async fn mutations_need_the_token_and_change_the_pool() {
     // Reads need no token on loopback.
     let (status, _) = call(admin, "GET", "/metrics", None, "").await;
     assert_eq!(status, 200);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_backend_finishes_its_in_flight_request() {
-    let c = MockBackend::start("c").await;
+    let c = mock("c").await;
     c.set_delay(Duration::from_millis(400));
-    let proxy = start(&config(&[(&c, 1.0)], "", ""));
+    let proxy = start(&config(&[(&c, 1.0)]));
     let admin = proxy.admin_addr();
     let web_addr = web(&proxy);
     let request = tokio::spawn(async move { common::get(web_addr, "/").await });
-    eventually(Duration::from_secs(5), "the request in flight", || async {
+    eventually_async(Duration::from_secs(30), "the request in flight", || async {
         backend(&stats(admin).await, "c")["current_connections"] == 1
     })
     .await;
@@ -347,17 +343,16 @@ async fn a_removed_backend_finishes_its_in_flight_request() {
     assert_eq!(common::get(web_addr, "/").await.status, 503);
     let reply = request.await.unwrap();
     assert_eq!((reply.status, reply.backend()), (200, "c".to_owned()));
-    eventually(Duration::from_secs(5), "c to be gone", || async {
+    eventually_async(Duration::from_secs(30), "c to be gone", || async {
         stats(admin).await["upstreams"][0]["backends"] == json!([])
     })
     .await;
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
-    let a = MockBackend::start("a").await;
-    let proxy = start(&config(&[(&a, 1.0)], "", ""));
+    let a = mock("a").await;
+    let proxy = start(&config(&[(&a, 1.0)]));
     let admin = proxy.admin_addr();
     let base = "/api/v1/upstreams/app/backends";
     let cases: [(&str, String, &str, u16, Option<&str>); 12] = [
@@ -437,14 +432,13 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
     assert_eq!(backend(&s, "a")["state"], "up");
     let (status, _) = call(admin, "GET", "/nowhere", None, "").await;
     assert_eq!(status, 404);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rondo_status_prints_a_table_or_the_json() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
-    let proxy = start(&config(&[(&a, 1.0), (&b, 2.0)], "", ""));
+    let a = mock("a").await;
+    let b = mock("b").await;
+    let proxy = start(&config(&[(&a, 1.0), (&b, 2.0)]));
     traffic(web(&proxy), 3).await;
     let url = format!("http://{}", proxy.admin_addr());
     let run = |extra: &[&str]| {
@@ -475,7 +469,7 @@ async fn rondo_status_prints_a_table_or_the_json() {
     let cells: Vec<&str> = row_b.split_whitespace().collect();
     assert_eq!(
         cells[..6],
-        ["b", &b.addr.to_string(), "up", "2", "2", "2"],
+        ["b", &b.addr().to_string(), "up", "2", "2", "2"],
         "{table}"
     );
     assert_eq!(cells[6], "66.7%", "{table}");
@@ -487,20 +481,18 @@ async fn rondo_status_prints_a_table_or_the_json() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_is_one_self_contained_page() {
-    let a = MockBackend::start("a").await;
-    let proxy = start(&config(&[(&a, 1.0)], "", ""));
+    let a = mock("a").await;
+    let proxy = start(&config(&[(&a, 1.0)]));
     let (status, page) = call(proxy.admin_addr(), "GET", "/", None, "").await;
     assert_eq!(status, 200);
     assert!(page.contains("<title>rondo"), "{page}");
     assert!(page.contains("/api/v1/stats"), "{page}");
     // Nothing loaded from elsewhere.
     assert!(!page.contains("http://") && !page.contains("https://"));
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 /// chromedriver on a free loopback port, killed when dropped.
@@ -545,36 +537,28 @@ fn chromedriver() -> Driver {
     driver
 }
 
-/// Polls `check` every 50 ms until it returns true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Clicks the element `css` selects, finding it again if the page redrew it between the
+/// find and the click (the dashboard re-renders its table on every refresh).
+async fn click(browser: &fantoccini::Client, css: &str) {
+    eventually_async(Duration::from_secs(10), css, || async {
+        match browser.find(fantoccini::Locator::Css(css)).await {
+            Ok(element) => element.click().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
     use fantoccini::{ClientBuilder, Locator};
 
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
-    let c = MockBackend::start("c").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
+    let c = mock("c").await;
     b.set_delay(Duration::from_millis(4));
     c.set_delay(Duration::from_millis(12));
-    let proxy = start(&with_token(&config(
-        &[(&a, 1.0), (&b, 1.5), (&c, 2.0)],
-        "",
-        "",
-    )));
+    let proxy = start(&with_token(config(&[(&a, 1.0), (&b, 1.5), (&c, 2.0)])));
     let admin = proxy.admin_addr();
     let driver = chromedriver();
 
@@ -621,8 +605,8 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
 
         // After traffic the page shows it: weights 1 : 1.5 : 2 are 2 : 3 : 4 of 9 requests.
         traffic(web_addr, 18).await;
-        eventually(
-            Duration::from_secs(5),
+        eventually_async(
+            Duration::from_secs(30),
             "the page to show the traffic",
             || async {
                 requests("a").await == "4"
@@ -634,14 +618,8 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
 
         // Drain without the token: refused, nothing changes.
         let drain = "tr[data-backend='app/b'] button[data-action='drain']";
-        browser
-            .find(Locator::Css(drain))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        eventually(Duration::from_secs(5), "the refusal", || async {
+        click(&browser, drain).await;
+        eventually_async(Duration::from_secs(30), "the refusal", || async {
             match browser.find(Locator::Id("toast")).await {
                 Ok(t) => t.text().await.unwrap_or_default().contains("admin token"),
                 Err(_) => false,
@@ -658,19 +636,13 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
             .send_keys(TOKEN)
             .await
             .unwrap();
-        browser
-            .find(Locator::Css(drain))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        eventually(Duration::from_secs(5), "b to drain", || async {
+        click(&browser, drain).await;
+        eventually_async(Duration::from_secs(30), "b to drain", || async {
             backend(&stats(admin).await, "b")["state"] == "draining"
         })
         .await;
-        eventually(
-            Duration::from_secs(5),
+        eventually_async(
+            Duration::from_secs(30),
             "the page to show the drain",
             || async {
                 browser
@@ -727,13 +699,22 @@ async fn futures_catch(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_health_checks_by_backend_and_result() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
     b.set_health(503);
-    let extra = "[upstreams.health_check]\ninterval = \"100ms\"\ntimeout = \"50ms\"\n";
-    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)], "", extra));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let proxy = start(&proxy_config(
+        app(&[(&a, 1.0), (&b, 1.0)]).health_check(
+            Section::new()
+                .duration("interval", Duration::from_millis(100))
+                .duration("timeout", Duration::from_millis(50)),
+        ),
+    ));
     let up = proxy.upstream("app").unwrap();
+    common::eventually(Duration::from_secs(20), "three checks of each", || {
+        up.check_counters("a").is_some_and(|c| c.passed() >= 3)
+            && up.check_counters("b").is_some_and(|c| c.bad_status() >= 3)
+    })
+    .await;
     let (ca, cb) = (
         up.check_counters("a").unwrap(),
         up.check_counters("b").unwrap(),
@@ -761,5 +742,4 @@ async fn metrics_count_health_checks_by_backend_and_result() {
         0,
         "b is down"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }

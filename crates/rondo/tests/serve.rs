@@ -8,11 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{MockBackend, get};
+use common::{get, mock};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
-    let backend = MockBackend::start("a").await;
+    let backend = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rondo.toml");
     std::fs::write(
@@ -20,7 +20,7 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
         format!(
             "workers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
              [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n[upstreams.health_check]\nenabled = false\n",
-            backend.addr
+            backend.addr()
         ),
     )
     .unwrap();
@@ -63,7 +63,7 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
     assert_eq!(access["method"], "GET");
     assert_eq!(access["path"], "/hello?x=1");
     assert_eq!(access["status"], 200);
-    assert_eq!(access["backend"], backend.addr.to_string());
+    assert_eq!(access["backend"], backend.addr().to_string());
     assert_eq!(access["attempts"], 1);
 
     // SIGTERM: graceful shutdown, exit status 0.
