@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    Client, ConfigBuilder, MockBackend, Section, UpstreamBuilder, app, backends, config, get, mock,
-    proxy_config, raw, start, web,
+    Client, ConfigBuilder, MockBackend, Section, UpstreamBuilder, app, backends, config,
+    eventually, get, mock, proxy_config, raw, start, web,
 };
 
 /// Sends `n` sequential GETs on one keep-alive connection and returns the backend names.
@@ -158,7 +158,7 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
             .circuit_breaker(
                 Section::new()
                     .set("failure_threshold", 3)
-                    .duration("recovery_timeout", Duration::from_millis(500)),
+                    .duration("recovery_timeout", Duration::from_secs(2)),
             ),
     ));
     let addr = web(&proxy);
@@ -179,8 +179,24 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
         up.pool().snapshot().backends()[1].breaker_state(),
         balance::BreakerState::Open
     );
+    // Waits until b's recovery timeout has passed, read from the breaker itself.
+    let recovered = || async {
+        eventually(
+            Duration::from_secs(30),
+            "the recovery timeout passes",
+            || {
+                let snapshot = up.pool().snapshot();
+                let b = &snapshot.backends()[1];
+                // Open until its time has come (or the pool's timer already made it half-open).
+                b.breaker()
+                    .reopens_at()
+                    .is_none_or(|at| up.clock().now() >= at)
+            },
+        )
+        .await;
+    };
     // Still failing at half-open: one probe, then open again.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    recovered().await;
     let hits = bs[1].hits();
     for _ in 0..5 {
         c.get("/").await;
@@ -188,7 +204,7 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
     assert_eq!(bs[1].hits(), hits + 1, "exactly one probe while half-open");
     // Healthy again: the next probe closes it.
     bs[1].set_status(200);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    recovered().await;
     let seq: Vec<String> = {
         let mut v = Vec::new();
         for _ in 0..10 {
@@ -206,7 +222,12 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
 #[tokio::test(flavor = "multi_thread")]
 async fn get_is_retried_on_503_but_post_that_reached_a_backend_is_not() {
     let bs = backends(&["a", "b"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
+    // Neither passive ejection nor the breaker takes a out: the POSTs must meet its 503.
+    let proxy = start(&proxy_config(
+        app(&[(&bs[0], 1.0), (&bs[1], 1.0)])
+            .set("max_fails", 0)
+            .circuit_breaker(Section::disabled()),
+    ));
     bs[0].set_status(503);
     let mut c = Client::connect(web(&proxy)).await;
     for _ in 0..4 {
@@ -220,6 +241,11 @@ async fn get_is_retried_on_503_but_post_that_reached_a_backend_is_not() {
     }
     let delivered = (bs[0].hits() - a) + (bs[1].hits() - b);
     assert_eq!(delivered, 4, "each POST reached exactly one backend");
+    assert_eq!(
+        bs[0].hits() - a,
+        2,
+        "round robin sent two POSTs to a, which answered 503"
+    );
     assert_eq!(
         posts.iter().filter(|s| **s == 503).count(),
         bs[0].hits() - a,
@@ -260,14 +286,10 @@ async fn a_slow_backend_gives_504_after_the_response_timeout() {
     let proxy = start(&proxy_config(
         app(&[(&bs[0], 1.0)]).duration("response_timeout", Duration::from_millis(300)),
     ));
-    bs[0].set_delay(Duration::from_secs(2));
-    let started = std::time::Instant::now();
+    // The backend would answer 200 after ten minutes: a 504 shows the proxy did not wait.
+    bs[0].set_delay(Duration::from_secs(600));
     let r = get(web(&proxy), "/").await;
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "did not wait for the backend"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -303,15 +325,19 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
     let mut idle = Client::connect(addr).await;
     assert_eq!(idle.get("/").await.status, 200);
     let pending = tokio::spawn(async move { get(addr, "/").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(30)))
+    eventually(
+        Duration::from_secs(30),
+        "the request reaches the backend",
+        || bs[0].in_flight() == 1,
+    )
+    .await;
+    // A grace far longer than the test's deadline: finishing within the deadline means
+    // the shutdown waited for the busy request only, not for the idle connection.
+    let shutdown = tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(600)));
+    tokio::time::timeout(Duration::from_secs(60), shutdown)
         .await
+        .expect("waited for the busy request only")
         .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "waited for the busy request only"
-    );
     let r = pending.await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
@@ -430,12 +456,27 @@ async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_get
             raw(addr, req.as_bytes(), Duration::from_secs(10)).await
         })
     };
+    let queued = |n: usize| {
+        let proxy = &proxy;
+        async move {
+            let what = format!("{n} requests queued");
+            eventually(Duration::from_secs(30), &what, || {
+                proxy.upstream("app").unwrap().queue().len() == n
+            })
+            .await;
+        }
+    };
     let first = send(0, "/first");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first request is served",
+        || b.in_flight() == 1,
+    )
+    .await;
     let low = send(1, "/low");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    queued(1).await;
     let high = send(9, "/high");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    queued(2).await;
     let overflow = send(5, "/overflow").await.unwrap();
     assert!(
         overflow.starts_with("HTTP/1.1 503"),
@@ -490,7 +531,7 @@ async fn a_connect_timeout_is_failed_over_to_the_next_backend() {
     let r = raw(
         web(&proxy),
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -503,7 +544,6 @@ async fn a_connect_timeout_is_failed_over_to_the_next_backend() {
         took >= Duration::from_millis(200),
         "the first attempt waited for its connect timeout: {took:?}"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
     drop(fillers);
 }
 

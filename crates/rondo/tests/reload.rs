@@ -6,16 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use balance::Health;
 use common::{
-    Client, ConfigBuilder, MockBackend, Section, UpstreamBuilder, app, config, eventually, health,
-    mock, parse, proxy_config, start, web,
+    Client, ConfigBuilder, MockBackend, Process, Section, UpstreamBuilder, app, config, eventually,
+    health, mock, parse, proxy_config, start, web,
 };
 
 async fn spread(addr: std::net::SocketAddr, n: usize) -> std::collections::BTreeMap<String, usize> {
@@ -196,16 +194,6 @@ async fn reloads_under_steady_load_lose_no_request() {
     assert!(a.hits() > 0 && b.hits() > 0 && c.hits() > 0);
 }
 
-/// Ends the child process if the test fails half-way.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn serve_config(backends: &[&MockBackend], weight: f64) -> String {
     let upstream = backends.iter().fold(UpstreamBuilder::new("app"), |u, b| {
         u.backend(b.name(), b.addr(), weight)
@@ -223,44 +211,17 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
     let path = dir.path().join("rondo.toml");
     let pid_file = dir.path().join("rondo.pid");
     std::fs::write(&path, serve_config(&[&a], 1.0)).unwrap();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_rondo"))
-            .args(["serve", "--log-format", "json", "--watch", "--config"])
-            .arg(&path)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let child = &mut child.0;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        while let Some(Ok(line)) = lines.next() {
-            let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    // The next log line whose message starts with `message` (a deadline against a hang).
-    let wait_for = |message: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line \"{message}\""));
-            if line["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(message))
-            {
-                return line;
-            }
-        }
-    };
+    let mut rondo = Process::spawn([
+        "serve".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "--watch".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+        "--pid-file".as_ref(),
+        pid_file.as_os_str(),
+    ]);
+    let wait_for = |message: &str| rondo.wait_for(message);
     let listening = tokio::task::block_in_place(|| wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     assert_eq!(spread(addr, 4).await.get("a"), Some(&4));
@@ -269,11 +230,11 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(pid, child.id());
+    assert_eq!(pid, rondo.pid());
 
     // `rondo reload --pid-file` after adding b.
     std::fs::write(&path, serve_config(&[&a, &b], 1.0)).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_rondo"))
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
         .arg("reload")
         .arg("--pid-file")
         .arg(&pid_file)
@@ -292,10 +253,7 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
         .position(|l| l.contains("weight = -1"))
         .unwrap();
     std::fs::write(&path, &bad_text).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
+    rondo.signal("HUP");
     let bad = tokio::task::block_in_place(|| wait_for("configuration not reloaded"));
     let error = bad["error"].as_str().unwrap();
     assert!(
@@ -311,21 +269,9 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
     assert_eq!(watched["trigger"], "file changed", "{watched}");
     assert_eq!(spread(addr, 4).await.get("b"), Some(&4));
 
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let exited = tokio::task::block_in_place(|| {
-        for _ in 0..100 {
-            if let Some(s) = child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        None
-    });
-    assert_eq!(exited.map(|s| s.code()), Some(Some(0)));
+    rondo.signal("TERM");
+    let code = tokio::task::block_in_place(|| rondo.wait_exit());
+    assert_eq!(code, Some(0));
     assert!(!pid_file.exists(), "the pid file is removed on exit");
 }
 

@@ -246,3 +246,103 @@ pub fn health(running: &rondo::proxy::Running, upstream: &str, id: &str) -> bala
         .unwrap_or_else(|| panic!("no backend {id}"))
         .health()
 }
+
+/// `rondo` run as a real process with JSON logs on stderr; killed when dropped if it has
+/// not exited.
+pub struct Process {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Process {
+    /// Runs the `rondo` binary with `args` (stdout discarded, stderr read as JSON lines).
+    pub fn spawn<I, S>(args: I) -> Process
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Some(Ok(line)) = lines.next() {
+                let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines: rx }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next log line that `matches` (blocking; a 30 s deadline against a hang, not a
+    /// claim about speed). Call through `tokio::task::block_in_place` from async code.
+    pub fn wait_for_line(
+        &self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line: {what}"));
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The next log line whose message starts with `message`.
+    pub fn wait_for(&self, message: &str) -> serde_json::Value {
+        self.wait_for_line(message, |line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`…) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit (30 s deadline) and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rondo did not exit within 30 s");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
