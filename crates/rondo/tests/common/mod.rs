@@ -346,3 +346,54 @@ impl Drop for Process {
         }
     }
 }
+
+/// An HTTP/2 client connection with prior knowledge (h2c), as `curl --http2-prior-knowledge`.
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2Client {
+    pub async fn connect(addr: SocketAddr) -> H2Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        H2Client { sender }
+    }
+
+    pub async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://test.local{path}"))
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .unwrap();
+        let res = self.sender.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = header_list(res.headers());
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// Upstream `name` with `backends` (weights 1), round robin in list order, no passive
+/// ejection and no breaker: each attempt's outcome decides alone, so a test can say exactly
+/// where each request goes.
+pub fn plain(name: &str, backends: &[&Backend]) -> UpstreamBuilder {
+    backends
+        .iter()
+        .fold(UpstreamBuilder::new(name), |u, b| {
+            u.backend(b.name(), b.addr(), 1.0)
+        })
+        .algorithm("round-robin")
+        .set("max_fails", 0)
+        .circuit_breaker(Section::disabled())
+        .health_check(Section::disabled())
+}
