@@ -743,3 +743,59 @@ async fn metrics_count_health_checks_by_backend_and_result() {
         "b is down"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_mutation_needs_the_token_and_bad_methods_and_huge_bodies_are_refused() {
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let proxy = start(&with_token(config(&[(&a, 1.0)])));
+    let admin = proxy.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+    let add = json!({"address": c.addr().to_string(), "weight": 3, "id": "c"}).to_string();
+    let mutations: [(&str, String, String); 5] = [
+        ("POST", base.to_owned(), add),
+        (
+            "PATCH",
+            format!("{base}/a"),
+            json!({"weight": 2}).to_string(),
+        ),
+        ("POST", format!("{base}/a/drain"), String::new()),
+        ("POST", format!("{base}/a/enable"), String::new()),
+        ("DELETE", format!("{base}/a"), String::new()),
+    ];
+    // Without the token: every one is refused and nothing changes.
+    for (method, path, body) in &mutations {
+        let (status, text) = call(admin, method, path, None, body).await;
+        assert_eq!(status, 401, "{method} {path}: {text}");
+    }
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1, "{s}");
+    assert_eq!(backend(&s, "a")["state"], "up");
+    assert_eq!(backend(&s, "a")["weight"], 1.0);
+    // With it: every one is applied.
+    for (method, path, body) in &mutations {
+        let (status, text) = call(admin, method, path, Some(TOKEN), body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+    }
+    let s = stats(admin).await;
+    let ids: Vec<&str> = s["upstreams"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"c"), "c was added: {s}");
+
+    // A method a path does not take: 405. A body over the admin API's limit: 413.
+    let (status, _) = call(admin, "PUT", "/api/v1/stats", Some(TOKEN), "").await;
+    assert_eq!(status, 405);
+    let huge = format!(
+        r#"{{"address": "127.0.0.1:1", "id": "{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let (status, text) = call(admin, "POST", base, Some(TOKEN), &huge).await;
+    assert_eq!(status, 413, "{text}");
+}
