@@ -366,11 +366,24 @@ impl H2Client {
     }
 
     pub async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
-        let req = Request::builder()
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// [`send`](H2Client::send) with extra header fields.
+    pub async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut req = Request::builder()
             .method(method)
-            .uri(format!("http://test.local{path}"))
-            .body(Full::new(Bytes::copy_from_slice(body)))
-            .unwrap();
+            .uri(format!("http://test.local{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
         let res = self.sender.send_request(req).await.unwrap();
         let status = res.status().as_u16();
         let headers = header_list(res.headers());
