@@ -197,12 +197,20 @@ async fn a_backup_takes_over_while_the_primarys_breaker_is_open_and_hands_back()
             .is_none_or(|at| up.clock().now() >= at)
     })
     .await;
-    // The first request probes a and closes its breaker; the rest stay on a.
+    // The pool admits a again once it sees the breaker half-open: requests go to k until
+    // one probes a and closes its breaker; from then on they stay on a.
+    let mut client = Client::connect(addr).await;
+    let mut probes = 0;
+    while client.get("/").await.backend() != "a" {
+        probes += 1;
+        assert!(probes < 1000, "a was never probed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually(DEADLINE, "a's breaker closes", || {
+        up.pool().snapshot().backends()[0].breaker_state() == balance::BreakerState::Closed
+    })
+    .await;
     assert!(all(&answered_by(addr, 4).await, "a"), "back to the primary");
-    assert_eq!(
-        up.pool().snapshot().backends()[0].breaker_state(),
-        balance::BreakerState::Closed
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
