@@ -14,13 +14,13 @@ use common::{
     proxy_config, start, web,
 };
 
-/// Health checks of `kind` every `interval_ms` (timeout half of it), fall 2, rise 2, jitter
-/// 0.1; change any key with `.set`.
+/// Health checks of `kind` every `interval_ms` (timeout nearly as long, so a loaded machine
+/// does not fail a healthy backend), fall 2, rise 2, jitter 0.1; change any key with `.set`.
 fn checks(kind: &str, interval_ms: u64) -> Section {
     Section::new()
         .set("kind", kind)
         .duration("interval", Duration::from_millis(interval_ms))
-        .duration("timeout", Duration::from_millis(interval_ms / 2))
+        .duration("timeout", Duration::from_millis(interval_ms * 9 / 10))
         .set("fall", 2)
         .set("rise", 2)
         .set("jitter", 0.1)
