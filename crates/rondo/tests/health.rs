@@ -168,19 +168,23 @@ async fn jitter_spreads_checks_of_many_backends() {
         .collect();
     for t in &times {
         assert!(
-            t.len() >= 5,
+            t.len() >= 6,
             "each backend is checked about every 100 ms: {t:?}"
         );
     }
-    // The k-th checks of the four backends do not fire together.
-    for k in 0..3 {
-        let at: Vec<_> = times.iter().map(|t| t[k]).collect();
-        let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
-        assert!(
-            spread > Duration::from_millis(5),
-            "check {k} fired within {spread:?} on all backends"
-        );
-    }
+    // The k-th checks of the four backends do not fire together. A starved runtime can
+    // fire due timers in one burst, so most rounds, not every one, must be spread.
+    let spreads: Vec<Duration> = (0..6)
+        .map(|k| {
+            let at: Vec<_> = times.iter().map(|t| t[k]).collect();
+            *at.iter().max().unwrap() - *at.iter().min().unwrap()
+        })
+        .collect();
+    let spread_rounds = spreads
+        .iter()
+        .filter(|s| **s > Duration::from_millis(5))
+        .count();
+    assert!(spread_rounds >= 4, "rounds fired together: {spreads:?}");
     // Gaps are never shorter than interval × (1 - 0.5) (a timer never fires early; load can
     // only make them longer, so no upper bound is asserted) and they vary.
     let gaps: Vec<Duration> = times

@@ -461,7 +461,8 @@ async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_get
         UpstreamBuilder::new("app")
             .set("queue_size", 2)
             .duration("queue_timeout", Duration::from_secs(5))
-            .backend_with("a", b.addr(), 1.0, Section::new().set("max_connections", 1)),
+            .backend_with("a", b.addr(), 1.0, Section::new().set("max_connections", 1))
+            .health_check(Section::disabled()),
     ));
     let addr = web(&proxy);
     let send = |priority: u32, path: &'static str| {
