@@ -256,7 +256,14 @@ async fn a_backend_that_never_answers_times_out_without_checks_piling_up() {
     let counters = counters();
     assert!(counters.timed_out() >= 4, "{counters:?}");
     assert_eq!(counters.last_result().as_deref(), Some("timeout"));
-    assert_eq!(peak.load(Ordering::SeqCst), 1, "one probe at a time");
+    // Piled-up probes would leave every connection open (peak = total). The server may see a
+    // timed-out probe's close only after it accepted the next one on a loaded machine, so a
+    // peak of 2 is allowed; more is piling up.
+    let (peak, total) = (peak.load(Ordering::SeqCst), total.load(Ordering::SeqCst));
+    assert!(
+        peak <= 2 && total >= 4,
+        "one probe at a time: peak {peak} of {total}"
+    );
     running.shutdown(Duration::from_secs(1));
     server.abort();
 }
