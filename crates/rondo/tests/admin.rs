@@ -167,6 +167,23 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     out
 }
 
+/// Scrapes until `key` reaches `value` (the last request's outcome is recorded), then
+/// returns that scrape.
+async fn settled_scrape(addr: SocketAddr, key: &str, value: f64) -> HashMap<String, f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(addr).await;
+        if m.get(key) == Some(&value) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key} never reached {value}: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
     let a = mock("a").await;
@@ -178,7 +195,13 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
     // Round robin: a, b, a, b, … b's 500 is not retried (only 502/503/504 are).
     let seen = traffic(web(&proxy), 8).await;
     assert_eq!(seen, ["a:200", "b:500"].repeat(4));
-    let m = scrape(admin).await;
+    // An outcome is recorded as its response ends, which the client may see first.
+    let m = settled_scrape(
+        admin,
+        "rondo_requests_total{backend=b,code=500,upstream=app}",
+        4.0,
+    )
+    .await;
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
     assert_eq!(
         get("rondo_requests_total{backend=a,code=200,upstream=app}"),
@@ -210,7 +233,12 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
     b.set_status(503);
     let seen = traffic(web(&proxy), 2).await;
     assert_eq!(seen, ["a:200", "a:200"]);
-    let m = scrape(admin).await;
+    let m = settled_scrape(
+        admin,
+        "rondo_request_duration_seconds_count{backend=a,upstream=app}",
+        6.0,
+    )
+    .await;
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
     assert_eq!(
         get("rondo_requests_total{backend=a,code=200,upstream=app}"),
