@@ -109,6 +109,9 @@ pub struct Backend {
     ramp_since: AtomicU64,
     pub(crate) health: HealthTracker,
     pub(crate) breaker: CircuitBreaker,
+    /// An active check failed while the breaker was open: the next passing check is evidence
+    /// the backend came back (see `Pool::record_check`).
+    pub(crate) check_failed_while_open: AtomicBool,
     pub(crate) ejection: Ejection,
     pub(crate) stats: Stats,
 }
@@ -126,6 +129,7 @@ impl Backend {
             ramp_since: AtomicU64::new(0),
             health: HealthTracker::default(),
             breaker: CircuitBreaker::new(),
+            check_failed_while_open: AtomicBool::new(false),
             ejection: Ejection::default(),
             stats: Stats::default(),
         }

@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -405,9 +406,12 @@ impl Pool {
     /// health when it changed.
     ///
     /// Active and passive signals agree: a passing check that leaves the backend up also
-    /// ends a passive ejection and moves an open circuit breaker to half-open at once, so a
+    /// ends a passive ejection, and when checks failed while its breaker was open (the
+    /// backend was down, as after a crash) it moves the breaker to half-open at once, so a
     /// restarted backend takes traffic again within `rise × interval` instead of waiting out
-    /// the breaker's `recovery_timeout` (the table in `docs/balance.md` has every case).
+    /// the breaker's `recovery_timeout`. A backend whose checks never failed but whose real
+    /// traffic does keeps its breaker open for `recovery_timeout` (the table in
+    /// `docs/balance.md` has every case).
     pub fn record_check(
         &self,
         id: &str,
@@ -424,11 +428,20 @@ impl Pool {
                 backend.start_ramp(now);
             }
         }
+        if !passed && backend.breaker.state() == BreakerState::Open {
+            backend
+                .check_failed_while_open
+                .store(true, Ordering::Relaxed);
+        }
         if passed && backend.health() == Health::Up {
             if backend.ejection.reinstate() {
                 events.push(Event::Reinstated);
             }
-            if let Some(state) = backend.breaker.half_open_now() {
+            if backend
+                .check_failed_while_open
+                .swap(false, Ordering::Relaxed)
+                && let Some(state) = backend.breaker.half_open_now()
+            {
                 events.push(Event::Breaker(state));
             }
         }
@@ -656,6 +669,12 @@ impl Pool {
         }
         drop(snap);
         let events: Vec<Event> = events.into_iter().flatten().collect();
+        if events.contains(&Event::Breaker(BreakerState::Open)) {
+            // Only checks failing from now on say the backend went down.
+            backend
+                .check_failed_while_open
+                .store(false, Ordering::Relaxed);
+        }
         if events.contains(&Event::Breaker(BreakerState::Closed)) {
             backend.start_ramp(now);
         }

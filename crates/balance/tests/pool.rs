@@ -268,7 +268,7 @@ fn max_fails_within_fail_timeout_ejects_until_it_expires_or_a_check_passes() {
 }
 
 #[test]
-fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again() {
+fn a_check_passing_after_a_failed_one_half_opens_an_open_breaker_and_a_failing_probe_reopens_it() {
     let rec = Arc::new(Recorder::default());
     let pool =
         Pool::with_observer(PoolConfig::default(), &specs(&[1, 1]), rec.clone(), secs(0)).unwrap();
@@ -277,7 +277,13 @@ fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again
         pool.snapshot().backends()[0].breaker_state(),
         BreakerState::Open
     );
-    // The recovery timeout (60 s) is far away; a failing check changes nothing.
+    // Checks that pass while real traffic failed say nothing new: the breaker stays open.
+    pool.record_check("b0", true, secs(2)).unwrap();
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    // The recovery timeout (60 s) is far away; a failing check changes nothing by itself.
     pool.record_check("b0", false, secs(2)).unwrap();
     assert_eq!(
         pool.snapshot().backends()[0].breaker_state(),
@@ -304,7 +310,8 @@ fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again
         pool.snapshot().backends()[0].breaker_state(),
         BreakerState::Open
     );
-    // And a passing probe closes it.
+    // Seen down and back again: a passing probe closes it.
+    pool.record_check("b0", false, secs(4)).unwrap();
     pool.record_check("b0", true, secs(4)).unwrap();
     let probe = pool.pick(secs(4), |b| b.id() == "b0").expect("a probe");
     probe.finish(Outcome::Success, ms(1), secs(4));

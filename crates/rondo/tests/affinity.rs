@@ -16,7 +16,7 @@ use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use tokio::net::TcpStream;
 
-use common::{MockBackend, config, start, web};
+use common::{MockBackend, config_text, web};
 
 /// A keep-alive client that sends extra headers.
 struct Client(SendRequest<Full<Bytes>>);
@@ -66,7 +66,7 @@ impl Client {
 async fn backends(n: usize) -> Vec<MockBackend> {
     let mut all = Vec::new();
     for i in 0..n {
-        all.push(MockBackend::start(&format!("b{i}")).await);
+        all.push(common::mock(&format!("b{i}")).await);
     }
     all
 }
@@ -93,7 +93,7 @@ async fn owners(addr: SocketAddr, users: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_x_user_always_lands_on_the_same_backend_across_1000_requests() {
     let all = backends(5).await;
-    let running = start(&config(&weighted(&all), BY_USER, ""));
+    let running = common::start_text(&config_text(&weighted(&all), BY_USER, ""));
     let addr = web(&running);
     let mut client = Client::connect(addr).await;
     let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
@@ -133,30 +133,30 @@ async fn the_same_x_user_always_lands_on_the_same_backend_across_1000_requests()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_one_of_five_backends_by_reload_moves_only_its_keys() {
     let all = backends(5).await;
-    let running = start(&config(&weighted(&all), BY_USER, ""));
+    let running = common::start_text(&config_text(&weighted(&all), BY_USER, ""));
     let addr = web(&running);
     let users = 1000;
     let before = owners(addr, users).await;
     let gone = &all[2];
     let kept: Vec<(&MockBackend, f64)> = weighted(&all)
         .into_iter()
-        .filter(|(b, _)| b.name != gone.name)
+        .filter(|(b, _)| b.name() != gone.name())
         .collect();
-    let next = rondo::config::parse(&config(&kept, BY_USER, ""), "test.toml").unwrap();
+    let next = rondo::config::parse(&config_text(&kept, BY_USER, ""), "test.toml").unwrap();
     let done = running.reload(&next);
     assert!(done.refused.is_empty(), "{:?}", done.refused);
     let after = owners(addr, users).await;
-    let on_gone = before.iter().filter(|b| **b == gone.name).count();
+    let on_gone = before.iter().filter(|b| **b == gone.name()).count();
     let others_moved = before
         .iter()
         .zip(&after)
-        .filter(|(b, a)| **b != gone.name && b != a)
+        .filter(|(b, a)| **b != gone.name() && b != a)
         .count();
     eprintln!(
         "measured: {on_gone} of {users} keys were on the removed backend and moved; \
          {others_moved} keys of the other backends moved"
     );
-    assert!(after.iter().all(|a| *a != gone.name));
+    assert!(after.iter().all(|a| *a != gone.name()));
     assert!((100..=300).contains(&on_gone), "about a fifth: {on_gone}");
     // Maglev moves about 0.1% of the other keys at five backends (docs/balance.md).
     assert!(
@@ -168,15 +168,15 @@ async fn removing_one_of_five_backends_by_reload_moves_only_its_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_backend_moves_only_its_keys_and_no_request_fails() {
     let all = backends(5).await;
-    let running = start(&config(&weighted(&all), BY_USER, ""));
+    let running = common::start_text(&config_text(&weighted(&all), BY_USER, ""));
     let addr = web(&running);
     let before = owners(addr, 300).await;
-    let stopped = all.iter().find(|b| b.name == before[0]).unwrap();
+    let stopped = all.iter().find(|b| b.name() == before[0]).unwrap();
     stopped.kill();
     let after = owners(addr, 300).await;
     for (b, a) in before.iter().zip(&after) {
-        if *b == stopped.name {
-            assert_ne!(*a, stopped.name);
+        if *b == stopped.name() {
+            assert_ne!(*a, stopped.name());
         } else {
             assert_eq!(a, b, "a key of a live backend stayed put");
         }
@@ -192,8 +192,8 @@ async fn bounded_load_caps_a_hot_keys_backend() {
         b.set_delay(Duration::from_millis(300));
     }
     let upstream = format!("{BY_USER}\nhash_balance_factor = 1.25");
-    let toml = config(&weighted(&all), &upstream, "").replace("workers = 2", "workers = 1");
-    let running = start(&toml);
+    let toml = config_text(&weighted(&all), &upstream, "").replace("workers = 2", "workers = 1");
+    let running = common::start_text(&toml);
     let addr = web(&running);
     let requests = (0..40).map(|_| {
         tokio::spawn(async move {
@@ -221,7 +221,7 @@ fn pair(set_cookie: &str) -> String {
 async fn a_sticky_client_keeps_its_backend_and_moves_with_a_rewritten_cookie_when_it_stops() {
     let all = backends(3).await;
     let sticky = "sticky = { cookie = \"rondo_srv\", ttl = \"1h\", http_only = true }";
-    let running = start(&config(&weighted(&all), sticky, ""));
+    let running = common::start_text(&config_text(&weighted(&all), sticky, ""));
     let addr = web(&running);
     let mut client = Client::connect(addr).await;
     let first = client.get(&[]).await;
@@ -233,22 +233,22 @@ async fn a_sticky_client_keeps_its_backend_and_moves_with_a_rewritten_cookie_whe
         set.contains("Max-Age=3600") && set.contains("HttpOnly"),
         "{set}"
     );
-    let home = all.iter().find(|b| b.name == first.backend).unwrap();
+    let home = all.iter().find(|b| b.name() == first.backend).unwrap();
     assert!(
-        !set.contains(&home.addr.port().to_string()),
+        !set.contains(&home.addr().port().to_string()),
         "the cookie does not name the address: {set}"
     );
     let cookie = pair(&set);
     for _ in 0..20 {
         let a = client.get(&[("cookie", &cookie)]).await;
-        assert_eq!(a.backend, home.name, "the sticky client stays");
+        assert_eq!(a.backend, home.name(), "the sticky client stays");
         assert_eq!(a.set_cookie, None, "a valid cookie is not rewritten");
     }
 
     home.kill();
     let moved = client.get(&[("cookie", &cookie)]).await;
     assert_eq!(moved.status, 200, "a stale cookie never fails a request");
-    assert_ne!(moved.backend, home.name);
+    assert_ne!(moved.backend, home.name());
     let rewritten = pair(&moved.set_cookie.expect("the cookie is rewritten"));
     assert_ne!(rewritten, cookie);
     for _ in 0..10 {

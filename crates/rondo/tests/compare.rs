@@ -220,6 +220,8 @@ fn live_comparison_sends_every_request_through_the_real_proxy() {
             .iter()
             .map(|b| b["requests"].as_u64().unwrap())
             .sum();
+        // `requests` is what each backend counted itself (the lab's mock backend), not
+        // what the load generator saw.
         assert_eq!(served, 60, "every request reached exactly one backend: {r}");
     }
     let rr = &results[0]["backends"];

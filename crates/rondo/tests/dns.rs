@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Client, MockBackend, eventually, get, start, web};
+use common::{Client, MockBackend, eventually, get, mock, start_text, web};
 use parking_lot::Mutex;
 
 /// An SRV record: priority, weight, port, target.
@@ -203,13 +203,21 @@ const LO3: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_that_appear_join_those_that_go_drain_and_kept_ones_keep_their_state() {
-    let a = MockBackend::start("a").await;
-    let port = a.addr.port();
-    let b = MockBackend::start_on(SocketAddr::new(LO2.into(), port), "b").await;
-    let c = MockBackend::start_on(SocketAddr::new(LO3.into(), port), "c").await;
+    let a = mock("a").await;
+    let port = a.addr().port();
+    let b = MockBackend::builder("b")
+        .addr(SocketAddr::new(LO2.into(), port))
+        .start()
+        .await
+        .unwrap();
+    let c = MockBackend::builder("c")
+        .addr(SocketAddr::new(LO3.into(), port))
+        .start()
+        .await
+        .unwrap();
     let dns = Dns::start(1).await;
     dns.set_a("app.test", &[Ipv4Addr::LOCALHOST, LO2]);
-    let running = start(&config(
+    let running = start_text(&config(
         &format!("{{ address = \"app.test:{port}\" }}"),
         &dns,
         "100ms",
@@ -286,11 +294,11 @@ async fn records_that_appear_join_those_that_go_drain_and_kept_ones_keep_their_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_is_asked_again_when_its_ttl_runs_out_not_sooner() {
-    let a = MockBackend::start("a").await;
+    let a = mock("a").await;
     let dns = Dns::start(1).await;
     dns.set_a("app.test", &[Ipv4Addr::LOCALHOST]);
-    let running = start(&config(
-        &format!("{{ address = \"app.test:{}\" }}", a.addr.port()),
+    let running = start_text(&config(
+        &format!("{{ address = \"app.test:{}\" }}", a.addr().port()),
         &dns,
         "100ms",
         "10s",
@@ -312,11 +320,7 @@ async fn a_name_is_asked_again_when_its_ttl_runs_out_not_sooner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_records_give_ports_weights_and_backups() {
-    let [a, b, c] = [
-        MockBackend::start("a").await,
-        MockBackend::start("b").await,
-        MockBackend::start("c").await,
-    ];
+    let [a, b, c] = [mock("a").await, mock("b").await, mock("c").await];
     let dns = Dns::start(30).await;
     for name in ["a.test", "b.test", "c.test"] {
         dns.set_a(name, &[Ipv4Addr::LOCALHOST]);
@@ -324,12 +328,12 @@ async fn srv_records_give_ports_weights_and_backups() {
     dns.set_srv(
         "_http._tcp.app.test",
         &[
-            (10, 1, a.addr.port(), "a.test"),
-            (10, 3, b.addr.port(), "b.test"),
-            (20, 1, c.addr.port(), "c.test"),
+            (10, 1, a.addr().port(), "a.test"),
+            (10, 3, b.addr().port(), "b.test"),
+            (20, 1, c.addr().port(), "c.test"),
         ],
     );
-    let running = start(&config(
+    let running = start_text(&config(
         "{ address = \"_http._tcp.app.test\" }",
         &dns,
         "1s",
@@ -348,17 +352,17 @@ async fn srv_records_give_ports_weights_and_backups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolved_name_is_out_with_its_error_and_a_silent_server_keeps_the_last_addresses() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
     let dns = Dns::start(1).await;
     dns.set_a("b.test", &[Ipv4Addr::LOCALHOST]);
     let backends = format!(
         "{{ address = \"{}\", id = \"a\" }}, {{ address = \"missing.test:80\" }}, \
          {{ address = \"b.test:{}\", id = \"b\" }}",
-        a.addr,
-        b.addr.port()
+        a.addr(),
+        b.addr().port()
     );
-    let running = start(&config(&backends, &dns, "100ms", "200ms"));
+    let running = start_text(&config(&backends, &dns, "100ms", "200ms"));
     let admin = running.admin_addr();
     let stats = || async {
         let reply = get(admin, "/api/v1/stats").await;

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{MockBackend, get};
+use common::{get, mock};
 
 /// CPU time (user + system) of a process so far, from `/proc/PID/stat`.
 fn cpu_time(pid: u32) -> Duration {
@@ -37,7 +37,7 @@ impl Drop for KillOnDrop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_at_the_descriptor_limit_neither_spins_nor_ejects_the_backend()
 {
-    let backend = MockBackend::start("a").await;
+    let backend = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rondo.toml");
     std::fs::write(
@@ -47,7 +47,7 @@ async fn a_flood_of_idle_connections_at_the_descriptor_limit_neither_spins_nor_e
              [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
              [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\", id = \"a\" }}]\n\
              [upstreams.health_check]\nenabled = false\n",
-            backend.addr
+            backend.addr()
         ),
     )
     .unwrap();

@@ -46,14 +46,14 @@ impl Recorder {
     }
 }
 
-fn proxy_for(backend: &Recorder) -> rondo::runtime::Running {
+fn proxy_for(backend: &Recorder) -> common::Proxy {
     let toml = format!(
         "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
          [[upstreams]]\nname = \"app\"\nresponse_timeout = \"5s\"\nbackends = [{{ address = \"{}\" }}]\n",
         backend.addr
     );
-    common::start(&toml)
+    common::start_text(&toml)
 }
 
 /// Sends `parts` one write at a time (a pause between them, so they arrive as separate reads)

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{MockBackend, config, eventually, get, raw, start, web};
+use common::{MockBackend, config_text, eventually, get, mock, raw, start_text, web};
 
 fn parse(toml: &str) -> rondo::config::Config {
     rondo::config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"))
@@ -20,7 +20,7 @@ fn parse(toml: &str) -> rondo::config::Config {
 fn with_other(base: &str, other: &[&MockBackend]) -> String {
     let list: Vec<String> = other
         .iter()
-        .map(|b| format!("{{ address = \"{}\", id = \"{}\" }}", b.addr, b.name))
+        .map(|b| format!("{{ address = \"{}\", id = \"{}\" }}", b.addr(), b.name()))
         .collect();
     format!(
         "{base}\n[[listeners]]\nname = \"api\"\nbind = \"127.0.0.1:0\"\nupstream = \"other\"\n\n\
@@ -49,10 +49,10 @@ async fn metrics(admin: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_an_upstream_with_a_listener_that_routes_to_it() {
-    let a = MockBackend::start("a").await;
-    let c = MockBackend::start("c").await;
-    let base = config(&[(&a, 1.0)], "", "");
-    let running = start(&base);
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let base = config_text(&[(&a, 1.0)], "", "");
+    let running = start_text(&base);
     let admin = running.admin_addr();
     assert_eq!(stats_upstreams(admin).await, ["app"]);
 
@@ -83,10 +83,10 @@ async fn reload_adds_an_upstream_with_a_listener_that_routes_to_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_removes_an_upstream_once_its_listener_moved_and_stops_its_loops() {
-    let a = MockBackend::start("a").await;
-    let c = MockBackend::start("c").await;
-    let base = config(&[(&a, 1.0)], "", "");
-    let running = start(&with_other(&base, &[&c]));
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let base = config_text(&[(&a, 1.0)], "", "");
+    let running = start_text(&with_other(&base, &[&c]));
     let admin = running.admin_addr();
     let api = running.addr("api").unwrap();
     assert_eq!(get(api, "/").await.backend(), "c");
@@ -122,9 +122,9 @@ async fn reload_removes_an_upstream_once_its_listener_moved_and_stops_its_loops(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_moves_the_admin_server_and_applies_a_new_token() {
-    let a = MockBackend::start("a").await;
-    let base = config(&[(&a, 1.0)], "", "");
-    let running = start(&base);
+    let a = mock("a").await;
+    let base = config_text(&[(&a, 1.0)], "", "");
+    let running = start_text(&base);
     let old = running.admin_addr();
     let drain = b"POST /api/v1/upstreams/app/backends/a/drain HTTP/1.1\r\nHost: admin\r\n\
                   Content-Length: 0\r\nConnection: close\r\n\r\n";
@@ -159,9 +159,9 @@ async fn reload_moves_the_admin_server_and_applies_a_new_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_refuses_each_setting_that_needs_a_restart_in_one_line_and_applies_access_log() {
-    let a = MockBackend::start("a").await;
-    let base = config(&[(&a, 1.0)], "", "");
-    let running = start(&base);
+    let a = mock("a").await;
+    let base = config_text(&[(&a, 1.0)], "", "");
+    let running = start_text(&base);
     let changed = base
         .replace("workers = 2", "workers = 3")
         .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"7s\"")

@@ -1,7 +1,10 @@
-//! The lab: tools that run the server to show what it does — `rondo demo` and
-//! `rondo compare`. They use the server; the server never uses them, so nothing under
-//! `proxy/`, `upstream/` or `admin/` imports from here.
+//! The lab: what runs the server to show or test what it does — `rondo demo`,
+//! `rondo compare`, and the pieces they share with the integration tests: the one mock
+//! backend ([`backend`]) and the one configuration builder ([`config`]). They use the
+//! server; the server never uses them, so nothing under `proxy/`, `upstream/` or `admin/`
+//! imports from here.
 
+pub mod backend;
 pub mod compare;
+pub mod config;
 pub mod demo;
-mod local_http;
