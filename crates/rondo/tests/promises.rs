@@ -556,7 +556,6 @@ async fn fail_on_5xx_lets_500s_eject_a_backend_and_without_it_they_do_not() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the HTTP/2 path queues by arrival, ignoring the priority header (issue 11; reported to lead)"]
 async fn http2_requests_queue_by_priority_at_the_connection_limit() {
     let a = mock("a").await;
     a.set_delay(Duration::from_millis(300));
