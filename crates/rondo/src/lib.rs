@@ -13,4 +13,5 @@ pub mod demo;
 mod local_http;
 pub mod proxy;
 pub mod serve;
+pub mod tls;
 pub mod upstream;

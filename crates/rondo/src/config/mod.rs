@@ -38,6 +38,7 @@ pub mod defaults;
 mod error;
 mod model;
 mod raw;
+mod tls;
 pub mod units;
 mod validate;
 
@@ -45,8 +46,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, QueueConfig, RetryBudget,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, CertificateConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig,
+    ListenerMode, ListenerTlsConfig, QueueConfig, RetryBudget, RouteConfig, TlsVersion,
+    UpstreamConfig, UpstreamTlsConfig,
 };
 
 use error::{SourceMap, humanize};
@@ -61,7 +63,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let file_name = path.display().to_string();
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&text, &file_name),
+        Ok(text) => {
+            let mut config = parse(&text, &file_name)?;
+            config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+            Ok(config)
+        }
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let text = String::from_utf8_lossy(e.as_bytes());

@@ -17,12 +17,12 @@ use balance::{
 use super::defaults;
 use super::error::{Diagnostic, SourceMap, suggest};
 use super::model::{
-    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, QueueConfig, RetryBudget,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, ListenerMode,
+    ListenerTlsConfig, QueueConfig, RetryBudget, RouteConfig, UpstreamConfig,
 };
 use super::raw::{
-    RawAdmin, RawBackend, RawBreaker, RawConfig, RawHealthCheck, RawKind, RawListener, RawRoute,
-    RawStart, RawUpstream, S, StatusItem,
+    RawAdmin, RawBackend, RawBreaker, RawConfig, RawHealthCheck, RawKind, RawListener, RawMode,
+    RawRoute, RawStart, RawUpstream, S, StatusItem,
 };
 use super::units::{DurationValue, SizeValue, format_duration};
 
@@ -53,7 +53,7 @@ pub(crate) fn validate(
     }
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     map: &'a SourceMap<'a>,
     env: Env<'a>,
     /// Problems at a place in the file.
@@ -69,10 +69,10 @@ struct Defined {
 
 /// A problem was reported; the caller goes on with a stand-in value so that later problems
 /// are found too.
-type Checked<T> = Option<T>;
+pub(super) type Checked<T> = Option<T>;
 
 impl Validator<'_> {
-    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         let placed = span.is_some();
         let d = self.map.diagnostic(span, message);
         if placed {
@@ -82,12 +82,12 @@ impl Validator<'_> {
         }
     }
 
-    fn fail<T>(&mut self, span: Range<usize>, message: impl Into<String>) -> Checked<T> {
+    pub(super) fn fail<T>(&mut self, span: Range<usize>, message: impl Into<String>) -> Checked<T> {
         self.error(Some(span), message);
         None
     }
 
-    fn line_of(&self, span: Range<usize>) -> usize {
+    pub(super) fn line_of(&self, span: Range<usize>) -> usize {
         self.map.diagnostic(Some(span), "").line
     }
 
@@ -463,9 +463,13 @@ impl Validator<'_> {
             Some(v) => Some(v.get_ref().0),
             None => None,
         };
+        let (mode, tls, redirect_https) = self.listener_kind(raw);
         Some(ListenerConfig {
             name,
             bind: bind?,
+            mode,
+            tls: tls?,
+            redirect_https,
             upstream,
             routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
             header_timeout,
@@ -473,6 +477,44 @@ impl Validator<'_> {
             max_header_bytes,
             max_body_size,
         })
+    }
+
+    /// A listener's mode, TLS and redirect, which exclude one another in places.
+    fn listener_kind(
+        &mut self,
+        raw: &RawListener,
+    ) -> (ListenerMode, Checked<Option<ListenerTlsConfig>>, bool) {
+        let mode = match raw.mode.as_ref().map(|m| *m.get_ref()) {
+            None | Some(RawMode::Http) => ListenerMode::Http,
+            Some(RawMode::Tcp) => ListenerMode::Tcp,
+        };
+        if let (ListenerMode::Tcp, Some(route)) = (mode, raw.routes.first()) {
+            self.error(
+                Some(route.span()),
+                "routes need HTTP requests to match; a `mode = \"tcp\"` listener relays bytes \
+                 to its `upstream`",
+            );
+        }
+        let tls = match &raw.tls {
+            None => Some(None),
+            Some(t) => self.listener_tls(t).map(Some),
+        };
+        let redirect = raw.redirect_https.as_ref().filter(|r| *r.get_ref());
+        if let Some(r) = redirect {
+            if raw.tls.is_some() {
+                self.error(
+                    Some(r.span()),
+                    "`redirect_https` on a TLS listener would redirect to itself forever: set it \
+                     on the plain listener",
+                );
+            } else if mode == ListenerMode::Tcp {
+                self.error(
+                    Some(r.span()),
+                    "`redirect_https` needs HTTP requests; a `mode = \"tcp\"` listener has none",
+                );
+            }
+        }
+        (mode, tls, redirect.is_some())
     }
 
     /// Reports a listener whose port another listener or the admin API already binds.
@@ -750,6 +792,7 @@ impl Validator<'_> {
             keepalive_timeout,
             queue,
             health_check,
+            tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t)),
         }
     }
 
