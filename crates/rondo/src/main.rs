@@ -51,12 +51,12 @@ enum Command {
         config: PathBuf,
     },
     // About and help come from `CompareArgs`.
-    Compare(rondo::compare::CompareArgs),
+    Compare(rondo::lab::compare::CompareArgs),
     // About and help come from `DemoArgs`.
-    Demo(rondo::demo::DemoArgs),
+    Demo(rondo::lab::demo::DemoArgs),
     /// Generate HTTP load against a URL and report throughput, latency percentiles, status
     /// codes, errors and (with --backend-header) each backend's share.
-    Bench(rondo::bench::BenchArgs),
+    Bench(rondo_bench::BenchArgs),
     /// Show a running balancer's upstreams and backends (from its admin API's /api/v1/stats).
     Status(rondo::admin::status::StatusArgs),
 }
@@ -84,9 +84,9 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),
-        Command::Compare(args) => rondo::compare::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Demo(args) => rondo::demo::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => rondo::bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => rondo::lab::compare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => rondo::lab::demo::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => rondo_bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => rondo::admin::status::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

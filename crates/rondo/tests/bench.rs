@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rondo::bench::{ErrorKind, LoadSpec, Report, generate};
+use rondo_bench::{ErrorKind, LoadSpec, Report, generate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -304,7 +304,7 @@ async fn a_closed_port_gives_connect_errors() {
     assert_eq!(report.success_rate, 0.0);
     assert!(report.error_examples.contains_key(&ErrorKind::Connect));
     // Nothing to measure, and nothing invented.
-    assert_eq!(report.latency, rondo::bench::Latency::default());
+    assert_eq!(report.latency, rondo_bench::Latency::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

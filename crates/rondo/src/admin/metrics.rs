@@ -162,6 +162,19 @@ impl Collector for UpstreamCollector {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "rondo_local_errors",
+                "Attempts that failed on rondo's side (no file descriptor, no ephemeral port, \
+                 no memory); answered 503 and never counted against a backend.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, _) in &snaps {
+                let labels = [("upstream", u.name())];
+                ConstCounter::new(u.recorder().local_errors()).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "rondo_health_checks",
                 "Active health checks, by backend and result.",
                 None,

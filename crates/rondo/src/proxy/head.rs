@@ -13,6 +13,8 @@
 
 use std::fmt::Write as _;
 
+use super::protocol::{is_forwarding, is_hop_by_hop, is_idempotent};
+
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -32,6 +34,13 @@ pub(crate) enum HeadError {
     /// Not valid HTTP/1.x.
     #[error("malformed request")]
     Malformed,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2: a server must answer 400).
+    #[error("request without a Host header")]
+    MissingHost,
+    /// A line ended by a bare LF: rondo re-frames heads with CRLF, so a head another parser
+    /// could split differently is refused rather than guessed at (RFC 9112 §2.2).
+    #[error("line ending without CR")]
+    BareLf,
     /// The request line alone is longer than the head limit.
     #[error("request line too long")]
     UriTooLong,
@@ -50,7 +59,7 @@ impl HeadError {
     /// The status the client gets.
     pub(crate) fn status(self) -> u16 {
         match self {
-            HeadError::Malformed => 400,
+            HeadError::Malformed | HeadError::MissingHost | HeadError::BareLf => 400,
             HeadError::UriTooLong => 414,
             HeadError::TooLarge => 431,
             HeadError::BodyTooLarge => 413,
@@ -98,19 +107,11 @@ fn is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
 }
 
-/// Headers that never cross a proxy.
-fn hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-    ]
-    .iter()
-    .any(|h| is(name, h))
+/// True when a line of `head` ends with LF alone.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// Comma-separated tokens of a `Connection` header value, trimmed.
@@ -261,8 +262,16 @@ pub(crate) fn parse_request<'r>(
             via = Some(h.value);
         }
     }
-    if chunked && content_length.is_some() {
+    // Both lengths, or a transfer coding in HTTP/1.0 (RFC 9112 §6.1): the framing cannot be
+    // trusted.
+    if chunked && (content_length.is_some() || version == 0) {
         return Err(HeadError::Malformed);
+    }
+    if version == 1 && host.is_none() {
+        return Err(HeadError::MissingHost);
+    }
+    if has_bare_lf(&input[..head_len]) {
+        return Err(HeadError::BareLf);
     }
     let upgrade = fields.upgrade && req.headers.iter().any(|h| is(h.name, "upgrade"));
     let framing = match (chunked, content_length) {
@@ -291,12 +300,9 @@ pub(crate) fn parse_request<'r>(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
         let name = h.name;
-        let skip = hop_by_hop(name)
+        let skip = is_hop_by_hop(name)
             || fields.names(name)
-            || is(name, "x-forwarded-for")
-            || is(name, "x-forwarded-proto")
-            || is(name, "x-forwarded-host")
-            || is(name, "via")
+            || is_forwarding(name)
             || (expect_continue && is(name, "expect"));
         if skip {
             continue;
@@ -329,7 +335,7 @@ pub(crate) fn parse_request<'r>(
     }
     out.extend_from_slice(b"1.1 rondo\r\n\r\n");
 
-    let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(&method);
+    let idempotent = is_idempotent(method);
     Ok(Some(RequestInfo {
         head_len,
         framing,
@@ -422,8 +428,9 @@ pub(crate) fn parse_response(
     for h in res.headers.iter() {
         let keep_anyway =
             (switching && is(h.name, "upgrade")) || (chunked && is(h.name, "transfer-encoding"));
-        let skip =
-            hop_by_hop(h.name) || fields.names(h.name) || (chunked && is(h.name, "content-length"));
+        let skip = is_hop_by_hop(h.name)
+            || fields.names(h.name)
+            || (chunked && is(h.name, "content-length"));
         if skip && !keep_anyway {
             continue;
         }
@@ -493,13 +500,14 @@ mod tests {
 
     #[test]
     fn framing_and_smuggling_rules() {
-        let (info, out) = request("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (info, out) =
+            request("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(info.framing, Framing::Chunked);
         assert!(!info.idempotent);
         assert!(out.contains("transfer-encoding: chunked\r\n"));
-        let (info, _) = request("PUT / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        let (info, _) = request("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(info.framing, Framing::Length(5));
@@ -548,7 +556,7 @@ mod tests {
             ..CLIENT
         };
         let e = parse_request(
-            b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
             &limited,
             |_, _| 0,
             |_| "x",
@@ -556,6 +564,53 @@ mod tests {
         );
         assert_eq!(e.unwrap_err().status(), 413);
         assert_eq!(request("NOT HTTP\r\n\r\n").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn heads_are_read_strictly_as_rfc_9112_says() {
+        // (head, status): every one refused, none forwarded.
+        let cases: &[(&str, u16)] = &[
+            ("GET / HTTP/1.1\r\n\r\n", 400),                          // no Host
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),    // two Hosts
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400), // obs-fold
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),    // bare CR
+            ("GET / HTTP/1.1\nHost: a\n\n", 400),                     // bare LF
+            ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400),         // one bare LF
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),              // space before colon
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", 400),  // control character
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400),  // DEL
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),            // space in target
+            ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),               // bad method
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),               // not HTTP/1.x
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400), // TE in 1.0
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+                501,
+            ),
+        ];
+        for (head, status) in cases {
+            let got = request(head).map(|r| r.map(|(_, out)| out));
+            assert_eq!(
+                got.map_err(HeadError::status),
+                Err(*status),
+                "{}",
+                head.escape_debug()
+            );
+        }
+        // HTTP/1.0 needs no Host.
+        assert!(request("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
     }
 
     #[test]

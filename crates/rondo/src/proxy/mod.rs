@@ -13,11 +13,12 @@
 mod body;
 mod chunked;
 mod connpool;
+mod forward;
 mod h1;
 mod h2;
 mod head;
+mod protocol;
 mod respond;
-mod select;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 
-use crate::local_http::LocalServer;
+use crate::lab::local_http::LocalServer;
 
 /// One demo backend.
 #[derive(Debug)]

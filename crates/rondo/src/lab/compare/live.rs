@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::{AlgorithmResult, BackendResult, LatencySummary, Scenario, SimBackend};
-use crate::bench::{self, LoadSpec, ProgressMode};
-use crate::local_http::LocalServer;
+use crate::lab::local_http::LocalServer;
+use rondo_bench::{self as bench, LoadSpec, ProgressMode};
 
 /// Connections `rondo bench` may open: enough that the client never limits the load (a
 /// fixed schedule can pile up hundreds of requests on a slow backend).

@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use balance::BackendState;
 
-use crate::bench::{self, LoadSpec, ProgressMode};
-use crate::compare;
 use crate::config;
+use crate::lab::compare;
 use crate::proxy::{self, Running};
 use backend::DemoBackend;
+use rondo_bench::{self as bench, LoadSpec, ProgressMode};
 
 /// `rondo demo` options.
 #[derive(Debug, Clone, clap::Args)]
