@@ -11,6 +11,8 @@ use std::time::Duration;
 use balance::Backend;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use super::stream::ClientIo;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::Site;
@@ -31,14 +33,13 @@ enum Next {
 }
 
 /// Serves one client connection until it closes, errs, idles out or the server shuts down.
-pub(crate) async fn serve(
-    mut stream: TcpStream,
+pub(crate) async fn serve<C: ClientIo + 'static>(
+    mut stream: C,
     peer: std::net::SocketAddr,
     site: Arc<Site>,
     worker: std::rc::Rc<Worker>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let ip = peer.ip().to_canonical().to_string();
     let mut pending: Vec<u8> = Vec::new();
     let mut first = true;
@@ -51,7 +52,7 @@ pub(crate) async fn serve(
             };
             // Idle connections do not watch for shutdown: the worker waits only for busy
             // ones, then drops the rest, so an idle connection costs no more than this wait.
-            if !matches!(timeout(wait, stream.readable()).await, Ok(Ok(()))) {
+            if !matches!(timeout(wait, stream.client_readable()).await, Ok(Ok(()))) {
                 return;
             }
         }
@@ -91,7 +92,7 @@ pub(crate) async fn serve(
 
 /// Reads one request head (bytes may already be in `inbuf`) and handles the request.
 async fn request(
-    stream: &mut TcpStream,
+    stream: &mut impl ClientIo,
     ip: &str,
     site: &Site,
     worker: &Worker,
@@ -100,6 +101,7 @@ async fn request(
     let config = &site.config;
     let client = Client {
         ip,
+        tls: config.tls.is_some(),
         max_header_bytes: config.max_header_bytes,
         max_body_size: config.max_body_size,
     };
@@ -167,7 +169,7 @@ async fn request(
 
 /// Forwards one request whose head is in `out` (to send) and whose body starts in `inbuf`.
 async fn forward(
-    client: &mut TcpStream,
+    client: &mut impl ClientIo,
     ip: &str,
     site: &Site,
     worker: &Worker,
@@ -225,8 +227,8 @@ async fn forward(
 }
 
 /// One request on its way through the HTTP/1.1 wire.
-struct H1Exchange<'a> {
-    client: &'a mut TcpStream,
+struct H1Exchange<'a, C> {
+    client: &'a mut C,
     worker: &'a Worker,
     /// The client side's read/write timeout.
     idle: Duration,
@@ -251,7 +253,7 @@ struct Pending {
     response: head::ResponseInfo,
 }
 
-impl H1Exchange<'_> {
+impl<C: ClientIo> H1Exchange<'_, C> {
     /// A pooled connection to `addr` (`true`), or a new one.
     async fn connection(
         &self,
@@ -272,7 +274,7 @@ impl H1Exchange<'_> {
     }
 }
 
-impl Exchange for H1Exchange<'_> {
+impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
     type Output = Next;
 
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {

@@ -30,6 +30,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::stream::Io;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -58,13 +60,13 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 }
 
 /// A socket whose first bytes were already read: they are replayed before the socket.
-struct Rewind {
+struct Rewind<S> {
     prefix: Vec<u8>,
     pos: usize,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Rewind {
+impl<S: Io> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -81,7 +83,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: Io> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,8 +100,8 @@ impl AsyncWrite for Rewind {
 }
 
 /// Serves one HTTP/2 connection whose first bytes (`prefix`) are already read.
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<S: Io + 'static>(
+    stream: S,
     prefix: Vec<u8>,
     ip: Rc<str>,
     site: Arc<Site>,
@@ -136,7 +138,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The head to send a backend: the client's, minus hop-by-hop fields, with `Host` from the
 /// `:authority` and the forwarding fields set.
-fn upstream_head(req: &Request<Incoming>, ip: &str) -> (http::request::Parts, Option<String>) {
+fn upstream_head(
+    req: &Request<Incoming>,
+    ip: &str,
+    tls: bool,
+) -> (http::request::Parts, Option<String>) {
     let mut head = Request::builder()
         .method(req.method().clone())
         .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
@@ -171,7 +177,8 @@ fn upstream_head(req: &Request<Incoming>, ip: &str) -> (http::request::Parts, Op
     let via = prior(&headers, "via")
         .map_or_else(|| "2.0 rondo".to_owned(), |p| format!("{p}, 2.0 rondo"));
     set(&mut headers, "x-forwarded-for", xff);
-    set(&mut headers, "x-forwarded-proto", "http".to_owned());
+    let proto = if tls { "https" } else { "http" };
+    set(&mut headers, "x-forwarded-proto", proto.to_owned());
     set(&mut headers, "via", via);
     if let Some(h) = &host {
         set(&mut headers, "x-forwarded-host", h.clone());
@@ -227,7 +234,7 @@ async fn forward(
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (head, host) = upstream_head(&req, ip);
+    let (head, host) = upstream_head(&req, ip, site.config.tls.is_some());
     let upstream = Arc::clone(&site.upstreams[site.route(host.as_deref(), req.uri().path())]);
     let idempotent = is_idempotent(req.method().as_str());
     let priority = req

@@ -18,7 +18,10 @@ mod h1;
 mod h2;
 mod head;
 mod protocol;
+mod redirect;
 mod respond;
+mod stream;
+mod tcp;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -30,7 +33,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ListenerMode};
 use crate::upstream::Upstream;
 
 /// A listener's routing table and settings, shared by every worker.
@@ -41,6 +44,8 @@ pub(crate) struct Site {
     upstreams: Vec<Arc<Upstream>>,
     routes: Vec<Route>,
     access_log: bool,
+    /// TLS termination, when the listener has `[listeners.tls]`.
+    tls: Option<crate::tls::Terminator>,
 }
 
 #[derive(Debug)]
@@ -214,11 +219,40 @@ impl Running {
         }
         live.push(LiveListener {
             name: l.name.clone(),
+            site,
             bind: l.bind,
             addr: socket.local_addr()?,
             socket,
             stop,
         });
+        Ok(())
+    }
+
+    /// Re-reads an unchanged listener's certificate files: new handshakes use them, open
+    /// connections keep theirs. A bad file is reported and the current certificates stay.
+    fn reload_certificates(&self, l: &ListenerConfig) -> anyhow::Result<()> {
+        let (Some(tls), Some(site)) = (
+            &l.tls,
+            self.listeners
+                .lock()
+                .iter()
+                .find(|x| x.name == l.name)
+                .map(|x| Arc::clone(&x.site)),
+        ) else {
+            return Ok(());
+        };
+        let Some(terminator) = &site.tls else {
+            return Ok(());
+        };
+        let warnings = terminator.reload(tls).with_context(|| {
+            format!(
+                "listener `{}`: certificates not reloaded, the current ones keep serving",
+                l.name
+            )
+        })?;
+        for warning in warnings {
+            tracing::warn!(listener = %l.name, "{warning}");
+        }
         Ok(())
     }
 
@@ -258,6 +292,10 @@ impl Running {
         let mut report = Reloaded::default();
         for l in &new.listeners {
             if applied.listener(&l.name) == Some(l) {
+                // Same settings, but the certificate files may have been renewed.
+                if let Err(e) = self.reload_certificates(l) {
+                    report.refused.push(format!("{e:#}"));
+                }
                 continue;
             }
             match self.apply_listener(l, applied.access_log) {
@@ -377,6 +415,8 @@ pub struct Reloaded {
 #[derive(Debug)]
 struct LiveListener {
     name: String,
+    /// What its workers serve (kept to reload its certificates).
+    site: Arc<Site>,
     bind: SocketAddr,
     addr: SocketAddr,
     socket: std::net::TcpListener,
@@ -408,12 +448,69 @@ fn site(
             upstream: upstreams.len() - 1,
         });
     }
+    let tls = match &l.tls {
+        None => None,
+        Some(tls) => {
+            let alpn = match l.mode {
+                ListenerMode::Http => crate::tls::Alpn::Http,
+                ListenerMode::Tcp => crate::tls::Alpn::None,
+            };
+            let (terminator, warnings) = crate::tls::Terminator::new(tls, alpn)
+                .with_context(|| format!("listener `{}`", l.name))?;
+            for warning in warnings {
+                tracing::warn!(listener = %l.name, "{warning}");
+            }
+            Some(terminator)
+        }
+    };
     Ok(Site {
         config: l.clone(),
         upstreams,
         routes,
         access_log,
+        tls,
     })
+}
+
+/// One accepted connection: the TLS handshake when the listener terminates TLS, then the TCP
+/// relay, HTTP/2 (negotiated by ALPN) or HTTP/1.1 (which also detects h2c).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    site: Arc<Site>,
+    worker: Rc<Worker>,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(terminator) = &site.tls else {
+        return match site.config.mode {
+            ListenerMode::Tcp => tcp::serve(stream, peer, &site).await,
+            ListenerMode::Http if site.config.redirect_https => {
+                redirect::serve(stream, &site.config).await
+            }
+            ListenerMode::Http => h1::serve(stream, peer, site, worker, stop).await,
+        };
+    };
+    // The handshake is part of the request head's time: a client that stalls in it is cut
+    // off like a slow head.
+    let limit = site.config.header_timeout;
+    let tls = match tokio::time::timeout(limit, terminator.acceptor().accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %site.config.name, client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    match site.config.mode {
+        ListenerMode::Tcp => tcp::serve(tls, peer, &site).await,
+        ListenerMode::Http if h2 => {
+            let ip: Rc<str> = peer.ip().to_canonical().to_string().into();
+            h2::serve(tls, Vec::new(), ip, site, worker, stop).await;
+        }
+        ListenerMode::Http => h1::serve(tls, peer, site, worker, stop).await,
+    }
 }
 
 /// Binds every listener and starts the workers and timers. Errors (an address in use, an
@@ -442,6 +539,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         let (stop, _) = watch::channel(false);
         listeners.push(LiveListener {
             name: l.name.clone(),
+            site: Arc::clone(sites.last().context("the listener's site")?),
             bind: l.bind,
             addr: socket.local_addr()?,
             socket,
@@ -580,7 +678,7 @@ fn run_worker(
                         accepted = listener.accept() => {
                             let Ok((stream, peer)) = accepted else { continue };
                             let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
-                            tokio::task::spawn_local(h1::serve(stream, peer, site, worker, stop));
+                            tokio::task::spawn_local(serve_connection(stream, peer, site, worker, stop));
                         }
                     }
                 }
