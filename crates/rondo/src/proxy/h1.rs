@@ -215,6 +215,7 @@ async fn forward(
     };
     let mut exchange = H1Exchange {
         client,
+        upstream,
         worker,
         idle,
         info,
@@ -229,6 +230,8 @@ async fn forward(
 /// One request on its way through the HTTP/1.1 wire.
 struct H1Exchange<'a, C> {
     client: &'a mut C,
+    /// Where upgraded connections are counted.
+    upstream: &'a Upstream,
     worker: &'a Worker,
     /// The client side's read/write timeout.
     idle: Duration,
@@ -424,6 +427,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             worker.give_buffer(resp);
             worker.give_buffer(head_out);
             if early_ok {
+                self.upstream.recorder().upgraded();
                 let _ = tokio::io::copy_bidirectional(client, &mut conn).await;
             }
             return Delivered {
