@@ -70,7 +70,9 @@ fn served_certificate(tls: &Tls) -> Vec<u8> {
 }
 
 fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
 }
 
 use rustls::pki_types::pem::PemObject;
@@ -164,10 +166,12 @@ async fn alpn_h2_is_served_as_http2_through_the_forwarding_policy() {
     let running = start(&toml);
     let tls = connect(web(&running), "site.test", &ca.cert, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let mut backends = Vec::new();
     for _ in 0..4 {
@@ -216,7 +220,10 @@ async fn reload_swaps_the_certificate_keeps_open_connections_and_refuses_a_bad_o
     let report = running.reload(&parsed);
     assert_eq!(report.refused.len(), 1, "{report:?}");
     assert!(
-        report.refused[0].contains(&format!("{}: this private key does not match", key.display())),
+        report.refused[0].contains(&format!(
+            "{}: this private key does not match",
+            key.display()
+        )),
         "{report:?}"
     );
     let again = connect(addr, "site.test", &ca.cert, alpn).await;
@@ -233,13 +240,10 @@ async fn websocket_echo() -> SocketAddr {
             tokio::spawn(async move {
                 let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
                 while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
-                        Message::Text(t) => {
-                            ws.send(Message::text(format!("echo: {t}"))).await.unwrap();
-                        }
-                        // tungstenite answers a Close itself; reading on sends that answer and
-                        // then ends the stream.
-                        _ => {}
+                    // tungstenite answers a Close itself; reading on sends that answer and then
+                    // ends the stream.
+                    if let Message::Text(t) = msg {
+                        ws.send(Message::text(format!("echo: {t}"))).await.unwrap();
                     }
                 }
             });
@@ -358,12 +362,21 @@ async fn tcp_mode_relays_bytes_and_fails_over_from_a_killed_backend_on_connect()
     b_task.abort();
     let _ = b_task.await;
     for _ in 0..4 {
-        assert_eq!(tcp_roundtrip(addr).await, ("a".to_owned(), "ping".to_owned()));
+        assert_eq!(
+            tcp_roundtrip(addr).await,
+            ("a".to_owned(), "ping".to_owned())
+        );
     }
     let recorder = running.upstream("db").unwrap().recorder();
-    common::eventually(Duration::from_secs(5), "bytes of 6 connections to a", || {
-        recorder.get("a").is_some_and(|r| r.bytes() == (6 * 4, 6 * 5))
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "bytes of 6 connections to a",
+        || {
+            recorder
+                .get("a")
+                .is_some_and(|r| r.bytes() == (6 * 4, 6 * 5))
+        },
+    )
     .await;
 }
 
@@ -382,8 +395,14 @@ async fn redirect_https_answers_308_to_the_same_host_and_path() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(reply.starts_with("HTTP/1.1 308 Permanent Redirect\r\n"), "{reply}");
-    assert!(reply.contains("location: https://example.com/a/b?c=1\r\n"), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 308 Permanent Redirect\r\n"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("location: https://example.com/a/b?c=1\r\n"),
+        "{reply}"
+    );
     assert_eq!(backend.hits(), 0);
 }
 
@@ -394,11 +413,9 @@ fn rondo_check_names_a_certificate_whose_key_is_missing() {
     let file = dir.path().join("rondo.toml");
     std::fs::write(
         &file,
-        format!(
-            "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:8443\"\nupstream = \"app\"\n\
-             [listeners.tls]\ncertificates = [{{ cert = \"site.pem\", key = \"site.key.missing\" }}]\n\
-             [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:9001\" }}]\n"
-        ),
+        "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:8443\"\nupstream = \"app\"\n\
+         [listeners.tls]\ncertificates = [{ cert = \"site.pem\", key = \"site.key.missing\" }]\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{ address = \"127.0.0.1:9001\" }]\n",
     )
     .unwrap();
     assert!(cert.exists());
