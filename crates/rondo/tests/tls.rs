@@ -434,3 +434,88 @@ fn rondo_check_names_a_certificate_whose_key_is_missing() {
         "{stderr}"
     );
 }
+
+/// An HTTPS backend with a certificate for `backend.test` signed by `ca`; returns its
+/// address and a count of the health checks it answered.
+async fn https_backend(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pair = ca.leaf(&["backend.test"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(pair.cert.as_bytes()).unwrap()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&checks);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    if req.uri().path() == "/health" {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    async {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("x-backend", "tls")
+                                .body(http_body_util::Full::new(Bytes::from_static(b"secure")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, checks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_verifies_backends_with_the_test_ca_and_refuses_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backend CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let wrong_file = Ca::new("another CA").write(dir.path(), "wrong");
+    let (backend, checks) = https_backend(&ca).await;
+    let toml = |ca: &Path| {
+        format!(
+            "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             [[upstreams]]\nname = \"app\"\nmax_fails = 0\n\
+             backends = [{{ address = \"{backend}\" }}]\n\
+             tls = {{ server_name = \"backend.test\", ca = \"{}\" }}\n\
+             [upstreams.health_check]\ninterval = \"50ms\"\ntimeout = \"40ms\"\n",
+            ca.display()
+        )
+    };
+    let running = start(&toml(&ca_file));
+    let mut client = common::Client::connect(web(&running)).await;
+    for _ in 0..3 {
+        let reply = client.get("/").await;
+        assert_eq!((reply.status, reply.text().as_str()), (200, "secure"));
+    }
+    // Health checks speak TLS too.
+    common::eventually(Duration::from_secs(5), "a health check over TLS", || {
+        checks.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+    drop(running);
+
+    let running = start(&toml(&wrong_file));
+    let reply = common::get(web(&running), "/").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+}

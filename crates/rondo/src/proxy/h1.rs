@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::Backend;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::stream::ClientIo;
@@ -22,6 +21,7 @@ use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, SendErro
 use super::head::{self, Client, Framing, RequestInfo};
 use super::respond::send_error;
 use crate::config::UpstreamConfig;
+use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
 /// What the connection does after a request.
@@ -247,7 +247,7 @@ struct H1Exchange<'a, C> {
 
 /// A response head read from a backend, with the connection it came on.
 struct Pending {
-    conn: TcpStream,
+    conn: BackendConn,
     addr: std::net::SocketAddr,
     /// Bytes read after the head.
     resp: Vec<u8>,
@@ -262,15 +262,15 @@ impl<C: ClientIo> H1Exchange<'_, C> {
         &self,
         addr: std::net::SocketAddr,
         limit: Duration,
-    ) -> Result<(TcpStream, bool), Failure> {
+    ) -> Result<(BackendConn, bool), Failure> {
         if let Some(conn) = self.worker.conns.take(addr) {
             return Ok((conn, true));
         }
-        match timeout(limit, TcpStream::connect(addr)).await {
-            Ok(Ok(conn)) => {
-                let _ = conn.set_nodelay(true);
-                Ok((conn, false))
-            }
+        // The limit covers the TLS handshake too: a backend that accepts and then stalls is
+        // as unusable as one that does not accept.
+        let tls = self.upstream.tls();
+        match timeout(limit, BackendConn::connect(addr, tls.as_deref())).await {
+            Ok(Ok(conn)) => Ok((conn, false)),
             Ok(Err(e)) => Err(Failure::connect(addr, &e)),
             Err(_) => Err(Failure::connect_timeout(addr, limit)),
         }

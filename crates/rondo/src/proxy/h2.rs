@@ -29,7 +29,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::stream::Io;
 use tokio::sync::watch;
@@ -39,6 +38,7 @@ use super::forward::{Delivered, Exchange, Facts, Failure, Origin, SendError};
 use super::protocol::{HOP_BY_HOP, is_idempotent};
 use super::{Site, Worker};
 use crate::config::UpstreamConfig;
+use crate::upstream::Upstream;
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -208,18 +208,20 @@ fn error(status: u16, detail: &str) -> Response<ClientBody> {
 /// A ready pooled connection to `addr` (`true`), or a new one.
 async fn connection(
     worker: &Worker,
+    upstream: &Upstream,
     addr: SocketAddr,
     limit: Duration,
 ) -> Result<(SendRequest<UpstreamBody>, bool), Failure> {
     if let Some(sender) = worker.take_h2_upstream(addr) {
         return Ok((sender, true));
     }
-    let stream = match timeout(limit, TcpStream::connect(addr)).await {
+    let tls = upstream.tls();
+    let connect = crate::tls::BackendConn::connect(addr, tls.as_deref());
+    let stream = match timeout(limit, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
         Err(_) => return Err(Failure::connect_timeout(addr, limit)),
     };
-    let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::no_response(false, format!("connecting to {addr} failed: {e}")))?;
@@ -256,6 +258,7 @@ async fn forward(
     };
     let mut exchange = H2Exchange {
         worker,
+        upstream: &upstream,
         head,
         body: Some(req.into_body()),
         replayable,
@@ -267,6 +270,8 @@ async fn forward(
 /// One HTTP/2 stream on its way to a backend (over HTTP/1.1).
 struct H2Exchange<'a> {
     worker: &'a Worker,
+    /// Where new backend connections get their TLS settings.
+    upstream: &'a Upstream,
     /// The head to send (rewritten for the backend).
     head: http::request::Parts,
     /// The client's body, until an attempt takes it (only a replayable request has none).
@@ -281,9 +286,10 @@ impl Exchange for H2Exchange<'_> {
 
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
         let addr = backend.address();
-        let (mut sender, reused) = connection(self.worker, addr, cfg.connect_timeout)
-            .await
-            .map_err(SendError::Backend)?;
+        let (mut sender, reused) =
+            connection(self.worker, self.upstream, addr, cfg.connect_timeout)
+                .await
+                .map_err(SendError::Backend)?;
         let upstream_body: UpstreamBody = match (self.replayable, self.body.take()) {
             (true, _) => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             (false, Some(b)) => b.boxed_unsync(),

@@ -338,6 +338,14 @@ impl Running {
                 ));
                 continue;
             };
+            // CA and client certificate files are re-read even when the file is unchanged.
+            match upstream_tls(u) {
+                Ok(tls) => live.set_tls(tls),
+                Err(e) => {
+                    refuse(format!("{e:#}; it keeps its current settings"));
+                    continue;
+                }
+            }
             if applied.upstream(&u.name) == Some(u) {
                 continue;
             }
@@ -472,6 +480,20 @@ fn site(
     })
 }
 
+/// The TLS client of an upstream with `tls = { … }`: its CA and client certificate files
+/// read now, so a reload picks up renewed files.
+fn upstream_tls(
+    u: &crate::config::UpstreamConfig,
+) -> anyhow::Result<Option<crate::tls::UpstreamTls>> {
+    let Some(tls) = &u.tls else { return Ok(None) };
+    let (client, warnings) = crate::tls::UpstreamTls::new(tls, std::time::SystemTime::now())
+        .with_context(|| format!("upstream `{}`", u.name))?;
+    for warning in warnings {
+        tracing::warn!(upstream = %u.name, "{warning}");
+    }
+    Ok(Some(client))
+}
+
 /// One accepted connection: the TLS handshake when the listener terminates TLS, then the TCP
 /// relay, HTTP/2 (negotiated by ALPN) or HTTP/1.1 (which also detects h2c).
 async fn serve_connection(
@@ -521,6 +543,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     for u in &config.upstreams {
         let up =
             Upstream::new(u.clone(), clock).with_context(|| format!("upstream `{}`", u.name))?;
+        up.set_tls(upstream_tls(u)?);
         upstreams.push(Arc::new(up));
     }
     let find = |name: &str| {

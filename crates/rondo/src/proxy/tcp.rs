@@ -17,13 +17,13 @@ use std::task::{Context, Poll};
 
 use balance::Backend;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::Site;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, SendError};
 use super::stream::Io;
 use crate::config::UpstreamConfig;
+use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
 /// Relays `client` (a plain or TLS stream) to a backend until both directions are closed.
@@ -56,7 +56,7 @@ struct TcpExchange<'a, C> {
     client: C,
     upstream: &'a Upstream,
     /// The connected backend and its id.
-    backend: Option<(TcpStream, String)>,
+    backend: Option<(BackendConn, String)>,
 }
 
 /// The status a connected attempt reports: the connection is the "response".
@@ -68,9 +68,9 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
         let addr = backend.address();
         let limit = cfg.connect_timeout;
-        match timeout(limit, TcpStream::connect(addr)).await {
+        let tls = self.upstream.tls();
+        match timeout(limit, BackendConn::connect(addr, tls.as_deref())).await {
             Ok(Ok(conn)) => {
-                let _ = conn.set_nodelay(true);
                 self.backend = Some((conn, backend.id().to_owned()));
                 Ok(CONNECTED)
             }

@@ -149,3 +149,97 @@ impl ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A connection to a backend, plain or TLS: what the proxy's pools keep and the health
+/// checks probe through.
+#[derive(Debug)]
+pub enum BackendConn {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (boxed: rustls's state is large, and most pools are plain).
+    Tls(Box<BackendStream>),
+}
+
+impl BackendConn {
+    /// Connects to `addr`, then runs the TLS handshake when the upstream has `tls`.
+    pub async fn connect(addr: SocketAddr, tls: Option<&UpstreamTls>) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(BackendConn::Plain(tcp)),
+            Some(tls) => Ok(BackendConn::Tls(Box::new(tls.connect(tcp, addr).await?))),
+        }
+    }
+
+    /// The TCP socket underneath, for readiness checks.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            BackendConn::Plain(s) => s,
+            BackendConn::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for BackendConn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BackendConn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            BackendConn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for BackendConn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BackendConn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            BackendConn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BackendConn::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendConn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendConn::Plain(s) => s.is_write_vectored(),
+            BackendConn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BackendConn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            BackendConn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BackendConn::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            BackendConn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -47,6 +47,8 @@ pub struct Upstream {
     checks: Arc<health::Checks>,
     /// Status codes, latency histograms, retries and health checks, for the admin API.
     recorder: Recorder,
+    /// TLS to the backends (`tls = { … }`), set at start and on reload.
+    tls: arc_swap::ArcSwapOption<crate::tls::UpstreamTls>,
 }
 
 /// Logs state changes (one line each) and wakes the upstream's timer and health check loops.
@@ -158,6 +160,7 @@ impl Upstream {
             membership,
             checks,
             recorder: Recorder::default(),
+            tls: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -215,6 +218,16 @@ impl Upstream {
         self.membership.notify_one();
         self.changed.notify_one();
         Ok(ignored)
+    }
+
+    /// How new connections to its backends speak TLS; `None`: plain TCP.
+    pub fn tls(&self) -> Option<Arc<crate::tls::UpstreamTls>> {
+        self.tls.load_full()
+    }
+
+    /// Sets (or clears) TLS to its backends for new connections.
+    pub fn set_tls(&self, tls: Option<crate::tls::UpstreamTls>) {
+        self.tls.store(tls.map(Arc::new));
     }
 
     /// Backends and picker.
