@@ -519,3 +519,37 @@ async fn upstream_tls_verifies_backends_with_the_test_ca_and_refuses_a_wrong_one
     let reply = common::get(web(&running), "/").await;
     assert_eq!(reply.status, 502, "{}", reply.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rondo_bench_loads_an_https_listener_over_http1_and_h2_with_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_certs::self_signed(&["localhost"]).write(dir.path(), "self");
+    let backend = MockBackend::start("a").await;
+    let running = start(&tls_config(
+        &backend,
+        &format!("[{}]", entry(&cert, &key, &[])),
+    ));
+    let url = format!("https://localhost:{}/", web(&running).port());
+    for http2 in [false, true] {
+        let mut spec = rondo_bench::LoadSpec::new(&url);
+        spec.connections = 4;
+        spec.requests = Some(200);
+        spec.http2 = http2;
+        spec.insecure = true;
+        let report = rondo_bench::generate(&spec).await.unwrap();
+        assert_eq!(
+            report.successes, 200,
+            "http2 {http2}: {:?}",
+            report.error_examples
+        );
+        assert_eq!(report.status_counts.get(&200), Some(&200));
+    }
+    // Without --insecure a self-signed certificate is refused: every request a connect error.
+    let mut spec = rondo_bench::LoadSpec::new(&url);
+    spec.connections = 1;
+    spec.requests = Some(3);
+    let report = rondo_bench::generate(&spec).await.unwrap();
+    assert_eq!(report.successes, 0);
+    assert_eq!(report.errors.total, 3, "{:?}", report.error_examples);
+    assert_eq!(backend.hits(), 400);
+}
