@@ -553,3 +553,62 @@ async fn rondo_bench_loads_an_https_listener_over_http1_and_h2_with_insecure() {
     assert_eq!(report.errors.total, 3, "{:?}", report.error_examples);
     assert_eq!(backend.hits(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_watch_reloads_when_only_the_certificate_files_change() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let old = ca.leaf(&["site.test"]);
+    let (cert, key) = old.write(dir.path(), "site");
+    let backend = MockBackend::start("a").await;
+    let path = dir.path().join("rondo.toml");
+    std::fs::write(
+        &path,
+        tls_config(&backend, &format!("[{}]", entry(&cert, &key, &[]))),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["serve", "--log-format", "json", "--watch", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // The next log line whose message starts with `message`, within 10 s.
+    let mut wait_for = async |message: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no log line \"{message}\""))
+                .unwrap()
+                .unwrap_or_else(|| panic!("rondo exited before \"{message}\""));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+            {
+                return v;
+            }
+        }
+    };
+    let listening = wait_for("listening").await;
+    let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let alpn: &[&[u8]] = &[b"http/1.1"];
+    assert_eq!(
+        served_certificate(&connect(addr, "site.test", &ca.cert, alpn).await),
+        der(&old.cert)
+    );
+
+    let new = ca.leaf(&["site.test"]);
+    new.write(dir.path(), "site");
+    let reloaded = wait_for("configuration reloaded").await;
+    assert_eq!(reloaded["trigger"], "file changed", "{reloaded}");
+    assert_eq!(
+        served_certificate(&connect(addr, "site.test", &ca.cert, alpn).await),
+        der(&new.cert)
+    );
+}

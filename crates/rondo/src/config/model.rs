@@ -181,6 +181,28 @@ pub struct UpstreamTlsConfig {
 }
 
 impl Config {
+    /// Every certificate, key and CA file the configuration names: what `rondo serve
+    /// --watch` watches besides the configuration file, so a renewed certificate is picked
+    /// up without touching the configuration.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let listeners = self.listeners.iter().filter_map(|l| l.tls.as_ref());
+        let upstreams = self.upstreams.iter().filter_map(|u| u.tls.as_ref());
+        listeners
+            .flat_map(|t| {
+                t.certificates
+                    .iter()
+                    .flat_map(|c| [c.cert.clone(), c.key.clone()])
+            })
+            .chain(upstreams.flat_map(|t| {
+                t.ca.iter().cloned().chain(
+                    t.client_cert
+                        .iter()
+                        .flat_map(|(c, k)| [c.clone(), k.clone()]),
+                )
+            }))
+            .collect()
+    }
+
     /// Makes relative certificate and CA paths relative to `dir` (the configuration file's
     /// directory), as a user reading the file expects.
     pub(crate) fn resolve_paths(&mut self, dir: &Path) {
