@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod lab;
 pub mod proxy;
+pub mod reload;
+pub mod runtime;
 pub mod serve;
 pub mod tls;
 pub mod upstream;

@@ -46,7 +46,7 @@ impl Recorder {
     }
 }
 
-fn proxy_for(backend: &Recorder) -> rondo::proxy::Running {
+fn proxy_for(backend: &Recorder) -> rondo::runtime::Running {
     let toml = format!(
         "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\

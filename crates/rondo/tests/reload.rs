@@ -49,7 +49,7 @@ async fn reload_adds_removes_and_reweights_backends_and_keeps_the_state_of_kept_
         health(&running, "app", "c") == Health::Down
     })
     .await;
-    let up = Arc::clone(running.upstream("app").unwrap());
+    let up = running.upstream("app").unwrap();
     let backend = |id: &str| {
         up.pool()
             .snapshot()
@@ -269,6 +269,8 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
     };
     let listening = tokio::task::block_in_place(|| wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let admin_line = tokio::task::block_in_place(|| wait_for("admin API"));
+    let admin = admin_line["admin"].as_str().unwrap().to_owned();
     assert_eq!(spread(addr, 4).await.get("a"), Some(&4));
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -277,15 +279,24 @@ async fn serve_reloads_on_sighup_and_on_file_change_and_keeps_serving_on_a_bad_f
         .unwrap();
     assert_eq!(pid, child.id());
 
-    // `rondo reload --pid-file` after adding b.
+    // `rondo reload --pid-file` after adding b: it reads the outcome from the admin API.
     std::fs::write(&path, serve_config(&[&a, &b], "1")).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_rondo"))
+    let out = Command::new(env!("CARGO_BIN_EXE_rondo"))
         .arg("reload")
         .arg("--pid-file")
         .arg(&pid_file)
-        .status()
+        .arg("--config")
+        .arg(&path)
+        .args(["--admin", &admin])
+        .output()
         .unwrap();
-    assert!(status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration reloaded"), "{stdout}");
     let reloaded = tokio::task::block_in_place(|| wait_for("configuration reloaded"));
     assert_eq!(reloaded["trigger"], "SIGHUP", "{reloaded}");
     let both = spread(addr, 4).await;

@@ -367,7 +367,8 @@ async fn tcp_mode_relays_bytes_and_fails_over_from_a_killed_backend_on_connect()
             ("a".to_owned(), "ping".to_owned())
         );
     }
-    let recorder = running.upstream("db").unwrap().recorder();
+    let upstream = running.upstream("db").unwrap();
+    let recorder = upstream.recorder();
     common::eventually(
         Duration::from_secs(5),
         "bytes of 6 connections to a",

@@ -8,6 +8,7 @@
 //! | `GET /healthz` | `200 ok` |
 //! | `GET /api/v1/stats` | statistics per upstream and backend (JSON, see [`stats`]) |
 //! | `GET /metrics` | Prometheus text (see [`metrics`]) |
+//! | `GET /api/v1/reload` | how the last configuration reload ended (see [`reloads`]) |
 //! | `POST /api/v1/upstreams/{name}/backends` | add a backend |
 //! | `DELETE /api/v1/upstreams/{name}/backends/{id}` | remove it (in-flight requests finish) |
 //! | `PATCH /api/v1/upstreams/{name}/backends/{id}` | change its weight |
@@ -21,6 +22,7 @@
 //! documents every answer.
 
 pub mod metrics;
+pub mod reloads;
 pub mod stats;
 pub mod status;
 
@@ -55,6 +57,7 @@ pub struct Admin {
     /// Reads need the token too (the listener is not on loopback).
     protect_reads: bool,
     started: Instant,
+    reloads: Arc<reloads::Reloads>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -82,7 +85,13 @@ impl Admin {
             protect_reads: token.is_some() && !listen.ip().is_loopback(),
             token,
             started: Instant::now(),
+            reloads: Arc::default(),
         }
+    }
+
+    /// Where the process that reloads the configuration records how each reload ended.
+    pub fn reloads(&self) -> &Arc<reloads::Reloads> {
+        &self.reloads
     }
 
     fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -226,6 +235,15 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
             }
         }
+        (&Method::GET, ["api", "v1", "reload"]) => {
+            if admin.protect_reads && !authorized(admin, &req) {
+                return unauthorized();
+            }
+            match serde_json::to_string(&admin.reloads.report()) {
+                Ok(body) => reply(StatusCode::OK, "application/json", body),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+            }
+        }
         (&Method::GET, ["metrics"]) => {
             if admin.protect_reads && !authorized(admin, &req) {
                 return unauthorized();
@@ -243,7 +261,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             );
             mutate(admin, req, name, rest).await
         }
-        (_, ["" | "healthz" | "metrics"] | ["api", "v1", "stats"]) => error(
+        (_, ["" | "healthz" | "metrics"] | ["api", "v1", "stats" | "reload"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}; use GET"),
             None,

@@ -26,6 +26,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// request is what an operator reaches for first.
 pub const ACCESS_LOG: bool = true;
 
+/// `admin.enabled`: on, since `rondo status`, `rondo reload` and the dashboard need it; it
+/// listens on loopback only.
+pub const ADMIN_ENABLED: bool = true;
+
 /// `admin.listen`: loopback, so a fresh install exposes nothing; port 9901 is the admin port
 /// of Envoy's documentation and examples, familiar to operators.
 pub const ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
@@ -98,10 +102,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `response_timeout`: 60 s for the response head, nginx's `proxy_read_timeout`.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `keepalive`: 32 idle connections kept per backend: at 10 ms per request that carries
-/// 3,200 requests per second per backend without a new handshake (nginx needs `keepalive N`
-/// set by hand to pool at all).
-pub const KEEPALIVE: usize = 32;
+/// `keepalive`: idle connections kept per backend and worker. The pool sizes itself to
+/// demand: a connection a request opened is kept while it is needed and closed by idle time
+/// (`keepalive_timeout`) or when descriptors run short, never because a count was reached
+/// (HAProxy keeps what it opened until it idles out; Envoy closes on idle time, not count).
+/// The cap only guards against a runaway: 10,000 is more than one worker's clients can
+/// keep busy on one backend. The old default, 32, made 256 clients over 4 backends open a
+/// new connection for about one request in 16.
+pub const KEEPALIVE: usize = 10_000;
 
 /// `keepalive_timeout`: 60 s, nginx's upstream `keepalive_timeout`; shorter than most
 /// servers' own idle timeout so the balancer closes first and never reuses a dying socket.

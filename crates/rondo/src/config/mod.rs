@@ -57,9 +57,9 @@ use validate::Env;
 /// Reads and validates the configuration file at `path`. Diagnostics name the file as
 /// `path` is written.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let file_name = path.display().to_string();
     match String::from_utf8(bytes) {

@@ -60,6 +60,9 @@ impl Config {
 /// The admin API's listener.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
+    /// Whether the admin API runs at all: off, nothing listens (a second instance on the
+    /// same machine, or a host where nothing should listen besides the proxy).
+    pub enabled: bool,
     /// Where the admin API listens.
     pub listen: SocketAddr,
     /// The bearer token mutations (and, off loopback, every request) must carry; `None` when
@@ -70,6 +73,7 @@ pub struct AdminConfig {
 impl fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminConfig")
+            .field("enabled", &self.enabled)
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -102,6 +106,9 @@ pub struct ListenerConfig {
     /// A plain HTTP listener that only redirects to `https://` (308, same host and path), so
     /// `http://` links keep working once a site moves to TLS.
     pub redirect_https: bool,
+    /// Client connections open at once; past it idle ones are closed to make room, else the
+    /// new one is refused. `None`: derived from the open-file limit at start.
+    pub max_client_connections: Option<usize>,
 }
 
 /// What a listener speaks to its clients.
@@ -370,6 +377,27 @@ impl HealthCheckConfig {
     pub fn accepts(&self, status: u16) -> bool {
         self.expected_status.iter().any(|r| r.contains(&status))
     }
+
+    /// What a backend must do to pass, in words an operator recognises: `GET /health →
+    /// 200-399` or `TCP connect`. For `rondo check`, start-up and the log line of a 503
+    /// when every backend failed its checks: a newcomer whose backends have no `/health`
+    /// learns why they are all down.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            CheckKind::Tcp => "TCP connect".to_owned(),
+            CheckKind::Http => {
+                let statuses: Vec<String> = self
+                    .expected_status
+                    .iter()
+                    .map(|r| match r.start() == r.end() {
+                        true => r.start().to_string(),
+                        false => format!("{}-{}", r.start(), r.end()),
+                    })
+                    .collect();
+                format!("GET {} → {}", self.path, statuses.join(", "))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -379,6 +407,7 @@ mod tests {
     #[test]
     fn debug_never_prints_the_admin_token() {
         let admin = AdminConfig {
+            enabled: true,
             listen: "127.0.0.1:9901".parse().unwrap(),
             token: Some("s3cret".into()),
         };

@@ -1,9 +1,6 @@
 //! The client side's byte streams: plain TCP or TLS over TCP, served by the same HTTP/1.1,
 //! HTTP/2 and TCP-mode code.
 
-use std::future::Future;
-use std::io;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -12,28 +9,35 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
-/// A client connection: a stream that can also wait, cheaply, for the client's next bytes.
+/// A client connection: a stream whose TCP socket can be waited on, cheaply, for the
+/// client's next bytes. An idle keep-alive connection waits on the socket's readiness alone,
+/// holding no read buffer, for TLS too.
 pub(crate) trait ClientIo: Io {
-    /// Resolves when the client may have sent something. An idle keep-alive connection waits
-    /// here on the TCP socket's readiness alone, holding no read buffer (for TLS too:
-    /// rustls is asked first whether it already holds decrypted bytes).
-    fn client_readable(&self) -> impl Future<Output = io::Result<()>>;
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+
+    /// True when bytes were already received and decrypted (TLS): the next read returns at
+    /// once, so waiting on the socket would wait for nothing.
+    fn buffered(&self) -> bool;
 }
 
 impl ClientIo for TcpStream {
-    fn client_readable(&self) -> impl Future<Output = io::Result<()>> {
-        self.readable()
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn buffered(&self) -> bool {
+        false
     }
 }
 
 impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
-    async fn client_readable(&self) -> io::Result<()> {
-        let (tcp, tls) = self.get_ref();
-        if tls.wants_read() {
-            tcp.readable().await
-        } else {
-            // Plaintext already decrypted (or a close_notify): the next read returns at once.
-            Ok(())
-        }
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn buffered(&self) -> bool {
+        // rustls wants to read unless it holds plaintext (or saw the peer's close_notify).
+        !self.get_ref().1.wants_read()
     }
 }

@@ -346,15 +346,15 @@ pub fn config(backends: &[(&MockBackend, f64)], upstream_extra: &str, extra: &st
 
 /// Starts a proxy from TOML text. Without an `[admin]` table the admin API takes a free port
 /// instead of the default 9901, so tests run side by side.
-pub fn start(toml: &str) -> rondo::proxy::Running {
+pub fn start(toml: &str) -> rondo::runtime::Running {
     let mut cfg = rondo::config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
     if !toml.contains("[admin]") {
         cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
     }
-    rondo::proxy::start(&cfg).unwrap()
+    rondo::runtime::start(&cfg).unwrap()
 }
 
-pub fn web(running: &rondo::proxy::Running) -> SocketAddr {
+pub fn web(running: &rondo::runtime::Running) -> SocketAddr {
     running.addr("web").unwrap()
 }
 
@@ -372,7 +372,7 @@ pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> b
 }
 
 /// The health of backend `id` of upstream `upstream`.
-pub fn health(running: &rondo::proxy::Running, upstream: &str, id: &str) -> balance::Health {
+pub fn health(running: &rondo::runtime::Running, upstream: &str, id: &str) -> balance::Health {
     running
         .upstream(upstream)
         .unwrap()

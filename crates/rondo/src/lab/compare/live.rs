@@ -115,7 +115,7 @@ pub async fn run_live(scenario: &Scenario) -> anyhow::Result<Vec<AlgorithmResult
         let text = config_text(scenario, algorithm, &addrs);
         let config =
             crate::config::parse(&text, "compare-live.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proxy = crate::proxy::start(&config).context("starting the proxy")?;
+        let proxy = crate::runtime::start(&config).context("starting the proxy")?;
         let addr = proxy.addr("web").context("the proxy's listener")?;
         let mut spec = LoadSpec::new(format!("http://{addr}/"));
         spec.connections = CONNECTIONS.min(scenario.requests.max(1));

@@ -16,7 +16,7 @@ use balance::BackendState;
 
 use crate::config;
 use crate::lab::compare;
-use crate::proxy::{self, Running};
+use crate::runtime::{self, Running};
 use backend::DemoBackend;
 use rondo_bench::{self as bench, LoadSpec, ProgressMode};
 
@@ -174,7 +174,7 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     }
     let config =
         config::parse(&demo_config(&backends), "demo.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let running = proxy::start(&config).context("starting the balancer")?;
+    let running = runtime::start(&config).context("starting the balancer")?;
     let addr = running.addr("web").context("the demo listener")?;
     let url = format!("http://{addr}/");
     for (b, (_, weight, ms)) in backends.iter().zip(SERVERS) {
