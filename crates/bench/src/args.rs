@@ -40,7 +40,7 @@ JSON output (--json), one object:
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct BenchArgs {
-    /// Target URL, http://HOST:PORT/PATH?QUERY (port 80 when omitted). https is not supported.
+    /// Target URL, http://HOST:PORT/PATH?QUERY or https://… (port 80 or 443 when omitted).
     #[arg(value_name = "URL")]
     pub url: String,
 
@@ -74,9 +74,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub body_file: Option<PathBuf>,
 
-    /// Speak HTTP/2 over cleartext with prior knowledge (h2c) instead of HTTP/1.1.
+    /// Speak HTTP/2 instead of HTTP/1.1: h2c with prior knowledge on http://, h2 by ALPN on
+    /// https://.
     #[arg(long)]
     pub http2: bool,
+
+    /// With https://, accept any certificate (self-signed or for another name), like
+    /// `curl -k`. The handshake is still complete, so its cost is measured.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
 
     /// A request without a complete response after this long counts as a timeout error
     /// (a connect that takes this long, as a connect error). 0 waits forever.
@@ -138,6 +144,7 @@ impl BenchArgs {
             (None, None) => Bytes::new(),
         };
         spec.http2 = self.http2;
+        spec.insecure = self.insecure;
         spec.timeout = (!self.timeout.is_zero()).then_some(self.timeout);
         spec.rate = self.rate;
         spec.backend_header = self.backend_header.clone();

@@ -268,9 +268,9 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
     let p = &shared.prepared;
     let mut stats = ConnStats::new(histogram_digits(p.connections))?;
     let mut client = if p.http2 {
-        Client::H2(H2Conn::new(p.addr))
+        Client::H2(H2Conn::new(p.addr, p.tls.clone()))
     } else {
-        Client::H1(H1Conn::new(p.addr))
+        Client::H1(H1Conn::new(p.addr, p.tls.clone()))
     };
     let mut backend_value = Vec::new();
     let slot = shared.slots.get(index);

@@ -25,9 +25,9 @@
 
 use std::net::SocketAddr;
 
+use super::tls::{Stream, Tls, connect};
 use http::HeaderName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::error::{ErrorKind, RequestError};
 use super::spec::Prepared;
@@ -82,7 +82,9 @@ struct Head {
 #[derive(Debug)]
 pub(crate) struct H1Conn {
     addr: SocketAddr,
-    stream: Option<TcpStream>,
+    /// TLS settings of an `https://` target.
+    tls: Option<Tls>,
+    stream: Option<Stream>,
     /// Requests completed on the current stream.
     served: u64,
     buf: Vec<u8>,
@@ -95,9 +97,10 @@ pub(crate) struct H1Conn {
 }
 
 impl H1Conn {
-    pub(crate) fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr, tls: Option<Tls>) -> Self {
         H1Conn {
             addr,
+            tls,
             stream: None,
             served: 0,
             buf: vec![0; INITIAL_BUFFER],
@@ -126,12 +129,9 @@ impl H1Conn {
             let fresh = self.stream.is_none();
             if fresh {
                 self.phase = Phase::Connecting;
-                let stream = TcpStream::connect(self.addr)
+                let stream = connect(self.addr, self.tls.as_ref())
                     .await
                     .map_err(RequestError::connect)?;
-                // One write per request, but a small write after a read must not wait for
-                // Nagle's algorithm either.
-                stream.set_nodelay(true).map_err(RequestError::connect)?;
                 self.phase = Phase::Exchanging;
                 self.stream = Some(stream);
                 self.served = 0;
@@ -170,6 +170,8 @@ impl H1Conn {
             .as_mut()
             .ok_or_else(|| RequestError::new(ErrorKind::Closed, "not connected"))?;
         stream.write_all(request).await.map_err(RequestError::io)?;
+        // TLS keeps the records in rustls until flushed (a no-op on TCP).
+        stream.flush().await.map_err(RequestError::io)?;
 
         let head = loop {
             match self.parse_head(head, backend, backend_value)? {

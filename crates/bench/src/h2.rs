@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use super::tls::{Stream, Tls, connect};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::error::{ErrorKind, ErrorMessage, RequestError};
 use super::h1::{Phase, Response};
@@ -28,7 +28,7 @@ use super::spec::Prepared;
 /// HTTP/1.1: everything received, framing included.
 #[derive(Debug)]
 struct Counting {
-    inner: TcpStream,
+    inner: Stream,
     read: Arc<AtomicU64>,
 }
 
@@ -82,6 +82,8 @@ impl AsyncWrite for Counting {
 #[derive(Debug)]
 pub(crate) struct H2Conn {
     addr: SocketAddr,
+    /// TLS settings of an `https://` target.
+    tls: Option<Tls>,
     sender: Option<SendRequest<Full<Bytes>>>,
     read: Arc<AtomicU64>,
     /// Whether the current request was handed to hyper (it may have reached the server).
@@ -90,9 +92,10 @@ pub(crate) struct H2Conn {
 }
 
 impl H2Conn {
-    pub(crate) fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr, tls: Option<Tls>) -> Self {
         H2Conn {
             addr,
+            tls,
             sender: None,
             read: Arc::new(AtomicU64::new(0)),
             sending: false,
@@ -112,10 +115,9 @@ impl H2Conn {
 
     async fn connect(&mut self) -> Result<SendRequest<Full<Bytes>>, RequestError> {
         self.phase = Phase::Connecting;
-        let stream = TcpStream::connect(self.addr)
+        let stream = connect(self.addr, self.tls.as_ref())
             .await
             .map_err(RequestError::connect)?;
-        stream.set_nodelay(true).map_err(RequestError::connect)?;
         let io = TokioIo::new(Counting {
             inner: stream,
             read: Arc::clone(&self.read),

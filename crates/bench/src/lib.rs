@@ -34,6 +34,7 @@ mod h2;
 mod progress;
 mod report;
 mod spec;
+mod tls;
 
 pub use args::BenchArgs;
 pub use error::{BenchError, ErrorKind};

@@ -74,8 +74,10 @@ pub struct LoadSpec {
     pub headers: Vec<(String, String)>,
     /// Request body, sent with every request with its `Content-Length`.
     pub body: Bytes,
-    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    /// Speak HTTP/2 (h2c with prior knowledge, or h2 by ALPN over TLS) instead of HTTP/1.1.
     pub http2: bool,
+    /// For `https://`: accept any certificate (self-signed targets).
+    pub insecure: bool,
     /// A request without a complete response after this long is a timeout error. `None`
     /// waits forever.
     pub timeout: Option<Duration>,
@@ -130,6 +132,7 @@ impl LoadSpec {
             headers: Vec::new(),
             body: Bytes::new(),
             http2: false,
+            insecure: false,
             timeout: Some(DEFAULT_TIMEOUT),
             rate: None,
             backend_header: None,
@@ -164,6 +167,8 @@ pub(crate) struct Prepared {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Bytes,
     pub(crate) http2: bool,
+    /// TLS settings of an `https://` target.
+    pub(crate) tls: Option<super::tls::Tls>,
     pub(crate) progress: ProgressMode,
     pub(crate) stop: StopHandle,
 }
@@ -179,16 +184,12 @@ impl LoadSpec {
             .url
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid(
-                    "https is not supported: rondo bench speaks plain HTTP (h1 or h2c)",
-                ));
-            }
-            Some(_) => return Err(invalid("the scheme must be http://")),
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(_) => return Err(invalid("the scheme must be http:// or https://")),
             None => return Err(invalid("expected http://host[:port][/path]")),
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| invalid("the URL has no host"))?;
@@ -199,7 +200,13 @@ impl LoadSpec {
         if host.is_empty() {
             return Err(invalid("the URL has no host"));
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = match https {
+            true => Some(
+                super::tls::Tls::new(host, self.insecure, self.http2).map_err(|e| invalid(&e))?,
+            ),
+            false => None,
+        };
         // `host()` keeps the brackets of an IPv6 literal, which lookup_host accepts.
         let lookup = format!("{host}:{port}");
         let addr = tokio::net::lookup_host(&lookup)
@@ -305,6 +312,7 @@ impl LoadSpec {
             headers,
             body: self.body.clone(),
             http2: self.http2,
+            tls,
             progress: self.progress,
             stop: self.stop.clone(),
         })
@@ -371,8 +379,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refuses_https_and_framing_headers() {
-        let spec = LoadSpec::new("https://127.0.0.1/");
+    async fn refuses_other_schemes_and_framing_headers() {
+        let spec = LoadSpec::new("ftp://127.0.0.1/");
         assert!(matches!(
             spec.prepare().await,
             Err(BenchError::InvalidUrl { .. })

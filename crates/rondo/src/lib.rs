@@ -14,4 +14,5 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod serve;
+pub mod tls;
 pub mod upstream;

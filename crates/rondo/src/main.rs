@@ -125,6 +125,18 @@ fn check(path: &Path, strict: bool) -> ExitCode {
                 eprintln!("rondo: configuration file {} test failed", path.display());
                 return ExitCode::FAILURE;
             }
+            // The certificate, key and CA files are read as a start would read them.
+            let tls = rondo::tls::check(&config, std::time::SystemTime::now());
+            for warning in &tls.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if !tls.errors.is_empty() {
+                for e in &tls.errors {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("rondo: configuration file {} test failed", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "rondo: configuration file {} is valid: {}",
                 path.display(),

@@ -169,10 +169,19 @@ impl Signals {
     }
 }
 
-/// What `--watch` compares: modification time and size (`None` when unreadable).
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// What `--watch` compares: modification time and size of the file and of every
+/// certificate, key and CA file it names (`None` for one that is unreadable).
+fn stamp(path: &Path) -> Vec<Option<(SystemTime, u64)>> {
+    let one = |p: &Path| {
+        let meta = std::fs::metadata(p).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let tls = config::load(path)
+        .map(|c| c.tls_files())
+        .unwrap_or_default();
+    std::iter::once(one(path))
+        .chain(tls.iter().map(|p| one(p)))
+        .collect()
 }
 
 /// Waits for SIGTERM or SIGINT and names it; reloads on SIGHUP and, with `watch`, when the
@@ -205,7 +214,7 @@ async fn wait_for_signal(
                 let now = stamp(path);
                 if now == seen {
                     pending = None;
-                } else if pending == Some(now) {
+                } else if pending.as_ref() == Some(&now) {
                     // Unchanged since the last poll: the write is finished.
                     seen = now;
                     pending = None;

@@ -44,6 +44,10 @@ pub struct UpstreamStats {
     pub requests_per_second: f64,
     /// Retries made (second and later attempts).
     pub retries: u64,
+    /// Connections that stopped being HTTP (WebSocket and other `Upgrade`s) or were relayed
+    /// in TCP mode.
+    #[serde(default)]
+    pub upgraded_connections: u64,
     /// Backend id → breaker state (`closed`, `open`, `half_open`).
     pub circuit_breaker_states: BTreeMap<String, String>,
     /// Its backends, in configuration order, then removed ones still finishing requests.
@@ -97,6 +101,12 @@ pub struct BackendStats {
     pub breaker: String,
     /// Answers by status code (the 502/504 the proxy made of failures included).
     pub status_codes: BTreeMap<String, u64>,
+    /// Bytes relayed to it on TCP-mode connections.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// Bytes relayed from it on TCP-mode connections.
+    #[serde(default)]
+    pub bytes_received: u64,
 }
 
 /// Reads every upstream's current statistics.
@@ -136,6 +146,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
             0.0
         },
         retries: u.recorder().retries(),
+        upgraded_connections: u.recorder().upgrades(),
         circuit_breaker_states: members
             .iter()
             .map(|b| (b.id.clone(), b.breaker.clone()))
@@ -177,6 +188,7 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
         ),
         _ => (0.0, 0.0, 0.0, 0.0, Vec::new()),
     };
+    let (bytes_sent, bytes_received) = recorded.as_ref().map_or((0, 0), |r| r.bytes());
     BackendStats {
         id: b.id().to_owned(),
         address: b.address().to_string(),
@@ -206,5 +218,7 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
             .into_iter()
             .map(|(code, n)| (code.to_string(), n))
             .collect(),
+        bytes_sent,
+        bytes_received,
     }
 }

@@ -39,6 +39,7 @@ mod error;
 mod model;
 mod named;
 mod raw;
+mod tls;
 pub mod units;
 mod validate;
 
@@ -46,9 +47,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CheckKind, Config, DnsTarget, HashKey, HealthCheckConfig, ListenerConfig,
-    NamedBackend, QueueConfig, ResolverConfig, RetryBudget, RouteConfig, StickyConfig,
-    UpstreamConfig,
+    AdminConfig, CertificateConfig, CheckKind, Config, DnsTarget, HashKey, HealthCheckConfig,
+    ListenerConfig, ListenerMode, ListenerTlsConfig, NamedBackend, QueueConfig, ResolverConfig,
+    RetryBudget, RouteConfig, StickyConfig, TlsVersion, UpstreamConfig, UpstreamTlsConfig,
 };
 
 use error::{SourceMap, humanize};
@@ -63,7 +64,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let file_name = path.display().to_string();
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&text, &file_name),
+        Ok(text) => {
+            let mut config = parse(&text, &file_name)?;
+            config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+            Ok(config)
+        }
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let text = String::from_utf8_lossy(e.as_bytes());

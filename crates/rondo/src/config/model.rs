@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use balance::{BackendSpec, PoolConfig};
@@ -145,9 +146,139 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (413 beyond); `None` for no limit.
     pub max_body_size: Option<u64>,
+    /// HTTP requests, or raw TCP relayed to one backend per connection.
+    pub mode: ListenerMode,
+    /// TLS termination; `None` for plain text.
+    pub tls: Option<ListenerTlsConfig>,
+    /// A plain HTTP listener that only redirects to `https://` (308, same host and path), so
+    /// `http://` links keep working once a site moves to TLS.
+    pub redirect_https: bool,
     /// Client connections open at once; past it idle ones are closed to make room, else the
     /// new one is refused. `None`: derived from the open-file limit at start.
     pub max_client_connections: Option<usize>,
+}
+
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerMode {
+    /// HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN over TLS), forwarded per request.
+    #[default]
+    Http,
+    /// Bytes relayed both ways to one backend chosen per connection (HAProxy's `mode tcp`,
+    /// nginx's `stream`), for protocols rondo does not parse.
+    Tcp,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTlsConfig {
+    /// The certificates; SNI picks one by `server_names`, and [`Self::default_certificate`]
+    /// answers everything else.
+    pub certificates: Vec<CertificateConfig>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+}
+
+impl ListenerTlsConfig {
+    /// Index of the certificate served when no name matches (or the client sends no SNI):
+    /// the one without `server_names`, else the first, as nginx's first `server`.
+    pub fn default_certificate(&self) -> usize {
+        self.certificates
+            .iter()
+            .position(|c| c.server_names.is_empty())
+            .unwrap_or(0)
+    }
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Names (lower-case; `*.example.com` matches one label) this certificate answers by SNI.
+    pub server_names: Vec<String>,
+}
+
+/// A TLS protocol version, the floor a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246): still needed by older clients.
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+impl TlsVersion {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// TLS from rondo to an upstream's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// Name sent by SNI and checked against the backend's certificate; `None`: the backend's
+    /// IP address (checked against the certificate's IP addresses).
+    pub server_name: Option<String>,
+    /// PEM file of the CAs trusted for backends; `None`: Mozilla's roots (webpki-roots).
+    pub ca: Option<PathBuf>,
+    /// Whether the backend's certificate is verified. Turning it off is for tests only.
+    pub verify: bool,
+    /// A client certificate and key (PEM) presented to backends that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Config {
+    /// Every certificate, key and CA file the configuration names: what `rondo serve
+    /// --watch` watches besides the configuration file, so a renewed certificate is picked
+    /// up without touching the configuration.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let listeners = self.listeners.iter().filter_map(|l| l.tls.as_ref());
+        let upstreams = self.upstreams.iter().filter_map(|u| u.tls.as_ref());
+        listeners
+            .flat_map(|t| {
+                t.certificates
+                    .iter()
+                    .flat_map(|c| [c.cert.clone(), c.key.clone()])
+            })
+            .chain(upstreams.flat_map(|t| {
+                t.ca.iter().cloned().chain(
+                    t.client_cert
+                        .iter()
+                        .flat_map(|(c, k)| [c.clone(), k.clone()]),
+                )
+            }))
+            .collect()
+    }
+
+    /// Makes relative certificate and CA paths relative to `dir` (the configuration file's
+    /// directory), as a user reading the file expects.
+    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        for tls in self.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+            for c in &mut tls.certificates {
+                fix(&mut c.cert);
+                fix(&mut c.key);
+            }
+        }
+        for tls in self.upstreams.iter_mut().filter_map(|u| u.tls.as_mut()) {
+            tls.ca.iter_mut().for_each(fix);
+            if let Some((cert, key)) = &mut tls.client_cert {
+                fix(cert);
+                fix(key);
+            }
+        }
+    }
 }
 
 /// A route of a listener: requests that match go to `upstream`.
@@ -224,6 +355,8 @@ pub struct UpstreamConfig {
     pub queue: QueueConfig,
     /// Active health checks.
     pub health_check: HealthCheckConfig,
+    /// TLS to the backends (requests and health checks); `None`: plain text.
+    pub tls: Option<UpstreamTlsConfig>,
     /// What a `consistent-hash` upstream hashes; `None` for the other algorithms.
     pub hash_key: Option<HashKey>,
     /// Sticky sessions by cookie; `None` when off.

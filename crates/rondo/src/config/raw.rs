@@ -83,6 +83,23 @@ pub(crate) struct RawListener {
     /// `[[listeners.routes]]`. Default: none.
     #[serde(default)]
     pub(crate) routes: Vec<S<RawRoute>>,
+    /// "http" or "tcp". Default "http".
+    pub(crate) mode: Option<S<RawMode>>,
+    /// `[listeners.tls]`. Default: plain text.
+    pub(crate) tls: Option<S<super::tls::RawListenerTls>>,
+    /// Answer every request with a 308 to `https://` on the same host and path, bool.
+    /// Default false.
+    pub(crate) redirect_https: Option<S<bool>>,
+}
+
+/// `mode` of a listener.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawMode {
+    /// HTTP/1.1 and HTTP/2 requests.
+    Http,
+    /// Raw bytes to one backend per connection.
+    Tcp,
 }
 
 /// `[[listeners.routes]]`.
@@ -157,6 +174,8 @@ pub(crate) struct RawUpstream {
     pub(crate) health_check: Option<RawHealthCheck>,
     /// `[upstreams.circuit_breaker]`. Default: on, with the seed's settings.
     pub(crate) circuit_breaker: Option<RawBreaker>,
+    /// `tls = { … }`: speak TLS to the backends. Default: plain text.
+    pub(crate) tls: Option<S<super::tls::RawUpstreamTls>>,
 }
 
 /// `sticky`, an inline table on an upstream.

@@ -5,8 +5,8 @@
 use std::io;
 use std::time::Duration;
 
+use super::stream::Io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::chunked::ChunkedDecoder;
@@ -36,7 +36,7 @@ fn timed_out() -> io::Error {
 }
 
 /// Reads more bytes into `buf` (growing it by up to [`CHUNK`]); `Ok(0)` at end of stream.
-pub(crate) async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) async fn read_some(stream: &mut impl Io, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.capacity() - buf.len() < CHUNK / 4 {
         buf.reserve(CHUNK);
     }
@@ -44,7 +44,7 @@ pub(crate) async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::
 }
 
 async fn read_timed(
-    stream: &mut TcpStream,
+    stream: &mut impl Io,
     buf: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<usize, CopyError> {
@@ -57,11 +57,17 @@ async fn read_timed(
 
 /// Writes all of `bytes`, failing after `limit`.
 pub(crate) async fn write_timed(
-    stream: &mut TcpStream,
+    stream: &mut impl Io,
     bytes: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
-    match timeout(limit, stream.write_all(bytes)).await {
+    // Flushed: a TLS stream may keep the last records in rustls's buffer otherwise (a no-op
+    // on TCP).
+    let all = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match timeout(limit, all).await {
         Ok(r) => r,
         Err(_) => Err(timed_out()),
     }
@@ -70,7 +76,7 @@ pub(crate) async fn write_timed(
 /// Writes `first` then `second` with as few system calls as the kernel allows (one
 /// `writev` in the common case), failing after `limit`.
 pub(crate) async fn write2_timed(
-    stream: &mut TcpStream,
+    stream: &mut impl Io,
     first: &[u8],
     second: &[u8],
     limit: Duration,
@@ -91,7 +97,8 @@ pub(crate) async fn write2_timed(
             a = &a[from_a..];
             b = &b[n - from_a..];
         }
-        stream.write_all(b).await
+        stream.write_all(b).await?;
+        stream.flush().await
     };
     match timeout(limit, all).await {
         Ok(r) => r,
@@ -113,8 +120,8 @@ pub(crate) struct Limits {
 /// number of body bytes copied.
 pub(crate) async fn copy(
     framing: Framing,
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+    src: &mut impl Io,
+    dst: &mut impl Io,
     buf: &mut Vec<u8>,
     limits: Limits,
     head: &[u8],

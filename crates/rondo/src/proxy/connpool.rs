@@ -14,10 +14,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+
+use crate::tls::BackendConn;
 use tokio::time::Instant;
 
 struct Idle {
-    stream: TcpStream,
+    stream: BackendConn,
     /// When it stops being worth keeping (the upstream's `keepalive_timeout` after its last
     /// use).
     expires: Instant,
@@ -47,12 +49,12 @@ fn went_stale(stream: &TcpStream) -> bool {
 
 impl ConnPool {
     /// An idle connection to `addr` that has not expired, if there is one.
-    pub(crate) fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+    pub(crate) fn take(&self, addr: SocketAddr) -> Option<BackendConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(conn) = list.pop() {
-            if now < conn.expires && !went_stale(&conn.stream) {
+            if now < conn.expires && !went_stale(conn.stream.tcp()) {
                 return Some(conn.stream);
             }
         }
@@ -61,7 +63,7 @@ impl ConnPool {
 
     /// Returns a connection after a complete exchange, to be kept for `max_age`; dropped if
     /// `addr` already has `max` idle connections.
-    pub(crate) fn put(&self, addr: SocketAddr, stream: TcpStream, max: usize, max_age: Duration) {
+    pub(crate) fn put(&self, addr: SocketAddr, stream: BackendConn, max: usize, max_age: Duration) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < max {
@@ -83,7 +85,7 @@ impl ConnPool {
         let mut idle = self.idle.borrow_mut();
         let now = Instant::now();
         for list in idle.values_mut() {
-            list.retain(|c| now < c.expires && !went_stale(&c.stream));
+            list.retain(|c| now < c.expires && !went_stale(c.stream.tcp()));
         }
         idle.retain(|_, list| !list.is_empty());
     }

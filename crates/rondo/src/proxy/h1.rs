@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::Backend;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+use super::stream::ClientIo;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::Site;
@@ -21,6 +22,7 @@ use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, SendErro
 use super::head::{self, Client, Framing, RequestInfo};
 use super::respond::send_error;
 use crate::config::UpstreamConfig;
+use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
 /// What the connection does after a request.
@@ -32,14 +34,13 @@ enum Next {
 }
 
 /// Serves one client connection until it closes, errs, idles out or the server shuts down.
-pub(crate) async fn serve(
-    mut stream: TcpStream,
+pub(crate) async fn serve<C: ClientIo + 'static>(
+    mut stream: C,
     peer: std::net::SocketAddr,
     site: Arc<Site>,
     worker: std::rc::Rc<Worker>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let ip = peer.ip().to_canonical().to_string();
     let mut pending: Vec<u8> = Vec::new();
     let mut first = true;
@@ -52,8 +53,9 @@ pub(crate) async fn serve(
             };
             // Idle connections do not watch for shutdown: the worker waits only for busy
             // ones, then drops the rest, so an idle connection costs no more than this wait.
-            // They close early when descriptors run short (see `room`).
-            if !worker.idle.wait_readable(&stream, wait, first).await {
+            // They close early when descriptors run short (see `room`). Over TLS the wait is
+            // on the TCP socket too, unless rustls already holds decrypted bytes.
+            if !stream.buffered() && !worker.idle.wait_readable(stream.tcp(), wait, first).await {
                 return;
             }
         }
@@ -93,7 +95,7 @@ pub(crate) async fn serve(
 
 /// Reads one request head (bytes may already be in `inbuf`) and handles the request.
 async fn request(
-    stream: &mut TcpStream,
+    stream: &mut impl ClientIo,
     ip: &str,
     site: &Site,
     worker: &Worker,
@@ -102,6 +104,7 @@ async fn request(
     let config = &site.config;
     let client = Client {
         ip,
+        tls: config.tls.is_some(),
         max_header_bytes: config.max_header_bytes,
         max_body_size: config.max_body_size,
     };
@@ -170,7 +173,7 @@ async fn request(
 
 /// Forwards one request whose head is in `out` (to send) and whose body starts in `inbuf`.
 async fn forward(
-    client: &mut TcpStream,
+    client: &mut impl ClientIo,
     ip: &str,
     site: &Site,
     worker: &Worker,
@@ -217,6 +220,7 @@ async fn forward(
     };
     let mut exchange = H1Exchange {
         client,
+        upstream,
         worker,
         idle,
         info,
@@ -229,8 +233,10 @@ async fn forward(
 }
 
 /// One request on its way through the HTTP/1.1 wire.
-struct H1Exchange<'a> {
-    client: &'a mut TcpStream,
+struct H1Exchange<'a, C> {
+    client: &'a mut C,
+    /// Where upgraded connections are counted.
+    upstream: &'a Upstream,
     worker: &'a Worker,
     /// The client side's read/write timeout.
     idle: Duration,
@@ -246,7 +252,7 @@ struct H1Exchange<'a> {
 
 /// A response head read from a backend, with the connection it came on.
 struct Pending {
-    conn: TcpStream,
+    conn: BackendConn,
     addr: std::net::SocketAddr,
     /// Bytes read after the head.
     resp: Vec<u8>,
@@ -255,28 +261,28 @@ struct Pending {
     response: head::ResponseInfo,
 }
 
-impl H1Exchange<'_> {
+impl<C: ClientIo> H1Exchange<'_, C> {
     /// A pooled connection to `addr` (`true`), or a new one.
     async fn connection(
         &self,
         addr: std::net::SocketAddr,
         limit: Duration,
-    ) -> Result<(TcpStream, bool), Failure> {
+    ) -> Result<(BackendConn, bool), Failure> {
         if let Some(conn) = self.worker.conns.take(addr) {
             return Ok((conn, true));
         }
-        match timeout(limit, TcpStream::connect(addr)).await {
-            Ok(Ok(conn)) => {
-                let _ = conn.set_nodelay(true);
-                Ok((conn, false))
-            }
+        // The limit covers the TLS handshake too: a backend that accepts and then stalls is
+        // as unusable as one that does not accept.
+        let tls = self.upstream.tls();
+        match timeout(limit, BackendConn::connect(addr, tls.as_deref())).await {
+            Ok(Ok(conn)) => Ok((conn, false)),
             Ok(Err(e)) => Err(Failure::connect(addr, &e)),
             Err(_) => Err(Failure::connect_timeout(addr, limit)),
         }
     }
 }
 
-impl Exchange for H1Exchange<'_> {
+impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
     type Output = Next;
 
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
@@ -434,6 +440,7 @@ impl Exchange for H1Exchange<'_> {
             worker.give_buffer(resp);
             worker.give_buffer(head_out);
             if early_ok {
+                self.upstream.recorder().upgraded();
                 let _ = tokio::io::copy_bidirectional(client, &mut conn).await;
             }
             return Delivered {

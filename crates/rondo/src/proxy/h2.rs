@@ -29,7 +29,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+
+use super::stream::Io;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -38,6 +39,7 @@ use super::forward::{Delivered, Exchange, Facts, Failure, Origin, SendError};
 use super::protocol::{HOP_BY_HOP, is_idempotent};
 use super::{Site, Worker};
 use crate::config::UpstreamConfig;
+use crate::upstream::Upstream;
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -59,13 +61,13 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 }
 
 /// A socket whose first bytes were already read: they are replayed before the socket.
-struct Rewind {
+struct Rewind<S> {
     prefix: Vec<u8>,
     pos: usize,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Rewind {
+impl<S: Io> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -82,7 +84,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: Io> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -99,8 +101,8 @@ impl AsyncWrite for Rewind {
 }
 
 /// Serves one HTTP/2 connection whose first bytes (`prefix`) are already read.
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<S: Io + 'static>(
+    stream: S,
     prefix: Vec<u8>,
     ip: Rc<str>,
     site: Arc<Site>,
@@ -137,7 +139,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The head to send a backend: the client's, minus hop-by-hop fields, with `Host` from the
 /// `:authority` and the forwarding fields set.
-fn upstream_head(req: &Request<Incoming>, ip: &str) -> (http::request::Parts, Option<String>) {
+fn upstream_head(
+    req: &Request<Incoming>,
+    ip: &str,
+    tls: bool,
+) -> (http::request::Parts, Option<String>) {
     let mut head = Request::builder()
         .method(req.method().clone())
         .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
@@ -172,7 +178,8 @@ fn upstream_head(req: &Request<Incoming>, ip: &str) -> (http::request::Parts, Op
     let via = prior(&headers, "via")
         .map_or_else(|| "2.0 rondo".to_owned(), |p| format!("{p}, 2.0 rondo"));
     set(&mut headers, "x-forwarded-for", xff);
-    set(&mut headers, "x-forwarded-proto", "http".to_owned());
+    let proto = if tls { "https" } else { "http" };
+    set(&mut headers, "x-forwarded-proto", proto.to_owned());
     set(&mut headers, "via", via);
     if let Some(h) = &host {
         set(&mut headers, "x-forwarded-host", h.clone());
@@ -202,18 +209,20 @@ fn error(status: u16, detail: &str) -> Response<ClientBody> {
 /// A ready pooled connection to `addr` (`true`), or a new one.
 async fn connection(
     worker: &Worker,
+    upstream: &Upstream,
     addr: SocketAddr,
     limit: Duration,
 ) -> Result<(SendRequest<UpstreamBody>, bool), Failure> {
     if let Some(sender) = worker.take_h2_upstream(addr) {
         return Ok((sender, true));
     }
-    let stream = match timeout(limit, TcpStream::connect(addr)).await {
+    let tls = upstream.tls();
+    let connect = crate::tls::BackendConn::connect(addr, tls.as_deref());
+    let stream = match timeout(limit, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
         Err(_) => return Err(Failure::connect_timeout(addr, limit)),
     };
-    let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::no_response(false, format!("connecting to {addr} failed: {e}")))?;
@@ -228,7 +237,7 @@ async fn forward(
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (head, host) = upstream_head(&req, ip);
+    let (head, host) = upstream_head(&req, ip, site.config.tls.is_some());
     let upstream = Arc::clone(&site.upstreams[site.route(host.as_deref(), req.uri().path())]);
     let idempotent = is_idempotent(req.method().as_str());
     let priority = req
@@ -257,6 +266,7 @@ async fn forward(
     };
     let mut exchange = H2Exchange {
         worker,
+        upstream: &upstream,
         head,
         body: Some(req.into_body()),
         replayable,
@@ -268,6 +278,8 @@ async fn forward(
 /// One HTTP/2 stream on its way to a backend (over HTTP/1.1).
 struct H2Exchange<'a> {
     worker: &'a Worker,
+    /// Where new backend connections get their TLS settings.
+    upstream: &'a Upstream,
     /// The head to send (rewritten for the backend).
     head: http::request::Parts,
     /// The client's body, until an attempt takes it (only a replayable request has none).
@@ -282,9 +294,10 @@ impl Exchange for H2Exchange<'_> {
 
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
         let addr = backend.address();
-        let (mut sender, reused) = connection(self.worker, addr, cfg.connect_timeout)
-            .await
-            .map_err(SendError::Backend)?;
+        let (mut sender, reused) =
+            connection(self.worker, self.upstream, addr, cfg.connect_timeout)
+                .await
+                .map_err(SendError::Backend)?;
         let upstream_body: UpstreamBody = match (self.replayable, self.body.take()) {
             (true, _) => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             (false, Some(b)) => b.boxed_unsync(),

@@ -100,6 +100,8 @@ pub(crate) struct RequestInfo {
 pub(crate) struct Client<'a> {
     /// The client's IP, already formatted.
     pub(crate) ip: &'a str,
+    /// Whether the client connected over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) tls: bool,
     /// Head size limit.
     pub(crate) max_header_bytes: usize,
     /// Body size limit.
@@ -337,7 +339,11 @@ pub(crate) fn parse_request<'r>(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(client.ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if client.tls {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
     if let Some(host) = host {
         push_header(out, b"x-forwarded-host", host.as_bytes());
     }
@@ -481,6 +487,7 @@ mod tests {
 
     const CLIENT: Client<'static> = Client {
         ip: "10.1.2.3",
+        tls: false,
         max_header_bytes: 16 * 1024,
         max_body_size: None,
     };

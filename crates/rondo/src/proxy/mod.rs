@@ -23,8 +23,11 @@ mod h1;
 mod h2;
 mod head;
 mod protocol;
+mod redirect;
 mod respond;
 pub(crate) mod room;
+mod stream;
+mod tcp;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -32,9 +35,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ListenerMode};
 use crate::upstream::Upstream;
 
 /// A listener's routing table and settings, shared by every worker.
@@ -47,6 +51,8 @@ pub(crate) struct Site {
     access_log: bool,
     /// Open client connections against `max_client_connections`.
     limit: room::ConnectionLimit,
+    /// TLS termination, when the listener has `[listeners.tls]`.
+    pub(crate) tls: Option<crate::tls::Terminator>,
 }
 
 #[derive(Debug)]
@@ -185,13 +191,70 @@ impl Site {
                 upstream: upstreams.len() - 1,
             });
         }
+        let tls = match &l.tls {
+            None => None,
+            Some(tls) => {
+                let alpn = match l.mode {
+                    ListenerMode::Http => crate::tls::Alpn::Http,
+                    ListenerMode::Tcp => crate::tls::Alpn::None,
+                };
+                let (terminator, warnings) = crate::tls::Terminator::new(tls, alpn)
+                    .with_context(|| format!("listener `{}`", l.name))?;
+                for warning in warnings {
+                    tracing::warn!(listener = %l.name, "{warning}");
+                }
+                Some(terminator)
+            }
+        };
         Ok(Site {
             config: l.clone(),
             upstreams,
             routes,
             access_log,
             limit: room::ConnectionLimit::new(l.max_client_connections),
+            tls,
         })
+    }
+}
+
+/// One accepted connection: the TLS handshake when the listener terminates TLS, then the TCP
+/// relay, HTTP/2 (negotiated by ALPN) or HTTP/1.1 (which also detects h2c).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    site: Arc<Site>,
+    worker: Rc<Worker>,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(terminator) = &site.tls else {
+        return match site.config.mode {
+            ListenerMode::Tcp => tcp::serve(stream, peer, &site).await,
+            ListenerMode::Http if site.config.redirect_https => {
+                redirect::serve(stream, &site.config).await
+            }
+            ListenerMode::Http => h1::serve(stream, peer, site, worker, stop).await,
+        };
+    };
+    // The handshake is part of the request head's time: a client that stalls in it is cut
+    // off like a slow head.
+    let limit = site.config.header_timeout;
+    let tls = match tokio::time::timeout(limit, terminator.acceptor().accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %site.config.name, client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    match site.config.mode {
+        ListenerMode::Tcp => tcp::serve(tls, peer, &site).await,
+        ListenerMode::Http if h2 => {
+            let ip: Rc<str> = peer.ip().to_canonical().to_string().into();
+            h2::serve(tls, Vec::new(), ip, site, worker, stop).await;
+        }
+        ListenerMode::Http => h1::serve(tls, peer, site, worker, stop).await,
     }
 }
 
@@ -271,7 +334,7 @@ pub(crate) fn run_worker(
                                 let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
                                 tokio::task::spawn_local(async move {
                                     let Some(_open) = admit(&site, &worker) else { return };
-                                    h1::serve(stream, peer, Arc::clone(&site), worker, stop).await;
+                                    serve_connection(stream, peer, Arc::clone(&site), worker, stop).await;
                                 });
                             }
                             Err(e) if forward::is_local(&e) => {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Seconds a client is told to wait (`Retry-After`) when no backend is available: the
 /// breaker and health checks bring backends back on the order of seconds.
@@ -52,14 +51,18 @@ pub(crate) fn error_response(status: u16, detail: &str, close: bool) -> Vec<u8> 
 
 /// Writes an error response, giving up after `timeout` (the client may not be reading).
 pub(crate) async fn send_error(
-    stream: &mut TcpStream,
+    stream: &mut impl super::stream::Io,
     status: u16,
     detail: &str,
     close: bool,
     timeout: Duration,
 ) {
     let bytes = error_response(status, detail, close);
-    let _ = tokio::time::timeout(timeout, stream.write_all(&bytes)).await;
+    let write = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    };
+    let _ = tokio::time::timeout(timeout, write).await;
 }
 
 #[cfg(test)]

@@ -64,6 +64,31 @@ impl LiveListener {
 }
 
 impl Running {
+    /// Re-reads an unchanged listener's certificate files: new handshakes use them, open
+    /// connections keep theirs. A bad file is reported and the current certificates stay.
+    pub(super) fn reload_certificates(&self, l: &ListenerConfig) -> anyhow::Result<()> {
+        let Some(tls) = &l.tls else { return Ok(()) };
+        let site = self
+            .listeners
+            .lock()
+            .iter()
+            .find(|x| x.name == l.name)
+            .map(|x| Arc::clone(&x.site));
+        let Some(terminator) = site.as_ref().and_then(|s| s.tls.as_ref()) else {
+            return Ok(());
+        };
+        let warnings = terminator.reload(tls).with_context(|| {
+            format!(
+                "listener `{}`: certificates not reloaded, the current ones keep serving",
+                l.name
+            )
+        })?;
+        for warning in warnings {
+            tracing::warn!(listener = %l.name, "{warning}");
+        }
+        Ok(())
+    }
+
     /// Starts (or restarts, with new settings) a listener on every worker, reusing its
     /// socket when the bind address is unchanged so no connection is refused meanwhile, then
     /// stops the accept loops of the version it replaces. `upstreams` are the live ones the

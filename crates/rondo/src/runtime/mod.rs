@@ -157,6 +157,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     for u in &config.upstreams {
         let up =
             Upstream::new(u.clone(), clock).with_context(|| format!("upstream `{}`", u.name))?;
+        up.set_tls(upstream_tls(u)?);
         built.push(Arc::new(up));
     }
     let find = |name: &str| {
@@ -222,4 +223,18 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         stop,
         threads,
     })
+}
+
+/// The TLS client of an upstream with `tls = { … }`: its CA and client certificate files
+/// read now, so a reload picks up renewed files.
+fn upstream_tls(
+    u: &crate::config::UpstreamConfig,
+) -> anyhow::Result<Option<crate::tls::UpstreamTls>> {
+    let Some(tls) = &u.tls else { return Ok(None) };
+    let (client, warnings) = crate::tls::UpstreamTls::new(tls, std::time::SystemTime::now())
+        .with_context(|| format!("upstream `{}`", u.name))?;
+    for warning in warnings {
+        tracing::warn!(upstream = %u.name, "{warning}");
+    }
+    Ok(Some(client))
 }

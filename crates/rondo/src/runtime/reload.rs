@@ -95,7 +95,13 @@ impl Running {
     ) {
         for u in &new.upstreams {
             let Some(kept) = live.iter().find(|x| x.name() == u.name) else {
-                match Upstream::new(u.clone(), self.clock) {
+                let built = Upstream::new(u.clone(), self.clock)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|up| {
+                        up.set_tls(super::upstream_tls(u)?);
+                        Ok(up)
+                    });
+                match built {
                     Ok(up) => {
                         let up = Arc::new(up);
                         let loops = self.control.spawn_upstream(&up, state.resolver.as_ref());
@@ -110,6 +116,16 @@ impl Running {
                 }
                 continue;
             };
+            // CA and client certificate files are re-read even when the file is unchanged.
+            match super::upstream_tls(u) {
+                Ok(tls) => kept.set_tls(tls),
+                Err(e) => {
+                    report
+                        .refused
+                        .push(format!("{e:#}; it keeps its current settings"));
+                    continue;
+                }
+            }
             if state.applied.upstream(&u.name) == Some(u) {
                 continue;
             }
@@ -150,6 +166,10 @@ impl Running {
         let mut all_applied = true;
         for l in &new.listeners {
             if !access_log_changed && state.applied.listener(&l.name) == Some(l) {
+                // Same settings, but the certificate files may have been renewed.
+                if let Err(e) = self.reload_certificates(l) {
+                    report.refused.push(format!("{e:#}"));
+                }
                 continue;
             }
             match self.apply_listener(l, live, new.access_log) {

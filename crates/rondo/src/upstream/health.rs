@@ -149,8 +149,13 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Probes `addr` once; `Ok(status)` when the check passes (0 for TCP). Bounded by
 /// `config.timeout`.
-pub async fn probe(addr: SocketAddr, config: &HealthCheckConfig) -> Result<u16, CheckFailure> {
-    match tokio::time::timeout(config.timeout, probe_unbounded(addr, config)).await {
+/// With `tls`, HTTP checks run over TLS (a TCP check only connects).
+pub async fn probe(
+    addr: SocketAddr,
+    config: &HealthCheckConfig,
+    tls: Option<&crate::tls::UpstreamTls>,
+) -> Result<u16, CheckFailure> {
+    match tokio::time::timeout(config.timeout, probe_unbounded(addr, config, tls)).await {
         Ok(result) => result,
         Err(_) => Err(CheckFailure::Timeout),
     }
@@ -159,16 +164,19 @@ pub async fn probe(addr: SocketAddr, config: &HealthCheckConfig) -> Result<u16, 
 async fn probe_unbounded(
     addr: SocketAddr,
     config: &HealthCheckConfig,
+    tls: Option<&crate::tls::UpstreamTls>,
 ) -> Result<u16, CheckFailure> {
     let io = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => CheckFailure::Refused,
         _ => CheckFailure::Error(e.to_string()),
     };
-    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
     if config.kind == CheckKind::Tcp {
+        TcpStream::connect(addr).await.map_err(io)?;
         return Ok(0);
     }
-    let _ = stream.set_nodelay(true);
+    let mut stream = crate::tls::BackendConn::connect(addr, tls)
+        .await
+        .map_err(io)?;
     let host = match &config.host {
         Some(h) => h.clone(),
         None => addr.to_string(),
@@ -311,7 +319,8 @@ impl Upstream {
         loop {
             let config = self.config();
             let check = &config.health_check;
-            let result = probe(addr, check).await;
+            let tls = self.tls();
+            let result = probe(addr, check, tls.as_deref()).await;
             counters.record(&result);
             tracing::debug!(upstream = self.name(), backend = id.as_str(), result = ?result, "health check");
             // The result is recorded before the pool hears of it, so the transition's log

@@ -57,6 +57,8 @@ pub struct Upstream {
     discovered: parking_lot::Mutex<discovered::Discovered>,
     /// Wakes the DNS loop when a reload may have changed the named backends.
     named_changed: Notify,
+    /// TLS to the backends (`tls = { … }`), set at start and on reload.
+    tls: arc_swap::ArcSwapOption<crate::tls::UpstreamTls>,
 }
 
 /// Logs state changes (one line each) and wakes the upstream's timer and health check loops.
@@ -170,6 +172,7 @@ impl Upstream {
             recorder: Recorder::default(),
             discovered: parking_lot::Mutex::default(),
             named_changed: Notify::new(),
+            tls: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -250,6 +253,16 @@ impl Upstream {
     /// What each discovery source (DNS name) last did, for the admin API and metrics.
     pub fn discovery(&self) -> Vec<SourceStatus> {
         self.discovered.lock().statuses()
+    }
+
+    /// How new connections to its backends speak TLS; `None`: plain TCP.
+    pub fn tls(&self) -> Option<Arc<crate::tls::UpstreamTls>> {
+        self.tls.load_full()
+    }
+
+    /// Sets (or clears) TLS to its backends for new connections.
+    pub fn set_tls(&self, tls: Option<crate::tls::UpstreamTls>) {
+        self.tls.store(tls.map(Arc::new));
     }
 
     /// Backends and picker.

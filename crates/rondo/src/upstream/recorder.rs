@@ -158,6 +158,10 @@ pub struct BackendRecorder {
     codes: Box<[AtomicU64]>,
     /// Latency of every finished attempt.
     pub latency: Histogram,
+    /// Bytes relayed from clients to this backend (TCP mode and upgraded connections).
+    bytes_sent: AtomicU64,
+    /// Bytes relayed from this backend to clients (TCP mode and upgraded connections).
+    bytes_received: AtomicU64,
 }
 
 impl Default for BackendRecorder {
@@ -165,6 +169,8 @@ impl Default for BackendRecorder {
         BackendRecorder {
             codes: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
             latency: Histogram::default(),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
         }
     }
 }
@@ -180,6 +186,21 @@ impl BackendRecorder {
             .unwrap_or(CODES - 1);
         self.codes[slot].fetch_add(1, Ordering::Relaxed);
         self.latency.record(latency);
+    }
+
+    /// Counts bytes relayed on a connection that is no longer HTTP: `sent` to the backend,
+    /// `received` from it.
+    pub fn relayed(&self, sent: u64, received: u64) {
+        self.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+        self.bytes_received.fetch_add(received, Ordering::Relaxed);
+    }
+
+    /// Bytes relayed so far: (to the backend, from the backend).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_sent.load(Ordering::Relaxed),
+            self.bytes_received.load(Ordering::Relaxed),
+        )
     }
 
     /// Attempts by status code, codes with none left out; code 0 collects codes outside
@@ -204,6 +225,8 @@ pub struct Recorder {
     retries: AtomicU64,
     local_errors: AtomicU64,
     unkeyed: AtomicU64,
+    /// Connections switched to another protocol (WebSocket, `Upgrade`) or relayed in TCP mode.
+    upgraded: AtomicU64,
 }
 
 impl Recorder {
@@ -254,6 +277,17 @@ impl Recorder {
     /// Counts a retry.
     pub fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection that stopped being HTTP (101 Switching Protocols, CONNECT) or a
+    /// TCP-mode connection.
+    pub fn upgraded(&self) {
+        self.upgraded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections upgraded or relayed so far.
+    pub fn upgrades(&self) -> u64 {
+        self.upgraded.load(Ordering::Relaxed)
     }
 
     /// Retries so far.

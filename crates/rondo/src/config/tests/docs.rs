@@ -49,6 +49,20 @@ fn accepted_keys(section: &str) -> Vec<String> {
             &format!("upstream = \"app\"\n{route}"),
             1,
         ),
+        "[listeners.tls]" => MINIMAL.replacen(
+            "upstream = \"app\"\n",
+            &format!("upstream = \"app\"\n[listeners.tls]\n{unknown}\n"),
+            1,
+        ),
+        "certificates" => MINIMAL.replacen(
+            "upstream = \"app\"\n",
+            &format!(
+                "upstream = \"app\"\ntls = {{ certificates = [{{ cert = \"c\", key = \"k\", \
+                 {unknown} }}] }}\n"
+            ),
+            1,
+        ),
+        "[upstreams.tls]" => upstream_with(&format!("[upstreams.tls]\n{unknown}")),
         "[[upstreams]]" => upstream_with(unknown),
         "backends" => MINIMAL.replace("\" }]", &format!("\", {unknown} }}]")),
         "sticky" => upstream_with(&format!("sticky = {{ {unknown} }}")),
@@ -88,7 +102,10 @@ fn the_docs_list_every_key_of_every_table() {
             "[resolver]",
             "[[listeners]]",
             "[[listeners.routes]]",
+            "[listeners.tls]",
+            "certificates",
             "[[upstreams]]",
+            "[upstreams.tls]",
             "backends",
             "sticky",
             "[upstreams.health_check]",
@@ -110,6 +127,7 @@ fn the_docs_list_every_key_of_every_table() {
             "routes",
             "health_check",
             "circuit_breaker",
+            "tls",
         ];
         let mut in_code = accepted_keys(section);
         in_code.retain(|k| !tables.contains(&k.as_str()));

@@ -18,6 +18,7 @@ mod backends;
 mod docs;
 mod health_check;
 mod listener;
+mod tls;
 mod top;
 mod upstream;
 

@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 
 use super::{Checked, Defined, Validator};
 use crate::config::defaults;
-use crate::config::model::{AdminConfig, ListenerConfig, RouteConfig};
-use crate::config::raw::{RawListener, RawRoute, S};
+use crate::config::model::{
+    AdminConfig, ListenerConfig, ListenerMode, ListenerTlsConfig, RouteConfig,
+};
+use crate::config::raw::{RawListener, RawMode, RawRoute, S};
 
 impl Validator<'_> {
     pub(super) fn listener(
@@ -54,9 +56,13 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|v| self.int(v, "max_client_connections", 1..=i64::from(u32::MAX)))
             .and_then(|n| usize::try_from(n).ok());
+        let (mode, tls, redirect_https) = self.listener_kind(raw);
         Some(ListenerConfig {
             name,
             bind: bind?,
+            mode,
+            tls: tls?,
+            redirect_https,
             upstream,
             routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
             header_timeout,
@@ -65,6 +71,44 @@ impl Validator<'_> {
             max_body_size,
             max_client_connections,
         })
+    }
+
+    /// A listener's mode, TLS and redirect, which exclude one another in places.
+    fn listener_kind(
+        &mut self,
+        raw: &RawListener,
+    ) -> (ListenerMode, Checked<Option<ListenerTlsConfig>>, bool) {
+        let mode = match raw.mode.as_ref().map(|m| *m.get_ref()) {
+            None | Some(RawMode::Http) => ListenerMode::Http,
+            Some(RawMode::Tcp) => ListenerMode::Tcp,
+        };
+        if let (ListenerMode::Tcp, Some(route)) = (mode, raw.routes.first()) {
+            self.error(
+                Some(route.span()),
+                "routes need HTTP requests to match; a `mode = \"tcp\"` listener relays bytes \
+                 to its `upstream`",
+            );
+        }
+        let tls = match &raw.tls {
+            None => Some(None),
+            Some(t) => self.listener_tls(t).map(Some),
+        };
+        let redirect = raw.redirect_https.as_ref().filter(|r| *r.get_ref());
+        if let Some(r) = redirect {
+            if raw.tls.is_some() {
+                self.error(
+                    Some(r.span()),
+                    "`redirect_https` on a TLS listener would redirect to itself forever: set it \
+                     on the plain listener",
+                );
+            } else if mode == ListenerMode::Tcp {
+                self.error(
+                    Some(r.span()),
+                    "`redirect_https` needs HTTP requests; a `mode = \"tcp\"` listener has none",
+                );
+            }
+        }
+        (mode, tls, redirect.is_some())
     }
 
     /// Reports a listener whose port another listener or the admin API already binds.

@@ -55,7 +55,7 @@ pub(crate) fn validate(
     }
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     map: &'a SourceMap<'a>,
     env: Env<'a>,
     /// Problems at a place in the file.
@@ -71,7 +71,7 @@ struct Defined {
 
 /// A problem was reported; the caller goes on with a stand-in value so that later problems
 /// are found too.
-type Checked<T> = Option<T>;
+pub(super) type Checked<T> = Option<T>;
 
 impl Validator<'_> {
     pub(super) fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {

@@ -216,6 +216,7 @@ impl Validator<'_> {
             health_check,
             hash_key: affinity.hash_key,
             sticky: affinity.sticky,
+            tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t)),
         }
     }
 
