@@ -279,4 +279,62 @@ mod tests {
     fn incomplete_body_is_not_done() {
         assert_eq!(run(&[b"4\r\nWi"]).unwrap(), (5, false));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("RONDO_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000)
+        ))]
+
+        /// Fuzzing: any bytes, split anywhere, give the same verdict as the whole input at
+        /// once (where a body ends, or that it is malformed), and never panic. A decoder that
+        /// depended on read boundaries would let a client smuggle a second request.
+        #[test]
+        fn the_verdict_does_not_depend_on_where_reads_split_the_input(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"0123456789abcdefABCDEF;=\r\n\t :xX-".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..200,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let whole = run(&[&input]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                parts.push(&input[from..c]);
+                from = c;
+            }
+            parts.push(&input[from..]);
+            let split = run(&parts);
+            match (whole, split) {
+                (Ok((n, true)), Ok((m, true))) => proptest::prop_assert_eq!(n, m),
+                (Ok((_, false)), Ok((_, false))) | (Err(_), Err(_)) => {}
+                // Splitting may stop a body earlier only by erroring earlier, never differently.
+                (w, s) => proptest::prop_assert!(false, "whole {:?} split {:?}", w, s),
+            }
+        }
+
+        /// Fuzzing with well-formed bodies: a valid chunked body of any chunk sizes is
+        /// accepted whole, to its last byte, however it is split.
+        #[test]
+        fn valid_bodies_are_accepted_to_their_last_byte(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..40), 0..6),
+            cut in 0usize..400,
+        ) {
+            let mut body = Vec::new();
+            for c in &chunks {
+                body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\nNEXT");
+            let cut = cut.min(body.len());
+            let got = run(&[&body[..cut], &body[cut..]]);
+            proptest::prop_assert_eq!(got, Ok((body.len() - 4, true)));
+        }
+    }
 }

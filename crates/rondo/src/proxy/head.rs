@@ -720,4 +720,44 @@ mod tests {
         );
         assert!(parse_response(b"garbage\r\n\r\n", false, true, &mut Vec::new()).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("RONDO_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000)
+        ))]
+
+        /// Fuzzing: any head made of HTTP-ish pieces is either refused, incomplete, or
+        /// rewritten into a head that a strict parser reads back as one complete request with
+        /// the same method and target, CRLF line ends only, and exactly one framing (what the
+        /// backend sees can never be read two ways). Never a panic.
+        #[test]
+        fn accepted_heads_are_rewritten_into_one_unambiguous_request(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "GET", "POST", " ", "/", "/a?b=1", "HTTP/1.1", "HTTP/1.0", "\r\n", "\n", "\r",
+                "Host: a", "Host: b", "Content-Length: 5", "Content-Length: 0", "Content-Length: 1,1",
+                "Transfer-Encoding: chunked", "Transfer-Encoding: gzip", "Connection: close",
+                "Connection: keep-alive, x-a", "x-a: 1", "Upgrade: websocket", ":", "\t", "\u{1}",
+                "Expect: 100-continue", "X-Forwarded-For: 1.2.3.4", "Via: 1.0 x", " b",
+            ]), 0..24),
+        ) {
+            let raw: String = pieces.concat();
+            let mut out = Vec::new();
+            let parsed = parse_request(raw.as_bytes(), &CLIENT, |_, _| 0, |_| "x-priority", no_affinity, &mut out);
+            if let Ok(Some(info)) = parsed {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+                let mut req = httparse::Request::new(&mut headers);
+                let n = match req.parse(&out) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    other => return Err(proptest::test_runner::TestCaseError::fail(format!("{other:?}"))),
+                };
+                proptest::prop_assert_eq!(n, out.len());
+                proptest::prop_assert!(!has_bare_lf(&out));
+                let lengths = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).count();
+                let chunked = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding")).count();
+                proptest::prop_assert!(lengths + chunked <= 1, "{}", String::from_utf8_lossy(&out));
+                proptest::prop_assert_eq!(chunked == 1, info.framing == Framing::Chunked);
+                proptest::prop_assert!(raw.starts_with(req.method.unwrap_or("?")));
+            }
+        }
+    }
 }
