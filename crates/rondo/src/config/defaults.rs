@@ -26,6 +26,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// request is what an operator reaches for first.
 pub const ACCESS_LOG: bool = true;
 
+/// `access_log.format`: nginx's `combined`, the format log analysers (GoAccess, AWStats,
+/// most SIEM parsers) read without configuration.
+pub const ACCESS_LOG_FORMAT: &str = "combined";
+
 /// `admin.listen`: loopback, so a fresh install exposes nothing; port 9901 is the admin port
 /// of Envoy's documentation and examples, familiar to operators.
 pub const ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use balance::{BackendSpec, PoolConfig};
 
+use crate::access_log::AccessLogConfig;
+use crate::header_rules::Headers;
+
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -16,8 +19,8 @@ pub struct Config {
     pub workers: NonZeroUsize,
     /// On SIGTERM/SIGINT, how long in-flight requests may finish.
     pub shutdown_grace: Duration,
-    /// Whether to log one line per request.
-    pub access_log: bool,
+    /// Where the access log goes.
+    pub access_log: AccessLogConfig,
     /// The admin listener.
     pub admin: AdminConfig,
     /// The proxy listeners, in file order (at least one).
@@ -94,6 +97,8 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (413 beyond); `None` for no limit.
     pub max_body_size: Option<u64>,
+    /// Headers set or removed on requests and responses through this listener.
+    pub headers: Headers,
 }
 
 /// A route of a listener: requests that match go to `upstream`.
@@ -106,6 +111,8 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Where matching requests go.
     pub upstream: String,
+    /// Header rules applied after the listener's to requests this route matches.
+    pub headers: Headers,
 }
 
 impl RouteConfig {
@@ -260,6 +267,7 @@ mod tests {
             host: Some("api.example.com".into()),
             path_prefix: Some("/v1/".into()),
             upstream: "api".into(),
+            headers: Default::default(),
         };
         assert!(r.matches(Some("API.example.com:8080"), "/v1/users"));
         assert!(r.matches(Some("api.example.com"), "/v1/"));

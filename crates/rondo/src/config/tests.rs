@@ -70,7 +70,7 @@ fn absent_keys_take_the_seeds_defaults() {
     let c = ok(MINIMAL);
     assert_eq!(c.workers, defaults::workers());
     assert_eq!(c.shutdown_grace, secs(30));
-    assert!(c.access_log);
+    assert_eq!(c.access_log, crate::access_log::AccessLogConfig::ProcessLog);
     assert_eq!(
         c.admin.listen,
         "127.0.0.1:9901".parse::<SocketAddr>().unwrap()
@@ -223,7 +223,7 @@ half_open_requests = 3
 "#);
     assert_eq!(c.workers.get(), 3);
     assert_eq!(c.shutdown_grace, secs(90));
-    assert!(!c.access_log);
+    assert_eq!(c.access_log, crate::access_log::AccessLogConfig::Off);
     assert_eq!(c.admin.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
     assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
     let l = c.listener("edge").unwrap();
@@ -237,7 +237,8 @@ half_open_requests = 3
         vec![RouteConfig {
             host: Some("api.example.com".into()),
             path_prefix: Some("/v1/".into()),
-            upstream: "api".into()
+            upstream: "api".into(),
+            headers: Default::default(),
         }]
     );
 
@@ -735,7 +736,13 @@ fn accepted_keys(section: &str) -> Vec<String> {
         format!("[[listeners.routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n{unknown}\n");
     let text = match section {
         "top" => format!("{unknown}\n{MINIMAL}"),
+        "[access_log]" => format!("[access_log]\npath = \"a.log\"\n{unknown}\n{MINIMAL}"),
         "[admin]" => format!("[admin]\n{unknown}\n{MINIMAL}"),
+        "request_headers" => MINIMAL.replacen(
+            "upstream = \"app\"\n",
+            &format!("upstream = \"app\"\nrequest_headers = {{ {unknown} }}\n"),
+            1,
+        ),
         "[[listeners]]" => MINIMAL.replacen(
             "upstream = \"app\"\n",
             &format!("upstream = \"app\"\n{unknown}\n"),
@@ -780,9 +787,11 @@ fn the_docs_list_every_key_of_every_table() {
         sections,
         [
             "top",
+            "[access_log]",
             "[admin]",
             "[[listeners]]",
             "[[listeners.routes]]",
+            "request_headers",
             "[[upstreams]]",
             "backends",
             "[upstreams.health_check]",
@@ -824,6 +833,11 @@ fn the_docs_quote_the_defaults_of_the_code() {
     let expected: Vec<(&str, &str, String)> = vec![
         ("top", "shutdown_grace", d(defaults::SHUTDOWN_GRACE)),
         ("top", "access_log", defaults::ACCESS_LOG.to_string()),
+        (
+            "[access_log]",
+            "format",
+            format!("\"{}\"", defaults::ACCESS_LOG_FORMAT),
+        ),
         (
             "[admin]",
             "listen",
@@ -1026,4 +1040,93 @@ fn the_toml_examples_in_the_readme_and_the_docs_are_valid() {
             }
         }
     }
+}
+
+#[test]
+fn access_log_takes_a_switch_or_a_file_with_a_format() {
+    use crate::access_log::{AccessLogConfig, Format};
+    let c = ok(&format!(
+        "access_log = {{ path = \"/var/log/rondo/access.log\" }}\n{MINIMAL}"
+    ));
+    assert_eq!(
+        c.access_log,
+        AccessLogConfig::File {
+            path: "/var/log/rondo/access.log".into(),
+            format: Format::Combined
+        }
+    );
+    let c = ok(&format!(
+        "[access_log]\npath = \"a.log\"\nformat = \"json\"\n{MINIMAL}"
+    ));
+    assert!(matches!(
+        c.access_log,
+        AccessLogConfig::File {
+            format: Format::Json,
+            ..
+        }
+    ));
+
+    let (line, column) = one_error(
+        &format!("access_log = {{ path = \"a.log\", format = \"$status $nope\" }}\n{MINIMAL}"),
+        "unknown variable `$nope` in access log format; known: $remote_addr",
+    );
+    assert_eq!((line, column), (1, 41));
+    one_error(
+        &format!("access_log = \"yes\"\n{MINIMAL}"),
+        "expected true, false, or a table such as { path =",
+    );
+    one_error(
+        &format!("access_log = {{ format = \"json\" }}\n{MINIMAL}"),
+        "`path`",
+    );
+}
+
+#[test]
+fn header_rules_are_read_per_listener_and_route() {
+    let text = MINIMAL.replacen(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nrequest_headers = { set = { \"X-Real-IP\" = \"$remote_addr\" }, remove = [\"x-debug\"] }\n\
+         response_headers = { remove = [\"server\"] }\n\
+         [[listeners.routes]]\npath_prefix = \"/api\"\nupstream = \"app\"\n\
+         request_headers = { set = { \"x-id\" = \"id-$request_id\" } }\n",
+        1,
+    );
+    let c = ok(&text);
+    let l = &c.listeners[0];
+    assert_eq!(l.headers.request.remove, ["x-debug"]);
+    assert_eq!(l.headers.request.set[0].0, "x-real-ip");
+    assert_eq!(l.headers.request.set[0].1.to_string(), "$remote_addr");
+    assert_eq!(l.headers.response.remove, ["server"]);
+    assert_eq!(
+        l.routes[0].headers.request.set[0].1.to_string(),
+        "id-$request_id"
+    );
+}
+
+#[test]
+fn header_rules_refuse_framing_headers_bad_names_and_unknown_variables() {
+    let with = |rules: &str| {
+        MINIMAL.replacen(
+            "upstream = \"app\"\n",
+            &format!("upstream = \"app\"\n{rules}\n"),
+            1,
+        )
+    };
+    one_error(
+        &with("request_headers = { remove = [\"Content-Length\"] }"),
+        "`request_headers` may not change `content-length`: rondo writes the framing",
+    );
+    one_error(
+        &with("response_headers = { set = { \"x a\" = \"1\" } }"),
+        "\"x a\" in `response_headers` is not a header name",
+    );
+    one_error(
+        &with("request_headers = { set = { \"x-a\" = \"$remote_port\" } }"),
+        "`request_headers.set.x-a`: unknown variable `$remote_port`; a header value may use $remote_addr, $host, $request_id",
+    );
+    one_error(
+        &with("request_headers = { set = { \"x-a\" = \"1\" }, remove = [\"X-A\"] }"),
+        "`request_headers` both sets and removes `x-a`: keep one",
+    );
+    one_error(&with("request_headers = { add = {} }"), "unknown key `add`");
 }

@@ -25,6 +25,8 @@ use super::raw::{
     RawStart, RawUpstream, S, StatusItem,
 };
 use super::units::{DurationValue, SizeValue, format_duration};
+use crate::access_log::AccessLogConfig;
+use crate::header_rules::Headers;
 
 /// Looks up an environment variable (a parameter so tests need not touch the process's
 /// environment).
@@ -356,7 +358,12 @@ impl Validator<'_> {
         Config {
             workers,
             shutdown_grace,
-            access_log: raw.access_log.unwrap_or(defaults::ACCESS_LOG),
+            access_log: super::access_log::validate(raw.access_log.as_ref()).unwrap_or_else(
+                |(span, message)| {
+                    self.error(Some(span), message);
+                    AccessLogConfig::Off
+                },
+            ),
             admin,
             listeners,
             upstreams,
@@ -472,6 +479,7 @@ impl Validator<'_> {
             idle_timeout,
             max_header_bytes,
             max_body_size,
+            headers: self.headers(raw.request_headers.as_ref(), raw.response_headers.as_ref()),
         })
     }
 
@@ -561,7 +569,28 @@ impl Validator<'_> {
                 None => None,
             },
             upstream,
+            headers: self.headers(raw.request_headers.as_ref(), raw.response_headers.as_ref()),
         })
+    }
+
+    /// A listener's or route's `request_headers` and `response_headers`.
+    fn headers(
+        &mut self,
+        request: Option<&super::raw::RawHeaderRules>,
+        response: Option<&super::raw::RawHeaderRules>,
+    ) -> Headers {
+        let mut rules = |raw, key| {
+            super::header_rules::validate(raw, key).unwrap_or_else(|errors| {
+                for (span, message) in errors {
+                    self.error(Some(span), message);
+                }
+                Default::default()
+            })
+        };
+        Headers {
+            request: rules(request, "request_headers"),
+            response: rules(response, "response_headers"),
+        }
     }
 
     fn upstream(&mut self, raw: &RawUpstream, name: String) -> UpstreamConfig {

@@ -259,7 +259,7 @@ impl Running {
             if applied.listener(&l.name) == Some(l) {
                 continue;
             }
-            match self.apply_listener(l, applied.access_log) {
+            match self.apply_listener(l, applied.access_log.is_on()) {
                 Ok(()) => {
                     report.listeners.push(l.name.clone());
                     match applied.listeners.iter_mut().find(|a| a.name == l.name) {
@@ -435,7 +435,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let mut listeners = Vec::new();
     let mut sites = Vec::new();
     for l in &config.listeners {
-        sites.push(Arc::new(site(l, find, config.access_log)?));
+        sites.push(Arc::new(site(l, find, config.access_log.is_on())?));
         let socket = bind(l.bind)
             .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
         let (stop, _) = watch::channel(false);
