@@ -14,5 +14,6 @@ pub mod demo;
 pub mod header_rules;
 mod local_http;
 pub mod proxy;
+pub mod request_id;
 pub mod serve;
 pub mod upstream;
