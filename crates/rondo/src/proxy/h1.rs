@@ -19,7 +19,7 @@ use super::Site;
 use super::Worker;
 use super::body::{self, CopyError, Limits};
 use super::head::{self, Client, Framing, RequestInfo};
-use super::respond::send_error;
+use super::respond::{ErrorPage, send_error, send_page};
 use super::select::{Attempts, NoAttempt, finish, no_attempt_detail};
 use crate::config::UpstreamConfig;
 use crate::upstream::Upstream;
@@ -260,7 +260,11 @@ async fn forward(
     };
     let (status, detail) = no_attempt_detail(&cfg.name, why, last);
     let close = !info.keep_alive || !replayable;
-    send_error(client, status, &detail, close, idle).await;
+    let page = ErrorPage {
+        upstream: Some(&cfg.name),
+        ..ErrorPage::default()
+    };
+    send_page(client, status, &page, close, idle).await;
     if site.access_log {
         log_access(
             client,

@@ -89,15 +89,6 @@ pub(crate) fn error_body(status: u16, detail: &str) -> String {
     .body(status)
 }
 
-/// Builds a complete error response; `detail` reaches the client only for a 4xx.
-pub(crate) fn error_response(status: u16, detail: &str, close: bool) -> Vec<u8> {
-    ErrorPage {
-        detail: Some(detail),
-        ..ErrorPage::default()
-    }
-    .response(status, close)
-}
-
 /// Writes an error response, giving up after `timeout` (the client may not be reading).
 pub(crate) async fn send_error(
     stream: &mut TcpStream,
@@ -106,7 +97,22 @@ pub(crate) async fn send_error(
     close: bool,
     timeout: Duration,
 ) {
-    let bytes = error_response(status, detail, close);
+    let page = ErrorPage {
+        detail: Some(detail),
+        ..ErrorPage::default()
+    };
+    send_page(stream, status, &page, close, timeout).await;
+}
+
+/// Writes an error page, giving up after `timeout` (the client may not be reading).
+pub(crate) async fn send_page(
+    stream: &mut TcpStream,
+    status: u16,
+    page: &ErrorPage<'_>,
+    close: bool,
+    timeout: Duration,
+) {
+    let bytes = page.response(status, close);
     let _ = tokio::time::timeout(timeout, stream.write_all(&bytes)).await;
 }
 
@@ -141,17 +147,21 @@ mod tests {
 
     #[test]
     fn a_gateway_error_never_shows_the_backend_or_the_os_error() {
-        let (_, body) = split(&error_response(
-            502,
-            "connecting to 127.0.0.1:9052 failed: Connection refused (os error 111)",
-            false,
-        ));
+        let page = ErrorPage {
+            detail: Some("connecting to 127.0.0.1:9052 failed: Connection refused (os error 111)"),
+            ..ErrorPage::default()
+        };
+        let (_, body) = split(&page.response(502, false));
         assert_eq!(body, "502 Bad Gateway\n");
     }
 
     #[test]
     fn a_client_error_says_what_was_wrong_with_the_request() {
-        let (_, body) = split(&error_response(400, "invalid header name", true));
+        let page = ErrorPage {
+            detail: Some("invalid header name"),
+            ..ErrorPage::default()
+        };
+        let (_, body) = split(&page.response(400, true));
         assert_eq!(body, "400 Bad Request: invalid header name\n");
     }
 }
