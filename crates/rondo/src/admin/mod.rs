@@ -20,7 +20,10 @@
 //! on a non-loopback address the statistics and metrics need it too. `docs/admin-api.md`
 //! documents every answer.
 
+pub mod counters;
 pub mod metrics;
+pub mod process;
+pub mod proxy_metrics;
 pub mod stats;
 pub mod status;
 
