@@ -221,13 +221,12 @@ impl CircuitBreaker {
         }
     }
 
-    /// Moves an open breaker whose pause is over to half-open. Returns the new state if it
-    /// changed.
-    pub fn poll(&self, now: Timestamp) -> Option<BreakerState> {
-        let due = self.reopens_at()?;
-        if now < due {
-            return None;
-        }
+    /// Moves an open breaker to half-open now, before its pause is over: an active health
+    /// check just passed, so the backend answers again and a few real requests may find out
+    /// whether it serves (Envoy's `successful_active_health_check_uneject_host`). A backend
+    /// that passes checks but fails real traffic fails its probes and opens again. Returns
+    /// the new state if it changed.
+    pub fn half_open_now(&self) -> Option<BreakerState> {
         let word = self.word.load(Ordering::Acquire);
         (unpack(word).0 == OPEN
             && self
@@ -240,6 +239,16 @@ impl CircuitBreaker {
                 )
                 .is_ok())
         .then_some(BreakerState::HalfOpen)
+    }
+
+    /// Moves an open breaker whose pause is over to half-open. Returns the new state if it
+    /// changed.
+    pub fn poll(&self, now: Timestamp) -> Option<BreakerState> {
+        let due = self.reopens_at()?;
+        if now < due {
+            return None;
+        }
+        self.half_open_now()
     }
 }
 

@@ -325,7 +325,12 @@ impl Pool {
     }
 
     /// Records an active health check result for the backend with this id. Returns the new
-    /// health when it changed. A passing check also ends a passive ejection.
+    /// health when it changed.
+    ///
+    /// Active and passive signals agree: a passing check that leaves the backend up also
+    /// ends a passive ejection and moves an open circuit breaker to half-open at once, so a
+    /// restarted backend takes traffic again within `rise × interval` instead of waiting out
+    /// the breaker's `recovery_timeout` (the table in `docs/balance.md` has every case).
     pub fn record_check(
         &self,
         id: &str,
@@ -342,8 +347,13 @@ impl Pool {
                 backend.start_ramp(now);
             }
         }
-        if passed && backend.ejection.reinstate() {
-            events.push(Event::Reinstated);
+        if passed && backend.health() == Health::Up {
+            if backend.ejection.reinstate() {
+                events.push(Event::Reinstated);
+            }
+            if let Some(state) = backend.breaker.half_open_now() {
+                events.push(Event::Breaker(state));
+            }
         }
         self.changed(&backend, &events, now);
         Ok(changed)

@@ -268,6 +268,76 @@ fn max_fails_within_fail_timeout_ejects_until_it_expires_or_a_check_passes() {
 }
 
 #[test]
+fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again() {
+    let rec = Arc::new(Recorder::default());
+    let pool =
+        Pool::with_observer(PoolConfig::default(), &specs(&[1, 1]), rec.clone(), secs(0)).unwrap();
+    fail_on(&pool, 0, 5, secs(1));
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    // The recovery timeout (60 s) is far away; a failing check changes nothing.
+    pool.record_check("b0", false, secs(2)).unwrap();
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    assert_eq!(count_picks(&pool, 2, 4, secs(2)), vec![0, 4]);
+    // A passing check (health stays up) lets probes through at once.
+    pool.record_check("b0", true, secs(3)).unwrap();
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::HalfOpen
+    );
+    assert!(
+        rec.0
+            .lock()
+            .unwrap()
+            .contains(&("b0".to_owned(), Event::Breaker(BreakerState::HalfOpen)))
+    );
+    // Real traffic still decides: the probe fails and the breaker opens again.
+    let probe = pool.pick(secs(3), |b| b.id() == "b0").expect("a probe");
+    assert!(probe.is_probe());
+    probe.finish(Outcome::TransportError, ms(1), secs(3));
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    // And a passing probe closes it.
+    pool.record_check("b0", true, secs(4)).unwrap();
+    let probe = pool.pick(secs(4), |b| b.id() == "b0").expect("a probe");
+    probe.finish(Outcome::Success, ms(1), secs(4));
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Closed
+    );
+}
+
+#[test]
+fn a_passing_check_does_not_half_open_the_breaker_of_a_backend_marked_down() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    fail_on(&pool, 0, 5, secs(1));
+    for t in 2..5 {
+        pool.record_check("b0", false, secs(t)).unwrap();
+    }
+    assert_eq!(pool.snapshot().backends()[0].health(), Health::Down);
+    // One pass of `rise = 2`: still down, breaker untouched.
+    pool.record_check("b0", true, secs(5)).unwrap();
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    // The second pass brings it up, and with it the breaker to half-open.
+    pool.record_check("b0", true, secs(6)).unwrap();
+    assert_eq!(pool.snapshot().backends()[0].health(), Health::Up);
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::HalfOpen
+    );
+}
+
+#[test]
 fn slow_start_ramps_a_recovered_backend_from_ten_percent() {
     let config = PoolConfig {
         slow_start: Some(SlowStartConfig::new(Duration::from_secs(10))),

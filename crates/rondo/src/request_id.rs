@@ -27,13 +27,16 @@ pub fn is_valid(id: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(&b))
 }
 
-/// A generated id, held inline (no allocation).
+/// A request's id, held inline (no allocation): the client's, or a generated one.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Generated([u8; 32]);
+pub struct Id {
+    buf: [u8; MAX_LEN],
+    len: usize,
+}
 
-impl Generated {
+impl Id {
     /// A new id, different from every other this process generates.
-    pub fn new() -> Generated {
+    pub fn generate() -> Id {
         static PREFIX: OnceLock<u64> = OnceLock::new();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         // std's hasher keys come from the operating system's random source.
@@ -44,29 +47,33 @@ impl Generated {
                 .finish()
         });
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut out = [0u8; 32];
-        for (i, slot) in out.iter_mut().enumerate() {
+        let mut buf = [0u8; MAX_LEN];
+        for (i, slot) in buf[..32].iter_mut().enumerate() {
             let word = if i < 16 { prefix } else { n };
             let nibble = (word >> ((15 - (i % 16)) * 4)) & 0xf;
             *slot = b"0123456789abcdef"[nibble as usize];
         }
-        Generated(out)
+        Id { buf, len: 32 }
+    }
+
+    /// The client's id, when it is one to keep ([`is_valid`]).
+    pub fn from_client(id: &[u8]) -> Option<Id> {
+        if !is_valid(id) {
+            return None;
+        }
+        let mut buf = [0u8; MAX_LEN];
+        buf[..id.len()].copy_from_slice(id);
+        Some(Id { buf, len: id.len() })
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        // Only hex digits are ever written.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // Only the ASCII bytes `is_valid` allows, or hex digits, are ever stored.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 
-impl Default for Generated {
-    fn default() -> Generated {
-        Generated::new()
-    }
-}
-
-impl std::fmt::Debug for Generated {
+impl std::fmt::Debug for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -79,7 +86,7 @@ mod tests {
     #[test]
     fn generated_ids_are_hex_unique_and_valid_as_client_ids() {
         let ids: std::collections::HashSet<String> = (0..1000)
-            .map(|_| Generated::new().as_str().to_owned())
+            .map(|_| Id::generate().as_str().to_owned())
             .collect();
         assert_eq!(ids.len(), 1000);
         for id in &ids {
@@ -100,5 +107,7 @@ mod tests {
         assert!(!is_valid(b"a b"));
         assert!(!is_valid(b"a\"b"));
         assert!(!is_valid(&[b'a'; MAX_LEN + 1]));
+        assert_eq!(Id::from_client(b"abc-1").unwrap().as_str(), "abc-1");
+        assert!(Id::from_client(b"a b").is_none());
     }
 }

@@ -197,7 +197,7 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
         get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
         0.0
     );
-    assert_eq!(get("rondo_retries_total{upstream=app}"), 0.0);
+    assert_eq!(get("rondo_retries_total{reason=status,upstream=app}"), 0.0);
 
     // Now b answers 503: a's turn, then b's 503 is retried on a. That is b's fifth failure
     // in a row, which opens its breaker (threshold 5).
@@ -214,7 +214,7 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
         get("rondo_requests_total{backend=b,code=503,upstream=app}"),
         1.0
     );
-    assert_eq!(get("rondo_retries_total{upstream=app}"), 1.0);
+    assert_eq!(get("rondo_retries_total{reason=status,upstream=app}"), 1.0);
     assert_eq!(
         get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
         2.0

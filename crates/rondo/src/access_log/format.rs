@@ -326,7 +326,7 @@ impl fmt::Display for Quoted<'_> {
 #[derive(Serialize)]
 struct JsonLine<'a> {
     time: String,
-    remote_addr: String,
+    remote_addr: &'a str,
     request_method: &'a str,
     request_uri: &'a str,
     server_protocol: &'a str,
@@ -352,7 +352,7 @@ impl<'a> From<&'a AccessRecord<'a>> for JsonLine<'a> {
         let us = |d: Option<Duration>| d.map(|d| d.as_micros());
         JsonLine {
             time: humantime::format_rfc3339_millis(r.time).to_string(),
-            remote_addr: r.client.to_string(),
+            remote_addr: r.client,
             request_method: r.method,
             request_uri: r.target,
             server_protocol: r.protocol,

@@ -2,7 +2,6 @@
 //! borrowed from the request's own buffers, so building one costs nothing when the log is
 //! off and formatting happens only when a line is really written.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 /// The backends one request tried, in order: a fixed array so the request path never
@@ -51,8 +50,8 @@ pub struct UpstreamTimes {
 /// forwarding code fills it from what it already holds.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRecord<'a> {
-    /// The client's address (IPv4-mapped IPv6 shown as IPv4).
-    pub client: IpAddr,
+    /// The client's IP address as text (IPv4-mapped IPv6 shown as IPv4).
+    pub client: &'a str,
     /// When the request started (its head was read).
     pub time: SystemTime,
     /// The request method, e.g. `GET`.

@@ -13,7 +13,7 @@
 //! | `rondo_backend_up` | gauge (1 in rotation, else 0) | `upstream`, `backend` |
 //! | `rondo_backend_in_flight` | gauge | `upstream`, `backend` |
 //! | `rondo_circuit_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `upstream`, `backend` |
-//! | `rondo_retries_total` | counter | `upstream` |
+//! | `rondo_retries_total` | counter | `upstream`, `reason` (see [`super::proxy_metrics`]) |
 //! | `rondo_health_checks_total` | counter | `upstream`, `backend`, `result` (`passed`, `bad_status`, `timeout`, `refused`, `error`) |
 
 use std::sync::Arc;
@@ -146,18 +146,6 @@ impl Collector for UpstreamCollector {
                     let labels = [("upstream", u.name()), ("backend", b.id())];
                     ConstGauge::new(value(b)).encode(m.encode_family(&labels)?)?;
                 }
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "rondo_retries",
-                "Retries: second and later attempts of a request.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (u, _) in &snaps {
-                let labels = [("upstream", u.name())];
-                ConstCounter::new(u.recorder().retries()).encode(m.encode_family(&labels)?)?;
             }
         }
         {

@@ -1,16 +1,14 @@
 //! One client connection speaking HTTP/1.1: read a request head, choose a backend, forward,
 //! stream the answer back, and keep the connection for the next request.
 //!
-//! Failover follows one rule (DESIGN.md, "Errors and bad input"): a request that never
-//! reached a backend (connect refused or timed out) is retried on another; an idempotent
-//! request whose body can be replayed is also retried on a configured status or a response
-//! timeout; anything that may have reached a backend and is not idempotent is never sent
-//! twice. Retries also need the upstream's retry budget.
+//! This file is the HTTP/1.1 wire: it sends one attempt and forwards one response
+//! ([`Exchange`]); which backend, whether to retry and what it costs are decided in
+//! [`super::forward`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::{Lease, Outcome};
+use balance::Backend;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -18,10 +16,14 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::Site;
 use super::Worker;
 use super::body::{self, CopyError, Limits};
+use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::head::{self, Client, Framing, RequestInfo};
+use super::headers;
 use super::respond::{ErrorPage, send_error, send_page};
-use super::select::{Attempts, NoAttempt, finish, no_attempt_detail};
+use crate::admin::counters::Source;
 use crate::config::UpstreamConfig;
+use crate::header_rules::{HeaderRules, Vars};
+use crate::request_id::Id;
 use crate::upstream::Upstream;
 
 /// What the connection does after a request.
@@ -129,6 +131,7 @@ async fn request(
             Ok(Some(info)) => break info,
             Ok(None) => {}
             Err(e) => {
+                site.unrouted.record(e.status(), Source::Proxy);
                 send_error(
                     stream,
                     e.status(),
@@ -154,6 +157,7 @@ async fn request(
                         "the request head did not arrive within {:?}",
                         config.header_timeout
                     );
+                    site.unrouted.record(408, Source::Proxy);
                     send_error(stream, 408, &detail, true, config.idle_timeout).await;
                 }
                 worker.give_buffer(out);
@@ -162,27 +166,39 @@ async fn request(
         }
     };
     inbuf.drain(..info.head_len);
-    let upstream = &site.upstreams[info.upstream];
-    let next = forward(stream, site, worker, upstream, &info, inbuf, &mut out).await;
+    let id = headers::request_id(&mut out);
+    let rules = [
+        &config.headers.request,
+        &site.route_headers[info.upstream].request,
+    ];
+    if rules.iter().any(|r| !r.is_empty()) {
+        let host = headers::host(&out).to_owned();
+        let vars = Vars {
+            remote_addr: ip,
+            host: &host,
+            request_id: id.as_str(),
+        };
+        headers::apply(&mut out, &rules, &vars);
+    }
+    let next = forward(stream, ip, site, worker, &info, &id, inbuf, &mut out).await;
     worker.give_buffer(out);
     next
 }
 
 /// Forwards one request whose head is in `out` (to send) and whose body starts in `inbuf`.
+#[allow(clippy::too_many_arguments)] // the connection's state, passed down once
 async fn forward(
     client: &mut TcpStream,
+    ip: &str,
     site: &Site,
     worker: &Worker,
-    upstream: &Upstream,
     info: &RequestInfo,
+    id: &Id,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Next {
-    let started = Instant::now();
-    let cfg = upstream.settings();
+    let upstream: &Upstream = &site.upstreams[info.upstream];
     let idle = site.config.idle_timeout;
-    let _active = upstream.begin();
-
     let continue_sent = !(info.expect_continue && info.framing != Framing::Empty)
         || body::write_timed(client, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
             .await
@@ -193,7 +209,7 @@ async fn forward(
     // A body small enough is read whole before the first attempt, so a retry can resend it.
     let replayable = match info.framing {
         Framing::Empty => true,
-        Framing::Length(n) if n <= cfg.retry_body_limit as u64 => {
+        Framing::Length(n) if n <= upstream.settings().retry_body_limit as u64 => {
             while (inbuf.len() as u64) < n {
                 match timeout(idle, body::read_some(client, inbuf)).await {
                     Ok(Ok(read)) if read > 0 => {}
@@ -206,341 +222,323 @@ async fn forward(
         }
         _ => false,
     };
-
-    let mut attempts = Attempts::new(upstream, cfg.tries.get() as usize);
-    // Built only when an attempt fails, so a successful request formats nothing.
-    let mut last: Option<(u16, String)> = None;
-    let why = loop {
-        let lease = match attempts.next(info.priority).await {
-            Ok(lease) => lease,
-            Err(why) => break why,
-        };
-        let attempt = attempt_once(
-            client,
-            site,
-            worker,
-            &cfg,
-            info,
-            &lease,
-            inbuf,
-            out,
-            replayable,
-            &mut attempts,
-        );
-        match attempt.await {
-            Attempt::Done {
-                next,
-                outcome,
-                latency,
-                status,
-            } => {
-                if site.access_log {
-                    let id = lease.backend().id();
-                    log_access(client, out, &cfg.name, id, status, attempts.made(), started);
-                }
-                finish(upstream, lease, outcome, latency, status);
-                return next;
-            }
-            Attempt::Failed {
-                outcome,
-                latency,
-                status,
-                detail,
-                retry,
-            } => {
-                let id = lease.backend().id().to_owned();
-                finish(upstream, lease, outcome, latency, status);
-                last = Some((status, format!("{detail} (backend {id})")));
-                if !retry {
-                    break NoAttempt::Tries;
-                }
-            }
-            Attempt::Abort => return Next::Close,
-        }
+    let facts = Facts {
+        idempotent: info.idempotent,
+        replayable,
+        priority: info.priority,
     };
-    let (status, detail) = no_attempt_detail(&cfg.name, why, last);
-    let close = !info.keep_alive || !replayable;
-    let page = ErrorPage {
-        upstream: Some(&cfg.name),
-        ..ErrorPage::default()
+    let report = &site.reports[info.upstream];
+    let origin = Origin {
+        client: ip,
+        listener: &site.config.name,
+        protocol: "HTTP/1.1",
+        request_id: id.as_str(),
+        report,
     };
-    send_page(client, status, &page, close, idle).await;
-    if site.access_log {
-        log_access(
-            client,
-            out,
-            &cfg.name,
-            "-",
-            status,
-            attempts.made(),
-            started,
-        );
-    }
-    tracing::warn!(upstream = cfg.name.as_str(), status, "{detail}");
-    if close { Next::Close } else { Next::KeepAlive }
+    let mut exchange = H1Exchange {
+        client,
+        worker,
+        idle,
+        info,
+        inbuf,
+        out,
+        replayable,
+        pending: None,
+        report,
+        response_rules: [
+            &site.config.headers.response,
+            &site.route_headers[info.upstream].response,
+        ],
+        ip,
+        request_id: id.as_str(),
+    };
+    forward::forward(upstream, facts, origin, &mut exchange).await
 }
 
-/// One access-log line: client, method, path, status, backend, attempts, duration. Method and
-/// path are read back from the forwarded head, which starts with the request line.
-fn log_access(
-    client: &TcpStream,
-    head: &[u8],
-    upstream: &str,
-    backend: &str,
-    status: u16,
-    attempts: usize,
-    started: Instant,
-) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.splitn(3, |&b| b == b' ');
-    let method = String::from_utf8_lossy(parts.next().unwrap_or_default());
-    let path = String::from_utf8_lossy(parts.next().unwrap_or_default());
-    let peer = client
-        .peer_addr()
-        .map(|a| a.ip().to_canonical().to_string())
-        .unwrap_or_default();
-    tracing::info!(
-        target: "rondo::access",
-        client = peer.as_str(),
-        method = &*method,
-        path = &*path,
-        status,
-        upstream,
-        backend,
-        attempts,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-    );
-}
-
-/// The result of one attempt on one backend.
-enum Attempt {
-    /// A response went to the client.
-    Done {
-        next: Next,
-        outcome: Outcome,
-        latency: Duration,
-        status: u16,
-    },
-    /// Nothing went to the client; another backend may be tried if `retry`.
-    Failed {
-        outcome: Outcome,
-        latency: Duration,
-        status: u16,
-        detail: String,
-        retry: bool,
-    },
-    /// The client connection broke; nothing more can be sent.
-    Abort,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn attempt_once(
-    client: &mut TcpStream,
-    site: &Site,
-    worker: &Worker,
-    cfg: &UpstreamConfig,
-    info: &RequestInfo,
-    lease: &Lease<'_>,
-    inbuf: &mut Vec<u8>,
-    out: &[u8],
+/// One request on its way through the HTTP/1.1 wire.
+struct H1Exchange<'a> {
+    client: &'a mut TcpStream,
+    worker: &'a Worker,
+    /// The client side's read/write timeout.
+    idle: Duration,
+    info: &'a RequestInfo,
+    /// Bytes read from the client past the head: the body's start, or the next request.
+    inbuf: &'a mut Vec<u8>,
+    /// The head to send, followed by the whole body when `replayable`.
+    out: &'a [u8],
     replayable: bool,
-    attempts: &mut Attempts<'_>,
-) -> Attempt {
-    let addr = lease.backend().address();
-    let idle = site.config.idle_timeout;
-    let start = Instant::now();
-    let may_retry = |reached: bool| !reached || (info.idempotent && replayable);
+    /// The response whose head [`Exchange::send`] read.
+    pending: Option<Pending>,
+    /// Where pool use is counted.
+    report: &'a forward::Report,
+    /// The listener's and the route's `response_headers`.
+    response_rules: [&'a HeaderRules; 2],
+    /// The client's IP and the request id, for the rules' variables.
+    ip: &'a str,
+    request_id: &'a str,
+}
 
-    let mut conn = match worker.conns.take(addr) {
-        Some(c) => c,
-        None => match timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(c)) => {
-                let _ = c.set_nodelay(true);
-                c
-            }
-            Ok(Err(e)) => {
-                return Attempt::Failed {
-                    outcome: Outcome::TransportError,
-                    latency: start.elapsed(),
-                    status: 502,
-                    detail: format!("connecting to {addr} failed: {e}"),
-                    retry: may_retry(false),
-                };
-            }
-            Err(_) => {
-                return Attempt::Failed {
-                    outcome: Outcome::TransportError,
-                    latency: start.elapsed(),
-                    status: 504,
-                    detail: format!(
-                        "connecting to {addr} timed out after {:?}",
-                        cfg.connect_timeout
-                    ),
-                    retry: may_retry(false),
-                };
-            }
-        },
-    };
+/// A response head read from a backend, with the connection it came on.
+struct Pending {
+    conn: TcpStream,
+    addr: std::net::SocketAddr,
+    /// Bytes read after the head.
+    resp: Vec<u8>,
+    /// The head to send the client.
+    head_out: Vec<u8>,
+    response: head::ResponseInfo,
+}
 
-    // Send the head with a buffered body, or the head and then the streamed body.
-    let sent = if replayable {
-        body::write_timed(&mut conn, out, cfg.response_timeout)
-            .await
-            .map_err(|e| format!("sending to {addr} failed: {e}"))
-    } else {
-        let limits = Limits {
-            read: idle,
-            write: cfg.response_timeout,
-        };
-        match body::copy(info.framing, client, &mut conn, inbuf, limits, out).await {
-            Ok(_) => Ok(()),
-            Err(CopyError::Destination(e)) => Err(format!("sending to {addr} failed: {e}")),
-            Err(CopyError::Source(_)) | Err(CopyError::Framing) => return Attempt::Abort,
+impl H1Exchange<'_> {
+    /// A pooled connection to `addr` (`true`), or a new one.
+    async fn connection(
+        &self,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+    ) -> Result<(TcpStream, bool), Failure> {
+        if let Some(conn) = self.worker.conns.take(addr) {
+            self.report
+                .upstream
+                .pool_reused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok((conn, true));
         }
-    };
-    if let Err(detail) = sent {
-        return Attempt::Failed {
-            outcome: Outcome::TransportError,
-            latency: start.elapsed(),
-            status: 502,
-            detail,
-            retry: may_retry(true),
+        self.report
+            .upstream
+            .pool_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match timeout(limit, TcpStream::connect(addr)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.set_nodelay(true);
+                Ok((conn, false))
+            }
+            Ok(Err(e)) => Err(Failure::connect(addr, &e)),
+            Err(_) => Err(Failure::connect_timeout(addr, limit)),
+        }
+    }
+}
+
+impl Exchange for H1Exchange<'_> {
+    type Output = Next;
+
+    async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
+        let addr = backend.address();
+        let (mut conn, reused) = self
+            .connection(addr, cfg.connect_timeout)
+            .await
+            .map_err(SendError::Backend)?;
+
+        // Send the head with a buffered body, or the head and then the streamed body.
+        if self.replayable {
+            if let Err(e) = body::write_timed(&mut conn, self.out, cfg.response_timeout).await {
+                let detail = format!("sending to {addr} failed: {e}");
+                return Err(SendError::Backend(Failure::no_response(reused, detail)));
+            }
+        } else {
+            let limits = Limits {
+                read: self.idle,
+                write: cfg.response_timeout,
+            };
+            let copied = body::copy(
+                self.info.framing,
+                self.client,
+                &mut conn,
+                self.inbuf,
+                limits,
+                self.out,
+            )
+            .await;
+            match copied {
+                Ok(_) => {}
+                Err(CopyError::Destination(e)) => {
+                    let detail = format!("sending to {addr} failed: {e}");
+                    return Err(SendError::Backend(Failure::no_response(reused, detail)));
+                }
+                Err(CopyError::Source(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(SendError::Client {
+                        status: Some(408),
+                        detail: "the request body did not arrive in time",
+                    });
+                }
+                Err(CopyError::Source(_)) => {
+                    return Err(SendError::Client {
+                        status: None,
+                        detail: "the client closed the connection while sending its body",
+                    });
+                }
+                Err(CopyError::Framing) => {
+                    return Err(SendError::Client {
+                        status: Some(400),
+                        detail: "malformed chunked request body",
+                    });
+                }
+            }
+        }
+
+        // Read the response head, skipping interim (1xx) responses.
+        let mut resp = self.worker.take_buffer();
+        let mut head_out = self.worker.take_buffer();
+        let deadline = Instant::now() + cfg.response_timeout;
+        let info = self.info;
+        let parsed = loop {
+            head_out.clear();
+            match head::parse_response(&resp, info.is_head, info.keep_alive, &mut head_out) {
+                Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                    resp.drain(..r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => break Ok(r),
+                Ok(None) => {}
+                Err(e) => break Err(Failure::no_response(false, format!("{e} {addr}"))),
+            }
+            let nothing_yet = resp.is_empty();
+            match timeout_at(deadline, body::read_some(&mut conn, &mut resp)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => {
+                    let detail = format!("{addr} closed the connection without a response");
+                    break Err(Failure::no_response(reused && nothing_yet, detail));
+                }
+                Ok(Err(e)) => {
+                    let detail = format!("reading the response from {addr} failed: {e}");
+                    break Err(Failure::no_response(reused && nothing_yet, detail));
+                }
+                Err(_) => break Err(Failure::timed_out(addr, cfg.response_timeout)),
+            }
         };
+        match parsed {
+            Ok(response) => {
+                let status = response.status;
+                self.pending = Some(Pending {
+                    conn,
+                    addr,
+                    resp,
+                    head_out,
+                    response,
+                });
+                Ok(status)
+            }
+            Err(failure) => {
+                self.worker.give_buffer(resp);
+                self.worker.give_buffer(head_out);
+                Err(SendError::Backend(failure))
+            }
+        }
     }
 
-    // Read the response head, skipping interim (1xx) responses.
-    let mut resp = worker.take_buffer();
-    let mut head_out = worker.take_buffer();
-    let deadline = start + cfg.response_timeout;
-    let parsed = loop {
-        head_out.clear();
-        match head::parse_response(&resp, info.is_head, info.keep_alive, &mut head_out) {
-            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                resp.drain(..r.head_len);
-                continue;
-            }
-            Ok(Some(r)) => break Ok(r),
-            Ok(None) => {}
-            Err(e) => break Err((502, format!("{e} {addr}"))),
+    async fn deliver(&mut self, cfg: &UpstreamConfig) -> Delivered<Next> {
+        let Some(Pending {
+            mut conn,
+            addr,
+            mut resp,
+            head_out,
+            response,
+        }) = self.pending.take()
+        else {
+            return Delivered {
+                output: Next::Close,
+                backend_ok: true,
+                bytes_sent: 0,
+            };
+        };
+        let mut head_out = head_out;
+        if self.response_rules.iter().any(|r| !r.is_empty()) {
+            let vars = Vars {
+                remote_addr: self.ip,
+                host: headers::host(self.out),
+                request_id: self.request_id,
+            };
+            headers::apply(&mut head_out, &self.response_rules, &vars);
         }
-        match timeout_at(deadline, body::read_some(&mut conn, &mut resp)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(Ok(_)) => {
-                break Err((
-                    502,
-                    format!("{addr} closed the connection without a response"),
-                ));
-            }
-            Ok(Err(e)) => {
-                break Err((502, format!("reading the response from {addr} failed: {e}")));
-            }
-            Err(_) => {
-                break Err((
-                    504,
-                    format!("{addr} did not answer within {:?}", cfg.response_timeout),
-                ));
-            }
-        }
-    };
-    let latency = start.elapsed();
-    let response = match parsed {
-        Ok(r) => r,
-        Err((status, detail)) => {
+        let (client, idle, worker) = (&mut *self.client, self.idle, self.worker);
+        resp.drain(..response.head_len);
+        let limits = Limits {
+            read: cfg.response_timeout,
+            write: idle,
+        };
+        let copied = body::copy(
+            response.framing,
+            &mut conn,
+            client,
+            &mut resp,
+            limits,
+            &head_out,
+        )
+        .await;
+        let (done, backend_ok, body_sent) = match copied {
+            Ok(n) => (true, true, n),
+            Err(CopyError::Destination(_)) => (false, true, 0),
+            Err(CopyError::Source(_)) | Err(CopyError::Framing) => (false, false, 0),
+        };
+        let bytes_sent = head_out.len() as u64 + body_sent;
+        if done && response.status == 101 {
+            // Switching protocols: from here the connection carries whatever the two ends speak;
+            // bytes each side sent early go first.
+            let early_ok = body::write_timed(client, &resp, idle).await.is_ok()
+                && body::write_timed(&mut conn, self.inbuf, idle).await.is_ok();
+            self.inbuf.clear();
             worker.give_buffer(resp);
             worker.give_buffer(head_out);
-            return Attempt::Failed {
-                outcome: Outcome::TransportError,
-                latency,
-                status,
-                detail,
-                retry: may_retry(true),
+            if early_ok {
+                let _ = tokio::io::copy_bidirectional(client, &mut conn).await;
+            }
+            return Delivered {
+                output: Next::Close,
+                backend_ok,
+                bytes_sent,
             };
         }
-    };
-    let outcome = if response.status >= 500 {
-        Outcome::ServerError
-    } else {
-        Outcome::Success
-    };
-    // Retried only if another attempt is really possible: the last one's answer goes to
-    // the client as it is.
-    if cfg.retry_on_status.contains(&response.status) && may_retry(true) && attempts.may_retry() {
+        if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
+            worker
+                .conns
+                .put(addr, conn, cfg.keepalive, cfg.keepalive_timeout);
+        }
         worker.give_buffer(resp);
         worker.give_buffer(head_out);
-        return Attempt::Failed {
-            outcome,
-            latency,
-            status: response.status,
-            detail: format!("{addr} answered {}", response.status),
-            retry: true,
+        let output = if done && !response.close_client {
+            Next::KeepAlive
+        } else {
+            Next::Close
         };
+        Delivered {
+            output,
+            backend_ok,
+            bytes_sent,
+        }
     }
 
-    // Forward the response.
-    resp.drain(..response.head_len);
-    let limits = Limits {
-        read: cfg.response_timeout,
-        write: idle,
-    };
-    let mut done = true;
-    let mut backend_ok = true;
-    match body::copy(
-        response.framing,
-        &mut conn,
-        client,
-        &mut resp,
-        limits,
-        &head_out,
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(CopyError::Destination(_)) => done = false,
-        Err(CopyError::Source(_)) | Err(CopyError::Framing) => {
-            done = false;
-            backend_ok = false;
+    fn discard(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.worker.give_buffer(p.resp);
+            self.worker.give_buffer(p.head_out);
         }
     }
-    let status = response.status;
-    let outcome = if backend_ok {
-        outcome
-    } else {
-        Outcome::TransportError
-    };
-    if done && status == 101 {
-        // Switching protocols: from here the connection carries whatever the two ends speak;
-        // bytes each side sent early go first.
-        let early_ok = body::write_timed(client, &resp, idle).await.is_ok()
-            && body::write_timed(&mut conn, inbuf, idle).await.is_ok();
-        inbuf.clear();
-        worker.give_buffer(resp);
-        worker.give_buffer(head_out);
-        if early_ok {
-            let _ = tokio::io::copy_bidirectional(client, &mut conn).await;
-        }
-        return Attempt::Done {
-            next: Next::Close,
-            outcome,
-            latency,
-            status,
+
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Next {
+        let Some(status) = status else {
+            return Next::Close;
         };
+        // The client's body may still be on the wire after a refused request (or be what
+        // was malformed): the connection can be kept only when it was read whole.
+        let close = !self.info.keep_alive || !self.replayable || status < 500;
+        send_page(self.client, status, page, close, self.idle).await;
+        if close { Next::Close } else { Next::KeepAlive }
     }
-    if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
-        worker
-            .conns
-            .put(addr, conn, cfg.keepalive, cfg.keepalive_timeout);
-    }
-    worker.give_buffer(resp);
-    worker.give_buffer(head_out);
-    let next = if done && !response.close_client {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    };
-    Attempt::Done {
-        next,
-        outcome,
-        latency,
-        status,
+
+    fn request_view(&self) -> RequestView<'_> {
+        let line = self.out.split(|&b| b == b'\r').next().unwrap_or_default();
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let mut next = || std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("-");
+        let text = |name| headers::value(self.out, name).and_then(|v| std::str::from_utf8(v).ok());
+        let body = match self.info.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        RequestView {
+            method: next(),
+            target: next(),
+            referer: text("referer"),
+            user_agent: text("user-agent"),
+            bytes_received: self.info.head_len as u64 + body,
+        }
     }
 }

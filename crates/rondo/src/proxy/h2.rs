@@ -6,8 +6,9 @@
 //! the HTTP/1.1 path. Backend connections for this path are hyper HTTP/1.1 client
 //! connections kept per worker.
 //!
-//! Retries: a stream whose request has no body and an idempotent method is replayable;
-//! anything else is retried only when it never reached a backend (connect failed).
+//! Which backend, retries, the queue's priority and the access log are the forwarding
+//! policy's ([`super::forward`]), the same as for HTTP/1.1: a stream whose request has no
+//! body is replayable.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use balance::Outcome;
+use balance::Backend;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -30,10 +31,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 
-use super::select::{Attempts, NoAttempt, finish, no_attempt_detail};
+use super::forward::{Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
+use super::protocol::{HOP_BY_HOP, is_idempotent};
+use super::respond::ErrorPage;
 use super::{Site, Worker};
+use crate::config::UpstreamConfig;
+use crate::header_rules::{HeaderRules, Vars};
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -125,17 +130,6 @@ pub(crate) async fn serve(
     }
 }
 
-/// Connection-specific fields, which HTTP/2 forbids and HTTP/1.1 proxies drop.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -189,8 +183,8 @@ fn upstream_head(req: &Request<Incoming>, ip: &str) -> (http::request::Parts, Op
     (head, host)
 }
 
-fn error(status: u16, detail: &str) -> Response<ClientBody> {
-    let body = super::respond::error_body(status, detail);
+fn error(status: u16, page: &ErrorPage<'_>) -> Response<ClientBody> {
+    let body = page.body(status);
     let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *res.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     res.headers_mut().insert(
@@ -203,112 +197,186 @@ fn error(status: u16, detail: &str) -> Response<ClientBody> {
             HeaderValue::from(super::respond::RETRY_AFTER_SECS),
         );
     }
+    if let Some(id) = page
+        .request_id
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        res.headers_mut().insert(crate::request_id::HEADER, id);
+    }
     res
 }
 
-/// A ready pooled connection to `addr`, or a new one.
+/// A ready pooled connection to `addr` (`true`), or a new one.
 async fn connection(
     worker: &Worker,
     addr: SocketAddr,
     limit: Duration,
-) -> Result<SendRequest<UpstreamBody>, String> {
+) -> Result<(SendRequest<UpstreamBody>, bool), Failure> {
     if let Some(sender) = worker.take_h2_upstream(addr) {
-        return Ok(sender);
+        return Ok((sender, true));
     }
     let stream = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("connecting to {addr} failed: {e}")),
-        Err(_) => return Err(format!("connecting to {addr} timed out after {limit:?}")),
+        Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
+        Err(_) => return Err(Failure::connect_timeout(addr, limit)),
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("connecting to {addr} failed: {e}"))?;
+        .map_err(|e| Failure::no_response(false, format!("connecting to {addr} failed: {e}")))?;
     tokio::task::spawn_local(conn);
-    Ok(sender)
+    Ok((sender, false))
 }
 
-/// Forwards one HTTP/2 stream.
+/// Forwards one HTTP/2 stream through the forwarding policy.
 async fn forward(
     req: Request<Incoming>,
     site: &Site,
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (head, host) = upstream_head(&req, ip);
-    let upstream = Arc::clone(&site.upstreams[site.route(host.as_deref(), req.uri().path())]);
-    let cfg = upstream.settings();
-    let _active = upstream.begin();
-    let idempotent = matches!(
-        req.method().as_str(),
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    );
-    let replayable = idempotent && hyper::body::Body::is_end_stream(req.body());
-    let mut body = Some(req.into_body());
-    let mut attempts = Attempts::new(&upstream, cfg.tries.get() as usize);
-    let mut last: Option<(u16, String)> = None;
-    let why = loop {
-        let lease = match attempts.next(0).await {
-            Ok(lease) => lease,
-            Err(why) => break why,
-        };
-        let addr = lease.backend().address();
-        let start = Instant::now();
-        let mut sender = match connection(worker, addr, cfg.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                finish(
-                    &upstream,
-                    lease,
-                    Outcome::TransportError,
-                    start.elapsed(),
-                    502,
-                );
-                last = Some((502, e));
-                continue;
-            }
-        };
-        let upstream_body: UpstreamBody = match (replayable, body.take()) {
+    let (mut head, host) = upstream_head(&req, ip);
+    let index = site.route(host.as_deref(), req.uri().path());
+    let upstream = Arc::clone(&site.upstreams[index]);
+    let id = super::headers::request_id_in_map(&mut head.headers);
+    let bare_host = host
+        .as_deref()
+        .map_or("", |h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let vars = Vars {
+        remote_addr: ip,
+        host: bare_host,
+        request_id: id.as_str(),
+    };
+    let request_rules = [
+        &site.config.headers.request,
+        &site.route_headers[index].request,
+    ];
+    super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
+    let idempotent = is_idempotent(req.method().as_str());
+    let priority = req
+        .headers()
+        .get(upstream.priority_header())
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        .unwrap_or(0);
+    let replayable = hyper::body::Body::is_end_stream(req.body());
+    let facts = Facts {
+        idempotent,
+        replayable,
+        priority,
+    };
+    let origin = Origin {
+        client: ip,
+        listener: &site.config.name,
+        protocol: "HTTP/2.0",
+        request_id: id.as_str(),
+        report: &site.reports[index],
+    };
+    let mut exchange = H2Exchange {
+        worker,
+        head,
+        body: Some(req.into_body()),
+        replayable,
+        pending: None,
+        response_rules: [
+            &site.config.headers.response,
+            &site.route_headers[index].response,
+        ],
+        vars,
+    };
+    super::forward::forward(&upstream, facts, origin, &mut exchange).await
+}
+
+/// One HTTP/2 stream on its way to a backend (over HTTP/1.1).
+struct H2Exchange<'a> {
+    worker: &'a Worker,
+    /// The head to send (rewritten for the backend).
+    head: http::request::Parts,
+    /// The client's body, until an attempt takes it (only a replayable request has none).
+    body: Option<Incoming>,
+    replayable: bool,
+    /// The response [`Exchange::send`] received, and its connection for the pool.
+    pending: Option<(Response<Incoming>, SendRequest<UpstreamBody>, SocketAddr)>,
+    /// The listener's and the route's `response_headers`, and their variables.
+    response_rules: [&'a HeaderRules; 2],
+    vars: Vars<'a>,
+}
+
+impl Exchange for H2Exchange<'_> {
+    type Output = Response<ClientBody>;
+
+    async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
+        let addr = backend.address();
+        let (mut sender, reused) = connection(self.worker, addr, cfg.connect_timeout)
+            .await
+            .map_err(SendError::Backend)?;
+        let upstream_body: UpstreamBody = match (self.replayable, self.body.take()) {
             (true, _) => Empty::new().map_err(|never| match never {}).boxed_unsync(),
             (false, Some(b)) => b.boxed_unsync(),
-            (false, None) => break NoAttempt::Tries,
+            (false, None) => {
+                let detail = "the request body was already sent to another backend".to_owned();
+                return Err(SendError::Backend(Failure::no_response(false, detail)));
+            }
         };
-        let request = Request::from_parts(head.clone(), upstream_body);
-        let sent = timeout(cfg.response_timeout, sender.send_request(request)).await;
-        let latency = start.elapsed();
-        match sent {
-            Ok(Ok(mut res)) => {
-                let code = res.status().as_u16();
-                let outcome = if code >= 500 {
-                    Outcome::ServerError
-                } else {
-                    Outcome::Success
-                };
-                worker.put_h2_upstream(addr, sender, cfg.keepalive);
-                finish(&upstream, lease, outcome, latency, code);
-                // Retried only if another attempt is really possible: the last answer goes
-                // to the client as it is.
-                if replayable && cfg.retry_on_status.contains(&code) && attempts.may_retry() {
-                    last = Some((code, format!("{addr} answered {code}")));
-                    continue;
-                }
-                strip_hop_by_hop(res.headers_mut());
-                return res.map(Either::Left);
+        let request = Request::from_parts(self.head.clone(), upstream_body);
+        match timeout(cfg.response_timeout, sender.send_request(request)).await {
+            Ok(Ok(res)) => {
+                let status = res.status().as_u16();
+                self.pending = Some((res, sender, addr));
+                Ok(status)
             }
             Ok(Err(e)) => {
-                finish(&upstream, lease, Outcome::TransportError, latency, 502);
-                last = Some((502, format!("exchange with {addr} failed: {e}")));
+                let detail = format!("exchange with {addr} failed: {e}");
+                Err(SendError::Backend(Failure::no_response(reused, detail)))
             }
-            Err(_) => {
-                finish(&upstream, lease, Outcome::TransportError, latency, 504);
-                let detail = format!("{addr} did not answer within {:?}", cfg.response_timeout);
-                last = Some((504, detail));
-            }
+            Err(_) => Err(SendError::Backend(Failure::timed_out(
+                addr,
+                cfg.response_timeout,
+            ))),
         }
-        if !replayable {
-            break NoAttempt::Tries;
+    }
+
+    async fn deliver(&mut self, cfg: &UpstreamConfig) -> Delivered<Self::Output> {
+        let Some((mut res, sender, addr)) = self.pending.take() else {
+            return Delivered {
+                output: error(
+                    502,
+                    &ErrorPage {
+                        request_id: Some(self.vars.request_id),
+                        ..ErrorPage::default()
+                    },
+                ),
+                backend_ok: false,
+                bytes_sent: 0,
+            };
+        };
+        self.worker.put_h2_upstream(addr, sender, cfg.keepalive);
+        strip_hop_by_hop(res.headers_mut());
+        super::headers::apply_to_map(res.headers_mut(), &self.response_rules, &self.vars);
+        Delivered {
+            output: res.map(Either::Left),
+            backend_ok: true,
+            // hyper streams the body; its size is not known here.
+            bytes_sent: 0,
         }
-    };
-    let (status, detail) = no_attempt_detail(&cfg.name, why, last);
-    error(status, &detail)
+    }
+
+    fn discard(&mut self) {
+        self.pending = None;
+    }
+
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output {
+        error(status.unwrap_or(400), page)
+    }
+
+    fn request_view(&self) -> RequestView<'_> {
+        let text =
+            |name: header::HeaderName| self.head.headers.get(name).and_then(|v| v.to_str().ok());
+        RequestView {
+            method: self.head.method.as_str(),
+            target: self.head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            referer: text(header::REFERER),
+            user_agent: text(header::USER_AGENT),
+            bytes_received: 0,
+        }
+    }
 }

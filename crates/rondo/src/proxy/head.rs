@@ -13,6 +13,8 @@
 
 use std::fmt::Write as _;
 
+use super::protocol::{is_forwarding, is_hop_by_hop, is_idempotent};
+
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -96,21 +98,6 @@ pub(crate) struct Client<'a> {
 
 fn is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
-}
-
-/// Headers that never cross a proxy.
-fn hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-    ]
-    .iter()
-    .any(|h| is(name, h))
 }
 
 /// Comma-separated tokens of a `Connection` header value, trimmed.
@@ -291,12 +278,9 @@ pub(crate) fn parse_request<'r>(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
         let name = h.name;
-        let skip = hop_by_hop(name)
+        let skip = is_hop_by_hop(name)
             || fields.names(name)
-            || is(name, "x-forwarded-for")
-            || is(name, "x-forwarded-proto")
-            || is(name, "x-forwarded-host")
-            || is(name, "via")
+            || is_forwarding(name)
             || (expect_continue && is(name, "expect"));
         if skip {
             continue;
@@ -329,7 +313,7 @@ pub(crate) fn parse_request<'r>(
     }
     out.extend_from_slice(b"1.1 rondo\r\n\r\n");
 
-    let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"].contains(&method);
+    let idempotent = is_idempotent(method);
     Ok(Some(RequestInfo {
         head_len,
         framing,
@@ -422,8 +406,9 @@ pub(crate) fn parse_response(
     for h in res.headers.iter() {
         let keep_anyway =
             (switching && is(h.name, "upgrade")) || (chunked && is(h.name, "transfer-encoding"));
-        let skip =
-            hop_by_hop(h.name) || fields.names(h.name) || (chunked && is(h.name, "content-length"));
+        let skip = is_hop_by_hop(h.name)
+            || fields.names(h.name)
+            || (chunked && is(h.name, "content-length"));
         if skip && !keep_anyway {
             continue;
         }

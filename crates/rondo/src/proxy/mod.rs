@@ -13,11 +13,13 @@
 mod body;
 mod chunked;
 mod connpool;
+mod forward;
 mod h1;
 mod h2;
 mod head;
+mod headers;
+mod protocol;
 mod respond;
-mod select;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -39,7 +41,20 @@ pub(crate) struct Site {
     /// Index 0 is the listener's default upstream; routes point at the others.
     upstreams: Vec<Arc<Upstream>>,
     routes: Vec<Route>,
-    access_log: bool,
+    /// What each upstream's requests report to, aligned with `upstreams`.
+    reports: Vec<forward::Report>,
+    /// Responses rondo gives before a request is routed (400, 408, …).
+    unrouted: Arc<crate::admin::counters::ResponseCounts>,
+    /// Each route's header rules, aligned with `upstreams` (index 0: none beyond the
+    /// listener's own).
+    route_headers: Vec<crate::header_rules::Headers>,
+}
+
+/// The access log and the counters, shared by every listener and kept across reloads.
+#[derive(Debug, Clone)]
+pub(crate) struct Observe {
+    access_log: crate::access_log::AccessLog,
+    metrics: Arc<crate::admin::counters::ProxyMetrics>,
 }
 
 #[derive(Debug)]
@@ -158,6 +173,7 @@ pub struct Running {
     upstreams: Vec<Arc<Upstream>>,
     /// The configuration in effect: what the last reload is compared with.
     applied: parking_lot::Mutex<Config>,
+    observe: Observe,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     admin_addr: SocketAddr,
@@ -185,13 +201,13 @@ impl Running {
     /// Starts (or restarts, with new settings) a listener on every worker, reusing its
     /// socket when the bind address is unchanged so no connection is refused meanwhile, then
     /// stops the accept loops of the version it replaces.
-    fn apply_listener(&self, l: &ListenerConfig, access_log: bool) -> anyhow::Result<()> {
+    fn apply_listener(&self, l: &ListenerConfig) -> anyhow::Result<()> {
         let find = |name: &str| {
             self.upstream(name).cloned().with_context(|| {
                 format!("listener `{}` uses upstream `{name}`, which is new: adding upstreams needs a restart", l.name)
             })
         };
-        let site = Arc::new(site(l, find, access_log)?);
+        let site = Arc::new(site(l, find, &self.observe)?);
         let mut live = self.listeners.lock();
         let existing = live.iter().position(|x| x.name == l.name);
         let socket = match existing {
@@ -259,7 +275,7 @@ impl Running {
             if applied.listener(&l.name) == Some(l) {
                 continue;
             }
-            match self.apply_listener(l, applied.access_log.is_on()) {
+            match self.apply_listener(l) {
                 Ok(()) => {
                     report.listeners.push(l.name.clone());
                     match applied.listeners.iter_mut().find(|a| a.name == l.name) {
@@ -395,7 +411,7 @@ struct Accept {
 fn site(
     l: &ListenerConfig,
     find: impl Fn(&str) -> anyhow::Result<Arc<Upstream>>,
-    access_log: bool,
+    observe: &Observe,
 ) -> anyhow::Result<Site> {
     let mut upstreams = vec![find(&l.upstream)?];
     let mut routes = Vec::new();
@@ -407,11 +423,26 @@ fn site(
             upstream: upstreams.len() - 1,
         });
     }
+    let counters = observe.metrics.listener(&l.name);
+    let reports = upstreams
+        .iter()
+        .map(|u| forward::Report {
+            access_log: observe.access_log.clone(),
+            listener: Arc::clone(&counters),
+            responses: counters.responses(u.name()),
+            upstream: observe.metrics.upstream(u.name()),
+        })
+        .collect();
+    let route_headers = std::iter::once(Default::default())
+        .chain(l.routes.iter().map(|r| r.headers.clone()))
+        .collect();
     Ok(Site {
         config: l.clone(),
         upstreams,
         routes,
-        access_log,
+        reports,
+        unrouted: counters.responses(""),
+        route_headers,
     })
 }
 
@@ -432,10 +463,14 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             .cloned()
             .with_context(|| format!("no upstream named `{name}`"))
     };
+    let observe = Observe {
+        access_log: crate::access_log::AccessLog::open(&config.access_log)?,
+        metrics: Arc::default(),
+    };
     let mut listeners = Vec::new();
     let mut sites = Vec::new();
     for l in &config.listeners {
-        sites.push(Arc::new(site(l, find, config.access_log.is_on())?));
+        sites.push(Arc::new(site(l, find, &observe)?));
         let socket = bind(l.bind)
             .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
         let (stop, _) = watch::channel(false);
@@ -454,7 +489,15 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let admin_addr = admin_socket.local_addr()?;
     let admin = Arc::new(crate::admin::Admin::new(
         upstreams.clone(),
-        crate::admin::metrics::registry(&upstreams),
+        {
+            let mut registry = crate::admin::metrics::registry(&upstreams);
+            crate::admin::proxy_metrics::register(
+                &mut registry,
+                Arc::clone(&observe.metrics),
+                observe.access_log.clone(),
+            );
+            registry
+        },
         config.admin.token.clone(),
         config.admin.listen,
     ));
@@ -482,6 +525,13 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     }
     let timers: Vec<Arc<Upstream>> = upstreams.clone();
     let control_stop = stop_rx.clone();
+    // SIGUSR1 is handled only when there is a file to reopen (its default action is to end
+    // the process, which a stray signal to a rondo without a log file should still do).
+    let reopen = matches!(
+        config.access_log,
+        crate::access_log::AccessLogConfig::File { .. }
+    )
+    .then(|| observe.access_log.clone());
     threads.push(
         std::thread::Builder::new()
             .name("rondo-control".into())
@@ -514,6 +564,19 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
                         }
                         Err(e) => tracing::error!(error = %e, "cannot serve the admin API"),
                     }
+                    if let Some(log) = reopen {
+                        let mut stop = control_stop.clone();
+                        tasks.spawn(async move {
+                            tokio::select! {
+                                reopening = crate::access_log::reopen_on_sigusr1(log) => {
+                                    if let Err(e) = reopening {
+                                        tracing::error!(error = %e, "cannot reopen the access log on SIGUSR1");
+                                    }
+                                }
+                                _ = stop.wait_for(|s| *s) => {}
+                            }
+                        });
+                    }
                     while tasks.join_next().await.is_some() {}
                 });
             })?,
@@ -523,6 +586,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         workers,
         upstreams,
         applied: parking_lot::Mutex::new(config.clone()),
+        observe,
         stop,
         threads,
         admin_addr,
@@ -577,9 +641,16 @@ fn run_worker(
                         _ = stop.wait_for(|s| *s) => return,
                         _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => {
-                            let Ok((stream, peer)) = accepted else { continue };
+                            let Ok((stream, peer)) = accepted else {
+                                site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                continue;
+                            };
+                            let open = site.reports[0].listener.connection();
                             let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
-                            tokio::task::spawn_local(h1::serve(stream, peer, site, worker, stop));
+                            tokio::task::spawn_local(async move {
+                                h1::serve(stream, peer, site, worker, stop).await;
+                                drop(open);
+                            });
                         }
                     }
                 }

@@ -80,15 +80,6 @@ impl ErrorPage<'_> {
     }
 }
 
-/// The body of an error response; `detail` reaches the client only for a 4xx.
-pub(crate) fn error_body(status: u16, detail: &str) -> String {
-    ErrorPage {
-        detail: Some(detail),
-        ..ErrorPage::default()
-    }
-    .body(status)
-}
-
 /// Writes an error response, giving up after `timeout` (the client may not be reading).
 pub(crate) async fn send_error(
     stream: &mut TcpStream,

@@ -249,7 +249,6 @@ impl Upstream {
             self.retrying.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        self.recorder.retried();
         Some(ActiveGuard(&self.retrying))
     }
 

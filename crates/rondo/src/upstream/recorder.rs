@@ -202,6 +202,7 @@ impl BackendRecorder {
 pub struct Recorder {
     backends: ArcSwap<HashMap<String, Arc<BackendRecorder>>>,
     retries: AtomicU64,
+    local_errors: AtomicU64,
 }
 
 impl Recorder {
@@ -257,6 +258,17 @@ impl Recorder {
     /// Retries so far.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Counts an attempt that failed on our side (no descriptor, no port, no memory): kept
+    /// apart from the backends' failures, which it must not feed.
+    pub fn local_error(&self) {
+        self.local_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Local errors so far (see [`Recorder::local_error`]).
+    pub fn local_errors(&self) -> u64 {
+        self.local_errors.load(Ordering::Relaxed)
     }
 }
 
