@@ -585,7 +585,7 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
         json!({ "args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-dev-shm-usage", "--window-size=1440,900", profile,
+            "--disable-dev-shm-usage", "--window-size=1280,1000", profile,
         ]}),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -634,13 +634,15 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
 
         // Drain without the token: refused, nothing changes.
         let drain = "tr[data-backend='app/b'] button[data-action='drain']";
-        browser
-            .find(Locator::Css(drain))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        // The page redraws every poll: a button found just before a redraw is stale, so
+        // find and click again until one click lands.
+        eventually(Duration::from_secs(5), "a click on b's Drain", || async {
+            match browser.find(Locator::Css(drain)).await {
+                Ok(button) => button.click().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await;
         eventually(Duration::from_secs(5), "the refusal", || async {
             match browser.find(Locator::Id("toast")).await {
                 Ok(t) => t.text().await.unwrap_or_default().contains("admin token"),
@@ -658,13 +660,15 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
             .send_keys(TOKEN)
             .await
             .unwrap();
-        browser
-            .find(Locator::Css(drain))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        // The page redraws every poll: a button found just before a redraw is stale, so
+        // find and click again until one click lands.
+        eventually(Duration::from_secs(5), "a click on b's Drain", || async {
+            match browser.find(Locator::Css(drain)).await {
+                Ok(button) => button.click().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await;
         eventually(Duration::from_secs(5), "b to drain", || async {
             backend(&stats(admin).await, "b")["state"] == "draining"
         })
@@ -677,6 +681,42 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
                     .find(Locator::Css(
                         "tr[data-backend='app/b'][data-state='draining']",
                     ))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+
+        // At 1280 px every Drain/Enable button is inside the window and nothing scrolls
+        // sideways.
+        let fits = browser
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 const rights = [...document.querySelectorAll('button[data-action]')]
+                     .map(b => Math.ceil(b.getBoundingClientRect().right));
+                 const fits = rights.length > 0 && document.documentElement.scrollWidth <= w
+                     && rights.every(r => r <= w);
+                 return { fits, width: w, page: document.documentElement.scrollWidth, rights };",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            fits["fits"],
+            json!(true),
+            "the backend table fits 1280 px: {fits}"
+        );
+        // The listener's counters and the drain, in the events list.
+        browser
+            .find(Locator::Css("tr[data-listener='web']"))
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(5),
+            "the drain in the events",
+            || async {
+                browser
+                    .find(Locator::Css("tr[data-event='draining']"))
                     .await
                     .is_ok()
             },

@@ -7,6 +7,7 @@
 //! | `GET /` | the dashboard (one embedded page) |
 //! | `GET /healthz` | `200 ok` |
 //! | `GET /api/v1/stats` | statistics per upstream and backend (JSON, see [`stats`]) |
+//! | `GET /api/v1/events` | recent backend state changes, newest first (see [`events`]) |
 //! | `GET /metrics` | Prometheus text (see [`metrics`]) |
 //! | `POST /api/v1/upstreams/{name}/backends` | add a backend |
 //! | `DELETE /api/v1/upstreams/{name}/backends/{id}` | remove it (in-flight requests finish) |
@@ -21,6 +22,7 @@
 //! documents every answer.
 
 pub mod counters;
+pub mod events;
 pub mod metrics;
 pub mod process;
 pub mod proxy_metrics;
@@ -58,6 +60,8 @@ pub struct Admin {
     /// Reads need the token too (the listener is not on loopback).
     protect_reads: bool,
     started: Instant,
+    /// The listeners' counters, when the proxy hands them over.
+    metrics: Option<Arc<counters::ProxyMetrics>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -85,7 +89,14 @@ impl Admin {
             protect_reads: token.is_some() && !listen.ip().is_loopback(),
             token,
             started: Instant::now(),
+            metrics: None,
         }
+    }
+
+    /// Adds the listeners' counters to `/api/v1/stats`.
+    pub fn with_listeners(mut self, metrics: Arc<counters::ProxyMetrics>) -> Admin {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
@@ -223,11 +234,26 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if admin.protect_reads && !authorized(admin, &req) {
                 return unauthorized();
             }
-            let s = stats::collect(&admin.upstreams, admin.started.elapsed());
+            let mut s = stats::collect(&admin.upstreams, admin.started.elapsed());
+            if let Some(m) = &admin.metrics {
+                s.listeners = stats::listeners(m);
+            }
             match serde_json::to_string(&s) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
             }
+        }
+        (&Method::GET, ["api", "v1", "events"]) => {
+            if admin.protect_reads && !authorized(admin, &req) {
+                return unauthorized();
+            }
+            let mut all: Vec<events::EventRecord> = admin
+                .upstreams
+                .iter()
+                .flat_map(|u| u.events().list())
+                .collect();
+            all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
+            json_reply(StatusCode::OK, &json!({ "events": all }))
         }
         (&Method::GET, ["metrics"]) => {
             if admin.protect_reads && !authorized(admin, &req) {

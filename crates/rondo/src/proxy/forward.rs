@@ -435,6 +435,12 @@ pub(crate) async fn forward<E: Exchange>(
                     retrying = Some(RetryReason::Status);
                     continue;
                 }
+                // Counted before the answer goes out, so whatever the client reads next
+                // (stats, metrics) includes it.
+                upstream
+                    .recorder()
+                    .record(lease.backend().id(), status, latency);
+                report.responses.record(status, Source::Backend);
                 let delivered = exchange.deliver(&cfg).await;
                 times.response = Some(start.elapsed());
                 let outcome = if delivered.backend_ok {
@@ -442,16 +448,16 @@ pub(crate) async fn forward<E: Exchange>(
                 } else {
                     Outcome::TransportError
                 };
-                report.responses.record(status, Source::Backend);
                 report
                     .listener
                     .bytes_out
                     .fetch_add(delivered.bytes_sent, std::sync::atomic::Ordering::Relaxed);
-                let id = lease.backend().id();
+                let backend = std::sync::Arc::clone(lease.backend());
+                settle(upstream, lease, outcome, latency);
                 let ended = Ended {
                     upstream: &cfg.name,
                     tried: tried.as_deref(),
-                    last: Some(id),
+                    last: Some(backend.id()),
                     status,
                     attempts: attempts.made,
                     started,
@@ -459,7 +465,6 @@ pub(crate) async fn forward<E: Exchange>(
                     bytes_sent: delivered.bytes_sent,
                 };
                 account(exchange, origin, &ended);
-                finish(upstream, lease, outcome, latency, status);
                 return delivered.output;
             }
             Err(SendError::Client { status, detail }) => {
@@ -634,6 +639,12 @@ fn finish(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Dura
     upstream
         .recorder()
         .record(lease.backend().id(), status, latency);
+    settle(upstream, lease, outcome, latency);
+}
+
+/// [`finish`] for an attempt already recorded: reports the outcome to the backend's state
+/// and lets a queued request have the slot.
+fn settle(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Duration) {
     lease.finish(outcome, latency, upstream.clock().now());
     upstream.queue().release();
 }

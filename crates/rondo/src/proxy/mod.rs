@@ -487,20 +487,23 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let admin_socket = bind(config.admin.listen)
         .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
     let admin_addr = admin_socket.local_addr()?;
-    let admin = Arc::new(crate::admin::Admin::new(
-        upstreams.clone(),
-        {
-            let mut registry = crate::admin::metrics::registry(&upstreams);
-            crate::admin::proxy_metrics::register(
-                &mut registry,
-                Arc::clone(&observe.metrics),
-                observe.access_log.clone(),
-            );
-            registry
-        },
-        config.admin.token.clone(),
-        config.admin.listen,
-    ));
+    let admin = Arc::new(
+        crate::admin::Admin::new(
+            upstreams.clone(),
+            {
+                let mut registry = crate::admin::metrics::registry(&upstreams);
+                crate::admin::proxy_metrics::register(
+                    &mut registry,
+                    Arc::clone(&observe.metrics),
+                    observe.access_log.clone(),
+                );
+                registry
+            },
+            config.admin.token.clone(),
+            config.admin.listen,
+        )
+        .with_listeners(Arc::clone(&observe.metrics)),
+    );
 
     let (stop, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
