@@ -192,3 +192,30 @@ async fn metrics_count_every_response_by_who_made_it() {
     assert!(value("process_resident_memory_bytes", &[]) > 0.0);
     proxy.shutdown(Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports() {
+    let b = MockBackend::start("b1").await;
+    let proxy = start(&config(&[(&b, 1.0)], "", ""));
+    assert_eq!(get(web(&proxy), "/").await.status, 200);
+    let text = get(proxy.admin_addr(), "/metrics").await.text();
+    let exported = |name: &str| {
+        text.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let doc = std::fs::read_to_string(root.join(file)).unwrap();
+        let names: std::collections::BTreeSet<&str> = doc
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("rondo_") || w.starts_with("process_"))
+            .collect();
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(exported(name), "{file} uses {name}, which /metrics does not export:\n{text}");
+        }
+    }
+    proxy.shutdown(Duration::from_secs(1));
+}
