@@ -214,7 +214,10 @@ async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports(
             .collect();
         assert!(names.len() >= 5, "{file}: {names:?}");
         for name in names {
-            assert!(exported(name), "{file} uses {name}, which /metrics does not export:\n{text}");
+            assert!(
+                exported(name),
+                "{file} uses {name}, which /metrics does not export:\n{text}"
+            );
         }
     }
     proxy.shutdown(Duration::from_secs(1));
