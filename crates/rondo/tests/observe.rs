@@ -76,6 +76,10 @@ async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
     assert!(first["bytes_sent"].as_u64().unwrap() > 0);
     assert!(first["request_time_us"].as_u64().unwrap() > 0);
     assert!(first["upstream_header_time_us"].as_u64().is_some());
+    assert!(first["upstream_connect_time_us"].as_u64().is_some());
+    assert!(
+        first["upstream_connect_time_us"].as_u64() <= first["upstream_header_time_us"].as_u64()
+    );
     assert_eq!(lines[1]["request_id"], generated.as_str());
     proxy.shutdown(Duration::from_secs(1));
 }

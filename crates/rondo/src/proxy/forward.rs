@@ -203,6 +203,12 @@ pub(crate) trait Exchange {
 
     /// The request as the access log records it.
     fn request_view(&self) -> RequestView<'_>;
+
+    /// How long the last attempt took to get a backend connection (zero for a pooled one),
+    /// when the protocol path measures it.
+    fn connect_time(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Where the request came from, for the access log, the metrics and error pages.
@@ -414,7 +420,7 @@ pub(crate) async fn forward<E: Exchange>(
             Ok(status) => {
                 let latency = start.elapsed();
                 times = UpstreamTimes {
-                    connect: None,
+                    connect: exchange.connect_time(),
                     header: Some(latency),
                     response: None,
                 };

@@ -251,6 +251,7 @@ async fn forward(
         ],
         ip,
         request_id: id.as_str(),
+        connect_time: std::cell::Cell::new(None),
     };
     forward::forward(upstream, facts, origin, &mut exchange).await
 }
@@ -276,6 +277,8 @@ struct H1Exchange<'a> {
     /// The client's IP and the request id, for the rules' variables.
     ip: &'a str,
     request_id: &'a str,
+    /// The last attempt's time to a connection, for the access log.
+    connect_time: std::cell::Cell<Option<Duration>>,
 }
 
 /// A response head read from a backend, with the connection it came on.
@@ -301,14 +304,17 @@ impl H1Exchange<'_> {
                 .upstream
                 .pool_reused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.connect_time.set(Some(Duration::ZERO));
             return Ok((conn, true));
         }
         self.report
             .upstream
             .pool_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
         match timeout(limit, TcpStream::connect(addr)).await {
             Ok(Ok(conn)) => {
+                self.connect_time.set(Some(started.elapsed()));
                 let _ = conn.set_nodelay(true);
                 Ok((conn, false))
             }
@@ -522,6 +528,10 @@ impl Exchange for H1Exchange<'_> {
         let close = !self.info.keep_alive || !self.replayable || status < 500;
         send_page(self.client, status, page, close, self.idle).await;
         if close { Next::Close } else { Next::KeepAlive }
+    }
+
+    fn connect_time(&self) -> Option<Duration> {
+        self.connect_time.get()
     }
 
     fn request_view(&self) -> RequestView<'_> {
