@@ -28,7 +28,11 @@ fn weights(n: usize) -> Vec<u32> {
 }
 
 fn pool(algorithm: Algorithm, n: usize) -> Pool {
-    let specs: Vec<BackendSpec> = weights(n)
+    pool_with(algorithm, n, None)
+}
+
+fn specs(n: usize) -> Vec<BackendSpec> {
+    weights(n)
         .iter()
         .enumerate()
         .map(|(i, &w)| {
@@ -37,13 +41,17 @@ fn pool(algorithm: Algorithm, n: usize) -> Pool {
                 .id(i.to_string())
                 .weight(Weight::from_integer(w).unwrap_or(Weight::ONE))
         })
-        .collect();
+        .collect()
+}
+
+fn pool_with(algorithm: Algorithm, n: usize, hash_balance_factor: Option<f64>) -> Pool {
     let config = PoolConfig {
         algorithm,
         seed: 1,
+        hash_balance_factor,
         ..PoolConfig::default()
     };
-    Pool::new(config, &specs, Timestamp::ZERO).unwrap_or_else(|e| panic!("{e}"))
+    Pool::new(config, &specs(n), Timestamp::ZERO).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// nginx's `ngx_http_upstream_get_peer`, as it is: O(n) per pick.
@@ -165,8 +173,51 @@ fn bench(c: &mut Criterion) {
                 })
             },
         );
+        bench_keyed(&mut g, n);
         g.finish();
     }
+}
+
+/// Keyed picks of `consistent-hash` (Maglev), each with another key so the table lookups
+/// miss the cache as real traffic does; without and with a bounded load.
+fn bench_keyed(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, n: usize) {
+    let now = Timestamp::ZERO;
+    for (name, factor) in [
+        ("consistent-hash", None),
+        ("consistent-hash-bounded-1.25", Some(1.25)),
+    ] {
+        let p = pool_with(Algorithm::ConsistentHash, n, factor);
+        let snap = p.snapshot();
+        let state = PickState::new(0, 1);
+        let ctx = PickContext {
+            backends: snap.backends(),
+            state: &state,
+            now,
+        };
+        let mut key = 0u64;
+        g.bench_function(BenchmarkId::new("picker-keyed", name), |b| {
+            b.iter(|| {
+                key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                black_box(snap.picker().pick_keyed(&ctx, key, |_| true))
+            })
+        });
+        g.bench_function(BenchmarkId::new("pool-pick-keyed-finish", name), |b| {
+            b.iter(|| {
+                key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                if let Some(lease) = p.pick_keyed(now, key, |_| true) {
+                    lease.finish(Outcome::Success, Duration::from_micros(100), now);
+                }
+            })
+        });
+    }
+    let specs = specs(n);
+    let config = PoolConfig {
+        algorithm: Algorithm::ConsistentHash,
+        ..PoolConfig::default()
+    };
+    g.bench_function(BenchmarkId::new("build", "consistent-hash"), |b| {
+        b.iter(|| black_box(Pool::new(config.clone(), &specs, now)))
+    });
 }
 
 criterion_group! {

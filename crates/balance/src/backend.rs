@@ -104,10 +104,14 @@ pub struct Backend {
     /// 0 means no limit.
     max_connections: AtomicU32,
     draining: AtomicBool,
-    /// When it last came back into rotation, for slow start (nanoseconds; 0: not ramping).
+    /// When it last came back into rotation, for slow start: nanoseconds + 1, so that a ramp
+    /// starting at the origin is exact; 0: not ramping.
     ramp_since: AtomicU64,
     pub(crate) health: HealthTracker,
     pub(crate) breaker: CircuitBreaker,
+    /// An active check failed while the breaker was open: the next passing check is evidence
+    /// the backend came back (see `Pool::record_check`).
+    pub(crate) check_failed_while_open: AtomicBool,
     pub(crate) ejection: Ejection,
     pub(crate) stats: Stats,
 }
@@ -125,6 +129,7 @@ impl Backend {
             ramp_since: AtomicU64::new(0),
             health: HealthTracker::default(),
             breaker: CircuitBreaker::new(),
+            check_failed_while_open: AtomicBool::new(false),
             ejection: Ejection::default(),
             stats: Stats::default(),
         }
@@ -240,14 +245,14 @@ impl Backend {
     /// Starts a slow-start ramp at `now`.
     pub(crate) fn start_ramp(&self, now: Timestamp) {
         self.ramp_since
-            .store(now.as_nanos().max(1), Ordering::Release);
+            .store(now.as_nanos().saturating_add(1), Ordering::Release);
     }
 
     /// When the current ramp started, if ramping.
     pub(crate) fn ramp_since(&self) -> Option<Timestamp> {
         match self.ramp_since.load(Ordering::Acquire) {
             0 => None,
-            t => Some(Timestamp::from_nanos(t)),
+            t => Some(Timestamp::from_nanos(t - 1)),
         }
     }
 

@@ -1,8 +1,9 @@
 //! # balance
 //!
 //! Backend selection for load balancers, with no I/O: the round-robin family (plain,
-//! classic weighted, nginx's smooth weighted), weighted random, least connections and power
-//! of two choices, plus what keeps sick backends out of rotation: health hysteresis,
+//! classic weighted, nginx's smooth weighted), weighted random, least connections, power of
+//! two choices and consistent hashing (weighted Maglev with bounded loads, [`maglev`]), plus
+//! what keeps sick backends out of rotation: health hysteresis,
 //! per-backend circuit breakers, passive ejection, drain, backups, panic mode and slow start.
 //!
 //! It knows nothing of sockets, async runtimes or clocks: time is a [`Timestamp`] the caller
@@ -56,6 +57,7 @@ mod ejection;
 mod error;
 mod fastmod;
 mod health;
+pub mod maglev;
 mod picker;
 mod pool;
 mod rng;
@@ -71,8 +73,8 @@ pub use ejection::{Ejection, EjectionConfig};
 pub use error::{PoolError, UnknownAlgorithm, WeightError};
 pub use health::{Health, HealthConfig, HealthTracker};
 pub use picker::{
-    Algorithm, AnyPicker, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections, MIN_SKIPS,
-    PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,
+    Algorithm, AnyPicker, ConsistentHash, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections,
+    MIN_SKIPS, PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,
 };
 pub use pool::{
     Event, IgnoreEvents, Lease, Mode, Observer, Outcome, Pool, PoolConfig, Snapshot, StartPosition,

@@ -21,6 +21,7 @@ use crate::alias::AliasTable;
 use crate::backend::Backend;
 use crate::error::UnknownAlgorithm;
 use crate::fastmod::FastDiv;
+use crate::maglev::{MaglevTable, PROBES};
 use crate::rng::{SharedRng, below, mix};
 use crate::schedule::{Order, Schedule};
 use crate::time::Timestamp;
@@ -46,27 +47,34 @@ pub enum Algorithm {
     /// `p2c`: power of two random choices on the load score (peak-EWMA latency × queue ÷
     /// success rate, divided by weight): adapts to backends of unequal speed.
     P2c,
+    /// `consistent-hash`: a key (client address, URI, header…) always goes to the same
+    /// backend while it is available, by a weighted Maglev table (see [`crate::maglev`]);
+    /// picks without a key follow the smooth-weighted cycle. Keyed picks go through
+    /// [`crate::Pool::pick_keyed`].
+    ConsistentHash,
 }
 
 impl Algorithm {
     /// Every algorithm, in documentation order.
-    pub const ALL: [Algorithm; 6] = [
+    pub const ALL: [Algorithm; 7] = [
         Algorithm::RoundRobin,
         Algorithm::Weighted,
         Algorithm::SmoothWeighted,
         Algorithm::Random,
         Algorithm::LeastConnections,
         Algorithm::P2c,
+        Algorithm::ConsistentHash,
     ];
 
     /// The configuration names, in the order of [`Algorithm::ALL`].
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "round-robin",
         "weighted",
         "smooth-weighted",
         "random",
         "least-connections",
         "p2c",
+        "consistent-hash",
     ];
 
     /// The configuration name.
@@ -78,6 +86,7 @@ impl Algorithm {
             Algorithm::Random => "random",
             Algorithm::LeastConnections => "least-connections",
             Algorithm::P2c => "p2c",
+            Algorithm::ConsistentHash => "consistent-hash",
         }
     }
 }
@@ -99,11 +108,15 @@ impl FromStr for Algorithm {
     }
 }
 
-/// Per-pool state that outlives snapshots: the round-robin cursor and the random generator.
+/// Per-pool state that outlives snapshots: the round-robin cursor, the random generator and
+/// the requests in flight that bounded-load hashing counts.
 #[derive(Debug)]
 pub struct PickState {
     cursor: AtomicU64,
     rng: SharedRng,
+    /// Requests in flight on the whole pool, counted only by leases of a bounded-load
+    /// consistent-hash pool (everything else reads per-backend counters).
+    in_flight: AtomicU64,
 }
 
 impl PickState {
@@ -112,7 +125,23 @@ impl PickState {
         PickState {
             cursor: AtomicU64::new(start),
             rng: SharedRng::new(seed),
+            in_flight: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a request in flight on the pool (see [`AnyPicker::counts_in_flight`]).
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends a request counted by [`PickState::begin`].
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted in flight on the pool.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Takes the next cursor value: one `fetch_add`, shared by every thread.
@@ -344,6 +373,106 @@ impl Picker for PowerOfTwo {
     }
 }
 
+/// What a consistent-hash picker is built from besides its members: the table (reused
+/// while the tier's membership and weights are unchanged) and the bounded-load factor.
+#[derive(Debug, Clone)]
+pub(crate) struct HashSetup {
+    /// The Maglev table over the whole tier, available or not.
+    pub(crate) table: Arc<MaglevTable>,
+    /// Bounded-load factor in thousandths (1250 for 1.25); `None` for no bound.
+    pub(crate) bound: Option<u64>,
+}
+
+/// `consistent-hash`: keyed picks by Maglev table with optional bounded load; unkeyed picks
+/// by the smooth-weighted cycle.
+#[derive(Debug, Clone)]
+pub struct ConsistentHash {
+    table: Arc<MaglevTable>,
+    /// Table weight of each snapshot backend that is in rotation, by snapshot index; 0 for
+    /// the others (not in rotation, or not in the table's tier).
+    rotation: Box<[u64]>,
+    /// Sum of `rotation`: the weight the bounded load is shared over.
+    rotation_total: u64,
+    bound: Option<u64>,
+    /// Picks without a key.
+    cycle: Cycle,
+}
+
+impl ConsistentHash {
+    fn new(setup: HashSetup, ids: &[u32], cycle: Cycle) -> ConsistentHash {
+        let size = setup
+            .table
+            .members()
+            .iter()
+            .map(|&(i, _, _)| i as usize + 1)
+            .chain(ids.iter().map(|&i| i as usize + 1))
+            .max()
+            .unwrap_or(0);
+        let mut chosen = vec![false; size];
+        for &i in ids {
+            chosen[i as usize] = true;
+        }
+        let mut rotation = vec![0u64; size];
+        for &(i, _, w) in setup.table.members() {
+            if chosen[i as usize] {
+                rotation[i as usize] = w;
+            }
+        }
+        ConsistentHash {
+            rotation_total: rotation.iter().sum(),
+            rotation: rotation.into_boxed_slice(),
+            table: setup.table,
+            bound: setup.bound,
+            cycle,
+        }
+    }
+
+    /// True when backend `i` may take one more request under the bounded load: its
+    /// in-flight count is below `factor × (pool in flight + 1) × weight / rotation weight`,
+    /// rounded up.
+    #[inline]
+    fn under_bound(&self, ctx: &PickContext<'_>, i: usize) -> bool {
+        let Some(factor) = self.bound else {
+            return true;
+        };
+        let load = u128::from(ctx.backends[i].in_flight());
+        let total = u128::from(ctx.state.in_flight()) + 1;
+        let weight = u128::from(self.rotation.get(i).copied().unwrap_or(0));
+        // load < ceil(x) <=> load < x for a whole `load`; x = factor/1000 × total × w / W.
+        load * 1000 * u128::from(self.rotation_total) < u128::from(factor) * total * weight
+    }
+
+    /// The backend for `key`: its first choice in the table if that one can take the
+    /// request, else its next choices; after [`PROBES`] choices, the members in order from
+    /// the key's position (first within the bound, then regardless of it, so a pick never
+    /// fails while a member accepts).
+    #[inline]
+    pub fn pick_keyed<F: FnMut(usize) -> bool>(
+        &self,
+        ctx: &PickContext<'_>,
+        key: u64,
+        mut accept: F,
+    ) -> Option<usize> {
+        let in_rotation = |i: usize| self.rotation.get(i).is_some_and(|&w| w > 0);
+        for i in self.table.probes(key).take(PROBES) {
+            if in_rotation(i) && self.under_bound(ctx, i) && accept(i) {
+                return Some(i);
+            }
+        }
+        let members = &self.cycle.members;
+        members
+            .scan(key, |i| self.under_bound(ctx, i) && accept(i))
+            .or_else(|| members.scan(key, accept))
+    }
+}
+
+impl Picker for ConsistentHash {
+    #[inline]
+    fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, accept: F) -> Option<usize> {
+        self.cycle.pick(ctx, accept)
+    }
+}
+
 /// Any picker, chosen by [`Algorithm`]: static dispatch on the hot path.
 #[derive(Debug, Clone)]
 pub enum AnyPicker {
@@ -357,12 +486,20 @@ pub enum AnyPicker {
     LeastConnections(LeastConnections),
     /// Power of two choices.
     PowerOfTwo(PowerOfTwo),
+    /// Consistent hashing.
+    ConsistentHash(ConsistentHash),
 }
 
 impl AnyPicker {
     /// Builds the picker for `algorithm` over backends `ids` (indices into the snapshot) with
-    /// reduced weights `weights`.
-    pub(crate) fn build(algorithm: Algorithm, ids: &[u32], weights: &[u64]) -> AnyPicker {
+    /// reduced weights `weights`; `hash` is the table of a `consistent-hash` pool (without
+    /// one it picks as `smooth-weighted`).
+    pub(crate) fn build(
+        algorithm: Algorithm,
+        ids: &[u32],
+        weights: &[u64],
+        hash: Option<HashSetup>,
+    ) -> AnyPicker {
         if ids.is_empty() {
             return AnyPicker::Empty;
         }
@@ -387,6 +524,47 @@ impl AnyPicker {
                 AnyPicker::LeastConnections(LeastConnections { order, members })
             }
             Algorithm::P2c => AnyPicker::PowerOfTwo(PowerOfTwo { members }),
+            Algorithm::ConsistentHash => {
+                let smooth = Cycle {
+                    schedule: Schedule::build(Order::Smooth, ids, weights),
+                    members,
+                };
+                match hash {
+                    Some(setup) => {
+                        AnyPicker::ConsistentHash(ConsistentHash::new(setup, ids, smooth))
+                    }
+                    None => AnyPicker::Cycle(smooth),
+                }
+            }
+        }
+    }
+
+    /// Picks for a request with a key (its hash): a consistent-hash picker sends equal keys
+    /// to the same backend; every other algorithm ignores the key.
+    #[inline]
+    pub fn pick_keyed<F: FnMut(usize) -> bool>(
+        &self,
+        ctx: &PickContext<'_>,
+        key: u64,
+        accept: F,
+    ) -> Option<usize> {
+        match self {
+            AnyPicker::ConsistentHash(p) => p.pick_keyed(ctx, key, accept),
+            _ => self.pick(ctx, accept),
+        }
+    }
+
+    /// True when leases must be counted in [`PickState`]: a consistent-hash picker with a
+    /// bounded load compares each backend's load with the pool's.
+    pub fn counts_in_flight(&self) -> bool {
+        matches!(self, AnyPicker::ConsistentHash(p) if p.bound.is_some())
+    }
+
+    /// The table of a consistent-hash picker, to reuse in the next snapshot.
+    pub(crate) fn hash_table(&self) -> Option<&Arc<MaglevTable>> {
+        match self {
+            AnyPicker::ConsistentHash(p) => Some(&p.table),
+            _ => None,
         }
     }
 
@@ -394,7 +572,9 @@ impl AnyPicker {
     /// algorithms and for an empty picker).
     pub fn cycle_len(&self) -> Option<u128> {
         match self {
-            AnyPicker::Cycle(c) => Some(c.schedule.cycle_len()),
+            AnyPicker::Cycle(c) | AnyPicker::ConsistentHash(ConsistentHash { cycle: c, .. }) => {
+                Some(c.schedule.cycle_len())
+            }
             _ => None,
         }
     }
@@ -404,7 +584,9 @@ impl AnyPicker {
     /// longer than [`crate::schedule::MAX_TABLE_SLOTS`].
     pub fn is_exact_order(&self) -> bool {
         match self {
-            AnyPicker::Cycle(c) => c.schedule.is_table(),
+            AnyPicker::Cycle(c) | AnyPicker::ConsistentHash(ConsistentHash { cycle: c, .. }) => {
+                c.schedule.is_table()
+            }
             _ => false,
         }
     }
@@ -419,6 +601,7 @@ impl Picker for AnyPicker {
             AnyPicker::Random(p) => p.pick(ctx, accept),
             AnyPicker::LeastConnections(p) => p.pick(ctx, accept),
             AnyPicker::PowerOfTwo(p) => p.pick(ctx, accept),
+            AnyPicker::ConsistentHash(p) => p.pick(ctx, accept),
         }
     }
 }

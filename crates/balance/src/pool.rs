@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -28,7 +29,8 @@ use crate::breaker::{Admission, BreakerConfig, BreakerState};
 use crate::ejection::EjectionConfig;
 use crate::error::PoolError;
 use crate::health::{Health, HealthConfig};
-use crate::picker::{Algorithm, AnyPicker, PickContext, PickState, Picker};
+use crate::maglev::{MaglevTable, id_hash};
+use crate::picker::{Algorithm, AnyPicker, HashSetup, PickContext, PickState, Picker};
 use crate::slow_start::SlowStartConfig;
 use crate::time::Timestamp;
 use crate::weight::{Weight, reduce};
@@ -64,6 +66,11 @@ pub struct PoolConfig {
     pub start: StartPosition,
     /// Seed for the random picker, p2c and a random start.
     pub seed: u64,
+    /// `consistent-hash` only: no backend takes more than this factor times its weighted
+    /// share of the requests in flight (Mirrokni et al.'s bounded loads; HAProxy's
+    /// `hash-balance-factor`); a key whose backend is full goes to its next choice. `None`
+    /// for no bound; otherwise at least 1.
+    pub hash_balance_factor: Option<f64>,
 }
 
 impl Default for PoolConfig {
@@ -77,6 +84,7 @@ impl Default for PoolConfig {
             panic_threshold: 0,
             start: StartPosition::default(),
             seed: 0,
+            hash_balance_factor: None,
         }
     }
 }
@@ -224,6 +232,16 @@ impl fmt::Debug for Pool {
 /// How often a pool with retiring backends is refreshed to notice they finished.
 const RETIRE_POLL: Duration = Duration::from_millis(250);
 
+/// The checks of [`Pool::new`] and [`Pool::update`]: unique ids, a usable balance factor.
+fn check(config: &PoolConfig, specs: &[BackendSpec]) -> Result<(), PoolError> {
+    if let Some(f) = config.hash_balance_factor
+        && !(f.is_finite() && f >= 1.0)
+    {
+        return Err(PoolError::BalanceFactor(f));
+    }
+    check_unique(specs)
+}
+
 fn check_unique(specs: &[BackendSpec]) -> Result<(), PoolError> {
     let mut ids: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
     ids.sort_unstable();
@@ -251,7 +269,7 @@ impl Pool {
         observer: Arc<dyn Observer>,
         now: Timestamp,
     ) -> Result<Pool, PoolError> {
-        check_unique(specs)?;
+        check(&config, specs)?;
         let start = match config.start {
             StartPosition::First => 0,
             StartPosition::Random => PickState::random_start(config.seed),
@@ -261,7 +279,13 @@ impl Pool {
             retiring: Vec::new(),
             config: config.clone(),
         };
-        let snapshot = build(&members, now);
+        // Every backend of a new pool is new: with slow start they all ramp from the pool's
+        // start (envoyproxy/envoy#19437), and one that joins later ramps from its own, so it
+        // is compared with members that are still ramping too.
+        if config.slow_start.is_some() {
+            members.backends.iter().for_each(|b| b.start_ramp(now));
+        }
+        let snapshot = build(&members, now, None);
         Ok(Pool {
             snapshot: ArcSwap::from_pointee(snapshot),
             state: PickState::new(start, config.seed),
@@ -281,9 +305,42 @@ impl Pool {
     ///
     /// The request ends when the returned [`Lease`] is finished or dropped.
     #[inline]
-    pub fn pick<F: FnMut(&Backend) -> bool>(
+    pub fn pick<F: FnMut(&Backend) -> bool>(&self, now: Timestamp, accept: F) -> Option<Lease<'_>> {
+        self.pick_with(now, Choice::<fn(&Backend) -> bool>::Cycle, accept)
+    }
+
+    /// Like [`Pool::pick`] for a request with an affinity key (the hash of its client
+    /// address, URI, header…): a `consistent-hash` pool sends equal keys to the same
+    /// backend while it can take them, and a key whose backend cannot to the key's next
+    /// choice. Other algorithms ignore the key. A request without a key uses
+    /// [`Pool::pick`], which on a `consistent-hash` pool follows the smooth-weighted cycle.
+    #[inline]
+    pub fn pick_keyed<F: FnMut(&Backend) -> bool>(
         &self,
         now: Timestamp,
+        key: u64,
+        accept: F,
+    ) -> Option<Lease<'_>> {
+        self.pick_with(now, Choice::<fn(&Backend) -> bool>::Keyed(key), accept)
+    }
+
+    /// Picks the first backend that `want` names (e.g. the one a sticky cookie names) when it
+    /// is in rotation and can take the request as [`Pool::pick`] would check; `None`
+    /// otherwise, and the caller picks as usual. O(n) calls of `want`.
+    pub fn pick_preferred<W: FnMut(&Backend) -> bool, F: FnMut(&Backend) -> bool>(
+        &self,
+        now: Timestamp,
+        want: W,
+        accept: F,
+    ) -> Option<Lease<'_>> {
+        self.pick_with(now, Choice::Preferred(want), accept)
+    }
+
+    #[inline]
+    fn pick_with<W: FnMut(&Backend) -> bool, F: FnMut(&Backend) -> bool>(
+        &self,
+        now: Timestamp,
+        choice: Choice<W>,
         mut accept: F,
     ) -> Option<Lease<'_>> {
         let snap = self.snapshot.load();
@@ -294,7 +351,7 @@ impl Pool {
             state: &self.state,
             now,
         };
-        let index = snap.picker.pick(&ctx, |i| {
+        let admit = |i: usize| {
             let b = &snap.backends[i];
             if !accept(b) {
                 return false;
@@ -315,22 +372,46 @@ impl Pool {
                 b.breaker.cancel_probe();
             }
             started
-        })?;
+        };
+        let index = match choice {
+            Choice::Cycle => snap.picker.pick(&ctx, admit),
+            Choice::Keyed(key) => snap.picker.pick_keyed(&ctx, key, admit),
+            Choice::Preferred(mut want) => {
+                let mut admit = admit;
+                let in_rotation = |&i: &usize| snap.effective[i] > 0;
+                let found = snap.backends.iter().position(|b| want(b));
+                found.filter(in_rotation).filter(|&i| admit(i))
+            }
+        }?;
+        let counted = snap.picker.counts_in_flight();
+        if counted {
+            self.state.begin();
+        }
         Some(Lease {
             pool: self,
             backend: Arc::clone(&snap.backends[index]),
             probe,
+            counted,
             done: false,
         })
+    }
+
+    /// Requests in flight on the pool as bounded-load hashing counts them (0 unless the
+    /// pool is `consistent-hash` with a `hash_balance_factor`).
+    pub fn counted_in_flight(&self) -> u64 {
+        self.state.in_flight()
     }
 
     /// Records an active health check result for the backend with this id. Returns the new
     /// health when it changed.
     ///
     /// Active and passive signals agree: a passing check that leaves the backend up also
-    /// ends a passive ejection and moves an open circuit breaker to half-open at once, so a
+    /// ends a passive ejection, and when checks failed while its breaker was open (the
+    /// backend was down, as after a crash) it moves the breaker to half-open at once, so a
     /// restarted backend takes traffic again within `rise × interval` instead of waiting out
-    /// the breaker's `recovery_timeout` (the table in `docs/balance.md` has every case).
+    /// the breaker's `recovery_timeout`. A backend whose checks never failed but whose real
+    /// traffic does keeps its breaker open for `recovery_timeout` (the table in
+    /// `docs/balance.md` has every case).
     pub fn record_check(
         &self,
         id: &str,
@@ -347,11 +428,20 @@ impl Pool {
                 backend.start_ramp(now);
             }
         }
+        if !passed && backend.breaker.state() == BreakerState::Open {
+            backend
+                .check_failed_while_open
+                .store(true, Ordering::Relaxed);
+        }
         if passed && backend.health() == Health::Up {
             if backend.ejection.reinstate() {
                 events.push(Event::Reinstated);
             }
-            if let Some(state) = backend.breaker.half_open_now() {
+            if backend
+                .check_failed_while_open
+                .swap(false, Ordering::Relaxed)
+                && let Some(state) = backend.breaker.half_open_now()
+            {
                 events.push(Event::Breaker(state));
             }
         }
@@ -453,7 +543,7 @@ impl Pool {
         specs: &[BackendSpec],
         now: Timestamp,
     ) -> Result<(), PoolError> {
-        check_unique(specs)?;
+        check(&config, specs)?;
         let mut m = self.members.lock();
         let mut old = std::mem::take(&mut m.backends);
         for spec in specs {
@@ -537,7 +627,7 @@ impl Pool {
     }
 
     fn publish(&self, m: &mut Members, now: Timestamp) {
-        let snap = build(m, now);
+        let snap = build(m, now, self.snapshot.load().picker.hash_table());
         for b in &m.backends {
             let Some(since) = b.ramp_since() else {
                 continue;
@@ -579,11 +669,24 @@ impl Pool {
         }
         drop(snap);
         let events: Vec<Event> = events.into_iter().flatten().collect();
+        if events.contains(&Event::Breaker(BreakerState::Open)) {
+            // Only checks failing from now on say the backend went down.
+            backend
+                .check_failed_while_open
+                .store(false, Ordering::Relaxed);
+        }
         if events.contains(&Event::Breaker(BreakerState::Closed)) {
             backend.start_ramp(now);
         }
         self.changed(backend, &events, now);
     }
+}
+
+/// How a pick chooses: the algorithm's order, a key's, or one backend the caller wants.
+enum Choice<W> {
+    Cycle,
+    Keyed(u64),
+    Preferred(W),
 }
 
 /// How a request ended, as far as the backend's health is concerned.
@@ -606,6 +709,8 @@ pub struct Lease<'a> {
     pool: &'a Pool,
     backend: Arc<Backend>,
     probe: bool,
+    /// Counted in the pool's in-flight total (bounded-load hashing).
+    counted: bool,
     done: bool,
 }
 
@@ -638,6 +743,9 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
+        if self.counted {
+            self.pool.state.end();
+        }
         if !self.done {
             self.backend.stats.end();
             if self.probe {
@@ -647,8 +755,45 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Builds a snapshot from the members' live state.
-fn build(m: &Members, now: Timestamp) -> Snapshot {
+/// The Maglev table of a `consistent-hash` snapshot: over every member of the tier that
+/// serves (backups when the snapshot is in backup mode, else primaries), available or not,
+/// with configured weights (slow start would move keys at every step), reusing `previous`
+/// when those are unchanged.
+fn hash_setup(m: &Members, mode: Mode, previous: Option<&Arc<MaglevTable>>) -> Option<HashSetup> {
+    if m.config.algorithm != Algorithm::ConsistentHash || mode == Mode::Empty {
+        return None;
+    }
+    let tier: Vec<(u32, u64, u64)> = m
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.is_backup() == (mode == Mode::Backup))
+        .map(|(i, b)| {
+            (
+                i as u32,
+                id_hash(b.id()),
+                u64::from(b.weight().thousandths()),
+            )
+        })
+        .collect();
+    let reduced = reduce(&tier.iter().map(|t| t.2).collect::<Vec<_>>());
+    let tier: Vec<(u32, u64, u64)> = tier
+        .iter()
+        .zip(reduced)
+        .map(|(&(i, h, _), w)| (i, h, w))
+        .collect();
+    Some(HashSetup {
+        table: MaglevTable::reuse_or_build(previous, &tier),
+        bound: m
+            .config
+            .hash_balance_factor
+            .map(|f| (f * 1000.0).round() as u64),
+    })
+}
+
+/// Builds a snapshot from the members' live state; `previous` is the last snapshot's hash
+/// table, reused when the membership it was built from is unchanged.
+fn build(m: &Members, now: Timestamp, previous: Option<&Arc<MaglevTable>>) -> Snapshot {
     let cfg = &m.config;
     let primaries = || {
         m.backends
@@ -734,7 +879,7 @@ fn build(m: &Members, now: Timestamp) -> Snapshot {
         backends: m.backends.clone().into_boxed_slice(),
         retiring: m.retiring.clone().into_boxed_slice(),
         effective: effective.into_boxed_slice(),
-        picker: AnyPicker::build(cfg.algorithm, &ids, &weights),
+        picker: AnyPicker::build(cfg.algorithm, &ids, &weights, hash_setup(m, mode, previous)),
         mode,
         next_deadline,
     }

@@ -236,6 +236,21 @@ mod tests {
     }
 
     #[test]
+    fn mid_sized_spread_cycles_give_every_backend_exactly_its_share() {
+        // 32 backends of unequal weights 2,000..2,500 (total about 72,000): too long a cycle
+        // to store, short enough (32 × total picks) to walk whole in a test.
+        let n = 32usize;
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let weights: Vec<u64> = (0..n as u64).map(|i| 2_000 + (i * 7919) % 500).collect();
+        let expected: Vec<u64> = weights.iter().map(|w| w * n as u64).collect();
+        for (order, from) in [(Order::Interleaved, 0), (Order::Smooth, 987_654_321)] {
+            let s = Schedule::build(order, &ids, &weights);
+            assert!(!s.is_table(), "{order:?} is a spread schedule");
+            assert_eq!(counts(&s, n, from), expected, "{order:?} from {from}");
+        }
+    }
+
+    #[test]
     fn table_cycles_give_exact_shares_from_any_start() {
         let w = [2u64, 4, 6, 3];
         for order in [Order::Interleaved, Order::Smooth] {

@@ -268,7 +268,7 @@ fn max_fails_within_fail_timeout_ejects_until_it_expires_or_a_check_passes() {
 }
 
 #[test]
-fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again() {
+fn a_check_passing_after_a_failed_one_half_opens_an_open_breaker_and_a_failing_probe_reopens_it() {
     let rec = Arc::new(Recorder::default());
     let pool =
         Pool::with_observer(PoolConfig::default(), &specs(&[1, 1]), rec.clone(), secs(0)).unwrap();
@@ -277,7 +277,13 @@ fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again
         pool.snapshot().backends()[0].breaker_state(),
         BreakerState::Open
     );
-    // The recovery timeout (60 s) is far away; a failing check changes nothing.
+    // Checks that pass while real traffic failed say nothing new: the breaker stays open.
+    pool.record_check("b0", true, secs(2)).unwrap();
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    // The recovery timeout (60 s) is far away; a failing check changes nothing by itself.
     pool.record_check("b0", false, secs(2)).unwrap();
     assert_eq!(
         pool.snapshot().backends()[0].breaker_state(),
@@ -304,7 +310,8 @@ fn a_passing_check_half_opens_an_open_breaker_and_a_failing_probe_opens_it_again
         pool.snapshot().backends()[0].breaker_state(),
         BreakerState::Open
     );
-    // And a passing probe closes it.
+    // Seen down and back again: a passing probe closes it.
+    pool.record_check("b0", false, secs(4)).unwrap();
     pool.record_check("b0", true, secs(4)).unwrap();
     let probe = pool.pick(secs(4), |b| b.id() == "b0").expect("a probe");
     probe.finish(Outcome::Success, ms(1), secs(4));
@@ -346,8 +353,8 @@ fn slow_start_ramps_a_recovered_backend_from_ten_percent() {
     let pool = Pool::new(config, &specs(&[1, 1]), secs(0)).unwrap();
     assert_eq!(
         pool.snapshot().effective_weight(0),
-        Some(Weight::ONE),
-        "no ramp at start"
+        Some(Weight::new(0.1).unwrap()),
+        "a new pool ramps too"
     );
     for t in 0..3 {
         pool.record_check("b0", false, secs(t)).unwrap();
@@ -366,6 +373,58 @@ fn slow_start_ramps_a_recovered_backend_from_ten_percent() {
     );
     assert_eq!(pool.refresh(secs(110)), None);
     assert_eq!(pool.snapshot().effective_weight(0), Some(Weight::ONE));
+}
+
+fn ramp_weights(pool: &Pool) -> Vec<Option<Weight>> {
+    let snap = pool.snapshot();
+    (0..snap.backends().len())
+        .map(|i| snap.effective_weight(i))
+        .collect()
+}
+
+fn w(v: f64) -> Option<Weight> {
+    Some(Weight::new(v).unwrap())
+}
+
+#[test]
+fn slow_start_ramps_every_backend_of_a_new_pool_from_the_pools_start() {
+    let config = PoolConfig {
+        slow_start: Some(SlowStartConfig::new(Duration::from_secs(10))),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &specs(&[1, 3]), secs(0)).unwrap();
+    assert_eq!(ramp_weights(&pool), [w(0.1), w(0.3)]);
+    assert_eq!(pool.snapshot().next_deadline(), Some(secs(1)));
+    // Equal ages keep the configured ratio all along: 1 : 3.
+    assert_eq!(count_picks(&pool, 2, 8, secs(0)), vec![2, 6]);
+    assert_eq!(pool.refresh(secs(5)), Some(secs(6)));
+    assert_eq!(ramp_weights(&pool), [w(0.5), w(1.5)]);
+    assert_eq!(
+        pool.refresh(secs(10)),
+        None,
+        "the ramp ends on time, not early"
+    );
+    assert_eq!(ramp_weights(&pool), [w(1.0), w(3.0)]);
+}
+
+#[test]
+fn a_backend_joining_mid_ramp_ramps_from_its_own_start_next_to_the_others() {
+    let config = PoolConfig {
+        slow_start: Some(SlowStartConfig::new(Duration::from_secs(10))),
+        ..PoolConfig::default()
+    };
+    let all = specs(&[1, 1, 1]);
+    let pool = Pool::new(config, &all[..2], secs(0)).unwrap();
+    pool.refresh(secs(5));
+    pool.add(&all[2], secs(5)).unwrap();
+    // The first two are half-way, the newcomer at 10%: 5 : 5 : 1.
+    assert_eq!(ramp_weights(&pool), [w(0.5), w(0.5), w(0.1)]);
+    assert_eq!(count_picks(&pool, 3, 11, secs(5)), vec![5, 5, 1]);
+    assert_eq!(pool.refresh(secs(10)), Some(secs(11)));
+    assert_eq!(ramp_weights(&pool), [w(1.0), w(1.0), w(0.5)]);
+    assert_eq!(count_picks(&pool, 3, 5, secs(10)), vec![2, 2, 1]);
+    assert_eq!(pool.refresh(secs(15)), None);
+    assert_eq!(ramp_weights(&pool), [w(1.0), w(1.0), w(1.0)]);
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! `rondo`: the round-robin load balancer's command line. Parses and dispatches; the work is
 //! in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use rondo::serve::LogFormat;
+use clap::{CommandFactory as _, Parser, Subcommand};
+use rondo::serve::{DEFAULT_CONFIG, LogFormat};
 
 /// A round-robin load balancer: spreads HTTP traffic over a pool of servers and keeps it
 /// flowing when servers fail.
@@ -22,7 +22,7 @@ enum Command {
     /// SIGHUP reloads the configuration file.
     Serve {
         /// The configuration file (see rondo.example.toml and docs/configuration.md).
-        #[arg(long, short)]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Also reload when the configuration file changes (polled every 500 ms).
         #[arg(long)]
@@ -35,30 +35,41 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Make a running `rondo serve` reload its configuration file (sends it SIGHUP).
-    Reload {
-        /// The pid file written by `rondo serve --pid-file`.
-        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
-        pid_file: Option<PathBuf>,
-        /// The process id of `rondo serve`.
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// Validate a configuration file and exit, like `nginx -t`.
+    /// Make a running `rondo serve` reload its configuration file and say whether it did:
+    /// validates the file, sends SIGHUP, reads the outcome from the admin API; exit code 1
+    /// when the reload failed or was partial.
+    Reload(rondo::reload::ReloadArgs),
+    /// Validate a configuration file and exit, like `nginx -t`. Backend names are resolved
+    /// once: one that does not is a warning (this machine's DNS may differ from the
+    /// balancer's), an error with --strict.
     Check {
-        /// The configuration file.
+        /// The configuration file [default: /etc/rondo/rondo.toml].
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The configuration file, as for `rondo serve`.
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Fail when a backend name does not resolve.
+        #[arg(long)]
+        strict: bool,
     },
     // About and help come from `CompareArgs`.
-    Compare(rondo::compare::CompareArgs),
+    Compare(rondo::lab::compare::CompareArgs),
     // About and help come from `DemoArgs`.
-    Demo(rondo::demo::DemoArgs),
+    Demo(rondo::lab::demo::DemoArgs),
     /// Generate HTTP load against a URL and report throughput, latency percentiles, status
     /// codes, errors and (with --backend-header) each backend's share.
-    Bench(rondo::bench::BenchArgs),
+    Bench(rondo_bench::BenchArgs),
     /// Show a running balancer's upstreams and backends (from its admin API's /api/v1/stats).
     Status(rondo::admin::status::StatusArgs),
+    /// Print a shell completion script, e.g. `rondo completions bash >
+    /// /usr/share/bash-completion/completions/rondo`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `rondo man > /usr/share/man/man1/rondo.1`.
+    Man,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -74,32 +85,61 @@ fn main() -> anyhow::Result<ExitCode> {
             rondo::serve::run_with(&config, &options)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reload { pid_file, pid } => {
-            let pid = match (pid, pid_file) {
-                (Some(pid), _) => pid,
-                (None, Some(file)) => rondo::serve::read_pid_file(&file)?,
-                (None, None) => anyhow::bail!("give --pid-file FILE or --pid PID"),
-            };
-            rondo::serve::send_reload(pid)?;
+        Command::Reload(args) => rondo::reload::run(args),
+        Command::Check {
+            file,
+            config,
+            strict,
+        } => Ok(check(
+            file.or(config)
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_CONFIG)),
+            strict,
+        )),
+        Command::Compare(args) => rondo::lab::compare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => rondo::lab::demo::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => rondo_bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => rondo::admin::status::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rondo", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => Ok(check(&config)),
-        Command::Compare(args) => rondo::compare::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Demo(args) => rondo::demo::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Bench(args) => rondo::bench::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Status(args) => rondo::admin::status::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1.
-fn check(path: &std::path::Path) -> ExitCode {
+/// `rondo check`: the verdict on stdout, or the errors on stderr and exit code 1; names that
+/// do not resolve are warnings (errors with `strict`).
+fn check(path: &Path, strict: bool) -> ExitCode {
     match rondo::config::load(path) {
         Ok(config) => {
+            let unresolved = rondo::upstream::dns::check_names(&config);
+            let word = if strict { "error" } else { "warning" };
+            for problem in &unresolved {
+                eprintln!("rondo: {word}: {problem}");
+            }
+            if strict && !unresolved.is_empty() {
+                eprintln!("rondo: configuration file {} test failed", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "rondo: configuration file {} is valid: {}",
                 path.display(),
                 config.summary()
             );
+            for u in config.upstreams.iter().filter(|u| u.health_check.enabled) {
+                println!(
+                    "rondo: upstream `{}`: a backend stays in rotation while it passes `{}` \
+                     (checked every {}; set [upstreams.health_check] path to one your \
+                     backends serve, or enabled = false)",
+                    u.name,
+                    u.health_check.describe(),
+                    rondo::config::units::format_duration(u.health_check.interval),
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -2,15 +2,21 @@
 //! shut down gracefully. SIGHUP (and, with `--watch`, a change of the file) reloads the
 //! configuration: a file that does not validate is logged with its `FILE:LINE:COL` and the
 //! running configuration keeps serving; a good one is applied without dropping a request
-//! (see [`proxy::Running::reload`]).
+//! (see [`runtime::Running::reload`]).
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
+use crate::admin::reloads::ReloadResult;
 use crate::config;
-use crate::proxy;
+use crate::runtime;
+
+/// Where `rondo serve`, `check` and `reload` look for the configuration when `--config` is
+/// not given: the place a package or `dist/rondo.service` puts it, as nginx and HAProxy do.
+pub const DEFAULT_CONFIG: &str = "/etc/rondo/rondo.toml";
 
 /// Log line formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,17 +28,29 @@ pub enum LogFormat {
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`), lines go
-/// to stderr.
+/// to stderr, in colour only when stderr is a terminal and `NO_COLOR` is not set (a file or
+/// journald gets plain text).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Whether to colour output for a `terminal` given the value of `NO_COLOR`, which turns
+/// colour off when set to anything but the empty string (<https://no-color.org>).
+pub fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// How `rondo serve` runs besides its configuration file.
@@ -58,11 +76,15 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 /// [`run`] with reload options.
 pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
     let config = config::load(path)?;
-    let running = proxy::start(&config).context("starting the proxy")?;
+    let running = runtime::start(&config).context("starting the proxy")?;
     for (name, addr) in running.addrs() {
         tracing::info!(listener = name.as_str(), %addr, workers = config.workers.get(), "listening");
     }
-    tracing::info!(admin = %running.admin_addr(), "admin API, dashboard and metrics listening");
+    if running.admin_enabled() {
+        tracing::info!(admin = %running.admin_addr(), "admin API, dashboard and metrics listening");
+    } else {
+        tracing::info!("admin API off ([admin] enabled = false)");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -87,14 +109,27 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the file again and applies it, logging the outcome.
-fn reload(path: &Path, running: &proxy::Running, trigger: &'static str) {
+/// Loads the file again and applies it, logging the outcome (one line per problem: a log
+/// line never holds a line break) and recording it for `GET /api/v1/reload`.
+fn reload(path: &Path, running: &runtime::Running, trigger: &'static str) {
     match config::load(path) {
-        Err(e) => tracing::error!(
-            trigger,
-            error = %e,
-            "configuration not reloaded: the running one keeps serving"
-        ),
+        Err(e) => {
+            let problems: Vec<String> = match e.diagnostics() {
+                [] => vec![e.to_string()],
+                found => found.iter().map(config::Diagnostic::headline).collect(),
+            };
+            for error in &problems {
+                tracing::error!(
+                    trigger,
+                    error = error.as_str(),
+                    problems = problems.len(),
+                    "configuration not reloaded: the running one keeps serving"
+                );
+            }
+            running
+                .reloads()
+                .record(trigger, ReloadResult::Failed, problems);
+        }
         Ok(config) => {
             let done = running.reload(&config);
             for refused in &done.refused {
@@ -106,6 +141,11 @@ fn reload(path: &Path, running: &proxy::Running, trigger: &'static str) {
                 refused = done.refused.len(),
                 "configuration reloaded"
             );
+            let result = match done.refused.is_empty() {
+                true => ReloadResult::Applied,
+                false => ReloadResult::Partial,
+            };
+            running.reloads().record(trigger, result, done.refused);
         }
     }
 }
@@ -140,7 +180,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 async fn wait_for_signal(
     signals: Signals,
     path: &Path,
-    running: &proxy::Running,
+    running: &runtime::Running,
     watch: bool,
 ) -> anyhow::Result<&'static str> {
     let Signals {
@@ -178,15 +218,15 @@ async fn wait_for_signal(
     }
 }
 
-/// `rondo reload`: sends SIGHUP to a running `rondo serve` (through `kill(1)`, so no
-/// dependency is needed for one signal).
+/// Sends SIGHUP to a running `rondo serve`, which reloads its configuration file.
 pub fn send_reload(pid: u32) -> anyhow::Result<()> {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .context("running kill(1)")?;
-    anyhow::ensure!(status.success(), "kill -HUP {pid} failed: {status}");
-    Ok(())
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .with_context(|| format!("{pid} is not a process id"))?;
+    rustix::process::kill_process(target, rustix::process::Signal::HUP)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot signal process {pid}"))
 }
 
 /// The process id written by `rondo serve --pid-file`.
@@ -196,4 +236,19 @@ pub fn read_pid_file(path: &Path) -> anyhow::Result<u32> {
     text.trim()
         .parse()
         .with_context(|| format!("{}: not a process id: {:?}", path.display(), text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(colour(true, None));
+        assert!(colour(true, empty), "an empty NO_COLOR does not count");
+        assert!(!colour(true, set));
+        assert!(!colour(false, None));
+    }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rondo::bench::{ErrorKind, LoadSpec, Report, generate};
+use rondo_bench::{ErrorKind, LoadSpec, Report, generate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,6 +33,10 @@ enum Mode {
     CloseMidResponse,
     /// Reads the request and resets the connection (RST) without answering.
     Reset,
+    /// Answers the first request of each connection (keep-alive); counts the second and
+    /// closes without a byte of answer — a keep-alive race the client cannot tell from a
+    /// server that processed the request and crashed.
+    CountSecondThenClose,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +127,7 @@ async fn serve(
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut on_connection = 0u64;
     loop {
         let (head_len, body_len, head_method) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -156,6 +161,10 @@ async fn serve(
         }
         buf.drain(..head_len + body_len);
         let k = requests.fetch_add(1, Ordering::SeqCst) + 1;
+        on_connection += 1;
+        if plan.mode == Mode::CountSecondThenClose && on_connection == 2 {
+            return;
+        }
         if !plan.delay.is_zero() {
             tokio::time::sleep(plan.delay).await;
         }
@@ -170,7 +179,7 @@ async fn serve(
         };
         let body = if head_method { "" } else { plan.body };
         let response = match plan.mode {
-            Mode::KeepAlive | Mode::SilentClose => format!(
+            Mode::KeepAlive | Mode::SilentClose | Mode::CountSecondThenClose => format!(
                 "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n{backend}\r\n{body}",
                 plan.body.len()
             ),
@@ -195,7 +204,7 @@ async fn serve(
             return;
         }
         match plan.mode {
-            Mode::KeepAlive | Mode::Chunked => {}
+            Mode::KeepAlive | Mode::Chunked | Mode::CountSecondThenClose => {}
             _ => return,
         }
     }
@@ -267,16 +276,34 @@ async fn resends_once_when_an_idle_connection_was_closed_silently() {
     assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
     assert_eq!(server.requests(), 50);
 
-    // A POST is not sent twice: the lost ones are `closed` errors. Each connection's
-    // first request is on a fresh connection and succeeds; what follows races the close.
-    let server = Plan::new(Mode::SilentClose).start().await;
+    // A POST is not sent twice. This server answers the first request of a connection and
+    // counts the second before closing without a word: a client that resent the POST would
+    // make the server count more requests than the client sent.
+    let server = Plan::new(Mode::CountSecondThenClose).start().await;
     let mut post = spec(server.url(), 2, 50);
     post.method = "POST".into();
     post.body = "x".into();
     let report = run(&post).await;
     assert_eq!(report.requests, 50);
+    assert_eq!(server.requests(), 50, "each POST was received exactly once");
     assert_eq!(report.errors.total, report.errors.closed);
-    assert_eq!(server.requests(), report.responses);
+    // Every second POST of a connection is lost to the close and reported (about half: how
+    // the 50 split between the two connections decides the exact number).
+    assert!(
+        report.errors.closed >= 20,
+        "{} closed: {:?}",
+        report.errors.closed,
+        report.error_examples
+    );
+    assert_eq!(report.responses + report.errors.closed, 50);
+
+    // The same server with GETs: the lost second request is resent once on a new
+    // connection, so the client sees no error and the server counts the resends too.
+    let server = Plan::new(Mode::CountSecondThenClose).start().await;
+    let report = run(&spec(server.url(), 2, 50)).await;
+    assert_eq!(report.status_counts.get(&200), Some(&50));
+    assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
+    assert!(server.requests() > 50, "{}", server.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +331,7 @@ async fn a_closed_port_gives_connect_errors() {
     assert_eq!(report.success_rate, 0.0);
     assert!(report.error_examples.contains_key(&ErrorKind::Connect));
     // Nothing to measure, and nothing invented.
-    assert_eq!(report.latency, rondo::bench::Latency::default());
+    assert_eq!(report.latency, rondo_bench::Latency::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

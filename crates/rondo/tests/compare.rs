@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use balance::Algorithm;
-use rondo::compare::{AlgorithmResult, Scenario, chart, simulate};
+use rondo::lab::compare::{AlgorithmResult, Scenario, chart, simulate};
 
 fn result(results: &[AlgorithmResult], a: Algorithm) -> &AlgorithmResult {
     results
@@ -76,7 +76,7 @@ fn adaptive_algorithms_have_a_lower_p99_than_the_fixed_schedules_on_the_default_
         }
     }
     // They send less to the backend that is slower than its weight says.
-    let slow = rondo::compare::SLOW_BACKEND;
+    let slow = rondo::lab::compare::SLOW_BACKEND;
     let weighted = result(&rs, Algorithm::SmoothWeighted).backends[slow].share;
     assert!(result(&rs, Algorithm::LeastConnections).backends[slow].share < weighted);
     assert!(result(&rs, Algorithm::P2c).backends[slow].share < weighted);
@@ -220,6 +220,8 @@ fn live_comparison_sends_every_request_through_the_real_proxy() {
             .iter()
             .map(|b| b["requests"].as_u64().unwrap())
             .sum();
+        // `requests` is what each backend counted itself (the lab's mock backend), not
+        // what the load generator saw.
         assert_eq!(served, 60, "every request reached exactly one backend: {r}");
     }
     let rr = &results[0]["backends"];

@@ -37,4 +37,10 @@ fn the_demo_runs_every_step_and_exits_zero() {
         "{text}"
     );
     assert!(text.contains("1000 (1000 succeeded"), "{text}");
+    // Not only what the client reports: the backends themselves counted every request of
+    // steps 2 to 5 (3 × 20 + 1,000) exactly once — no request lost, none sent twice.
+    assert!(
+        text.contains("counted by the backends themselves: 1060 requests"),
+        "{text}"
+    );
 }

@@ -9,20 +9,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use balance::Health;
-use common::{Client, MockBackend, config, eventually, health, start, web};
+use common::{
+    Client, MockBackend, Section, UpstreamBuilder, app, eventually, health, mock, parse,
+    proxy_config, start, web,
+};
 
-fn checks(
-    kind: &str,
-    interval_ms: u64,
-    timeout_ms: u64,
-    fall: u32,
-    rise: u32,
-    jitter: f64,
-) -> String {
-    format!(
-        "[upstreams.health_check]\nkind = \"{kind}\"\ninterval = \"{interval_ms}ms\"\ntimeout = \"{timeout_ms}ms\"\n\
-         fall = {fall}\nrise = {rise}\njitter = {jitter}\n"
-    )
+/// Health checks of `kind` every `interval_ms` (timeout nearly as long, so a loaded machine
+/// does not fail a healthy backend), fall 2, rise 2, jitter 0.1; change any key with `.set`.
+fn checks(kind: &str, interval_ms: u64) -> Section {
+    Section::new()
+        .set("kind", kind)
+        .duration("interval", Duration::from_millis(interval_ms))
+        .duration("timeout", Duration::from_millis(interval_ms * 9 / 10))
+        .set("fall", 2)
+        .set("rise", 2)
+        .set("jitter", 0.1)
+}
+
+/// Checks switched off (with an interval that would show any probe quickly).
+fn checks_off() -> Section {
+    checks("http", 100).set("enabled", false)
 }
 
 async fn backends_of(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
@@ -36,49 +42,45 @@ async fn backends_of(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_failing_http_checks_leaves_rotation_after_fall_and_returns_after_rise() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
     let interval = 150;
-    let running = start(&config(
-        &[(&a, 1.0), (&b, 1.0)],
-        "",
-        &checks("http", interval, 100, 2, 2, 0.1),
-    ));
+    let running = start(&proxy_config(app(&[(&a, 1.0), (&b, 1.0)]).health_check(
+        checks("http", interval).duration("timeout", Duration::from_millis(100)),
+    )));
     let addr = web(&running);
     // Both serve; the checks have started.
     let first = backends_of(addr, 4).await;
     assert!(first.contains(&"a".to_owned()) && first.contains(&"b".to_owned()));
-    eventually(Duration::from_secs(2), "a first check of a", || {
+    eventually(Duration::from_secs(10), "a first check of a", || {
         a.seen().iter().any(|s| s.path == "/health")
     })
     .await;
 
     a.set_health(503);
-    // Down within fall × interval × (1 + jitter), plus one interval for a check that had
-    // just passed, plus a margin for loopback and scheduling.
-    let took = eventually(Duration::from_secs(3), "a goes down", || {
+    // Leaves rotation after `fall` (2) failed checks; how long that takes is not asserted
+    // (a loaded machine delays timers).
+    let counters = || {
+        running
+            .upstream("app")
+            .unwrap()
+            .check_counters("a")
+            .unwrap()
+    };
+    eventually(Duration::from_secs(10), "a goes down", || {
         health(&running, "app", "a") == Health::Down
     })
     .await;
-    let bound = Duration::from_millis(3 * interval * 11 / 10 + 250);
-    eprintln!("down after {took:?} (fall 2, interval {interval} ms)");
-    assert!(took <= bound, "down after {took:?}, bound {bound:?}");
+    assert!(counters().bad_status() >= 2, "{:?}", counters());
     assert!(backends_of(addr, 10).await.iter().all(|n| n == "b"));
-    let counters = running
-        .upstream("app")
-        .unwrap()
-        .check_counters("a")
-        .unwrap();
-    assert!(counters.bad_status() >= 2, "{counters:?}");
-    assert_eq!(counters.last_result().as_deref(), Some("status 503"));
+    assert_eq!(counters().last_result().as_deref(), Some("status 503"));
 
     a.set_health(200);
-    let took = eventually(Duration::from_secs(3), "a comes back", || {
+    eventually(Duration::from_secs(10), "a comes back", || {
         health(&running, "app", "a") == Health::Up
     })
     .await;
-    eprintln!("up after {took:?} (rise 2, interval {interval} ms)");
-    assert!(took <= bound, "up after {took:?}, bound {bound:?}");
+
     let after = backends_of(addr, 10).await;
     assert_eq!(after.iter().filter(|n| *n == "a").count(), 5, "{after:?}");
 
@@ -87,22 +89,18 @@ async fn a_backend_failing_http_checks_leaves_rotation_after_fall_and_returns_af
     assert_eq!(probe.method, "GET");
     assert_eq!(probe.header("user-agent"), Some("rondo-health-check"));
     assert_eq!(probe.header("connection"), Some("close"));
-    assert_eq!(probe.header("host"), Some(a.addr.to_string().as_str()));
-    running.shutdown(Duration::from_secs(1));
+    assert_eq!(probe.header("host"), Some(a.addr().to_string().as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_checks_mark_a_killed_backend_down_and_a_restarted_one_up() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
-    let running = start(&config(
-        &[(&a, 1.0), (&b, 1.0)],
-        "",
-        &checks("tcp", 100, 50, 2, 2, 0.1),
+    let a = mock("a").await;
+    let b = mock("b").await;
+    let running = start(&proxy_config(
+        app(&[(&a, 1.0), (&b, 1.0)]).health_check(checks("tcp", 100)),
     ));
-    let addr = a.addr;
     a.kill();
-    eventually(Duration::from_secs(2), "a goes down", || {
+    eventually(Duration::from_secs(10), "a goes down", || {
         health(&running, "app", "a") == Health::Down
     })
     .await;
@@ -114,8 +112,8 @@ async fn tcp_checks_mark_a_killed_backend_down_and_a_restarted_one_up() {
     assert!(counters.refused() >= 2, "{counters:?}");
     assert!(backends_of(web(&running), 6).await.iter().all(|n| n == "b"));
 
-    let a2 = MockBackend::start_on(addr, "a").await;
-    eventually(Duration::from_secs(2), "a comes back", || {
+    a.restart().await.unwrap();
+    eventually(Duration::from_secs(10), "a comes back", || {
         health(&running, "app", "a") == Health::Up
     })
     .await;
@@ -130,22 +128,32 @@ async fn tcp_checks_mark_a_killed_backend_down_and_a_restarted_one_up() {
             .contains(&"a".to_owned())
     );
     // A TCP check sends no request.
-    assert!(a2.seen().iter().all(|s| s.path != "/health"));
-    running.shutdown(Duration::from_secs(1));
+    assert!(a.seen().iter().all(|s| s.path != "/health"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jitter_spreads_checks_of_many_backends() {
     let mocks = [
-        MockBackend::start("a").await,
-        MockBackend::start("b").await,
-        MockBackend::start("c").await,
-        MockBackend::start("d").await,
+        mock("a").await,
+        mock("b").await,
+        mock("c").await,
+        mock("d").await,
     ];
     let list: Vec<(&MockBackend, f64)> = mocks.iter().map(|m| (m, 1.0)).collect();
     let interval = Duration::from_millis(100);
-    let running = start(&config(&list, "", &checks("http", 100, 50, 3, 2, 0.5)));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let running = start(&proxy_config(
+        app(&list).health_check(checks("http", 100).set("fall", 3).set("jitter", 0.5)),
+    ));
+    eventually(
+        Duration::from_secs(20),
+        "six checks of every backend",
+        || {
+            mocks
+                .iter()
+                .all(|m| m.seen().iter().filter(|s| s.path == "/health").count() >= 6)
+        },
+    )
+    .await;
     running.shutdown(Duration::from_secs(1));
 
     let times: Vec<Vec<std::time::Instant>> = mocks
@@ -160,30 +168,31 @@ async fn jitter_spreads_checks_of_many_backends() {
         .collect();
     for t in &times {
         assert!(
-            t.len() >= 5,
+            t.len() >= 6,
             "each backend is checked about every 100 ms: {t:?}"
         );
     }
-    // The k-th checks of the four backends do not fire together.
-    for k in 0..3 {
-        let at: Vec<_> = times.iter().map(|t| t[k]).collect();
-        let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
-        assert!(
-            spread > Duration::from_millis(5),
-            "check {k} fired within {spread:?} on all backends"
-        );
-    }
-    // Gaps stay within interval × (1 ± 0.5) (plus scheduling slack) and vary.
+    // The k-th checks of the four backends do not fire together. A starved runtime can
+    // fire due timers in one burst, so most rounds, not every one, must be spread.
+    let spreads: Vec<Duration> = (0..6)
+        .map(|k| {
+            let at: Vec<_> = times.iter().map(|t| t[k]).collect();
+            *at.iter().max().unwrap() - *at.iter().min().unwrap()
+        })
+        .collect();
+    let spread_rounds = spreads
+        .iter()
+        .filter(|s| **s > Duration::from_millis(5))
+        .count();
+    assert!(spread_rounds >= 4, "rounds fired together: {spreads:?}");
+    // Gaps are never shorter than interval × (1 - 0.5) (a timer never fires early; load can
+    // only make them longer, so no upper bound is asserted) and they vary.
     let gaps: Vec<Duration> = times
         .iter()
         .flat_map(|t| t.windows(2).map(|w| w[1] - w[0]))
         .collect();
     for g in &gaps {
         assert!(*g >= interval / 2 - Duration::from_millis(5), "gap {g:?}");
-        assert!(
-            *g <= interval * 3 / 2 + Duration::from_millis(60),
-            "gap {g:?}"
-        );
     }
     let (min, max) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
     assert!(*max - *min > Duration::from_millis(20), "{min:?}..{max:?}");
@@ -212,68 +221,78 @@ async fn a_backend_that_never_answers_times_out_without_checks_piling_up() {
             });
         }
     });
-    let b = MockBackend::start("b").await;
-    let toml = format!(
-        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
-         [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{silent}\", id = \"silent\" }}, {{ address = \"{}\", id = \"b\" }}]\n{}",
-        b.addr,
-        checks("http", 100, 60, 2, 2, 0.0)
+    let b = mock("b").await;
+    let running = start(
+        &proxy_config(
+            UpstreamBuilder::new("app")
+                .backend("silent", silent, 1.0)
+                .backend("b", b.addr(), 1.0)
+                .health_check(
+                    checks("http", 100)
+                        .duration("timeout", Duration::from_millis(60))
+                        .set("jitter", 0.0),
+                ),
+        )
+        .set("workers", 1),
     );
-    let running = start(&toml);
     eventually(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the silent backend goes down",
         || health(&running, "app", "silent") == Health::Down,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let counters = running
-        .upstream("app")
-        .unwrap()
-        .check_counters("silent")
-        .unwrap();
-    assert!(counters.timed_out() >= 2, "{counters:?}");
+    let counters = || {
+        running
+            .upstream("app")
+            .unwrap()
+            .check_counters("silent")
+            .unwrap()
+    };
+    // Keep probing a while longer: four timed-out probes in all.
+    eventually(Duration::from_secs(10), "four timed-out probes", || {
+        counters().timed_out() >= 4
+    })
+    .await;
+    let counters = counters();
+    assert!(counters.timed_out() >= 4, "{counters:?}");
     assert_eq!(counters.last_result().as_deref(), Some("timeout"));
-    assert_eq!(peak.load(Ordering::SeqCst), 1, "one probe at a time");
+    // Piled-up probes would leave every connection open (peak = total). The server may see a
+    // timed-out probe's close only after it accepted the next one on a loaded machine, so a
+    // peak of 2 is allowed; more is piling up.
+    let (peak, total) = (peak.load(Ordering::SeqCst), total.load(Ordering::SeqCst));
+    assert!(
+        peak <= 2 && total >= 4,
+        "one probe at a time: peak {peak} of {total}"
+    );
     running.shutdown(Duration::from_secs(1));
     server.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_checks_send_no_probes() {
-    let a = MockBackend::start("a").await;
+    let a = mock("a").await;
     a.set_health(500);
-    let running = start(&config(
-        &[(&a, 1.0)],
-        "",
-        "[upstreams.health_check]\nenabled = false\ninterval = \"100ms\"\ntimeout = \"50ms\"\n",
-    ));
+    let running = start(&proxy_config(app(&[(&a, 1.0)]).health_check(checks_off())));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(a.seen().is_empty());
     assert_eq!(health(&running, "app", "a"), Health::Up);
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turning_checks_off_by_reload_brings_back_the_backends_they_took_out() {
-    let a = MockBackend::start("a").await;
-    let b = MockBackend::start("b").await;
+    let a = mock("a").await;
+    let b = mock("b").await;
     let list = [(&a, 1.0), (&b, 1.0)];
-    let running = start(&config(&list, "", &checks("http", 100, 50, 2, 2, 0.1)));
+    let running = start(&proxy_config(app(&list).health_check(checks("http", 100))));
     a.set_health(503);
-    eventually(Duration::from_secs(2), "a goes down", || {
+    eventually(Duration::from_secs(10), "a goes down", || {
         health(&running, "app", "a") == Health::Down
     })
     .await;
-    let off = config(
-        &list,
-        "",
-        "[upstreams.health_check]\nenabled = false\ninterval = \"100ms\"\ntimeout = \"50ms\"\n",
-    );
-    let done = running.reload(&rondo::config::parse(&off, "test.toml").unwrap());
+    let off = proxy_config(app(&list).health_check(checks_off()));
+    let done = running.reload(&parse(&off));
     assert!(done.refused.is_empty(), "{:?}", done.refused);
-    eventually(Duration::from_secs(1), "a comes back", || {
+    eventually(Duration::from_secs(10), "a comes back", || {
         health(&running, "app", "a") == Health::Up
     })
     .await;
@@ -289,5 +308,4 @@ async fn turning_checks_off_by_reload_brings_back_the_backends_they_took_out() {
         counters.last_result().as_deref(),
         Some("health checks disabled")
     );
-    running.shutdown(Duration::from_secs(1));
 }

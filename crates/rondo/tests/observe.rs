@@ -29,17 +29,17 @@ fn request(id: Option<&str>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
-    let b = MockBackend::start("b1").await;
+    let b = mock("b1").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let toml = config(&[(&b, 1.0)], "", "").replace(
+    let toml = config_text(&[(&b, 1.0)], "", "").replace(
         "access_log = false",
         &format!(
             "access_log = {{ path = \"{}\", format = \"json\" }}",
             path.display()
         ),
     );
-    let proxy = start(&toml);
+    let proxy = start_text(&toml);
     let reply = raw(web(&proxy), &request(Some("abc-123")), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     raw(web(&proxy), &request(None), LIMIT).await;
@@ -86,8 +86,8 @@ async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error() {
-    let b = MockBackend::start("b1").await;
-    let proxy = start(&config(&[(&b, 1.0)], "", ""));
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
     b.kill();
     let reply = raw(web(&proxy), &request(Some("rid-1")), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
@@ -109,13 +109,13 @@ async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn header_rules_change_what_the_backend_and_the_client_receive() {
-    let b = MockBackend::start("b1").await;
+    let b = mock("b1").await;
     let toml = with_listener_lines(
-        config(&[(&b, 1.0)], "", ""),
+        config_text(&[(&b, 1.0)], "", ""),
         "request_headers = { set = { \"x-real-ip\" = \"$remote_addr\", \"x-trace\" = \"$host/$request_id\" }, remove = [\"x-debug\"] }\n\
          response_headers = { set = { \"x-frame-options\" = \"DENY\" }, remove = [\"x-backend\"] }",
     );
-    let proxy = start(&toml);
+    let proxy = start_text(&toml);
     let reply = raw(web(&proxy), &request(Some("r-9")), LIMIT).await;
     let head = reply.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{reply}");
@@ -132,8 +132,8 @@ async fn header_rules_change_what_the_backend_and_the_client_receive() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_every_response_by_who_made_it() {
-    let b = MockBackend::start("b1").await;
-    let proxy = start(&config(&[(&b, 1.0)], "", ""));
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
     assert_eq!(get(web(&proxy), "/").await.status, 200);
     let bad = raw(
         web(&proxy),
@@ -199,8 +199,8 @@ async fn metrics_count_every_response_by_who_made_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports() {
-    let b = MockBackend::start("b1").await;
-    let proxy = start(&config(&[(&b, 1.0)], "", ""));
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
     assert_eq!(get(web(&proxy), "/").await.status, 200);
     let text = get(proxy.admin_addr(), "/metrics").await.text();
     let exported = |name: &str| {

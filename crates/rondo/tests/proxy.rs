@@ -7,15 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Client, MockBackend, config, get, raw, start, web};
-
-async fn backends(names: &[&str]) -> Vec<MockBackend> {
-    let mut v = Vec::new();
-    for n in names {
-        v.push(MockBackend::start(n).await);
-    }
-    v
-}
+use common::{
+    Client, ConfigBuilder, MockBackend, Section, UpstreamBuilder, app, backends, config,
+    eventually, get, mock, proxy_config, raw, start, web,
+};
 
 /// Sends `n` sequential GETs on one keep-alive connection and returns the backend names.
 async fn sequence(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
@@ -61,10 +56,9 @@ async fn smooth_weighted_replays_nginx_golden_sequences_through_the_proxy() {
             .zip(&weights)
             .map(|(b, &w)| (b, w as f64))
             .collect();
-        let proxy = start(&config(&list, "algorithm = \"smooth-weighted\"", ""));
+        let proxy = start(&proxy_config(app(&list).algorithm("smooth-weighted")));
         let got = sequence(web(&proxy), expected.len()).await;
         assert_eq!(got, expected, "weights {weights:?}");
-        proxy.shutdown(Duration::from_secs(1));
     }
 }
 
@@ -72,23 +66,17 @@ async fn smooth_weighted_replays_nginx_golden_sequences_through_the_proxy() {
 async fn every_cyclic_algorithm_gives_exact_shares_and_fractional_weights_are_exact() {
     let bs = backends(&["a", "b"]).await;
     for algorithm in ["weighted", "smooth-weighted"] {
-        let proxy = start(&config(
-            &[(&bs[0], 1.0), (&bs[1], 1.5)],
-            &format!("algorithm = \"{algorithm}\""),
-            "",
+        let proxy = start(&proxy_config(
+            app(&[(&bs[0], 1.0), (&bs[1], 1.5)]).algorithm(algorithm),
         ));
         let c = counts(&sequence(web(&proxy), 50).await);
         assert_eq!((c["a"], c["b"]), (20, 30), "{algorithm}: 1 : 1.5 is 2 : 3");
-        proxy.shutdown(Duration::from_secs(1));
     }
-    let proxy = start(&config(
-        &[(&bs[0], 1.0), (&bs[1], 1.5)],
-        "algorithm = \"round-robin\"",
-        "",
+    let proxy = start(&proxy_config(
+        app(&[(&bs[0], 1.0), (&bs[1], 1.5)]).algorithm("round-robin"),
     ));
     let c = counts(&sequence(web(&proxy), 50).await);
     assert_eq!((c["a"], c["b"]), (25, 25), "round-robin ignores weights");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,7 +84,7 @@ async fn adaptive_and_random_algorithms_reach_every_backend() {
     let bs = backends(&["a", "b", "c"]).await;
     for algorithm in ["random", "least-connections", "p2c"] {
         let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
-        let proxy = start(&config(&list, &format!("algorithm = \"{algorithm}\""), ""));
+        let proxy = start(&proxy_config(app(&list).algorithm(algorithm)));
         let c = counts(&sequence(web(&proxy), 90).await);
         // p2c keeps sending to whichever answered fastest (a slower first answer, which
         // includes the backend connection's setup, is remembered for seconds), but tries
@@ -108,14 +96,13 @@ async fn adaptive_and_random_algorithms_reach_every_backend() {
                 "{algorithm}: {c:?}"
             );
         }
-        proxy.shutdown(Duration::from_secs(1));
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarding_headers_are_set_and_host_is_kept() {
     let bs = backends(&["a"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
+    let proxy = start(&config(&[(&bs[0], 1.0)]));
     let reply = raw(
         web(&proxy),
         b"GET /x?y=1 HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close, X-Drop\r\nX-Drop: 1\r\n\r\n",
@@ -138,14 +125,21 @@ async fn forwarding_headers_are_set_and_host_is_kept() {
         None,
         "headers named by Connection are hop-by-hop"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
     let bs = backends(&["a", "b"]).await;
-    let extra = "retry_on_status = []\nmax_fails = 0\n\n[upstreams.circuit_breaker]\nfailure_threshold = 3\nrecovery_timeout = \"500ms\"\n";
-    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", extra));
+    let proxy = start(&proxy_config(
+        app(&[(&bs[0], 1.0), (&bs[1], 1.0)])
+            .set("retry_on_status", Vec::<i64>::new())
+            .set("max_fails", 0)
+            .circuit_breaker(
+                Section::new()
+                    .set("failure_threshold", 3)
+                    .duration("recovery_timeout", Duration::from_secs(2)),
+            ),
+    ));
     let addr = web(&proxy);
     bs[1].set_status(500);
     let mut c = Client::connect(addr).await;
@@ -164,16 +158,52 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
         up.pool().snapshot().backends()[1].breaker_state(),
         balance::BreakerState::Open
     );
+    // Waits until b's recovery timeout has passed, read from the breaker itself.
+    let recovered = || async {
+        eventually(
+            Duration::from_secs(30),
+            "the recovery timeout passes",
+            || {
+                let snapshot = up.pool().snapshot();
+                let b = &snapshot.backends()[1];
+                // Open until its time has come (or the pool's timer already made it half-open).
+                b.breaker()
+                    .reopens_at()
+                    .is_none_or(|at| up.clock().now() >= at)
+            },
+        )
+        .await;
+    };
     // Still failing at half-open: one probe, then open again.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    recovered().await;
+    // Until the pool sees the breaker half-open, requests go to a; then one probes b.
     let hits = bs[1].hits();
-    for _ in 0..5 {
+    for sent in 0.. {
+        assert!(sent < 1000, "b was never probed");
+        if bs[1].hits() > hits {
+            break;
+        }
+        c.get("/").await;
+    }
+    for _ in 0..4 {
         c.get("/").await;
     }
     assert_eq!(bs[1].hits(), hits + 1, "exactly one probe while half-open");
     // Healthy again: the next probe closes it.
     bs[1].set_status(200);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    recovered().await;
+    let hits = bs[1].hits();
+    for sent in 0.. {
+        assert!(sent < 1000, "b was never probed");
+        if bs[1].hits() > hits {
+            break;
+        }
+        c.get("/").await;
+    }
+    eventually(Duration::from_secs(30), "b's breaker closes", || {
+        up.pool().snapshot().backends()[1].breaker_state() == balance::BreakerState::Closed
+    })
+    .await;
     let seq: Vec<String> = {
         let mut v = Vec::new();
         for _ in 0..10 {
@@ -181,18 +211,18 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
         }
         v
     };
-    assert_eq!(
-        up.pool().snapshot().backends()[1].breaker_state(),
-        balance::BreakerState::Closed
-    );
     assert!(seq.iter().filter(|b| *b == "b").count() >= 4, "{seq:?}");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_is_retried_on_503_but_post_that_reached_a_backend_is_not() {
     let bs = backends(&["a", "b"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    // Neither passive ejection nor the breaker takes a out: the POSTs must meet its 503.
+    let proxy = start(&proxy_config(
+        app(&[(&bs[0], 1.0), (&bs[1], 1.0)])
+            .set("max_fails", 0)
+            .circuit_breaker(Section::disabled()),
+    ));
     bs[0].set_status(503);
     let mut c = Client::connect(web(&proxy)).await;
     for _ in 0..4 {
@@ -207,30 +237,33 @@ async fn get_is_retried_on_503_but_post_that_reached_a_backend_is_not() {
     let delivered = (bs[0].hits() - a) + (bs[1].hits() - b);
     assert_eq!(delivered, 4, "each POST reached exactly one backend");
     assert_eq!(
+        bs[0].hits() - a,
+        2,
+        "round robin sent two POSTs to a, which answered 503"
+    );
+    assert_eq!(
         posts.iter().filter(|s| **s == 503).count(),
         bs[0].hits() - a,
         "a POST's 503 is passed through"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_refused_is_failed_over_even_for_post() {
     let bs = backends(&["a", "b"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
     bs[0].kill();
     let mut c = Client::connect(web(&proxy)).await;
     for _ in 0..6 {
         let r = c.send("POST", "/", b"payload").await.unwrap();
         assert_eq!((r.status, r.text()), (200, "b:7".to_owned()));
     }
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn all_backends_down_gives_503_with_retry_after() {
     let bs = backends(&["a", "b"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
     bs[0].kill();
     bs[1].kill();
     let r = get(web(&proxy), "/").await;
@@ -240,36 +273,24 @@ async fn all_backends_down_gives_503_with_retry_after() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.text().contains("app"), "{}", r.text());
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_backend_gives_504_after_the_response_timeout() {
     let bs = backends(&["a"]).await;
-    let proxy = start(&config(
-        &[(&bs[0], 1.0)],
-        "response_timeout = \"300ms\"",
-        "",
+    let proxy = start(&proxy_config(
+        app(&[(&bs[0], 1.0)]).duration("response_timeout", Duration::from_millis(300)),
     ));
-    bs[0].set_delay(Duration::from_secs(2));
-    let started = std::time::Instant::now();
+    // The backend would answer 200 after ten minutes: a 504 shows the proxy did not wait.
+    bs[0].set_delay(Duration::from_secs(600));
     let r = get(web(&proxy), "/").await;
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "did not wait for the backend"
-    );
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_request_head_gets_408_and_a_malformed_one_400() {
     let bs = backends(&["a"]).await;
-    let toml = config(&[(&bs[0], 1.0)], "", "").replace(
-        "upstream = \"app\"\n",
-        "upstream = \"app\"\nheader_timeout = \"300ms\"\n",
-    );
-    let proxy = start(&toml);
+    let proxy = start(&config(&[(&bs[0], 1.0)]).listeners_set("header_timeout", "300ms"));
     let reply = raw(
         web(&proxy),
         b"GET / HTTP/1.1\r\nHost: a\r\n",
@@ -287,28 +308,31 @@ async fn a_slow_request_head_gets_408_and_a_malformed_one_400() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert_eq!(bs[0].hits(), 0);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_shutdown_finishes_an_in_flight_request() {
     let bs = backends(&["a"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
+    let proxy = start(&config(&[(&bs[0], 1.0)]));
     bs[0].set_delay(Duration::from_millis(500));
     let addr = web(&proxy);
     // An idle keep-alive connection does not hold the shutdown up: it is closed.
     let mut idle = Client::connect(addr).await;
     assert_eq!(idle.get("/").await.status, 200);
     let pending = tokio::spawn(async move { get(addr, "/").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(30)))
+    eventually(
+        Duration::from_secs(30),
+        "the request reaches the backend",
+        || bs[0].in_flight() == 1,
+    )
+    .await;
+    // A grace far longer than the test's deadline: finishing within the deadline means
+    // the shutdown waited for the busy request only, not for the idle connection.
+    let shutdown = tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(600)));
+    tokio::time::timeout(Duration::from_secs(60), shutdown)
         .await
+        .expect("waited for the busy request only")
         .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "waited for the busy request only"
-    );
     let r = pending.await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
@@ -324,16 +348,25 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_choose_the_upstream_by_host_and_path_prefix() {
     let bs = backends(&["web", "api", "admin"]).await;
-    let toml = format!(
-        "access_log = false\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"web\"\n\
-         [[listeners.routes]]\npath_prefix = \"/api/\"\nupstream = \"api\"\n\
-         [[listeners.routes]]\nhost = \"admin.example\"\nupstream = \"admin\"\n\
-         [[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\n\
-         [[upstreams]]\nname = \"api\"\nbackends = [{{ address = \"{}\" }}]\n\
-         [[upstreams]]\nname = \"admin\"\nbackends = [{{ address = \"{}\" }}]\n",
-        bs[0].addr, bs[1].addr, bs[2].addr
+    let routes = vec![
+        Section::new()
+            .set("path_prefix", "/api/")
+            .set("upstream", "api"),
+        Section::new()
+            .set("host", "admin.example")
+            .set("upstream", "admin"),
+    ];
+    let mut config = ConfigBuilder::new().listener_with(
+        Section::new()
+            .set("name", "web")
+            .set("bind", "127.0.0.1:0")
+            .set("upstream", "web")
+            .set("routes", routes),
     );
-    let proxy = start(&toml);
+    for b in &bs {
+        config = config.upstream(UpstreamBuilder::new(b.name()).backend(b.name(), b.addr(), 1.0));
+    }
+    let proxy = start(&config);
     let addr = web(&proxy);
     assert_eq!(get(addr, "/index.html").await.backend(), "web");
     assert_eq!(get(addr, "/api/users").await.backend(), "api");
@@ -344,13 +377,12 @@ async fn routes_choose_the_upstream_by_host_and_path_prefix() {
     )
     .await;
     assert!(r.contains("x-backend: admin"), "{r}");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunked_request_and_response_bodies_pass_through() {
     let bs = backends(&["a"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0)], "", ""));
+    let proxy = start(&config(&[(&bs[0], 1.0)]));
     let reply = raw(
         web(&proxy),
         b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -360,7 +392,6 @@ async fn chunked_request_and_response_bodies_pass_through() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("a:11"), "{reply}");
     assert_eq!(bs[0].seen()[0].body_len, 11);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -368,7 +399,7 @@ async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     let bs = backends(&["a", "b"]).await;
-    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)], "", ""));
+    let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
     let stream = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -399,20 +430,19 @@ async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     assert_eq!(req.header("x-forwarded-for"), Some("127.0.0.1"));
     // HTTP/1.1 still works on the same port.
     assert_eq!(get(web(&proxy), "/").await.status, 200);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_gets_503() {
-    let b = MockBackend::start("a").await;
+    let b = mock("a").await;
     b.set_delay(Duration::from_millis(300));
-    let toml = format!(
-        "access_log = false\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
-         [[upstreams]]\nname = \"app\"\nqueue_size = 2\nqueue_timeout = \"5s\"\n\
-         backends = [{{ address = \"{}\", max_connections = 1 }}]\n",
-        b.addr
-    );
-    let proxy = start(&toml);
+    let proxy = start(&ConfigBuilder::proxy(
+        UpstreamBuilder::new("app")
+            .set("queue_size", 2)
+            .duration("queue_timeout", Duration::from_secs(5))
+            .backend_with("a", b.addr(), 1.0, Section::new().set("max_connections", 1))
+            .health_check(Section::disabled()),
+    ));
     let addr = web(&proxy);
     let send = |priority: u32, path: &'static str| {
         tokio::spawn(async move {
@@ -422,12 +452,27 @@ async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_get
             raw(addr, req.as_bytes(), Duration::from_secs(10)).await
         })
     };
+    let queued = |n: usize| {
+        let proxy = &proxy;
+        async move {
+            let what = format!("{n} requests queued");
+            eventually(Duration::from_secs(30), &what, || {
+                proxy.upstream("app").unwrap().queue().len() == n
+            })
+            .await;
+        }
+    };
     let first = send(0, "/first");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first request is served",
+        || b.in_flight() == 1,
+    )
+    .await;
     let low = send(1, "/low");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    queued(1).await;
     let high = send(9, "/high");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    queued(2).await;
     let overflow = send(5, "/overflow").await.unwrap();
     assert!(
         overflow.starts_with("HTTP/1.1 503"),
@@ -442,7 +487,6 @@ async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_get
         vec!["/first", "/high", "/low"],
         "higher priority first"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -471,19 +515,19 @@ async fn a_connect_timeout_is_failed_over_to_the_next_backend() {
             fillers.push(s);
         }
     }
-    let good = MockBackend::start("good").await;
-    let toml = format!(
-        "access_log = false\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
-         [[upstreams]]\nname = \"app\"\nalgorithm = \"round-robin\"\nconnect_timeout = \"200ms\"\n\
-         backends = [{{ address = \"{stuck}\", id = \"stuck\" }}, {{ address = \"{}\", id = \"good\" }}]\n",
-        good.addr
-    );
-    let proxy = start(&toml);
+    let good = mock("good").await;
+    let proxy = start(&ConfigBuilder::proxy(
+        UpstreamBuilder::new("app")
+            .algorithm("round-robin")
+            .duration("connect_timeout", Duration::from_millis(200))
+            .backend("stuck", stuck, 1.0)
+            .backend("good", good.addr(), 1.0),
+    ));
     let started = std::time::Instant::now();
     let r = raw(
         web(&proxy),
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -496,18 +540,16 @@ async fn a_connect_timeout_is_failed_over_to_the_next_backend() {
         took >= Duration::from_millis(200),
         "the first attempt waited for its connect timeout: {took:?}"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
     drop(fillers);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn when_every_try_answers_503_the_last_answer_is_passed_through() {
     let bs = backends(&["a", "b"]).await;
-    let proxy = start(&config(
-        &[(&bs[0], 1.0), (&bs[1], 1.0)],
-        "tries = 2\nmax_fails = 0",
-        "",
+    let proxy = start(&proxy_config(
+        app(&[(&bs[0], 1.0), (&bs[1], 1.0)])
+            .set("tries", 2)
+            .set("max_fails", 0),
     ));
     bs[0].set_status(503);
     bs[1].set_status(503);
@@ -523,5 +565,4 @@ async fn when_every_try_answers_503_the_last_answer_is_passed_through() {
         "-",
         "the backend's own response, not one made up by the proxy"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }

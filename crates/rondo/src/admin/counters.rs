@@ -45,6 +45,16 @@ impl ProxyMetrics {
         )
     }
 
+    /// Drops upstream `name`'s counters and every listener's responses from it (a reload
+    /// removed the upstream): `/metrics` no longer shows it. Requests still in flight count
+    /// into handles nothing reads any more.
+    pub fn forget_upstream(&self, name: &str) {
+        self.upstreams.lock().retain(|u| u.name != name);
+        for l in self.listeners.lock().iter() {
+            l.responses.lock().retain(|r| r.upstream() != name);
+        }
+    }
+
     /// Every listener's counters, in the order they were first taken.
     pub fn listeners(&self) -> Vec<Arc<ListenerCounters>> {
         self.listeners.lock().clone()

@@ -17,6 +17,7 @@
 //! | `rondo_backend_healthy` | gauge (1 when health checks call it up) | `upstream`, `backend` |
 //! | `rondo_backend_health_changed_timestamp_seconds` | gauge | `upstream`, `backend` |
 //! | `rondo_health_checks_total` | counter | `upstream`, `backend`, `result` (`passed`, `bad_status`, `timeout`, `refused`, `error`) |
+//! | `rondo_dns_resolutions_total` | counter | `upstream`, `name`, `result` (`ok`, `error`) |
 
 use std::sync::Arc;
 
@@ -28,14 +29,13 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::upstream::Upstream;
+use crate::upstream::UpstreamSet;
 
-/// The registry the admin server encodes: rondo's families over these upstreams.
-pub fn registry(upstreams: &[Arc<Upstream>]) -> Registry {
+/// The registry the admin server encodes: rondo's families over the live upstreams (read at
+/// each scrape, so upstreams added or removed by a reload follow).
+pub fn registry(upstreams: Arc<UpstreamSet>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(UpstreamCollector {
-        upstreams: upstreams.to_vec(),
-    }));
+    registry.register_collector(Box::new(UpstreamCollector { upstreams }));
     registry
 }
 
@@ -53,7 +53,7 @@ type GaugeFn = fn(&balance::Backend) -> i64;
 /// Reads the upstreams' pools and recorders at scrape time.
 #[derive(Debug)]
 struct UpstreamCollector {
-    upstreams: Vec<Arc<Upstream>>,
+    upstreams: Arc<UpstreamSet>,
 }
 
 fn breaker_value(s: BreakerState) -> i64 {
@@ -66,11 +66,8 @@ fn breaker_value(s: BreakerState) -> i64 {
 
 impl Collector for UpstreamCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let snaps: Vec<_> = self
-            .upstreams
-            .iter()
-            .map(|u| (u, u.pool().snapshot()))
-            .collect();
+        let upstreams = self.upstreams.all();
+        let snaps: Vec<_> = upstreams.iter().map(|u| (u, u.pool().snapshot())).collect();
         // Members first, then removed backends still finishing requests.
         let backends = || {
             snaps.iter().flat_map(|(u, s)| {
@@ -177,6 +174,20 @@ impl Collector for UpstreamCollector {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "rondo_hash_key_missing",
+                "Requests to a consistent-hash upstream without its hash_key, picked from the \
+                 round-robin cycle instead.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, _) in &snaps {
+                let labels = [("upstream", u.name())];
+                ConstCounter::new(u.recorder().unkeyed_requests())
+                    .encode(m.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "rondo_health_checks",
                 "Active health checks, by backend and result.",
                 None,
@@ -198,6 +209,26 @@ impl Collector for UpstreamCollector {
                         let labels = [
                             ("upstream", u.name()),
                             ("backend", b.id()),
+                            ("result", result),
+                        ];
+                        ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "rondo_dns_resolutions",
+                "Resolutions of backend names, by name and result (ok, error).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (u, _) in &snaps {
+                for source in u.discovery() {
+                    for (result, n) in [("ok", source.successes), ("error", source.failures)] {
+                        let labels = [
+                            ("upstream", u.name()),
+                            ("name", source.name.as_str()),
                             ("result", result),
                         ];
                         ConstCounter::new(n).encode(m.encode_family(&labels)?)?;

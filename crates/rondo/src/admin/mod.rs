@@ -9,6 +9,7 @@
 //! | `GET /api/v1/stats` | statistics per upstream and backend (JSON, see [`stats`]) |
 //! | `GET /api/v1/events` | recent backend state changes, newest first (see [`events`]) |
 //! | `GET /metrics` | Prometheus text (see [`metrics`]) |
+//! | `GET /api/v1/reload` | how the last configuration reload ended (see [`reloads`]) |
 //! | `POST /api/v1/upstreams/{name}/backends` | add a backend |
 //! | `DELETE /api/v1/upstreams/{name}/backends/{id}` | remove it (in-flight requests finish) |
 //! | `PATCH /api/v1/upstreams/{name}/backends/{id}` | change its weight |
@@ -26,6 +27,7 @@ pub mod events;
 pub mod metrics;
 pub mod process;
 pub mod proxy_metrics;
+pub mod reloads;
 pub mod stats;
 pub mod status;
 
@@ -44,7 +46,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamSet};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -54,7 +56,8 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin server reads and writes.
 pub struct Admin {
-    upstreams: Vec<Arc<Upstream>>,
+    /// The live upstreams (a reload may add or remove some).
+    upstreams: Arc<UpstreamSet>,
     registry: Registry,
     token: Option<String>,
     /// Reads need the token too (the listener is not on loopback).
@@ -62,12 +65,13 @@ pub struct Admin {
     started: Instant,
     /// The listeners' counters, when the proxy hands them over.
     metrics: Option<Arc<counters::ProxyMetrics>>,
+    reloads: Arc<reloads::Reloads>,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("upstreams", &self.upstreams.len())
+            .field("upstreams", &self.upstreams.all().len())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("protect_reads", &self.protect_reads)
             .finish_non_exhaustive()
@@ -75,20 +79,25 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    /// The admin state over `upstreams`, exposing the metrics of `registry`. `listen` decides
-    /// whether reads need the token (they do off loopback).
+    /// The admin state over the live `upstreams`, exposing the metrics of `registry`.
+    /// `listen` decides whether reads need the token (they do off loopback); `started` is when
+    /// the balancer started (a reload that rebuilds the admin server keeps the uptime);
+    /// `reloads` is where the serving process records how reloads ended.
     pub fn new(
-        upstreams: Vec<Arc<Upstream>>,
+        upstreams: Arc<UpstreamSet>,
         registry: Registry,
         token: Option<String>,
         listen: SocketAddr,
+        started: Instant,
+        reloads: Arc<reloads::Reloads>,
     ) -> Admin {
         Admin {
             upstreams,
             registry,
             protect_reads: token.is_some() && !listen.ip().is_loopback(),
             token,
-            started: Instant::now(),
+            started,
+            reloads,
             metrics: None,
         }
     }
@@ -99,15 +108,22 @@ impl Admin {
         self
     }
 
-    fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| u.name() == name)
+    /// Where the process that reloads the configuration records how each reload ended.
+    pub fn reloads(&self) -> &Arc<reloads::Reloads> {
+        &self.reloads
+    }
+
+    fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 }
 
-/// Serves the admin API on `listener` until `stop` resolves.
+/// Serves the admin API on `listener` until `stop` resolves. Each request reads the current
+/// `admin` state, so a reload that stores a new one (a new token) applies to the next request,
+/// also on connections already open.
 pub async fn serve(
     listener: TcpListener,
-    admin: Arc<Admin>,
+    admin: Arc<arc_swap::ArcSwap<Admin>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     // No "listening" line here: `rondo serve` reports its addresses in one place, in order.
@@ -123,7 +139,7 @@ pub async fn serve(
         let admin = Arc::clone(&admin);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let admin = Arc::clone(&admin);
+                let admin = admin.load_full();
                 async move { Ok::<_, Infallible>(handle(&admin, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -234,7 +250,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if admin.protect_reads && !authorized(admin, &req) {
                 return unauthorized();
             }
-            let mut s = stats::collect(&admin.upstreams, admin.started.elapsed());
+            let mut s = stats::collect(&admin.upstreams.all(), admin.started.elapsed());
             if let Some(m) = &admin.metrics {
                 s.listeners = stats::listeners(m);
             }
@@ -249,11 +265,21 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             }
             let mut all: Vec<events::EventRecord> = admin
                 .upstreams
+                .all()
                 .iter()
                 .flat_map(|u| u.events().list())
                 .collect();
             all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
             json_reply(StatusCode::OK, &json!({ "events": all }))
+        }
+        (&Method::GET, ["api", "v1", "reload"]) => {
+            if admin.protect_reads && !authorized(admin, &req) {
+                return unauthorized();
+            }
+            match serde_json::to_string(&admin.reloads.report()) {
+                Ok(body) => reply(StatusCode::OK, "application/json", body),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+            }
         }
         (&Method::GET, ["metrics"]) => {
             if admin.protect_reads && !authorized(admin, &req) {
@@ -272,7 +298,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             );
             mutate(admin, req, name, rest).await
         }
-        (_, ["" | "healthz" | "metrics"] | ["api", "v1", "stats"]) => error(
+        (_, ["" | "healthz" | "metrics"] | ["api", "v1", "stats" | "reload"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}; use GET"),
             None,
@@ -401,6 +427,7 @@ fn pool_error(e: &PoolError) -> Reply {
     match e {
         PoolError::UnknownBackend(_) => error(StatusCode::NOT_FOUND, e.to_string(), Some("id")),
         PoolError::DuplicateId(_) => error(StatusCode::CONFLICT, e.to_string(), Some("id")),
+        PoolError::BalanceFactor(_) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
     }
 }
 
@@ -513,20 +540,24 @@ mod tests {
     fn reads_need_the_token_only_off_loopback() {
         let admin = |listen: &str| {
             Admin::new(
-                Vec::new(),
+                Arc::default(),
                 Registry::default(),
                 Some("t".into()),
                 listen.parse().unwrap(),
+                Instant::now(),
+                Arc::default(),
             )
         };
         assert!(!admin("127.0.0.1:9901").protect_reads);
         assert!(!admin("[::1]:9901").protect_reads);
         assert!(admin("0.0.0.0:9901").protect_reads);
         let open = Admin::new(
-            Vec::new(),
+            Arc::default(),
             Registry::default(),
             None,
             "127.0.0.1:9901".parse().unwrap(),
+            Instant::now(),
+            Arc::default(),
         );
         assert!(!open.protect_reads);
         assert!(!format!("{:?}", admin("0.0.0.0:1")).contains("\"t\""));

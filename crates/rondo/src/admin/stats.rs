@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::counters::{ProxyMetrics, Source};
 use super::events::millis;
-use crate::upstream::Upstream;
+use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +105,10 @@ pub struct UpstreamStats {
     pub circuit_breaker_states: BTreeMap<String, String>,
     /// Its backends, in configuration order, then removed ones still finishing requests.
     pub backends: Vec<BackendStats>,
+    /// Its backends given by DNS name: the addresses in use and the last error. A name that
+    /// never resolved has `resolved: false` and no backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<SourceStatus>,
 }
 
 /// One backend.
@@ -205,6 +209,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
             .map(|b| (b.id.clone(), b.breaker.clone()))
             .collect(),
         backends,
+        dns: u.discovery(),
     }
 }
 

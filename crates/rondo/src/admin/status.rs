@@ -15,8 +15,8 @@ use super::stats::{BackendStats, Stats};
 /// `rondo status` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusArgs {
-    /// The admin API's base URL (`[admin] listen` of the balancer).
-    #[arg(long, default_value = "http://127.0.0.1:9901")]
+    /// The admin API: `[admin] listen` of the balancer, as HOST:PORT or http://HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: String,
     /// Print the JSON of /api/v1/stats as it came.
     #[arg(long)]
@@ -53,19 +53,27 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `host:port` of an `http://host:port[/…]` URL.
+/// `host:port` of `host:port` or an `http://host:port[/…]` URL (the admin API speaks plain
+/// HTTP only).
 fn authority(url: &str) -> anyhow::Result<&str> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("--admin {url:?}: expected an http:// URL such as http://127.0.0.1:9901");
+    let rest = match url.split_once("://") {
+        None => url,
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => bail!(
+            "--admin {url:?}: the admin API speaks plain HTTP; give HOST:PORT such as \
+             127.0.0.1:9901 (not {scheme}://)"
+        ),
     };
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() {
-        bail!("--admin {url:?}: no host");
+        bail!("--admin {url:?}: no host; give HOST:PORT such as 127.0.0.1:9901");
     }
     Ok(host)
 }
 
-async fn fetch(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Bytes> {
+/// GETs `path` from the admin API at `base` (HOST:PORT or http://HOST:PORT): the body of a
+/// 2xx answer, or an error naming what failed.
+pub(crate) async fn fetch(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Bytes> {
     let host = authority(base)?;
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(host)
@@ -216,6 +224,36 @@ pub fn render(stats: &Stats, colour: bool) -> String {
         for row in &rows {
             let _ = writeln!(out, "{}", line(row, false));
         }
+        // Backend names: how many addresses each gives, and why one gives none or is stale.
+        for d in &u.dns {
+            let what = match (&d.error, d.resolved) {
+                (None, _) => format!("{} addresses", d.addresses.len()),
+                (Some(e), false) => paint(state_colour("down"), &format!("never resolved: {e}")),
+                (Some(e), true) => paint(
+                    state_colour("down"),
+                    &format!("{} last known addresses kept: {e}", d.addresses.len()),
+                ),
+            };
+            let _ = writeln!(out, "  dns {}: {what}", d.name);
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_is_host_port_with_or_without_http() {
+        assert_eq!(authority("127.0.0.1:9901").unwrap(), "127.0.0.1:9901");
+        assert_eq!(
+            authority("http://127.0.0.1:9901/").unwrap(),
+            "127.0.0.1:9901"
+        );
+        assert_eq!(authority("[::1]:9901").unwrap(), "[::1]:9901");
+        let e = authority("https://127.0.0.1:9901").unwrap_err().to_string();
+        assert!(e.contains("plain HTTP"), "{e}");
+        assert!(authority("http://").is_err());
+    }
 }

@@ -22,6 +22,15 @@ pub fn workers() -> NonZeroUsize {
 /// Kubernetes in-flight requests get all the time the pod is given before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// `[resolver] min_ttl`: 5 s, Envoy's default DNS refresh rate; a record with a shorter (or
+/// zero) TTL does not turn every balancer of a fleet into a DNS load generator.
+pub const RESOLVER_MIN_TTL: Duration = Duration::from_secs(5);
+
+/// `[resolver] max_ttl`: 5 minutes, so a record published with a TTL of a day still follows a
+/// change within minutes (Kubernetes' and Consul's TTLs are seconds; cloud load balancers'
+/// 60 s).
+pub const RESOLVER_MAX_TTL: Duration = Duration::from_secs(300);
+
 /// `access_log`: on, as in nginx (`access_log logs/access.log combined`): one line per
 /// request is what an operator reaches for first.
 pub const ACCESS_LOG: bool = true;
@@ -29,6 +38,10 @@ pub const ACCESS_LOG: bool = true;
 /// `access_log.format`: nginx's `combined`, the format log analysers (GoAccess, AWStats,
 /// most SIEM parsers) read without configuration.
 pub const ACCESS_LOG_FORMAT: &str = "combined";
+
+/// `admin.enabled`: on, since `rondo status`, `rondo reload` and the dashboard need it; it
+/// listens on loopback only.
+pub const ADMIN_ENABLED: bool = true;
 
 /// `admin.listen`: loopback, so a fresh install exposes nothing; port 9901 is the admin port
 /// of Envoy's documentation and examples, familiar to operators.
@@ -51,6 +64,24 @@ pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
 pub fn algorithm() -> Algorithm {
     Algorithm::default()
 }
+
+/// `hash_key` of a `consistent-hash` upstream: the client's address, nginx's `ip_hash` and
+/// HAProxy's `balance source`, the one key every request has.
+pub fn hash_key() -> super::HashKey {
+    super::HashKey::ClientIp
+}
+
+/// `sticky.cookie`: names the balancer, not the application, so it never collides with an
+/// application's own cookie.
+pub const STICKY_COOKIE: &str = "rondo_srv";
+
+/// `sticky.secure`: off, so stickiness works on a plain-HTTP listener too (Traefik's
+/// default); set it behind TLS.
+pub const STICKY_SECURE: bool = false;
+
+/// `sticky.http_only`: on. Scripts have no use for a backend id, and a cookie they cannot
+/// read cannot leak through one.
+pub const STICKY_HTTP_ONLY: bool = true;
 
 /// `weight` of a backend: 1, as in nginx and the seed.
 pub const WEIGHT: Weight = Weight::ONE;
@@ -102,10 +133,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `response_timeout`: 60 s for the response head, nginx's `proxy_read_timeout`.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `keepalive`: 32 idle connections kept per backend: at 10 ms per request that carries
-/// 3,200 requests per second per backend without a new handshake (nginx needs `keepalive N`
-/// set by hand to pool at all).
-pub const KEEPALIVE: usize = 32;
+/// `keepalive`: idle connections kept per backend and worker. The pool sizes itself to
+/// demand: a connection a request opened is kept while it is needed and closed by idle time
+/// (`keepalive_timeout`) or when descriptors run short, never because a count was reached
+/// (HAProxy keeps what it opened until it idles out; Envoy closes on idle time, not count).
+/// The cap only guards against a runaway: 10,000 is more than one worker's clients can
+/// keep busy on one backend. The old default, 32, made 256 clients over 4 backends open a
+/// new connection for about one request in 16.
+pub const KEEPALIVE: usize = 10_000;
 
 /// `keepalive_timeout`: 60 s, nginx's upstream `keepalive_timeout`; shorter than most
 /// servers' own idle timeout so the balancer closes first and never reuses a dying socket.

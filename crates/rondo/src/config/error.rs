@@ -20,12 +20,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {}: {}", path.display(), describe_io(source))]
+    #[error("cannot read {}: {}", path.display(), describe_io(error))]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the operating system said.
-        source: io::Error,
+        /// What the operating system said. Part of the message and not a `source()`, so
+        /// that a report of the error chain does not print the cause a second time.
+        error: io::Error,
     },
     /// The file was read but is not a valid configuration: one or more problems, each with
     /// its place in the file.
@@ -89,13 +90,20 @@ pub struct Diagnostic {
     pub width: usize,
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
+impl Diagnostic {
+    /// `FILE:LINE:COL: message` on one line, without the source line and caret: what a log
+    /// line carries, since a log line must not contain line breaks.
+    pub fn headline(&self) -> String {
+        format!(
             "{}:{}:{}: {}",
             self.file, self.line, self.column, self.message
-        )?;
+        )
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.headline())?;
         if self.source_line.is_empty() {
             return Ok(());
         }
@@ -365,9 +373,13 @@ mod tests {
     fn io_errors_name_the_file_without_the_os_error_number() {
         let e = ConfigError::Read {
             path: "rondo.toml".into(),
-            source: io::Error::from(io::ErrorKind::NotFound),
+            error: io::Error::from(io::ErrorKind::NotFound),
         };
         assert!(e.to_string().starts_with("cannot read rondo.toml: "), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the cause is said once"
+        );
         let os = io::Error::from_raw_os_error(2);
         assert_eq!(describe_io(&os), "No such file or directory");
     }

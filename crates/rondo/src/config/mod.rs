@@ -39,6 +39,7 @@ pub mod defaults;
 mod error;
 mod header_rules;
 mod model;
+mod named;
 mod raw;
 pub mod units;
 mod validate;
@@ -47,8 +48,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CheckKind, Config, HealthCheckConfig, ListenerConfig, QueueConfig, RetryBudget,
-    RouteConfig, UpstreamConfig,
+    AdminConfig, CheckKind, Config, DnsTarget, HashKey, HealthCheckConfig, ListenerConfig,
+    NamedBackend, QueueConfig, ResolverConfig, RetryBudget, RouteConfig, StickyConfig,
+    UpstreamConfig,
 };
 
 use error::{SourceMap, humanize};
@@ -57,9 +59,9 @@ use validate::Env;
 /// Reads and validates the configuration file at `path`. Diagnostics name the file as
 /// `path` is written.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let file_name = path.display().to_string();
     match String::from_utf8(bytes) {

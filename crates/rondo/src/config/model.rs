@@ -27,6 +27,53 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The upstreams, in file order (at least one).
     pub upstreams: Vec<UpstreamConfig>,
+    /// How backend names are resolved.
+    pub resolver: ResolverConfig,
+}
+
+/// `[resolver]`: where backend names are resolved and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// A name is resolved again after its records' TTL, but never sooner than this.
+    pub min_ttl: Duration,
+    /// …and never later than this.
+    pub max_ttl: Duration,
+}
+
+/// A backend given by a DNS name rather than an address: every address the name resolves to
+/// is a backend with these settings (see `upstream::dns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedBackend {
+    /// The id as written (default: the name as written); each resolved backend's id is
+    /// `{id}@{address}`.
+    pub id: String,
+    /// What to resolve.
+    pub target: DnsTarget,
+    /// Each resolved backend's weight (for SRV: multiplied by the record's relative weight).
+    pub weight: balance::Weight,
+    /// Each resolved backend is a backup.
+    pub backup: bool,
+    /// Each resolved backend's connection limit.
+    pub max_connections: Option<NonZeroU32>,
+}
+
+/// A DNS name to resolve into backend addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsTarget {
+    /// A/AAAA records of `host`, each with `port`.
+    Host {
+        /// The host name.
+        host: String,
+        /// The port every address gets.
+        port: u16,
+    },
+    /// SRV records of `name` (`_service._proto.domain`): targets, ports and weights.
+    Srv {
+        /// The SRV name.
+        name: String,
+    },
 }
 
 impl Config {
@@ -62,6 +109,9 @@ impl Config {
 /// The admin API's listener.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
+    /// Whether the admin API runs at all: off, nothing listens (a second instance on the
+    /// same machine, or a host where nothing should listen besides the proxy).
+    pub enabled: bool,
     /// Where the admin API listens.
     pub listen: SocketAddr,
     /// The bearer token mutations (and, off loopback, every request) must carry; `None` when
@@ -72,6 +122,7 @@ pub struct AdminConfig {
 impl fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminConfig")
+            .field("enabled", &self.enabled)
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -99,6 +150,9 @@ pub struct ListenerConfig {
     pub max_body_size: Option<u64>,
     /// Headers set or removed on requests and responses through this listener.
     pub headers: Headers,
+    /// Client connections open at once; past it idle ones are closed to make room, else the
+    /// new one is refused. `None`: derived from the open-file limit at start.
+    pub max_client_connections: Option<usize>,
 }
 
 /// A route of a listener: requests that match go to `upstream`.
@@ -152,8 +206,10 @@ pub struct UpstreamConfig {
     /// (`None` when `max_fails = 0`), slow start, panic threshold and start position. The
     /// seed is 0: the program sets it.
     pub pool: PoolConfig,
-    /// The backends, in file order (at least one).
+    /// The backends given by address, in file order.
     pub backends: Vec<BackendSpec>,
+    /// The backends given by DNS name, in file order; with `backends`, at least one.
+    pub named: Vec<NamedBackend>,
     /// Attempts per request in all, the first included (1 when `failover = false`).
     pub tries: NonZeroU32,
     /// Response statuses that count as a failed attempt and are retried.
@@ -175,6 +231,40 @@ pub struct UpstreamConfig {
     pub queue: QueueConfig,
     /// Active health checks.
     pub health_check: HealthCheckConfig,
+    /// What a `consistent-hash` upstream hashes; `None` for the other algorithms.
+    pub hash_key: Option<HashKey>,
+    /// Sticky sessions by cookie; `None` when off.
+    pub sticky: Option<StickyConfig>,
+}
+
+/// The part of a request a `consistent-hash` upstream hashes, so that equal keys go to the
+/// same backend (nginx `hash`, HAProxy `balance source|uri|hdr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (nginx `ip_hash`, HAProxy `balance source`).
+    ClientIp,
+    /// The request target, path and query.
+    Uri,
+    /// A request header's value; the name is lower-case.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// A query parameter's value.
+    Query(String),
+}
+
+/// Sticky sessions: the first response sets a cookie naming its backend (an opaque id),
+/// later requests carrying it go to that backend while it can take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// Cookie name.
+    pub cookie: String,
+    /// `Max-Age`; `None` for a session cookie.
+    pub ttl: Option<Duration>,
+    /// `Secure` attribute: browsers send it over HTTPS only.
+    pub secure: bool,
+    /// `HttpOnly` attribute: scripts cannot read it.
+    pub http_only: bool,
 }
 
 /// Envoy's retry budget: retries in flight may be at most `percent` of the requests in
@@ -244,6 +334,27 @@ impl HealthCheckConfig {
     pub fn accepts(&self, status: u16) -> bool {
         self.expected_status.iter().any(|r| r.contains(&status))
     }
+
+    /// What a backend must do to pass, in words an operator recognises: `GET /health →
+    /// 200-399` or `TCP connect`. For `rondo check`, start-up and the log line of a 503
+    /// when every backend failed its checks: a newcomer whose backends have no `/health`
+    /// learns why they are all down.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            CheckKind::Tcp => "TCP connect".to_owned(),
+            CheckKind::Http => {
+                let statuses: Vec<String> = self
+                    .expected_status
+                    .iter()
+                    .map(|r| match r.start() == r.end() {
+                        true => r.start().to_string(),
+                        false => format!("{}-{}", r.start(), r.end()),
+                    })
+                    .collect();
+                format!("GET {} → {}", self.path, statuses.join(", "))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +364,7 @@ mod tests {
     #[test]
     fn debug_never_prints_the_admin_token() {
         let admin = AdminConfig {
+            enabled: true,
             listen: "127.0.0.1:9901".parse().unwrap(),
             token: Some("s3cret".into()),
         };

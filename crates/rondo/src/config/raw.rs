@@ -32,12 +32,28 @@ pub(crate) struct RawConfig {
     pub(crate) listeners: Option<S<Vec<S<RawListener>>>>,
     /// `[[upstreams]]`, at least one.
     pub(crate) upstreams: Option<S<Vec<S<RawUpstream>>>>,
+    /// `[resolver]`. Default: the system's resolver configuration.
+    pub(crate) resolver: Option<S<RawResolver>>,
+}
+
+/// `[resolver]`: how backend names are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResolver {
+    /// Name servers, socket addresses. Default: those of `/etc/resolv.conf`.
+    pub(crate) nameservers: Option<S<Vec<S<String>>>>,
+    /// Shortest time between two resolutions of a name, duration. Default "5s".
+    pub(crate) min_ttl: Option<S<DurationValue>>,
+    /// Longest time between two resolutions of a name, duration. Default "300s".
+    pub(crate) max_ttl: Option<S<DurationValue>>,
 }
 
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
+    /// Whether the admin API runs, bool. Default true.
+    pub(crate) enabled: Option<bool>,
     /// Socket address, e.g. "127.0.0.1:9901". Default "127.0.0.1:9901".
     pub(crate) listen: Option<S<String>>,
     /// Bearer token, string. No default.
@@ -64,6 +80,8 @@ pub(crate) struct RawListener {
     pub(crate) max_header_bytes: Option<S<SizeValue>>,
     /// Size (bytes) of the largest request body. Default: no limit.
     pub(crate) max_body_size: Option<S<SizeValue>>,
+    /// Open client connections accepted at once. Default: (open-file limit − 64) / 2.
+    pub(crate) max_client_connections: Option<S<i64>>,
     /// `[[listeners.routes]]`. Default: none.
     #[serde(default)]
     pub(crate) routes: Vec<S<RawRoute>>,
@@ -98,7 +116,7 @@ pub(crate) struct RawUpstream {
     /// One of balance's `Algorithm::NAMES`. Default "smooth-weighted".
     pub(crate) algorithm: Option<S<String>>,
     /// The backends, at least one, required.
-    pub(crate) backends: Option<S<Vec<S<RawBackend>>>>,
+    pub(crate) backends: Option<S<Vec<S<BackendEntry>>>>,
     /// Slow-start window, duration. Default: off.
     pub(crate) slow_start: Option<S<DurationValue>>,
     /// Panic threshold, integer percent 0–100. Default 0 (off).
@@ -109,8 +127,9 @@ pub(crate) struct RawUpstream {
     pub(crate) tries: Option<S<i64>>,
     /// Whether failed attempts move on to another backend, bool. Default true.
     pub(crate) failover: Option<S<bool>>,
-    /// Statuses retried, array of integers 100–599. Default [502, 503, 504].
-    pub(crate) retry_on_status: Option<S<Vec<S<i64>>>>,
+    /// Statuses retried: codes 100–599, "500-504" ranges or "5xx" classes. Default [502,
+    /// 503, 504].
+    pub(crate) retry_on_status: Option<S<Vec<S<StatusItem>>>>,
     /// Retry budget, integer percent 0–100. Default 20.
     pub(crate) retry_budget_percent: Option<S<i64>>,
     /// Retries always allowed, integer ≥ 0. Default 3.
@@ -137,17 +156,39 @@ pub(crate) struct RawUpstream {
     pub(crate) queue_timeout: Option<S<DurationValue>>,
     /// Header carrying a request's priority, header name. Default "x-priority".
     pub(crate) priority_header: Option<S<String>>,
+    /// What `consistent-hash` hashes: "client-ip", "uri", "header:NAME", "cookie:NAME",
+    /// "query:NAME". Default "client-ip".
+    pub(crate) hash_key: Option<S<String>>,
+    /// Bounded load of `consistent-hash`, number > 1. Default: off.
+    pub(crate) hash_balance_factor: Option<S<f64>>,
+    /// Sticky sessions by cookie, inline table. Default: off.
+    pub(crate) sticky: Option<S<RawSticky>>,
     /// `[upstreams.health_check]`. Default: HTTP checks with the seed's settings.
     pub(crate) health_check: Option<RawHealthCheck>,
     /// `[upstreams.circuit_breaker]`. Default: on, with the seed's settings.
     pub(crate) circuit_breaker: Option<RawBreaker>,
 }
 
+/// `sticky`, an inline table on an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    /// Cookie name, token. Default "rondo_srv".
+    pub(crate) cookie: Option<S<String>>,
+    /// Cookie lifetime, duration. Default: a session cookie.
+    pub(crate) ttl: Option<S<DurationValue>>,
+    /// `Secure` attribute, bool. Default false.
+    pub(crate) secure: Option<bool>,
+    /// `HttpOnly` attribute, bool. Default true.
+    pub(crate) http_only: Option<bool>,
+}
+
 /// A backend, an inline table in `backends`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackend {
-    /// Socket address, "127.0.0.1:9001" or "[::1]:9001", required.
+    /// Socket address ("127.0.0.1:9001", "[::1]:9001"), DNS name and port
+    /// ("app.internal:9001") or SRV name ("_http._tcp.app.internal"), required.
     pub(crate) address: S<String>,
     /// Relative weight, number > 0 with at most three decimals. Default 1.
     pub(crate) weight: Option<S<f64>>,
@@ -157,6 +198,34 @@ pub(crate) struct RawBackend {
     pub(crate) max_connections: Option<S<i64>>,
     /// Unique id within the upstream, string. Default: the address as written.
     pub(crate) id: Option<S<String>>,
+}
+
+/// An entry of `backends`: a [`RawBackend`] table. A bare address string, the usual slip
+/// (nginx writes `server 127.0.0.1:9001;`), is refused with the table to write instead of
+/// serde's "expected a table".
+#[derive(Debug)]
+pub(crate) struct BackendEntry(pub(crate) RawBackend);
+
+impl<'de> Deserialize<'de> for BackendEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BackendEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a backend table such as { address = \"127.0.0.1:9001\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendEntry, E> {
+                Err(E::custom(format!(
+                    "a backend is a table, not a string: write {{ address = \"{v}\" }}"
+                )))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<BackendEntry, A::Error> {
+                RawBackend::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(BackendEntry)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// `start`.
@@ -219,7 +288,8 @@ pub(crate) struct RawBreaker {
     pub(crate) half_open_requests: Option<S<i64>>,
 }
 
-/// One entry of `expected_status`: `200` or `"200-399"` (or `"204"`).
+/// One entry of `expected_status` or `retry_on_status`: `200`, `"200-399"`, `"5xx"` (or
+/// `"204"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StatusItem {
     /// A single code.

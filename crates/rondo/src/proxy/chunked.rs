@@ -28,8 +28,10 @@ enum State {
     DataLf,
     /// After the last chunk: at the start of a trailer line (an empty line ends the body).
     TrailerStart,
-    /// Inside a trailer line.
-    TrailerLine,
+    /// Inside a trailer field's name.
+    TrailerName,
+    /// Inside a trailer field's value.
+    TrailerValue,
     /// Expecting LF of the final empty line.
     EndLf,
     /// Expecting LF of a trailer line.
@@ -115,7 +117,7 @@ impl ChunkedDecoder {
                 State::Extension => {
                     if b == b'\r' {
                         self.state = State::SizeLf;
-                    } else if b == b'\n' {
+                    } else if is_control(b) {
                         return Err(ChunkedError);
                     }
                     self.bump_line(MAX_LINE)?;
@@ -145,16 +147,27 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        State::EndLf
-                    } else {
-                        State::TrailerLine
+                    // A field name starts the line: not a space (obs-fold), not a bare LF.
+                    self.state = match b {
+                        b'\r' => State::EndLf,
+                        _ if is_token(b) => State::TrailerName,
+                        _ => return Err(ChunkedError),
                     };
                     self.bump_line(MAX_TRAILERS)?;
                 }
-                State::TrailerLine => {
+                State::TrailerName => {
+                    self.state = match b {
+                        b':' => State::TrailerValue,
+                        _ if is_token(b) => State::TrailerName,
+                        _ => return Err(ChunkedError),
+                    };
+                    self.bump_line(MAX_TRAILERS)?;
+                }
+                State::TrailerValue => {
                     if b == b'\r' {
                         self.state = State::TrailerLf;
+                    } else if is_control(b) {
+                        return Err(ChunkedError);
                     }
                     self.bump_line(MAX_TRAILERS)?;
                 }
@@ -187,6 +200,18 @@ impl ChunkedDecoder {
     }
 }
 
+/// A control character other than HTAB: never valid in a field value or chunk extension
+/// (RFC 9110 §5.5), and a bare CR or LF there would split the message differently for
+/// another parser.
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A `tchar` of RFC 9110 §5.6.2, the characters of a field name.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +237,21 @@ mod tests {
             assert!(d.is_done(), "split at {split}");
             assert_eq!(n1 + n2, end, "split at {split}");
         }
+    }
+
+    #[test]
+    fn malformed_extensions_and_trailers_are_refused() {
+        for bad in [
+            &b"3;a\x01b\r\nabc\r\n0\r\n\r\n"[..], // control character in an extension
+            b"3;a\nabc\r\n0\r\n\r\n",             // bare LF in an extension
+            b"0\r\nX: y\nZ: 1\r\n\r\n",           // bare LF ending a trailer
+            b"0\r\n y\r\n\r\n",                   // obs-fold in trailers
+            b"0\r\nX y\r\n\r\n",                  // no colon
+            b"0\r\nX: \x7f\r\n\r\n",              // DEL in a trailer value
+        ] {
+            assert_eq!(run(&[bad]), Err(ChunkedError), "{}", bad.escape_ascii());
+        }
+        assert_eq!(run(&[b"0\r\nX-A: b c\r\nY:\r\n\r\n"]), Ok((19, true)));
     }
 
     #[test]

@@ -72,6 +72,12 @@ impl ConnPool {
         }
     }
 
+    /// Closes every idle connection: descriptors ran short, and a new connection when a
+    /// request needs one costs less than refusing clients.
+    pub(crate) fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+
     /// Closes connections that expired or were closed by their backend.
     pub(crate) fn sweep(&self) {
         let mut idle = self.idle.borrow_mut();

@@ -34,6 +34,7 @@ use std::time::Duration;
 use balance::{Backend, Lease, Mode, Outcome};
 use tokio::time::{Instant, timeout_at};
 
+use super::affinity::{self, Affinity};
 use super::protocol::outcome_of;
 use super::respond::ErrorPage;
 use crate::access_log::{AccessLog, AccessRecord, Tried, UpstreamTimes};
@@ -56,6 +57,8 @@ pub(crate) struct Facts {
     pub(crate) replayable: bool,
     /// Order in the upstream's wait queue; 0 when the request carries none.
     pub(crate) priority: i32,
+    /// Its hash key and sticky cookie: where the first attempt should go.
+    pub(crate) affinity: Affinity,
 }
 
 /// How far a failed attempt got.
@@ -191,8 +194,13 @@ pub(crate) trait Exchange {
     /// Sends the request to `backend` and reads the response head; returns its status.
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError>;
 
-    /// Forwards the response whose head [`Exchange::send`] read.
-    async fn deliver(&mut self, cfg: &UpstreamConfig) -> Delivered<Self::Output>;
+    /// Forwards the response whose head [`Exchange::send`] read, with a `Set-Cookie` header
+    /// of this value added when `set_cookie` is given (a sticky upstream).
+    async fn deliver(
+        &mut self,
+        cfg: &UpstreamConfig,
+        set_cookie: Option<&str>,
+    ) -> Delivered<Self::Output>;
 
     /// Drops the response whose head [`Exchange::send`] read.
     fn discard(&mut self);
@@ -338,14 +346,14 @@ impl<'u> Attempts<'u> {
 
     /// Starts an attempt of this cost on a backend not tried yet (on the first attempt,
     /// waiting in the upstream's queue when every backend is at its connection limit).
-    async fn next(&mut self, cost: Cost, priority: i32) -> Result<Lease<'u>, NoAttempt> {
+    async fn next(&mut self, cost: Cost, facts: &Facts) -> Result<Lease<'u>, NoAttempt> {
         let first = self.made == 0;
         let cost = self.effective(cost);
         if !first {
             self.allow(cost)?;
             self.retry = self.reserved.take();
         }
-        let Some(lease) = pick(self.upstream, &self.tried[..self.n_tried], priority, first).await
+        let Some(lease) = pick(self.upstream, &self.tried[..self.n_tried], facts, first).await
         else {
             let limited = first && self.upstream.pool().snapshot().mode() != Mode::Empty;
             return Err(if limited {
@@ -398,6 +406,9 @@ pub(crate) async fn forward<E: Exchange>(
 ) -> E::Output {
     let started = Instant::now();
     let cfg = upstream.settings();
+    if cfg.hash_key.is_some() && facts.affinity.key.is_none() {
+        upstream.recorder().unkeyed();
+    }
     let _active = upstream.begin();
     let mut attempts = Attempts::new(upstream, cfg.tries.get() as usize);
     let mut cost = Cost::Try;
@@ -408,7 +419,7 @@ pub(crate) async fn forward<E: Exchange>(
     let mut times = UpstreamTimes::default();
     let report = origin.report;
     let why = loop {
-        let lease = match attempts.next(cost, facts.priority).await {
+        let lease = match attempts.next(cost, &facts).await {
             Ok(lease) => lease,
             Err(why) => break why,
         };
@@ -447,7 +458,8 @@ pub(crate) async fn forward<E: Exchange>(
                     .recorder()
                     .record(lease.backend().id(), status, latency);
                 report.responses.record(status, Source::Backend);
-                let delivered = exchange.deliver(&cfg).await;
+                let cookie = affinity::set_cookie(&cfg, facts.affinity, lease.backend());
+                let delivered = exchange.deliver(&cfg, cookie.as_deref()).await;
                 times.response = Some(start.elapsed());
                 let outcome = if delivered.backend_ok {
                     outcome
@@ -667,25 +679,29 @@ fn abandon(upstream: &Upstream, lease: Lease<'_>) {
 async fn pick<'u>(
     upstream: &'u Upstream,
     tried: &[*const Backend],
-    priority: i32,
+    facts: &Facts,
     may_queue: bool,
 ) -> Option<Lease<'u>> {
     let accept = |b: &Backend| !tried.contains(&(b as *const Backend));
-    if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
+    let cfg = upstream.settings();
+    let pick = || {
+        let now = upstream.clock().now();
+        affinity::pick(upstream.pool(), now, &cfg, facts.affinity, accept)
+    };
+    if let Some(lease) = pick() {
         return Some(lease);
     }
-    let cfg = upstream.settings();
     let queue = &cfg.queue;
     if !may_queue || queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
         return None;
     }
     let deadline = Instant::now() + queue.timeout;
     loop {
-        let woken = upstream.queue().join(priority)?;
+        let woken = upstream.queue().join(facts.priority)?;
         if timeout_at(deadline, woken).await.is_err() {
             return None;
         }
-        if let Some(lease) = upstream.pool().pick(upstream.clock().now(), accept) {
+        if let Some(lease) = pick() {
             return Some(lease);
         }
     }
@@ -709,11 +725,14 @@ mod tests {
         idempotent: true,
         replayable: true,
         priority: 0,
+        affinity: Affinity {
+            key: None,
+            sticky: None,
+        },
     };
     const POST: Facts = Facts {
         idempotent: false,
-        replayable: true,
-        priority: 0,
+        ..GET
     };
 
     #[test]

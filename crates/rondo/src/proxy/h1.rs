@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::Site;
 use super::Worker;
+use super::affinity;
 use super::body::{self, CopyError, Limits};
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::head::{self, Client, Framing, RequestInfo};
@@ -55,7 +56,8 @@ pub(crate) async fn serve(
             };
             // Idle connections do not watch for shutdown: the worker waits only for busy
             // ones, then drops the rest, so an idle connection costs no more than this wait.
-            if !matches!(timeout(wait, stream.readable()).await, Ok(Ok(()))) {
+            // They close early when descriptors run short (see `room`).
+            if !worker.idle.wait_readable(&stream, wait, first).await {
                 return;
             }
         }
@@ -124,6 +126,7 @@ async fn request(
                 &client,
                 |host, path| site.route(host, path),
                 |u| site.upstreams[u].priority_header(),
+                |u, request| affinity::read(&site.upstreams[u].settings(), request),
                 &mut out,
             )
         };
@@ -226,6 +229,7 @@ async fn forward(
         idempotent: info.idempotent,
         replayable,
         priority: info.priority,
+        affinity: info.affinity,
     };
     let report = &site.reports[info.upstream];
     let origin = Origin {
@@ -431,12 +435,12 @@ impl Exchange for H1Exchange<'_> {
         }
     }
 
-    async fn deliver(&mut self, cfg: &UpstreamConfig) -> Delivered<Next> {
+    async fn deliver(&mut self, cfg: &UpstreamConfig, set_cookie: Option<&str>) -> Delivered<Next> {
         let Some(Pending {
             mut conn,
             addr,
             mut resp,
-            head_out,
+            mut head_out,
             response,
         }) = self.pending.take()
         else {
@@ -446,7 +450,6 @@ impl Exchange for H1Exchange<'_> {
                 bytes_sent: 0,
             };
         };
-        let mut head_out = head_out;
         if self.response_rules.iter().any(|r| !r.is_empty()) {
             let vars = Vars {
                 remote_addr: self.ip,
@@ -457,6 +460,14 @@ impl Exchange for H1Exchange<'_> {
         }
         let (client, idle, worker) = (&mut *self.client, self.idle, self.worker);
         resp.drain(..response.head_len);
+        if let Some(cookie) = set_cookie
+            && head_out.ends_with(b"\r\n\r\n")
+        {
+            head_out.truncate(head_out.len() - 2);
+            head_out.extend_from_slice(b"set-cookie: ");
+            head_out.extend_from_slice(cookie.as_bytes());
+            head_out.extend_from_slice(b"\r\n\r\n");
+        }
         let limits = Limits {
             read: cfg.response_timeout,
             write: idle,

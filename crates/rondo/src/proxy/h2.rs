@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+use super::affinity::{self, RequestParts};
 use super::forward::{Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::protocol::{HOP_BY_HOP, is_idempotent};
 use super::respond::ErrorPage;
@@ -259,10 +260,17 @@ async fn forward(
         .and_then(|v| v.to_str().ok()?.trim().parse().ok())
         .unwrap_or(0);
     let replayable = hyper::body::Body::is_end_stream(req.body());
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let request = RequestParts {
+        client: ip,
+        target: target.as_bytes(),
+        headers: req.headers(),
+    };
     let facts = Facts {
         idempotent,
         replayable,
         priority,
+        affinity: affinity::read(&upstream.settings(), &request),
     };
     let origin = Origin {
         client: ip,
@@ -335,7 +343,11 @@ impl Exchange for H2Exchange<'_> {
         }
     }
 
-    async fn deliver(&mut self, cfg: &UpstreamConfig) -> Delivered<Self::Output> {
+    async fn deliver(
+        &mut self,
+        cfg: &UpstreamConfig,
+        set_cookie: Option<&str>,
+    ) -> Delivered<Self::Output> {
         let Some((mut res, sender, addr)) = self.pending.take() else {
             return Delivered {
                 output: error(
@@ -352,6 +364,9 @@ impl Exchange for H2Exchange<'_> {
         self.worker.put_h2_upstream(addr, sender, cfg.keepalive);
         strip_hop_by_hop(res.headers_mut());
         super::headers::apply_to_map(res.headers_mut(), &self.response_rules, &self.vars);
+        if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+            res.headers_mut().append(header::SET_COOKIE, value);
+        }
         Delivered {
             output: res.map(Either::Left),
             backend_ok: true,

@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 
+use super::affinity::{Affinity, RequestParts};
 use super::protocol::{is_forwarding, is_hop_by_hop, is_idempotent};
 
 /// How a message body is delimited.
@@ -34,6 +35,13 @@ pub(crate) enum HeadError {
     /// Not valid HTTP/1.x.
     #[error("malformed request")]
     Malformed,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2: a server must answer 400).
+    #[error("request without a Host header")]
+    MissingHost,
+    /// A line ended by a bare LF: rondo re-frames heads with CRLF, so a head another parser
+    /// could split differently is refused rather than guessed at (RFC 9112 §2.2).
+    #[error("line ending without CR")]
+    BareLf,
     /// The request line alone is longer than the head limit.
     #[error("request line too long")]
     UriTooLong,
@@ -52,7 +60,7 @@ impl HeadError {
     /// The status the client gets.
     pub(crate) fn status(self) -> u16 {
         match self {
-            HeadError::Malformed => 400,
+            HeadError::Malformed | HeadError::MissingHost | HeadError::BareLf => 400,
             HeadError::UriTooLong => 414,
             HeadError::TooLarge => 431,
             HeadError::BodyTooLarge => 413,
@@ -83,6 +91,8 @@ pub(crate) struct RequestInfo {
     pub(crate) upstream: usize,
     /// The seed's `Request.priority`, from the upstream's priority header; 0 when absent.
     pub(crate) priority: i32,
+    /// Its hash key and sticky cookie, read for the route's upstream.
+    pub(crate) affinity: Affinity,
 }
 
 /// Facts about the client connection that go into forwarded headers.
@@ -98,6 +108,13 @@ pub(crate) struct Client<'a> {
 
 fn is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
+}
+
+/// True when a line of `head` ends with LF alone.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// Comma-separated tokens of a `Connection` header value, trimmed.
@@ -189,12 +206,14 @@ impl<'h> Fields<'h> {
 /// Parses a request head at the start of `input` and writes the head to forward into `out`.
 ///
 /// `route(host, path)` chooses the upstream; `priority_header(upstream)` names the header
-/// that carries the request's priority. Returns `Ok(None)` while the head is incomplete.
+/// that carries the request's priority; `affinity(upstream, request)` reads its hash key
+/// and sticky cookie. Returns `Ok(None)` while the head is incomplete.
 pub(crate) fn parse_request<'r>(
     input: &[u8],
     client: &Client<'_>,
     route: impl FnOnce(Option<&str>, &str) -> usize,
     priority_header: impl FnOnce(usize) -> &'r str,
+    affinity: impl FnOnce(usize, &RequestParts<'_, [httparse::Header<'_>]>) -> Affinity,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -248,8 +267,16 @@ pub(crate) fn parse_request<'r>(
             via = Some(h.value);
         }
     }
-    if chunked && content_length.is_some() {
+    // Both lengths, or a transfer coding in HTTP/1.0 (RFC 9112 §6.1): the framing cannot be
+    // trusted.
+    if chunked && (content_length.is_some() || version == 0) {
         return Err(HeadError::Malformed);
+    }
+    if version == 1 && host.is_none() {
+        return Err(HeadError::MissingHost);
+    }
+    if has_bare_lf(&input[..head_len]) {
+        return Err(HeadError::BareLf);
     }
     let upgrade = fields.upgrade && req.headers.iter().any(|h| is(h.name, "upgrade"));
     let framing = match (chunked, content_length) {
@@ -270,6 +297,14 @@ pub(crate) fn parse_request<'r>(
         .find(|h| is(h.name, priority_name))
         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
         .unwrap_or(0);
+    let affinity = affinity(
+        upstream,
+        &RequestParts {
+            client: client.ip,
+            target: path.as_bytes(),
+            headers: &*req.headers,
+        },
+    );
 
     // Second pass: the head to forward.
     out.extend_from_slice(method.as_bytes());
@@ -323,6 +358,7 @@ pub(crate) fn parse_request<'r>(
         expect_continue,
         upstream,
         priority,
+        affinity,
     }))
 }
 
@@ -449,6 +485,10 @@ mod tests {
         max_body_size: None,
     };
 
+    fn no_affinity(_: usize, _: &RequestParts<'_, [httparse::Header<'_>]>) -> Affinity {
+        Affinity::default()
+    }
+
     fn request(raw: &str) -> Result<Option<(RequestInfo, String)>, HeadError> {
         let mut out = Vec::new();
         let info = parse_request(
@@ -456,6 +496,7 @@ mod tests {
             &CLIENT,
             |_, _| 0,
             |_| "x-priority",
+            no_affinity,
             &mut out,
         )?;
         Ok(info.map(|i| (i, String::from_utf8(out).unwrap())))
@@ -478,13 +519,14 @@ mod tests {
 
     #[test]
     fn framing_and_smuggling_rules() {
-        let (info, out) = request("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (info, out) =
+            request("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(info.framing, Framing::Chunked);
         assert!(!info.idempotent);
         assert!(out.contains("transfer-encoding: chunked\r\n"));
-        let (info, _) = request("PUT / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        let (info, _) = request("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(info.framing, Framing::Length(5));
@@ -521,26 +563,88 @@ mod tests {
         };
         let mut out = Vec::new();
         let long_line = format!("GET /{} HTTP/1.1", "a".repeat(100));
-        let e =
-            parse_request(long_line.as_bytes(), &client, |_, _| 0, |_| "x", &mut out).unwrap_err();
+        let e = parse_request(
+            long_line.as_bytes(),
+            &client,
+            |_, _| 0,
+            |_| "x",
+            no_affinity,
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 414);
         let long_head = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
-        let e =
-            parse_request(long_head.as_bytes(), &client, |_, _| 0, |_| "x", &mut out).unwrap_err();
+        let e = parse_request(
+            long_head.as_bytes(),
+            &client,
+            |_, _| 0,
+            |_| "x",
+            no_affinity,
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 431);
         let limited = Client {
             max_body_size: Some(10),
             ..CLIENT
         };
         let e = parse_request(
-            b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
             &limited,
             |_, _| 0,
             |_| "x",
+            no_affinity,
             &mut out,
         );
         assert_eq!(e.unwrap_err().status(), 413);
         assert_eq!(request("NOT HTTP\r\n\r\n").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn heads_are_read_strictly_as_rfc_9112_says() {
+        // (head, status): every one refused, none forwarded.
+        let cases: &[(&str, u16)] = &[
+            ("GET / HTTP/1.1\r\n\r\n", 400),                          // no Host
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),    // two Hosts
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400), // obs-fold
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),    // bare CR
+            ("GET / HTTP/1.1\nHost: a\n\n", 400),                     // bare LF
+            ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400),         // one bare LF
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),              // space before colon
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", 400),  // control character
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400),  // DEL
+            ("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),            // space in target
+            ("G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),               // bad method
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),               // not HTTP/1.x
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400), // TE in 1.0
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+                501,
+            ),
+        ];
+        for (head, status) in cases {
+            let got = request(head).map(|r| r.map(|(_, out)| out));
+            assert_eq!(
+                got.map_err(HeadError::status),
+                Err(*status),
+                "{}",
+                head.escape_debug()
+            );
+        }
+        // HTTP/1.0 needs no Host.
+        assert!(request("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
     }
 
     #[test]

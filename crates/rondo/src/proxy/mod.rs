@@ -9,7 +9,12 @@
 //! The HTTP/1.1 path is written directly on `httparse` and tokio sockets (see [`h1`]): a
 //! request is parsed and rewritten in one pass, bodies stream through one buffer, and no
 //! allocation happens per request once buffers are warm.
+//!
+//! Start-up, the control thread and reload live in [`crate::runtime`]: it binds the sockets
+//! with [`bind`], builds each listener's [`Site`], starts [`run_worker`] threads and hands them
+//! listeners as [`Accept`]s. This module only accepts, parses and forwards.
 
+mod affinity;
 mod body;
 mod chunked;
 mod connpool;
@@ -20,6 +25,7 @@ mod head;
 mod headers;
 mod protocol;
 mod respond;
+pub(crate) mod room;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -27,11 +33,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::clock::Clock;
-use crate::config::{Config, ListenerConfig};
+use crate::config::ListenerConfig;
 use crate::upstream::Upstream;
 
 /// A listener's routing table and settings, shared by every worker.
@@ -48,13 +52,15 @@ pub(crate) struct Site {
     /// Each route's header rules, aligned with `upstreams` (index 0: none beyond the
     /// listener's own).
     route_headers: Vec<crate::header_rules::Headers>,
+    /// Open client connections against `max_client_connections`.
+    limit: room::ConnectionLimit,
 }
 
 /// The access log and the counters, shared by every listener and kept across reloads.
 #[derive(Debug, Clone)]
 pub(crate) struct Observe {
-    access_log: crate::access_log::AccessLog,
-    metrics: Arc<crate::admin::counters::ProxyMetrics>,
+    pub(crate) access_log: crate::access_log::AccessLog,
+    pub(crate) metrics: Arc<crate::admin::counters::ProxyMetrics>,
 }
 
 #[derive(Debug)]
@@ -101,6 +107,8 @@ pub(crate) struct Worker {
     busy: std::cell::Cell<usize>,
     /// Backend connections of the HTTP/2 path (hyper HTTP/1.1 clients), by address.
     h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
+    /// Client connections waiting for a request, closed first when descriptors run short.
+    idle: room::IdleClients,
 }
 
 impl std::fmt::Debug for Worker {
@@ -164,442 +172,89 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// A running proxy: its bound addresses, upstreams and the way to stop it.
-#[derive(Debug)]
-pub struct Running {
-    listeners: parking_lot::Mutex<Vec<LiveListener>>,
-    /// Hands new listeners to each worker thread.
-    workers: Vec<tokio::sync::mpsc::UnboundedSender<Accept>>,
-    upstreams: Vec<Arc<Upstream>>,
-    /// The configuration in effect: what the last reload is compared with.
-    applied: parking_lot::Mutex<Config>,
-    observe: Observe,
-    stop: watch::Sender<bool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    admin_addr: SocketAddr,
-}
-
-impl Running {
-    /// The address a listener is bound to (useful with port 0).
-    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.listeners
-            .lock()
-            .iter()
-            .find(|l| l.name == listener)
-            .map(|l| l.addr)
-    }
-
-    /// Every listener's name and bound address.
-    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .lock()
-            .iter()
-            .map(|l| (l.name.clone(), l.addr))
-            .collect()
-    }
-
-    /// Starts (or restarts, with new settings) a listener on every worker, reusing its
-    /// socket when the bind address is unchanged so no connection is refused meanwhile, then
-    /// stops the accept loops of the version it replaces.
-    fn apply_listener(&self, l: &ListenerConfig) -> anyhow::Result<()> {
-        let find = |name: &str| {
-            self.upstream(name).cloned().with_context(|| {
-                format!("listener `{}` uses upstream `{name}`, which is new: adding upstreams needs a restart", l.name)
-            })
-        };
-        let site = Arc::new(site(l, find, &self.observe)?);
-        let mut live = self.listeners.lock();
-        let existing = live.iter().position(|x| x.name == l.name);
-        let socket = match existing {
-            Some(i) if live[i].bind == l.bind => live[i].socket.try_clone()?,
-            _ => bind(l.bind)
-                .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?,
-        };
-        let (stop, _) = watch::channel(false);
-        for worker in &self.workers {
-            let accept = Accept {
-                socket: socket.try_clone()?,
-                site: Arc::clone(&site),
-                stop: stop.subscribe(),
-            };
-            let _ = worker.send(accept);
-        }
-        if let Some(i) = existing {
-            let _ = live.remove(i).stop.send(true);
-        }
-        live.push(LiveListener {
-            name: l.name.clone(),
-            bind: l.bind,
-            addr: socket.local_addr()?,
-            socket,
-            stop,
-        });
-        Ok(())
-    }
-
-    /// Stops accepting on a listener; its open connections finish.
-    fn remove_listener(&self, name: &str) {
-        let mut live = self.listeners.lock();
-        if let Some(i) = live.iter().position(|x| x.name == name) {
-            let _ = live.remove(i).stop.send(true);
-        }
-    }
-
-    /// An upstream by name.
-    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| u.name() == name)
-    }
-
-    /// Every upstream.
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
-
-    /// Applies a new, already validated configuration without dropping a request.
-    ///
-    /// Every upstream present in both configurations is updated in place
-    /// ([`Upstream::reload`]): kept backends keep their health, breaker, counters, in-flight
-    /// requests and the rotation's position; removed ones drain; new ones slow-start; the
-    /// per-request settings (tries, timeouts, keep-alive, health checks…) are swapped.
-    ///
-    /// Listeners are started, restarted with new settings or stopped to match the new file.
-    ///
-    /// What needs a restart is refused and listed in [`Reloaded::refused`], and the old
-    /// configuration of that part keeps serving: adding or removing upstreams (and a listener
-    /// that would need a new one), `workers`, `admin`, `access_log`, `shutdown_grace`, and an
-    /// upstream's `queue_size` and `priority_header`.
-    pub fn reload(&self, new: &Config) -> Reloaded {
-        let mut applied = self.applied.lock();
-        let mut report = Reloaded::default();
-        for l in &new.listeners {
-            if applied.listener(&l.name) == Some(l) {
-                continue;
-            }
-            match self.apply_listener(l) {
-                Ok(()) => {
-                    report.listeners.push(l.name.clone());
-                    match applied.listeners.iter_mut().find(|a| a.name == l.name) {
-                        Some(slot) => *slot = l.clone(),
-                        None => applied.listeners.push(l.clone()),
-                    }
-                }
-                Err(e) => report.refused.push(format!("{e:#}")),
-            }
-        }
-        let gone: Vec<String> = applied
-            .listeners
-            .iter()
-            .filter(|l| new.listener(&l.name).is_none())
-            .map(|l| l.name.clone())
-            .collect();
-        for name in gone {
-            self.remove_listener(&name);
-            applied.listeners.retain(|l| l.name != name);
-            report.listeners.push(name);
-        }
-        let mut refuse = |what: String| report.refused.push(what);
-        for u in &applied.upstreams {
-            if new.upstream(&u.name).is_none() {
-                refuse(format!(
-                    "upstream `{}` is gone: removing upstreams needs a restart; it keeps serving",
-                    u.name
-                ));
-            }
-        }
-        let mut changed_upstreams = Vec::new();
-        for u in &new.upstreams {
-            let Some(live) = self.upstream(&u.name) else {
-                refuse(format!(
-                    "upstream `{}` is new: adding upstreams needs a restart",
-                    u.name
-                ));
-                continue;
-            };
-            if applied.upstream(&u.name) == Some(u) {
-                continue;
-            }
-            match live.reload(u.clone()) {
-                Ok(ignored) => {
-                    for key in ignored {
-                        refuse(format!(
-                            "upstream `{}`: changing `{key}` needs a restart",
-                            u.name
-                        ));
-                    }
-                    report.upstreams.push(u.name.clone());
-                    changed_upstreams.push(live.config());
-                }
-                Err(e) => refuse(format!("upstream `{}`: {e}", u.name)),
-            }
-        }
-        for (what, differs) in [
-            ("workers", applied.workers != new.workers),
-            ("admin", applied.admin != new.admin),
-            ("access_log", applied.access_log != new.access_log),
-            (
-                "shutdown_grace",
-                applied.shutdown_grace != new.shutdown_grace,
-            ),
-        ] {
-            if differs {
-                refuse(format!("changing `{what}` needs a restart"));
-            }
-        }
-        for u in changed_upstreams {
-            if let Some(slot) = applied.upstreams.iter_mut().find(|a| a.name == u.name) {
-                *slot = (*u).clone();
-            }
-        }
-        report
-    }
-
-    /// The address the admin API is bound to (useful with port 0).
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
-    }
-
-    /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
-    /// workers to exit.
-    pub fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        let deadline = std::time::Instant::now() + grace + Duration::from_millis(500);
-        for t in self.threads {
-            // Workers enforce the grace period themselves; the join is bounded by it.
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// What [`Running::reload`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reloaded {
-    /// Upstreams whose changes were applied.
-    pub upstreams: Vec<String>,
-    /// Listeners started, changed or stopped.
-    pub listeners: Vec<String>,
-    /// Changes that need a restart, one sentence each; the old configuration of those parts
-    /// keeps serving.
-    pub refused: Vec<String>,
-}
-
-/// A listener as the running proxy keeps it: the socket (cloned for each worker), and the
-/// signal that stops its accept loops.
-#[derive(Debug)]
-struct LiveListener {
-    name: String,
-    bind: SocketAddr,
-    addr: SocketAddr,
-    socket: std::net::TcpListener,
-    stop: watch::Sender<bool>,
-}
-
 /// A listener handed to a worker: its own clone of the socket, the routing table, and the
 /// listener's stop signal (the worker also stops with the whole proxy).
 #[derive(Debug)]
-struct Accept {
-    socket: std::net::TcpListener,
-    site: Arc<Site>,
-    stop: watch::Receiver<bool>,
+pub(crate) struct Accept {
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) site: Arc<Site>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
-/// Builds a listener's routing table; `find` resolves upstream names.
-fn site(
-    l: &ListenerConfig,
-    find: impl Fn(&str) -> anyhow::Result<Arc<Upstream>>,
-    observe: &Observe,
-) -> anyhow::Result<Site> {
-    let mut upstreams = vec![find(&l.upstream)?];
-    let mut routes = Vec::new();
-    for r in &l.routes {
-        upstreams.push(find(&r.upstream)?);
-        routes.push(Route {
-            host: r.host.clone(),
-            path_prefix: r.path_prefix.clone(),
-            upstream: upstreams.len() - 1,
-        });
-    }
-    let counters = observe.metrics.listener(&l.name);
-    let reports = upstreams
-        .iter()
-        .map(|u| forward::Report {
-            access_log: observe.access_log.clone(),
-            listener: Arc::clone(&counters),
-            responses: counters.responses(u.name()),
-            upstream: observe.metrics.upstream(u.name()),
-        })
-        .collect();
-    let route_headers = std::iter::once(Default::default())
-        .chain(l.routes.iter().map(|r| r.headers.clone()))
-        .collect();
-    Ok(Site {
-        config: l.clone(),
-        upstreams,
-        routes,
-        reports,
-        unrouted: counters.responses(""),
-        route_headers,
-    })
-}
-
-/// Binds every listener and starts the workers and timers. Errors (an address in use, an
-/// invalid upstream) are reported before anything runs.
-pub fn start(config: &Config) -> anyhow::Result<Running> {
-    let clock = Clock::new();
-    let mut upstreams = Vec::new();
-    for u in &config.upstreams {
-        let up =
-            Upstream::new(u.clone(), clock).with_context(|| format!("upstream `{}`", u.name))?;
-        upstreams.push(Arc::new(up));
-    }
-    let find = |name: &str| {
-        upstreams
-            .iter()
-            .find(|u| u.name() == name)
-            .cloned()
-            .with_context(|| format!("no upstream named `{name}`"))
-    };
-    let observe = Observe {
-        access_log: crate::access_log::AccessLog::open(&config.access_log)?,
-        metrics: Arc::default(),
-    };
-    let mut listeners = Vec::new();
-    let mut sites = Vec::new();
-    for l in &config.listeners {
-        sites.push(Arc::new(site(l, find, &observe)?));
-        let socket = bind(l.bind)
-            .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
-        let (stop, _) = watch::channel(false);
-        listeners.push(LiveListener {
-            name: l.name.clone(),
-            bind: l.bind,
-            addr: socket.local_addr()?,
-            socket,
-            stop,
-        });
-    }
-
-    // The admin API: bound here so a taken port fails the start, served on the control thread.
-    let admin_socket = bind(config.admin.listen)
-        .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
-    let admin_addr = admin_socket.local_addr()?;
-    let admin = Arc::new(
-        crate::admin::Admin::new(
-            upstreams.clone(),
-            {
-                let mut registry = crate::admin::metrics::registry(&upstreams);
-                crate::admin::proxy_metrics::register(
-                    &mut registry,
-                    Arc::clone(&observe.metrics),
-                    observe.access_log.clone(),
-                );
-                registry
-            },
-            config.admin.token.clone(),
-            config.admin.listen,
-        )
-        .with_listeners(Arc::clone(&observe.metrics)),
-    );
-
-    let (stop, stop_rx) = watch::channel(false);
-    let mut threads = Vec::new();
-    let grace = config.shutdown_grace;
-    let mut workers = Vec::new();
-    for n in 0..config.workers.get() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        for (l, site) in listeners.iter().zip(&sites) {
-            let accept = Accept {
-                socket: l.socket.try_clone()?,
-                site: Arc::clone(site),
-                stop: l.stop.subscribe(),
-            };
-            let _ = tx.send(accept);
+impl Site {
+    /// Builds a listener's routing table; `find` resolves upstream names (the caller decides
+    /// which upstreams exist: the ones just built at start, or the live set on reload).
+    pub(crate) fn new(
+        l: &ListenerConfig,
+        find: impl Fn(&str) -> anyhow::Result<Arc<Upstream>>,
+        observe: &Observe,
+    ) -> anyhow::Result<Site> {
+        let mut upstreams = vec![find(&l.upstream)?];
+        let mut routes = Vec::new();
+        for r in &l.routes {
+            upstreams.push(find(&r.upstream)?);
+            routes.push(Route {
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                upstream: upstreams.len() - 1,
+            });
         }
-        workers.push(tx);
-        let stop_rx = stop_rx.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("rondo-worker-{n}"))
-            .spawn(move || run_worker(rx, stop_rx, grace))?;
-        threads.push(thread);
+        let counters = observe.metrics.listener(&l.name);
+        let reports = upstreams
+            .iter()
+            .map(|u| forward::Report {
+                access_log: observe.access_log.clone(),
+                listener: Arc::clone(&counters),
+                responses: counters.responses(u.name()),
+                upstream: observe.metrics.upstream(u.name()),
+            })
+            .collect();
+        let route_headers = std::iter::once(Default::default())
+            .chain(l.routes.iter().map(|r| r.headers.clone()))
+            .collect();
+        Ok(Site {
+            config: l.clone(),
+            upstreams,
+            routes,
+            reports,
+            unrouted: counters.responses(""),
+            route_headers,
+            limit: room::ConnectionLimit::new(l.max_client_connections),
+        })
     }
-    let timers: Vec<Arc<Upstream>> = upstreams.clone();
-    let control_stop = stop_rx.clone();
-    // SIGUSR1 is handled only when there is a file to reopen (its default action is to end
-    // the process, which a stray signal to a rondo without a log file should still do).
-    let reopen = matches!(
-        config.access_log,
-        crate::access_log::AccessLogConfig::File { .. }
-    )
-    .then(|| observe.access_log.clone());
-    threads.push(
-        std::thread::Builder::new()
-            .name("rondo-control".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    tracing::error!("cannot start the control runtime");
-                    return;
-                };
-                rt.block_on(async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    for u in timers {
-                        let mut stop = control_stop.clone();
-                        tasks.spawn(Arc::clone(&u).run_timers(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        }));
-                        let mut stop = control_stop.clone();
-                        tasks.spawn(u.run_health_checks(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        }));
-                    }
-                    match tokio::net::TcpListener::from_std(admin_socket) {
-                        Ok(listener) => {
-                            let mut stop = control_stop.clone();
-                            tasks.spawn(crate::admin::serve(listener, admin, async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            }));
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot serve the admin API"),
-                    }
-                    if let Some(log) = reopen {
-                        let mut stop = control_stop.clone();
-                        tasks.spawn(async move {
-                            tokio::select! {
-                                reopening = crate::access_log::reopen_on_sigusr1(log) => {
-                                    if let Err(e) = reopening {
-                                        tracing::error!(error = %e, "cannot reopen the access log on SIGUSR1");
-                                    }
-                                }
-                                _ = stop.wait_for(|s| *s) => {}
-                            }
-                        });
-                    }
-                    while tasks.join_next().await.is_some() {}
-                });
-            })?,
-    );
-    Ok(Running {
-        listeners: parking_lot::Mutex::new(listeners),
-        workers,
-        upstreams,
-        applied: parking_lot::Mutex::new(config.clone()),
-        observe,
-        stop,
-        threads,
-        admin_addr,
-    })
+}
+
+/// Counts a new client connection against its listener's limit; at the limit, idle
+/// connections are closed to make room, and when none is idle the new one is refused
+/// (closed at once, counted, logged once per episode).
+fn admit<'s>(site: &'s Site, worker: &Worker) -> Option<room::Open<'s>> {
+    if let Some(open) = site.limit.open() {
+        return Some(open);
+    }
+    if worker.idle.make_room() > 0 {
+        return Some(site.limit.open_anyway());
+    }
+    site.limit.refuse();
+    site.reports[0]
+        .listener
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if site.limit.refused().is_power_of_two() {
+        tracing::warn!(
+            listener = site.config.name.as_str(),
+            max_client_connections = site.limit.max(),
+            refused = site.limit.refused(),
+            "connection refused: the listener is at max_client_connections and none is idle"
+        );
+    }
+    None
 }
 
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
 const BACKLOG: i32 = 1024;
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listening socket on `addr`, non-blocking, ready to be cloned for every worker.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -617,7 +272,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// One worker thread: accepts on every listener, serves connections, and on shutdown stops
 /// accepting and gives open connections up to `grace` to finish.
-fn run_worker(
+pub(crate) fn run_worker(
     mut listeners: tokio::sync::mpsc::UnboundedReceiver<Accept>,
     stop: watch::Receiver<bool>,
     grace: Duration,
@@ -643,18 +298,28 @@ fn run_worker(
                         biased;
                         _ = stop.wait_for(|s| *s) => return,
                         _ = own_stop.wait_for(|s| *s) => return,
-                        accepted = listener.accept() => {
-                            let Ok((stream, peer)) = accepted else {
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) => {
+                                worker.idle.accepted();
+                                let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
+                                tokio::task::spawn_local(async move {
+                                    let Some(_open) = admit(&site, &worker) else { return };
+                                    let _counted = site.reports[0].listener.connection();
+                                    h1::serve(stream, peer, Arc::clone(&site), worker, stop).await;
+                                });
+                            }
+                            Err(e) if forward::is_local(&e) => {
                                 site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                continue;
-                            };
-                            let open = site.reports[0].listener.connection();
-                            let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
-                            tokio::task::spawn_local(async move {
-                                h1::serve(stream, peer, site, worker, stop).await;
-                                drop(open);
-                            });
-                        }
+                                // Out of descriptors: make room, and pause instead of spinning.
+                                worker.idle.out_of_descriptors(&e);
+                                worker.conns.clear();
+                                tokio::time::sleep(room::ACCEPT_BACKOFF).await;
+                            }
+                            // The client gave up before it was accepted (ECONNABORTED…).
+                            Err(_) => {
+                                site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        },
                     }
                 }
             });

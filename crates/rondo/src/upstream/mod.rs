@@ -6,9 +6,12 @@
 //! outcome back through the lease; health checks and the admin API write through the same
 //! pool API. Nothing reaches around it.
 
+mod discovered;
+pub mod dns;
 mod health;
 mod queue;
 pub mod recorder;
+mod set;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +24,11 @@ use crate::admin::events::Events;
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 
+pub use discovered::SourceStatus;
 pub use health::{CheckCounters, CheckFailure, probe};
 pub use queue::Queue;
 pub use recorder::Recorder;
+pub use set::UpstreamSet;
 
 /// One upstream, shared by every worker thread.
 #[derive(Debug)]
@@ -50,6 +55,11 @@ pub struct Upstream {
     recorder: Recorder,
     /// Recent state changes, for the dashboard.
     events: Arc<Events>,
+    /// Backends learnt at run time (DNS names), applied after the file's; the lock also
+    /// orders their updates with a reload's.
+    discovered: parking_lot::Mutex<discovered::Discovered>,
+    /// Wakes the DNS loop when a reload may have changed the named backends.
+    named_changed: Notify,
 }
 
 /// Logs state changes (one line each) and wakes the upstream's timer and health check loops.
@@ -192,6 +202,8 @@ impl Upstream {
             checks,
             recorder: Recorder::default(),
             events,
+            discovered: parking_lot::Mutex::default(),
+            named_changed: Notify::new(),
         })
     }
 
@@ -248,12 +260,35 @@ impl Upstream {
         if pool_config.seed == 0 {
             pool_config.seed = self.pool.snapshot().config().seed;
         }
-        self.pool
-            .update(pool_config, &new.backends, self.clock.now())?;
+        let discovered = self.discovered.lock();
+        self.pool.update(
+            pool_config,
+            &discovered.members(&new.backends),
+            self.clock.now(),
+        )?;
         self.config.store(Arc::new(new));
+        drop(discovered);
+        self.named_changed.notify_one();
         self.membership.notify_one();
         self.changed.notify_one();
         Ok(ignored)
+    }
+
+    /// Applies the discovered backends (after the file's) through the same `Pool::update` a
+    /// reload uses.
+    fn apply_discovered(&self) {
+        let discovered = self.discovered.lock();
+        let config = self.config();
+        let pool_config = self.pool.snapshot().config().clone();
+        let members = discovered.members(&config.backends);
+        if let Err(e) = self.pool.update(pool_config, &members, self.clock.now()) {
+            tracing::error!(upstream = self.name.as_str(), error = %e, "discovered backends not applied");
+        }
+    }
+
+    /// What each discovery source (DNS name) last did, for the admin API and metrics.
+    pub fn discovery(&self) -> Vec<SourceStatus> {
+        self.discovered.lock().statuses()
     }
 
     /// Backends and picker.

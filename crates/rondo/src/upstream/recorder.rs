@@ -203,6 +203,7 @@ pub struct Recorder {
     backends: ArcSwap<HashMap<String, Arc<BackendRecorder>>>,
     retries: AtomicU64,
     local_errors: AtomicU64,
+    unkeyed: AtomicU64,
 }
 
 impl Recorder {
@@ -269,6 +270,17 @@ impl Recorder {
     /// Local errors so far (see [`Recorder::local_error`]).
     pub fn local_errors(&self) -> u64 {
         self.local_errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request of a `consistent-hash` upstream that lacked its `hash_key` and went
+    /// to the round-robin cycle instead: a key that is often missing spreads no affinity.
+    pub fn unkeyed(&self) {
+        self.unkeyed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests without their hash key so far (see [`Recorder::unkeyed`]).
+    pub fn unkeyed_requests(&self) -> u64 {
+        self.unkeyed.load(Ordering::Relaxed)
     }
 }
 

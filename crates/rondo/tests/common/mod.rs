@@ -1,245 +1,45 @@
-//! The integration harness: mock backends on 127.0.0.1:0 with switchable behaviour, a proxy
-//! started in-process from a TOML config, and a plain HTTP/1.1 client.
+//! The integration harness: the one mock backend and the one config builder (both in
+//! `rondo::lab`, shared with the demo and `compare`), a proxy started in-process that stops
+//! when dropped, a plain HTTP/1.1 client, and `eventually` to wait on state instead of time.
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     missing_docs,
     clippy::unwrap_used,
     clippy::expect_used
 )]
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response};
-use parking_lot::Mutex;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
+use tokio::net::TcpStream;
 
-/// Header fields as owned (name, value) pairs.
-pub fn header_list(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+pub use rondo::lab::backend::{
+    Backend, Fault, Generated, Seen, ServiceTime, header_pairs as header_list,
+};
+pub use rondo::lab::config::{ConfigBuilder, Section, UpstreamBuilder};
+
+/// The mock backend under its old test name.
+pub type MockBackend = Backend;
+
+/// Starts a mock backend named `name` on a free loopback port.
+pub async fn mock(name: &str) -> Backend {
+    Backend::start(name).await.unwrap()
 }
 
-/// What a mock backend saw of one request.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body_len: u64,
-    /// When the request head arrived.
-    pub at: std::time::Instant,
-}
-
-impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+/// Starts one mock backend per name.
+pub async fn backends(names: &[&str]) -> Vec<Backend> {
+    let mut v = Vec::new();
+    for n in names {
+        v.push(mock(n).await);
     }
-}
-
-#[derive(Default)]
-struct State {
-    hits: AtomicUsize,
-    status: AtomicU16,
-    health_status: AtomicU16,
-    delay_ms: AtomicU64,
-    seen: Mutex<Vec<Seen>>,
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-/// A backend that answers `name` with header `x-backend: name`.
-/// - `GET /health`: the health status (200 unless set);
-/// - `GET /bytes/N`: N bytes generated while streaming;
-/// - `POST`/`PUT`: reads the body without keeping it and answers `name:LEN`.
-pub struct MockBackend {
-    pub addr: SocketAddr,
-    pub name: String,
-    state: Arc<State>,
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-fn full(text: impl Into<Bytes>) -> Body {
-    Full::new(text.into()).map_err(|e| match e {}).boxed()
-}
-
-async fn handle(
-    name: Arc<str>,
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let at = std::time::Instant::now();
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let headers = header_list(req.headers());
-    let mut body = req.into_body();
-    let mut body_len = 0u64;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => break,
-        }
-    }
-    state.seen.lock().push(Seen {
-        method: method.clone(),
-        path: path.clone(),
-        headers,
-        body_len,
-        at,
-    });
-    if path == "/health" {
-        let s = state.health_status.load(Ordering::SeqCst);
-        let s = if s == 0 { 200 } else { s };
-        return Ok(Response::builder().status(s).body(full("health")).unwrap());
-    }
-    state.hits.fetch_add(1, Ordering::SeqCst);
-    let delay = state.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    let status = match state.status.load(Ordering::SeqCst) {
-        0 => 200,
-        s => s,
-    };
-    let builder = Response::builder()
-        .status(status)
-        .header("x-backend", &*name);
-    if let Some(n) = path.strip_prefix("/bytes/") {
-        let total: u64 = n.parse().unwrap_or(0);
-        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-        let stream = generated(total, chunk);
-        return Ok(builder
-            .header("content-length", total)
-            .body(stream.boxed())
-            .unwrap());
-    }
-    let text = if method == "POST" || method == "PUT" {
-        format!("{name}:{body_len}")
-    } else {
-        name.to_string()
-    };
-    Ok(builder.body(full(text)).unwrap())
-}
-
-/// A stream of `total` bytes in `chunk`-sized frames, generated lazily.
-pub fn generated(
-    total: u64,
-    chunk: Bytes,
-) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
-    struct Gen {
-        left: u64,
-        chunk: Bytes,
-    }
-    impl hyper::body::Body for Gen {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            if self.left == 0 {
-                return std::task::Poll::Ready(None);
-            }
-            let n = self.left.min(self.chunk.len() as u64) as usize;
-            self.left -= n as u64;
-            std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
-        }
-    }
-    Gen { left: total, chunk }
-}
-
-impl MockBackend {
-    pub async fn start(name: &str) -> MockBackend {
-        MockBackend::start_on("127.0.0.1:0".parse().unwrap(), name).await
-    }
-
-    /// Starts on a given address (to bring a stopped backend back on its port).
-    pub async fn start_on(addr: SocketAddr, name: &str) -> MockBackend {
-        let listener = TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
-        let name_arc: Arc<str> = name.into();
-        let (st, nm) = (Arc::clone(&state), Arc::clone(&name_arc));
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (st2, nm2) = (Arc::clone(&st), Arc::clone(&nm));
-                let conn = tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        handle(Arc::clone(&nm2), Arc::clone(&st2), req)
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                });
-                st.tasks.lock().push(conn.abort_handle());
-            }
-        });
-        state.tasks.lock().push(accept.abort_handle());
-        MockBackend {
-            addr,
-            name: name.to_owned(),
-            state,
-        }
-    }
-
-    /// Requests served, not counting health checks.
-    pub fn hits(&self) -> usize {
-        self.state.hits.load(Ordering::SeqCst)
-    }
-
-    pub fn set_status(&self, status: u16) {
-        self.state.status.store(status, Ordering::SeqCst);
-    }
-
-    pub fn set_health(&self, status: u16) {
-        self.state.health_status.store(status, Ordering::SeqCst);
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        self.state
-            .delay_ms
-            .store(delay.as_millis() as u64, Ordering::SeqCst);
-    }
-
-    pub fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().clone()
-    }
-
-    /// Stops listening and drops every connection, as a crashed server would.
-    pub fn kill(&self) {
-        for t in self.state.tasks.lock().drain(..) {
-            t.abort();
-        }
-    }
-}
-
-impl Drop for MockBackend {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    v
 }
 
 /// A response as the client saw it.
@@ -324,42 +124,88 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A config with one listener on port 0 in front of `backends` (weights as given), plus
-/// `upstream_extra` lines in the upstream table and `extra` tables after it.
-pub fn config(backends: &[(&MockBackend, f64)], upstream_extra: &str, extra: &str) -> String {
-    let list: Vec<String> = backends
+/// Upstream `app` with `backends` (weights as given, ids = the backends' names).
+pub fn app(backends: &[(&Backend, f64)]) -> UpstreamBuilder {
+    backends
         .iter()
-        .map(|(b, w)| {
-            format!(
-                "  {{ address = \"{}\", weight = {w}, id = \"{}\" }},",
-                b.addr, b.name
-            )
+        .fold(UpstreamBuilder::new("app"), |u, (b, w)| {
+            u.backend(b.name(), b.addr(), *w)
         })
-        .collect();
-    format!(
-        "workers = 2\naccess_log = false\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
-         [[upstreams]]\nname = \"app\"\n{upstream_extra}\nbackends = [\n{}\n]\n{extra}\n",
-        list.join("\n")
-    )
 }
 
-/// Starts a proxy from TOML text. Without an `[admin]` table the admin API takes a free port
-/// instead of the default 9901, so tests run side by side.
-pub fn start(toml: &str) -> rondo::proxy::Running {
+/// The usual test config: one listener `web` on port 0 in front of `upstream`, admin API on
+/// port 0, a 5 s shutdown grace.
+pub fn proxy_config(upstream: UpstreamBuilder) -> ConfigBuilder {
+    ConfigBuilder::proxy(upstream).duration("shutdown_grace", Duration::from_secs(5))
+}
+
+/// [`proxy_config`] of [`app`]`(backends)`.
+pub fn config(backends: &[(&Backend, f64)]) -> ConfigBuilder {
+    proxy_config(app(backends))
+}
+
+/// A proxy running in-process; dropping it shuts it down (one second of grace).
+#[derive(Debug)]
+pub struct Proxy {
+    running: Option<rondo::runtime::Running>,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = rondo::runtime::Running;
+    fn deref(&self) -> &rondo::runtime::Running {
+        self.running.as_ref().expect("running until dropped")
+    }
+}
+
+impl Proxy {
+    /// Shuts down now with `grace` for requests in flight.
+    pub fn shutdown(mut self, grace: Duration) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(grace);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Starts a proxy from a builder.
+pub fn start(config: &ConfigBuilder) -> Proxy {
+    start_text(&config.to_toml())
+}
+
+/// Starts a proxy from TOML text (for tests that edit the generated text). Without an
+/// `[admin]` table the admin API takes a free port instead of the default 9901, so tests run
+/// side by side.
+pub fn start_text(toml: &str) -> Proxy {
     let mut cfg = rondo::config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
     if !toml.contains("[admin]") {
         cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
     }
-    rondo::proxy::start(&cfg).unwrap()
+    Proxy {
+        running: Some(rondo::runtime::start(&cfg).unwrap()),
+    }
 }
 
-pub fn web(running: &rondo::proxy::Running) -> SocketAddr {
+/// The config a builder describes.
+pub fn parse(config: &ConfigBuilder) -> rondo::config::Config {
+    config
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}\n{}", config.to_toml()))
+}
+
+pub fn web(running: &rondo::runtime::Running) -> SocketAddr {
     running.addr("web").unwrap()
 }
 
 /// Polls `cond` every 10 ms until it holds (returns the time it took) or `limit` passes
-/// (panics with `what`).
+/// (panics with `what`). The limit is a deadline against hangs, not a claim about speed:
+/// make it generous.
 pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let start = std::time::Instant::now();
     loop {
@@ -371,8 +217,24 @@ pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> b
     }
 }
 
+/// [`eventually`] for a condition that needs to await (an HTTP call, a scrape).
+pub async fn eventually_async<F, Fut>(limit: Duration, what: &str, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The health of backend `id` of upstream `upstream`.
-pub fn health(running: &rondo::proxy::Running, upstream: &str, id: &str) -> balance::Health {
+pub fn health(running: &rondo::runtime::Running, upstream: &str, id: &str) -> balance::Health {
     running
         .upstream(upstream)
         .unwrap()
@@ -383,4 +245,190 @@ pub fn health(running: &rondo::proxy::Running, upstream: &str, id: &str) -> bala
         .find(|b| b.id() == id)
         .unwrap_or_else(|| panic!("no backend {id}"))
         .health()
+}
+
+/// `rondo` run as a real process with JSON logs on stderr; killed when dropped if it has
+/// not exited.
+pub struct Process {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Process {
+    /// Runs the `rondo` binary with `args` (stdout discarded, stderr read as JSON lines).
+    pub fn spawn<I, S>(args: I) -> Process
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Some(Ok(line)) = lines.next() {
+                let v = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines: rx }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next log line that `matches` (blocking; a 30 s deadline against a hang, not a
+    /// claim about speed). Call through `tokio::task::block_in_place` from async code.
+    pub fn wait_for_line(
+        &self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line: {what}"));
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The next log line whose message starts with `message`.
+    pub fn wait_for(&self, message: &str) -> serde_json::Value {
+        self.wait_for_line(message, |line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`…) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit (30 s deadline) and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rondo did not exit within 30 s");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP/2 client connection with prior knowledge (h2c), as `curl --http2-prior-knowledge`.
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2Client {
+    pub async fn connect(addr: SocketAddr) -> H2Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        H2Client { sender }
+    }
+
+    pub async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// [`send`](H2Client::send) with extra header fields.
+    pub async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://test.local{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let res = self.sender.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = header_list(res.headers());
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// Upstream `name` with `backends` (weights 1), round robin in list order, no passive
+/// ejection and no breaker: each attempt's outcome decides alone, so a test can say exactly
+/// where each request goes.
+pub fn plain(name: &str, backends: &[&Backend]) -> UpstreamBuilder {
+    backends
+        .iter()
+        .fold(UpstreamBuilder::new(name), |u, b| {
+            u.backend(b.name(), b.addr(), 1.0)
+        })
+        .algorithm("round-robin")
+        .set("max_fails", 0)
+        .circuit_breaker(Section::disabled())
+        .health_check(Section::disabled())
+}
+
+/// A config as TOML text with one listener on port 0 in front of `backends` (weights as
+/// given), plus `upstream_extra` lines in the upstream table and `extra` tables after it: for
+/// tests that edit the text itself (reload tests replace lines of it).
+pub fn config_text(backends: &[(&Backend, f64)], upstream_extra: &str, extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(b, w)| {
+            format!(
+                "  {{ address = \"{}\", weight = {w}, id = \"{}\" }},",
+                b.addr(),
+                b.name()
+            )
+        })
+        .collect();
+    format!(
+        "workers = 2\naccess_log = false\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
+         [[upstreams]]\nname = \"app\"\n{upstream_extra}\nbackends = [\n{}\n]\n{extra}\n",
+        list.join("\n")
+    )
 }

@@ -265,7 +265,7 @@ fn decades(low: f64, high: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::report::Tally;
+    use crate::lab::compare::report::Tally;
     use balance::Algorithm;
     use std::time::Duration;
 

@@ -6,19 +6,16 @@
 //! the balancer notices; the backend returning; a benchmark of 1,000 requests at 20
 //! connections; the algorithms compared; the statistics. It ends by itself in a few seconds.
 
-mod backend;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use balance::BackendState;
 
-use crate::bench::{self, LoadSpec, ProgressMode};
-use crate::compare;
-use crate::config;
-use crate::proxy::{self, Running};
-use backend::DemoBackend;
+use crate::lab::backend::{Backend, ServiceTime};
+use crate::lab::compare;
+use crate::lab::config::{ConfigBuilder, Section, UpstreamBuilder};
+use crate::runtime::{self, Running};
+use rondo_bench::{self as bench, LoadSpec, ProgressMode};
 
 /// `rondo demo` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,27 +43,27 @@ fn title(n: u32, text: &str) {
     println!("\n{n}. {text}\n{}", "=".repeat(text.len() + 3));
 }
 
-fn demo_config(backends: &[DemoBackend]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .zip(SERVERS)
-        .map(|(b, (name, weight, _))| {
-            format!(
-                "  {{ id = \"{name}\", address = \"{}\", weight = {weight} }},",
-                b.addr
+fn demo_config(backends: &[Backend]) -> ConfigBuilder {
+    let upstream = backends.iter().zip(SERVERS).fold(
+        UpstreamBuilder::new("app")
+            .algorithm("smooth-weighted")
+            .set("max_fails", 1)
+            .duration("fail_timeout", Duration::from_secs(2))
+            .health_check(
+                Section::new()
+                    .duration("interval", Duration::from_millis(500))
+                    .duration("timeout", Duration::from_millis(250))
+                    .set("fall", 2)
+                    .set("rise", 2),
             )
-        })
-        .collect();
-    format!(
-        "workers = 2\naccess_log = false\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
-         [[upstreams]]\nname = \"app\"\nalgorithm = \"smooth-weighted\"\n\
-         max_fails = 1\nfail_timeout = \"2s\"\n\
-         backends = [\n{}\n]\n\n\
-         [upstreams.health_check]\ninterval = \"500ms\"\ntimeout = \"250ms\"\nfall = 2\nrise = 2\n\n\
-         [upstreams.circuit_breaker]\nfailure_threshold = 3\nrecovery_timeout = \"2s\"\n",
-        list.join("\n")
-    )
+            .circuit_breaker(
+                Section::new()
+                    .set("failure_threshold", 3)
+                    .duration("recovery_timeout", Duration::from_secs(2)),
+            ),
+        |u, (b, (name, weight, _))| u.backend(name, b.addr(), weight),
+    );
+    ConfigBuilder::proxy(upstream)
 }
 
 /// Sends `n` requests one after another and prints how they were spread.
@@ -165,22 +162,25 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     title(1, "Setting up the load balancer");
     let mut backends = Vec::new();
     for (name, _, ms) in SERVERS {
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         backends.push(
-            DemoBackend::start(name, any, Duration::from_millis(ms))
+            Backend::builder(name)
+                .service_time(ServiceTime::Fixed(Duration::from_millis(ms)))
+                .start()
                 .await
                 .context("starting a demo backend")?,
         );
     }
-    let config =
-        config::parse(&demo_config(&backends), "demo.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let running = proxy::start(&config).context("starting the balancer")?;
+    let config = demo_config(&backends)
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let running = runtime::start(&config).context("starting the balancer")?;
     let addr = running.addr("web").context("the demo listener")?;
     let url = format!("http://{addr}/");
     for (b, (_, weight, ms)) in backends.iter().zip(SERVERS) {
         println!(
             "  {:<8} at {}  weight {weight:<4} answers in ~{ms} ms",
-            b.name, b.addr
+            b.name(),
+            b.addr()
         );
     }
     println!("  balancer at {url}  (smooth weighted round robin, nginx's algorithm)");
@@ -189,10 +189,11 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     distribution(&url, 20).await?;
 
     title(3, "A backend fails");
-    backends[VICTIM].stop();
+    backends[VICTIM].kill();
     println!(
         "  stopped {} ({}): its port now refuses connections",
-        backends[VICTIM].name, backends[VICTIM].addr
+        backends[VICTIM].name(),
+        backends[VICTIM].addr()
     );
     distribution(&url, 20).await?;
     println!("  no request was lost: the failed attempt was retried on the next backend");
@@ -208,12 +209,12 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     title(4, "The backend returns");
-    let victim = &mut backends[VICTIM];
+    let victim = &backends[VICTIM];
     victim
         .restart()
         .await
         .context("restarting the demo backend")?;
-    println!("  restarted {} on {}", victim.name, victim.addr);
+    println!("  restarted {} on {}", victim.name(), victim.addr());
     if wait_for(&running, BackendState::Up, Duration::from_secs(10)).await {
         println!(
             "  health checks passed twice (rise 2): back in rotation: {}",
@@ -263,6 +264,15 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
 
     title(7, "Detailed statistics");
     statistics(&running);
+    let counted: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{}={}", b.name(), b.hits()))
+        .collect();
+    println!(
+        "  counted by the backends themselves: {} requests ({})",
+        backends.iter().map(Backend::hits).sum::<usize>(),
+        counted.join(" ")
+    );
 
     if args.keep_running {
         println!("\nStill running. Proxy: {url}");
@@ -274,7 +284,7 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
             "Backends: {}",
             backends
                 .iter()
-                .map(|b| format!("http://{}/", b.addr))
+                .map(|b| format!("http://{}/", b.addr()))
                 .collect::<Vec<_>>()
                 .join(" ")
         );

@@ -258,7 +258,7 @@ fn nanos(v: f64) -> u64 {
 /// requests went unserved (`completed < requests`) rather than an error.
 ///
 /// ```
-/// use rondo::compare::{Scenario, simulate};
+/// use rondo::lab::compare::{Scenario, simulate};
 ///
 /// let scenario = Scenario { requests: 1_000, ..Scenario::default() };
 /// for r in simulate(&scenario) {

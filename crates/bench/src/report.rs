@@ -165,12 +165,15 @@ pub struct BackendShare {
     pub share: f64,
 }
 
+/// Milliseconds rounded to the microsecond: the histogram's resolution, and a number a reader
+/// can take in (`6.171`, not `6.170977000000001`).
 fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1e3)
+    s.serialize_f64(d.as_micros() as f64 / 1e3)
 }
 
+/// Seconds rounded to the microsecond.
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
+    s.serialize_f64(d.as_micros() as f64 / 1e6)
 }
 
 impl Report {
@@ -356,5 +359,18 @@ mod tests {
     fn formats_bytes_in_binary_units() {
         assert_eq!(fmt_bytes(512.0), "512 B");
         assert_eq!(fmt_bytes(1536.0), "1.50 KiB");
+    }
+
+    #[test]
+    fn json_durations_are_rounded_to_the_microsecond() {
+        let d = Duration::from_nanos(6_170_977_001);
+        let ms = millis(&d, serde_json::value::Serializer).unwrap();
+        assert_eq!(ms.to_string(), "6170.977");
+        let s = secs(
+            &Duration::from_nanos(1_500_000_999),
+            serde_json::value::Serializer,
+        )
+        .unwrap();
+        assert_eq!(s.to_string(), "1.5");
     }
 }

@@ -45,13 +45,13 @@ pub enum ProgressMode {
 /// [`generate`](super::generate).
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), rondo::bench::BenchError> {
+/// # async fn example() -> Result<(), rondo_bench::BenchError> {
 /// use std::time::Duration;
-/// let mut spec = rondo::bench::LoadSpec::new("http://127.0.0.1:8080/");
+/// let mut spec = rondo_bench::LoadSpec::new("http://127.0.0.1:8080/");
 /// spec.connections = 50;
 /// spec.requests = Some(10_000);
 /// spec.backend_header = Some("x-backend".into());
-/// let report = rondo::bench::generate(&spec).await?;
+/// let report = rondo_bench::generate(&spec).await?;
 /// println!("{}", report.render_text());
 /// # Ok(()) }
 /// ```

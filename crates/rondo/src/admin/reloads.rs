@@ -1,0 +1,82 @@
+//! What the last configuration reload did, served as `GET /api/v1/reload`.
+//!
+//! A reload is asked for with a signal (SIGHUP), which carries no answer back. `rondo reload`
+//! reads this report before and after sending the signal: a higher `generation` means the
+//! reload it asked for ran, and `result` says whether it applied. An operator or a
+//! deployment script can read it the same way (`curl 127.0.0.1:9901/api/v1/reload`).
+
+use serde::{Deserialize, Serialize};
+
+/// How a reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// No reload since the process started.
+    #[default]
+    None,
+    /// The new file is in effect.
+    Applied,
+    /// The file was valid, but some changes need a restart and were not made (the rest
+    /// were).
+    Partial,
+    /// The file did not validate or could not be read: the running configuration goes on.
+    Failed,
+}
+
+/// The answer of `GET /api/v1/reload`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The serving process, so `rondo reload` can signal it without a pid file.
+    pub pid: u32,
+    /// Reloads attempted since the process started; 0 before the first.
+    pub generation: u64,
+    /// How the last one ended.
+    pub result: ReloadResult,
+    /// What set it off: `SIGHUP` or `file changed`; empty before the first.
+    pub trigger: String,
+    /// What was wrong (`FILE:LINE:COL: message`) or not applied, one line each.
+    pub problems: Vec<String>,
+}
+
+/// The last reload's report, written by the process that reloads and read by the admin API.
+#[derive(Debug, Default)]
+pub struct Reloads {
+    last: parking_lot::Mutex<ReloadReport>,
+}
+
+impl Reloads {
+    /// Records the end of a reload.
+    pub fn record(&self, trigger: &str, result: ReloadResult, problems: Vec<String>) {
+        let mut last = self.last.lock();
+        last.generation += 1;
+        last.result = result;
+        last.trigger = trigger.to_owned();
+        last.problems = problems;
+    }
+
+    /// The last reload, with this process's id.
+    pub fn report(&self) -> ReloadReport {
+        ReloadReport {
+            pid: std::process::id(),
+            ..self.last.lock().clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reload_moves_the_generation_and_replaces_the_result() {
+        let r = Reloads::default();
+        assert_eq!(r.report().generation, 0);
+        assert_eq!(r.report().result, ReloadResult::None);
+        r.record("SIGHUP", ReloadResult::Failed, vec!["f:1:1: bad".into()]);
+        r.record("SIGHUP", ReloadResult::Applied, Vec::new());
+        let last = r.report();
+        assert_eq!((last.generation, last.result), (2, ReloadResult::Applied));
+        assert!(last.problems.is_empty());
+        assert_eq!(last.pid, std::process::id());
+    }
+}

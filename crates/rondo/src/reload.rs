@@ -1,0 +1,149 @@
+//! `rondo reload`: asks a running `rondo serve` to reload its configuration file and says
+//! whether it did, like `nginx -s reload` but with an answer.
+//!
+//! The signal (SIGHUP) carries no answer back, so the admin API's `GET /api/v1/reload`
+//! (see [`crate::admin::reloads`]) is read before and after sending it: once its generation
+//! moves on, its result is the answer. The admin address, its token and, without `--pid`,
+//! the process id come from the configuration file, which is checked first: a file that does
+//! not validate would be refused by the running process too, so it is reported here and no
+//! signal is sent.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::admin::reloads::{ReloadReport, ReloadResult};
+use crate::admin::status::fetch;
+use crate::config;
+use crate::serve::{DEFAULT_CONFIG, read_pid_file, send_reload};
+
+/// `rondo reload` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReloadArgs {
+    /// The running balancer's configuration file: it is validated first, and its `[admin]`
+    /// table says where to read the result.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The admin API to read the outcome from, as HOST:PORT (default: `[admin] listen` of
+    /// the file; needed when that is port 0).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// The process to signal (default: the pid the admin API reports).
+    #[arg(long, conflicts_with = "pid_file")]
+    pub pid: Option<u32>,
+    /// A pid file written by `rondo serve --pid-file`, instead of `--pid`.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// How long the reload may take to show up in the admin API: loading and applying a file
+/// takes milliseconds; seconds mean the process is not reloading.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How often the admin API is asked while waiting.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs `rondo reload`: success only when the new configuration is wholly in effect.
+pub fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    let config = match config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "rondo: not reloaded: {} does not validate; the running configuration keeps \
+                 serving",
+                args.config.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let given_pid = match (args.pid, &args.pid_file) {
+        (Some(pid), _) => Some(pid),
+        (None, Some(file)) => Some(read_pid_file(file)?),
+        (None, None) => None,
+    };
+    let admin = match (&args.admin, config.admin.enabled) {
+        (Some(admin), _) => admin.clone(),
+        (None, true) if config.admin.listen.port() != 0 => {
+            reachable(config.admin.listen).to_string()
+        }
+        (None, _) => {
+            let pid = given_pid.context(
+                "the admin API is off or on port 0 in this file, so rondo can neither ask for \
+                 the process id nor read the outcome: give --pid or --pid-file (and --admin \
+                 HOST:PORT for the outcome)",
+            )?;
+            send_reload(pid)?;
+            println!(
+                "rondo: sent SIGHUP to process {pid}; without the admin API the outcome is only \
+                 in its log"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let token = config.admin.token.as_deref();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let before = rt.block_on(report(&admin, token))?;
+    let pid = given_pid.unwrap_or(before.pid);
+    send_reload(pid)?;
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let now = rt.block_on(report(&admin, token))?;
+        if now.generation > before.generation {
+            break now;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "sent SIGHUP to process {pid}, but the admin API at {admin} reported no reload \
+             within {WAIT:?}: is {pid} the process listening there?"
+        );
+        std::thread::sleep(POLL);
+    };
+    Ok(verdict(&after))
+}
+
+/// Prints how the reload ended; success only when it applied.
+fn verdict(report: &ReloadReport) -> ExitCode {
+    let pid = report.pid;
+    match report.result {
+        ReloadResult::Applied => {
+            println!("rondo: configuration reloaded (process {pid})");
+            return ExitCode::SUCCESS;
+        }
+        ReloadResult::Partial => eprintln!(
+            "rondo: configuration partly reloaded (process {pid}); these changes need a \
+             restart and were not made:"
+        ),
+        ReloadResult::Failed | ReloadResult::None => eprintln!(
+            "rondo: configuration NOT reloaded (process {pid}); the running one keeps serving:"
+        ),
+    }
+    for problem in &report.problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Where to reach an admin API listening on `listen`: an unspecified address (all
+/// interfaces) is reached through loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port())
+        }
+        _ => listen,
+    }
+}
+
+async fn report(admin: &str, token: Option<&str>) -> anyhow::Result<ReloadReport> {
+    let body = fetch(admin, "/api/v1/reload", token).await?;
+    serde_json::from_slice(&body).context("the admin API answered something that is not rondo's reload report (is it an older rondo?)")
+}

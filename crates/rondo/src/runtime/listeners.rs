@@ -1,0 +1,115 @@
+//! Listeners as the runtime keeps them: the bound socket (cloned for each worker) and the
+//! signal that stops its accept loops, so a reload can start, replace or stop one listener
+//! while the others keep accepting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use super::Running;
+use crate::config::ListenerConfig;
+use crate::proxy::{self, Accept, Observe, Site};
+use crate::upstream::Upstream;
+
+/// A listener the workers accept on.
+#[derive(Debug)]
+pub(super) struct LiveListener {
+    pub(super) name: String,
+    bind: SocketAddr,
+    pub(super) addr: SocketAddr,
+    socket: std::net::TcpListener,
+    site: Arc<Site>,
+    stop: watch::Sender<bool>,
+}
+
+impl LiveListener {
+    /// Binds a new socket for `l`.
+    pub(super) fn bind(l: &ListenerConfig, site: Arc<Site>) -> anyhow::Result<LiveListener> {
+        let socket = proxy::bind(l.bind)
+            .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
+        Self::on(l, socket, site)
+    }
+
+    fn on(
+        l: &ListenerConfig,
+        socket: std::net::TcpListener,
+        site: Arc<Site>,
+    ) -> anyhow::Result<LiveListener> {
+        let (stop, _) = watch::channel(false);
+        Ok(LiveListener {
+            name: l.name.clone(),
+            bind: l.bind,
+            addr: socket.local_addr()?,
+            socket,
+            site,
+            stop,
+        })
+    }
+
+    /// What one worker needs to accept on this listener.
+    pub(super) fn accept(&self) -> std::io::Result<Accept> {
+        Ok(Accept {
+            socket: self.socket.try_clone()?,
+            site: Arc::clone(&self.site),
+            stop: self.stop.subscribe(),
+        })
+    }
+
+    /// Stops its accept loops; open connections finish.
+    fn stop(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Running {
+    /// Starts (or restarts, with new settings) a listener on every worker, reusing its
+    /// socket when the bind address is unchanged so no connection is refused meanwhile, then
+    /// stops the accept loops of the version it replaces. `upstreams` are the live ones the
+    /// listener may route to.
+    pub(super) fn apply_listener(
+        &self,
+        l: &ListenerConfig,
+        upstreams: &[Arc<Upstream>],
+        observe: &Observe,
+    ) -> anyhow::Result<()> {
+        let find = |name: &str| {
+            upstreams
+                .iter()
+                .find(|u| u.name() == name)
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "listener `{}` uses upstream `{name}`, which is not running",
+                        l.name
+                    )
+                })
+        };
+        let site = Arc::new(Site::new(l, find, observe)?);
+        let mut live = self.listeners.lock();
+        let existing = live.iter().position(|x| x.name == l.name);
+        let listener = match existing {
+            Some(i) if live[i].bind == l.bind => {
+                LiveListener::on(l, live[i].socket.try_clone()?, site)?
+            }
+            _ => LiveListener::bind(l, site)?,
+        };
+        for worker in &self.workers {
+            let _ = worker.send(listener.accept()?);
+        }
+        if let Some(i) = existing {
+            live.remove(i).stop();
+        }
+        live.push(listener);
+        Ok(())
+    }
+
+    /// Stops accepting on a listener; its open connections finish.
+    pub(super) fn remove_listener(&self, name: &str) {
+        let mut live = self.listeners.lock();
+        if let Some(i) = live.iter().position(|x| x.name == name) {
+            live.remove(i).stop();
+        }
+    }
+}

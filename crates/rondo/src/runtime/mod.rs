@@ -1,0 +1,243 @@
+//! Start-up and the life of a running balancer: worker threads, the control thread (timer and
+//! health-check loops, the admin API), listeners handed to workers, configuration reload and
+//! shutdown.
+//!
+//! This is the one place that wires the parts together, so each part stays ignorant of the
+//! others: [`crate::proxy`] only accepts, parses and forwards; [`crate::upstream`] owns one
+//! upstream's backends and loops; [`crate::admin`] reads and writes through the upstreams it is
+//! given. The runtime builds the metrics registry and hands it to the admin server (as
+//! linkerd2-proxy does), so nothing is global and the proxy never imports `admin`.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`start`], [`Running`]: threads, addresses, shutdown |
+//! | `control.rs` | the control thread: one tokio runtime for every timer loop and the admin API |
+//! | `admin.rs` | the admin server, replaced whole when `[admin]` changes |
+//! | `listeners.rs` | listeners as the runtime keeps them; starting, replacing, stopping them |
+//! | `reload.rs` | [`Running::reload`]: applying a new configuration without dropping a request |
+
+mod admin;
+mod control;
+mod listeners;
+mod reload;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::proxy::{self, Accept, Observe, Site};
+use crate::upstream::dns::Resolver;
+use crate::upstream::{Upstream, UpstreamSet};
+
+pub use reload::Reloaded;
+
+use admin::AdminServer;
+use control::{Control, Stopper};
+use listeners::LiveListener;
+
+/// A running balancer: its bound addresses, upstreams and the way to stop it.
+#[derive(Debug)]
+pub struct Running {
+    listeners: parking_lot::Mutex<Vec<LiveListener>>,
+    /// Hands new listeners to each worker thread.
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<Accept>>,
+    /// The live upstreams, read by the admin API and metrics.
+    upstreams: Arc<UpstreamSet>,
+    /// What a reload changes, behind one lock so reloads apply one at a time.
+    state: parking_lot::Mutex<State>,
+    /// The control thread's runtime, where upstream loops and the admin server run.
+    control: Control,
+    clock: Clock,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// The part of a running balancer a reload replaces.
+#[derive(Debug)]
+struct State {
+    /// The configuration in effect: what the next reload is compared with.
+    applied: Config,
+    /// Each upstream's timer, health-check and DNS loops, by upstream name.
+    loops: HashMap<String, Stopper>,
+    admin: AdminServer,
+    /// Resolves backend names (`None` when the system's resolver configuration is unusable
+    /// and no backend is named).
+    resolver: Option<Resolver>,
+    /// The access log and the counters every listener reports to.
+    observe: Observe,
+    /// Reopens the access log file on SIGUSR1 (`None` without a file: the signal's default
+    /// action, ending the process, stays).
+    reopen: Option<Stopper>,
+}
+
+impl Running {
+    /// The address a listener is bound to (useful with port 0).
+    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.listeners
+            .lock()
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| l.addr)
+    }
+
+    /// Every listener's name and bound address.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .lock()
+            .iter()
+            .map(|l| (l.name.clone(), l.addr))
+            .collect()
+    }
+
+    /// An upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+
+    /// Every upstream, in configuration order (upstreams added by a reload last).
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        self.upstreams.all().to_vec()
+    }
+
+    /// The address the admin API is bound to (useful with port 0); a reload may move it. With
+    /// `[admin] enabled = false`, the configured address, where nothing listens (see
+    /// [`Running::admin_enabled`]).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.state.lock().admin.addr
+    }
+
+    /// Whether the admin API runs (`[admin] enabled`).
+    pub fn admin_enabled(&self) -> bool {
+        self.state.lock().admin.enabled
+    }
+
+    /// Where reloads are recorded for `GET /api/v1/reload`.
+    pub fn reloads(&self) -> Arc<crate::admin::reloads::Reloads> {
+        Arc::clone(&self.state.lock().admin.reloads)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
+    /// workers to exit.
+    pub fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = std::time::Instant::now() + grace + Duration::from_millis(500);
+        for t in self.threads {
+            // Workers enforce the grace period themselves; the join is bounded by it.
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Binds every listener and the admin API, then starts the control thread and the workers.
+/// Errors (an address in use, an invalid upstream) are reported before any request is served.
+pub fn start(config: &Config) -> anyhow::Result<Running> {
+    let descriptors = proxy::room::raise_descriptor_limit();
+    for l in &config.listeners {
+        if let Some(max) = l.max_client_connections
+            && max > proxy::room::max_connections_for(descriptors)
+        {
+            tracing::warn!(
+                listener = l.name.as_str(),
+                max_client_connections = max,
+                open_file_limit = descriptors,
+                "max_client_connections needs more descriptors than the open-file limit allows \
+                 (two per connection plus 64): connections past it find no descriptor"
+            );
+        }
+    }
+    let clock = Clock::new();
+    let started = tokio::time::Instant::now();
+    let mut built = Vec::new();
+    for u in &config.upstreams {
+        let up =
+            Upstream::new(u.clone(), clock).with_context(|| format!("upstream `{}`", u.name))?;
+        built.push(Arc::new(up));
+    }
+    let find = |name: &str| {
+        built
+            .iter()
+            .find(|u| u.name() == name)
+            .cloned()
+            .with_context(|| format!("no upstream named `{name}`"))
+    };
+    let observe = Observe {
+        access_log: crate::access_log::AccessLog::open(&config.access_log)?,
+        metrics: Arc::default(),
+    };
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let site = Arc::new(Site::new(l, find, &observe)?);
+        listeners.push(LiveListener::bind(l, site)?);
+    }
+    let upstreams = Arc::new(UpstreamSet::new(built.clone()));
+
+    // If anything below fails, dropping `stop` ends the threads already started.
+    let (stop, stop_rx) = watch::channel(false);
+    let (control, control_thread) = Control::start(stop_rx.clone())?;
+    let mut threads = vec![control_thread];
+    let admin = AdminServer::start(&control, &config.admin, &upstreams, started, &observe)?;
+    // SIGUSR1 is handled only when there is a file to reopen (its default action is to end
+    // the process, which a stray signal to a rondo without a log file should still do).
+    let reopen = matches!(
+        config.access_log,
+        crate::access_log::AccessLogConfig::File { .. }
+    )
+    .then(|| control.reopen_on_sigusr1(observe.access_log.clone()));
+    let resolver = match control.resolver(&config.resolver) {
+        Ok(r) => Some(r),
+        Err(e) if config.upstreams.iter().any(|u| !u.named.is_empty()) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "backend names cannot be resolved");
+            None
+        }
+    };
+    let loops = built
+        .iter()
+        .map(|u| {
+            let stopper = control.spawn_upstream(u, resolver.as_ref());
+            (u.name().to_owned(), stopper)
+        })
+        .collect();
+    let grace = config.shutdown_grace;
+    let mut workers = Vec::new();
+    for n in 0..config.workers.get() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for l in &listeners {
+            let _ = tx.send(l.accept()?);
+        }
+        workers.push(tx);
+        let stop_rx = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("rondo-worker-{n}"))
+            .spawn(move || proxy::run_worker(rx, stop_rx, grace))?;
+        threads.push(thread);
+    }
+    Ok(Running {
+        listeners: parking_lot::Mutex::new(listeners),
+        workers,
+        upstreams,
+        state: parking_lot::Mutex::new(State {
+            applied: config.clone(),
+            loops,
+            admin,
+            resolver,
+            observe,
+            reopen,
+        }),
+        control,
+        clock,
+        stop,
+        threads,
+    })
+}

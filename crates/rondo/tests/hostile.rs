@@ -1,0 +1,140 @@
+//! Malformed and hostile requests over real sockets: each is answered with a 4xx/5xx, and the
+//! backend — which records every raw byte it receives — sees nothing after the malformed point.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that keeps every byte it receives and never answers.
+struct Recorder {
+    addr: SocketAddr,
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&bytes);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let sink = Arc::clone(&sink);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Recorder { addr, bytes }
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock()).into_owned()
+    }
+}
+
+fn proxy_for(backend: &Recorder) -> common::Proxy {
+    let toml = format!(
+        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+         [[upstreams]]\nname = \"app\"\nresponse_timeout = \"5s\"\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    );
+    common::start_text(&toml)
+}
+
+/// Sends `parts` one write at a time (a pause between them, so they arrive as separate reads)
+/// and returns everything the proxy answered before closing.
+async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if s.write_all(p).await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_head_is_answered_and_nothing_reaches_the_backend() {
+    let backend = Recorder::start().await;
+    let proxy = proxy_for(&backend);
+    let addr = common::web(&proxy);
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("no Host", b"GET / HTTP/1.1\r\n\r\n", "400"),
+        ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "400"),
+        ("bare CR", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", "400"),
+        ("bare LF", b"GET / HTTP/1.1\nHost: a\n\n", "400"),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "400"),
+        ("control character", b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n", "400"),
+        ("CL and TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
+        ("two lengths", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", "400"),
+        ("bad length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", "400"),
+        ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", "400"),
+        ("unknown coding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+        ("oversize target", &[b"GET /".as_slice(), &[b'a'; 70_000], b" HTTP/1.1\r\n\r\n"].concat(), "414"),
+        ("oversize head", &[b"GET / HTTP/1.1\r\nHost: a\r\nX: ".as_slice(), &[b'a'; 70_000], b"\r\n\r\n"].concat(), "431"),
+    ];
+    for (name, bytes, status) in cases {
+        let answer = exchange(addr, &[bytes]).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{name}: {answer:?}"
+        );
+    }
+    assert_eq!(backend.received(), "", "no malformed head was forwarded");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_gets_400_and_nothing_after_it_is_forwarded() {
+    let backend = Recorder::start().await;
+    let proxy = proxy_for(&backend);
+    let addr = common::web(&proxy);
+    let head: &[u8] = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let cases: &[(&str, &[u8])] = &[
+        ("size not hex", b"zz\r\nSECRET\r\n0\r\n\r\n"),
+        (
+            "size over 64 bits",
+            b"1ffffffffffffffff\r\nSECRET\r\n0\r\n\r\n",
+        ),
+        ("bare LF in extension", b"3;x=\ny\r\nSECRET\r\n0\r\n\r\n"),
+        ("data not ended by CRLF", b"3\r\nabcSECRET\r\n0\r\n\r\n"),
+        ("bad trailer", b"0\r\nX: y\nSECRET\r\n\r\n"),
+    ];
+    for (name, bad) in cases {
+        // The first chunk arrives alone and is forwarded; the malformed part comes next.
+        let answer = exchange(addr, &[head, b"5\r\nhello\r\n", bad]).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{name}: {answer:?}");
+        let got = backend.received();
+        assert!(
+            !got.contains("SECRET"),
+            "{name}: forwarded past the error: {got:?}"
+        );
+        backend.bytes.lock().clear();
+    }
+    // A malformed first chunk: not even the head is sent.
+    let answer = exchange(addr, &[&[head, b"zz\r\nSECRET\r\n".as_slice()].concat()]).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    assert_eq!(backend.received(), "");
+    proxy.shutdown(Duration::from_secs(1));
+}
