@@ -6,12 +6,15 @@
 //! The load generator is its own crate, `rondo-bench`. `main.rs` only parses the command
 //! line and dispatches here.
 
+pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod header_rules;
 pub mod lab;
 pub mod proxy;
 pub mod reload;
+pub mod request_id;
 pub mod runtime;
 pub mod serve;
 pub mod tls;

@@ -226,7 +226,7 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
         get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
         0.0
     );
-    assert_eq!(get("rondo_retries_total{upstream=app}"), 0.0);
+    assert_eq!(get("rondo_retries_total{reason=status,upstream=app}"), 0.0);
 
     // Now b answers 503: a's turn, then b's 503 is retried on a. That is b's fifth failure
     // in a row, which opens its breaker (threshold 5).
@@ -248,7 +248,7 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
         get("rondo_requests_total{backend=b,code=503,upstream=app}"),
         1.0
     );
-    assert_eq!(get("rondo_retries_total{upstream=app}"), 1.0);
+    assert_eq!(get("rondo_retries_total{reason=status,upstream=app}"), 1.0);
     assert_eq!(
         get("rondo_circuit_breaker_state{backend=b,upstream=app}"),
         2.0
@@ -602,7 +602,7 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
         json!({ "args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-dev-shm-usage", "--window-size=1440,900", profile,
+            "--disable-dev-shm-usage", "--window-size=1280,1000", profile,
         ]}),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -688,6 +688,42 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
                     .find(Locator::Css(
                         "tr[data-backend='app/b'][data-state='draining']",
                     ))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+
+        // At 1280 px every Drain/Enable button is inside the window and nothing scrolls
+        // sideways.
+        let fits = browser
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 const rights = [...document.querySelectorAll('button[data-action]')]
+                     .map(b => Math.ceil(b.getBoundingClientRect().right));
+                 const fits = rights.length > 0 && document.documentElement.scrollWidth <= w
+                     && rights.every(r => r <= w);
+                 return { fits, width: w, page: document.documentElement.scrollWidth, rights };",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            fits["fits"],
+            json!(true),
+            "the backend table fits 1280 px: {fits}"
+        );
+        // The listener's counters and the drain, in the events list.
+        browser
+            .find(Locator::Css("tr[data-listener='web']"))
+            .await
+            .unwrap();
+        eventually_async(
+            Duration::from_secs(30),
+            "the drain in the events",
+            || async {
+                browser
+                    .find(Locator::Css("tr[data-event='draining']"))
                     .await
                     .is_ok()
             },

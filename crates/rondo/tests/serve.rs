@@ -96,3 +96,54 @@ async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
         "no longer listening"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
+    let backend = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, log) = (dir.path().join("rondo.toml"), dir.path().join("access.log"));
+    std::fs::write(
+        &config,
+        format!(
+            "workers = 1\naccess_log = {{ path = \"{}\", format = \"$status $request_uri\" }}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n[upstreams.health_check]\nenabled = false\n",
+            log.display(),
+            backend.addr()
+        ),
+    )
+    .unwrap();
+    let rondo = Process::spawn([
+        "serve".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert_eq!(get(addr, "/first").await.status, 200);
+    eventually(Duration::from_secs(10), "the first line", || {
+        read(&log) == "200 /first\n"
+    })
+    .await;
+
+    // logrotate: move the file away, then SIGUSR1; the next line goes to a new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    rondo.signal("USR1");
+    eventually(Duration::from_secs(10), "a new access.log", || {
+        // The writer creates the file again when it reopens.
+        log.exists()
+    })
+    .await;
+    // SIGUSR1 does not stop rondo: it still answers.
+    assert_eq!(get(addr, "/second").await.status, 200);
+    eventually(Duration::from_secs(10), "the line in the new file", || {
+        read(&log).contains("200 /second\n")
+    })
+    .await;
+    assert!(read(&rotated).starts_with("200 /first\n"));
+}

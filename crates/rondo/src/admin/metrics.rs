@@ -13,7 +13,9 @@
 //! | `rondo_backend_up` | gauge (1 in rotation, else 0) | `upstream`, `backend` |
 //! | `rondo_backend_in_flight` | gauge | `upstream`, `backend` |
 //! | `rondo_circuit_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `upstream`, `backend` |
-//! | `rondo_retries_total` | counter | `upstream` |
+//! | `rondo_retries_total` | counter | `upstream`, `reason` (see [`super::proxy_metrics`]) |
+//! | `rondo_backend_healthy` | gauge (1 when health checks call it up) | `upstream`, `backend` |
+//! | `rondo_backend_health_changed_timestamp_seconds` | gauge | `upstream`, `backend` |
 //! | `rondo_health_checks_total` | counter | `upstream`, `backend`, `result` (`passed`, `bad_status`, `timeout`, `refused`, `error`) |
 //! | `rondo_dns_resolutions_total` | counter | `upstream`, `name`, `result` (`ok`, `error`) |
 
@@ -119,7 +121,12 @@ impl Collector for UpstreamCollector {
                 )?;
             }
         }
-        let gauges: [(&str, &str, GaugeFn); 3] = [
+        let gauges: [(&str, &str, GaugeFn); 4] = [
+            (
+                "rondo_backend_healthy",
+                "1 when health checks call the backend up (whatever its breaker), else 0.",
+                |b| i64::from(b.health() == balance::Health::Up),
+            ),
             (
                 "rondo_backend_up",
                 "1 when the backend is in rotation (up, breaker not open, not ejected, not draining), else 0.",
@@ -147,27 +154,22 @@ impl Collector for UpstreamCollector {
         }
         {
             let mut m = encoder.encode_descriptor(
-                "rondo_retries",
-                "Retries: second and later attempts of a request.",
-                None,
-                MetricType::Counter,
+                "rondo_backend_health_changed_timestamp",
+                "When health checks last changed the backend's health (absent: not since start).",
+                Some(&prometheus_client::registry::Unit::Seconds),
+                MetricType::Gauge,
             )?;
-            for (u, _) in &snaps {
-                let labels = [("upstream", u.name())];
-                ConstCounter::new(u.recorder().retries()).encode(m.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "rondo_local_errors",
-                "Attempts that failed on rondo's side (no file descriptor, no ephemeral port, \
-                 no memory); answered 503 and never counted against a backend.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (u, _) in &snaps {
-                let labels = [("upstream", u.name())];
-                ConstCounter::new(u.recorder().local_errors()).encode(m.encode_family(&labels)?)?;
+            for (u, snap) in &snaps {
+                for b in snap.backends() {
+                    let Some(at) = u.events().health_changed(b.id()) else {
+                        continue;
+                    };
+                    let secs = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    let labels = [("upstream", u.name()), ("backend", b.id())];
+                    ConstGauge::new(secs).encode(m.encode_family(&labels)?)?;
+                }
             }
         }
         {

@@ -7,6 +7,7 @@
 //! | `GET /` | the dashboard (one embedded page) |
 //! | `GET /healthz` | `200 ok` |
 //! | `GET /api/v1/stats` | statistics per upstream and backend (JSON, see [`stats`]) |
+//! | `GET /api/v1/events` | recent backend state changes, newest first (see [`events`]) |
 //! | `GET /metrics` | Prometheus text (see [`metrics`]) |
 //! | `GET /api/v1/reload` | how the last configuration reload ended (see [`reloads`]) |
 //! | `POST /api/v1/upstreams/{name}/backends` | add a backend |
@@ -21,7 +22,11 @@
 //! on a non-loopback address the statistics and metrics need it too. `docs/admin-api.md`
 //! documents every answer.
 
+pub mod counters;
+pub mod events;
 pub mod metrics;
+pub mod process;
+pub mod proxy_metrics;
 pub mod reloads;
 pub mod stats;
 pub mod status;
@@ -58,6 +63,8 @@ pub struct Admin {
     /// Reads need the token too (the listener is not on loopback).
     protect_reads: bool,
     started: Instant,
+    /// The listeners' counters, when the proxy hands them over.
+    metrics: Option<Arc<counters::ProxyMetrics>>,
     reloads: Arc<reloads::Reloads>,
 }
 
@@ -91,7 +98,14 @@ impl Admin {
             token,
             started,
             reloads,
+            metrics: None,
         }
+    }
+
+    /// Adds the listeners' counters to `/api/v1/stats`.
+    pub fn with_listeners(mut self, metrics: Arc<counters::ProxyMetrics>) -> Admin {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Where the process that reloads the configuration records how each reload ended.
@@ -236,11 +250,27 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if admin.protect_reads && !authorized(admin, &req) {
                 return unauthorized();
             }
-            let s = stats::collect(&admin.upstreams.all(), admin.started.elapsed());
+            let mut s = stats::collect(&admin.upstreams.all(), admin.started.elapsed());
+            if let Some(m) = &admin.metrics {
+                s.listeners = stats::listeners(m);
+            }
             match serde_json::to_string(&s) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
             }
+        }
+        (&Method::GET, ["api", "v1", "events"]) => {
+            if admin.protect_reads && !authorized(admin, &req) {
+                return unauthorized();
+            }
+            let mut all: Vec<events::EventRecord> = admin
+                .upstreams
+                .all()
+                .iter()
+                .flat_map(|u| u.events().list())
+                .collect();
+            all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
+            json_reply(StatusCode::OK, &json!({ "events": all }))
         }
         (&Method::GET, ["api", "v1", "reload"]) => {
             if admin.protect_reads && !authorized(admin, &req) {

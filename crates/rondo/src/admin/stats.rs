@@ -9,6 +9,10 @@ use std::time::Duration;
 use balance::{Backend, BackendState, BreakerState, Health, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::Ordering;
+
+use super::counters::{ProxyMetrics, Source};
+use super::events::millis;
 use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.
@@ -18,6 +22,59 @@ pub struct Stats {
     pub uptime_seconds: f64,
     /// One entry per upstream, in configuration order.
     pub upstreams: Vec<UpstreamStats>,
+    /// One entry per listener (absent from older versions' answers).
+    #[serde(default)]
+    pub listeners: Vec<ListenerStats>,
+}
+
+/// One listener's connections and traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerStats {
+    /// Its name.
+    pub name: String,
+    /// Client connections open now.
+    pub active_connections: i64,
+    /// Client connections accepted since start.
+    pub accepted_connections: u64,
+    /// Connections refused at accept since start.
+    pub refused_connections: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Responses rondo made itself (no backend, 502, 504, 4xx), since start.
+    pub proxy_responses: u64,
+    /// Responses forwarded from backends, since start.
+    pub backend_responses: u64,
+}
+
+/// Every listener's counters.
+pub fn listeners(metrics: &ProxyMetrics) -> Vec<ListenerStats> {
+    metrics
+        .listeners()
+        .iter()
+        .map(|l| {
+            let (mut proxy, mut backend) = (0, 0);
+            for r in l.all_responses() {
+                for (_, source, n) in r.nonzero() {
+                    match source {
+                        Source::Proxy => proxy += n,
+                        Source::Backend => backend += n,
+                    }
+                }
+            }
+            ListenerStats {
+                name: l.name().to_owned(),
+                active_connections: l.active.load(Ordering::Relaxed),
+                accepted_connections: l.accepted.load(Ordering::Relaxed),
+                refused_connections: l.refused.load(Ordering::Relaxed),
+                bytes_in: l.bytes_in.load(Ordering::Relaxed),
+                bytes_out: l.bytes_out.load(Ordering::Relaxed),
+                proxy_responses: proxy,
+                backend_responses: backend,
+            }
+        })
+        .collect()
 }
 
 /// One upstream.
@@ -107,6 +164,16 @@ pub struct BackendStats {
     /// Bytes relayed from it on TCP-mode connections.
     #[serde(default)]
     pub bytes_received: u64,
+    /// The last health check's result in words ("status 200", "timeout"); `None` before
+    /// the first or with checks off.
+    #[serde(default)]
+    pub last_check: Option<String>,
+    /// When the last health check ended, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub last_check_ms: Option<u64>,
+    /// When health checks last changed its health, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub health_changed_ms: Option<u64>,
 }
 
 /// Reads every upstream's current statistics.
@@ -118,6 +185,7 @@ pub fn collect(upstreams: &[Arc<Upstream>], uptime: Duration) -> Stats {
             .iter()
             .map(|u| upstream(u, uptime_seconds))
             .collect(),
+        listeners: Vec::new(),
     }
 }
 
@@ -178,6 +246,7 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
     let now = u.clock().now();
     let s = b.stats().snapshot(now);
     let recorded = u.recorder().get(b.id());
+    let checks = u.check_counters(b.id());
     let (avg, p50, p95, p99, codes) = match &recorded {
         Some(r) if r.latency.count() > 0 => (
             ms(r.latency.sum()) / r.latency.count() as f64,
@@ -220,5 +289,8 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
             .collect(),
         bytes_sent,
         bytes_received,
+        last_check: checks.as_ref().and_then(|c| c.last_result()),
+        last_check_ms: checks.and_then(|c| c.last_checked()).map(millis),
+        health_changed_ms: u.events().health_changed(b.id()).map(millis),
     }
 }

@@ -35,6 +35,10 @@ pub const RESOLVER_MAX_TTL: Duration = Duration::from_secs(300);
 /// request is what an operator reaches for first.
 pub const ACCESS_LOG: bool = true;
 
+/// `access_log.format`: nginx's `combined`, the format log analysers (GoAccess, AWStats,
+/// most SIEM parsers) read without configuration.
+pub const ACCESS_LOG_FORMAT: &str = "combined";
+
 /// `admin.enabled`: on, since `rondo status`, `rondo reload` and the dashboard need it; it
 /// listens on loopback only.
 pub const ADMIN_ENABLED: bool = true;

@@ -34,8 +34,10 @@
 //! # Ok::<(), rondo::config::ConfigError>(())
 //! ```
 
+mod access_log;
 pub mod defaults;
 mod error;
+mod header_rules;
 mod model;
 mod named;
 mod raw;

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use balance::{BackendSpec, PoolConfig};
 
+use crate::access_log::AccessLogConfig;
+use crate::header_rules::Headers;
+
 /// A whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -17,8 +20,8 @@ pub struct Config {
     pub workers: NonZeroUsize,
     /// On SIGTERM/SIGINT, how long in-flight requests may finish.
     pub shutdown_grace: Duration,
-    /// Whether to log one line per request.
-    pub access_log: bool,
+    /// Where the access log goes.
+    pub access_log: AccessLogConfig,
     /// The admin listener.
     pub admin: AdminConfig,
     /// The proxy listeners, in file order (at least one).
@@ -153,6 +156,8 @@ pub struct ListenerConfig {
     /// A plain HTTP listener that only redirects to `https://` (308, same host and path), so
     /// `http://` links keep working once a site moves to TLS.
     pub redirect_https: bool,
+    /// Headers set or removed on requests and responses through this listener.
+    pub headers: Headers,
     /// Client connections open at once; past it idle ones are closed to make room, else the
     /// new one is refused. `None`: derived from the open-file limit at start.
     pub max_client_connections: Option<usize>,
@@ -291,6 +296,8 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Where matching requests go.
     pub upstream: String,
+    /// Header rules applied after the listener's to requests this route matches.
+    pub headers: Headers,
 }
 
 impl RouteConfig {
@@ -505,6 +512,7 @@ mod tests {
             host: Some("api.example.com".into()),
             path_prefix: Some("/v1/".into()),
             upstream: "api".into(),
+            headers: Default::default(),
         };
         assert!(r.matches(Some("API.example.com:8080"), "/v1/users"));
         assert!(r.matches(Some("api.example.com"), "/v1/"));

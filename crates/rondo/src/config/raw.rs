@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
+pub(crate) use super::access_log::RawAccessLog;
+pub(crate) use super::header_rules::RawHeaderRules;
 use super::units::{DurationValue, SizeValue};
 
 /// A value with its byte range in the file.
@@ -22,8 +24,8 @@ pub(crate) struct RawConfig {
     pub(crate) workers: Option<S<i64>>,
     /// Duration in-flight requests may take to finish on SIGTERM/SIGINT. Default "30s".
     pub(crate) shutdown_grace: Option<S<DurationValue>>,
-    /// One log line per request, bool. Default true.
-    pub(crate) access_log: Option<bool>,
+    /// true/false (process log), or a table `{ path, format }`. Default true.
+    pub(crate) access_log: Option<RawAccessLog>,
     /// `[admin]`. Default: listen on 127.0.0.1:9901 without a token.
     pub(crate) admin: Option<S<RawAdmin>>,
     /// `[[listeners]]`, at least one.
@@ -90,6 +92,10 @@ pub(crate) struct RawListener {
     /// Answer every request with a 308 to `https://` on the same host and path, bool.
     /// Default false.
     pub(crate) redirect_https: Option<S<bool>>,
+    /// Headers set/removed on forwarded requests. Default: none.
+    pub(crate) request_headers: Option<RawHeaderRules>,
+    /// Headers set/removed on responses. Default: none.
+    pub(crate) response_headers: Option<RawHeaderRules>,
 }
 
 /// `mode` of a listener.
@@ -112,6 +118,10 @@ pub(crate) struct RawRoute {
     pub(crate) path_prefix: Option<S<String>>,
     /// Upstream name, required.
     pub(crate) upstream: S<String>,
+    /// Headers set/removed on forwarded requests, after the listener's. Default: none.
+    pub(crate) request_headers: Option<RawHeaderRules>,
+    /// Headers set/removed on responses, after the listener's. Default: none.
+    pub(crate) response_headers: Option<RawHeaderRules>,
 }
 
 /// `[[upstreams]]`.

@@ -36,6 +36,11 @@ use tokio::time::{Instant, timeout_at};
 
 use super::affinity::{self, Affinity};
 use super::protocol::outcome_of;
+use super::respond::ErrorPage;
+use crate::access_log::{AccessLog, AccessRecord, Tried, UpstreamTimes};
+use crate::admin::counters::{
+    ListenerCounters, ResponseCounts, RetryReason, Source, UpstreamCounters,
+};
 use crate::config::UpstreamConfig;
 use crate::upstream::{ActiveGuard, Upstream};
 
@@ -160,6 +165,23 @@ pub(crate) struct Delivered<T> {
     pub(crate) output: T,
     /// False when the backend failed in the middle of the body: it counts against it.
     pub(crate) backend_ok: bool,
+    /// Bytes written to the client (head and body) as far as the protocol path knows.
+    pub(crate) bytes_sent: u64,
+}
+
+/// What the access log records of the request itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestView<'a> {
+    /// The method.
+    pub(crate) method: &'a str,
+    /// The request target.
+    pub(crate) target: &'a str,
+    /// The `Referer` header.
+    pub(crate) referer: Option<&'a str>,
+    /// The `User-Agent` header.
+    pub(crate) user_agent: Option<&'a str>,
+    /// Bytes read from the client for this request (head and body read so far).
+    pub(crate) bytes_received: u64,
 }
 
 /// One protocol's way of sending a request to a backend. The policy calls `send`; on a
@@ -184,14 +206,20 @@ pub(crate) trait Exchange {
     fn discard(&mut self);
 
     /// Answers the client with rondo's own `status` (`None`: the client is gone, answer
-    /// nothing). `detail` is for the log; the client gets a short generic body.
-    async fn refuse(&mut self, status: Option<u16>, detail: &str) -> Self::Output;
+    /// nothing) and this page (a 5xx page never shows the detail, see [`ErrorPage`]).
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output;
 
-    /// Method and path, for the access log.
-    fn request_line(&self) -> (&str, &str);
+    /// The request as the access log records it.
+    fn request_view(&self) -> RequestView<'_>;
+
+    /// How long the last attempt took to get a backend connection (zero for a pooled one),
+    /// when the protocol path measures it.
+    fn connect_time(&self) -> Option<Duration> {
+        None
+    }
 }
 
-/// Where the request came from, for the access log.
+/// Where the request came from, for the access log, the metrics and error pages.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Origin<'a> {
     /// The client's IP.
@@ -200,8 +228,33 @@ pub(crate) struct Origin<'a> {
     pub(crate) listener: &'a str,
     /// "HTTP/1.1" or "HTTP/2.0".
     pub(crate) protocol: &'static str,
-    /// Whether an access line is written.
-    pub(crate) access_log: bool,
+    /// The request's id (forwarded, logged, shown in error pages).
+    pub(crate) request_id: &'a str,
+    /// Where the request reports what happened.
+    pub(crate) report: &'a Report,
+}
+
+/// What one listener's route reports to: the access log and its counters. Built with the
+/// listener (handles are taken once, not per request).
+#[derive(Debug)]
+pub(crate) struct Report {
+    /// The access log.
+    pub(crate) access_log: AccessLog,
+    /// The listener's connection and byte counters.
+    pub(crate) listener: std::sync::Arc<ListenerCounters>,
+    /// Responses of this listener through this route's upstream.
+    pub(crate) responses: std::sync::Arc<ResponseCounts>,
+    /// The upstream's retry and pool counters.
+    pub(crate) upstream: std::sync::Arc<UpstreamCounters>,
+}
+
+/// What made an attempt fail, as the retry that follows it is counted.
+fn retry_reason(stage: Stage) -> RetryReason {
+    match stage {
+        Stage::NotSent => RetryReason::Connect,
+        Stage::NoResponse => RetryReason::Reset,
+        Stage::TimedOut => RetryReason::Timeout,
+    }
 }
 
 /// What an attempt costs the request.
@@ -362,15 +415,26 @@ pub(crate) async fn forward<E: Exchange>(
     // Built only when an attempt fails, so a successful request formats nothing.
     let mut last: Option<(u16, String)> = None;
     let mut tried: Option<String> = None;
+    let mut retrying: Option<RetryReason> = None;
+    let mut times = UpstreamTimes::default();
+    let report = origin.report;
     let why = loop {
         let lease = match attempts.next(cost, &facts).await {
             Ok(lease) => lease,
             Err(why) => break why,
         };
+        if let Some(reason) = retrying.take() {
+            report.upstream.retry(reason);
+        }
         let start = Instant::now();
         match exchange.send(lease.backend(), &cfg).await {
             Ok(status) => {
                 let latency = start.elapsed();
+                times = UpstreamTimes {
+                    connect: exchange.connect_time(),
+                    header: Some(latency),
+                    response: None,
+                };
                 let outcome = outcome_of(status);
                 let retry = cfg.retry_on_status.contains(&status)
                     && facts.idempotent
@@ -385,38 +449,59 @@ pub(crate) async fn forward<E: Exchange>(
                     ));
                     finish(upstream, lease, outcome, latency, status);
                     cost = Cost::TryAndBudget;
+                    retrying = Some(RetryReason::Status);
                     continue;
                 }
+                // Counted before the answer goes out, so whatever the client reads next
+                // (stats, metrics) includes it.
+                upstream
+                    .recorder()
+                    .record(lease.backend().id(), status, latency);
+                report.responses.record(status, Source::Backend);
                 let cookie = affinity::set_cookie(&cfg, facts.affinity, lease.backend());
                 let delivered = exchange.deliver(&cfg, cookie.as_deref()).await;
+                times.response = Some(start.elapsed());
                 let outcome = if delivered.backend_ok {
                     outcome
                 } else {
                     Outcome::TransportError
                 };
-                if origin.access_log {
-                    let id = lease.backend().id();
-                    let all = tried.as_deref().map(|t| format!("{t},{id}"));
-                    let backends = all.as_deref().unwrap_or(id);
-                    log_access(
-                        exchange,
-                        origin,
-                        &cfg.name,
-                        backends,
-                        status,
-                        attempts.made,
-                        started,
-                    );
-                }
-                finish(upstream, lease, outcome, latency, status);
+                report
+                    .listener
+                    .bytes_out
+                    .fetch_add(delivered.bytes_sent, std::sync::atomic::Ordering::Relaxed);
+                let backend = std::sync::Arc::clone(lease.backend());
+                settle(upstream, lease, outcome, latency);
+                let ended = Ended {
+                    upstream: &cfg.name,
+                    tried: tried.as_deref(),
+                    last: Some(backend.id()),
+                    status,
+                    attempts: attempts.made,
+                    started,
+                    times,
+                    bytes_sent: delivered.bytes_sent,
+                };
+                account(exchange, origin, &ended);
                 return delivered.output;
             }
             Err(SendError::Client { status, detail }) => {
                 abandon(upstream, lease);
                 if let Some(status) = status {
-                    tracing::info!(upstream = cfg.name.as_str(), status, "{detail}");
+                    tracing::info!(
+                        upstream = cfg.name.as_str(),
+                        status,
+                        request_id = origin.request_id,
+                        "{detail}"
+                    );
+                    report.responses.record(status, Source::Proxy);
                 }
-                return exchange.refuse(status, detail).await;
+                let page = ErrorPage {
+                    detail: Some(detail),
+                    upstream: Some(&cfg.name),
+                    request_id: Some(origin.request_id),
+                };
+                return exchange.refuse(status, &page).await;
             }
             Err(SendError::Backend(failure)) => {
                 let id = lease.backend().id().to_owned();
@@ -438,6 +523,7 @@ pub(crate) async fn forward<E: Exchange>(
                 note_tried(&mut tried, &id);
                 let next = retry_cost(&failure, facts);
                 last = Some((failure.status, format!("{} (backend {id})", failure.detail)));
+                retrying = Some(retry_reason(failure.stage));
                 match next {
                     Some(c) => cost = c,
                     None => break NoAttempt::NotRetryable,
@@ -450,22 +536,88 @@ pub(crate) async fn forward<E: Exchange>(
         upstream = cfg.name.as_str(),
         status,
         backends = tried.as_deref().unwrap_or("-"),
+        request_id = origin.request_id,
         "{detail}"
     );
-    let output = exchange.refuse(Some(status), &detail).await;
-    if origin.access_log {
-        let backends = tried.as_deref().unwrap_or("-");
-        log_access(
-            exchange,
-            origin,
-            &cfg.name,
-            backends,
-            status,
-            attempts.made,
-            started,
-        );
-    }
+    let page = ErrorPage {
+        detail: None,
+        upstream: Some(&cfg.name),
+        request_id: Some(origin.request_id),
+    };
+    let output = exchange.refuse(Some(status), &page).await;
+    report.responses.record(status, Source::Proxy);
+    let ended = Ended {
+        upstream: &cfg.name,
+        tried: tried.as_deref(),
+        last: None,
+        status,
+        attempts: attempts.made,
+        started,
+        times,
+        bytes_sent: 0,
+    };
+    account(exchange, origin, &ended);
     output
+}
+
+/// How a request ended, for the access log.
+struct Ended<'a> {
+    upstream: &'a str,
+    /// Backends that failed or were discarded, comma-separated.
+    tried: Option<&'a str>,
+    /// The backend whose answer reached the client.
+    last: Option<&'a str>,
+    status: u16,
+    attempts: usize,
+    started: Instant,
+    times: UpstreamTimes,
+    bytes_sent: u64,
+}
+
+/// Counts what the client sent and writes the access line.
+fn account<E: Exchange>(exchange: &E, origin: Origin<'_>, ended: &Ended<'_>) {
+    let view = exchange.request_view();
+    let report = origin.report;
+    report
+        .listener
+        .bytes_in
+        .fetch_add(view.bytes_received, std::sync::atomic::Ordering::Relaxed);
+    if !report.access_log.is_on() {
+        return;
+    }
+    let mut tried = Tried::default();
+    for id in ended
+        .tried
+        .into_iter()
+        .flat_map(|t| t.split(','))
+        .chain(ended.last)
+    {
+        tried.push(id);
+    }
+    let total = ended.started.elapsed();
+    report.access_log.log(&AccessRecord {
+        client: origin.client,
+        time: {
+            let now = std::time::SystemTime::now();
+            now.checked_sub(total).unwrap_or(now)
+        },
+        method: view.method,
+        target: view.target,
+        protocol: origin.protocol,
+        status: ended.status,
+        bytes_sent: ended.bytes_sent,
+        bytes_received: view.bytes_received,
+        referer: view.referer,
+        user_agent: view.user_agent,
+        listener: origin.listener,
+        upstream: Some(ended.upstream),
+        tried,
+        attempts: u32::try_from(ended.attempts).unwrap_or(u32::MAX),
+        upstream_times: ended.times,
+        total,
+        request_id: origin.request_id,
+        tls_version: None,
+    });
 }
 
 /// Adds a backend to the comma-separated list of those a request tried.
@@ -498,32 +650,6 @@ fn no_attempt_detail(upstream: &str, why: NoAttempt, last: Option<(u16, String)>
     }
 }
 
-/// One access-log line: who asked what, what it got, from which backends, how long it took.
-fn log_access<E: Exchange>(
-    exchange: &E,
-    origin: Origin<'_>,
-    upstream: &str,
-    backends: &str,
-    status: u16,
-    attempts: usize,
-    started: Instant,
-) {
-    let (method, path) = exchange.request_line();
-    tracing::info!(
-        target: "rondo::access",
-        client = origin.client,
-        listener = origin.listener,
-        protocol = origin.protocol,
-        method,
-        path,
-        status,
-        upstream,
-        backend = backends,
-        attempts,
-        duration_us = started.elapsed().as_micros() as u64,
-    );
-}
-
 /// Ends a request on its backend and lets a queued request have the slot. `status` is what
 /// the attempt produced (the backend's status, or the 502/504 the proxy made of a failure),
 /// recorded with the latency for the admin API and metrics.
@@ -531,6 +657,12 @@ fn finish(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Dura
     upstream
         .recorder()
         .record(lease.backend().id(), status, latency);
+    settle(upstream, lease, outcome, latency);
+}
+
+/// [`finish`] for an attempt already recorded: reports the outcome to the backend's state
+/// and lets a queued request have the slot.
+fn settle(upstream: &Upstream, lease: Lease<'_>, outcome: Outcome, latency: Duration) {
     lease.finish(outcome, latency, upstream.clock().now());
     upstream.queue().release();
 }

@@ -18,10 +18,14 @@ use super::Site;
 use super::Worker;
 use super::affinity;
 use super::body::{self, CopyError, Limits};
-use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, SendError};
+use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::head::{self, Client, Framing, RequestInfo};
-use super::respond::send_error;
+use super::headers;
+use super::respond::{ErrorPage, send_error, send_page};
+use crate::admin::counters::Source;
 use crate::config::UpstreamConfig;
+use crate::header_rules::{HeaderRules, Vars};
+use crate::request_id::Id;
 use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
@@ -133,6 +137,7 @@ async fn request(
             Ok(Some(info)) => break info,
             Ok(None) => {}
             Err(e) => {
+                site.unrouted.record(e.status(), Source::Proxy);
                 send_error(
                     stream,
                     e.status(),
@@ -158,6 +163,7 @@ async fn request(
                         "the request head did not arrive within {:?}",
                         config.header_timeout
                     );
+                    site.unrouted.record(408, Source::Proxy);
                     send_error(stream, 408, &detail, true, config.idle_timeout).await;
                 }
                 worker.give_buffer(out);
@@ -166,18 +172,34 @@ async fn request(
         }
     };
     inbuf.drain(..info.head_len);
-    let next = forward(stream, ip, site, worker, &info, inbuf, &mut out).await;
+    let id = headers::request_id(&mut out);
+    let rules = [
+        &config.headers.request,
+        &site.route_headers[info.upstream].request,
+    ];
+    if rules.iter().any(|r| !r.is_empty()) {
+        let host = headers::host(&out).to_owned();
+        let vars = Vars {
+            remote_addr: ip,
+            host: &host,
+            request_id: id.as_str(),
+        };
+        headers::apply(&mut out, &rules, &vars);
+    }
+    let next = forward(stream, ip, site, worker, &info, &id, inbuf, &mut out).await;
     worker.give_buffer(out);
     next
 }
 
 /// Forwards one request whose head is in `out` (to send) and whose body starts in `inbuf`.
+#[allow(clippy::too_many_arguments)] // the connection's state, passed down once
 async fn forward(
     client: &mut impl ClientIo,
     ip: &str,
     site: &Site,
     worker: &Worker,
     info: &RequestInfo,
+    id: &Id,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Next {
@@ -212,11 +234,13 @@ async fn forward(
         priority: info.priority,
         affinity: info.affinity,
     };
+    let report = &site.reports[info.upstream];
     let origin = Origin {
         client: ip,
         listener: &site.config.name,
         protocol: "HTTP/1.1",
-        access_log: site.access_log,
+        request_id: id.as_str(),
+        report,
     };
     let mut exchange = H1Exchange {
         client,
@@ -228,6 +252,14 @@ async fn forward(
         out,
         replayable,
         pending: None,
+        report,
+        response_rules: [
+            &site.config.headers.response,
+            &site.route_headers[info.upstream].response,
+        ],
+        ip,
+        request_id: id.as_str(),
+        connect_time: std::cell::Cell::new(None),
     };
     forward::forward(upstream, facts, origin, &mut exchange).await
 }
@@ -248,6 +280,15 @@ struct H1Exchange<'a, C> {
     replayable: bool,
     /// The response whose head [`Exchange::send`] read.
     pending: Option<Pending>,
+    /// Where pool use is counted.
+    report: &'a forward::Report,
+    /// The listener's and the route's `response_headers`.
+    response_rules: [&'a HeaderRules; 2],
+    /// The client's IP and the request id, for the rules' variables.
+    ip: &'a str,
+    request_id: &'a str,
+    /// The last attempt's time to a connection, for the access log.
+    connect_time: std::cell::Cell<Option<Duration>>,
 }
 
 /// A response head read from a backend, with the connection it came on.
@@ -269,13 +310,26 @@ impl<C: ClientIo> H1Exchange<'_, C> {
         limit: Duration,
     ) -> Result<(BackendConn, bool), Failure> {
         if let Some(conn) = self.worker.conns.take(addr) {
+            self.report
+                .upstream
+                .pool_reused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.connect_time.set(Some(Duration::ZERO));
             return Ok((conn, true));
         }
         // The limit covers the TLS handshake too: a backend that accepts and then stalls is
         // as unusable as one that does not accept.
+        self.report
+            .upstream
+            .pool_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
         let tls = self.upstream.tls();
         match timeout(limit, BackendConn::connect(addr, tls.as_deref())).await {
-            Ok(Ok(conn)) => Ok((conn, false)),
+            Ok(Ok(conn)) => {
+                self.connect_time.set(Some(started.elapsed()));
+                Ok((conn, false))
+            }
             Ok(Err(e)) => Err(Failure::connect(addr, &e)),
             Err(_) => Err(Failure::connect_timeout(addr, limit)),
         }
@@ -401,8 +455,17 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             return Delivered {
                 output: Next::Close,
                 backend_ok: true,
+                bytes_sent: 0,
             };
         };
+        if self.response_rules.iter().any(|r| !r.is_empty()) {
+            let vars = Vars {
+                remote_addr: self.ip,
+                host: headers::host(self.out),
+                request_id: self.request_id,
+            };
+            headers::apply(&mut head_out, &self.response_rules, &vars);
+        }
         let (client, idle, worker) = (&mut *self.client, self.idle, self.worker);
         resp.drain(..response.head_len);
         if let Some(cookie) = set_cookie
@@ -426,11 +489,12 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             &head_out,
         )
         .await;
-        let (done, backend_ok) = match copied {
-            Ok(_) => (true, true),
-            Err(CopyError::Destination(_)) => (false, true),
-            Err(CopyError::Source(_)) | Err(CopyError::Framing) => (false, false),
+        let (done, backend_ok, body_sent) = match copied {
+            Ok(n) => (true, true, n),
+            Err(CopyError::Destination(_)) => (false, true, 0),
+            Err(CopyError::Source(_)) | Err(CopyError::Framing) => (false, false, 0),
         };
+        let bytes_sent = head_out.len() as u64 + body_sent;
         if done && response.status == 101 {
             // Switching protocols: from here the connection carries whatever the two ends speak;
             // bytes each side sent early go first.
@@ -446,6 +510,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             return Delivered {
                 output: Next::Close,
                 backend_ok,
+                bytes_sent,
             };
         }
         if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
@@ -460,7 +525,11 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         } else {
             Next::Close
         };
-        Delivered { output, backend_ok }
+        Delivered {
+            output,
+            backend_ok,
+            bytes_sent,
+        }
     }
 
     fn discard(&mut self) {
@@ -470,21 +539,36 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         }
     }
 
-    async fn refuse(&mut self, status: Option<u16>, detail: &str) -> Next {
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Next {
         let Some(status) = status else {
             return Next::Close;
         };
         // The client's body may still be on the wire after a refused request (or be what
         // was malformed): the connection can be kept only when it was read whole.
         let close = !self.info.keep_alive || !self.replayable || status < 500;
-        send_error(self.client, status, detail, close, self.idle).await;
+        send_page(self.client, status, page, close, self.idle).await;
         if close { Next::Close } else { Next::KeepAlive }
     }
 
-    fn request_line(&self) -> (&str, &str) {
+    fn connect_time(&self) -> Option<Duration> {
+        self.connect_time.get()
+    }
+
+    fn request_view(&self) -> RequestView<'_> {
         let line = self.out.split(|&b| b == b'\r').next().unwrap_or_default();
         let mut parts = line.splitn(3, |&b| b == b' ');
         let mut next = || std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("-");
-        (next(), next())
+        let text = |name| headers::value(self.out, name).and_then(|v| std::str::from_utf8(v).ok());
+        let body = match self.info.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        RequestView {
+            method: next(),
+            target: next(),
+            referer: text("referer"),
+            user_agent: text("user-agent"),
+            bytes_received: self.info.head_len as u64 + body,
+        }
     }
 }

@@ -35,10 +35,12 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::affinity::{self, RequestParts};
-use super::forward::{Delivered, Exchange, Facts, Failure, Origin, SendError};
+use super::forward::{Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::protocol::{HOP_BY_HOP, is_idempotent};
+use super::respond::ErrorPage;
 use super::{Site, Worker};
 use crate::config::UpstreamConfig;
+use crate::header_rules::{HeaderRules, Vars};
 use crate::upstream::Upstream;
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
@@ -189,8 +191,8 @@ fn upstream_head(
     (head, host)
 }
 
-fn error(status: u16, detail: &str) -> Response<ClientBody> {
-    let body = super::respond::error_body(status, detail);
+fn error(status: u16, page: &ErrorPage<'_>) -> Response<ClientBody> {
+    let body = page.body(status);
     let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *res.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     res.headers_mut().insert(
@@ -202,6 +204,12 @@ fn error(status: u16, detail: &str) -> Response<ClientBody> {
             header::RETRY_AFTER,
             HeaderValue::from(super::respond::RETRY_AFTER_SECS),
         );
+    }
+    if let Some(id) = page
+        .request_id
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        res.headers_mut().insert(crate::request_id::HEADER, id);
     }
     res
 }
@@ -237,8 +245,23 @@ async fn forward(
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (head, host) = upstream_head(&req, ip, site.config.tls.is_some());
-    let upstream = Arc::clone(&site.upstreams[site.route(host.as_deref(), req.uri().path())]);
+    let (mut head, host) = upstream_head(&req, ip, site.config.tls.is_some());
+    let index = site.route(host.as_deref(), req.uri().path());
+    let upstream = Arc::clone(&site.upstreams[index]);
+    let id = super::headers::request_id_in_map(&mut head.headers);
+    let bare_host = host
+        .as_deref()
+        .map_or("", |h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let vars = Vars {
+        remote_addr: ip,
+        host: bare_host,
+        request_id: id.as_str(),
+    };
+    let request_rules = [
+        &site.config.headers.request,
+        &site.route_headers[index].request,
+    ];
+    super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
     let idempotent = is_idempotent(req.method().as_str());
     let priority = req
         .headers()
@@ -262,7 +285,8 @@ async fn forward(
         client: ip,
         listener: &site.config.name,
         protocol: "HTTP/2.0",
-        access_log: site.access_log,
+        request_id: id.as_str(),
+        report: &site.reports[index],
     };
     let mut exchange = H2Exchange {
         worker,
@@ -271,6 +295,11 @@ async fn forward(
         body: Some(req.into_body()),
         replayable,
         pending: None,
+        response_rules: [
+            &site.config.headers.response,
+            &site.route_headers[index].response,
+        ],
+        vars,
     };
     super::forward::forward(&upstream, facts, origin, &mut exchange).await
 }
@@ -287,6 +316,9 @@ struct H2Exchange<'a> {
     replayable: bool,
     /// The response [`Exchange::send`] received, and its connection for the pool.
     pending: Option<(Response<Incoming>, SendRequest<UpstreamBody>, SocketAddr)>,
+    /// The listener's and the route's `response_headers`, and their variables.
+    response_rules: [&'a HeaderRules; 2],
+    vars: Vars<'a>,
 }
 
 impl Exchange for H2Exchange<'_> {
@@ -331,18 +363,28 @@ impl Exchange for H2Exchange<'_> {
     ) -> Delivered<Self::Output> {
         let Some((mut res, sender, addr)) = self.pending.take() else {
             return Delivered {
-                output: error(502, "no response"),
+                output: error(
+                    502,
+                    &ErrorPage {
+                        request_id: Some(self.vars.request_id),
+                        ..ErrorPage::default()
+                    },
+                ),
                 backend_ok: false,
+                bytes_sent: 0,
             };
         };
         self.worker.put_h2_upstream(addr, sender, cfg.keepalive);
         strip_hop_by_hop(res.headers_mut());
+        super::headers::apply_to_map(res.headers_mut(), &self.response_rules, &self.vars);
         if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
             res.headers_mut().append(header::SET_COOKIE, value);
         }
         Delivered {
             output: res.map(Either::Left),
             backend_ok: true,
+            // hyper streams the body; its size is not known here.
+            bytes_sent: 0,
         }
     }
 
@@ -350,12 +392,19 @@ impl Exchange for H2Exchange<'_> {
         self.pending = None;
     }
 
-    async fn refuse(&mut self, status: Option<u16>, detail: &str) -> Self::Output {
-        error(status.unwrap_or(400), detail)
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output {
+        error(status.unwrap_or(400), page)
     }
 
-    fn request_line(&self) -> (&str, &str) {
-        let path = self.head.uri.path_and_query().map_or("/", |p| p.as_str());
-        (self.head.method.as_str(), path)
+    fn request_view(&self) -> RequestView<'_> {
+        let text =
+            |name: header::HeaderName| self.head.headers.get(name).and_then(|v| v.to_str().ok());
+        RequestView {
+            method: self.head.method.as_str(),
+            target: self.head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            referer: text(header::REFERER),
+            user_agent: text(header::USER_AGENT),
+            bytes_received: 0,
+        }
     }
 }

@@ -22,6 +22,7 @@ mod forward;
 mod h1;
 mod h2;
 mod head;
+mod headers;
 mod protocol;
 mod redirect;
 mod respond;
@@ -48,11 +49,24 @@ pub(crate) struct Site {
     /// Index 0 is the listener's default upstream; routes point at the others.
     upstreams: Vec<Arc<Upstream>>,
     routes: Vec<Route>,
-    access_log: bool,
+    /// What each upstream's requests report to, aligned with `upstreams`.
+    reports: Vec<forward::Report>,
+    /// Responses rondo gives before a request is routed (400, 408, …).
+    unrouted: Arc<crate::admin::counters::ResponseCounts>,
+    /// Each route's header rules, aligned with `upstreams` (index 0: none beyond the
+    /// listener's own).
+    route_headers: Vec<crate::header_rules::Headers>,
     /// Open client connections against `max_client_connections`.
     limit: room::ConnectionLimit,
     /// TLS termination, when the listener has `[listeners.tls]`.
     pub(crate) tls: Option<crate::tls::Terminator>,
+}
+
+/// The access log and the counters, shared by every listener and kept across reloads.
+#[derive(Debug, Clone)]
+pub(crate) struct Observe {
+    pub(crate) access_log: crate::access_log::AccessLog,
+    pub(crate) metrics: Arc<crate::admin::counters::ProxyMetrics>,
 }
 
 #[derive(Debug)]
@@ -179,7 +193,7 @@ impl Site {
     pub(crate) fn new(
         l: &ListenerConfig,
         find: impl Fn(&str) -> anyhow::Result<Arc<Upstream>>,
-        access_log: bool,
+        observe: &Observe,
     ) -> anyhow::Result<Site> {
         let mut upstreams = vec![find(&l.upstream)?];
         let mut routes = Vec::new();
@@ -206,11 +220,26 @@ impl Site {
                 Some(terminator)
             }
         };
+        let counters = observe.metrics.listener(&l.name);
+        let reports = upstreams
+            .iter()
+            .map(|u| forward::Report {
+                access_log: observe.access_log.clone(),
+                listener: Arc::clone(&counters),
+                responses: counters.responses(u.name()),
+                upstream: observe.metrics.upstream(u.name()),
+            })
+            .collect();
+        let route_headers = std::iter::once(Default::default())
+            .chain(l.routes.iter().map(|r| r.headers.clone()))
+            .collect();
         Ok(Site {
             config: l.clone(),
             upstreams,
             routes,
-            access_log,
+            reports,
+            unrouted: counters.responses(""),
+            route_headers,
             limit: room::ConnectionLimit::new(l.max_client_connections),
             tls,
         })
@@ -269,6 +298,10 @@ fn admit<'s>(site: &'s Site, worker: &Worker) -> Option<room::Open<'s>> {
         return Some(site.limit.open_anyway());
     }
     site.limit.refuse();
+    site.reports[0]
+        .listener
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if site.limit.refused().is_power_of_two() {
         tracing::warn!(
             listener = site.config.name.as_str(),
@@ -334,17 +367,21 @@ pub(crate) fn run_worker(
                                 let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
                                 tokio::task::spawn_local(async move {
                                     let Some(_open) = admit(&site, &worker) else { return };
+                                    let _counted = site.reports[0].listener.connection();
                                     serve_connection(stream, peer, Arc::clone(&site), worker, stop).await;
                                 });
                             }
                             Err(e) if forward::is_local(&e) => {
+                                site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 // Out of descriptors: make room, and pause instead of spinning.
                                 worker.idle.out_of_descriptors(&e);
                                 worker.conns.clear();
                                 tokio::time::sleep(room::ACCEPT_BACKOFF).await;
                             }
                             // The client gave up before it was accepted (ECONNABORTED…).
-                            Err(_) => {}
+                            Err(_) => {
+                                site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                         },
                     }
                 }

@@ -20,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::timeout;
 
 use super::Site;
-use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, SendError};
+use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
+use super::respond::ErrorPage;
 use super::stream::Io;
 use crate::config::UpstreamConfig;
 use crate::tls::BackendConn;
@@ -34,7 +35,8 @@ pub(crate) async fn serve<C: Io>(client: C, peer: SocketAddr, site: &Site) {
         client: &ip,
         listener: &site.config.name,
         protocol: "TCP",
-        access_log: site.access_log,
+        request_id: "-",
+        report: &site.reports[0],
     };
     // Nothing is sent before the connect succeeds: every connect failure may go elsewhere.
     // TCP carries no request to hash: connections follow the algorithm's cycle.
@@ -84,12 +86,12 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
     async fn deliver(&mut self, _cfg: &UpstreamConfig, _set_cookie: Option<&str>) -> Delivered<()> {
         // The backend accepted the connection: that is its success, whatever the two ends
         // then do with it (the latency the policy records is the connect time).
-        let delivered = Delivered {
-            output: (),
-            backend_ok: true,
-        };
         let Some((mut conn, id)) = self.backend.take() else {
-            return delivered;
+            return Delivered {
+                output: (),
+                backend_ok: true,
+                bytes_sent: 0,
+            };
         };
         self.upstream.recorder().upgraded();
         let (sent, received) = (Cell::new(0), Cell::new(0));
@@ -102,19 +104,29 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
             .recorder()
             .backend(&id)
             .relayed(sent.get(), received.get());
-        delivered
+        Delivered {
+            output: (),
+            backend_ok: true,
+            bytes_sent: received.get(),
+        }
     }
 
     fn discard(&mut self) {
         self.backend = None;
     }
 
-    async fn refuse(&mut self, _status: Option<u16>, _detail: &str) {
+    async fn refuse(&mut self, _status: Option<u16>, _page: &ErrorPage<'_>) {
         // No backend took the connection: closing it is all a TCP client can be told.
     }
 
-    fn request_line(&self) -> (&str, &str) {
-        ("TCP", "-")
+    fn request_view(&self) -> RequestView<'_> {
+        RequestView {
+            method: "TCP",
+            target: "-",
+            referer: None,
+            user_agent: None,
+            bytes_received: 0,
+        }
     }
 }
 

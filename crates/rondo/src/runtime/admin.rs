@@ -14,7 +14,7 @@ use super::control::{Control, Stopper};
 use crate::admin::reloads::Reloads;
 use crate::admin::{Admin, metrics};
 use crate::config::AdminConfig;
-use crate::proxy;
+use crate::proxy::{self, Observe};
 use crate::upstream::UpstreamSet;
 
 /// A running admin server (or, with `[admin] enabled = false`, the state it would serve).
@@ -30,6 +30,8 @@ pub(super) struct AdminServer {
     started: Instant,
     /// How each reload ended, for `GET /api/v1/reload`; kept across admin changes.
     pub(super) reloads: Arc<Reloads>,
+    /// The access log and the listeners' counters the metrics read.
+    observe: Observe,
     /// Dropping it stops the server.
     stop: Option<Stopper>,
 }
@@ -40,15 +42,25 @@ fn admin(
     upstreams: &Arc<UpstreamSet>,
     started: Instant,
     reloads: &Arc<Reloads>,
+    observe: &Observe,
 ) -> Arc<Admin> {
-    Arc::new(Admin::new(
-        Arc::clone(upstreams),
-        metrics::registry(Arc::clone(upstreams)),
-        config.token.clone(),
-        config.listen,
-        started,
-        Arc::clone(reloads),
-    ))
+    let mut registry = metrics::registry(Arc::clone(upstreams));
+    crate::admin::proxy_metrics::register(
+        &mut registry,
+        Arc::clone(&observe.metrics),
+        observe.access_log.clone(),
+    );
+    Arc::new(
+        Admin::new(
+            Arc::clone(upstreams),
+            registry,
+            config.token.clone(),
+            config.listen,
+            started,
+            Arc::clone(reloads),
+        )
+        .with_listeners(Arc::clone(&observe.metrics)),
+    )
 }
 
 /// Binds the admin API's address.
@@ -67,9 +79,12 @@ impl AdminServer {
         config: &AdminConfig,
         upstreams: &Arc<UpstreamSet>,
         started: Instant,
+        observe: &Observe,
     ) -> anyhow::Result<AdminServer> {
         let reloads = Arc::new(Reloads::default());
-        let state = Arc::new(ArcSwap::new(admin(config, upstreams, started, &reloads)));
+        let state = Arc::new(ArcSwap::new(admin(
+            config, upstreams, started, &reloads, observe,
+        )));
         let mut server = AdminServer {
             state,
             listen: config.listen,
@@ -78,6 +93,7 @@ impl AdminServer {
             upstreams: Arc::clone(upstreams),
             started,
             reloads,
+            observe: observe.clone(),
             stop: None,
         };
         if config.enabled {
@@ -107,8 +123,13 @@ impl AdminServer {
         } else {
             None
         };
-        self.state
-            .store(admin(config, &self.upstreams, self.started, &self.reloads));
+        self.state.store(admin(
+            config,
+            &self.upstreams,
+            self.started,
+            &self.reloads,
+            &self.observe,
+        ));
         self.listen = config.listen;
         match bound {
             Some((socket, addr)) => self.serve(control, socket, addr),

@@ -90,6 +90,24 @@ impl Control {
         stopper
     }
 
+    /// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`) until the balancer
+    /// stops or the returned handle drops (a reload replaced the log).
+    pub(super) fn reopen_on_sigusr1(&self, log: crate::access_log::AccessLog) -> Stopper {
+        let (stopper, own) = Self::group();
+        let until = self.until(&own);
+        self.handle.spawn(async move {
+            tokio::select! {
+                reopening = crate::access_log::reopen_on_sigusr1(log) => {
+                    if let Err(e) = reopening {
+                        tracing::error!(error = %e, "cannot reopen the access log on SIGUSR1");
+                    }
+                }
+                () = until => {}
+            }
+        });
+        stopper
+    }
+
     /// Starts an upstream's timer, health-check and (with a resolver) DNS loops; they run
     /// until the balancer stops or the returned handle drops (the upstream was removed).
     pub(super) fn spawn_upstream(

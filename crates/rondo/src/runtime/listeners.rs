@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::Running;
 use crate::config::ListenerConfig;
-use crate::proxy::{self, Accept, Site};
+use crate::proxy::{self, Accept, Observe, Site};
 use crate::upstream::Upstream;
 
 /// A listener the workers accept on.
@@ -97,7 +97,7 @@ impl Running {
         &self,
         l: &ListenerConfig,
         upstreams: &[Arc<Upstream>],
-        access_log: bool,
+        observe: &Observe,
     ) -> anyhow::Result<()> {
         let find = |name: &str| {
             upstreams
@@ -111,7 +111,7 @@ impl Running {
                     )
                 })
         };
-        let site = Arc::new(Site::new(l, find, access_log)?);
+        let site = Arc::new(Site::new(l, find, observe)?);
         let mut live = self.listeners.lock();
         let existing = live.iter().position(|x| x.name == l.name);
         let listener = match existing {

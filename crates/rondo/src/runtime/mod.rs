@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::proxy::{self, Accept, Site};
+use crate::proxy::{self, Accept, Observe, Site};
 use crate::upstream::dns::Resolver;
 use crate::upstream::{Upstream, UpstreamSet};
 
@@ -69,6 +69,11 @@ struct State {
     /// Resolves backend names (`None` when the system's resolver configuration is unusable
     /// and no backend is named).
     resolver: Option<Resolver>,
+    /// The access log and the counters every listener reports to.
+    observe: Observe,
+    /// Reopens the access log file on SIGUSR1 (`None` without a file: the signal's default
+    /// action, ending the process, stays).
+    reopen: Option<Stopper>,
 }
 
 impl Running {
@@ -167,9 +172,13 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             .cloned()
             .with_context(|| format!("no upstream named `{name}`"))
     };
+    let observe = Observe {
+        access_log: crate::access_log::AccessLog::open(&config.access_log)?,
+        metrics: Arc::default(),
+    };
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let site = Arc::new(Site::new(l, find, config.access_log)?);
+        let site = Arc::new(Site::new(l, find, &observe)?);
         listeners.push(LiveListener::bind(l, site)?);
     }
     let upstreams = Arc::new(UpstreamSet::new(built.clone()));
@@ -178,7 +187,14 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let (control, control_thread) = Control::start(stop_rx.clone())?;
     let mut threads = vec![control_thread];
-    let admin = AdminServer::start(&control, &config.admin, &upstreams, started)?;
+    let admin = AdminServer::start(&control, &config.admin, &upstreams, started, &observe)?;
+    // SIGUSR1 is handled only when there is a file to reopen (its default action is to end
+    // the process, which a stray signal to a rondo without a log file should still do).
+    let reopen = matches!(
+        config.access_log,
+        crate::access_log::AccessLogConfig::File { .. }
+    )
+    .then(|| control.reopen_on_sigusr1(observe.access_log.clone()));
     let resolver = match control.resolver(&config.resolver) {
         Ok(r) => Some(r),
         Err(e) if config.upstreams.iter().any(|u| !u.named.is_empty()) => return Err(e.into()),
@@ -217,6 +233,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             loops,
             admin,
             resolver,
+            observe,
+            reopen,
         }),
         control,
         clock,

@@ -162,7 +162,19 @@ impl Running {
         new: &Config,
         report: &mut Reloaded,
     ) {
-        let access_log_changed = state.applied.access_log != new.access_log;
+        let mut access_log_changed = state.applied.access_log != new.access_log;
+        let mut observe = state.observe.clone();
+        if access_log_changed {
+            match crate::access_log::AccessLog::open(&new.access_log) {
+                Ok(log) => observe.access_log = log,
+                Err(e) => {
+                    access_log_changed = false;
+                    report
+                        .refused
+                        .push(format!("`access_log`: {e}; the old setting keeps serving"));
+                }
+            }
+        }
         let mut all_applied = true;
         for l in &new.listeners {
             if !access_log_changed && state.applied.listener(&l.name) == Some(l) {
@@ -172,7 +184,7 @@ impl Running {
                 }
                 continue;
             }
-            match self.apply_listener(l, live, new.access_log) {
+            match self.apply_listener(l, live, &observe) {
                 Ok(()) => {
                     report.listeners.push(l.name.clone());
                     match state
@@ -193,7 +205,13 @@ impl Running {
         }
         if access_log_changed {
             if all_applied {
-                state.applied.access_log = new.access_log;
+                state.applied.access_log = new.access_log.clone();
+                state.reopen = matches!(
+                    new.access_log,
+                    crate::access_log::AccessLogConfig::File { .. }
+                )
+                .then(|| self.control.reopen_on_sigusr1(observe.access_log.clone()));
+                state.observe = observe;
             } else {
                 report.refused.push(
                     "`access_log` applies to the listeners restarted above; the others keep the old setting"
@@ -247,6 +265,7 @@ impl Running {
             live.retain(|u| u.name() != name);
             // Dropping the stopper ends its timer and health-check loops.
             state.loops.remove(&name);
+            state.observe.metrics.forget_upstream(&name);
             state.applied.upstreams.retain(|u| u.name != name);
             report.upstreams.push(name);
         }

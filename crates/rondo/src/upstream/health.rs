@@ -64,6 +64,8 @@ pub struct CheckCounters {
     errors: AtomicU64,
     /// The last result in words, for the log line of a health transition.
     last: Mutex<Option<String>>,
+    /// When the last check ended.
+    last_at: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl CheckCounters {
@@ -103,6 +105,11 @@ impl CheckCounters {
         self.last.lock().clone()
     }
 
+    /// When the last check ended; `None` before the first.
+    pub fn last_checked(&self) -> Option<std::time::SystemTime> {
+        *self.last_at.lock()
+    }
+
     fn record(&self, result: &Result<u16, CheckFailure>) {
         let counter = match result {
             Ok(_) => &self.passed,
@@ -112,6 +119,7 @@ impl CheckCounters {
             Err(CheckFailure::Error(_)) => &self.errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        *self.last_at.lock() = Some(std::time::SystemTime::now());
         *self.last.lock() = Some(match result {
             Ok(0) => "connected".to_owned(),
             Ok(s) => format!("status {s}"),

@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
+use crate::admin::events::Events;
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 
@@ -52,6 +53,8 @@ pub struct Upstream {
     checks: Arc<health::Checks>,
     /// Status codes, latency histograms, retries and health checks, for the admin API.
     recorder: Recorder,
+    /// Recent state changes, for the dashboard.
+    events: Arc<Events>,
     /// Backends learnt at run time (DNS names), applied after the file's; the lock also
     /// orders their updates with a reload's.
     discovered: parking_lot::Mutex<discovered::Discovered>,
@@ -67,11 +70,39 @@ struct Reporter {
     changed: Arc<Notify>,
     membership: Arc<Notify>,
     checks: Arc<health::Checks>,
+    /// The recent changes, for the dashboard.
+    events: Arc<Events>,
+}
+
+impl Reporter {
+    /// Keeps `event` in the events ring, with its reason.
+    fn remember(&self, id: &str, event: Event) {
+        let check = || {
+            self.checks
+                .get(id)
+                .and_then(|c| c.last_result())
+                .unwrap_or_else(|| "no check yet".to_owned())
+        };
+        let (kind, detail) = match event {
+            Event::Health(Health::Up) => ("health", format!("up: {}", check())),
+            Event::Health(Health::Down) => ("health", format!("down: {}", check())),
+            Event::Breaker(s) => ("breaker", s.as_str().to_owned()),
+            Event::Ejected(_) => ("ejected", "failed requests".to_owned()),
+            Event::Reinstated => ("reinstated", String::new()),
+            Event::Draining(true) => ("draining", String::new()),
+            Event::Draining(false) => ("enabled", String::new()),
+            Event::Added => ("added", String::new()),
+            Event::Removed => ("removed", String::new()),
+            Event::FullWeight => ("full_weight", "slow start over".to_owned()),
+        };
+        self.events.push(&self.upstream, id, kind, detail);
+    }
 }
 
 impl Observer for Reporter {
     fn on_event(&self, backend: &Backend, event: Event, _now: Timestamp) {
         let (upstream, id) = (self.upstream.as_str(), backend.id());
+        self.remember(id, event);
         match event {
             Event::Health(h) => {
                 let reason = self
@@ -141,11 +172,13 @@ impl Upstream {
         let changed = Arc::new(Notify::new());
         let membership = Arc::new(Notify::new());
         let checks = Arc::new(health::Checks::default());
+        let events = Arc::new(Events::default());
         let reporter = Reporter {
             upstream: config.name.clone(),
             changed: Arc::clone(&changed),
             membership: Arc::clone(&membership),
             checks: Arc::clone(&checks),
+            events: Arc::clone(&events),
         };
         let mut pool_config = config.pool.clone();
         if pool_config.seed == 0 {
@@ -170,10 +203,16 @@ impl Upstream {
             membership,
             checks,
             recorder: Recorder::default(),
+            events,
             discovered: parking_lot::Mutex::default(),
             named_changed: Notify::new(),
             tls: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// The backends' recent state changes.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// What it records for the admin API and metrics.

@@ -37,7 +37,13 @@ fn accepted_keys(section: &str) -> Vec<String> {
         format!("[[listeners.routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n{unknown}\n");
     let text = match section {
         "top" => format!("{unknown}\n{MINIMAL}"),
+        "[access_log]" => format!("[access_log]\npath = \"a.log\"\n{unknown}\n{MINIMAL}"),
         "[admin]" => format!("[admin]\n{unknown}\n{MINIMAL}"),
+        "request_headers" => MINIMAL.replacen(
+            "upstream = \"app\"\n",
+            &format!("upstream = \"app\"\nrequest_headers = {{ {unknown} }}\n"),
+            1,
+        ),
         "[resolver]" => format!("[resolver]\n{unknown}\n{MINIMAL}"),
         "[[listeners]]" => MINIMAL.replacen(
             "upstream = \"app\"\n",
@@ -98,10 +104,12 @@ fn the_docs_list_every_key_of_every_table() {
         sections,
         [
             "top",
+            "[access_log]",
             "[admin]",
             "[resolver]",
             "[[listeners]]",
             "[[listeners.routes]]",
+            "request_headers",
             "[listeners.tls]",
             "certificates",
             "[[upstreams]]",
@@ -149,6 +157,11 @@ fn the_docs_quote_the_defaults_of_the_code() {
     let expected: Vec<(&str, &str, String)> = vec![
         ("top", "shutdown_grace", d(defaults::SHUTDOWN_GRACE)),
         ("top", "access_log", defaults::ACCESS_LOG.to_string()),
+        (
+            "[access_log]",
+            "format",
+            format!("\"{}\"", defaults::ACCESS_LOG_FORMAT),
+        ),
         ("[admin]", "enabled", defaults::ADMIN_ENABLED.to_string()),
         (
             "[admin]",

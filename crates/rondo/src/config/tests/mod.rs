@@ -13,9 +13,11 @@
 //! [`assert_marked`] removes the caret lines, validates the rest and checks that every
 //! problem found is marked, at that line, column and width, in file order.
 
+mod access_log;
 mod admin;
 mod backends;
 mod docs;
+mod header_rules;
 mod health_check;
 mod listener;
 mod tls;
@@ -55,6 +57,15 @@ fn errors(text: &str) -> Vec<(usize, usize, String)> {
         .into_iter()
         .map(|d| (d.line, d.column, d.message))
         .collect()
+}
+
+/// The one diagnostic of `text`, which must contain `needle`; its line and column.
+fn one_error(text: &str, needle: &str) -> (usize, usize) {
+    let all = errors(text);
+    assert_eq!(all.len(), 1, "expected one error, got {all:#?}");
+    let (line, column, message) = &all[0];
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    (*line, *column)
 }
 
 fn diagnostics(text: &str, env: Env<'_>) -> Vec<Diagnostic> {

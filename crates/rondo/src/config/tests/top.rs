@@ -14,7 +14,7 @@ fn absent_keys_take_the_seeds_defaults() {
     let c = ok(MINIMAL);
     assert_eq!(c.workers, defaults::workers());
     assert_eq!(c.shutdown_grace, secs(30));
-    assert!(c.access_log);
+    assert_eq!(c.access_log, crate::access_log::AccessLogConfig::ProcessLog);
     assert_eq!(
         c.admin.listen,
         "127.0.0.1:9901".parse::<SocketAddr>().unwrap()
@@ -167,7 +167,7 @@ half_open_requests = 3
 "#);
     assert_eq!(c.workers.get(), 3);
     assert_eq!(c.shutdown_grace, secs(90));
-    assert!(!c.access_log);
+    assert_eq!(c.access_log, crate::access_log::AccessLogConfig::Off);
     assert_eq!(c.admin.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
     assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
     let l = c.listener("edge").unwrap();
@@ -181,7 +181,8 @@ half_open_requests = 3
         vec![RouteConfig {
             host: Some("api.example.com".into()),
             path_prefix: Some("/v1/".into()),
-            upstream: "api".into()
+            upstream: "api".into(),
+            headers: Default::default(),
         }]
     );
 

@@ -10,6 +10,7 @@ use crate::config::model::{
     AdminConfig, ListenerConfig, ListenerMode, ListenerTlsConfig, RouteConfig,
 };
 use crate::config::raw::{RawListener, RawMode, RawRoute, S};
+use crate::header_rules::Headers;
 
 impl Validator<'_> {
     pub(super) fn listener(
@@ -69,6 +70,7 @@ impl Validator<'_> {
             idle_timeout,
             max_header_bytes,
             max_body_size,
+            headers: self.headers(raw.request_headers.as_ref(), raw.response_headers.as_ref()),
             max_client_connections,
         })
     }
@@ -197,6 +199,27 @@ impl Validator<'_> {
                 None => None,
             },
             upstream,
+            headers: self.headers(raw.request_headers.as_ref(), raw.response_headers.as_ref()),
         })
+    }
+
+    /// A listener's or route's `request_headers` and `response_headers`.
+    fn headers(
+        &mut self,
+        request: Option<&crate::config::raw::RawHeaderRules>,
+        response: Option<&crate::config::raw::RawHeaderRules>,
+    ) -> Headers {
+        let mut rules = |raw, key| {
+            crate::config::header_rules::validate(raw, key).unwrap_or_else(|errors| {
+                for (span, message) in errors {
+                    self.error(Some(span), message);
+                }
+                Default::default()
+            })
+        };
+        Headers {
+            request: rules(request, "request_headers"),
+            response: rules(response, "response_headers"),
+        }
     }
 }

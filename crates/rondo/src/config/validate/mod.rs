@@ -27,6 +27,7 @@ use super::error::{Diagnostic, SourceMap};
 use super::model::{Config, ResolverConfig};
 use super::raw::{RawConfig, RawResolver};
 use super::units::format_duration;
+use crate::access_log::AccessLogConfig;
 
 /// Looks up an environment variable (a parameter so tests need not touch the process's
 /// environment).
@@ -162,7 +163,12 @@ impl Validator<'_> {
         Config {
             workers,
             shutdown_grace,
-            access_log: raw.access_log.unwrap_or(defaults::ACCESS_LOG),
+            access_log: super::access_log::validate(raw.access_log.as_ref()).unwrap_or_else(
+                |(span, message)| {
+                    self.error(Some(span), message);
+                    AccessLogConfig::Off
+                },
+            ),
             admin,
             listeners,
             upstreams,

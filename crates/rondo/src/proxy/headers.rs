@@ -1,0 +1,214 @@
+//! The request id and the header rules on HTTP/1.1 heads, as bytes: a head rondo has
+//! already parsed and rewritten (`name: value` lines, CRLF, a blank line at the end) gets
+//! headers removed and added here. A head that needs no change is not copied.
+
+use crate::header_rules::{HeaderRules, Vars};
+use crate::request_id::{self, Id};
+
+/// The value of the first header called `name` (ASCII case-insensitive) in `head`.
+pub(crate) fn value<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
+    lines(head).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(name.as_bytes())
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+/// The header lines of `head` (after the start line, before the blank line), without CRLF.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+}
+
+/// The host a request named (`Host` without port), for `$host`.
+pub(crate) fn host(head: &[u8]) -> &str {
+    let host = value(head, "host").unwrap_or_default();
+    let host = std::str::from_utf8(host).unwrap_or_default();
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Gives the request its id: the client's `X-Request-Id` when valid (kept as is), else a
+/// new one written into the head in place of any invalid one.
+pub(crate) fn request_id(head: &mut Vec<u8>) -> Id {
+    let sent = value(head, request_id::HEADER);
+    if let Some(id) = sent.and_then(Id::from_client) {
+        return id;
+    }
+    let id = Id::generate();
+    if sent.is_some() {
+        rewrite(
+            head,
+            |name| name.eq_ignore_ascii_case(request_id::HEADER),
+            |out| add(out, request_id::HEADER, id.as_str()),
+        );
+    } else {
+        insert(head, |out| add(out, request_id::HEADER, id.as_str()));
+    }
+    id
+}
+
+/// Applies rules in order (a listener's, then its route's) to a head.
+pub(crate) fn apply(head: &mut Vec<u8>, rules: &[&HeaderRules], vars: &Vars<'_>) {
+    if rules.iter().all(|r| r.is_empty()) {
+        return;
+    }
+    rewrite(
+        head,
+        |name| rules.iter().any(|r| r.touches(name)),
+        |out| {
+            for rule in rules {
+                for (name, value) in &rule.set {
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    value.write(vars, out);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        },
+    );
+}
+
+/// The request id for an HTTP/2 request: the client's when valid, else a new one set in
+/// `map` in place of any invalid one.
+pub(crate) fn request_id_in_map(map: &mut http::HeaderMap) -> Id {
+    if let Some(id) = map
+        .get(request_id::HEADER)
+        .and_then(|v| Id::from_client(v.as_bytes()))
+    {
+        return id;
+    }
+    let id = Id::generate();
+    if let Ok(v) = http::HeaderValue::from_str(id.as_str()) {
+        map.insert(request_id::HEADER, v);
+    }
+    id
+}
+
+/// [`apply`] for an HTTP/2 (or hyper) header map.
+pub(crate) fn apply_to_map(map: &mut http::HeaderMap, rules: &[&HeaderRules], vars: &Vars<'_>) {
+    for rule in rules {
+        for name in &rule.remove {
+            map.remove(name.as_str());
+        }
+        for (name, value) in &rule.set {
+            let mut text = Vec::new();
+            value.write(vars, &mut text);
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(&text),
+            ) {
+                map.insert(name, value);
+            }
+        }
+    }
+}
+
+fn add(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Adds lines before the blank line that ends `head`, without copying the rest.
+fn insert(head: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let end = head.len().saturating_sub(2);
+    let mut lines = Vec::with_capacity(64);
+    write(&mut lines);
+    head.splice(end..end, lines);
+}
+
+/// Rebuilds `head` without the header lines `drop` names, with `write`'s lines at the end.
+fn rewrite(head: &mut Vec<u8>, drop: impl Fn(&str) -> bool, write: impl FnOnce(&mut Vec<u8>)) {
+    let mut out = Vec::with_capacity(head.len() + 128);
+    let start = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| i + 1);
+    out.extend_from_slice(&head[..start]);
+    for line in lines(head) {
+        let name = line
+            .iter()
+            .position(|&b| b == b':')
+            .and_then(|c| std::str::from_utf8(&line[..c]).ok())
+            .unwrap_or_default();
+        if line.is_empty() || drop(name) {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    write(&mut out);
+    out.extend_from_slice(b"\r\n");
+    *head = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header_rules::Value;
+
+    const HEAD: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: example.com:8080\r\nX-Debug: 1\r\nAccept: */*\r\n\r\n";
+
+    #[test]
+    fn a_valid_client_id_is_kept_and_the_head_left_alone() {
+        let mut head = b"GET / HTTP/1.1\r\nx-request-ID: abc-123\r\n\r\n".to_vec();
+        let before = head.clone();
+        assert_eq!(request_id(&mut head).as_str(), "abc-123");
+        assert_eq!(head, before);
+    }
+
+    #[test]
+    fn a_missing_or_invalid_id_is_replaced_by_a_generated_one() {
+        let mut head = HEAD.to_vec();
+        let id = request_id(&mut head);
+        assert!(
+            head.ends_with(
+                format!("Accept: */*\r\nx-request-id: {}\r\n\r\n", id.as_str()).as_bytes()
+            )
+        );
+        let mut head = b"GET / HTTP/1.1\r\nX-Request-Id: a b\r\nA: 1\r\n\r\n".to_vec();
+        let id = request_id(&mut head);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            format!(
+                "GET / HTTP/1.1\r\nA: 1\r\nx-request-id: {}\r\n\r\n",
+                id.as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn rules_remove_then_set_in_order_with_variables() {
+        let listener = HeaderRules {
+            set: vec![("x-real-ip".into(), Value::parse("$remote_addr").unwrap())],
+            remove: vec!["x-debug".into()],
+        };
+        let route = HeaderRules {
+            set: vec![(
+                "x-host".into(),
+                Value::parse("h=$host id=$request_id").unwrap(),
+            )],
+            remove: vec![],
+        };
+        let mut head = HEAD.to_vec();
+        let vars = Vars {
+            remote_addr: "10.0.0.7",
+            host: host(HEAD),
+            request_id: "r1",
+        };
+        apply(&mut head, &[&listener, &route], &vars);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET / HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nx-real-ip: 10.0.0.7\r\n\
+             x-host: h=example.com id=r1\r\n\r\n"
+        );
+    }
+}

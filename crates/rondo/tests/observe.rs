@@ -1,0 +1,228 @@
+//! What an operator sees of each request: the access log file, request ids, error pages,
+//! header rules (checked on the bytes at the backend and at the client) and the response
+//! counters of `/metrics`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn with_listener_lines(toml: String, lines: &str) -> String {
+    toml.replacen(
+        "upstream = \"app\"\n\n[[upstreams]]",
+        &format!("upstream = \"app\"\n{lines}\n\n[[upstreams]]"),
+        1,
+    )
+}
+
+fn request(id: Option<&str>) -> Vec<u8> {
+    let id = id.map_or(String::new(), |id| format!("X-Request-Id: {id}\r\n"));
+    format!(
+        "GET /page?q=1 HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: probe/1.0\r\n\
+         Referer: http://from.test/\r\nX-Debug: 1\r\n{id}Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
+    let b = mock("b1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let toml = config_text(&[(&b, 1.0)], "", "").replace(
+        "access_log = false",
+        &format!(
+            "access_log = {{ path = \"{}\", format = \"json\" }}",
+            path.display()
+        ),
+    );
+    let proxy = start_text(&toml);
+    let reply = raw(web(&proxy), &request(Some("abc-123")), LIMIT).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    raw(web(&proxy), &request(None), LIMIT).await;
+
+    let seen = b.seen();
+    assert_eq!(
+        seen[0].header("x-request-id"),
+        Some("abc-123"),
+        "a valid id is kept"
+    );
+    let generated = seen[1].header("x-request-id").unwrap().to_owned();
+    assert_eq!(generated.len(), 32, "{generated}");
+
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    eventually(LIMIT, "two access lines", || read().lines().count() == 2).await;
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = &lines[0];
+    assert_eq!(first["request_method"], "GET");
+    assert_eq!(first["request_uri"], "/page?q=1");
+    assert_eq!(first["server_protocol"], "HTTP/1.1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["remote_addr"], "127.0.0.1");
+    assert_eq!(first["http_user_agent"], "probe/1.0");
+    assert_eq!(first["http_referer"], "http://from.test/");
+    assert_eq!(first["listener"], "web");
+    assert_eq!(first["upstream"], "app");
+    assert_eq!(first["upstream_addr"], serde_json::json!(["b1"]));
+    assert_eq!(first["upstream_attempts"], 1);
+    assert_eq!(first["request_id"], "abc-123");
+    assert_eq!(first["request_length"], request(Some("abc-123")).len());
+    assert!(first["bytes_sent"].as_u64().unwrap() > 0);
+    assert!(first["request_time_us"].as_u64().unwrap() > 0);
+    assert!(first["upstream_header_time_us"].as_u64().is_some());
+    assert!(first["upstream_connect_time_us"].as_u64().is_some());
+    assert!(
+        first["upstream_connect_time_us"].as_u64() <= first["upstream_header_time_us"].as_u64()
+    );
+    assert_eq!(lines[1]["request_id"], generated.as_str());
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error() {
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    b.kill();
+    let reply = raw(web(&proxy), &request(Some("rid-1")), LIMIT).await;
+    assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
+    assert!(reply.contains("\r\nx-request-id: rid-1\r\n"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(body, "502 Bad Gateway (upstream app)\nrequest id: rid-1\n");
+
+    // Ejected now: nothing is available.
+    let reply = raw(web(&proxy), &request(None), LIMIT).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    assert!(
+        body.starts_with("503 Service Unavailable (upstream app)\nrequest id: "),
+        "{body}"
+    );
+    assert!(!reply.contains("127.0.0.1"), "{reply}");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_rules_change_what_the_backend_and_the_client_receive() {
+    let b = mock("b1").await;
+    let toml = with_listener_lines(
+        config_text(&[(&b, 1.0)], "", ""),
+        "request_headers = { set = { \"x-real-ip\" = \"$remote_addr\", \"x-trace\" = \"$host/$request_id\" }, remove = [\"x-debug\"] }\n\
+         response_headers = { set = { \"x-frame-options\" = \"DENY\" }, remove = [\"x-backend\"] }",
+    );
+    let proxy = start_text(&toml);
+    let reply = raw(web(&proxy), &request(Some("r-9")), LIMIT).await;
+    let head = reply.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{reply}");
+    assert!(head.contains("\r\nx-frame-options: deny"), "{head}");
+    assert!(!head.contains("x-backend"), "{head}");
+
+    let seen = &b.seen()[0];
+    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-trace"), Some("shop.test/r-9"));
+    assert_eq!(seen.header("x-debug"), None);
+    assert_eq!(seen.header("user-agent"), Some("probe/1.0"));
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_every_response_by_who_made_it() {
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    assert_eq!(get(web(&proxy), "/").await.status, 200);
+    let bad = raw(
+        web(&proxy),
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
+        LIMIT,
+    )
+    .await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    b.kill();
+    assert_eq!(get(web(&proxy), "/").await.status, 502);
+    assert_eq!(get(web(&proxy), "/").await.status, 503);
+
+    let text = get(proxy.admin_addr(), "/metrics").await.text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    let responses = |upstream, code, source| {
+        value(
+            "rondo_responses_total",
+            &[
+                ("listener", "web"),
+                ("upstream", upstream),
+                ("code", code),
+                ("source", source),
+            ],
+        )
+    };
+    assert_eq!(responses("app", "200", "backend"), 1.0);
+    assert_eq!(responses("", "400", "proxy"), 1.0);
+    assert_eq!(responses("app", "502", "proxy"), 1.0);
+    assert_eq!(responses("app", "503", "proxy"), 1.0);
+    assert_eq!(
+        value("rondo_connections_accepted_total", &[("listener", "web")]),
+        4.0
+    );
+    assert!(value("rondo_sent_bytes_total", &[("listener", "web")]) > 0.0);
+    assert_eq!(
+        value(
+            "rondo_upstream_connections_opened_total",
+            &[("upstream", "app")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "rondo_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(value("process_resident_memory_bytes", &[]) > 0.0);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports() {
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    assert_eq!(get(web(&proxy), "/").await.status, 200);
+    let text = get(proxy.admin_addr(), "/metrics").await.text();
+    let exported = |name: &str| {
+        text.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let doc = std::fs::read_to_string(root.join(file)).unwrap();
+        let names: std::collections::BTreeSet<&str> = doc
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("rondo_") || w.starts_with("process_"))
+            .collect();
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                exported(name),
+                "{file} uses {name}, which /metrics does not export:\n{text}"
+            );
+        }
+    }
+    proxy.shutdown(Duration::from_secs(1));
+}
