@@ -13,7 +13,11 @@
 //!         .algorithm("smooth-weighted")
 //!         .backend("a", "127.0.0.1:9001".parse().unwrap(), 1.0)
 //!         .backend("b", "127.0.0.1:9002".parse().unwrap(), 1.5)
-//!         .health_check(Section::new().duration("interval", Duration::from_millis(500))),
+//!         .health_check(
+//!             Section::new()
+//!                 .duration("interval", Duration::from_millis(500))
+//!                 .duration("timeout", Duration::from_millis(200)),
+//!         ),
 //! );
 //! let parsed = config.parse().unwrap();
 //! assert_eq!(parsed.upstreams[0].backends.len(), 2);
