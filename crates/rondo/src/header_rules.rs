@@ -10,18 +10,11 @@
 
 use std::fmt;
 
-/// Headers a rule may not touch: they frame the message or manage the connection, which
-/// the proxy does itself.
-pub const RESERVED: &[&str] = &[
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// True for a header a rule may not touch: it frames the message (`Content-Length`) or
+/// manages the connection (the hop-by-hop fields), which the proxy does itself.
+pub fn is_reserved(lower: &str) -> bool {
+    lower == "content-length" || crate::proxy::protocol::is_hop_by_hop(lower)
+}
 
 /// The variables a value may use.
 pub const VARIABLES: &[&str] = &["$remote_addr", "$host", "$request_id"];

@@ -7,7 +7,7 @@ use std::ops::Range;
 use serde::Deserialize;
 
 use super::raw::S;
-use crate::header_rules::{HeaderRules, RESERVED, Value};
+use crate::header_rules::{HeaderRules, Value, is_reserved};
 
 /// `request_headers` / `response_headers` as written.
 #[derive(Debug, Deserialize)]
@@ -73,7 +73,7 @@ fn header_name(
     let lower = name.to_ascii_lowercase();
     let why = if !token {
         format!("\"{name}\" in `{key}` is not a header name, e.g. \"x-forwarded-user\"")
-    } else if RESERVED.contains(&lower.as_str()) {
+    } else if is_reserved(&lower) {
         format!(
             "`{key}` may not change `{lower}`: rondo writes the framing and connection \
              headers itself"

@@ -23,7 +23,7 @@ mod h1;
 mod h2;
 mod head;
 mod headers;
-mod protocol;
+pub(crate) mod protocol;
 mod redirect;
 mod respond;
 pub(crate) mod room;
