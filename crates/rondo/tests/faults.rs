@@ -104,7 +104,6 @@ async fn crash_and_return(clients: usize) {
     // Kill b, then c, with requests in flight on each.
     let mut in_flight_at_kill = 0;
     for i in [1, 2] {
-        let name = names[i];
         eventually(Duration::from_secs(5), "a request in flight", || {
             bs[i].in_flight() > 0
         })
@@ -112,7 +111,6 @@ async fn crash_and_return(clients: usize) {
         let in_flight = bs[i].in_flight();
         bs[i].kill();
         in_flight_at_kill += in_flight;
-        let _ = name;
         let served = seen.ok.load(Ordering::SeqCst);
         eventually(Duration::from_secs(10), "traffic goes on", || {
             seen.ok.load(Ordering::SeqCst) > served + 500
