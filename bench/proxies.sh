@@ -98,7 +98,6 @@ bind = "127.0.0.1:$PROXY"
 upstream = "app"
 [[upstreams]]
 name = "app"
-keepalive = 64
 backends = [{ address = "127.0.0.1:$BACKEND" }]
 [upstreams.health_check]
 enabled = false
@@ -117,16 +116,18 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Connections to the backend closed by the proxy (TIME_WAIT on the proxy's side): churn.
+tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }
 
 wait_port "$BACKEND"
-echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) | backend conns closed / request |"
+echo "|---|---|---|---|---|---|---|---|---|"
 direct() {
   out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$BACKEND/")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  echo "| $1 | direct to the backend | $rps | — | — | $p50 | $p99 | — |"
+  echo "| $1 | direct to the backend | $rps | — | — | $p50 | $p99 | — | — |"
 }
 for round in $(seq "$ROUNDS"); do
   direct "$round"
@@ -139,9 +140,11 @@ for round in $(seq "$ROUNDS"); do
     taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PROXY/" >/dev/null
     before=$(cpu_ticks "$pid")
     ubefore=$(user_ticks "$pid")
+    twbefore=$(tw_backend)
     out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY/")
     after=$(cpu_ticks "$pid")
     uafter=$(user_ticks "$pid")
+    twafter=$(tw_backend)
     kill "$pid"; wait "$pid" 2>/dev/null || true
     reqs=$(echo "$out" | awk '/requests in/ {print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -149,7 +152,8 @@ for round in $(seq "$ROUNDS"); do
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
     cpu_us=$(python3 -c "print(f'{($after-$before)/$TICKS*1e6/$reqs:.2f}')")
     user_us=$(python3 -c "print(f'{($uafter-$ubefore)/$TICKS*1e6/$reqs:.2f}')")
-    echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh |"
+    churn=$(python3 -c "print(f'{max($twafter-$twbefore,0)/$reqs:.4f}')")
+    echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh | $churn |"
     # Let the port leave TIME_WAIT-bound states before the next peer binds it.
     sleep 0.5
   done
