@@ -514,9 +514,13 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             };
         }
         if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
-            worker
-                .conns
-                .put(addr, conn, cfg.keepalive, cfg.keepalive_timeout);
+            worker.conns.put(
+                addr,
+                conn,
+                &self.report.upstream,
+                cfg.keepalive,
+                cfg.keepalive_timeout,
+            );
         }
         worker.give_buffer(resp);
         worker.give_buffer(head_out);
