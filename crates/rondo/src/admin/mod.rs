@@ -44,6 +44,9 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+/// How changes made through this API are labelled in the events list.
+const BY: &str = "admin API";
 use tokio::time::Instant;
 
 use crate::upstream::{Upstream, UpstreamSet};
@@ -357,17 +360,19 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
     };
     match (&method, rest.as_slice()) {
         (&Method::POST, [id, action]) => {
-            let result = if *action == "drain" {
-                pool.drain(id, now)
-            } else {
-                pool.enable(id, now)
-            };
+            let result = events::caused_by(BY, || {
+                if *action == "drain" {
+                    pool.drain(id, now)
+                } else {
+                    pool.enable(id, now)
+                }
+            });
             match result {
                 Ok(()) => done(id, action),
                 Err(e) => pool_error(&e),
             }
         }
-        (&Method::DELETE, [id]) => match pool.remove(id, now) {
+        (&Method::DELETE, [id]) => match events::caused_by(BY, || pool.remove(id, now)) {
             Ok(()) => done(id, "remove"),
             Err(e) => pool_error(&e),
         },
@@ -384,7 +389,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
                 Ok(w) => w,
                 Err(e) => return e.reply(),
             };
-            match pool.set_weight(id, weight, now) {
+            match events::caused_by(BY, || pool.set_weight(id, weight, now)) {
                 Ok(()) => done(id, "weight"),
                 Err(e) => pool_error(&e),
             }
@@ -396,7 +401,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             };
             // A fresh backend starts from zero, so do its latency and status counters.
             upstream.recorder().forget(&spec.id);
-            match pool.add(&spec, now) {
+            match events::caused_by(BY, || pool.add(&spec, now)) {
                 Ok(_) => {
                     tracing::info!(
                         upstream = name.as_str(),

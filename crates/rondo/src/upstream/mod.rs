@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
-use crate::admin::events::Events;
+use crate::admin::events::{Events, caused_by};
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 
@@ -264,11 +264,13 @@ impl Upstream {
             pool_config.seed = self.pool.snapshot().config().seed;
         }
         let discovered = self.discovered.lock();
-        self.pool.update(
-            pool_config,
-            &discovered.members(&new.backends),
-            self.clock.now(),
-        )?;
+        caused_by("reload", || {
+            self.pool.update(
+                pool_config,
+                &discovered.members(&new.backends),
+                self.clock.now(),
+            )
+        })?;
         self.config.store(Arc::new(new));
         drop(discovered);
         self.named_changed.notify_one();
@@ -284,7 +286,10 @@ impl Upstream {
         let config = self.config();
         let pool_config = self.pool.snapshot().config().clone();
         let members = discovered.members(&config.backends);
-        if let Err(e) = self.pool.update(pool_config, &members, self.clock.now()) {
+        let applied = caused_by("DNS", || {
+            self.pool.update(pool_config, &members, self.clock.now())
+        });
+        if let Err(e) = applied {
             tracing::error!(upstream = self.name.as_str(), error = %e, "discovered backends not applied");
         }
     }
