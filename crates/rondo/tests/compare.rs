@@ -130,7 +130,7 @@ fn the_command_prints_the_table_the_conclusion_and_the_chart_paths() {
             "no row for {name}:\n{stdout}"
         );
     }
-    assert!(stdout.contains("seed's claim"), "{stdout}");
+    assert!(stdout.contains("textbook claim"), "{stdout}");
     for file in ["latency.svg", "share.svg"] {
         let path = dir.path().join(file);
         assert!(path.exists() && stdout.contains(path.to_str().unwrap()));

@@ -22,8 +22,6 @@
 //! on a non-loopback address the statistics and metrics need it too. `docs/admin-api.md`
 //! documents every answer.
 
-pub mod counters;
-pub mod events;
 pub mod metrics;
 pub mod process;
 pub mod proxy_metrics;
@@ -49,7 +47,8 @@ use tokio::net::TcpListener;
 const BY: &str = "admin API";
 use tokio::time::Instant;
 
-use crate::upstream::{Upstream, UpstreamSet};
+use crate::counters;
+use crate::upstream::{Upstream, UpstreamSet, events};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
 const DASHBOARD: &str = include_str!("dashboard.html");

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::atomic::Ordering;
 
-use super::counters::{ProxyMetrics, Source};
-use super::events::millis;
+use crate::counters::{ProxyMetrics, Source};
+use crate::upstream::events::millis;
 use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::admin::counters::UpstreamCounters;
+use crate::counters::UpstreamCounters;
 use crate::tls::BackendConn;
 use tokio::time::Instant;
 

@@ -38,10 +38,8 @@ use super::affinity::{self, Affinity};
 use super::protocol::outcome_of;
 use super::respond::ErrorPage;
 use crate::access_log::{AccessLog, AccessRecord, Tried, UpstreamTimes};
-use crate::admin::counters::{
-    ListenerCounters, ResponseCounts, RetryReason, Source, UpstreamCounters,
-};
 use crate::config::UpstreamConfig;
+use crate::counters::{ListenerCounters, ResponseCounts, RetryReason, Source, UpstreamCounters};
 use crate::upstream::{ActiveGuard, Upstream};
 
 /// Backends one request remembers having tried, so its retries go elsewhere; also the bound
@@ -405,7 +403,7 @@ pub(crate) async fn forward<E: Exchange>(
     exchange: &mut E,
 ) -> E::Output {
     let started = Instant::now();
-    let cfg = upstream.settings();
+    let cfg = upstream.config_ref();
     if cfg.hash_key.is_some() && facts.affinity.key.is_none() {
         upstream.recorder().unkeyed();
     }
@@ -692,7 +690,7 @@ async fn pick<'u>(
     may_queue: bool,
 ) -> Option<Lease<'u>> {
     let accept = |b: &Backend| !tried.contains(&(b as *const Backend));
-    let cfg = upstream.settings();
+    let cfg = upstream.config_ref();
     let pick = || {
         let now = upstream.clock().now();
         affinity::pick(upstream.pool(), now, &cfg, facts.affinity, accept)

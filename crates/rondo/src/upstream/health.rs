@@ -254,7 +254,7 @@ impl Upstream {
     /// 503 log line, the stats and `rondo status`: a newcomer whose backends have no
     /// `/health` learns why every request gets 503.
     pub fn down_by_checks(&self) -> Option<String> {
-        let config = self.settings();
+        let config = self.config_ref();
         let check = &config.health_check;
         let snap = self.pool().snapshot();
         let backends = snap.backends();

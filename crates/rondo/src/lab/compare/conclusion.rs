@@ -191,7 +191,7 @@ pub fn conclusion(results: &[AlgorithmResult]) -> String {
                 .collect();
             if winners.len() == adaptive.len() {
                 format!(
-                    "So the seed's claim holds here: round robin is fair but not adaptive, and \
+                    "So the textbook claim holds here: round robin is fair but not adaptive, and \
                      with backends that differ the adaptive algorithms win (lowest p99: {}, \
                      {}).",
                     best.algorithm,
@@ -199,7 +199,7 @@ pub fn conclusion(results: &[AlgorithmResult]) -> String {
                 )
             } else if !winners.is_empty() {
                 format!(
-                    "So the seed's claim holds only in part: {} beat every fixed schedule, {} \
+                    "So the textbook claim holds only in part: {} beat every fixed schedule, {} \
                      did not (lowest p99: {}, {}).",
                     join(winners.iter().map(|r| r.algorithm.name().to_owned())),
                     join(
@@ -213,7 +213,7 @@ pub fn conclusion(results: &[AlgorithmResult]) -> String {
                 )
             } else {
                 format!(
-                    "So the seed's claim does not hold in this run: the adaptive algorithms did \
+                    "So the textbook claim does not hold in this run: the adaptive algorithms did \
                      not beat the fixed schedules, and {} had the lowest p99 ({}).",
                     best.algorithm,
                     human(best.latency.p99)

@@ -57,7 +57,7 @@ pub use sim::{
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     long_about = "Compare the balancing algorithms on the same simulated traffic.\n\n\
-        Simulates a pool of four backends of unequal speed (the seed's weights 1, 1.5, 2 and \
+        Simulates a pool of four backends of unequal speed (weights 1, 1.5, 2 and \
         2.5, each with 4 workers and a FIFO queue, mean service 100 ms divided by the weight, \
         and backend b1 --slowdown times slower than its weight says). Requests arrive as a \
         Poisson process at --rate (default: 80% of the pool's capacity). Every algorithm gets \
