@@ -505,7 +505,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             worker.give_buffer(head_out);
             if early_ok {
                 self.upstream.recorder().upgraded();
-                super::relay::relay(client, &mut conn, cfg.tunnel_timeout).await;
+                super::tunnel::relay(client, &mut conn, cfg.tunnel_timeout).await;
             }
             return Delivered {
                 output: Next::Close,

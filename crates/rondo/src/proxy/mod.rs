@@ -25,7 +25,7 @@ mod head;
 mod headers;
 pub(crate) mod protocol;
 mod redirect;
-mod relay;
+mod tunnel;
 mod respond;
 pub(crate) mod room;
 mod stream;

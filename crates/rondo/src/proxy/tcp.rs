@@ -8,7 +8,7 @@
 //! (nothing was sent, so any connect failure may go elsewhere), up to the upstream's `tries`. A backend's `max_connections` bounds its open
 //! connections, since the lease is held for the connection's life. Bytes both ways are
 //! counted per backend, and a connection silent both ways for the upstream's
-//! `tunnel_timeout` is closed ([`super::relay`]).
+//! `tunnel_timeout` is closed ([`super::tunnel`]).
 
 use std::net::SocketAddr;
 
@@ -17,7 +17,7 @@ use tokio::time::timeout;
 
 use super::Frontend;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
-use super::relay::relay;
+use super::tunnel::relay;
 use super::respond::ErrorPage;
 use super::stream::Io;
 use crate::config::UpstreamConfig;

@@ -1,4 +1,4 @@
-//! Relaying bytes both ways once a connection stops being HTTP — TCP mode, WebSocket and other
+//! Tunnels: relaying bytes both ways once a connection stops being HTTP — TCP mode, WebSocket and other
 //! upgrades — counting them, and closing both ends when neither has sent a byte for the
 //! upstream's `tunnel_timeout` (HAProxy's `timeout tunnel`, nginx's `proxy_timeout` for TCP):
 //! a peer that vanished without a FIN would otherwise hold two descriptors for ever.
