@@ -336,19 +336,24 @@ async fn when_checks_take_every_backend_out_the_503_log_and_rondo_status_say_whi
     let admin = tokio::task::block_in_place(|| rondo.wait_for("admin API"));
     let admin = admin["admin"].as_str().unwrap().to_owned();
 
-    let why = "GET /health failed on all 3 backends: status 404 on 2, connection refused on 1 \
-               (expected 200-399)";
     // Requests get 503 once the checks took all three out (after `fall` failures each).
     eventually_async(Duration::from_secs(10), "every backend down", async || {
         get(addr, "/").await.status == 503
     })
     .await;
+    // The line says which check failed on how many backends and how. On a quiet machine it is
+    // "status 404 on 2, connection refused on 1"; a loaded one may time a check out, so only
+    // the shape is asserted, plus the refused backend that cannot be anything else.
     let line =
         tokio::task::block_in_place(|| rondo.wait_for_line("the 503 line", |l| l["status"] == 503));
     let message = line["message"].as_str().unwrap();
-    assert_eq!(
-        message,
-        format!("no backend available in upstream `app`: {why}"),
+    let why = message
+        .strip_prefix("no backend available in upstream `app`: ")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        why.starts_with("GET /health failed on all 3 backends: ")
+            && why.contains("connection refused on 1")
+            && why.ends_with(" (expected 200-399)"),
         "{line}"
     );
 
@@ -358,7 +363,7 @@ async fn when_checks_take_every_backend_out_the_503_log_and_rondo_status_say_whi
         .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
-        table.contains(&format!("every backend is down: {why}")),
+        table.contains("every backend is down: GET /health failed on all 3 backends: "),
         "{table}"
     );
 

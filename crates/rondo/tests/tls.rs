@@ -557,6 +557,35 @@ async fn upstream_tls_verifies_backends_with_the_test_ca_and_refuses_a_wrong_one
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connection() {
+    // A plain backend: once TLS is asked for, no request may reach it in the clear.
+    let b = common::mock("plain").await;
+    let toml = |tls: &str| {
+        format!(
+            "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             [[upstreams]]\nname = \"app\"\nmax_fails = 0\ntries = 1\n\
+             backends = [{{ address = \"{}\" }}]\n{tls}\
+             [upstreams.health_check]\nenabled = false\n",
+            b.addr()
+        )
+    };
+    let running = common::start_text(&toml(""));
+    // One worker, one keep-alive client: the backend connection is pooled after each answer.
+    let mut client = common::Client::connect(web(&running)).await;
+    assert_eq!(client.get("/").await.status, 200);
+    assert_eq!(b.connections(), 1);
+    let tls = toml("tls = { verify = false }\n");
+    let done = running.reload(&rondo::config::parse(&tls, "rondo.toml").unwrap());
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    // The pooled plain connection is not used: a TLS handshake with a plain server fails.
+    let hits = b.hits();
+    let reply = client.get("/").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(b.hits(), hits, "a request reached the backend in the clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rondo_bench_loads_an_https_listener_over_http1_and_h2_with_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = test_certs::self_signed(&["localhost"]).write(dir.path(), "self");

@@ -6,6 +6,11 @@
 //! and a connection the backend has closed or written to while idle (the reactor already
 //! marked it readable) is dropped instead of being used, so a request rarely meets a
 //! connection that died while pooled.
+//!
+//! Connections are kept by backend address *and* TLS setup: a reload that turns an
+//! upstream's TLS on or off (or changes its CA, client certificate or server name) never hands
+//! a request a connection opened under the old setup. Each pooled TLS connection holds its
+//! setup's `Arc`, so the key (the `Arc`'s address) cannot be reused while it is pooled.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,11 +23,14 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::counters::UpstreamCounters;
-use crate::tls::BackendConn;
+use crate::tls::{BackendConn, UpstreamTls};
 use tokio::time::Instant;
 
 struct Idle {
     stream: BackendConn,
+    /// The TLS setup it was opened with, kept alive while the connection is pooled (its
+    /// address is part of the key).
+    _tls: Option<Arc<UpstreamTls>>,
     /// When it stops being worth keeping (the upstream's `keepalive_timeout` after its last
     /// use).
     expires: Instant,
@@ -48,10 +56,18 @@ impl Drop for Counted {
     }
 }
 
-/// The idle connections of one worker, by backend address.
+/// What a pooled connection is found by: the backend's address and the TLS setup it speaks
+/// (the setup's address; 0 for plain TCP).
+type Key = (SocketAddr, usize);
+
+fn key(addr: SocketAddr, tls: Option<&Arc<UpstreamTls>>) -> Key {
+    (addr, tls.map_or(0, |t| Arc::as_ptr(t) as usize))
+}
+
+/// The idle connections of one worker, by backend address and TLS setup.
 #[derive(Default)]
 pub(crate) struct ConnPool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<HashMap<Key, Vec<Idle>>>,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -71,10 +87,15 @@ fn went_stale(stream: &TcpStream) -> bool {
 }
 
 impl ConnPool {
-    /// An idle connection to `addr` that has not expired, if there is one.
-    pub(crate) fn take(&self, addr: SocketAddr) -> Option<BackendConn> {
+    /// An idle connection to `addr` speaking `tls` (`None`: plain TCP) that has not expired,
+    /// if there is one.
+    pub(crate) fn take(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
+    ) -> Option<BackendConn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key(addr, tls))?;
         let now = Instant::now();
         while let Some(conn) = list.pop() {
             if now < conn.expires && !went_stale(conn.stream.tcp()) {
@@ -84,21 +105,23 @@ impl ConnPool {
         None
     }
 
-    /// Returns a connection after a complete exchange, to be kept for `max_age` and counted
-    /// in `counters`' idle gauge; dropped if `addr` already has `max` idle connections.
+    /// Returns a connection to `addr` opened with `tls` after a complete exchange, to be
+    /// kept for `max_age` and counted in `counters`' idle gauge; dropped if that backend
+    /// already has `max` idle connections of this setup.
     pub(crate) fn put(
         &self,
-        addr: SocketAddr,
+        (addr, tls): (SocketAddr, Option<Arc<UpstreamTls>>),
         stream: BackendConn,
         counters: &Arc<UpstreamCounters>,
         max: usize,
         max_age: Duration,
     ) {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key(addr, tls.as_ref())).or_default();
         if list.len() < max {
             list.push(Idle {
                 stream,
+                _tls: tls,
                 expires: Instant::now() + max_age,
                 _counted: Counted::new(counters),
             });

@@ -295,6 +295,8 @@ struct H1Exchange<'a, C> {
 struct Pending {
     conn: BackendConn,
     addr: std::net::SocketAddr,
+    /// The TLS setup the connection was opened with (`None`: plain), to pool it under.
+    tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
     /// Bytes read after the head.
     resp: Vec<u8>,
     /// The head to send the client.
@@ -303,13 +305,14 @@ struct Pending {
 }
 
 impl<C: ClientIo> H1Exchange<'_, C> {
-    /// A pooled connection to `addr` (`true`), or a new one.
+    /// A pooled connection to `addr` speaking `tls` (`true`), or a new one.
     async fn connection(
         &self,
         addr: std::net::SocketAddr,
+        tls: Option<&std::sync::Arc<crate::tls::UpstreamTls>>,
         limit: Duration,
     ) -> Result<(BackendConn, bool), Failure> {
-        if let Some(conn) = self.worker.conns.take(addr) {
+        if let Some(conn) = self.worker.conns.take(addr, tls) {
             self.report
                 .upstream
                 .pool_reused
@@ -324,8 +327,7 @@ impl<C: ClientIo> H1Exchange<'_, C> {
             .pool_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
-        let tls = self.upstream.tls();
-        match timeout(limit, BackendConn::connect(addr, tls.as_deref())).await {
+        match timeout(limit, BackendConn::connect(addr, tls.map(|t| &**t))).await {
             Ok(Ok(conn)) => {
                 self.connect_time.set(Some(started.elapsed()));
                 Ok((conn, false))
@@ -341,8 +343,9 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
 
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
         let addr = backend.address();
+        let tls = self.upstream.tls();
         let (mut conn, reused) = self
-            .connection(addr, cfg.connect_timeout)
+            .connection(addr, tls.as_ref(), cfg.connect_timeout)
             .await
             .map_err(SendError::Backend)?;
 
@@ -429,6 +432,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 self.pending = Some(Pending {
                     conn,
                     addr,
+                    tls,
                     resp,
                     head_out,
                     response,
@@ -447,6 +451,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let Some(Pending {
             mut conn,
             addr,
+            tls,
             mut resp,
             mut head_out,
             response,
@@ -515,7 +520,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         }
         if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
             worker.conns.put(
-                addr,
+                (addr, tls),
                 conn,
                 &self.report.upstream,
                 cfg.keepalive,
