@@ -336,16 +336,33 @@ async fn when_checks_take_every_backend_out_the_503_log_and_rondo_status_say_whi
     let admin = tokio::task::block_in_place(|| rondo.wait_for("admin API"));
     let admin = admin["admin"].as_str().unwrap().to_owned();
 
-    // Requests get 503 once the checks took all three out (after `fall` failures each).
-    eventually_async(Duration::from_secs(10), "every backend down", async || {
-        get(addr, "/").await.status == 503
-    })
+    // Requests get 503 once the checks took all three out (after `fall` failures each). The
+    // first 503s may come earlier, while the stopped backend is out by passive ejection and
+    // not yet by its checks: those say no more, rightly, so wait for the checks' verdict.
+    eventually_async(
+        Duration::from_secs(10),
+        "every backend down by checks",
+        async || {
+            get(addr, "/").await.status == 503
+                && get(admin.parse().unwrap(), "/api/v1/stats")
+                    .await
+                    .text()
+                    .contains("\"down_by_checks\"")
+        },
+    )
     .await;
+    assert_eq!(get(addr, "/").await.status, 503);
     // The line says which check failed on how many backends and how. On a quiet machine it is
     // "status 404 on 2, connection refused on 1"; a loaded one may time a check out, so only
     // the shape is asserted, plus the refused backend that cannot be anything else.
-    let line =
-        tokio::task::block_in_place(|| rondo.wait_for_line("the 503 line", |l| l["status"] == 503));
+    let line = tokio::task::block_in_place(|| {
+        rondo.wait_for_line("the 503 line with the checks' verdict", |l| {
+            l["status"] == 503
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("GET /health"))
+        })
+    });
     let message = line["message"].as_str().unwrap();
     let why = message
         .strip_prefix("no backend available in upstream `app`: ")
