@@ -17,13 +17,16 @@
 //! | `POST /api/v1/upstreams/{name}/backends/{id}/enable` | end a drain |
 //!
 //! Mutations go through the same pool API a config reload uses, and last until the process
-//! exits: they are not written back to the configuration file. With a token configured every
+//! exits: they are not written back to the configuration file. On an upstream with
+//! `discovery = "etcd"` they are written to etcd instead (see [`fleet`]), so every instance of
+//! the fleet applies them and they survive restarts. With a token configured every
 //! mutation needs `Authorization: Bearer <token>` (compared in constant time, never logged);
 //! on a non-loopback address the statistics and metrics need it too. `docs/admin-api.md`
 //! documents every answer.
 
 pub mod counters;
 pub mod events;
+mod fleet;
 pub mod metrics;
 pub mod process;
 pub mod proxy_metrics;
@@ -46,6 +49,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use crate::config::Discovery;
+use crate::upstream::etcd::Etcd;
 use crate::upstream::{Upstream, UpstreamSet};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
@@ -66,6 +71,8 @@ pub struct Admin {
     /// The listeners' counters, when the proxy hands them over.
     metrics: Option<Arc<counters::ProxyMetrics>>,
     reloads: Arc<reloads::Reloads>,
+    /// The etcd cluster of `[discovery.etcd]`, where changes to its upstreams are written.
+    etcd: Option<Arc<Etcd>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -99,7 +106,14 @@ impl Admin {
             started,
             reloads,
             metrics: None,
+            etcd: None,
         }
+    }
+
+    /// Writes changes to upstreams with `discovery = "etcd"` to `etcd`, and shows its state.
+    pub fn with_etcd(mut self, etcd: Option<Arc<Etcd>>) -> Admin {
+        self.etcd = etcd;
+        self
     }
 
     /// Adds the listeners' counters to `/api/v1/stats`.
@@ -254,6 +268,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if let Some(m) = &admin.metrics {
                 s.listeners = stats::listeners(m);
             }
+            s.etcd = admin.etcd.as_ref().map(|e| e.status());
             match serde_json::to_string(&s) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
@@ -341,6 +356,11 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             Some("upstream"),
         );
     };
+    if let Some(etcd) = &admin.etcd
+        && upstream.config().discovery == Some(Discovery::Etcd)
+    {
+        return fleet::mutate(etcd, req, &name, &rest).await;
+    }
     let pool = upstream.pool();
     let now = upstream.clock().now();
     let done = |id: &str, action: &str| {

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use super::counters::{ProxyMetrics, Source};
 use super::events::millis;
+use crate::upstream::etcd::EtcdStatus;
 use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.
@@ -25,6 +26,10 @@ pub struct Stats {
     /// One entry per listener (absent from older versions' answers).
     #[serde(default)]
     pub listeners: Vec<ListenerStats>,
+    /// The etcd membership's state, with `[discovery.etcd]`: `synced`, or `stale` since
+    /// when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
 }
 
 /// One listener's connections and traffic.
@@ -113,6 +118,9 @@ pub struct UpstreamStats {
     /// never resolved has `resolved: false` and no backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<SourceStatus>,
+    /// Where its backends come from at run time: `etcd`, or absent (the file only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<String>,
 }
 
 /// One backend.
@@ -186,6 +194,7 @@ pub fn collect(upstreams: &[Arc<Upstream>], uptime: Duration) -> Stats {
             .map(|u| upstream(u, uptime_seconds))
             .collect(),
         listeners: Vec::new(),
+        etcd: None,
     }
 }
 
@@ -221,6 +230,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
             .collect(),
         backends,
         dns: u.discovery(),
+        discovery: u.config().discovery.map(|_| "etcd".to_owned()),
     }
 }
 

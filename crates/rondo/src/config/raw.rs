@@ -34,6 +34,26 @@ pub(crate) struct RawConfig {
     pub(crate) upstreams: Option<S<Vec<S<RawUpstream>>>>,
     /// `[resolver]`. Default: the system's resolver configuration.
     pub(crate) resolver: Option<S<RawResolver>>,
+    /// `[discovery]`. Default: no discovery source besides DNS names.
+    pub(crate) discovery: Option<S<RawDiscovery>>,
+}
+
+/// `[discovery]`: where upstreams with `discovery = "…"` take their backends from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    /// `[discovery.etcd]`. Default: none.
+    pub(crate) etcd: Option<S<RawEtcd>>,
+}
+
+/// `[discovery.etcd]`: an etcd cluster holding the fleet's backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    /// Client URLs, `http://host:port`, at least one, required.
+    pub(crate) endpoints: Option<S<Vec<S<String>>>>,
+    /// Key prefix, starting with `/`. Default "/rondo".
+    pub(crate) prefix: Option<S<String>>,
 }
 
 /// `[resolver]`: how backend names are resolved.
@@ -132,8 +152,10 @@ pub(crate) struct RawUpstream {
     pub(crate) name: S<String>,
     /// One of balance's `Algorithm::NAMES`. Default "smooth-weighted".
     pub(crate) algorithm: Option<S<String>>,
-    /// The backends, at least one, required.
+    /// The backends, at least one, required (optional with `discovery`).
     pub(crate) backends: Option<S<Vec<S<BackendEntry>>>>,
+    /// Where the backends come from at run time: "etcd". Default: the file only.
+    pub(crate) discovery: Option<S<String>>,
     /// Slow-start window, duration. Default: off.
     pub(crate) slow_start: Option<S<DurationValue>>,
     /// Panic threshold, integer percent 0–100. Default 0 (off).

@@ -8,6 +8,7 @@
 
 mod discovered;
 pub mod dns;
+pub mod etcd;
 mod health;
 mod queue;
 pub mod recorder;
@@ -263,7 +264,10 @@ impl Upstream {
         if pool_config.seed == 0 {
             pool_config.seed = self.pool.snapshot().config().seed;
         }
-        let discovered = self.discovered.lock();
+        let mut discovered = self.discovered.lock();
+        if new.discovery.is_none() {
+            discovered.set_etcd(None);
+        }
         self.pool.update(
             pool_config,
             &discovered.members(&new.backends),

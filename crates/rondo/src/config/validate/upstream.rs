@@ -15,7 +15,13 @@ use crate::config::model::{QueueConfig, RetryBudget, UpstreamConfig};
 use crate::config::raw::{RawStart, RawUpstream, S, StatusItem};
 
 impl Validator<'_> {
-    pub(super) fn upstream(&mut self, raw: &RawUpstream, name: String) -> UpstreamConfig {
+    /// One upstream; `etcd` says whether `[discovery.etcd]` exists.
+    pub(super) fn upstream(
+        &mut self,
+        raw: &RawUpstream,
+        name: String,
+        etcd: bool,
+    ) -> UpstreamConfig {
         let algorithm = match &raw.algorithm {
             None => defaults::algorithm(),
             Some(a) => match a.get_ref().parse::<Algorithm>() {
@@ -30,8 +36,11 @@ impl Validator<'_> {
             },
         };
 
+        let discovery = self.upstream_discovery(raw, etcd);
         let mut named = Vec::new();
         let backends = match &raw.backends {
+            // Discovered backends need no fallback in the file.
+            None if raw.discovery.is_some() => Vec::new(),
             None => {
                 self.error(
                     Some(raw.name.span()),
@@ -42,7 +51,7 @@ impl Validator<'_> {
                 );
                 Vec::new()
             }
-            Some(list) if list.get_ref().is_empty() => {
+            Some(list) if list.get_ref().is_empty() && raw.discovery.is_none() => {
                 self.error(
                     Some(list.span()),
                     format!("upstream `{name}` has no backends: at least one is required"),
@@ -204,6 +213,7 @@ impl Validator<'_> {
             },
             backends,
             named,
+            discovery,
             tries,
             retry_on_status,
             retry_budget,
