@@ -10,6 +10,8 @@
     clippy::expect_used
 )]
 
+pub mod etcd;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -211,7 +211,7 @@ impl Etcd {
         self.replace(kvs);
         self.synced(revision);
         self.apply(upstreams, None);
-        let _ = self.applied.send(revision);
+        self.applied.send_replace(revision);
         *failures = 0;
         let mut stream = match self.gateway.watch(root, &end, revision + 1).await {
             Ok(s) => s,
@@ -245,7 +245,7 @@ impl Etcd {
                     if !touched.is_empty() {
                         self.apply(upstreams, Some(&touched));
                     }
-                    let _ = self.applied.send(revision);
+                    self.applied.send_replace(revision);
                 }
                 _ = probe.tick() => {
                     if let Err(e) = self.gateway.get(root).await {

@@ -1,0 +1,382 @@
+//! A fleet sharing its backends through etcd: a real etcd on loopback (started and stopped by
+//! PID by the test), several rondo instances reading it, `etcdctl` writing to it as an
+//! operator would. Every wait is on state (the pools' membership, the stats), never on time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::etcd::{Etcd, Relay};
+use common::*;
+
+/// Long enough for anything that should take milliseconds on a loaded machine; a deadline
+/// against hangs, not a claim about speed.
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// The key of backend `id` of upstream `app` under the default prefix.
+fn key(id: &str) -> String {
+    format!("/rondo/upstreams/app/backends/{id}")
+}
+
+/// A member's JSON value.
+fn value(backend: &Backend, weight: f64) -> String {
+    format!(r#"{{"address": "{}", "weight": {weight}}}"#, backend.addr())
+}
+
+/// A rondo instance whose upstream `app` reads etcd at `url`, with `fallback` as its file's
+/// backends (none if empty).
+fn instance(url: &str, fallback: &[&Backend]) -> Proxy {
+    let backends: Vec<String> = fallback
+        .iter()
+        .map(|b| format!("{{ address = \"{}\", id = \"{}\" }}", b.addr(), b.name()))
+        .collect();
+    start_text(&format!(
+        r#"workers = 1
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+upstream = "app"
+
+[[upstreams]]
+name = "app"
+discovery = "etcd"
+backends = [{}]
+[upstreams.health_check]
+enabled = false
+
+[discovery.etcd]
+endpoints = ["{url}"]
+"#,
+        backends.join(", ")
+    ))
+}
+
+/// The backends in an instance's pool: id → (weight, state).
+fn members(p: &Proxy) -> BTreeMap<String, (f64, String)> {
+    let snap = p.upstream("app").unwrap().pool().snapshot();
+    snap.backends()
+        .iter()
+        .map(|b| {
+            let state = b.state().as_str().to_owned();
+            (b.id().to_owned(), (b.weight().as_f64(), state))
+        })
+        .collect()
+}
+
+/// Sends `n` requests through an instance; how many each backend answered.
+async fn spread(p: &Proxy, n: usize) -> BTreeMap<String, usize> {
+    let mut client = Client::connect(web(p)).await;
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let reply = client.get("/").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        *seen.entry(reply.backend()).or_default() += 1;
+    }
+    seen
+}
+
+/// The instance's `GET /api/v1/stats`.
+async fn stats(p: &Proxy) -> serde_json::Value {
+    let reply = get(p.admin_addr(), "/api/v1/stats").await;
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
+/// Waits until every instance's pool satisfies `cond`.
+async fn everywhere(
+    fleet: &[Proxy],
+    what: &str,
+    cond: impl Fn(&BTreeMap<String, (f64, String)>) -> bool,
+) {
+    for (i, p) in fleet.iter().enumerate() {
+        eventually(LIMIT, &format!("instance {i}: {what}"), || {
+            cond(&members(p))
+        })
+        .await;
+    }
+}
+
+/// Sends an admin API request to an instance; its status and JSON body.
+async fn admin(p: &Proxy, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut client = Client::connect(p.admin_addr()).await;
+    let reply = client.send(method, path, body.as_bytes()).await.unwrap();
+    (
+        reply.status,
+        serde_json::from_slice(&reply.body).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_put_in_etcd_gets_traffic_from_every_instance_and_a_delete_drains_it_everywhere()
+{
+    let etcd = Etcd::start();
+    let [a, b] = [mock("a").await, mock("b").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    let fleet: Vec<Proxy> = (0..3).map(|_| instance(&etcd.url(), &[])).collect();
+    everywhere(&fleet, "a read from etcd", |m| m.contains_key("a")).await;
+
+    etcd.put(&key("b"), &value(&b, 1.0));
+    everywhere(&fleet, "b added", |m| m.contains_key("b")).await;
+    for p in &fleet {
+        let seen = spread(p, 4).await;
+        assert_eq!(seen, BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
+    }
+
+    etcd.del(&key("b"));
+    everywhere(&fleet, "b removed", |m| !m.contains_key("b")).await;
+    for p in &fleet {
+        assert_eq!(spread(p, 4).await, BTreeMap::from([("a".into(), 4)]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_and_drains_written_in_etcd_set_every_instance_s_shares_exactly() {
+    let etcd = Etcd::start();
+    let [a, b] = [mock("a").await, mock("b").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    etcd.put(&key("b"), &value(&b, 3.0));
+    let fleet: Vec<Proxy> = (0..2).map(|_| instance(&etcd.url(), &[])).collect();
+    everywhere(&fleet, "a and b at 1:3", |m| {
+        m.get("b").is_some_and(|b| b.0 == 3.0)
+    })
+    .await;
+    for p in &fleet {
+        // Two whole cycles of the 1:3 schedule, from wherever the rotation stands.
+        assert_eq!(
+            spread(p, 8).await,
+            BTreeMap::from([("a".into(), 2), ("b".into(), 6)])
+        );
+    }
+
+    etcd.put(&key("b"), &value(&b, 1.5));
+    everywhere(&fleet, "b at 1.5", |m| {
+        m.get("b").is_some_and(|b| b.0 == 1.5)
+    })
+    .await;
+    for p in &fleet {
+        assert_eq!(
+            spread(p, 10).await,
+            BTreeMap::from([("a".into(), 4), ("b".into(), 6)])
+        );
+    }
+
+    etcd.put(
+        &key("a"),
+        &format!(r#"{{"address": "{}", "drain": true}}"#, a.addr()),
+    );
+    everywhere(&fleet, "a draining", |m| m["a"].1 == "draining").await;
+    for p in &fleet {
+        assert_eq!(spread(p, 4).await, BTreeMap::from([("b".into(), 4)]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_value_is_refused_with_its_key_and_the_rest_applies() {
+    let etcd = Etcd::start();
+    let [a, b] = [mock("a").await, mock("b").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    let p = instance(&etcd.url(), &[]);
+    everywhere(std::slice::from_ref(&p), "a read", |m| m.contains_key("a")).await;
+
+    // A typo in a field, then a good value for another backend.
+    etcd.put(
+        &key("a"),
+        &format!(r#"{{"address": "{}", "wieght": 5}}"#, a.addr()),
+    );
+    etcd.put(&key("b"), &value(&b, 1.0));
+    everywhere(std::slice::from_ref(&p), "b added", |m| m.contains_key("b")).await;
+    let s = stats(&p).await;
+    let refused = &s["etcd"]["refused"];
+    assert_eq!(refused[0]["key"], key("a"), "{s}");
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `wieght`"),
+        "{s}"
+    );
+    // `a` keeps its last good value.
+    assert_eq!(
+        spread(&p, 4).await,
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
+    );
+
+    etcd.put(&key("a"), &value(&a, 1.0));
+    eventually_async(LIMIT, "the refusal cleared", || async {
+        stats(&p).await["etcd"]["refused"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_backends_serve_until_etcd_is_first_read() {
+    let mut etcd = Etcd::start();
+    let [fallback, a] = [mock("fallback").await, mock("a").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    etcd.stop();
+    let p = instance(&etcd.url(), &[&fallback]);
+    eventually_async(LIMIT, "stale before the first read", || async {
+        stats(&p).await["etcd"]["state"] == "stale"
+    })
+    .await;
+    assert_eq!(
+        spread(&p, 2).await,
+        BTreeMap::from([("fallback".into(), 2)])
+    );
+
+    etcd.restart();
+    everywhere(
+        std::slice::from_ref(&p),
+        "etcd's backends replace the file's",
+        |m| m.keys().eq(["a"]),
+    )
+    .await;
+    assert_eq!(spread(&p, 2).await, BTreeMap::from([("a".into(), 2)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_traffic_continues_and_changes_made_meanwhile_apply_on_return() {
+    let mut etcd = Etcd::start();
+    let [a, b, c] = [mock("a").await, mock("b").await, mock("c").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    etcd.put(&key("b"), &value(&b, 1.0));
+    // One instance reaches etcd directly, the other through a relay a test can cut.
+    let relay = Relay::start(etcd.addr()).await;
+    let fleet = [instance(&etcd.url(), &[]), instance(&relay.url(), &[])];
+    everywhere(&fleet, "a and b read", |m| m.len() == 2).await;
+
+    // etcd stops: both keep serving the last known backends, and say since when.
+    etcd.stop();
+    for p in &fleet {
+        eventually_async(LIMIT, "stale", || async {
+            stats(p).await["etcd"]["state"] == "stale"
+        })
+        .await;
+        let s = stats(p).await;
+        assert!(s["etcd"]["stale_since_ms"].as_u64().is_some(), "{s}");
+        assert_eq!(
+            spread(p, 4).await,
+            BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
+        );
+    }
+    let scrape = get(fleet[0].admin_addr(), "/metrics").await.text();
+    assert!(scrape.contains("rondo_etcd_synced 0"), "{scrape}");
+    // An admin change cannot be shared now: refused, and nothing changes locally.
+    let (status, answer) = admin(
+        &fleet[0],
+        "PATCH",
+        "/api/v1/upstreams/app/backends/a",
+        r#"{"weight": 5}"#,
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach etcd"),
+        "{answer}"
+    );
+    assert_eq!(members(&fleet[0])["a"].0, 1.0);
+
+    etcd.restart();
+    for p in &fleet {
+        eventually_async(LIMIT, "synced again", || async {
+            stats(p).await["etcd"]["state"] == "synced"
+        })
+        .await;
+    }
+
+    // A partition: the relayed instance cannot see etcd while its backends change.
+    relay.cut();
+    eventually_async(LIMIT, "the partitioned instance is stale", || async {
+        stats(&fleet[1]).await["etcd"]["state"] == "stale"
+    })
+    .await;
+    etcd.del(&key("a"));
+    etcd.put(&key("c"), &value(&c, 1.0));
+    everywhere(&fleet[..1], "the connected instance follows", |m| {
+        m.keys().eq(["b", "c"])
+    })
+    .await;
+    assert_eq!(
+        spread(&fleet[1], 4).await,
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
+    );
+
+    relay.heal();
+    everywhere(&fleet[1..], "the change made meanwhile applies", |m| {
+        m.keys().eq(["b", "c"])
+    })
+    .await;
+    assert_eq!(
+        spread(&fleet[1], 4).await,
+        BTreeMap::from([("b".into(), 2), ("c".into(), 2)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_change_on_one_instance_shows_up_on_the_others() {
+    let etcd = Etcd::start();
+    let [a, b] = [mock("a").await, mock("b").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    let fleet: Vec<Proxy> = (0..3).map(|_| instance(&etcd.url(), &[])).collect();
+    everywhere(&fleet, "a read", |m| m.contains_key("a")).await;
+
+    let body = format!(r#"{{"address": "{}", "id": "b", "weight": 2}}"#, b.addr());
+    let (status, answer) = admin(&fleet[0], "POST", "/api/v1/upstreams/app/backends", &body).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["written_to"], "etcd");
+    let stored: serde_json::Value = serde_json::from_str(&etcd.get(&key("b"))).unwrap();
+    assert_eq!(stored["weight"], 2.0);
+    // The answer comes once the instance that took the change has applied it.
+    assert!(members(&fleet[0]).contains_key("b"));
+    everywhere(&fleet, "b added", |m| {
+        m.get("b").is_some_and(|b| b.0 == 2.0)
+    })
+    .await;
+
+    let (status, _) = admin(
+        &fleet[1],
+        "PATCH",
+        "/api/v1/upstreams/app/backends/b",
+        r#"{"weight": 3}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    everywhere(&fleet, "b at weight 3", |m| m["b"].0 == 3.0).await;
+
+    let (status, _) = admin(
+        &fleet[2],
+        "POST",
+        "/api/v1/upstreams/app/backends/a/drain",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    everywhere(&fleet, "a draining", |m| m["a"].1 == "draining").await;
+    let (status, _) = admin(
+        &fleet[0],
+        "POST",
+        "/api/v1/upstreams/app/backends/a/enable",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    everywhere(&fleet, "a enabled", |m| m["a"].1 == "up").await;
+
+    let (status, _) = admin(&fleet[1], "DELETE", "/api/v1/upstreams/app/backends/b", "").await;
+    assert_eq!(status, 200);
+    everywhere(&fleet, "b removed", |m| !m.contains_key("b")).await;
+    assert_eq!(etcd.etcdctl(&["get", &key("b")]).unwrap(), "");
+
+    // Errors: an unknown backend, an existing id.
+    let (status, _) = admin(&fleet[0], "DELETE", "/api/v1/upstreams/app/backends/zz", "").await;
+    assert_eq!(status, 404);
+    let body = format!(r#"{{"address": "{}", "id": "a"}}"#, a.addr());
+    let (status, _) = admin(&fleet[0], "POST", "/api/v1/upstreams/app/backends", &body).await;
+    assert_eq!(status, 409);
+}
