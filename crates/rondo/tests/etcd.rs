@@ -380,3 +380,76 @@ async fn an_admin_change_on_one_instance_shows_up_on_the_others() {
     let (status, _) = admin(&fleet[0], "POST", "/api/v1/upstreams/app/backends", &body).await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_says_etcd_is_stale_and_why_a_name_gives_no_backend() {
+    let mut etcd = Etcd::start();
+    let a = mock("a").await;
+    etcd.put(&key("a"), &value(&a, 1.0));
+    etcd.put(&key("bad"), "{\"address\": \"nowhere\"}");
+    // A second upstream named by DNS through a name server that is not there (a port just
+    // released: queries are refused at once).
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        r#"workers = 1
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+upstream = "app"
+
+[[upstreams]]
+name = "app"
+discovery = "etcd"
+
+[[upstreams]]
+name = "named"
+backends = [{{ address = "app.invalid.test:80" }}]
+
+[resolver]
+nameservers = ["{}"]
+
+[discovery.etcd]
+endpoints = ["{}"]
+"#,
+        gone,
+        etcd.url()
+    );
+    let p = start_text(&text);
+    everywhere(std::slice::from_ref(&p), "a read", |m| m.contains_key("a")).await;
+    etcd.stop();
+
+    let driver = browser::chromedriver();
+    let session = browser::session(&driver).await;
+    let page = format!("http://{}/", p.admin_addr());
+    let browser = session.clone();
+    let result = async move {
+        browser.goto(&page).await.unwrap();
+        eventually_async(LIMIT, "the page says stale since", || async {
+            let line = browser::text(&browser, "#discovery[data-state='stale']").await;
+            line.starts_with("discovery: stale since") && line.contains("cannot reach etcd")
+        })
+        .await;
+        let refused =
+            browser::text(&browser, "[data-key='/rondo/upstreams/app/backends/bad']").await;
+        assert!(refused.contains("invalid socket address"), "{refused}");
+        eventually_async(
+            LIMIT,
+            "the page says why the name gives no backend",
+            || async {
+                browser::text(&browser, "[data-name='named/app.invalid.test:80']")
+                    .await
+                    .contains("never resolved")
+            },
+        )
+        .await;
+    };
+    let outcome = browser::catch(result).await;
+    let _ = session.close().await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

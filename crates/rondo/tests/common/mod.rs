@@ -10,6 +10,7 @@
     clippy::expect_used
 )]
 
+pub mod browser;
 pub mod etcd;
 
 use std::future::Future;
