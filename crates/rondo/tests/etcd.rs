@@ -28,11 +28,16 @@ fn value(backend: &Backend, weight: f64) -> String {
 /// A rondo instance whose upstream `app` reads etcd at `url`, with `fallback` as its file's
 /// backends (none if empty).
 fn instance(url: &str, fallback: &[&Backend]) -> Proxy {
+    start_text(&instance_text(url, fallback))
+}
+
+/// The configuration of [`instance`].
+fn instance_text(url: &str, fallback: &[&Backend]) -> String {
     let backends: Vec<String> = fallback
         .iter()
         .map(|b| format!("{{ address = \"{}\", id = \"{}\" }}", b.addr(), b.name()))
         .collect();
-    start_text(&format!(
+    format!(
         r#"workers = 1
 [[listeners]]
 name = "web"
@@ -50,7 +55,7 @@ enabled = false
 endpoints = ["{url}"]
 "#,
         backends.join(", ")
-    ))
+    )
 }
 
 /// The backends in an instance's pool: id → (weight, state).
@@ -75,6 +80,17 @@ async fn spread(p: &Proxy, n: usize) -> BTreeMap<String, usize> {
         *seen.entry(reply.backend()).or_default() += 1;
     }
     seen
+}
+
+/// Sends `n` requests through each instance and checks how many each backend answered.
+async fn assert_shares(fleet: &[Proxy], n: usize, expected: &[(&str, usize)]) {
+    let expected: BTreeMap<String, usize> = expected
+        .iter()
+        .map(|(id, k)| (id.to_string(), *k))
+        .collect();
+    for (i, p) in fleet.iter().enumerate() {
+        assert_eq!(spread(p, n).await, expected, "instance {i}");
+    }
 }
 
 /// The instance's `GET /api/v1/stats`.
@@ -118,16 +134,11 @@ async fn a_backend_put_in_etcd_gets_traffic_from_every_instance_and_a_delete_dra
 
     etcd.put(&key("b"), &value(&b, 1.0));
     everywhere(&fleet, "b added", |m| m.contains_key("b")).await;
-    for p in &fleet {
-        let seen = spread(p, 4).await;
-        assert_eq!(seen, BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
-    }
+    assert_shares(&fleet, 4, &[("a", 2), ("b", 2)]).await;
 
     etcd.del(&key("b"));
     everywhere(&fleet, "b removed", |m| !m.contains_key("b")).await;
-    for p in &fleet {
-        assert_eq!(spread(p, 4).await, BTreeMap::from([("a".into(), 4)]));
-    }
+    assert_shares(&fleet, 4, &[("a", 4)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,34 +152,22 @@ async fn weights_and_drains_written_in_etcd_set_every_instance_s_shares_exactly(
         m.get("b").is_some_and(|b| b.0 == 3.0)
     })
     .await;
-    for p in &fleet {
-        // Two whole cycles of the 1:3 schedule, from wherever the rotation stands.
-        assert_eq!(
-            spread(p, 8).await,
-            BTreeMap::from([("a".into(), 2), ("b".into(), 6)])
-        );
-    }
+    // Two whole cycles of the 1:3 schedule, from wherever the rotation stands.
+    assert_shares(&fleet, 8, &[("a", 2), ("b", 6)]).await;
 
     etcd.put(&key("b"), &value(&b, 1.5));
     everywhere(&fleet, "b at 1.5", |m| {
         m.get("b").is_some_and(|b| b.0 == 1.5)
     })
     .await;
-    for p in &fleet {
-        assert_eq!(
-            spread(p, 10).await,
-            BTreeMap::from([("a".into(), 4), ("b".into(), 6)])
-        );
-    }
+    assert_shares(&fleet, 10, &[("a", 4), ("b", 6)]).await;
 
     etcd.put(
         &key("a"),
         &format!(r#"{{"address": "{}", "drain": true}}"#, a.addr()),
     );
     everywhere(&fleet, "a draining", |m| m["a"].1 == "draining").await;
-    for p in &fleet {
-        assert_eq!(spread(p, 4).await, BTreeMap::from([("b".into(), 4)]));
-    }
+    assert_shares(&fleet, 4, &[("b", 4)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,28 +393,9 @@ async fn the_dashboard_says_etcd_is_stale_and_why_a_name_gives_no_backend() {
         .local_addr()
         .unwrap();
     let text = format!(
-        r#"workers = 1
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-upstream = "app"
-
-[[upstreams]]
-name = "app"
-discovery = "etcd"
-
-[[upstreams]]
-name = "named"
-backends = [{{ address = "app.invalid.test:80" }}]
-
-[resolver]
-nameservers = ["{}"]
-
-[discovery.etcd]
-endpoints = ["{}"]
-"#,
-        gone,
-        etcd.url()
+        "{}\n[[upstreams]]\nname = \"named\"\nbackends = [{{ address = \"app.invalid.test:80\" }}]\n\
+         [resolver]\nnameservers = [\"{gone}\"]\n",
+        instance_text(&etcd.url(), &[])
     );
     let p = start_text(&text);
     everywhere(std::slice::from_ref(&p), "a read", |m| m.contains_key("a")).await;

@@ -9,9 +9,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{
-    ApiError, Reply, backend_spec, error, json_reply, parse_weight, read_json, unknown_fields,
-};
+use super::{Reply, backend_spec, error, json_reply, read_json, weight_body};
 use crate::upstream::etcd::{Etcd, Member, WriteError};
 
 /// Applies `method` on `…/backends/{rest}` of upstream `name` in etcd.
@@ -39,15 +37,7 @@ pub(super) async fn mutate(
         }
         (&Method::DELETE, [id]) => (id.to_string(), "remove", etcd.remove(name, id).await),
         (&Method::PATCH, [id]) => {
-            let weight = async {
-                let body = read_json(req).await?;
-                unknown_fields(&body, &["weight"])?;
-                match body.get("weight") {
-                    Some(w) => parse_weight(w),
-                    None => Err(ApiError::bad("weight", "`weight` is required")),
-                }
-            };
-            let weight = match weight.await {
+            let weight = match weight_body(req).await {
                 Ok(w) => w.as_f64(),
                 Err(e) => return e.reply(),
             };

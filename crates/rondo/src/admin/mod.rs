@@ -392,15 +392,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             Err(e) => pool_error(&e),
         },
         (&Method::PATCH, [id]) => {
-            let weight = async {
-                let body = read_json(req).await?;
-                unknown_fields(&body, &["weight"])?;
-                match body.get("weight") {
-                    Some(w) => parse_weight(w),
-                    None => Err(ApiError::bad("weight", "`weight` is required")),
-                }
-            };
-            let weight = match weight.await {
+            let weight = match weight_body(req).await {
                 Ok(w) => w,
                 Err(e) => return e.reply(),
             };
@@ -493,6 +485,16 @@ fn unknown_fields(body: &Value, allowed: &[&str]) -> Result<(), ApiError> {
                 allowed.join(", ")
             ),
         )),
+    }
+}
+
+/// The weight of a `PATCH …/backends/{id}` body: `{"weight": 2.5}`.
+async fn weight_body(req: Request<Incoming>) -> Result<Weight, ApiError> {
+    let body = read_json(req).await?;
+    unknown_fields(&body, &["weight"])?;
+    match body.get("weight") {
+        Some(w) => parse_weight(w),
+        None => Err(ApiError::bad("weight", "`weight` is required")),
     }
 }
 
