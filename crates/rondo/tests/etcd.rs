@@ -337,6 +337,21 @@ async fn an_admin_change_on_one_instance_shows_up_on_the_others() {
         m.get("b").is_some_and(|b| b.0 == 2.0)
     })
     .await;
+    // Every instance, the one asked included, applied it from etcd.
+    for p in &fleet {
+        let events: serde_json::Value =
+            serde_json::from_slice(&get(p.admin_addr(), "/api/v1/events").await.body).unwrap();
+        let added = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["backend"] == "b");
+        assert_eq!(
+            added.map(|e| &e["by"]),
+            Some(&serde_json::json!("etcd")),
+            "{events}"
+        );
+    }
 
     let (status, _) = admin(
         &fleet[1],

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::atomic::Ordering;
 
-use super::counters::{ProxyMetrics, Source};
-use super::events::millis;
+use crate::counters::{ProxyMetrics, Source};
 use crate::upstream::etcd::EtcdStatus;
+use crate::upstream::events::millis;
 use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.
@@ -118,6 +118,10 @@ pub struct UpstreamStats {
     /// never resolved has `resolved: false` and no backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<SourceStatus>,
+    /// When failed health checks keep every backend out, which check failed and how:
+    /// `GET /health got status 404 from all 3 backends (expected 200-399)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_by_checks: Option<String>,
     /// Where its backends come from at run time: `etcd`, or absent (the file only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<String>,
@@ -230,6 +234,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
             .collect(),
         backends,
         dns: u.discovery(),
+        down_by_checks: u.down_by_checks(),
         discovery: u.config().discovery.map(|_| "etcd".to_owned()),
     }
 }

@@ -38,7 +38,7 @@ use super::affinity::{self, RequestParts};
 use super::forward::{Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::protocol::{HOP_BY_HOP, is_idempotent};
 use super::respond::ErrorPage;
-use super::{Site, Worker};
+use super::{Frontend, Worker};
 use crate::config::UpstreamConfig;
 use crate::header_rules::{HeaderRules, Vars};
 use crate::upstream::Upstream;
@@ -107,7 +107,7 @@ pub(crate) async fn serve<S: Io + 'static>(
     stream: S,
     prefix: Vec<u8>,
     ip: Rc<str>,
-    site: Arc<Site>,
+    frontend: Arc<Frontend>,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -117,8 +117,8 @@ pub(crate) async fn serve<S: Io + 'static>(
         inner: stream,
     });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (site, worker, ip) = (Arc::clone(&site), Rc::clone(&worker), Rc::clone(&ip));
-        async move { Ok::<_, Infallible>(forward(req, &site, &worker, &ip).await) }
+        let (frontend, worker, ip) = (Arc::clone(&frontend), Rc::clone(&worker), Rc::clone(&ip));
+        async move { Ok::<_, Infallible>(forward(req, &frontend, &worker, &ip).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(LocalExec)
         .timer(TokioTimer::new())
@@ -241,13 +241,13 @@ async fn connection(
 /// Forwards one HTTP/2 stream through the forwarding policy.
 async fn forward(
     req: Request<Incoming>,
-    site: &Site,
+    frontend: &Frontend,
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (mut head, host) = upstream_head(&req, ip, site.config.tls.is_some());
-    let index = site.route(host.as_deref(), req.uri().path());
-    let upstream = Arc::clone(&site.upstreams[index]);
+    let (mut head, host) = upstream_head(&req, ip, frontend.config.tls.is_some());
+    let index = frontend.route(host.as_deref(), req.uri().path());
+    let upstream = Arc::clone(&frontend.upstreams[index]);
     let id = super::headers::request_id_in_map(&mut head.headers);
     let bare_host = host
         .as_deref()
@@ -258,8 +258,8 @@ async fn forward(
         request_id: id.as_str(),
     };
     let request_rules = [
-        &site.config.headers.request,
-        &site.route_headers[index].request,
+        &frontend.config.headers.request,
+        &frontend.route_headers[index].request,
     ];
     super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
     let idempotent = is_idempotent(req.method().as_str());
@@ -279,14 +279,14 @@ async fn forward(
         idempotent,
         replayable,
         priority,
-        affinity: affinity::read(&upstream.settings(), &request),
+        affinity: affinity::read(&upstream.config_ref(), &request),
     };
     let origin = Origin {
         client: ip,
-        listener: &site.config.name,
+        listener: &frontend.config.name,
         protocol: "HTTP/2.0",
         request_id: id.as_str(),
-        report: &site.reports[index],
+        report: &frontend.reports[index],
     };
     let mut exchange = H2Exchange {
         worker,
@@ -296,8 +296,8 @@ async fn forward(
         replayable,
         pending: None,
         response_rules: [
-            &site.config.headers.response,
-            &site.route_headers[index].response,
+            &frontend.config.headers.response,
+            &frontend.route_headers[index].response,
         ],
         vars,
     };

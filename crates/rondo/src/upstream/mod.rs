@@ -9,6 +9,7 @@
 mod discovered;
 pub mod dns;
 pub mod etcd;
+pub mod events;
 mod health;
 mod queue;
 pub mod recorder;
@@ -21,9 +22,9 @@ use arc_swap::ArcSwap;
 use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
-use crate::admin::events::Events;
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
+use events::{Events, caused_by};
 
 pub use discovered::SourceStatus;
 pub use health::{CheckCounters, CheckFailure, probe};
@@ -226,16 +227,16 @@ impl Upstream {
         &self.name
     }
 
-    /// Its current settings: load once per request and keep the `Arc`, so one request sees
-    /// one configuration even across a reload.
+    /// Its current configuration, owned: for holders that keep it across long waits (health
+    /// check and DNS loops, reload). The request path uses [`Upstream::config_ref`].
     pub fn config(&self) -> Arc<UpstreamConfig> {
         self.config.load_full()
     }
 
-    /// The same settings for the request path: arc-swap's guard reads them without touching
-    /// the `Arc`'s shared reference count (which every worker would otherwise bounce), and a
-    /// request holding it still sees one configuration across a reload.
-    pub fn settings(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
+    /// The same configuration, borrowed for the length of one request: arc-swap's guard reads
+    /// it without touching the `Arc`'s shared reference count (which every worker would
+    /// otherwise bounce), and a request holding it sees one configuration across a reload.
+    pub fn config_ref(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
         self.config.load()
     }
 
@@ -268,11 +269,13 @@ impl Upstream {
         if new.discovery.is_none() {
             discovered.set_etcd(None);
         }
-        self.pool.update(
-            pool_config,
-            &discovered.members(&new.backends),
-            self.clock.now(),
-        )?;
+        caused_by("reload", || {
+            self.pool.update(
+                pool_config,
+                &discovered.members(&new.backends),
+                self.clock.now(),
+            )
+        })?;
         self.config.store(Arc::new(new));
         drop(discovered);
         self.named_changed.notify_one();
@@ -282,13 +285,17 @@ impl Upstream {
     }
 
     /// Applies the discovered backends (after the file's) through the same `Pool::update` a
-    /// reload uses.
-    fn apply_discovered(&self) {
+    /// reload uses; the events it raises are labelled as caused `by` the source ("DNS",
+    /// "etcd").
+    fn apply_discovered(&self, by: &'static str) {
         let discovered = self.discovered.lock();
         let config = self.config();
         let pool_config = self.pool.snapshot().config().clone();
         let members = discovered.members(&config.backends);
-        if let Err(e) = self.pool.update(pool_config, &members, self.clock.now()) {
+        let applied = caused_by(by, || {
+            self.pool.update(pool_config, &members, self.clock.now())
+        });
+        if let Err(e) = applied {
             tracing::error!(upstream = self.name.as_str(), error = %e, "discovered backends not applied");
         }
     }

@@ -1,14 +1,15 @@
 //! `[discovery.etcd]` and an upstream's `discovery = "etcd"`: the etcd cluster a fleet shares
 //! its backends through, and which upstreams read it.
 
-use super::{Checked, Validator};
+use super::Validator;
 use crate::config::defaults;
 use crate::config::model::{Discovery, EtcdConfig, EtcdEndpoint};
-use crate::config::raw::{RawDiscovery, RawUpstream, S};
+use crate::config::raw::{RawDiscovery, RawUpstream};
+use toml::Spanned;
 
 impl Validator<'_> {
     /// `[discovery]`: the etcd cluster, if one is configured.
-    pub(super) fn discovery(&mut self, raw: Option<&S<RawDiscovery>>) -> Option<EtcdConfig> {
+    pub(super) fn discovery(&mut self, raw: Option<&Spanned<RawDiscovery>>) -> Option<EtcdConfig> {
         let etcd = raw?.get_ref().etcd.as_ref()?;
         let endpoints = match &etcd.get_ref().endpoints {
             None => {
@@ -49,7 +50,7 @@ impl Validator<'_> {
     }
 
     /// One `endpoints` entry: `http://host:port` (etcd's client URL as `etcdctl` takes it).
-    fn etcd_endpoint(&mut self, value: &S<String>) -> Checked<EtcdEndpoint> {
+    fn etcd_endpoint(&mut self, value: &Spanned<String>) -> Option<EtcdEndpoint> {
         let url = value.get_ref().trim();
         if url.starts_with("https://") {
             return self.fail(

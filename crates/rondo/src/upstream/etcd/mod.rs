@@ -376,7 +376,7 @@ impl Etcd {
         status.failures += 1;
         let error = e.to_string();
         if status.state != "stale" {
-            status.stale_since_ms = Some(crate::admin::events::millis(SystemTime::now()));
+            status.stale_since_ms = Some(super::events::millis(SystemTime::now()));
             status.state = "stale".to_owned();
         }
         if status.error.as_deref() != Some(error.as_str()) {
@@ -421,15 +421,17 @@ impl Upstream {
     fn apply_etcd(&self, members: &BTreeMap<String, Member>) {
         let specs = members.iter().map(|(id, m)| m.spec(id)).collect();
         if self.discovered.lock().set_etcd(Some(specs)) {
-            self.apply_discovered();
+            self.apply_discovered("etcd");
         }
         let now = self.clock.now();
-        for (id, member) in members {
-            let _ = if member.drain {
-                self.pool.drain(id, now)
-            } else {
-                self.pool.enable(id, now)
-            };
-        }
+        super::events::caused_by("etcd", || {
+            for (id, member) in members {
+                let _ = if member.drain {
+                    self.pool.drain(id, now)
+                } else {
+                    self.pool.enable(id, now)
+                };
+            }
+        });
     }
 }
