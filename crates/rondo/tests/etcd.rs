@@ -564,3 +564,40 @@ async fn a_watch_whose_revision_was_compacted_reads_the_prefix_again_at_once() {
     assert_eq!(s["etcd"]["failures"], 0, "{s}");
     assert_eq!(s["etcd"]["revision"], 8, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_etcd_discovery_on_and_off_and_refuses_a_new_cluster() {
+    let etcd = Etcd::start();
+    let [file, a] = [mock("file").await, mock("a").await];
+    etcd.put(&key("a"), &value(&a, 1.0));
+    let with = instance_text(&etcd.url(), &[&file]);
+    let without = with.replace("discovery = \"etcd\"\n", "");
+    // As `start_text` does: the admin API on a free port, so a reload leaves it there.
+    let parse = |text: &str| {
+        let mut config = rondo::config::parse(text, "test.toml").unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        config
+    };
+    let p = start_text(&without);
+    assert_eq!(spread(&p, 2).await, BTreeMap::from([("file".into(), 2)]));
+
+    let done = p.reload(&parse(&with));
+    assert!(done.refused.is_empty(), "{done:?}");
+    everywhere(std::slice::from_ref(&p), "etcd's backends", |m| {
+        m.keys().eq(["a"])
+    })
+    .await;
+
+    let done = p.reload(&parse(&without));
+    assert!(done.refused.is_empty(), "{done:?}");
+    assert_eq!(members(&p).keys().collect::<Vec<_>>(), ["file"]);
+
+    let elsewhere = with.replace(&etcd.url(), "http://127.0.0.1:1");
+    let done = p.reload(&parse(&elsewhere));
+    assert!(
+        done.refused
+            .iter()
+            .any(|r| r.contains("changing `[discovery.etcd]` needs a restart")),
+        "{done:?}"
+    );
+}
