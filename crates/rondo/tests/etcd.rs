@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::etcd::{Etcd, Relay};
+use common::etcd::{Etcd, Relay, compacting_gateway};
 use common::*;
 
 /// Long enough for anything that should take milliseconds on a loaded machine; a deadline
@@ -449,107 +449,10 @@ async fn the_dashboard_says_etcd_is_stale_and_why_a_name_gives_no_backend() {
     }
 }
 
-/// A stand-in for etcd's JSON gateway that compacts away the revision of the first watch:
-/// the first read of the prefix lists backend `a` at revision 5; the watch from 6 is cancelled
-/// as compacted (at 7); the second read lists `a` and `b` at revision 8, and its watch stays
-/// open. Returns its address and the number of prefix reads so far.
-async fn compacting_gateway(
-    a: std::net::SocketAddr,
-    b: std::net::SocketAddr,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use base64::Engine as _;
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let member = |id: &str, addr: std::net::SocketAddr| {
-        serde_json::json!({
-            "key": b64(&key(id)),
-            "value": b64(&format!(r#"{{"address": "{addr}"}}"#)),
-            "mod_revision": "2",
-        })
-    };
-    let first = serde_json::json!({ "header": { "revision": "5" }, "kvs": [member("a", a)] });
-    let second = serde_json::json!({ "header": { "revision": "8" }, "kvs": [member("a", a), member("b", b)] });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&reads);
-    tokio::spawn(async move {
-        let mut watches = 0;
-        while let Ok((mut s, _)) = listener.accept().await {
-            // One request per connection, as rondo's gateway client sends them.
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            let body = loop {
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break None;
-                }
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).into_owned();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(str::to_owned)
-                        })
-                        .and_then(|n| n.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        break Some((head.to_owned(), body.to_owned()));
-                    }
-                }
-            };
-            let Some((head, body)) = body else { continue };
-            if head.starts_with("POST /v3/watch") {
-                watches += 1;
-                let mut out = String::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
-                let mut chunk = |line: &str| {
-                    let line = format!("{line}\n");
-                    out.push_str(&format!("{:x}\r\n{line}\r\n", line.len()));
-                };
-                chunk(r#"{"result":{"header":{"revision":"8"},"created":true}}"#);
-                if watches == 1 {
-                    chunk(r#"{"result":{"header":{},"canceled":true,"compact_revision":"7"}}"#);
-                }
-                let _ = s.write_all(out.as_bytes()).await;
-                // Keep the watch open (the first one too, as etcd does after a cancel).
-                tokio::spawn(async move {
-                    let _ = s.read(&mut buf).await;
-                });
-                continue;
-            }
-            let answer = if body.contains("range_end") {
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                if n == 0 {
-                    first.clone()
-                } else {
-                    second.clone()
-                }
-            } else {
-                serde_json::json!({ "header": { "revision": "8" } })
-            }
-            .to_string();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                answer.len()
-            );
-            let _ = s.write_all(response.as_bytes()).await;
-        }
-    });
-    (addr, reads)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_whose_revision_was_compacted_reads_the_prefix_again_at_once() {
     let [a, b] = [mock("a").await, mock("b").await];
-    let (gateway, reads) = compacting_gateway(a.addr(), b.addr()).await;
+    let (gateway, reads) = compacting_gateway(&key("a"), a.addr(), &key("b"), b.addr()).await;
     let p = instance(&format!("http://{gateway}"), &[]);
     everywhere(
         std::slice::from_ref(&p),

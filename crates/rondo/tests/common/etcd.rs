@@ -1,7 +1,8 @@
 //! A real etcd server for the fleet tests: started on free loopback ports with a temporary
 //! data directory, stopped by its PID when dropped (or by [`Etcd::stop`], keeping its data for
 //! [`Etcd::restart`]); `etcdctl` writes to it as an operator would. And a [`Relay`] in front of
-//! it that a test cuts to partition rondo from etcd while etcd itself keeps running.
+//! it that a test cuts to partition rondo from etcd while etcd itself keeps running. And a
+//! stand-in gateway for what a real etcd cannot be made to do on cue (compact a watch away).
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -207,4 +208,103 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A stand-in for etcd's JSON gateway that compacts away the revision of the first watch:
+/// the first read of the prefix lists backend `a` at revision 5; the watch from 6 is cancelled
+/// as compacted (at 7); the second read lists `a` and `b` at revision 8, and its watch stays
+/// open (`key_a`, `key_b`: the keys of `a` and `b`). Returns its address and the number of prefix reads so far.
+pub async fn compacting_gateway(
+    key_a: &str,
+    a: std::net::SocketAddr,
+    key_b: &str,
+    b: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use base64::Engine as _;
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let member = |key: &str, addr: std::net::SocketAddr| {
+        serde_json::json!({
+            "key": b64(key),
+            "value": b64(&format!(r#"{{"address": "{addr}"}}"#)),
+            "mod_revision": "2",
+        })
+    };
+    let first = serde_json::json!({ "header": { "revision": "5" }, "kvs": [member(key_a, a)] });
+    let second = serde_json::json!({ "header": { "revision": "8" }, "kvs": [member(key_a, a), member(key_b, b)] });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&reads);
+    tokio::spawn(async move {
+        let mut watches = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            // One request per connection, as rondo's gateway client sends them.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break Some((head.to_owned(), body.to_owned()));
+                    }
+                }
+            };
+            let Some((head, body)) = body else { continue };
+            if head.starts_with("POST /v3/watch") {
+                watches += 1;
+                let mut out = String::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                let mut chunk = |line: &str| {
+                    let line = format!("{line}\n");
+                    out.push_str(&format!("{:x}\r\n{line}\r\n", line.len()));
+                };
+                chunk(r#"{"result":{"header":{"revision":"8"},"created":true}}"#);
+                if watches == 1 {
+                    chunk(r#"{"result":{"header":{},"canceled":true,"compact_revision":"7"}}"#);
+                }
+                let _ = s.write_all(out.as_bytes()).await;
+                // Keep the watch open (the first one too, as etcd does after a cancel).
+                tokio::spawn(async move {
+                    let _ = s.read(&mut buf).await;
+                });
+                continue;
+            }
+            let answer = if body.contains("range_end") {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                if n == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                }
+            } else {
+                serde_json::json!({ "header": { "revision": "8" } })
+            }
+            .to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = s.write_all(response.as_bytes()).await;
+        }
+    });
+    (addr, reads)
 }
