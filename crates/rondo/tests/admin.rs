@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{
-    Client, ConfigBuilder, Section, app, config, eventually_async, mock, proxy_config, start, web,
+    Client, ConfigBuilder, Section, app, browser, config, eventually_async, mock, proxy_config,
+    start, web,
 };
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
@@ -528,63 +529,9 @@ async fn the_dashboard_is_one_self_contained_page() {
     assert!(!page.contains("http://") && !page.contains("https://"));
 }
 
-/// chromedriver on a free loopback port, killed when dropped.
-struct Driver {
-    child: std::process::Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromedriver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chromedriver (Debian package chromium-driver; scripts/test installs it)");
-    let driver = Driver {
-        child,
-        port,
-        _profile: tempfile::tempdir().unwrap(),
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    driver
-}
-
-/// Clicks the element `css` selects, finding it again if the page redrew it between the
-/// find and the click (the dashboard re-renders its table on every refresh).
-async fn click(browser: &fantoccini::Client, css: &str) {
-    eventually_async(Duration::from_secs(10), css, || async {
-        match browser.find(fantoccini::Locator::Css(css)).await {
-            Ok(element) => element.click().await.is_ok(),
-            Err(_) => false,
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
-    use fantoccini::{ClientBuilder, Locator};
+    use fantoccini::Locator;
 
     let a = mock("a").await;
     let b = mock("b").await;
@@ -593,24 +540,9 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
     c.set_delay(Duration::from_millis(12));
     let proxy = start(&with_token(config(&[(&a, 1.0), (&b, 1.5), (&c, 2.0)])));
     let admin = proxy.admin_addr();
-    let driver = chromedriver();
+    let driver = browser::chromedriver();
 
-    let mut caps = serde_json::Map::new();
-    let profile = format!("--user-data-dir={}", driver._profile.path().display());
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({ "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-dev-shm-usage", "--window-size=1280,1000", profile,
-        ]}),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session through chromedriver");
+    let browser = browser::session(&driver).await;
     let (session, web_addr) = (browser.clone(), web(&proxy));
     let result = async move {
         let browser = session;
@@ -657,7 +589,7 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
 
         // Drain without the token: refused, nothing changes.
         let drain = "tr[data-backend='app/b'] button[data-action='drain']";
-        click(&browser, drain).await;
+        browser::click(&browser, drain).await;
         eventually_async(Duration::from_secs(30), "the refusal", || async {
             match browser.find(Locator::Id("toast")).await {
                 Ok(t) => t.text().await.unwrap_or_default().contains("admin token"),
@@ -675,7 +607,7 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
             .send_keys(TOKEN)
             .await
             .unwrap();
-        click(&browser, drain).await;
+        browser::click(&browser, drain).await;
         eventually_async(Duration::from_secs(30), "b to drain", || async {
             backend(&stats(admin).await, "b")["state"] == "draining"
         })
@@ -753,24 +685,12 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
         std::fs::write(&path, &png).unwrap();
     };
     // Close the browser session whatever happened, then report.
-    let outcome = futures_catch(result).await;
+    let outcome = browser::catch(result).await;
     let _ = browser.close().await;
     drop(driver);
     proxy.shutdown(Duration::from_secs(1));
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
-    }
-}
-
-/// Runs a future, catching a panic so the caller can clean up first.
-async fn futures_catch(
-    f: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::any::Any + Send>> {
-    match tokio::spawn(f).await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(e
-            .try_into_panic()
-            .unwrap_or_else(|e| Box::new(e.to_string()))),
     }
 }
 

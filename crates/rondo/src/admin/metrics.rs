@@ -18,6 +18,11 @@
 //! | `rondo_backend_health_changed_timestamp_seconds` | gauge | `upstream`, `backend` |
 //! | `rondo_health_checks_total` | counter | `upstream`, `backend`, `result` (`passed`, `bad_status`, `timeout`, `refused`, `error`) |
 //! | `rondo_dns_resolutions_total` | counter | `upstream`, `name`, `result` (`ok`, `error`) |
+//! | `rondo_etcd_synced` | gauge (1 read and watching, 0 connecting or stale) | |
+//! | `rondo_etcd_stale_since_timestamp_seconds` | gauge (0 while synced) | |
+//! | `rondo_etcd_revision` | gauge (the revision the backends reflect) | |
+//! | `rondo_etcd_refused_keys` | gauge (keys whose value was refused) | |
+//! | `rondo_etcd_failures_total` | counter (failed reads and broken watches) | |
 
 use std::sync::Arc;
 
@@ -30,6 +35,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::upstream::UpstreamSet;
+use crate::upstream::etcd::Etcd;
 
 /// The registry the admin server encodes: rondo's families over the live upstreams (read at
 /// each scrape, so upstreams added or removed by a reload follow).
@@ -37,6 +43,57 @@ pub fn registry(upstreams: Arc<UpstreamSet>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(UpstreamCollector { upstreams }));
     registry
+}
+
+/// Adds the etcd membership's families (with `[discovery.etcd]`).
+pub fn register_etcd(registry: &mut Registry, etcd: Arc<Etcd>) {
+    registry.register_collector(Box::new(EtcdCollector { etcd }));
+}
+
+/// Reads the etcd membership's state at scrape time.
+#[derive(Debug)]
+struct EtcdCollector {
+    etcd: Arc<Etcd>,
+}
+
+impl Collector for EtcdCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.etcd.status();
+        let stale_since = s.stale_since_ms.map_or(0, |ms| ms / 1000);
+        let gauges = [
+            (
+                "rondo_etcd_synced",
+                "1 when the backends were read from etcd and are watched, 0 while connecting or stale.",
+                i64::from(s.state == "synced"),
+            ),
+            (
+                "rondo_etcd_stale_since_timestamp_seconds",
+                "Since when etcd could not be reached (the last known backends serve); 0 while synced.",
+                i64::try_from(stale_since).unwrap_or(i64::MAX),
+            ),
+            (
+                "rondo_etcd_revision",
+                "The etcd revision the backends reflect.",
+                s.revision,
+            ),
+            (
+                "rondo_etcd_refused_keys",
+                "Keys under the prefix whose value was refused.",
+                i64::try_from(s.refused.len()).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(m)?;
+        }
+        let m = encoder.encode_descriptor(
+            "rondo_etcd_failures",
+            "Failed reads of etcd and broken watches.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.failures).encode(m)
+    }
 }
 
 /// The registry in Prometheus' text format (version 0.0.4).

@@ -17,11 +17,14 @@
 //! | `POST /api/v1/upstreams/{name}/backends/{id}/enable` | end a drain |
 //!
 //! Mutations go through the same pool API a config reload uses, and last until the process
-//! exits: they are not written back to the configuration file. With a token configured every
+//! exits: they are not written back to the configuration file. On an upstream with
+//! `discovery = "etcd"` they are written to etcd instead (see [`fleet`]), so every instance of
+//! the fleet applies them and they survive restarts. With a token configured every
 //! mutation needs `Authorization: Bearer <token>` (compared in constant time, never logged);
 //! on a non-loopback address the statistics and metrics need it too. `docs/admin-api.md`
 //! documents every answer.
 
+mod fleet;
 pub mod metrics;
 pub mod process;
 pub mod proxy_metrics;
@@ -47,7 +50,9 @@ use tokio::net::TcpListener;
 const BY: &str = "admin API";
 use tokio::time::Instant;
 
+use crate::config::Discovery;
 use crate::counters;
+use crate::upstream::etcd::Etcd;
 use crate::upstream::{Upstream, UpstreamSet, events, history};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
@@ -68,6 +73,8 @@ pub struct Admin {
     /// The listeners' counters, when the proxy hands them over.
     metrics: Option<Arc<counters::ProxyMetrics>>,
     reloads: Arc<reloads::Reloads>,
+    /// The etcd cluster of `[discovery.etcd]`, where changes to its upstreams are written.
+    etcd: Option<Arc<Etcd>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -101,7 +108,14 @@ impl Admin {
             started,
             reloads,
             metrics: None,
+            etcd: None,
         }
+    }
+
+    /// Writes changes to upstreams with `discovery = "etcd"` to `etcd`, and shows its state.
+    pub fn with_etcd(mut self, etcd: Option<Arc<Etcd>>) -> Admin {
+        self.etcd = etcd;
+        self
     }
 
     /// Adds the listeners' counters to `/api/v1/stats`.
@@ -264,6 +278,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if let Some(m) = &admin.metrics {
                 s.listeners = stats::listeners(m);
             }
+            s.etcd = admin.etcd.as_ref().map(|e| e.status());
             match serde_json::to_string(&s) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
@@ -367,6 +382,11 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             Some("upstream"),
         );
     };
+    if let Some(etcd) = &admin.etcd
+        && upstream.config().discovery == Some(Discovery::Etcd)
+    {
+        return fleet::mutate(etcd, req, &name, &rest).await;
+    }
     let pool = upstream.pool();
     let now = upstream.clock().now();
     let done = |id: &str, action: &str| {
@@ -400,15 +420,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             Err(e) => pool_error(&e),
         },
         (&Method::PATCH, [id]) => {
-            let weight = async {
-                let body = read_json(req).await?;
-                unknown_fields(&body, &["weight"])?;
-                match body.get("weight") {
-                    Some(w) => parse_weight(w),
-                    None => Err(ApiError::bad("weight", "`weight` is required")),
-                }
-            };
-            let weight = match weight.await {
+            let weight = match weight_body(req).await {
                 Ok(w) => w,
                 Err(e) => return e.reply(),
             };
@@ -501,6 +513,16 @@ fn unknown_fields(body: &Value, allowed: &[&str]) -> Result<(), ApiError> {
                 allowed.join(", ")
             ),
         )),
+    }
+}
+
+/// The weight of a `PATCH …/backends/{id}` body: `{"weight": 2.5}`.
+async fn weight_body(req: Request<Incoming>) -> Result<Weight, ApiError> {
+    let body = read_json(req).await?;
+    unknown_fields(&body, &["weight"])?;
+    match body.get("weight") {
+        Some(w) => parse_weight(w),
+        None => Err(ApiError::bad("weight", "`weight` is required")),
     }
 }
 

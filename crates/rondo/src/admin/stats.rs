@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
 use crate::counters::{ProxyMetrics, Source};
+use crate::upstream::etcd::EtcdStatus;
 use crate::upstream::events::millis;
 use crate::upstream::{SourceStatus, Upstream};
 
@@ -25,6 +26,10 @@ pub struct Stats {
     /// One entry per listener (absent from older versions' answers).
     #[serde(default)]
     pub listeners: Vec<ListenerStats>,
+    /// The etcd membership's state, with `[discovery.etcd]`: `synced`, or `stale` since
+    /// when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
 }
 
 /// One listener's connections and traffic.
@@ -117,6 +122,9 @@ pub struct UpstreamStats {
     /// `GET /health got status 404 from all 3 backends (expected 200-399)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down_by_checks: Option<String>,
+    /// Where its backends come from at run time: `etcd`, or absent (the file only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<String>,
 }
 
 /// One backend.
@@ -190,6 +198,7 @@ pub fn collect(upstreams: &[Arc<Upstream>], uptime: Duration) -> Stats {
             .map(|u| upstream(u, uptime_seconds))
             .collect(),
         listeners: Vec::new(),
+        etcd: None,
     }
 }
 
@@ -226,6 +235,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
         backends,
         dns: u.discovery(),
         down_by_checks: u.down_by_checks(),
+        discovery: u.config().discovery.map(|_| "etcd".to_owned()),
     }
 }
 

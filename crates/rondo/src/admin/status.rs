@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use super::stats::{BackendStats, Stats};
+use crate::upstream::etcd::EtcdStatus;
 
 /// `rondo status` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -138,6 +139,24 @@ pub fn render(stats: &Stats, colour: bool) -> String {
     };
     let mut out = String::new();
     let _ = writeln!(out, "uptime {:.0}s", stats.uptime_seconds);
+    if let Some(etcd) = &stats.etcd {
+        let line = etcd_line(etcd);
+        let painted = match etcd.state.as_str() {
+            "synced" => line,
+            _ => paint(state_colour("down"), &line),
+        };
+        let _ = writeln!(out, "{painted}");
+        for r in &etcd.refused {
+            let _ = writeln!(
+                out,
+                "  {}",
+                paint(
+                    state_colour("down"),
+                    &format!("refused {}: {}", r.key, r.error)
+                )
+            );
+        }
+    }
     let headers = [
         "BACKEND", "ADDRESS", "STATE", "WEIGHT", "NOW", "REQUESTS", "SHARE", "OK%", "P50ms",
         "P95ms", "P99ms", "CONNS", "BREAKER",
@@ -250,9 +269,65 @@ pub fn render(stats: &Stats, colour: bool) -> String {
     out
 }
 
+/// "discovery: etcd synced at revision 42 (http://…)", or stale since when and why.
+fn etcd_line(etcd: &EtcdStatus) -> String {
+    let endpoints = etcd.endpoints.join(", ");
+    match (etcd.state.as_str(), etcd.stale_since_ms) {
+        ("synced", _) => format!(
+            "discovery: etcd synced at revision {} ({endpoints}, prefix {})",
+            etcd.revision, etcd.prefix
+        ),
+        (_, Some(ms)) => {
+            let since = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            let ago = std::time::SystemTime::now()
+                .duration_since(since)
+                .map_or(0, |d| d.as_secs());
+            let serving = if etcd.reads > 0 {
+                "the last known backends serve"
+            } else {
+                "the file's backends serve"
+            };
+            format!(
+                "discovery: stale since {} ({ago}s ago): {}; {serving}",
+                humantime::format_rfc3339_seconds(since),
+                etcd.error.as_deref().unwrap_or("etcd unreachable"),
+            )
+        }
+        _ => format!("discovery: etcd connecting ({endpoints})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etcd_line_says_synced_or_stale_since_when_and_why() {
+        let mut etcd = EtcdStatus {
+            endpoints: vec!["http://10.0.0.1:2379".into()],
+            prefix: "/rondo".into(),
+            state: "synced".into(),
+            revision: 42,
+            stale_since_ms: None,
+            error: None,
+            refused: Vec::new(),
+            reads: 1,
+            failures: 0,
+        };
+        assert_eq!(
+            etcd_line(&etcd),
+            "discovery: etcd synced at revision 42 (http://10.0.0.1:2379, prefix /rondo)"
+        );
+        etcd.state = "stale".into();
+        etcd.stale_since_ms = Some(1_795_987_915_000);
+        etcd.error = Some("cannot reach etcd at http://10.0.0.1:2379: refused".into());
+        let line = etcd_line(&etcd);
+        assert!(
+            line.starts_with("discovery: stale since 2026-11-29T")
+                && line.ends_with("cannot reach etcd at http://10.0.0.1:2379: refused; the last known backends serve"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn the_admin_address_is_host_port_with_or_without_http() {

@@ -22,6 +22,10 @@ pub fn workers() -> NonZeroUsize {
 /// Kubernetes in-flight requests get all the time the pod is given before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// `[discovery.etcd] prefix`: every key rondo reads or writes starts with it, so one etcd
+/// cluster can serve several fleets (or other programs) side by side.
+pub const ETCD_PREFIX: &str = "/rondo";
+
 /// `[resolver] min_ttl`: 5 s, Envoy's default DNS refresh rate; a record with a shorter (or
 /// zero) TTL does not turn every balancer of a fleet into a DNS load generator.
 pub const RESOLVER_MIN_TTL: Duration = Duration::from_secs(5);

@@ -30,6 +30,37 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// How backend names are resolved.
     pub resolver: ResolverConfig,
+    /// The etcd cluster that upstreams with `discovery = "etcd"` read; `None` without
+    /// `[discovery.etcd]`.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `[discovery.etcd]`: the etcd cluster a fleet of rondo instances shares its backends
+/// through (see `docs/fleet.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs as written (`http://127.0.0.1:2379`), tried in turn.
+    pub endpoints: Vec<EtcdEndpoint>,
+    /// Key prefix, without a trailing `/`: backends are at
+    /// `{prefix}/upstreams/{upstream}/backends/{id}`.
+    pub prefix: String,
+}
+
+/// One etcd client URL: plain HTTP to `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdEndpoint {
+    /// The URL as written, for logs and stats.
+    pub url: String,
+    /// `host:port` to connect to (a name is resolved at each connection).
+    pub authority: String,
+}
+
+/// Where an upstream's backends come from at run time, besides its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// The keys under `{prefix}/upstreams/{upstream}/backends/` in etcd; the file's
+    /// backends serve until etcd is first read.
+    Etcd,
 }
 
 /// `[resolver]`: where backend names are resolved and how often.
@@ -339,8 +370,11 @@ pub struct UpstreamConfig {
     pub pool: PoolConfig,
     /// The backends given by address, in file order.
     pub backends: Vec<BackendSpec>,
-    /// The backends given by DNS name, in file order; with `backends`, at least one.
+    /// The backends given by DNS name, in file order; with `backends`, at least one (unless
+    /// `discovery` is set).
     pub named: Vec<NamedBackend>,
+    /// Where backends come from at run time; `None`: the file only.
+    pub discovery: Option<Discovery>,
     /// Attempts per request in all, the first included (1 when `failover = false`).
     pub tries: NonZeroU32,
     /// Response statuses that count as a failed attempt and are retried.

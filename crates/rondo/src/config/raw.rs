@@ -31,6 +31,26 @@ pub(crate) struct RawConfig {
     pub(crate) upstreams: Option<Spanned<Vec<Spanned<RawUpstream>>>>,
     /// `[resolver]`. Default: the system's resolver configuration.
     pub(crate) resolver: Option<Spanned<RawResolver>>,
+    /// `[discovery]`. Default: no discovery source besides DNS names.
+    pub(crate) discovery: Option<Spanned<RawDiscovery>>,
+}
+
+/// `[discovery]`: where upstreams with `discovery = "…"` take their backends from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    /// `[discovery.etcd]`. Default: none.
+    pub(crate) etcd: Option<Spanned<RawEtcd>>,
+}
+
+/// `[discovery.etcd]`: an etcd cluster holding the fleet's backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    /// Client URLs, `http://host:port`, at least one, required.
+    pub(crate) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Key prefix, starting with `/`. Default "/rondo".
+    pub(crate) prefix: Option<Spanned<String>>,
 }
 
 /// `[resolver]`: how backend names are resolved.
@@ -129,8 +149,10 @@ pub(crate) struct RawUpstream {
     pub(crate) name: Spanned<String>,
     /// One of balance's `Algorithm::NAMES`. Default "smooth-weighted".
     pub(crate) algorithm: Option<Spanned<String>>,
-    /// The backends, at least one, required.
+    /// The backends, at least one, required (optional with `discovery`).
     pub(crate) backends: Option<Spanned<Vec<Spanned<BackendEntry>>>>,
+    /// Where the backends come from at run time: "etcd". Default: the file only.
+    pub(crate) discovery: Option<Spanned<String>>,
     /// Slow-start window, duration. Default: off.
     pub(crate) slow_start: Option<Spanned<DurationValue>>,
     /// Panic threshold, integer percent 0–100. Default 0 (off).

@@ -16,6 +16,7 @@ use crate::admin::{Admin, metrics};
 use crate::config::AdminConfig;
 use crate::proxy::{self, Observe};
 use crate::upstream::UpstreamSet;
+use crate::upstream::etcd::Etcd;
 
 /// A running admin server (or, with `[admin] enabled = false`, the state it would serve).
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub(super) struct AdminServer {
     observe: Observe,
     /// Dropping it stops the server.
     stop: Option<Stopper>,
+    /// Where changes to upstreams that read etcd are written.
+    etcd: Option<Arc<Etcd>>,
 }
 
 /// The state the admin API serves for `config`.
@@ -43,8 +46,12 @@ fn admin(
     started: Instant,
     reloads: &Arc<Reloads>,
     observe: &Observe,
+    etcd: Option<&Arc<Etcd>>,
 ) -> Arc<Admin> {
     let mut registry = metrics::registry(Arc::clone(upstreams));
+    if let Some(etcd) = etcd {
+        metrics::register_etcd(&mut registry, Arc::clone(etcd));
+    }
     crate::admin::proxy_metrics::register(
         &mut registry,
         Arc::clone(&observe.metrics),
@@ -59,7 +66,8 @@ fn admin(
             started,
             Arc::clone(reloads),
         )
-        .with_listeners(Arc::clone(&observe.metrics)),
+        .with_listeners(Arc::clone(&observe.metrics))
+        .with_etcd(etcd.cloned()),
     )
 }
 
@@ -80,10 +88,16 @@ impl AdminServer {
         upstreams: &Arc<UpstreamSet>,
         started: Instant,
         observe: &Observe,
+        etcd: Option<Arc<Etcd>>,
     ) -> anyhow::Result<AdminServer> {
         let reloads = Arc::new(Reloads::default());
         let state = Arc::new(ArcSwap::new(admin(
-            config, upstreams, started, &reloads, observe,
+            config,
+            upstreams,
+            started,
+            &reloads,
+            observe,
+            etcd.as_ref(),
         )));
         let mut server = AdminServer {
             state,
@@ -95,6 +109,7 @@ impl AdminServer {
             reloads,
             observe: observe.clone(),
             stop: None,
+            etcd,
         };
         if config.enabled {
             let (socket, addr) = bind(config.listen)?;
@@ -129,6 +144,7 @@ impl AdminServer {
             self.started,
             &self.reloads,
             &self.observe,
+            self.etcd.as_ref(),
         ));
         self.listen = config.listen;
         match bound {

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::ResolverConfig;
-use crate::upstream::Upstream;
 use crate::upstream::dns::{Resolver, ResolverError};
+use crate::upstream::etcd::Etcd;
+use crate::upstream::{Upstream, UpstreamSet};
 
 /// A handle to the control thread's runtime.
 #[derive(Debug)]
@@ -106,6 +107,13 @@ impl Control {
             }
         });
         stopper
+    }
+
+    /// Reads and watches etcd for the upstreams of `upstreams` that use it, until the
+    /// balancer stops.
+    pub(super) fn spawn_etcd(&self, etcd: &Arc<Etcd>, upstreams: &Arc<UpstreamSet>) {
+        self.handle
+            .spawn(Arc::clone(etcd).run(Arc::clone(upstreams), stopped(self.stop.clone())));
     }
 
     /// Starts an upstream's timer, health-check and (with a resolver) DNS loops; they run

@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::proxy::{self, Frontend, FrontendSocket, Observe};
 use crate::upstream::dns::Resolver;
+use crate::upstream::etcd::Etcd;
 use crate::upstream::{Upstream, UpstreamSet};
 
 pub use reload::Reloaded;
@@ -71,6 +72,8 @@ struct State {
     resolver: Option<Resolver>,
     /// The access log and the counters every listener reports to.
     observe: Observe,
+    /// The etcd cluster upstreams with `discovery = "etcd"` read (`[discovery.etcd]`).
+    etcd: Option<Arc<Etcd>>,
     /// Reopens the access log file on SIGUSR1 (`None` without a file: the signal's default
     /// action, ending the process, stays).
     reopen: Option<Stopper>,
@@ -187,7 +190,18 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let (control, control_thread) = Control::start(stop_rx.clone())?;
     let mut threads = vec![control_thread];
-    let admin = AdminServer::start(&control, &config.admin, &upstreams, started, &observe)?;
+    let etcd = config.etcd.as_ref().map(|c| Arc::new(Etcd::new(c)));
+    if let Some(etcd) = &etcd {
+        control.spawn_etcd(etcd, &upstreams);
+    }
+    let admin = AdminServer::start(
+        &control,
+        &config.admin,
+        &upstreams,
+        started,
+        &observe,
+        etcd.clone(),
+    )?;
     // SIGUSR1 is handled only when there is a file to reopen (its default action is to end
     // the process, which a stray signal to a rondo without a log file should still do).
     let reopen = matches!(
@@ -235,6 +249,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             resolver,
             observe,
             reopen,
+            etcd,
         }),
         control,
         clock,

@@ -12,6 +12,8 @@
 //! | `workers` | refused: worker threads are started once, each with its own event loop and connection pool |
 //! | `shutdown_grace` | refused: each worker thread received it at start |
 //! | `[resolver]` | refused: every upstream's DNS loop holds the resolver |
+//! | `[discovery.etcd]` | refused: one watch per process, started with it |
+//! | an upstream's `discovery` | applied: it takes etcd's backends (or, set off, the file's) at once |
 //! | an upstream's `queue_size`, `priority_header` | refused: the wait queue is built once, with requests waiting in it |
 //!
 //! A refused change is reported in one sentence and the old value keeps serving; the rest of
@@ -53,6 +55,10 @@ impl Running {
         self.apply_listeners(&mut state, &live, new, &mut report);
         self.remove_upstreams(&mut state, &mut live, new, &mut report);
         self.upstreams.store(live);
+        if let Some(etcd) = &state.etcd {
+            // Upstreams that now read etcd take its backends at once.
+            etcd.refresh();
+        }
         if state.applied.admin != new.admin {
             match state.admin.reconfigure(&self.control, &new.admin) {
                 Ok(()) => {
@@ -74,6 +80,11 @@ impl Running {
             report.refused.push(
                 "changing `[resolver]` needs a restart: every upstream's DNS loop holds the resolver"
                     .to_owned(),
+            );
+        }
+        if state.applied.etcd != new.etcd {
+            report.refused.push(
+                "changing `[discovery.etcd]` needs a restart: its watch is started once".to_owned(),
             );
         }
         if state.applied.shutdown_grace != new.shutdown_grace {

@@ -1,6 +1,7 @@
-//! Backends an upstream learns at run time rather than from its file: each source (a DNS name
-//! today) publishes its whole current list, and the upstream's pool is always the file's
-//! backends followed by every source's, applied through the same `Pool::update` a reload
+//! Backends an upstream learns at run time rather than from its file: each source (a DNS name,
+//! or etcd) publishes its whole current list, and the upstream's pool is the file's backends
+//! followed by every DNS name's, or, once etcd has been read, etcd's list alone (the file is
+//! only the fallback until then). Either is applied through the same `Pool::update` a reload
 //! uses, so kept backends keep their state, new ones slow-start and removed ones drain.
 //!
 //! Each source also keeps what it last did (addresses, error, counters) for the admin API,
@@ -33,11 +34,16 @@ pub struct SourceStatus {
 #[derive(Debug, Default)]
 pub(super) struct Discovered {
     sources: BTreeMap<String, (Vec<BackendSpec>, SourceStatus)>,
+    /// The backends etcd lists for the upstream, once it has been read.
+    etcd: Option<Vec<BackendSpec>>,
 }
 
 impl Discovered {
-    /// The file's backends followed by every source's.
+    /// etcd's backends once read; until then the file's followed by every DNS name's.
     pub(super) fn members(&self, file: &[BackendSpec]) -> Vec<BackendSpec> {
+        if let Some(etcd) = &self.etcd {
+            return etcd.clone();
+        }
         let mut all = file.to_vec();
         all.extend(self.sources.values().flat_map(|(b, _)| b.iter().cloned()));
         all
@@ -70,6 +76,14 @@ impl Discovered {
         let before = self.sources.values().map(|(b, _)| b.len()).sum::<usize>();
         self.sources.retain(|name, _| keep(name));
         before != self.sources.values().map(|(b, _)| b.len()).sum::<usize>()
+    }
+
+    /// Records what etcd lists (`None`: the upstream no longer reads etcd); returns whether
+    /// the members changed.
+    pub(super) fn set_etcd(&mut self, backends: Option<Vec<BackendSpec>>) -> bool {
+        let changed = self.etcd != backends;
+        self.etcd = backends;
+        changed
     }
 
     /// Every source's status.

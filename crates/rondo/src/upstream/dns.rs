@@ -200,7 +200,7 @@ impl Upstream {
                 .lock()
                 .retain(|id| named.iter().any(|n| n.id == id))
             {
-                self.apply_discovered();
+                self.apply_discovered("DNS");
             }
             let now = Instant::now();
             for entry in &named {
@@ -244,7 +244,7 @@ impl Upstream {
                         ?addresses,
                         "name resolved"
                     );
-                    self.apply_discovered();
+                    self.apply_discovered("DNS");
                 }
                 ttl
             }

@@ -1,7 +1,7 @@
 //! The last state changes of an upstream's backends, for the dashboard's events list and
 //! `/api/v1/events`: ejections, breaker transitions, health changes, drains, additions and
-//! removals (whether made by health checks, traffic, a reload or the admin API: the last two
-//! and DNS labelled with `by`), each with
+//! removals (whether made by health checks, traffic, a reload or the admin API: the last two,
+//! DNS and etcd labelled with `by`), each with
 //! its time and reason. A bounded ring: the log keeps the full history.
 //!
 //! Fed by the upstream's pool observer, which runs only when something changes, never per

@@ -226,10 +226,11 @@ async fn probe_unbounded(
 
 /// SplitMix64: enough randomness to spread timers, without a dependency.
 #[derive(Debug)]
-struct Jitter(u64);
+pub(super) struct Jitter(pub(super) u64);
 
 impl Jitter {
-    fn next_unit(&mut self) -> f64 {
+    /// A number in [0, 1), uniform.
+    pub(super) fn next_unit(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

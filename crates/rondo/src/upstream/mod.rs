@@ -8,6 +8,7 @@
 
 mod discovered;
 pub mod dns;
+pub mod etcd;
 pub mod events;
 mod health;
 pub mod history;
@@ -273,7 +274,10 @@ impl Upstream {
         if pool_config.seed == 0 {
             pool_config.seed = self.pool.snapshot().config().seed;
         }
-        let discovered = self.discovered.lock();
+        let mut discovered = self.discovered.lock();
+        if new.discovery.is_none() {
+            discovered.set_etcd(None);
+        }
         caused_by("reload", || {
             self.pool.update(
                 pool_config,
@@ -290,13 +294,14 @@ impl Upstream {
     }
 
     /// Applies the discovered backends (after the file's) through the same `Pool::update` a
-    /// reload uses.
-    fn apply_discovered(&self) {
+    /// reload uses; the events it raises are labelled as caused `by` the source ("DNS",
+    /// "etcd").
+    fn apply_discovered(&self, by: &'static str) {
         let discovered = self.discovered.lock();
         let config = self.config();
         let pool_config = self.pool.snapshot().config().clone();
         let members = discovered.members(&config.backends);
-        let applied = caused_by("DNS", || {
+        let applied = caused_by(by, || {
             self.pool.update(pool_config, &members, self.clock.now())
         });
         if let Err(e) = applied {

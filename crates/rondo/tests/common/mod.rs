@@ -10,6 +10,9 @@
     clippy::expect_used
 )]
 
+pub mod browser;
+pub mod etcd;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

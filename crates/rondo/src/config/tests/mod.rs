@@ -16,6 +16,7 @@
 mod access_log;
 mod admin;
 mod backends;
+mod discovery;
 mod docs;
 mod header_rules;
 mod health_check;

@@ -7,13 +7,14 @@
 //!
 //! One file per TOML table, each adding its checks to the one [`Validator`]: the top level
 //! is here, [`admin`], [`listener`] (with its routes), [`upstream`], [`backends`],
-//! [`health_check`] and [`circuit_breaker`]; checks of single values that several tables
+//! [`health_check`], [`circuit_breaker`] and [`discovery`]; checks of single values that several tables
 //! share are in [`values`].
 
 mod admin;
 mod affinity;
 mod backends;
 mod circuit_breaker;
+mod discovery;
 mod health_check;
 mod listener;
 mod upstream;
@@ -108,6 +109,7 @@ impl Validator<'_> {
             false,
         );
         let admin = self.admin(raw.admin.as_ref().map(|a| a.get_ref()));
+        let etcd = self.discovery(raw.discovery.as_ref());
 
         let mut names = HashMap::new();
         let mut upstreams = Vec::new();
@@ -126,7 +128,7 @@ impl Validator<'_> {
                     let u = u.get_ref();
                     let name = self.name(&u.name, "upstream");
                     self.unique(&mut names, &name, u.name.span(), "upstream name `{}`", "");
-                    upstreams.push(self.upstream(u, name));
+                    upstreams.push(self.upstream(u, name, etcd.is_some()));
                 }
             }
         }
@@ -171,6 +173,7 @@ impl Validator<'_> {
             listeners,
             upstreams,
             resolver: self.resolver(raw.resolver.as_ref().map(|r| r.get_ref())),
+            etcd,
         }
     }
 

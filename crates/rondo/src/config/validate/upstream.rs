@@ -16,7 +16,13 @@ use crate::config::raw::{RawStart, RawUpstream, StatusItem};
 use toml::Spanned;
 
 impl Validator<'_> {
-    pub(super) fn upstream(&mut self, raw: &RawUpstream, name: String) -> UpstreamConfig {
+    /// One upstream; `etcd` says whether `[discovery.etcd]` exists.
+    pub(super) fn upstream(
+        &mut self,
+        raw: &RawUpstream,
+        name: String,
+        etcd: bool,
+    ) -> UpstreamConfig {
         let algorithm = match &raw.algorithm {
             None => defaults::algorithm(),
             Some(a) => match a.get_ref().parse::<Algorithm>() {
@@ -31,8 +37,11 @@ impl Validator<'_> {
             },
         };
 
+        let discovery = self.upstream_discovery(raw, etcd);
         let mut named = Vec::new();
         let backends = match &raw.backends {
+            // Discovered backends need no fallback in the file.
+            None if raw.discovery.is_some() => Vec::new(),
             None => {
                 self.error(
                     Some(raw.name.span()),
@@ -43,7 +52,7 @@ impl Validator<'_> {
                 );
                 Vec::new()
             }
-            Some(list) if list.get_ref().is_empty() => {
+            Some(list) if list.get_ref().is_empty() && raw.discovery.is_none() => {
                 self.error(
                     Some(list.span()),
                     format!("upstream `{name}` has no backends: at least one is required"),
@@ -211,6 +220,7 @@ impl Validator<'_> {
             },
             backends,
             named,
+            discovery,
             tries,
             retry_on_status,
             retry_budget,
