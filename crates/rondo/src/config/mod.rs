@@ -49,9 +49,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    AdminConfig, CertificateConfig, CheckKind, Config, DnsTarget, HashKey, HealthCheckConfig,
-    ListenerConfig, ListenerMode, ListenerTlsConfig, NamedBackend, QueueConfig, ResolverConfig,
-    RetryBudget, RouteConfig, StickyConfig, TlsVersion, UpstreamConfig, UpstreamTlsConfig,
+    AdminConfig, CertificateConfig, CheckKind, Config, DnsTarget, GrpcConfig, H2Config, HashKey,
+    HealthCheckConfig, ListenerConfig, ListenerMode, ListenerTlsConfig, NamedBackend, QueueConfig,
+    ResolverConfig, RetryBudget, RouteConfig, StickyConfig, TlsVersion, UpstreamConfig,
+    UpstreamProtocol, UpstreamTlsConfig,
 };
 
 use error::{SourceMap, humanize};

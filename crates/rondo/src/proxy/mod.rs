@@ -21,10 +21,14 @@ mod connpool;
 mod forward;
 mod h1;
 mod h2;
+mod h2_upstream;
 mod head;
 mod headers;
 pub(crate) mod protocol;
 mod redirect;
+mod relay;
+mod relay_head;
+mod replay;
 mod respond;
 pub(crate) mod room;
 mod stream;
@@ -77,6 +81,16 @@ struct Route {
 }
 
 impl Site {
+    /// True when one of the listener's upstreams may speak HTTP/2 to its backends: its
+    /// connections are then served by hyper, so HTTP/1.1 clients' requests can become
+    /// HTTP/2 streams.
+    fn speaks_http2_upstream(&self) -> bool {
+        self.upstreams.iter().any(|u| {
+            let cfg = u.settings();
+            cfg.protocol.may_use_h2(cfg.tls.is_some())
+        })
+    }
+
     /// The upstream (index into `upstreams`) for a request: the first route whose host and
     /// path prefix match, else the default.
     fn route(&self, host: Option<&str>, path: &str) -> usize {
@@ -100,9 +114,6 @@ impl Site {
     }
 }
 
-/// A backend connection of the HTTP/2 path.
-type UpstreamSender = hyper::client::conn::http1::SendRequest<h2::UpstreamBody>;
-
 /// Per-thread state: idle backend connections and spare buffers.
 #[derive(Default)]
 pub(crate) struct Worker {
@@ -111,8 +122,10 @@ pub(crate) struct Worker {
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
-    /// Backend connections of the HTTP/2 path (hyper HTTP/1.1 clients), by address.
-    h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
+    /// HTTP/1.1 backend connections of requests served by hyper, by address.
+    h1_senders: RefCell<std::collections::HashMap<SocketAddr, Vec<relay::H1Sender>>>,
+    /// HTTP/2 backend connections, shared by the requests of this worker.
+    h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
     idle: room::IdleClients,
 }
@@ -136,18 +149,20 @@ impl Worker {
             .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
     }
 
-    /// A ready HTTP/2-path connection to `addr`; closed ones are dropped, busy ones kept.
-    fn take_h2_upstream(&self, addr: SocketAddr) -> Option<UpstreamSender> {
-        let mut all = self.h2_upstreams.borrow_mut();
+    /// A ready HTTP/1.1 connection (of requests served by hyper) to `addr`; closed ones are
+    /// dropped, busy ones kept.
+    fn take_h1_sender(&self, addr: SocketAddr) -> Option<relay::H1Sender> {
+        let mut all = self.h1_senders.borrow_mut();
         let list = all.get_mut(&addr)?;
         list.retain(|s| !s.is_closed());
         let ready = list.iter().position(|s| s.is_ready())?;
         Some(list.swap_remove(ready))
     }
 
-    /// Keeps an HTTP/2-path connection for reuse, at most `max` per backend.
-    fn put_h2_upstream(&self, addr: SocketAddr, sender: UpstreamSender, max: usize) {
-        let mut all = self.h2_upstreams.borrow_mut();
+    /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
+    /// per backend.
+    fn put_h1_sender(&self, addr: SocketAddr, sender: relay::H1Sender, max: usize) {
+        let mut all = self.h1_senders.borrow_mut();
         let list = all.entry(addr).or_default();
         if list.len() < max {
             list.push(sender);
@@ -256,11 +271,16 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let ip = || -> Rc<str> { peer.ip().to_canonical().to_string().into() };
     let Some(terminator) = &site.tls else {
         return match site.config.mode {
             ListenerMode::Tcp => tcp::serve(stream, peer, &site).await,
             ListenerMode::Http if site.config.redirect_https => {
                 redirect::serve(stream, &site.config).await
+            }
+            ListenerMode::Http if site.speaks_http2_upstream() => {
+                let server = h2::Server::Auto;
+                h2::serve(stream, Vec::new(), ip(), site, worker, stop, server).await
             }
             ListenerMode::Http => h1::serve(stream, peer, site, worker, stop).await,
         };
@@ -280,8 +300,12 @@ async fn serve_connection(
     match site.config.mode {
         ListenerMode::Tcp => tcp::serve(tls, peer, &site).await,
         ListenerMode::Http if h2 => {
-            let ip: Rc<str> = peer.ip().to_canonical().to_string().into();
-            h2::serve(tls, Vec::new(), ip, site, worker, stop).await;
+            let server = h2::Server::Http2;
+            h2::serve(tls, Vec::new(), ip(), site, worker, stop, server).await;
+        }
+        ListenerMode::Http if site.speaks_http2_upstream() => {
+            let server = h2::Server::Auto;
+            h2::serve(tls, Vec::new(), ip(), site, worker, stop, server).await;
         }
         ListenerMode::Http => h1::serve(tls, peer, site, worker, stop).await,
     }
@@ -392,6 +416,7 @@ pub(crate) fn run_worker(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 sweeper.conns.sweep();
+                sweeper.h2.sweep();
             }
         });
         let mut until_stop = stop.clone();

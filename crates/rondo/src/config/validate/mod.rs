@@ -14,6 +14,7 @@ mod backends;
 mod circuit_breaker;
 mod health_check;
 mod listener;
+mod protocol;
 mod upstream;
 mod values;
 
