@@ -97,6 +97,23 @@ impl std::fmt::Debug for Stream {
 #[derive(Default)]
 pub(crate) struct H2Pool {
     conns: RefCell<HashMap<SocketAddr, Vec<Conn>>>,
+    /// Backends a connection is being opened to: a burst of requests waits for it rather
+    /// than opening one connection each.
+    opening: RefCell<HashMap<SocketAddr, Rc<tokio::sync::Notify>>>,
+}
+
+/// A connection being opened, announced until dropped (then its waiters look again).
+pub(crate) struct Opening<'p> {
+    pool: &'p H2Pool,
+    addr: SocketAddr,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Some(notify) = self.pool.opening.borrow_mut().remove(&self.addr) {
+            notify.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for H2Pool {
@@ -128,6 +145,29 @@ impl H2Pool {
             None => list.iter().min_by_key(|c| c.shared.active.get())?,
         };
         Some((conn.sender.clone(), Stream::claim(&conn.shared)))
+    }
+
+    /// Waits (up to `limit`) for a connection to `addr` that another request is opening,
+    /// if one is (`true`: [`H2Pool::claim`] again).
+    pub(crate) async fn wait_for_opening(
+        &self,
+        addr: SocketAddr,
+        limit: std::time::Duration,
+    ) -> bool {
+        let Some(notify) = self.opening.borrow().get(&addr).cloned() else {
+            return false;
+        };
+        let _ = tokio::time::timeout(limit, notify.notified()).await;
+        true
+    }
+
+    /// Announces that a connection to `addr` is being opened (see [`H2Pool::wait_for_opening`]).
+    pub(crate) fn opening(&self, addr: SocketAddr) -> Opening<'_> {
+        self.opening
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| Rc::new(tokio::sync::Notify::new()));
+        Opening { pool: self, addr }
     }
 
     /// Starts HTTP/2 on a new connection to `addr`, adds it to the pool and claims its first

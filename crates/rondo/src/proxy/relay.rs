@@ -217,12 +217,18 @@ impl RelayExchange<'_> {
         let count = |c: &std::sync::atomic::AtomicU64| {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         };
-        if cfg.protocol.may_use_h2(tls.is_some())
-            && let Some((sender, stream)) = self.worker.h2.claim(addr, cfg.h2.max_connections)
-        {
-            count(&counters.pool_reused);
-            self.connect_time = Some(Duration::ZERO);
-            return Ok((Sender::H2(sender, stream), true));
+        let h2_pool = &self.worker.h2;
+        let may_h2 = cfg.protocol.may_use_h2(tls.is_some());
+        if may_h2 {
+            let mut claimed = h2_pool.claim(addr, cfg.h2.max_connections);
+            if claimed.is_none() && h2_pool.wait_for_opening(addr, cfg.connect_timeout).await {
+                claimed = h2_pool.claim(addr, cfg.h2.max_connections);
+            }
+            if let Some((sender, stream)) = claimed {
+                count(&counters.pool_reused);
+                self.connect_time = Some(Duration::ZERO);
+                return Ok((Sender::H2(sender, stream), true));
+            }
         }
         if cfg.protocol != UpstreamProtocol::H2c
             && cfg.protocol != UpstreamProtocol::H2
@@ -233,6 +239,8 @@ impl RelayExchange<'_> {
             return Ok((Sender::H1(sender), true));
         }
         count(&counters.pool_opened);
+        // Requests that find no room meanwhile wait for this connection.
+        let _opening = may_h2.then(|| h2_pool.opening(addr));
         let started = Instant::now();
         let alpn = match (cfg.protocol, tls.is_some()) {
             (UpstreamProtocol::H2, _) => BackendAlpn::H2,

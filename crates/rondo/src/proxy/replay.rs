@@ -129,42 +129,48 @@ impl Body for ReplayBody {
             this.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(data.clone()))));
         }
-        let body = match (source.ended, source.body.as_mut()) {
-            (false, Some(body)) => body,
-            _ => return Poll::Ready(end(&mut this.trailers_sent, source)),
-        };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                source.ended = true;
-                source.body = None;
-                Poll::Ready(end(&mut this.trailers_sent, source))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                source.failed = true;
-                source.body = None;
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    source.read += data.len();
-                    if source.overflowed || source.read > source.limit {
-                        source.overflowed = true;
-                        source.kept = Vec::new();
-                    } else {
-                        source.kept.push(data.clone());
-                        this.next = source.kept.len();
-                    }
-                    Poll::Ready(Some(Ok(Frame::data(data))))
+        loop {
+            let body = match (source.ended, source.body.as_mut()) {
+                (false, Some(body)) => body,
+                _ => return Poll::Ready(end(&mut this.trailers_sent, source)),
+            };
+            return match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => {
+                    source.ended = true;
+                    source.body = None;
+                    Poll::Ready(end(&mut this.trailers_sent, source))
                 }
-                Err(frame) => {
-                    if let Some(trailers) = frame.trailers_ref() {
-                        source.trailers = Some(trailers.clone());
-                        this.trailers_sent = true;
-                    }
-                    Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(Err(e))) => {
+                    source.failed = true;
+                    source.body = None;
+                    Poll::Ready(Some(Err(e.into())))
                 }
-            },
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    // An empty DATA frame (a client's bare END_STREAM) carries nothing:
+                    // forwarded, it would count against the backend's budget of empty
+                    // frames (HTTP/2 servers close connections that send many).
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => {
+                        source.read += data.len();
+                        if source.overflowed || source.read > source.limit {
+                            source.overflowed = true;
+                            source.kept = Vec::new();
+                        } else {
+                            source.kept.push(data.clone());
+                            this.next = source.kept.len();
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Err(frame) => {
+                        if let Some(trailers) = frame.trailers_ref() {
+                            source.trailers = Some(trailers.clone());
+                            this.trailers_sent = true;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                },
+            };
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod discovered;
 pub mod dns;
+mod grpc_check;
 mod health;
 mod queue;
 pub mod recorder;
