@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::stream::Io;
-use super::{Site, Worker};
+use super::{Frontend, Worker};
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -87,7 +87,7 @@ pub(crate) async fn serve<S: Io + 'static>(
     stream: S,
     prefix: Vec<u8>,
     ip: Rc<str>,
-    site: Arc<Site>,
+    frontend: Arc<Frontend>,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
     server: Server,
@@ -97,11 +97,11 @@ pub(crate) async fn serve<S: Io + 'static>(
         pos: 0,
         inner: stream,
     });
-    let header_timeout = site.config.header_timeout;
-    let max_header_bytes = site.config.max_header_bytes;
+    let header_timeout = frontend.config.header_timeout;
+    let max_header_bytes = frontend.config.max_header_bytes;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (site, worker, ip) = (Arc::clone(&site), Rc::clone(&worker), Rc::clone(&ip));
-        async move { Ok::<_, Infallible>(super::relay::forward(req, &site, &worker, &ip).await) }
+        let (frontend, worker, ip) = (Arc::clone(&frontend), Rc::clone(&worker), Rc::clone(&ip));
+        async move { Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await) }
     });
     match server {
         Server::Http2 => {

@@ -32,7 +32,7 @@ use super::protocol::is_idempotent;
 use super::relay_head::{Own, error, strip_hop_by_hop, to_http2, upstream_head};
 use super::replay::{Replay, ReplayBody};
 use super::respond::ErrorPage;
-use super::{Site, Worker};
+use super::{Frontend, Worker};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::header_rules::{HeaderRules, Vars};
 use crate::tls::{BackendAlpn, BackendConn};
@@ -81,14 +81,14 @@ enum Sender {
 /// Forwards one request through the forwarding policy.
 pub(crate) async fn forward(
     req: Request<Incoming>,
-    site: &Site,
+    frontend: &Frontend,
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (mut head, host, trailers) = upstream_head(&req, ip, site.config.tls.is_some());
-    let index = site.route(host.as_deref(), req.uri().path());
-    let upstream = Arc::clone(&site.upstreams[index]);
-    let cfg = upstream.settings();
+    let (mut head, host, trailers) = upstream_head(&req, ip, frontend.config.tls.is_some());
+    let index = frontend.route(host.as_deref(), req.uri().path());
+    let upstream = Arc::clone(&frontend.upstreams[index]);
+    let cfg = upstream.config_ref();
     let id = super::headers::request_id_in_map(&mut head.headers);
     let bare_host = host
         .as_deref()
@@ -99,8 +99,8 @@ pub(crate) async fn forward(
         request_id: id.as_str(),
     };
     let request_rules = [
-        &site.config.headers.request,
-        &site.route_headers[index].request,
+        &frontend.config.headers.request,
+        &frontend.route_headers[index].request,
     ];
     super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
     let grpc = req
@@ -139,20 +139,20 @@ pub(crate) async fn forward(
     };
     let origin = Origin {
         client: ip,
-        listener: &site.config.name,
+        listener: &frontend.config.name,
         protocol: match req.version() {
             http::Version::HTTP_2 => "HTTP/2.0",
             _ => "HTTP/1.1",
         },
         request_id: id.as_str(),
-        report: &site.reports[index],
+        report: &frontend.reports[index],
     };
     let body = Replay::new(Some(req.into_body()), cfg.retry_body_limit);
     drop(cfg);
     let mut exchange = RelayExchange {
         worker,
         upstream: &upstream,
-        report: &site.reports[index],
+        report: &frontend.reports[index],
         head,
         trailers,
         body,
@@ -160,8 +160,8 @@ pub(crate) async fn forward(
         deadline,
         pending: None,
         response_rules: [
-            &site.config.headers.response,
-            &site.route_headers[index].response,
+            &frontend.config.headers.response,
+            &frontend.route_headers[index].response,
         ],
         vars,
         connect_time: None,

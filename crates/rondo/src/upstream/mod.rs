@@ -8,8 +8,10 @@
 
 mod discovered;
 pub mod dns;
+pub mod events;
 mod grpc_check;
 mod health;
+pub mod history;
 mod queue;
 pub mod recorder;
 mod set;
@@ -21,9 +23,9 @@ use arc_swap::ArcSwap;
 use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
-use crate::admin::events::Events;
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
+use events::{Events, caused_by};
 
 pub use discovered::SourceStatus;
 pub use health::{CheckCounters, CheckFailure, probe};
@@ -56,6 +58,8 @@ pub struct Upstream {
     recorder: Recorder,
     /// Recent state changes, for the dashboard.
     events: Arc<Events>,
+    /// The last 15 minutes of traffic, for the dashboard's charts.
+    history: history::History,
     /// Backends learnt at run time (DNS names), applied after the file's; the lock also
     /// orders their updates with a reload's.
     discovered: parking_lot::Mutex<discovered::Discovered>,
@@ -205,6 +209,7 @@ impl Upstream {
             checks,
             recorder: Recorder::default(),
             events,
+            history: history::History::default(),
             discovered: parking_lot::Mutex::default(),
             named_changed: Notify::new(),
             tls: arc_swap::ArcSwapOption::empty(),
@@ -214,6 +219,11 @@ impl Upstream {
     /// The backends' recent state changes.
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// The last 15 minutes of its traffic.
+    pub fn history(&self) -> &history::History {
+        &self.history
     }
 
     /// What it records for the admin API and metrics.
@@ -226,16 +236,16 @@ impl Upstream {
         &self.name
     }
 
-    /// Its current settings: load once per request and keep the `Arc`, so one request sees
-    /// one configuration even across a reload.
+    /// Its current configuration, owned: for holders that keep it across long waits (health
+    /// check and DNS loops, reload). The request path uses [`Upstream::config_ref`].
     pub fn config(&self) -> Arc<UpstreamConfig> {
         self.config.load_full()
     }
 
-    /// The same settings for the request path: arc-swap's guard reads them without touching
-    /// the `Arc`'s shared reference count (which every worker would otherwise bounce), and a
-    /// request holding it still sees one configuration across a reload.
-    pub fn settings(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
+    /// The same configuration, borrowed for the length of one request: arc-swap's guard reads
+    /// it without touching the `Arc`'s shared reference count (which every worker would
+    /// otherwise bounce), and a request holding it sees one configuration across a reload.
+    pub fn config_ref(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
         self.config.load()
     }
 
@@ -265,11 +275,13 @@ impl Upstream {
             pool_config.seed = self.pool.snapshot().config().seed;
         }
         let discovered = self.discovered.lock();
-        self.pool.update(
-            pool_config,
-            &discovered.members(&new.backends),
-            self.clock.now(),
-        )?;
+        caused_by("reload", || {
+            self.pool.update(
+                pool_config,
+                &discovered.members(&new.backends),
+                self.clock.now(),
+            )
+        })?;
         self.config.store(Arc::new(new));
         drop(discovered);
         self.named_changed.notify_one();
@@ -285,7 +297,10 @@ impl Upstream {
         let config = self.config();
         let pool_config = self.pool.snapshot().config().clone();
         let members = discovered.members(&config.backends);
-        if let Err(e) = self.pool.update(pool_config, &members, self.clock.now()) {
+        let applied = caused_by("DNS", || {
+            self.pool.update(pool_config, &members, self.clock.now())
+        });
+        if let Err(e) = applied {
             tracing::error!(upstream = self.name.as_str(), error = %e, "discovered backends not applied");
         }
     }
