@@ -72,6 +72,9 @@ impl Body for Tracked {
     }
 }
 
+/// The trailers of a gRPC response, declared to an HTTP/1.1 client so they are forwarded.
+const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
+
 /// The connection an attempt goes out on.
 enum Sender {
     H1(H1Sender),
@@ -86,6 +89,7 @@ pub(crate) async fn forward(
     ip: &str,
 ) -> Response<ClientBody> {
     let (mut head, host, trailers) = upstream_head(&req, ip, frontend.config.tls.is_some());
+    let version = req.version();
     let index = frontend.route(host.as_deref(), req.uri().path());
     let upstream = Arc::clone(&frontend.upstreams[index]);
     let cfg = upstream.config_ref();
@@ -140,7 +144,7 @@ pub(crate) async fn forward(
     let origin = Origin {
         client: ip,
         listener: &frontend.config.name,
-        protocol: match req.version() {
+        protocol: match version {
             http::Version::HTTP_2 => "HTTP/2.0",
             _ => "HTTP/1.1",
         },
@@ -155,6 +159,7 @@ pub(crate) async fn forward(
         report: &frontend.reports[index],
         head,
         trailers,
+        client_http1: version != http::Version::HTTP_2,
         body,
         grpc,
         deadline,
@@ -191,6 +196,9 @@ struct RelayExchange<'a> {
     head: http::request::Parts,
     /// The client sent `te: trailers`.
     trailers: bool,
+    /// The client speaks HTTP/1.1: trailers reach it only when the response head names
+    /// them (`Trailer`), which an HTTP/2 backend does not do.
+    client_http1: bool,
     body: Replay,
     /// A gRPC call.
     grpc: bool,
@@ -421,6 +429,11 @@ impl Exchange for RelayExchange<'_> {
         super::headers::apply_to_map(response.headers_mut(), &self.response_rules, &self.vars);
         if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
             response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        if self.grpc && self.client_http1 && self.trailers {
+            response
+                .headers_mut()
+                .insert(header::TRAILER, HeaderValue::from_static(GRPC_TRAILERS));
         }
         let output = response.map(|body| {
             Either::Left(Tracked {
