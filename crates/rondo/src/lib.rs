@@ -11,6 +11,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod counters;
+pub mod grpc;
 pub mod header_rules;
 pub mod lab;
 pub mod proxy;

@@ -156,6 +156,21 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// that vanished without a FIN does not hold two descriptors for ever.
 pub const TUNNEL_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// `h2_max_connections`: 8 HTTP/2 connections per backend and worker. One connection
+/// carries as many streams as the backend allows (100 is the usual
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`), so 8 is room for a backend that allows few, not a
+/// pool to fill; it bounds the connections a burst can open.
+pub const H2_MAX_CONNECTIONS: usize = 8;
+
+/// `h2_ping_interval`: a PING every 30 s on each HTTP/2 connection (gRPC's keepalive
+/// guidance: often enough to keep NAT and load-balancer state alive, rare enough that
+/// servers do not see it as abuse); a PING unanswered for as long closes the connection.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `grpc_retry_on`: UNAVAILABLE (14), the one status gRPC defines as "the service is
+/// currently unavailable, retry with backoff", Envoy's `unavailable` retry policy.
+pub const GRPC_RETRY_ON: [u8; 1] = [14];
+
 /// `max_fails`: 1 failure ejects, nginx's default.
 pub const MAX_FAILS: u32 = 1;
 

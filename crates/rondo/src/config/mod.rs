@@ -50,9 +50,9 @@ use std::path::Path;
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
     AdminConfig, CertificateConfig, CheckKind, Config, Discovery, DnsTarget, EtcdConfig,
-    EtcdEndpoint, HashKey, HealthCheckConfig, ListenerConfig, ListenerMode, ListenerTlsConfig,
-    NamedBackend, QueueConfig, ResolverConfig, RetryBudget, RouteConfig, StickyConfig, TlsVersion,
-    UpstreamConfig, UpstreamTlsConfig,
+    EtcdEndpoint, GrpcConfig, H2Config, HashKey, HealthCheckConfig, ListenerConfig, ListenerMode,
+    ListenerTlsConfig, NamedBackend, QueueConfig, ResolverConfig, RetryBudget, RouteConfig,
+    StickyConfig, TlsVersion, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
 };
 
 use error::{SourceMap, humanize};

@@ -405,6 +405,84 @@ pub struct UpstreamConfig {
     pub hash_key: Option<HashKey>,
     /// Sticky sessions by cookie; `None` when off.
     pub sticky: Option<StickyConfig>,
+    /// What rondo speaks to the backends.
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2 connections to the backends, when `protocol` allows HTTP/2.
+    pub h2: H2Config,
+    /// How gRPC calls are retried.
+    pub grpc: GrpcConfig,
+}
+
+/// The protocol rondo speaks to an upstream's backends, whatever its clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default, as in nginx and HAProxy).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS, negotiated by ALPN (`tls` is required).
+    H2,
+    /// HTTP/2 when the backend's TLS handshake selects it by ALPN, else HTTP/1.1; HTTP/1.1
+    /// without TLS.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// The configuration names, in the order `docs/configuration.md` lists them.
+    pub const NAMES: [&str; 4] = ["http1", "h2c", "h2", "auto"];
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+
+    /// True when requests may go to the backends over HTTP/2 (not plain `http1`, and not
+    /// `auto` without TLS, which is HTTP/1.1).
+    pub fn may_use_h2(self, tls: bool) -> bool {
+        match self {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => true,
+            UpstreamProtocol::Auto => tls,
+        }
+    }
+}
+
+/// HTTP/2 connections to one upstream's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Config {
+    /// Connections per backend and worker thread. Streams share a connection up to the
+    /// backend's `SETTINGS_MAX_CONCURRENT_STREAMS`, then a new one opens, up to this cap;
+    /// past it, streams wait on the least busy connection.
+    pub max_connections: usize,
+    /// Time between PINGs on a connection; a connection whose PING is not answered within
+    /// the same time is closed. `None`: no PINGs.
+    pub ping_interval: Option<Duration>,
+}
+
+/// How gRPC calls (`content-type: application/grpc`) are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrpcConfig {
+    /// `grpc-status` codes that send an idempotent call to another backend, when the
+    /// backend answered with that status alone (nothing was streamed back).
+    pub retry_on: Vec<u8>,
+    /// Method paths (`/package.Service/Method`), or prefixes ending in `/`, whose calls are
+    /// safe to send twice: gRPC calls are POSTs, so none is idempotent unless named here.
+    pub idempotent: Vec<String>,
+}
+
+impl GrpcConfig {
+    /// Whether a call to `path` is safe to send twice.
+    pub fn is_idempotent(&self, path: &str) -> bool {
+        self.idempotent
+            .iter()
+            .any(|m| path == m || (m.ends_with('/') && path.starts_with(m.as_str())))
+    }
 }
 
 /// The part of a request a `consistent-hash` upstream hashes, so that equal keys go to the
@@ -465,6 +543,9 @@ pub enum CheckKind {
     Http,
     /// A TCP connect; passes when the connection is accepted.
     Tcp,
+    /// A gRPC `grpc.health.v1.Health/Check` call over HTTP/2; passes when the backend
+    /// answers SERVING.
+    Grpc,
 }
 
 impl CheckKind {
@@ -473,6 +554,7 @@ impl CheckKind {
         match self {
             CheckKind::Http => "http",
             CheckKind::Tcp => "tcp",
+            CheckKind::Grpc => "grpc",
         }
     }
 }
@@ -487,6 +569,8 @@ pub struct HealthCheckConfig {
     pub kind: CheckKind,
     /// Path requested by an HTTP check (starts with `/`).
     pub path: String,
+    /// Service a gRPC check asks about ("": the server as a whole).
+    pub service: String,
     /// Host header of an HTTP check; `None`: the backend's address.
     pub host: Option<String>,
     /// Statuses that pass an HTTP check.
@@ -512,6 +596,7 @@ impl HealthCheckConfig {
     pub fn describe(&self) -> String {
         match self.kind {
             CheckKind::Tcp => self.probe(),
+            CheckKind::Grpc => format!("{} → SERVING", self.probe()),
             CheckKind::Http => format!("{} → {}", self.probe(), self.expected()),
         }
     }
@@ -520,6 +605,7 @@ impl HealthCheckConfig {
     pub fn probe(&self) -> String {
         match self.kind {
             CheckKind::Tcp => "TCP connect".to_owned(),
+            CheckKind::Grpc => format!("gRPC Health/Check \"{}\"", self.service),
             CheckKind::Http => format!("GET {}", self.path),
         }
     }

@@ -207,6 +207,17 @@ pub(crate) struct RawUpstream {
     pub(crate) circuit_breaker: Option<RawBreaker>,
     /// `tls = { … }`: speak TLS to the backends. Default: plain text.
     pub(crate) tls: Option<Spanned<super::tls::RawUpstreamTls>>,
+    /// What rondo speaks to the backends: "http1", "h2c", "h2" or "auto". Default "http1".
+    pub(crate) protocol: Option<Spanned<String>>,
+    /// HTTP/2 connections per backend and worker, integer ≥ 1. Default 8.
+    pub(crate) h2_max_connections: Option<Spanned<i64>>,
+    /// HTTP/2 PING interval, duration ("0s": off). Default "30s".
+    pub(crate) h2_ping_interval: Option<Spanned<DurationValue>>,
+    /// gRPC statuses retried for idempotent calls: codes 0–16 or names. Default
+    /// ["unavailable"].
+    pub(crate) grpc_retry_on: Option<Spanned<Vec<Spanned<StatusItem>>>>,
+    /// gRPC method paths (or prefixes ending in `/`) safe to send twice. Default: none.
+    pub(crate) grpc_idempotent: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `sticky`, an inline table on an upstream.
@@ -286,6 +297,8 @@ pub(crate) enum RawKind {
     Http,
     /// TCP connect.
     Tcp,
+    /// `grpc.health.v1.Health/Check`.
+    Grpc,
 }
 
 /// `[upstreams.health_check]`.
@@ -294,8 +307,10 @@ pub(crate) enum RawKind {
 pub(crate) struct RawHealthCheck {
     /// Whether checks run, bool. Default true.
     pub(crate) enabled: Option<bool>,
-    /// "http" or "tcp". Default "http".
+    /// "http", "tcp" or "grpc". Default "http".
     pub(crate) kind: Option<RawKind>,
+    /// Service name a gRPC check asks about. Default "" (the whole server).
+    pub(crate) service: Option<Spanned<String>>,
     /// HTTP path, starting with `/`. Default "/health".
     pub(crate) path: Option<Spanned<String>>,
     /// Host header. Default: the backend's address.

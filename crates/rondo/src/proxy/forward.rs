@@ -11,6 +11,7 @@
 //! | how the attempt failed | retried on another backend when | costs | counts against the backend |
 //! |---|---|---|---|
 //! | not sent: connect refused, connect timeout | always (nothing reached a backend) | a try | yes |
+//! | refused unprocessed: HTTP/2 REFUSED_STREAM, left out by a GOAWAY | always | nothing | no |
 //! | no response byte, on a **reused** pooled connection | idempotent and body replayable | nothing | no |
 //! | no response byte, on a new connection | idempotent and body replayable | a try and the budget | yes |
 //! | response timeout | idempotent and body replayable | a try and the budget | yes |
@@ -68,6 +69,11 @@ pub(crate) enum Stage {
     NoResponse,
     /// The backend did not answer within the response timeout.
     TimedOut,
+    /// The backend turned the request down without processing it: an HTTP/2 stream refused
+    /// (REFUSED_STREAM) or left out by a graceful GOAWAY, or a shared connection that closed
+    /// before the request was written. Safe to send elsewhere whatever the method, and no
+    /// sign of ill health (a backend that is shutting down or at its stream limit).
+    Refused,
 }
 
 /// A failed attempt, as the protocol path reports it.
@@ -118,6 +124,17 @@ impl Failure {
             local: false,
             status: 504,
             detail: format!("{addr} did not answer within {limit:?}"),
+        }
+    }
+
+    /// A request the backend turned down unprocessed (see [`Stage::Refused`]).
+    pub(crate) fn refused(detail: String) -> Failure {
+        Failure {
+            stage: Stage::Refused,
+            reused: true,
+            local: false,
+            status: 502,
+            detail,
         }
     }
 
@@ -215,6 +232,33 @@ pub(crate) trait Exchange {
     fn connect_time(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether the request body can still be sent whole to another backend (a body
+    /// streamed past the replay limit cannot). [`Facts::replayable`] is what was known
+    /// before the first attempt; this is asked each time a retry is considered.
+    fn can_replay(&self) -> bool {
+        true
+    }
+
+    /// What the response whose head [`Exchange::send`] read says about the backend, and
+    /// whether it may be retried: by its HTTP status, unless the protocol knows better (a
+    /// gRPC call's `grpc-status`).
+    fn verdict(&self, status: u16, cfg: &UpstreamConfig) -> Verdict {
+        Verdict {
+            outcome: outcome_of(status),
+            retry: cfg.retry_on_status.contains(&status),
+        }
+    }
+}
+
+/// What a response says, for the backend's state and for the retry rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// Success or failure, for the breaker and ejection.
+    pub(crate) outcome: Outcome,
+    /// The answer asks for another backend (`retry_on_status`, `grpc_retry_on`), when the
+    /// request may be sent twice.
+    pub(crate) retry: bool,
 }
 
 /// Where the request came from, for the access log, the metrics and error pages.
@@ -249,7 +293,7 @@ pub(crate) struct Report {
 /// What made an attempt fail, as the retry that follows it is counted.
 fn retry_reason(stage: Stage) -> RetryReason {
     match stage {
-        Stage::NotSent => RetryReason::Connect,
+        Stage::NotSent | Stage::Refused => RetryReason::Connect,
         Stage::NoResponse => RetryReason::Reset,
         Stage::TimedOut => RetryReason::Timeout,
     }
@@ -381,6 +425,8 @@ fn retry_cost(failure: &Failure, facts: Facts) -> Option<Cost> {
     match failure.stage {
         _ if failure.local => None,
         Stage::NotSent => Some(Cost::Try),
+        Stage::Refused if facts.replayable => Some(Cost::Free),
+        Stage::Refused => None,
         Stage::NoResponse | Stage::TimedOut if !resendable => None,
         Stage::NoResponse if failure.reused => Some(Cost::Free),
         Stage::NoResponse | Stage::TimedOut => Some(Cost::TryAndBudget),
@@ -390,7 +436,9 @@ fn retry_cost(failure: &Failure, facts: Facts) -> Option<Cost> {
 /// What the backend's state learns from a failure: nothing for a reused connection's
 /// failure before any response byte and for a local error (see the module's table).
 fn counts_against_backend(failure: &Failure) -> bool {
-    !(failure.local || (failure.reused && failure.stage == Stage::NoResponse))
+    !(failure.local
+        || failure.stage == Stage::Refused
+        || (failure.reused && failure.stage == Stage::NoResponse))
 }
 
 /// Forwards one request through `exchange`: picks, sends, retries by the rule above,
@@ -433,10 +481,11 @@ pub(crate) async fn forward<E: Exchange>(
                     header: Some(latency),
                     response: None,
                 };
-                let outcome = outcome_of(status);
-                let retry = cfg.retry_on_status.contains(&status)
+                let Verdict { outcome, retry } = exchange.verdict(status, &cfg);
+                let retry = retry
                     && facts.idempotent
                     && facts.replayable
+                    && exchange.can_replay()
                     && attempts.allow(Cost::TryAndBudget).is_ok();
                 if retry {
                     exchange.discard();
@@ -519,6 +568,10 @@ pub(crate) async fn forward<E: Exchange>(
                     upstream.recorder().local_error();
                 }
                 note_tried(&mut tried, &id);
+                let facts = Facts {
+                    replayable: facts.replayable && exchange.can_replay(),
+                    ..facts
+                };
                 let next = retry_cost(&failure, facts);
                 last = Some((failure.status, format!("{} (backend {id})", failure.detail)));
                 retrying = Some(retry_reason(failure.stage));
@@ -756,6 +809,8 @@ mod tests {
             (TimedOut, true, false, GET, Some(Cost::TryAndBudget)),
             (TimedOut, false, false, POST, None),
             (NotSent, false, true, GET, None),
+            (Refused, true, false, GET, Some(Cost::Free)),
+            (Refused, true, false, POST, Some(Cost::Free)),
         ];
         for (stage, reused, local, facts, want) in cases {
             let f = failure(stage, reused, local);
@@ -805,6 +860,11 @@ mod tests {
             Stage::NotSent,
             false,
             true
+        )));
+        assert!(!counts_against_backend(&failure(
+            Stage::Refused,
+            true,
+            false
         )));
     }
 

@@ -82,6 +82,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
                 frontend,
                 std::rc::Rc::clone(&worker),
                 shutdown,
+                super::h2::Server::Http2,
             ))
             .await;
             return;

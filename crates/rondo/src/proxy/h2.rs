@@ -1,60 +1,31 @@
-//! HTTP/2 over cleartext with prior knowledge (h2c), on the same port as HTTP/1.1.
-//!
-//! A connection that opens with the HTTP/2 preface is handed to hyper's HTTP/2 server, and
-//! each stream is forwarded to a backend over HTTP/1.1 (as nginx and HAProxy do by
-//! default), through the same backend choice, queue, retry budget and outcome reporting as
-//! the HTTP/1.1 path. Backend connections for this path are hyper HTTP/1.1 client
-//! connections kept per worker.
-//!
-//! Which backend, retries, the queue's priority and the access log are the forwarding
-//! policy's ([`super::forward`]), the same as for HTTP/1.1: a stream whose request has no
-//! body is replayable.
+//! Client connections served by hyper: HTTP/2 (h2c with prior knowledge on the HTTP/1.1
+//! port, or h2 by ALPN), and every connection of a listener that routes to an upstream
+//! speaking HTTP/2 to its backends (hyper's automatic HTTP/1.1-or-HTTP/2 server then, so an
+//! HTTP/1.1 client's request can become a stream to an HTTP/2 backend). Each request goes
+//! through [`super::relay`], and from there through the forwarding policy like any other.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use balance::Backend;
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 use super::stream::Io;
-use tokio::sync::watch;
-use tokio::time::timeout;
-
-use super::affinity::{self, RequestParts};
-use super::forward::{Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
-use super::protocol::{HOP_BY_HOP, is_idempotent};
-use super::respond::ErrorPage;
 use super::{Frontend, Worker};
-use crate::config::UpstreamConfig;
-use crate::header_rules::{HeaderRules, Vars};
-use crate::upstream::Upstream;
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Body of a request sent to a backend: the client's stream, or nothing.
-pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
-
-/// Body of a response to the client: the backend's, or rondo's own error text.
-type ClientBody = Either<Incoming, Full<Bytes>>;
-
-/// Spawns hyper's per-stream tasks on the worker's own thread.
+/// Spawns hyper's per-connection and per-stream tasks on the worker's own thread.
 #[derive(Debug, Clone, Copy)]
-struct LocalExec;
+pub(crate) struct LocalExec;
 
 impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     fn execute(&self, fut: F) {
@@ -102,7 +73,16 @@ impl<S: Io> AsyncWrite for Rewind<S> {
     }
 }
 
-/// Serves one HTTP/2 connection whose first bytes (`prefix`) are already read.
+/// Which of hyper's servers reads the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Server {
+    /// HTTP/2 only (the preface was seen, or ALPN chose h2).
+    Http2,
+    /// HTTP/1.1, or HTTP/2 when the connection opens with the preface.
+    Auto,
+}
+
+/// Serves one client connection with hyper, its first bytes (`prefix`) already read.
 pub(crate) async fn serve<S: Io + 'static>(
     stream: S,
     prefix: Vec<u8>,
@@ -110,301 +90,50 @@ pub(crate) async fn serve<S: Io + 'static>(
     frontend: Arc<Frontend>,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
+    server: Server,
 ) {
     let io = TokioIo::new(Rewind {
         prefix,
         pos: 0,
         inner: stream,
     });
+    let header_timeout = frontend.config.header_timeout;
+    let max_header_bytes = frontend.config.max_header_bytes;
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (frontend, worker, ip) = (Arc::clone(&frontend), Rc::clone(&worker), Rc::clone(&ip));
-        async move { Ok::<_, Infallible>(forward(req, &frontend, &worker, &ip).await) }
+        async move { Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await) }
     });
-    let conn = hyper::server::conn::http2::Builder::new(LocalExec)
-        .timer(TokioTimer::new())
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = &mut conn => {}
-        _ = shutdown.wait_for(|stop| *stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// The head to send a backend: the client's, minus hop-by-hop fields, with `Host` from the
-/// `:authority` and the forwarding fields set.
-fn upstream_head(
-    req: &Request<Incoming>,
-    ip: &str,
-    tls: bool,
-) -> (http::request::Parts, Option<String>) {
-    let mut head = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|_| Request::new(()).into_parts().0);
-    let mut headers = req.headers().clone();
-    strip_hop_by_hop(&mut headers);
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    let prior = |headers: &HeaderMap, name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let xff =
-        prior(&headers, "x-forwarded-for").map_or_else(|| ip.to_owned(), |p| format!("{p}, {ip}"));
-    let via = prior(&headers, "via")
-        .map_or_else(|| "2.0 rondo".to_owned(), |p| format!("{p}, 2.0 rondo"));
-    set(&mut headers, "x-forwarded-for", xff);
-    let proto = if tls { "https" } else { "http" };
-    set(&mut headers, "x-forwarded-proto", proto.to_owned());
-    set(&mut headers, "via", via);
-    if let Some(h) = &host {
-        set(&mut headers, "x-forwarded-host", h.clone());
-        set(&mut headers, "host", h.clone());
-    }
-    head.headers = headers;
-    (head, host)
-}
-
-fn error(status: u16, page: &ErrorPage<'_>) -> Response<ClientBody> {
-    let body = page.body(status);
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *res.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == 503 {
-        res.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(super::respond::RETRY_AFTER_SECS),
-        );
-    }
-    if let Some(id) = page
-        .request_id
-        .and_then(|id| HeaderValue::from_str(id).ok())
-    {
-        res.headers_mut().insert(crate::request_id::HEADER, id);
-    }
-    res
-}
-
-/// A ready pooled connection to `addr` (`true`), or a new one.
-async fn connection(
-    worker: &Worker,
-    upstream: &Upstream,
-    addr: SocketAddr,
-    limit: Duration,
-) -> Result<(SendRequest<UpstreamBody>, bool), Failure> {
-    if let Some(sender) = worker.take_h2_upstream(addr) {
-        return Ok((sender, true));
-    }
-    let tls = upstream.tls();
-    let connect = crate::tls::BackendConn::connect(addr, tls.as_deref());
-    let stream = match timeout(limit, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
-        Err(_) => return Err(Failure::connect_timeout(addr, limit)),
-    };
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::no_response(false, format!("connecting to {addr} failed: {e}")))?;
-    tokio::task::spawn_local(conn);
-    Ok((sender, false))
-}
-
-/// Forwards one HTTP/2 stream through the forwarding policy.
-async fn forward(
-    req: Request<Incoming>,
-    frontend: &Frontend,
-    worker: &Worker,
-    ip: &str,
-) -> Response<ClientBody> {
-    let (mut head, host) = upstream_head(&req, ip, frontend.config.tls.is_some());
-    let index = frontend.route(host.as_deref(), req.uri().path());
-    let upstream = Arc::clone(&frontend.upstreams[index]);
-    let id = super::headers::request_id_in_map(&mut head.headers);
-    let bare_host = host
-        .as_deref()
-        .map_or("", |h| h.rsplit_once(':').map_or(h, |(h, _)| h));
-    let vars = Vars {
-        remote_addr: ip,
-        host: bare_host,
-        request_id: id.as_str(),
-    };
-    let request_rules = [
-        &frontend.config.headers.request,
-        &frontend.route_headers[index].request,
-    ];
-    super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
-    let idempotent = is_idempotent(req.method().as_str());
-    let priority = req
-        .headers()
-        .get(upstream.priority_header())
-        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-        .unwrap_or(0);
-    let replayable = hyper::body::Body::is_end_stream(req.body());
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let request = RequestParts {
-        client: ip,
-        target: target.as_bytes(),
-        headers: req.headers(),
-    };
-    let facts = Facts {
-        idempotent,
-        replayable,
-        priority,
-        affinity: affinity::read(&upstream.config_ref(), &request),
-    };
-    let origin = Origin {
-        client: ip,
-        listener: &frontend.config.name,
-        protocol: "HTTP/2.0",
-        request_id: id.as_str(),
-        report: &frontend.reports[index],
-    };
-    let mut exchange = H2Exchange {
-        worker,
-        upstream: &upstream,
-        head,
-        body: Some(req.into_body()),
-        replayable,
-        pending: None,
-        response_rules: [
-            &frontend.config.headers.response,
-            &frontend.route_headers[index].response,
-        ],
-        vars,
-    };
-    super::forward::forward(&upstream, facts, origin, &mut exchange).await
-}
-
-/// One HTTP/2 stream on its way to a backend (over HTTP/1.1).
-struct H2Exchange<'a> {
-    worker: &'a Worker,
-    /// Where new backend connections get their TLS settings.
-    upstream: &'a Upstream,
-    /// The head to send (rewritten for the backend).
-    head: http::request::Parts,
-    /// The client's body, until an attempt takes it (only a replayable request has none).
-    body: Option<Incoming>,
-    replayable: bool,
-    /// The response [`Exchange::send`] received, and its connection for the pool.
-    pending: Option<(Response<Incoming>, SendRequest<UpstreamBody>, SocketAddr)>,
-    /// The listener's and the route's `response_headers`, and their variables.
-    response_rules: [&'a HeaderRules; 2],
-    vars: Vars<'a>,
-}
-
-impl Exchange for H2Exchange<'_> {
-    type Output = Response<ClientBody>;
-
-    async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
-        let addr = backend.address();
-        let (mut sender, reused) =
-            connection(self.worker, self.upstream, addr, cfg.connect_timeout)
-                .await
-                .map_err(SendError::Backend)?;
-        let upstream_body: UpstreamBody = match (self.replayable, self.body.take()) {
-            (true, _) => Empty::new().map_err(|never| match never {}).boxed_unsync(),
-            (false, Some(b)) => b.boxed_unsync(),
-            (false, None) => {
-                let detail = "the request body was already sent to another backend".to_owned();
-                return Err(SendError::Backend(Failure::no_response(false, detail)));
+    match server {
+        Server::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(LocalExec)
+                .timer(TokioTimer::new())
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
-        };
-        let request = Request::from_parts(self.head.clone(), upstream_body);
-        match timeout(cfg.response_timeout, sender.send_request(request)).await {
-            Ok(Ok(res)) => {
-                let status = res.status().as_u16();
-                self.pending = Some((res, sender, addr));
-                Ok(status)
+        }
+        Server::Auto => {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_header_bytes.max(8192));
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
-            Ok(Err(e)) => {
-                let detail = format!("exchange with {addr} failed: {e}");
-                Err(SendError::Backend(Failure::no_response(reused, detail)))
-            }
-            Err(_) => Err(SendError::Backend(Failure::timed_out(
-                addr,
-                cfg.response_timeout,
-            ))),
-        }
-    }
-
-    async fn deliver(
-        &mut self,
-        cfg: &UpstreamConfig,
-        set_cookie: Option<&str>,
-    ) -> Delivered<Self::Output> {
-        let Some((mut res, sender, addr)) = self.pending.take() else {
-            return Delivered {
-                output: error(
-                    502,
-                    &ErrorPage {
-                        request_id: Some(self.vars.request_id),
-                        ..ErrorPage::default()
-                    },
-                ),
-                backend_ok: false,
-                bytes_sent: 0,
-            };
-        };
-        self.worker.put_h2_upstream(addr, sender, cfg.keepalive);
-        strip_hop_by_hop(res.headers_mut());
-        super::headers::apply_to_map(res.headers_mut(), &self.response_rules, &self.vars);
-        if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
-            res.headers_mut().append(header::SET_COOKIE, value);
-        }
-        Delivered {
-            output: res.map(Either::Left),
-            backend_ok: true,
-            // hyper streams the body; its size is not known here.
-            bytes_sent: 0,
-        }
-    }
-
-    fn discard(&mut self) {
-        self.pending = None;
-    }
-
-    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output {
-        error(status.unwrap_or(400), page)
-    }
-
-    fn request_view(&self) -> RequestView<'_> {
-        let text =
-            |name: header::HeaderName| self.head.headers.get(name).and_then(|v| v.to_str().ok());
-        RequestView {
-            method: self.head.method.as_str(),
-            target: self.head.uri.path_and_query().map_or("/", |p| p.as_str()),
-            referer: text(header::REFERER),
-            user_agent: text(header::USER_AGENT),
-            bytes_received: 0,
         }
     }
 }

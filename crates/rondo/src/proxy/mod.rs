@@ -21,10 +21,14 @@ mod connpool;
 mod forward;
 mod h1;
 mod h2;
+mod h2_upstream;
 mod head;
 mod headers;
 pub(crate) mod protocol;
 mod redirect;
+mod relay;
+mod relay_head;
+mod replay;
 mod respond;
 pub(crate) mod room;
 mod stream;
@@ -80,6 +84,16 @@ struct Route {
 }
 
 impl Frontend {
+    /// True when one of the listener's upstreams may speak HTTP/2 to its backends: its
+    /// connections are then served by hyper, so HTTP/1.1 clients' requests can become
+    /// HTTP/2 streams.
+    fn speaks_http2_upstream(&self) -> bool {
+        self.upstreams.iter().any(|u| {
+            let cfg = u.config_ref();
+            cfg.protocol.may_use_h2(cfg.tls.is_some())
+        })
+    }
+
     /// The upstream (index into `upstreams`) for a request: the first route whose host and
     /// path prefix match, else the default.
     fn route(&self, host: Option<&str>, path: &str) -> usize {
@@ -103,9 +117,6 @@ impl Frontend {
     }
 }
 
-/// A backend connection of the HTTP/2 path.
-type UpstreamSender = hyper::client::conn::http1::SendRequest<h2::UpstreamBody>;
-
 /// Per-thread state: idle backend connections and spare buffers.
 #[derive(Default)]
 pub(crate) struct Worker {
@@ -114,8 +125,10 @@ pub(crate) struct Worker {
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
-    /// Backend connections of the HTTP/2 path (hyper HTTP/1.1 clients), by address.
-    h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
+    /// HTTP/1.1 backend connections of requests served by hyper, by address.
+    h1_senders: RefCell<std::collections::HashMap<SocketAddr, Vec<relay::H1Sender>>>,
+    /// HTTP/2 backend connections, shared by the requests of this worker.
+    h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
     idle: room::IdleClients,
 }
@@ -139,18 +152,20 @@ impl Worker {
             .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
     }
 
-    /// A ready HTTP/2-path connection to `addr`; closed ones are dropped, busy ones kept.
-    fn take_h2_upstream(&self, addr: SocketAddr) -> Option<UpstreamSender> {
-        let mut all = self.h2_upstreams.borrow_mut();
+    /// A ready HTTP/1.1 connection (of requests served by hyper) to `addr`; closed ones are
+    /// dropped, busy ones kept.
+    fn take_h1_sender(&self, addr: SocketAddr) -> Option<relay::H1Sender> {
+        let mut all = self.h1_senders.borrow_mut();
         let list = all.get_mut(&addr)?;
         list.retain(|s| !s.is_closed());
         let ready = list.iter().position(|s| s.is_ready())?;
         Some(list.swap_remove(ready))
     }
 
-    /// Keeps an HTTP/2-path connection for reuse, at most `max` per backend.
-    fn put_h2_upstream(&self, addr: SocketAddr, sender: UpstreamSender, max: usize) {
-        let mut all = self.h2_upstreams.borrow_mut();
+    /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
+    /// per backend.
+    fn put_h1_sender(&self, addr: SocketAddr, sender: relay::H1Sender, max: usize) {
+        let mut all = self.h1_senders.borrow_mut();
         let list = all.entry(addr).or_default();
         if list.len() < max {
             list.push(sender);
@@ -260,11 +275,16 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let ip = || -> Rc<str> { peer.ip().to_canonical().to_string().into() };
     let Some(terminator) = &frontend.tls else {
         return match frontend.config.mode {
             ListenerMode::Tcp => tcp::serve(stream, peer, &frontend).await,
             ListenerMode::Http if frontend.config.redirect_https => {
                 redirect::serve(stream, &frontend.config).await
+            }
+            ListenerMode::Http if frontend.speaks_http2_upstream() => {
+                let server = h2::Server::Auto;
+                h2::serve(stream, Vec::new(), ip(), frontend, worker, stop, server).await
             }
             ListenerMode::Http => h1::serve(stream, peer, frontend, worker, stop).await,
         };
@@ -284,8 +304,12 @@ async fn serve_connection(
     match frontend.config.mode {
         ListenerMode::Tcp => tcp::serve(tls, peer, &frontend).await,
         ListenerMode::Http if h2 => {
-            let ip: Rc<str> = peer.ip().to_canonical().to_string().into();
-            h2::serve(tls, Vec::new(), ip, frontend, worker, stop).await;
+            let server = h2::Server::Http2;
+            h2::serve(tls, Vec::new(), ip(), frontend, worker, stop, server).await;
+        }
+        ListenerMode::Http if frontend.speaks_http2_upstream() => {
+            let server = h2::Server::Auto;
+            h2::serve(tls, Vec::new(), ip(), frontend, worker, stop, server).await;
         }
         ListenerMode::Http => h1::serve(tls, peer, frontend, worker, stop).await,
     }
@@ -396,6 +420,7 @@ pub(crate) fn run_worker(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 sweeper.conns.sweep();
+                sweeper.h2.sweep();
             }
         });
         let mut until_stop = stop.clone();

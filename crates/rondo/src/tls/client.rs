@@ -19,10 +19,25 @@ use crate::config::UpstreamTlsConfig;
 /// A TLS stream to a backend.
 pub type BackendStream = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// Which application protocols a TLS handshake to a backend offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendAlpn {
+    /// None: the backend speaks HTTP/1.1 (and health checks probe it so).
+    None,
+    /// `h2` only: the upstream's `protocol = "h2"`, and gRPC health checks.
+    H2,
+    /// `h2`, then `http/1.1`: the upstream's `protocol = "auto"`.
+    Auto,
+}
+
 /// How to open TLS to an upstream's backends.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
     config: Arc<ClientConfig>,
+    /// The same, offering `h2` by ALPN.
+    h2: Arc<ClientConfig>,
+    /// The same, offering `h2` and `http/1.1`.
+    auto: Arc<ClientConfig>,
     /// `None`: each backend's IP address.
     server_name: Option<ServerName<'static>>,
 }
@@ -59,24 +74,38 @@ impl UpstreamTls {
                 )))
             })?),
         };
+        let with_alpn = |protocols: &[&[u8]]| {
+            let mut config = config.clone();
+            config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        };
         let upstream = UpstreamTls {
+            h2: with_alpn(&[b"h2"]),
+            auto: with_alpn(&[b"h2", b"http/1.1"]),
             config: Arc::new(config),
             server_name,
         };
         Ok((upstream, warnings))
     }
 
-    /// Runs the TLS handshake over a fresh connection to the backend at `addr`.
+    /// Runs the TLS handshake over a fresh connection to the backend at `addr`, offering
+    /// `alpn`.
     pub async fn connect(
         &self,
         tcp: TcpStream,
         addr: SocketAddr,
+        alpn: BackendAlpn,
     ) -> std::io::Result<BackendStream> {
         let name = self
             .server_name
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
-        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+        let config = match alpn {
+            BackendAlpn::None => &self.config,
+            BackendAlpn::H2 => &self.h2,
+            BackendAlpn::Auto => &self.auto,
+        };
+        tokio_rustls::TlsConnector::from(Arc::clone(config))
             .connect(name, tcp)
             .await
     }
@@ -113,11 +142,30 @@ pub enum BackendConn {
 impl BackendConn {
     /// Connects to `addr`, then runs the TLS handshake when the upstream has `tls`.
     pub async fn connect(addr: SocketAddr, tls: Option<&UpstreamTls>) -> std::io::Result<Self> {
+        Self::connect_alpn(addr, tls, BackendAlpn::None).await
+    }
+
+    /// [`BackendConn::connect`], offering `alpn` in the TLS handshake.
+    pub async fn connect_alpn(
+        addr: SocketAddr,
+        tls: Option<&UpstreamTls>,
+        alpn: BackendAlpn,
+    ) -> std::io::Result<Self> {
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
         match tls {
             None => Ok(BackendConn::Plain(tcp)),
-            Some(tls) => Ok(BackendConn::Tls(Box::new(tls.connect(tcp, addr).await?))),
+            Some(tls) => Ok(BackendConn::Tls(Box::new(
+                tls.connect(tcp, addr, alpn).await?,
+            ))),
+        }
+    }
+
+    /// True when the TLS handshake selected HTTP/2 by ALPN.
+    pub fn selected_h2(&self) -> bool {
+        match self {
+            BackendConn::Plain(_) => false,
+            BackendConn::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
         }
     }
 

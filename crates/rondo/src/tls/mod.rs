@@ -20,7 +20,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use client::{BackendConn, UpstreamTls};
+pub use client::{BackendAlpn, BackendConn, UpstreamTls};
 pub use files::check;
 pub use server::{Alpn, Terminator};
 

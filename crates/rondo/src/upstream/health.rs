@@ -178,9 +178,13 @@ async fn probe_unbounded(
         std::io::ErrorKind::ConnectionRefused => CheckFailure::Refused,
         _ => CheckFailure::Error(e.to_string()),
     };
-    if config.kind == CheckKind::Tcp {
-        TcpStream::connect(addr).await.map_err(io)?;
-        return Ok(0);
+    match config.kind {
+        CheckKind::Tcp => {
+            TcpStream::connect(addr).await.map_err(io)?;
+            return Ok(0);
+        }
+        CheckKind::Grpc => return super::grpc_check::probe(addr, config, tls, io).await,
+        CheckKind::Http => {}
     }
     let mut stream = crate::tls::BackendConn::connect(addr, tls)
         .await

@@ -10,6 +10,7 @@ mod discovered;
 pub mod dns;
 pub mod etcd;
 pub mod events;
+mod grpc_check;
 mod health;
 pub mod history;
 mod queue;

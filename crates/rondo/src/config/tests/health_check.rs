@@ -19,7 +19,7 @@ timeout = "10s"
         r#"expected_status = []
                   ^^ `expected_status` is empty"#,
         r#"kind = "icmp"
-       ^^^^^^ expected `http` or `tcp`"#,
+       ^^^^^^ expected one of `http`, `tcp`, `grpc`"#,
         r#"fall = 0
        ^ `fall` must be at least 1, got 0"#,
     ] {

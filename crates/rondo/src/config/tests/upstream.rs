@@ -72,3 +72,45 @@ fn retry_on_status_takes_ranges_and_classes_like_expected_status() {
                    ^^^^^ "6xx" is not a status code or range; expected codes 100 to 599 such as 200, a range such as "200-399" or a class such as "5xx""#,
     ));
 }
+
+#[test]
+fn protocol_keys_are_read_and_checked_against_tls() {
+    use crate::config::UpstreamProtocol;
+    let c = ok(&upstream_with(
+        "protocol = \"h2c\"\nh2_max_connections = 3\nh2_ping_interval = \"0s\"\n\
+         grpc_retry_on = [\"unavailable\", 8, \"DATA_LOSS\"]\n\
+         grpc_idempotent = [\"/echo.Echo/\", \"/a.B/C\"]",
+    ));
+    let u = &c.upstreams[0];
+    assert_eq!(u.protocol, UpstreamProtocol::H2c);
+    assert_eq!(u.h2.max_connections, 3);
+    assert_eq!(u.h2.ping_interval, None);
+    assert_eq!(u.grpc.retry_on, vec![8, 14, 15]);
+    assert!(u.grpc.is_idempotent("/echo.Echo/Say"));
+    assert!(u.grpc.is_idempotent("/a.B/C"));
+    assert!(!u.grpc.is_idempotent("/a.B/D"));
+    let d = ok(&upstream_with(""));
+    assert_eq!(d.upstreams[0].protocol, UpstreamProtocol::Http1);
+    assert_eq!(d.upstreams[0].grpc.retry_on, vec![14]);
+    for case in [
+        r#"protocol = "h2"
+           ^^^^ `protocol = "h2"` is HTTP/2 over TLS: add `tls = {}`"#,
+        r#"protocol = "http2"
+           ^^^^^^^ unknown protocol "http2""#,
+        r#"grpc_retry_on = ["sometimes"]
+                 ^^^^^^^^^^^ not a gRPC status"#,
+        r#"grpc_retry_on = [17]
+                 ^^ not a gRPC status"#,
+        r#"grpc_idempotent = ["echo.Echo/Say"]
+                   ^^^^^^^^^^^^^^^ is not a gRPC method path"#,
+        r#"h2_max_connections = 0
+                     ^ `h2_max_connections` must be"#,
+    ] {
+        assert_marked(&upstream_with(case));
+    }
+    assert_marked(&upstream_with(
+        r#"tls = { verify = false }
+protocol = "h2c"
+           ^^^^^ `protocol = "h2c"` is HTTP/2 in clear text"#,
+    ));
+}

@@ -1,4 +1,4 @@
-//! `[upstreams.health_check]`: active probes (HTTP or TCP), what passes, how often, and the
+//! `[upstreams.health_check]`: active probes (HTTP, TCP or gRPC), what passes, how often, and the
 //! rise/fall hysteresis.
 
 use balance::HealthConfig;
@@ -17,6 +17,7 @@ impl Validator<'_> {
         let empty = RawHealthCheck {
             enabled: None,
             kind: None,
+            service: None,
             path: None,
             host: None,
             expected_status: None,
@@ -120,8 +121,13 @@ impl Validator<'_> {
             kind: match raw.kind {
                 None | Some(RawKind::Http) => CheckKind::Http,
                 Some(RawKind::Tcp) => CheckKind::Tcp,
+                Some(RawKind::Grpc) => CheckKind::Grpc,
             },
             path,
+            service: raw
+                .service
+                .as_ref()
+                .map_or_else(String::new, |s| s.get_ref().clone()),
             host,
             expected_status,
             interval,

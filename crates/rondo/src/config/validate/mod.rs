@@ -17,6 +17,7 @@ mod circuit_breaker;
 mod discovery;
 mod health_check;
 mod listener;
+mod protocol;
 mod upstream;
 mod values;
 

@@ -204,6 +204,9 @@ impl Validator<'_> {
         let (health_check, health) = self.health_check(raw.health_check.as_ref());
         let breaker = self.breaker(raw.circuit_breaker.as_ref());
         let affinity = self.affinity(raw, algorithm);
+        let protocol = self.protocol(raw, &name);
+        let h2 = self.h2(raw);
+        let grpc = self.grpc(raw);
 
         UpstreamConfig {
             name,
@@ -235,6 +238,9 @@ impl Validator<'_> {
             hash_key: affinity.hash_key,
             sticky: affinity.sticky,
             tls: raw.tls.as_ref().and_then(|t| self.upstream_tls(t)),
+            protocol,
+            h2,
+            grpc,
         }
     }
 

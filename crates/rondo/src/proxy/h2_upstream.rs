@@ -1,0 +1,257 @@
+//! HTTP/2 connections to backends, shared by many requests, one set per worker thread.
+//!
+//! Each request is its own pick (round robin, weights, least-connections counting streams):
+//! the connection only carries the stream. A backend's connection takes streams up to the
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` the backend advertised (read from hyper's connection,
+//! which follows the backend's SETTINGS), then the next connection is used or a new one
+//! opens, up to `h2_max_connections` per backend; past that cap a stream waits on the least
+//! busy connection (hyper queues it until the backend frees a slot) rather than being
+//! refused. Streams are counted by the worker alone, so claiming and releasing one is a
+//! `Cell` update, never a lock (as the HTTP/1.1 pool in `connpool` is per worker).
+//!
+//! A connection that received GOAWAY, or closed, takes no new stream: its streams in flight
+//! finish, new ones go to another connection. A stream the backend refused without
+//! processing it (REFUSED_STREAM, or beyond a GOAWAY's last stream id) is reported as
+//! [`refused`], which the forwarding policy retries like a connection that never opened.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use hyper::client::conn::http2::{Connection, SendRequest};
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use super::h2::LocalExec;
+use super::replay::ReplayBody;
+use crate::config::H2Config;
+use crate::tls::BackendConn;
+
+/// A sender of requests on one HTTP/2 connection to a backend.
+pub(crate) type H2Sender = SendRequest<ReplayBody>;
+
+/// The connection's task, polled by the worker.
+type Driver = Pin<Box<Connection<TokioIo<BackendConn>, ReplayBody, LocalExec>>>;
+
+/// What the pool and the connection's task share about one connection.
+struct Shared {
+    /// hyper's connection: polled by its task, asked for the backend's stream limit.
+    driver: RefCell<Driver>,
+    /// Streams in flight on it.
+    active: Cell<usize>,
+    /// The connection ended (closed, failed, or drained after GOAWAY).
+    done: Cell<bool>,
+}
+
+impl Shared {
+    /// Streams the backend accepts at once on this connection.
+    fn limit(&self) -> usize {
+        // Never borrowed across an await: the task borrows only inside one `poll`.
+        self.driver
+            .try_borrow()
+            .map_or(1, |d| d.current_max_send_streams().max(1))
+    }
+}
+
+/// One HTTP/2 connection in the pool.
+struct Conn {
+    sender: H2Sender,
+    shared: Rc<Shared>,
+}
+
+impl Conn {
+    fn usable(&self) -> bool {
+        !self.shared.done.get() && !self.sender.is_closed()
+    }
+}
+
+/// A stream's place on its connection, counted until dropped (when the response body
+/// ends or is dropped).
+pub(crate) struct Stream(Rc<Shared>);
+
+impl Stream {
+    fn claim(shared: &Rc<Shared>) -> Stream {
+        shared.active.set(shared.active.get() + 1);
+        Stream(Rc::clone(shared))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("active", &self.0.active.get())
+            .finish()
+    }
+}
+
+/// One worker's HTTP/2 connections, by backend address.
+#[derive(Default)]
+pub(crate) struct H2Pool {
+    conns: RefCell<HashMap<SocketAddr, Vec<Conn>>>,
+    /// Backends a connection is being opened to: a burst of requests waits for it rather
+    /// than opening one connection each.
+    opening: RefCell<HashMap<SocketAddr, Rc<tokio::sync::Notify>>>,
+}
+
+/// A connection being opened, announced until dropped (then its waiters look again).
+pub(crate) struct Opening<'p> {
+    pool: &'p H2Pool,
+    addr: SocketAddr,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Some(notify) = self.pool.opening.borrow_mut().remove(&self.addr) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl std::fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Pool")
+            .field("backends", &self.conns.borrow().len())
+            .finish()
+    }
+}
+
+impl H2Pool {
+    /// A stream on a connection to `addr` with room for it; `None` when a new connection
+    /// should open (none has room and fewer than `max_connections` are open). At the cap,
+    /// the least busy connection takes it.
+    pub(crate) fn claim(
+        &self,
+        addr: SocketAddr,
+        max_connections: usize,
+    ) -> Option<(H2Sender, Stream)> {
+        let mut all = self.conns.borrow_mut();
+        let list = all.get_mut(&addr)?;
+        list.retain(Conn::usable);
+        let free = list
+            .iter()
+            .find(|c| c.shared.active.get() < c.shared.limit());
+        let conn = match free {
+            Some(c) => c,
+            None if list.len() < max_connections => return None,
+            None => list.iter().min_by_key(|c| c.shared.active.get())?,
+        };
+        Some((conn.sender.clone(), Stream::claim(&conn.shared)))
+    }
+
+    /// Waits (up to `limit`) for a connection to `addr` that another request is opening,
+    /// if one is (`true`: [`H2Pool::claim`] again).
+    pub(crate) async fn wait_for_opening(
+        &self,
+        addr: SocketAddr,
+        limit: std::time::Duration,
+    ) -> bool {
+        let Some(notify) = self.opening.borrow().get(&addr).cloned() else {
+            return false;
+        };
+        let _ = tokio::time::timeout(limit, notify.notified()).await;
+        true
+    }
+
+    /// Announces that a connection to `addr` is being opened (see [`H2Pool::wait_for_opening`]).
+    pub(crate) fn opening(&self, addr: SocketAddr) -> Opening<'_> {
+        self.opening
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| Rc::new(tokio::sync::Notify::new()));
+        Opening { pool: self, addr }
+    }
+
+    /// Starts HTTP/2 on a new connection to `addr`, adds it to the pool and claims its first
+    /// stream.
+    pub(crate) async fn open(
+        &self,
+        addr: SocketAddr,
+        io: BackendConn,
+        settings: H2Config,
+    ) -> Result<(H2Sender, Stream), hyper::Error> {
+        let mut builder = hyper::client::conn::http2::Builder::new(LocalExec);
+        builder.timer(TokioTimer::new());
+        if let Some(every) = settings.ping_interval {
+            builder
+                .keep_alive_interval(every)
+                .keep_alive_timeout(every)
+                .keep_alive_while_idle(true);
+        }
+        let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
+        let shared = Rc::new(Shared {
+            driver: RefCell::new(Box::pin(conn)),
+            active: Cell::new(0),
+            done: Cell::new(false),
+        });
+        tokio::task::spawn_local(Drive(Rc::clone(&shared)));
+        let stream = Stream::claim(&shared);
+        self.conns.borrow_mut().entry(addr).or_default().push(Conn {
+            sender: sender.clone(),
+            shared,
+        });
+        Ok((sender, stream))
+    }
+
+    /// Forgets connections that ended.
+    pub(crate) fn sweep(&self) {
+        let mut all = self.conns.borrow_mut();
+        for list in all.values_mut() {
+            list.retain(Conn::usable);
+        }
+        all.retain(|_, list| !list.is_empty());
+    }
+}
+
+/// The task that runs one connection until it ends, then marks it done.
+struct Drive(Rc<Shared>);
+
+impl Future for Drive {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let ended = match self.0.driver.try_borrow_mut() {
+            Ok(mut driver) => driver.as_mut().poll(cx).is_ready(),
+            // Not reachable on one thread; try again rather than stall.
+            Err(_) => {
+                cx.waker().wake_by_ref();
+                false
+            }
+        };
+        if ended {
+            self.0.done.set(true);
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// True when `error` says the request was never processed by the backend, so it may go to
+/// another backend whatever its method: hyper did not write it (the connection closed
+/// first), the backend refused the stream (REFUSED_STREAM), or a graceful GOAWAY left it
+/// out.
+pub(crate) fn refused(error: &hyper::Error) -> bool {
+    if error.is_canceled() {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = e.source();
+    }
+    false
+}

@@ -1,0 +1,475 @@
+//! One request from a client connection served by hyper (HTTP/2, or HTTP/1.1 on a listener
+//! whose upstreams speak HTTP/2) to a backend, over HTTP/1.1 or HTTP/2 as the upstream's
+//! `protocol` says. Which backend, retries, the queue's priority and the access log are the
+//! forwarding policy's ([`super::forward`]); this file only sends one attempt and forwards
+//! one response ([`Exchange`]).
+//!
+//! The request body is a [`Replay`]: streamed as it arrives and kept up to
+//! `retry_body_limit`, so a failed attempt can be replayed on another backend. gRPC calls
+//! (`content-type: application/grpc`) are judged by `grpc-status` when the backend answers
+//! with a status alone, retried on `grpc_retry_on` when their method is listed in
+//! `grpc_idempotent`, bounded by their `grpc-timeout`, and get gRPC errors from rondo.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use balance::{Backend, Outcome};
+use http::header::{self, HeaderValue};
+use http_body_util::Either;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, timeout};
+
+use super::affinity::{self, RequestParts};
+use super::forward::{
+    Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError, Verdict,
+};
+use super::h2_upstream::{self, H2Sender, Stream};
+use super::protocol::is_idempotent;
+use super::relay_head::{Own, error, strip_hop_by_hop, to_http2, upstream_head};
+use super::replay::{Replay, ReplayBody};
+use super::respond::ErrorPage;
+use super::{Frontend, Worker};
+use crate::config::{UpstreamConfig, UpstreamProtocol};
+use crate::header_rules::{HeaderRules, Vars};
+use crate::tls::{BackendAlpn, BackendConn};
+use crate::upstream::Upstream;
+
+/// A hyper HTTP/1.1 connection to a backend, kept per worker between requests.
+pub(crate) type H1Sender = http1::SendRequest<ReplayBody>;
+
+/// Body of a response to the client: the backend's, or rondo's own.
+pub(crate) type ClientBody = Either<Tracked, Own>;
+
+/// A backend's response body, holding its HTTP/2 stream's place on the connection until
+/// the body ends or is dropped.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    body: Incoming,
+    _stream: Option<Stream>,
+}
+
+impl Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The trailers of a gRPC response, declared to an HTTP/1.1 client so they are forwarded.
+const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
+
+/// The connection an attempt goes out on.
+enum Sender {
+    H1(H1Sender),
+    H2(H2Sender, Stream),
+}
+
+/// Forwards one request through the forwarding policy.
+pub(crate) async fn forward(
+    req: Request<Incoming>,
+    frontend: &Frontend,
+    worker: &Worker,
+    ip: &str,
+) -> Response<ClientBody> {
+    let (mut head, host, trailers) = upstream_head(&req, ip, frontend.config.tls.is_some());
+    let version = req.version();
+    let index = frontend.route(host.as_deref(), req.uri().path());
+    let upstream = Arc::clone(&frontend.upstreams[index]);
+    let cfg = upstream.config_ref();
+    let id = super::headers::request_id_in_map(&mut head.headers);
+    let bare_host = host
+        .as_deref()
+        .map_or("", |h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let vars = Vars {
+        remote_addr: ip,
+        host: bare_host,
+        request_id: id.as_str(),
+    };
+    let request_rules = [
+        &frontend.config.headers.request,
+        &frontend.route_headers[index].request,
+    ];
+    super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| crate::grpc::is_grpc(v.as_bytes()));
+    let path = req.uri().path();
+    let idempotent = if grpc {
+        cfg.grpc.is_idempotent(path)
+    } else {
+        is_idempotent(req.method().as_str())
+    };
+    // A gRPC deadline bounds every attempt; a malformed one is ignored, as gRPC servers do.
+    let deadline = req
+        .headers()
+        .get("grpc-timeout")
+        .filter(|_| grpc)
+        .and_then(|v| crate::grpc::parse_timeout(v.as_bytes()))
+        .map(|t| Instant::now() + t);
+    let priority = req
+        .headers()
+        .get(upstream.priority_header())
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        .unwrap_or(0);
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let request = RequestParts {
+        client: ip,
+        target: target.as_bytes(),
+        headers: req.headers(),
+    };
+    let facts = Facts {
+        idempotent,
+        replayable: true,
+        priority,
+        affinity: affinity::read(&cfg, &request),
+    };
+    let origin = Origin {
+        client: ip,
+        listener: &frontend.config.name,
+        protocol: match version {
+            http::Version::HTTP_2 => "HTTP/2.0",
+            _ => "HTTP/1.1",
+        },
+        request_id: id.as_str(),
+        report: &frontend.reports[index],
+    };
+    let body = Replay::new(Some(req.into_body()), cfg.retry_body_limit);
+    drop(cfg);
+    let mut exchange = RelayExchange {
+        worker,
+        upstream: &upstream,
+        report: &frontend.reports[index],
+        head,
+        trailers,
+        client_http1: version != http::Version::HTTP_2,
+        body,
+        grpc,
+        deadline,
+        pending: None,
+        response_rules: [
+            &frontend.config.headers.response,
+            &frontend.route_headers[index].response,
+        ],
+        vars,
+        connect_time: None,
+    };
+    super::forward::forward(&upstream, facts, origin, &mut exchange).await
+}
+
+/// A response head received, with what it came on.
+struct Pending {
+    response: Response<Incoming>,
+    /// An HTTP/1.1 connection goes back to the pool; an HTTP/2 stream stays counted until
+    /// the body ends.
+    sender: Sender,
+    addr: SocketAddr,
+    /// The `grpc-status` of a gRPC response that carried it in its head (no body follows).
+    grpc_status: Option<u8>,
+}
+
+/// One request on its way to a backend.
+struct RelayExchange<'a> {
+    worker: &'a Worker,
+    /// Where new backend connections get their TLS settings and protocol.
+    upstream: &'a Upstream,
+    /// Where pool use is counted.
+    report: &'a super::forward::Report,
+    /// The head to send (rewritten for the backend, as HTTP/1.1).
+    head: http::request::Parts,
+    /// The client sent `te: trailers`.
+    trailers: bool,
+    /// The client speaks HTTP/1.1: trailers reach it only when the response head names
+    /// them (`Trailer`), which an HTTP/2 backend does not do.
+    client_http1: bool,
+    body: Replay,
+    /// A gRPC call.
+    grpc: bool,
+    /// The call's `grpc-timeout`, as a deadline.
+    deadline: Option<Instant>,
+    pending: Option<Pending>,
+    /// The listener's and the route's `response_headers`, and their variables.
+    response_rules: [&'a HeaderRules; 2],
+    vars: Vars<'a>,
+    connect_time: Option<Duration>,
+}
+
+impl RelayExchange<'_> {
+    /// A connection for the next attempt to `addr`: a stream on a shared HTTP/2 connection,
+    /// a pooled HTTP/1.1 connection, or a new one (HTTP/2 when the upstream's protocol says
+    /// so, or ALPN chose it). `true` when it was already open.
+    async fn connection(
+        &mut self,
+        addr: SocketAddr,
+        cfg: &UpstreamConfig,
+    ) -> Result<(Sender, bool), Failure> {
+        let tls = self.upstream.tls();
+        let counters = &self.report.upstream;
+        let count = |c: &std::sync::atomic::AtomicU64| {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        let h2_pool = &self.worker.h2;
+        let may_h2 = cfg.protocol.may_use_h2(tls.is_some());
+        if may_h2 {
+            let mut claimed = h2_pool.claim(addr, cfg.h2.max_connections);
+            if claimed.is_none() && h2_pool.wait_for_opening(addr, cfg.connect_timeout).await {
+                claimed = h2_pool.claim(addr, cfg.h2.max_connections);
+            }
+            if let Some((sender, stream)) = claimed {
+                count(&counters.pool_reused);
+                self.connect_time = Some(Duration::ZERO);
+                return Ok((Sender::H2(sender, stream), true));
+            }
+        }
+        if cfg.protocol != UpstreamProtocol::H2c
+            && cfg.protocol != UpstreamProtocol::H2
+            && let Some(sender) = self.worker.take_h1_sender(addr)
+        {
+            count(&counters.pool_reused);
+            self.connect_time = Some(Duration::ZERO);
+            return Ok((Sender::H1(sender), true));
+        }
+        count(&counters.pool_opened);
+        // Requests that find no room meanwhile wait for this connection.
+        let _opening = may_h2.then(|| h2_pool.opening(addr));
+        let started = Instant::now();
+        let alpn = match (cfg.protocol, tls.is_some()) {
+            (UpstreamProtocol::H2, _) => BackendAlpn::H2,
+            (UpstreamProtocol::Auto, true) => BackendAlpn::Auto,
+            _ => BackendAlpn::None,
+        };
+        let limit = cfg.connect_timeout;
+        let conn = match timeout(limit, BackendConn::connect_alpn(addr, tls.as_deref(), alpn)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
+            Err(_) => return Err(Failure::connect_timeout(addr, limit)),
+        };
+        let h2 = match cfg.protocol {
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::H2 if !conn.selected_h2() => {
+                let detail = format!("{addr} did not select HTTP/2 (h2) by ALPN");
+                return Err(Failure {
+                    status: 502,
+                    ..Failure::connect(addr, &std::io::Error::other(detail))
+                });
+            }
+            _ => conn.selected_h2(),
+        };
+        let handshake_failed = |e: hyper::Error| {
+            Failure::no_response(false, format!("connecting to {addr} failed: {e}"))
+        };
+        let sender = if h2 {
+            let (sender, stream) = self
+                .worker
+                .h2
+                .open(addr, conn, cfg.h2)
+                .await
+                .map_err(handshake_failed)?;
+            Sender::H2(sender, stream)
+        } else {
+            let (sender, conn) = http1::handshake(TokioIo::new(conn))
+                .await
+                .map_err(handshake_failed)?;
+            tokio::task::spawn_local(conn);
+            Sender::H1(sender)
+        };
+        self.connect_time = Some(started.elapsed());
+        Ok((sender, false))
+    }
+
+    /// The time the next attempt may wait for a response head: the upstream's
+    /// `response_timeout`, or less when the call's deadline comes first.
+    fn response_limit(&self, cfg: &UpstreamConfig) -> Duration {
+        match self.deadline {
+            Some(d) => cfg
+                .response_timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => cfg.response_timeout,
+        }
+    }
+}
+
+impl Exchange for RelayExchange<'_> {
+    type Output = Response<ClientBody>;
+
+    async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
+        let addr = backend.address();
+        let limit = self.response_limit(cfg);
+        if limit.is_zero() {
+            return Err(SendError::Backend(Failure::timed_out(addr, limit)));
+        }
+        let (sender, reused) = self
+            .connection(addr, cfg)
+            .await
+            .map_err(SendError::Backend)?;
+        if !self.body.can_replay() {
+            let detail = "the request body was already sent to another backend".to_owned();
+            return Err(SendError::Backend(Failure::no_response(false, detail)));
+        }
+        let mut head = self.head.clone();
+        let sent = match sender {
+            Sender::H2(mut sender, stream) => {
+                to_http2(
+                    &mut head,
+                    self.upstream.tls().is_some(),
+                    addr,
+                    self.trailers,
+                );
+                let request = Request::from_parts(head, self.body.attempt());
+                let result = timeout(limit, sender.send_request(request)).await;
+                (result, Sender::H2(sender, stream))
+            }
+            Sender::H1(mut sender) => {
+                let request = Request::from_parts(head, self.body.attempt());
+                let result = timeout(limit, sender.send_request(request)).await;
+                (result, Sender::H1(sender))
+            }
+        };
+        match sent {
+            (Ok(Ok(response)), sender) => {
+                let status = response.status().as_u16();
+                let grpc_status = if self.grpc {
+                    crate::grpc::parse_status(
+                        response
+                            .headers()
+                            .get("grpc-status")
+                            .map(HeaderValue::as_bytes),
+                    )
+                } else {
+                    None
+                };
+                self.pending = Some(Pending {
+                    response,
+                    sender,
+                    addr,
+                    grpc_status,
+                });
+                Ok(status)
+            }
+            (Ok(Err(e)), _) if h2_upstream::refused(&e) => Err(SendError::Backend(
+                Failure::refused(format!("{addr} refused the request unprocessed: {e}")),
+            )),
+            (Ok(Err(e)), _) => {
+                let detail = format!("exchange with {addr} failed: {e}");
+                Err(SendError::Backend(Failure::no_response(reused, detail)))
+            }
+            (Err(_), _) => Err(SendError::Backend(Failure::timed_out(addr, limit))),
+        }
+    }
+
+    fn verdict(&self, status: u16, cfg: &UpstreamConfig) -> Verdict {
+        match self.pending.as_ref().and_then(|p| p.grpc_status) {
+            Some(code) => Verdict {
+                outcome: if crate::grpc::is_backend_failure(code) {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                },
+                retry: cfg.grpc.retry_on.contains(&code),
+            },
+            None => Verdict {
+                outcome: super::protocol::outcome_of(status),
+                retry: cfg.retry_on_status.contains(&status),
+            },
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        self.body.can_replay()
+    }
+
+    async fn deliver(
+        &mut self,
+        cfg: &UpstreamConfig,
+        set_cookie: Option<&str>,
+    ) -> Delivered<Self::Output> {
+        let Some(Pending {
+            mut response,
+            sender,
+            addr,
+            ..
+        }) = self.pending.take()
+        else {
+            let page = ErrorPage {
+                request_id: Some(self.vars.request_id),
+                ..ErrorPage::default()
+            };
+            return Delivered {
+                output: error(502, &page, self.grpc),
+                backend_ok: false,
+                bytes_sent: 0,
+            };
+        };
+        let stream = match sender {
+            Sender::H1(sender) => {
+                self.worker.put_h1_sender(addr, sender, cfg.keepalive);
+                None
+            }
+            Sender::H2(_, stream) => Some(stream),
+        };
+        strip_hop_by_hop(response.headers_mut());
+        super::headers::apply_to_map(response.headers_mut(), &self.response_rules, &self.vars);
+        if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        if self.grpc && self.client_http1 && self.trailers {
+            response
+                .headers_mut()
+                .insert(header::TRAILER, HeaderValue::from_static(GRPC_TRAILERS));
+        }
+        let output = response.map(|body| {
+            Either::Left(Tracked {
+                body,
+                _stream: stream,
+            })
+        });
+        Delivered {
+            output,
+            backend_ok: true,
+            // hyper streams the body; its size is not known here.
+            bytes_sent: 0,
+        }
+    }
+
+    fn discard(&mut self) {
+        self.pending = None;
+    }
+
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output {
+        error(status.unwrap_or(400), page, self.grpc)
+    }
+
+    fn connect_time(&self) -> Option<Duration> {
+        self.connect_time
+    }
+
+    fn request_view(&self) -> RequestView<'_> {
+        let text =
+            |name: header::HeaderName| self.head.headers.get(name).and_then(|v| v.to_str().ok());
+        RequestView {
+            method: self.head.method.as_str(),
+            target: self.head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            referer: text(header::REFERER),
+            user_agent: text(header::USER_AGENT),
+            bytes_received: 0,
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! gRPC through rondo to real gRPC servers (tonic): each call of one client connection is
+//! its own pick, failures and GOAWAY are absorbed, a backend's stream limit opens more
+//! connections, gRPC health checks take a NOT_SERVING backend out, and rondo's own errors
+//! reach gRPC clients as gRPC statuses.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
+
+mod common;
+#[path = "common/grpc.rs"]
+mod grpc_backend;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use grpc_backend::{GrpcBackend, client, say};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn grpc_backends(n: usize, max_streams: Option<u32>) -> Vec<GrpcBackend> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(GrpcBackend::start(&format!("g{}", i + 1), max_streams).await);
+    }
+    v
+}
+
+/// Upstream `app` speaking h2c to `backends` with these weights.
+fn h2c(backends: &[(&GrpcBackend, f64)]) -> UpstreamBuilder {
+    backends
+        .iter()
+        .fold(UpstreamBuilder::new("app"), |u, (b, w)| {
+            u.backend(b.name(), b.addr(), *w)
+        })
+        .set("protocol", "h2c")
+        .health_check(Section::disabled())
+}
+
+/// Runs `calls` calls, `concurrency` at a time, over one client connection; returns the
+/// replies' backends counted, and the failed calls' statuses.
+async fn run_calls(
+    proxy: std::net::SocketAddr,
+    calls: usize,
+    concurrency: usize,
+    mut between: impl FnMut(usize),
+) -> (HashMap<String, usize>, Vec<tonic::Status>) {
+    let grpc = client(proxy).await;
+    let mut counts = HashMap::new();
+    let mut failures = Vec::new();
+    let mut done = 0;
+    while done < calls {
+        let batch = concurrency.min(calls - done);
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..batch {
+            let mut grpc = grpc.clone();
+            set.spawn(async move { say(&mut grpc, &format!("call {}", done + i)).await });
+        }
+        while let Some(joined) = set.join_next().await {
+            match joined.unwrap() {
+                Ok(reply) => *counts.entry(reply.backend).or_insert(0) += 1,
+                Err(status) => failures.push(status),
+            }
+        }
+        done += batch;
+        between(done);
+    }
+    (counts, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_connection_is_spread_call_by_call_in_exact_round_robin() {
+    let b = grpc_backends(4, None).await;
+    let upstream = h2c(&[(&b[0], 1.0), (&b[1], 1.0), (&b[2], 1.0), (&b[3], 1.0)]);
+    let proxy = start(&proxy_config(upstream));
+    let (counts, failures) = run_calls(web(&proxy), 1000, 8, |_| {}).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    for backend in &b {
+        assert_eq!(counts.get(backend.name()), Some(&250), "{counts:?}");
+        assert_eq!(backend.calls(), 250);
+    }
+    // Streams share connections: far fewer backend connections than calls.
+    for backend in &b {
+        assert!(
+            backend.connections() <= 2,
+            "{} opened {}",
+            backend.name(),
+            backend.connections()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_respected_call_by_call() {
+    let b = grpc_backends(4, None).await;
+    let upstream = h2c(&[(&b[0], 1.0), (&b[1], 2.0), (&b[2], 3.0), (&b[3], 4.0)]);
+    let proxy = start(&proxy_config(upstream));
+    let (counts, failures) = run_calls(web(&proxy), 1000, 8, |_| {}).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    for (backend, want) in b.iter().zip([100, 200, 300, 400]) {
+        assert_eq!(counts.get(backend.name()), Some(&want), "{counts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_run_fails_no_idempotent_call() {
+    let b = grpc_backends(4, None).await;
+    let upstream = h2c(&[(&b[0], 1.0), (&b[1], 1.0), (&b[2], 1.0), (&b[3], 1.0)])
+        .set("grpc_idempotent", vec!["/echo.Echo/"]);
+    let proxy = start(&proxy_config(upstream));
+    // Calls held in flight on the victim when it dies.
+    let victim = &b[1];
+    let (counts, failures) = run_calls(web(&proxy), 1000, 8, |done| {
+        if done == 400 {
+            victim.kill();
+        }
+    })
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(counts.values().sum::<usize>(), 1000);
+    assert!(
+        counts.get(victim.name()).copied().unwrap_or(0) <= 100,
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_on_a_dying_backend_are_retried_elsewhere() {
+    let b = grpc_backends(2, None).await;
+    let upstream =
+        h2c(&[(&b[0], 1.0), (&b[1], 1.0)]).set("grpc_idempotent", vec![grpc_backend::SAY]);
+    let proxy = start(&proxy_config(upstream));
+    let grpc = client(web(&proxy)).await;
+    b[0].release(false);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut grpc = grpc.clone();
+        set.spawn(async move { say(&mut grpc, &format!("held {i}")).await });
+    }
+    eventually(LIMIT, "five calls held on g1", || b[0].in_flight() == 5).await;
+    b[0].kill();
+    while let Some(joined) = set.join_next().await {
+        let reply = joined.unwrap().expect("the call succeeds on g2");
+        assert_eq!(reply.backend, "g2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_from_a_backend_fails_no_call() {
+    let b = grpc_backends(4, None).await;
+    // Not idempotent: only calls the backend did not process may move.
+    let upstream = h2c(&[(&b[0], 1.0), (&b[1], 1.0), (&b[2], 1.0), (&b[3], 1.0)]);
+    let proxy = start(&proxy_config(upstream));
+    let (counts, failures) = run_calls(web(&proxy), 1000, 8, |done| {
+        if done == 400 {
+            b[2].goaway();
+        }
+    })
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(counts.values().sum::<usize>(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
+    let b = GrpcBackend::start("g1", Some(10)).await;
+    let upstream = h2c(&[(&b, 1.0)]);
+    let proxy = start(&proxy_config(upstream));
+    let grpc = client(web(&proxy)).await;
+    // One call first, so rondo has read the backend's SETTINGS.
+    say(&mut grpc.clone(), "warm-up").await.unwrap();
+    b.release(false);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let mut grpc = grpc.clone();
+        set.spawn(async move { say(&mut grpc, &format!("held {i}")).await });
+    }
+    // Queued past the limit, calls would wait in rondo and never reach 30 at once.
+    eventually(LIMIT, "30 calls in flight at the backend", || {
+        b.in_flight() == 30
+    })
+    .await;
+    assert!(b.connections() >= 3, "{} connections", b.connections());
+    b.release(true);
+    while let Some(joined) = set.join_next().await {
+        joined.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_answers_are_retried_for_idempotent_methods_only() {
+    let b = grpc_backends(2, None).await;
+    b[0].fail_with(tonic::Code::Unavailable as i32);
+    let idempotent = h2c(&[(&b[0], 1.0), (&b[1], 1.0)])
+        .set("grpc_idempotent", vec![grpc_backend::SAY])
+        .set("max_fails", 0)
+        .circuit_breaker(Section::disabled());
+    let proxy = start(&proxy_config(idempotent));
+    let mut grpc = client(web(&proxy)).await;
+    for i in 0..6 {
+        let reply = say(&mut grpc, &format!("{i}")).await.unwrap();
+        assert_eq!(reply.backend, "g2");
+    }
+    drop(proxy);
+    let not_listed = h2c(&[(&b[0], 1.0), (&b[1], 1.0)])
+        .set("max_fails", 0)
+        .circuit_breaker(Section::disabled());
+    let proxy = start(&proxy_config(not_listed));
+    let mut grpc = client(web(&proxy)).await;
+    let first = say(&mut grpc, "a").await.unwrap_err();
+    assert_eq!(first.code(), tonic::Code::Unavailable);
+    assert_eq!(first.message(), "scripted failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rondo_answers_grpc_clients_with_grpc_errors() {
+    let dead = GrpcBackend::start("g1", None).await;
+    let addr = dead.addr();
+    dead.kill();
+    drop(dead);
+    let upstream = UpstreamBuilder::new("app")
+        .backend("g1", addr, 1.0)
+        .set("protocol", "h2c")
+        .health_check(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    let mut grpc = client(web(&proxy)).await;
+    let status = say(&mut grpc, "anyone?").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("rondo"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_bounds_the_wait_for_the_backend() {
+    let b = GrpcBackend::start("g1", None).await;
+    b.release(false);
+    let upstream = h2c(&[(&b, 1.0)]).set("tries", 1);
+    let proxy = start(&proxy_config(upstream));
+    // A raw HTTP/2 client, which (unlike tonic's) does not enforce the deadline itself: the
+    // answer it gets is rondo's.
+    let mut h2 = H2Client::connect(web(&proxy)).await;
+    let framed = [0u8, 0, 0, 0, 0];
+    let reply = h2
+        .send_with(
+            "POST",
+            grpc_backend::SAY,
+            &[
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-timeout", "200m"),
+            ],
+            &framed,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("grpc-status"),
+        Some("4"),
+        "{:?}",
+        reply.headers
+    );
+    assert_eq!(b.in_flight(), 1);
+    b.release(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_health_check_takes_a_not_serving_backend_out() {
+    let b = grpc_backends(2, None).await;
+    let check = Section::new()
+        .set("kind", "grpc")
+        .set("service", "echo.Echo")
+        .duration("interval", Duration::from_millis(100))
+        .duration("timeout", Duration::from_millis(90))
+        .set("fall", 1)
+        .set("rise", 1);
+    let upstream = h2c(&[(&b[0], 1.0), (&b[1], 1.0)]).health_check(check);
+    let proxy = start(&proxy_config(upstream));
+    b[0].set_serving(false).await;
+    eventually(LIMIT, "g1 marked down", || {
+        health(&proxy, "app", "g1") == balance::Health::Down
+    })
+    .await;
+    assert_eq!(health(&proxy, "app", "g2"), balance::Health::Up);
+    let mut grpc = client(web(&proxy)).await;
+    for i in 0..4 {
+        assert_eq!(say(&mut grpc, &format!("{i}")).await.unwrap().backend, "g2");
+    }
+    b[0].set_serving(true).await;
+    eventually(LIMIT, "g1 back up", || {
+        health(&proxy, "app", "g1") == balance::Health::Up
+    })
+    .await;
+}
