@@ -197,10 +197,17 @@ async fn metrics_count_every_attempt_retry_and_breaker_exactly() {
     let seen = traffic(web(&proxy), 8).await;
     assert_eq!(seen, ["a:200", "b:500"].repeat(4));
     // An outcome is recorded as its response ends, which the client may see first.
-    let m = settled_scrape(
+    settled_scrape(
         admin,
         "rondo_requests_total{backend=b,code=500,upstream=app}",
         4.0,
+    )
+    .await;
+    // The attempt is recorded just before its lease ends: the in-flight gauge follows.
+    let m = settled_scrape(
+        admin,
+        "rondo_backend_in_flight{backend=b,upstream=app}",
+        0.0,
     )
     .await;
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {m:?}"));
