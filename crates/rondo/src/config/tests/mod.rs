@@ -17,6 +17,7 @@ mod access_log;
 mod admin;
 mod backends;
 mod docs;
+mod fuzz;
 mod header_rules;
 mod health_check;
 mod listener;
