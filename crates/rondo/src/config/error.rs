@@ -170,7 +170,10 @@ impl<'a> SourceMap<'a> {
             .find('\n')
             .map_or(self.text.len(), |i| line_start + i);
         let source_line = self.text[line_start..line_end].trim_end_matches('\r');
-        let column = self.text[line_start..start].chars().count() + 1;
+        // A place past the shown line (after a trailing CR, which is not shown) is marked
+        // just after its last character.
+        let column =
+            (self.text[line_start..start].chars().count() + 1).min(source_line.chars().count() + 1);
         let end = floor_char_boundary(self.text, span.end.clamp(start, line_end));
         let width = self.text[start..end].chars().count().max(1);
         Diagnostic {

@@ -34,6 +34,8 @@ pub(crate) struct RawConfig {
     pub(crate) upstreams: Option<S<Vec<S<RawUpstream>>>>,
     /// `[resolver]`. Default: the system's resolver configuration.
     pub(crate) resolver: Option<S<RawResolver>>,
+    /// Size (bytes) of resident memory past which new connections are refused. Default: none.
+    pub(crate) max_memory: Option<S<SizeValue>>,
 }
 
 /// `[resolver]`: how backend names are resolved.
@@ -82,6 +84,8 @@ pub(crate) struct RawListener {
     pub(crate) max_body_size: Option<S<SizeValue>>,
     /// Open client connections accepted at once. Default: (open-file limit − 64) / 2.
     pub(crate) max_client_connections: Option<S<i64>>,
+    /// Streams one HTTP/2 connection may have open at once. Default 128.
+    pub(crate) http2_max_concurrent_streams: Option<S<i64>>,
     /// `[[listeners.routes]]`. Default: none.
     #[serde(default)]
     pub(crate) routes: Vec<S<RawRoute>>,

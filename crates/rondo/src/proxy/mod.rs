@@ -23,6 +23,7 @@ mod h1;
 mod h2;
 mod head;
 mod headers;
+pub(crate) mod memory;
 pub(crate) mod protocol;
 mod redirect;
 mod respond;
@@ -104,7 +105,6 @@ impl Site {
 type UpstreamSender = hyper::client::conn::http1::SendRequest<h2::UpstreamBody>;
 
 /// Per-thread state: idle backend connections and spare buffers.
-#[derive(Default)]
 pub(crate) struct Worker {
     conns: connpool::ConnPool,
     buffers: RefCell<Vec<Vec<u8>>>,
@@ -115,6 +115,10 @@ pub(crate) struct Worker {
     h2_upstreams: RefCell<std::collections::HashMap<SocketAddr, Vec<UpstreamSender>>>,
     /// Client connections waiting for a request, closed first when descriptors run short.
     idle: room::IdleClients,
+    /// Set when the server is shutting down: responses say `Connection: close`.
+    closing: std::cell::Cell<bool>,
+    /// The process's `max_memory`, shared by every worker.
+    memory: Arc<memory::MemoryLimit>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -129,6 +133,35 @@ impl std::fmt::Debug for Worker {
 const SPARE_BUFFERS: usize = 256;
 
 impl Worker {
+    /// A worker of its own, with the process's memory limit.
+    fn new(memory: Arc<memory::MemoryLimit>) -> Worker {
+        Worker {
+            conns: connpool::ConnPool::default(),
+            buffers: RefCell::default(),
+            busy: std::cell::Cell::default(),
+            h2_upstreams: RefCell::default(),
+            idle: room::IdleClients::default(),
+            closing: std::cell::Cell::default(),
+            memory,
+        }
+    }
+
+    /// Whether a client connection may be kept open after this response: not while shutting
+    /// down (the client learns it from `Connection: close` instead of a reset), nor while over
+    /// `max_memory`.
+    fn keep_alive(&self) -> bool {
+        !self.closing.get() && !self.memory.over()
+    }
+
+    /// Gives back what can be given when memory runs short: idle client connections, pooled
+    /// backend connections, spare buffers.
+    fn shed(&self) {
+        self.idle.make_room();
+        self.conns.clear();
+        self.h2_upstreams.borrow_mut().clear();
+        self.buffers.borrow_mut().clear();
+    }
+
     fn take_buffer(&self) -> Vec<u8> {
         self.buffers
             .borrow_mut()
@@ -313,6 +346,25 @@ fn admit<'s>(site: &'s Site, worker: &Worker) -> Option<room::Open<'s>> {
     None
 }
 
+/// Closes a new connection at once because the process is over `max_memory`, after
+/// shedding what this worker can give back; counted, logged at the 1st, 2nd, 4th… refusal.
+fn refuse_for_memory(site: &Site, worker: &Worker, peer: SocketAddr) {
+    worker.shed();
+    site.reports[0]
+        .listener
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if worker.memory.refuse() {
+        tracing::warn!(
+            listener = site.config.name.as_str(),
+            client = %peer,
+            max_memory = worker.memory.max().unwrap_or(0),
+            refused = worker.memory.refused(),
+            "connection refused: the process is over max_memory"
+        );
+    }
+}
+
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
 const BACKLOG: i32 = 1024;
 
@@ -339,6 +391,7 @@ pub(crate) fn run_worker(
     mut listeners: tokio::sync::mpsc::UnboundedReceiver<Accept>,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    memory: Arc<memory::MemoryLimit>,
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -349,7 +402,7 @@ pub(crate) fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let worker = Rc::new(Worker::default());
+        let worker = Rc::new(Worker::new(memory));
         let accept_loop = |accept: Accept| {
             let Accept { socket, site, stop: mut own_stop } = accept;
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
@@ -362,6 +415,10 @@ pub(crate) fn run_worker(
                         _ = stop.wait_for(|s| *s) => return,
                         _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) if worker.memory.over() => {
+                                refuse_for_memory(&site, &worker, peer);
+                                drop(stream);
+                            }
                             Ok((stream, peer)) => {
                                 worker.idle.accepted();
                                 let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
@@ -405,6 +462,9 @@ pub(crate) fn run_worker(
                 },
             }
         }
+        // Idle connections close now; busy ones answer with `Connection: close`.
+        worker.closing.set(true);
+        worker.idle.make_room();
         let deadline = tokio::time::Instant::now() + grace;
         while worker.busy.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

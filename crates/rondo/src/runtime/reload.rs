@@ -11,6 +11,7 @@
 //! | `[admin]` | a new token serves the next request; a new `listen` address is bound, then the old one closed |
 //! | `workers` | refused: worker threads are started once, each with its own event loop and connection pool |
 //! | `shutdown_grace` | refused: each worker thread received it at start |
+//! | `max_memory` | refused: the memory watch starts with the process |
 //! | `[resolver]` | refused: every upstream's DNS loop holds the resolver |
 //! | an upstream's `queue_size`, `priority_header` | refused: the wait queue is built once, with requests waiting in it |
 //!
@@ -73,6 +74,12 @@ impl Running {
         if state.applied.resolver != new.resolver {
             report.refused.push(
                 "changing `[resolver]` needs a restart: every upstream's DNS loop holds the resolver"
+                    .to_owned(),
+            );
+        }
+        if state.applied.max_memory != new.max_memory {
+            report.refused.push(
+                "changing `max_memory` needs a restart: the memory watch starts with the process"
                     .to_owned(),
             );
         }

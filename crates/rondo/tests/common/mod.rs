@@ -10,6 +10,8 @@
     clippy::expect_used
 )]
 
+pub mod h2raw;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
