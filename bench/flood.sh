@@ -8,8 +8,9 @@
 # Reported: normal requests served while flooded (of 5, each with a 3 s limit), the proxy's
 # CPU time during them (a proxy spinning on EMFILE burns the whole interval), and requests
 # served at once after the flood is released (of 5). nginx runs with its default
-# `worker_connections 512`; HAProxy derives its `maxconn` from the limit; rondo derives
-# `max_client_connections` from it.
+# `worker_connections 512` (more than the descriptors allow), then with 120 (fewer: nginx then
+# closes idle connections to make room, "reusing connections"); HAProxy derives its `maxconn`
+# from the limit; rondo derives `max_client_connections` from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOLD=${1:-20}
@@ -18,6 +19,15 @@ source bench/peers.sh
 
 write_proxy_configs
 sed -i 's/worker_connections 4096/worker_connections 512/' "$dir/nginx/nginx.conf"
+mkdir -p "$dir/nginx120"
+sed -e 's/worker_connections 512/worker_connections 120/' -e "s|$dir/nginx|$dir/nginx120|g" \
+  "$dir/nginx/nginx.conf" > "$dir/nginx120/nginx.conf"
+start_flooded() {
+  case $1 in
+    nginx120) taskset -c 1 nginx -c "$dir/nginx120/nginx.conf" -p "$dir/nginx120" >"$dir/$1.log" 2>&1 & echo $! ;;
+    *) start_proxy "$1" ;;
+  esac
+}
 for i in 1 2 3 4; do start_backend "$i"; done
 
 # Opens $1 connections to the proxy, holds them $2 seconds, closes them.
@@ -50,8 +60,8 @@ five() {
 
 echo "| proxy | served while flooded | CPU while flooded (ms over the 5 requests) | wall time of the 5 requests (s) | served right after |"
 echo "|---|---|---|---|---|"
-for proxy in rondo nginx haproxy; do
-  pid=$(ulimit -n 256 && start_proxy "$proxy")
+for proxy in rondo nginx nginx120 haproxy; do
+  pid=$(ulimit -n 256 && start_flooded "$proxy")
   wait_port "$PROXY"
   sleep 2.5
   flood 600 "$HOLD" &

@@ -1,22 +1,7 @@
-//! Typed errors of the library. Each message says what was wrong and what is accepted.
+//! Typed errors of the pool and of algorithm names. Each message says what was wrong and
+//! what is accepted. ([`crate::WeightError`] lives next to [`crate::Weight`].)
 
 use thiserror::Error;
-
-use crate::weight::MAX_WEIGHT;
-
-/// A weight that cannot be used.
-#[derive(Debug, Clone, PartialEq, Error)]
-pub enum WeightError {
-    /// Zero, negative, NaN or infinite.
-    #[error("weight {0} is not a positive number; weights are > 0 (e.g. 1, 2.5)")]
-    NotPositive(f64),
-    /// Above [`MAX_WEIGHT`].
-    #[error("weight {0} is too large; the largest weight is {MAX_WEIGHT}")]
-    TooLarge(f64),
-    /// More than three decimal places.
-    #[error("weight {0} has more than three decimal places; use e.g. 1.5 or 0.125")]
-    TooPrecise(f64),
-}
 
 /// A pool operation that cannot be carried out.
 #[derive(Debug, Clone, PartialEq, Error)]

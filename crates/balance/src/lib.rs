@@ -70,7 +70,7 @@ mod weight;
 pub use backend::{Backend, BackendSpec, BackendState};
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use ejection::{Ejection, EjectionConfig};
-pub use error::{PoolError, UnknownAlgorithm, WeightError};
+pub use error::{PoolError, UnknownAlgorithm};
 pub use health::{Health, HealthConfig, HealthTracker};
 pub use picker::{
     Algorithm, AnyPicker, ConsistentHash, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections,
@@ -82,4 +82,4 @@ pub use pool::{
 pub use slow_start::{STEPS as SLOW_START_STEPS, SlowStartConfig};
 pub use stats::{DEFAULT_RTT, PEAK_EWMA_DECAY, Stats, StatsSnapshot, WINDOW};
 pub use time::Timestamp;
-pub use weight::{MAX_WEIGHT, Weight};
+pub use weight::{MAX_WEIGHT, Weight, WeightError};

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-use crate::error::WeightError;
+use thiserror::Error;
 
 /// Thousandths per unit of weight: three decimal places are as fine as a weight can be.
 const SCALE: u32 = 1000;
@@ -16,6 +16,20 @@ const SCALE: u32 = 1000;
 /// 100,000 leaves room for "one server is a thousand times bigger" while keeping every
 /// schedule sum inside 64 bits with room to spare.
 pub const MAX_WEIGHT: u32 = 100_000;
+
+/// A weight that cannot be used.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum WeightError {
+    /// Zero, negative, NaN or infinite.
+    #[error("weight {0} is not a positive number; weights are > 0 (e.g. 1, 2.5)")]
+    NotPositive(f64),
+    /// Above [`MAX_WEIGHT`].
+    #[error("weight {0} is too large; the largest weight is {MAX_WEIGHT}")]
+    TooLarge(f64),
+    /// More than three decimal places.
+    #[error("weight {0} has more than three decimal places; use e.g. 1.5 or 0.125")]
+    TooPrecise(f64),
+}
 
 /// A backend's relative share of traffic: positive, at most [`MAX_WEIGHT`], with at most three
 /// decimal places.

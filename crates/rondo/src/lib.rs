@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod header_rules;
 pub mod lab;
 pub mod proxy;

@@ -720,10 +720,12 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
             .unwrap();
         eventually_async(
             Duration::from_secs(30),
-            "the drain in the events",
+            "the drain in the events, made by the admin API",
             || async {
                 browser
-                    .find(Locator::Css("tr[data-event='draining']"))
+                    .find(Locator::Css(
+                        "tr[data-event='draining'] td[data-by='admin API']",
+                    ))
                     .await
                     .is_ok()
             },
@@ -873,4 +875,37 @@ async fn every_mutation_needs_the_token_and_bad_methods_and_huge_bodies_are_refu
     );
     let (status, text) = call(admin, "POST", base, Some(TOKEN), &huge).await;
     assert_eq!(status, 413, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_events_list_says_which_changes_came_from_the_admin_api_or_a_reload() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let base_config = config(&[(&a, 1.0)]);
+    let proxy = start(&base_config);
+    let admin = proxy.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+    let (status, _) = call(admin, "POST", &format!("{base}/a/drain"), None, "").await;
+    assert_eq!(status, 200);
+    let done = proxy.reload(&common::parse(&config(&[(&a, 1.0), (&b, 1.0)])));
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    let (status, body) = call(admin, "GET", "/api/v1/events", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let events = v["events"].as_array().unwrap();
+    let find = |kind: &str, id: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["backend"] == id)
+            .unwrap_or_else(|| panic!("no {kind} of {id} in {body}"))
+    };
+    assert_eq!(find("draining", "a")["by"], "admin API", "{body}");
+    assert_eq!(find("added", "b")["by"], "reload", "{body}");
+    // Changes rondo made on its own carry no `by`.
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "health" || e["kind"] == "breaker")
+            .all(|e| e["by"].is_null()),
+        "{body}"
+    );
 }

@@ -130,7 +130,7 @@ fn the_command_prints_the_table_the_conclusion_and_the_chart_paths() {
             "no row for {name}:\n{stdout}"
         );
     }
-    assert!(stdout.contains("seed's claim"), "{stdout}");
+    assert!(stdout.contains("textbook claim"), "{stdout}");
     for file in ["latency.svg", "share.svg"] {
         let path = dir.path().join(file);
         assert!(path.exists() && stdout.contains(path.to_str().unwrap()));
@@ -167,6 +167,48 @@ fn the_command_speaks_json_and_takes_a_subset_of_algorithms() {
 }
 
 #[test]
+fn hashing_keeps_keys_and_reports_the_keys_a_failure_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rondo(&[
+        "compare",
+        "--requests",
+        "3000",
+        "--keys",
+        "zipf:1.1",
+        "--key-count",
+        "2000",
+        "--algorithm",
+        "smooth-weighted,consistent-hash",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("affinity keys: 2000 distinct, zipf:1.1"),
+        "{stdout}"
+    );
+    let kept = |name: &str| {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        row.split_whitespace()
+            .last()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(kept("consistent-hash"), 100.0, "{stdout}");
+    assert!(kept("smooth-weighted") < 50.0, "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("consistent-hash: when "))
+        .unwrap_or_else(|| panic!("no keys-moved line:\n{stdout}"));
+    assert!(line.ends_with("0 moved needlessly)"), "{line}");
+}
+
+#[test]
 fn bad_input_is_refused_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().to_str().unwrap();
@@ -176,6 +218,8 @@ fn bad_input_is_refused_with_a_message() {
         (vec!["--algorithm", "fastest"], "least-connections"),
         (vec!["--requests", "0"], "requests"),
         (vec!["--slowdown", "0"], "--slowdown"),
+        (vec!["--keys", "pareto"], "uniform, zipf or zipf:S"),
+        (vec!["--key-count", "0"], "--key-count"),
     ] {
         let mut full = vec!["compare", "--out", out_dir];
         full.extend(&args);

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use balance::Health;
 use common::{
-    Client, MockBackend, Section, UpstreamBuilder, app, eventually, health, mock, parse,
-    proxy_config, start, web,
+    Client, ConfigBuilder, MockBackend, Process, Section, UpstreamBuilder, app, eventually,
+    eventually_async, get, health, mock, parse, proxy_config, start, web,
 };
 
 /// Health checks of `kind` every `interval_ms` (timeout nearly as long, so a loaded machine
@@ -308,4 +308,70 @@ async fn turning_checks_off_by_reload_brings_back_the_backends_they_took_out() {
         counters.last_result().as_deref(),
         Some("health checks disabled")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_checks_take_every_backend_out_the_503_log_and_rondo_status_say_which_check_failed() {
+    // A newcomer's backends have no /health: two answer 404, the third is not running.
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    a.set_health(404);
+    b.set_health(404);
+    c.kill();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    let config = ConfigBuilder::proxy(
+        app(&[(&a, 1.0), (&b, 1.0), (&c, 1.0)]).health_check(checks("http", 100)),
+    )
+    .set("workers", 1);
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let rondo = Process::spawn([
+        "serve".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let admin = tokio::task::block_in_place(|| rondo.wait_for("admin API"));
+    let admin = admin["admin"].as_str().unwrap().to_owned();
+
+    let why = "GET /health failed on all 3 backends: status 404 on 2, connection refused on 1 \
+               (expected 200-399)";
+    // Requests get 503 once the checks took all three out (after `fall` failures each).
+    eventually_async(Duration::from_secs(10), "every backend down", async || {
+        get(addr, "/").await.status == 503
+    })
+    .await;
+    let line =
+        tokio::task::block_in_place(|| rondo.wait_for_line("the 503 line", |l| l["status"] == 503));
+    let message = line["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        format!("no backend available in upstream `app`: {why}"),
+        "{line}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["status", "--admin", &admin])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains(&format!("every backend is down: {why}")),
+        "{table}"
+    );
+
+    // One backend passing again: the line goes away (the cause is no longer "every backend").
+    a.set_health(200);
+    eventually_async(Duration::from_secs(10), "a back up", async || {
+        get(addr, "/").await.status == 200
+    })
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["status", "--admin", &admin])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains("every backend is down"), "{table}");
 }

@@ -146,20 +146,13 @@ async fn metrics_count_every_response_by_who_made_it() {
     assert_eq!(get(web(&proxy), "/").await.status, 502);
     assert_eq!(get(web(&proxy), "/").await.status, 503);
 
-    let text = get(proxy.admin_addr(), "/metrics").await.text();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-                _ => f64::NAN,
-            })
-            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    let admin = proxy.admin_addr();
+    let value = async |name: &str, labels: &[(&str, &str)]| {
+        metric(admin, name, labels)
+            .await
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in /metrics"))
     };
-    let responses = |upstream, code, source| {
+    let responses = async |upstream, code, source| {
         value(
             "rondo_responses_total",
             &[
@@ -169,31 +162,77 @@ async fn metrics_count_every_response_by_who_made_it() {
                 ("source", source),
             ],
         )
+        .await
     };
-    assert_eq!(responses("app", "200", "backend"), 1.0);
-    assert_eq!(responses("", "400", "proxy"), 1.0);
-    assert_eq!(responses("app", "502", "proxy"), 1.0);
-    assert_eq!(responses("app", "503", "proxy"), 1.0);
+    assert_eq!(responses("app", "200", "backend").await, 1.0);
+    assert_eq!(responses("", "400", "proxy").await, 1.0);
+    assert_eq!(responses("app", "502", "proxy").await, 1.0);
+    assert_eq!(responses("app", "503", "proxy").await, 1.0);
     assert_eq!(
-        value("rondo_connections_accepted_total", &[("listener", "web")]),
+        value("rondo_connections_accepted_total", &[("listener", "web")]).await,
         4.0
     );
-    assert!(value("rondo_sent_bytes_total", &[("listener", "web")]) > 0.0);
+    assert!(value("rondo_sent_bytes_total", &[("listener", "web")]).await > 0.0);
     assert_eq!(
         value(
             "rondo_upstream_connections_opened_total",
             &[("upstream", "app")]
-        ),
+        )
+        .await,
         2.0
     );
     assert_eq!(
         value(
             "rondo_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))]
-        ),
+        )
+        .await,
         1.0
     );
-    assert!(value("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(value("process_resident_memory_bytes", &[]).await > 0.0);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_idle_gauge_follows_pooled_backend_connections() {
+    let b = mock("b1").await;
+    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    let admin = proxy.admin_addr();
+    let idle = async || {
+        metric(
+            admin,
+            "rondo_upstream_connections_idle",
+            &[("upstream", "app")],
+        )
+        .await
+        .unwrap_or(f64::NAN)
+    };
+    assert_eq!(idle().await, 0.0);
+    // Requests at once need several backend connections; once they are answered every
+    // connection opened is pooled (the backend closed none), and the gauge says so exactly.
+    for _ in 0..3 {
+        let (a, c, d) = tokio::join!(
+            get(web(&proxy), "/"),
+            get(web(&proxy), "/"),
+            get(web(&proxy), "/")
+        );
+        assert_eq!((a.status, c.status, d.status), (200, 200, 200));
+    }
+    let opened = metric(
+        admin,
+        "rondo_upstream_connections_opened_total",
+        &[("upstream", "app")],
+    )
+    .await
+    .unwrap_or(f64::NAN);
+    assert!(opened >= 1.0, "{opened}");
+    eventually_async(LIMIT, "every opened connection counted idle", async || {
+        idle().await == opened
+    })
+    .await;
+    // The backend goes away: the sweep drops its connections, and the gauge goes back to 0.
+    b.kill();
+    eventually_async(LIMIT, "the gauge back to 0", async || idle().await == 0.0).await;
     proxy.shutdown(Duration::from_secs(1));
 }
 

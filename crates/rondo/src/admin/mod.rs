@@ -22,8 +22,6 @@
 //! on a non-loopback address the statistics and metrics need it too. `docs/admin-api.md`
 //! documents every answer.
 
-pub mod counters;
-pub mod events;
 pub mod metrics;
 pub mod process;
 pub mod proxy_metrics;
@@ -44,9 +42,13 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+/// How changes made through this API are labelled in the events list.
+const BY: &str = "admin API";
 use tokio::time::Instant;
 
-use crate::upstream::{Upstream, UpstreamSet};
+use crate::counters;
+use crate::upstream::{Upstream, UpstreamSet, events};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -357,17 +359,19 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
     };
     match (&method, rest.as_slice()) {
         (&Method::POST, [id, action]) => {
-            let result = if *action == "drain" {
-                pool.drain(id, now)
-            } else {
-                pool.enable(id, now)
-            };
+            let result = events::caused_by(BY, || {
+                if *action == "drain" {
+                    pool.drain(id, now)
+                } else {
+                    pool.enable(id, now)
+                }
+            });
             match result {
                 Ok(()) => done(id, action),
                 Err(e) => pool_error(&e),
             }
         }
-        (&Method::DELETE, [id]) => match pool.remove(id, now) {
+        (&Method::DELETE, [id]) => match events::caused_by(BY, || pool.remove(id, now)) {
             Ok(()) => done(id, "remove"),
             Err(e) => pool_error(&e),
         },
@@ -384,7 +388,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
                 Ok(w) => w,
                 Err(e) => return e.reply(),
             };
-            match pool.set_weight(id, weight, now) {
+            match events::caused_by(BY, || pool.set_weight(id, weight, now)) {
                 Ok(()) => done(id, "weight"),
                 Err(e) => pool_error(&e),
             }
@@ -396,7 +400,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             };
             // A fresh backend starts from zero, so do its latency and status counters.
             upstream.recorder().forget(&spec.id);
-            match pool.add(&spec, now) {
+            match events::caused_by(BY, || pool.add(&spec, now)) {
                 Ok(_) => {
                     tracing::info!(
                         upstream = name.as_str(),

@@ -28,9 +28,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::counters::{ListenerCounters, ProxyMetrics, RetryReason, UpstreamCounters};
 use super::process::ProcessStats;
 use crate::access_log::AccessLog;
+use crate::counters::{ListenerCounters, ProxyMetrics, RetryReason, UpstreamCounters};
 
 /// Adds the proxy's, the process's and the build's families to `registry`.
 pub fn register(registry: &mut Registry, metrics: Arc<ProxyMetrics>, access_log: AccessLog) {
@@ -294,8 +294,8 @@ fn encode_process(encoder: &mut DescriptorEncoder<'_>, p: &ProcessStats) -> std:
 
 #[cfg(test)]
 mod tests {
-    use super::super::counters::Source;
     use super::*;
+    use crate::counters::Source;
 
     fn scrape(metrics: Arc<ProxyMetrics>) -> prometheus_parse::Scrape {
         let mut registry = Registry::default();

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::atomic::Ordering;
 
-use super::counters::{ProxyMetrics, Source};
-use super::events::millis;
+use crate::counters::{ProxyMetrics, Source};
+use crate::upstream::events::millis;
 use crate::upstream::{SourceStatus, Upstream};
 
 /// Everything `GET /api/v1/stats` returns.
@@ -113,6 +113,10 @@ pub struct UpstreamStats {
     /// never resolved has `resolved: false` and no backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<SourceStatus>,
+    /// When failed health checks keep every backend out, which check failed and how:
+    /// `GET /health got status 404 from all 3 backends (expected 200-399)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_by_checks: Option<String>,
 }
 
 /// One backend.
@@ -221,6 +225,7 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
             .collect(),
         backends,
         dns: u.discovery(),
+        down_by_checks: u.down_by_checks(),
     }
 }
 

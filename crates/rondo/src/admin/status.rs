@@ -236,6 +236,16 @@ pub fn render(stats: &Stats, colour: bool) -> String {
             };
             let _ = writeln!(out, "  dns {}: {what}", d.name);
         }
+        if let Some(why) = &u.down_by_checks {
+            let _ = writeln!(
+                out,
+                "  {}",
+                paint(
+                    state_colour("down"),
+                    &format!("every backend is down: {why}")
+                )
+            );
+        }
     }
     out
 }

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::defaults;
-use super::raw::S;
 use crate::access_log::{AccessLogConfig, Format};
+use toml::Spanned;
 
 /// `access_log` as written.
 #[derive(Debug)]
@@ -27,9 +27,9 @@ pub(crate) enum RawAccessLog {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAccessLogFile {
     /// File path, required.
-    pub(crate) path: S<String>,
+    pub(crate) path: Spanned<String>,
     /// "combined", "json" or a `$variable` template. Default "combined".
-    pub(crate) format: Option<S<String>>,
+    pub(crate) format: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawAccessLog {

@@ -158,7 +158,7 @@ impl<'a> SourceMap<'a> {
                 file: self.file.to_owned(),
                 line: 1,
                 column: 1,
-                message: message.into(),
+                message: one_line(message.into()),
                 source_line: String::new(),
                 width: 1,
             };
@@ -180,10 +180,20 @@ impl<'a> SourceMap<'a> {
             file: self.file.to_owned(),
             line: line + 1,
             column,
-            message: message.into(),
+            message: one_line(message.into()),
             source_line: source_line.to_owned(),
             width,
         }
+    }
+}
+
+/// A message as one line: a value quoted from the file may hold line breaks (a multi-line
+/// string), which are shown escaped, as a log line must not contain them.
+fn one_line(message: String) -> String {
+    if message.contains(['\n', '\r']) {
+        message.replace('\n', "\\n").replace('\r', "\\r")
+    } else {
+        message
     }
 }
 

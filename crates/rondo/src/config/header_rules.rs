@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use serde::Deserialize;
 
-use super::raw::S;
 use crate::header_rules::{HeaderRules, Value, is_reserved};
+use toml::Spanned;
 
 /// `request_headers` / `response_headers` as written.
 #[derive(Debug, Deserialize)]
@@ -15,10 +15,10 @@ use crate::header_rules::{HeaderRules, Value, is_reserved};
 pub(crate) struct RawHeaderRules {
     /// Header name → value (may use `$remote_addr`, `$host`, `$request_id`). Default: none.
     #[serde(default)]
-    pub(crate) set: BTreeMap<S<String>, S<String>>,
+    pub(crate) set: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Header names. Default: none.
     #[serde(default)]
-    pub(crate) remove: Vec<S<String>>,
+    pub(crate) remove: Vec<Spanned<String>>,
 }
 
 /// The rules `raw` describes, or every problem with its place.
@@ -61,7 +61,7 @@ pub(crate) fn validate(
 
 /// A header name rules may touch, lower-cased.
 fn header_name(
-    value: &S<String>,
+    value: &Spanned<String>,
     key: &str,
     errors: &mut Vec<(Range<usize>, String)>,
 ) -> Option<String> {

@@ -479,19 +479,30 @@ impl HealthCheckConfig {
     /// learns why they are all down.
     pub fn describe(&self) -> String {
         match self.kind {
-            CheckKind::Tcp => "TCP connect".to_owned(),
-            CheckKind::Http => {
-                let statuses: Vec<String> = self
-                    .expected_status
-                    .iter()
-                    .map(|r| match r.start() == r.end() {
-                        true => r.start().to_string(),
-                        false => format!("{}-{}", r.start(), r.end()),
-                    })
-                    .collect();
-                format!("GET {} → {}", self.path, statuses.join(", "))
-            }
+            CheckKind::Tcp => self.probe(),
+            CheckKind::Http => format!("{} → {}", self.probe(), self.expected()),
         }
+    }
+
+    /// What a check does, without what it expects: `GET /health` or `TCP connect`.
+    pub fn probe(&self) -> String {
+        match self.kind {
+            CheckKind::Tcp => "TCP connect".to_owned(),
+            CheckKind::Http => format!("GET {}", self.path),
+        }
+    }
+
+    /// The statuses that pass an HTTP check, as configured: `200-399` or `200, 204`.
+    pub fn expected(&self) -> String {
+        let statuses: Vec<String> = self
+            .expected_status
+            .iter()
+            .map(|r| match r.start() == r.end() {
+                true => r.start().to_string(),
+                false => format!("{}-{}", r.start(), r.end()),
+            })
+            .collect();
+        statuses.join(", ")
     }
 }
 

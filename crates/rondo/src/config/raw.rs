@@ -13,29 +13,26 @@ pub(crate) use super::access_log::RawAccessLog;
 pub(crate) use super::header_rules::RawHeaderRules;
 use super::units::{DurationValue, SizeValue};
 
-/// A value with its byte range in the file.
-pub(crate) type S<T> = Spanned<T>;
-
 /// The top level of the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     /// Runtime worker threads, integer ≥ 1. Default: the number of cores.
-    pub(crate) workers: Option<S<i64>>,
+    pub(crate) workers: Option<Spanned<i64>>,
     /// Duration in-flight requests may take to finish on SIGTERM/SIGINT. Default "30s".
-    pub(crate) shutdown_grace: Option<S<DurationValue>>,
+    pub(crate) shutdown_grace: Option<Spanned<DurationValue>>,
     /// true/false (process log), or a table `{ path, format }`. Default true.
     pub(crate) access_log: Option<RawAccessLog>,
     /// `[admin]`. Default: listen on 127.0.0.1:9901 without a token.
-    pub(crate) admin: Option<S<RawAdmin>>,
+    pub(crate) admin: Option<Spanned<RawAdmin>>,
     /// `[[listeners]]`, at least one.
-    pub(crate) listeners: Option<S<Vec<S<RawListener>>>>,
+    pub(crate) listeners: Option<Spanned<Vec<Spanned<RawListener>>>>,
     /// `[[upstreams]]`, at least one.
-    pub(crate) upstreams: Option<S<Vec<S<RawUpstream>>>>,
+    pub(crate) upstreams: Option<Spanned<Vec<Spanned<RawUpstream>>>>,
     /// `[resolver]`. Default: the system's resolver configuration.
-    pub(crate) resolver: Option<S<RawResolver>>,
+    pub(crate) resolver: Option<Spanned<RawResolver>>,
     /// Size (bytes) of resident memory past which new connections are refused. Default: none.
-    pub(crate) max_memory: Option<S<SizeValue>>,
+    pub(crate) max_memory: Option<Spanned<SizeValue>>,
 }
 
 /// `[resolver]`: how backend names are resolved.
@@ -43,11 +40,11 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawResolver {
     /// Name servers, socket addresses. Default: those of `/etc/resolv.conf`.
-    pub(crate) nameservers: Option<S<Vec<S<String>>>>,
+    pub(crate) nameservers: Option<Spanned<Vec<Spanned<String>>>>,
     /// Shortest time between two resolutions of a name, duration. Default "5s".
-    pub(crate) min_ttl: Option<S<DurationValue>>,
+    pub(crate) min_ttl: Option<Spanned<DurationValue>>,
     /// Longest time between two resolutions of a name, duration. Default "300s".
-    pub(crate) max_ttl: Option<S<DurationValue>>,
+    pub(crate) max_ttl: Option<Spanned<DurationValue>>,
 }
 
 /// `[admin]`.
@@ -57,11 +54,11 @@ pub(crate) struct RawAdmin {
     /// Whether the admin API runs, bool. Default true.
     pub(crate) enabled: Option<bool>,
     /// Socket address, e.g. "127.0.0.1:9901". Default "127.0.0.1:9901".
-    pub(crate) listen: Option<S<String>>,
+    pub(crate) listen: Option<Spanned<String>>,
     /// Bearer token, string. No default.
-    pub(crate) token: Option<S<String>>,
+    pub(crate) token: Option<Spanned<String>>,
     /// Name of an environment variable holding the token. No default.
-    pub(crate) token_env: Option<S<String>>,
+    pub(crate) token_env: Option<Spanned<String>>,
 }
 
 /// `[[listeners]]`.
@@ -69,33 +66,33 @@ pub(crate) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListener {
     /// Unique name, required.
-    pub(crate) name: S<String>,
+    pub(crate) name: Spanned<String>,
     /// Socket address to bind, required.
-    pub(crate) bind: S<String>,
+    pub(crate) bind: Spanned<String>,
     /// Default upstream's name, required.
-    pub(crate) upstream: S<String>,
+    pub(crate) upstream: Spanned<String>,
     /// Duration to receive a whole request head (408 beyond). Default "10s".
-    pub(crate) header_timeout: Option<S<DurationValue>>,
+    pub(crate) header_timeout: Option<Spanned<DurationValue>>,
     /// Keep-alive idle duration. Default "60s".
-    pub(crate) idle_timeout: Option<S<DurationValue>>,
+    pub(crate) idle_timeout: Option<Spanned<DurationValue>>,
     /// Size (bytes) of the largest request head. Default "16KiB".
-    pub(crate) max_header_bytes: Option<S<SizeValue>>,
+    pub(crate) max_header_bytes: Option<Spanned<SizeValue>>,
     /// Size (bytes) of the largest request body. Default: no limit.
-    pub(crate) max_body_size: Option<S<SizeValue>>,
+    pub(crate) max_body_size: Option<Spanned<SizeValue>>,
     /// Open client connections accepted at once. Default: (open-file limit − 64) / 2.
-    pub(crate) max_client_connections: Option<S<i64>>,
+    pub(crate) max_client_connections: Option<Spanned<i64>>,
     /// Streams one HTTP/2 connection may have open at once. Default 128.
-    pub(crate) http2_max_concurrent_streams: Option<S<i64>>,
+    pub(crate) http2_max_concurrent_streams: Option<Spanned<i64>>,
     /// `[[listeners.routes]]`. Default: none.
     #[serde(default)]
-    pub(crate) routes: Vec<S<RawRoute>>,
+    pub(crate) routes: Vec<Spanned<RawRoute>>,
     /// "http" or "tcp". Default "http".
-    pub(crate) mode: Option<S<RawMode>>,
+    pub(crate) mode: Option<Spanned<RawMode>>,
     /// `[listeners.tls]`. Default: plain text.
-    pub(crate) tls: Option<S<super::tls::RawListenerTls>>,
+    pub(crate) tls: Option<Spanned<super::tls::RawListenerTls>>,
     /// Answer every request with a 308 to `https://` on the same host and path, bool.
     /// Default false.
-    pub(crate) redirect_https: Option<S<bool>>,
+    pub(crate) redirect_https: Option<Spanned<bool>>,
     /// Headers set/removed on forwarded requests. Default: none.
     pub(crate) request_headers: Option<RawHeaderRules>,
     /// Headers set/removed on responses. Default: none.
@@ -117,11 +114,11 @@ pub(crate) enum RawMode {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     /// Exact host to match (case-insensitive, no port). Default: any host.
-    pub(crate) host: Option<S<String>>,
+    pub(crate) host: Option<Spanned<String>>,
     /// Path prefix to match, starting with `/`. Default: any path.
-    pub(crate) path_prefix: Option<S<String>>,
+    pub(crate) path_prefix: Option<Spanned<String>>,
     /// Upstream name, required.
-    pub(crate) upstream: S<String>,
+    pub(crate) upstream: Spanned<String>,
     /// Headers set/removed on forwarded requests, after the listener's. Default: none.
     pub(crate) request_headers: Option<RawHeaderRules>,
     /// Headers set/removed on responses, after the listener's. Default: none.
@@ -133,63 +130,63 @@ pub(crate) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     /// Unique name, required.
-    pub(crate) name: S<String>,
+    pub(crate) name: Spanned<String>,
     /// One of balance's `Algorithm::NAMES`. Default "smooth-weighted".
-    pub(crate) algorithm: Option<S<String>>,
+    pub(crate) algorithm: Option<Spanned<String>>,
     /// The backends, at least one, required.
-    pub(crate) backends: Option<S<Vec<S<BackendEntry>>>>,
+    pub(crate) backends: Option<Spanned<Vec<Spanned<BackendEntry>>>>,
     /// Slow-start window, duration. Default: off.
-    pub(crate) slow_start: Option<S<DurationValue>>,
+    pub(crate) slow_start: Option<Spanned<DurationValue>>,
     /// Panic threshold, integer percent 0–100. Default 0 (off).
-    pub(crate) panic_threshold: Option<S<i64>>,
+    pub(crate) panic_threshold: Option<Spanned<i64>>,
     /// Where the cycle starts. Default "first".
     pub(crate) start: Option<RawStart>,
     /// Attempts per request, integer ≥ 1. Default 3.
-    pub(crate) tries: Option<S<i64>>,
+    pub(crate) tries: Option<Spanned<i64>>,
     /// Whether failed attempts move on to another backend, bool. Default true.
-    pub(crate) failover: Option<S<bool>>,
+    pub(crate) failover: Option<Spanned<bool>>,
     /// Statuses retried: codes 100–599, "500-504" ranges or "5xx" classes. Default [502,
     /// 503, 504].
-    pub(crate) retry_on_status: Option<S<Vec<S<StatusItem>>>>,
+    pub(crate) retry_on_status: Option<Spanned<Vec<Spanned<StatusItem>>>>,
     /// Retry budget, integer percent 0–100. Default 20.
-    pub(crate) retry_budget_percent: Option<S<i64>>,
+    pub(crate) retry_budget_percent: Option<Spanned<i64>>,
     /// Retries always allowed, integer ≥ 0. Default 3.
-    pub(crate) retry_budget_min: Option<S<i64>>,
+    pub(crate) retry_budget_min: Option<Spanned<i64>>,
     /// Size (bytes) of request bodies kept for replay. Default "64KiB".
-    pub(crate) retry_body_limit: Option<S<SizeValue>>,
+    pub(crate) retry_body_limit: Option<Spanned<SizeValue>>,
     /// Connect timeout, duration. Default "5s".
-    pub(crate) connect_timeout: Option<S<DurationValue>>,
+    pub(crate) connect_timeout: Option<Spanned<DurationValue>>,
     /// Response head timeout, duration. Default "60s".
-    pub(crate) response_timeout: Option<S<DurationValue>>,
+    pub(crate) response_timeout: Option<Spanned<DurationValue>>,
     /// Idle pooled connections per backend, integer ≥ 0. Default 32.
-    pub(crate) keepalive: Option<S<i64>>,
+    pub(crate) keepalive: Option<Spanned<i64>>,
     /// Idle pooled connection lifetime, duration. Default "60s".
-    pub(crate) keepalive_timeout: Option<S<DurationValue>>,
+    pub(crate) keepalive_timeout: Option<Spanned<DurationValue>>,
     /// Failures that eject a backend, integer ≥ 0 (0: off). Default 1.
-    pub(crate) max_fails: Option<S<i64>>,
+    pub(crate) max_fails: Option<Spanned<i64>>,
     /// Ejection window and time out, duration. Default "10s".
-    pub(crate) fail_timeout: Option<S<DurationValue>>,
+    pub(crate) fail_timeout: Option<Spanned<DurationValue>>,
     /// Whether 5xx answers count toward `max_fails`, bool. Default false.
     pub(crate) fail_on_5xx: Option<bool>,
     /// Requests that may wait for a backend, integer ≥ 0. Default 0.
-    pub(crate) queue_size: Option<S<i64>>,
+    pub(crate) queue_size: Option<Spanned<i64>>,
     /// How long a request may wait, duration. Default "5s".
-    pub(crate) queue_timeout: Option<S<DurationValue>>,
+    pub(crate) queue_timeout: Option<Spanned<DurationValue>>,
     /// Header carrying a request's priority, header name. Default "x-priority".
-    pub(crate) priority_header: Option<S<String>>,
+    pub(crate) priority_header: Option<Spanned<String>>,
     /// What `consistent-hash` hashes: "client-ip", "uri", "header:NAME", "cookie:NAME",
     /// "query:NAME". Default "client-ip".
-    pub(crate) hash_key: Option<S<String>>,
+    pub(crate) hash_key: Option<Spanned<String>>,
     /// Bounded load of `consistent-hash`, number > 1. Default: off.
-    pub(crate) hash_balance_factor: Option<S<f64>>,
+    pub(crate) hash_balance_factor: Option<Spanned<f64>>,
     /// Sticky sessions by cookie, inline table. Default: off.
-    pub(crate) sticky: Option<S<RawSticky>>,
+    pub(crate) sticky: Option<Spanned<RawSticky>>,
     /// `[upstreams.health_check]`. Default: HTTP checks with the seed's settings.
     pub(crate) health_check: Option<RawHealthCheck>,
     /// `[upstreams.circuit_breaker]`. Default: on, with the seed's settings.
     pub(crate) circuit_breaker: Option<RawBreaker>,
     /// `tls = { … }`: speak TLS to the backends. Default: plain text.
-    pub(crate) tls: Option<S<super::tls::RawUpstreamTls>>,
+    pub(crate) tls: Option<Spanned<super::tls::RawUpstreamTls>>,
 }
 
 /// `sticky`, an inline table on an upstream.
@@ -197,9 +194,9 @@ pub(crate) struct RawUpstream {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSticky {
     /// Cookie name, token. Default "rondo_srv".
-    pub(crate) cookie: Option<S<String>>,
+    pub(crate) cookie: Option<Spanned<String>>,
     /// Cookie lifetime, duration. Default: a session cookie.
-    pub(crate) ttl: Option<S<DurationValue>>,
+    pub(crate) ttl: Option<Spanned<DurationValue>>,
     /// `Secure` attribute, bool. Default false.
     pub(crate) secure: Option<bool>,
     /// `HttpOnly` attribute, bool. Default true.
@@ -212,15 +209,15 @@ pub(crate) struct RawSticky {
 pub(crate) struct RawBackend {
     /// Socket address ("127.0.0.1:9001", "[::1]:9001"), DNS name and port
     /// ("app.internal:9001") or SRV name ("_http._tcp.app.internal"), required.
-    pub(crate) address: S<String>,
+    pub(crate) address: Spanned<String>,
     /// Relative weight, number > 0 with at most three decimals. Default 1.
-    pub(crate) weight: Option<S<f64>>,
+    pub(crate) weight: Option<Spanned<f64>>,
     /// Receives traffic only when no primary can, bool. Default false.
     pub(crate) backup: Option<bool>,
     /// Requests in flight at most, integer ≥ 1. Default: no limit.
-    pub(crate) max_connections: Option<S<i64>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
     /// Unique id within the upstream, string. Default: the address as written.
-    pub(crate) id: Option<S<String>>,
+    pub(crate) id: Option<Spanned<String>>,
 }
 
 /// An entry of `backends`: a [`RawBackend`] table. A bare address string, the usual slip
@@ -280,21 +277,21 @@ pub(crate) struct RawHealthCheck {
     /// "http" or "tcp". Default "http".
     pub(crate) kind: Option<RawKind>,
     /// HTTP path, starting with `/`. Default "/health".
-    pub(crate) path: Option<S<String>>,
+    pub(crate) path: Option<Spanned<String>>,
     /// Host header. Default: the backend's address.
-    pub(crate) host: Option<S<String>>,
+    pub(crate) host: Option<Spanned<String>>,
     /// Passing statuses: codes or "200-399" ranges. Default 200–399.
-    pub(crate) expected_status: Option<S<Vec<S<StatusItem>>>>,
+    pub(crate) expected_status: Option<Spanned<Vec<Spanned<StatusItem>>>>,
     /// Time between checks, duration. Default "30s".
-    pub(crate) interval: Option<S<DurationValue>>,
+    pub(crate) interval: Option<Spanned<DurationValue>>,
     /// Time allowed per check, duration shorter than `interval`. Default "5s".
-    pub(crate) timeout: Option<S<DurationValue>>,
+    pub(crate) timeout: Option<Spanned<DurationValue>>,
     /// Failed checks that take a backend out, integer ≥ 1. Default 3.
-    pub(crate) fall: Option<S<i64>>,
+    pub(crate) fall: Option<Spanned<i64>>,
     /// Passed checks that bring it back, integer ≥ 1. Default 2.
-    pub(crate) rise: Option<S<i64>>,
+    pub(crate) rise: Option<Spanned<i64>>,
     /// Fraction 0 ≤ j < 1 of interval to vary by. Default 0.1.
-    pub(crate) jitter: Option<S<f64>>,
+    pub(crate) jitter: Option<Spanned<f64>>,
 }
 
 /// `[upstreams.circuit_breaker]`.
@@ -304,11 +301,11 @@ pub(crate) struct RawBreaker {
     /// Whether breakers are on, bool. Default true.
     pub(crate) enabled: Option<bool>,
     /// Consecutive failures that open, integer ≥ 1. Default 5.
-    pub(crate) failure_threshold: Option<S<i64>>,
+    pub(crate) failure_threshold: Option<Spanned<i64>>,
     /// Time open before probing, duration. Default "60s".
-    pub(crate) recovery_timeout: Option<S<DurationValue>>,
+    pub(crate) recovery_timeout: Option<Spanned<DurationValue>>,
     /// Probes at once while half-open, integer ≥ 1. Default 1.
-    pub(crate) half_open_requests: Option<S<i64>>,
+    pub(crate) half_open_requests: Option<Spanned<i64>>,
 }
 
 /// One entry of `expected_status` or `retry_on_status`: `200`, `"200-399"`, `"5xx"` (or

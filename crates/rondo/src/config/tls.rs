@@ -10,17 +10,17 @@ use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
 use super::model::{CertificateConfig, ListenerTlsConfig, TlsVersion, UpstreamTlsConfig};
-use super::raw::S;
-use super::validate::{Checked, Validator};
+use super::validate::Validator;
+use toml::Spanned;
 
 /// `[listeners.tls]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListenerTls {
     /// Certificates, at least one, required.
-    pub(crate) certificates: Option<S<Vec<S<RawCertificate>>>>,
+    pub(crate) certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
     /// "1.2" or "1.3". Default "1.2".
-    pub(crate) min_version: Option<S<String>>,
+    pub(crate) min_version: Option<Spanned<String>>,
 }
 
 /// One entry of `certificates`.
@@ -28,12 +28,12 @@ pub(crate) struct RawListenerTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCertificate {
     /// PEM chain, leaf first, path, required.
-    pub(crate) cert: S<String>,
+    pub(crate) cert: Spanned<String>,
     /// PEM private key, path, required.
-    pub(crate) key: S<String>,
+    pub(crate) key: Spanned<String>,
     /// SNI names, exact or `*.`; default: none (the default certificate).
     #[serde(default)]
-    pub(crate) server_names: Vec<S<String>>,
+    pub(crate) server_names: Vec<Spanned<String>>,
 }
 
 /// An upstream's `tls = { … }`.
@@ -41,20 +41,23 @@ pub(crate) struct RawCertificate {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstreamTls {
     /// SNI and verified name. Default: the backend's IP address.
-    pub(crate) server_name: Option<S<String>>,
+    pub(crate) server_name: Option<Spanned<String>>,
     /// PEM file of trusted CAs. Default: Mozilla's roots.
-    pub(crate) ca: Option<S<String>>,
+    pub(crate) ca: Option<Spanned<String>>,
     /// Verify the backend's certificate, bool. Default true.
-    pub(crate) verify: Option<S<bool>>,
+    pub(crate) verify: Option<Spanned<bool>>,
     /// Client certificate, PEM path. Default: none.
-    pub(crate) cert: Option<S<String>>,
+    pub(crate) cert: Option<Spanned<String>>,
     /// Client certificate's key, PEM path. Default: none.
-    pub(crate) key: Option<S<String>>,
+    pub(crate) key: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {
     /// `[listeners.tls]`.
-    pub(super) fn listener_tls(&mut self, raw: &S<RawListenerTls>) -> Checked<ListenerTlsConfig> {
+    pub(super) fn listener_tls(
+        &mut self,
+        raw: &Spanned<RawListenerTls>,
+    ) -> Option<ListenerTlsConfig> {
         let (span, raw) = (raw.span(), raw.get_ref());
         let min_version = match &raw.min_version {
             None => TlsVersion::Tls12,
@@ -135,7 +138,7 @@ impl Validator<'_> {
     }
 
     /// An SNI name: a DNS name, lower-cased, possibly `*.` followed by one.
-    fn server_name(&mut self, value: &S<String>) -> Checked<String> {
+    fn server_name(&mut self, value: &Spanned<String>) -> Option<String> {
         let name = value
             .get_ref()
             .trim()
@@ -161,7 +164,7 @@ impl Validator<'_> {
     }
 
     /// A file path; must not be empty.
-    fn path(&mut self, value: &S<String>, key: &str) -> Checked<PathBuf> {
+    fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
         let path = value.get_ref().trim();
         if path.is_empty() {
             return self.fail(
@@ -173,7 +176,10 @@ impl Validator<'_> {
     }
 
     /// An upstream's `tls = { … }`.
-    pub(super) fn upstream_tls(&mut self, raw: &S<RawUpstreamTls>) -> Checked<UpstreamTlsConfig> {
+    pub(super) fn upstream_tls(
+        &mut self,
+        raw: &Spanned<RawUpstreamTls>,
+    ) -> Option<UpstreamTlsConfig> {
         let (span, raw) = (raw.span(), raw.get_ref());
         let server_name = match &raw.server_name {
             None => None,

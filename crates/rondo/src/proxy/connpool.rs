@@ -10,11 +10,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::counters::UpstreamCounters;
 use crate::tls::BackendConn;
 use tokio::time::Instant;
 
@@ -23,6 +26,26 @@ struct Idle {
     /// When it stops being worth keeping (the upstream's `keepalive_timeout` after its last
     /// use).
     expires: Instant,
+    /// Counts the connection in its upstream's idle gauge while it is pooled.
+    _counted: Counted,
+}
+
+/// One connection in an upstream's `rondo_upstream_connections_idle` gauge, for as long as
+/// this value lives: however a pooled connection leaves the pool (taken, expired, cleared),
+/// the gauge follows.
+struct Counted(Arc<UpstreamCounters>);
+
+impl Counted {
+    fn new(counters: &Arc<UpstreamCounters>) -> Self {
+        counters.pool_idle.fetch_add(1, Ordering::Relaxed);
+        Counted(Arc::clone(counters))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.pool_idle.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The idle connections of one worker, by backend address.
@@ -61,15 +84,23 @@ impl ConnPool {
         None
     }
 
-    /// Returns a connection after a complete exchange, to be kept for `max_age`; dropped if
-    /// `addr` already has `max` idle connections.
-    pub(crate) fn put(&self, addr: SocketAddr, stream: BackendConn, max: usize, max_age: Duration) {
+    /// Returns a connection after a complete exchange, to be kept for `max_age` and counted
+    /// in `counters`' idle gauge; dropped if `addr` already has `max` idle connections.
+    pub(crate) fn put(
+        &self,
+        addr: SocketAddr,
+        stream: BackendConn,
+        counters: &Arc<UpstreamCounters>,
+        max: usize,
+        max_age: Duration,
+    ) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < max {
             list.push(Idle {
                 stream,
                 expires: Instant::now() + max_age,
+                _counted: Counted::new(counters),
             });
         }
     }

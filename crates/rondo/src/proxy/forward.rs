@@ -38,10 +38,8 @@ use super::affinity::{self, Affinity};
 use super::protocol::outcome_of;
 use super::respond::ErrorPage;
 use crate::access_log::{AccessLog, AccessRecord, Tried, UpstreamTimes};
-use crate::admin::counters::{
-    ListenerCounters, ResponseCounts, RetryReason, Source, UpstreamCounters,
-};
 use crate::config::UpstreamConfig;
+use crate::counters::{ListenerCounters, ResponseCounts, RetryReason, Source, UpstreamCounters};
 use crate::upstream::{ActiveGuard, Upstream};
 
 /// Backends one request remembers having tried, so its retries go elsewhere; also the bound
@@ -405,7 +403,7 @@ pub(crate) async fn forward<E: Exchange>(
     exchange: &mut E,
 ) -> E::Output {
     let started = Instant::now();
-    let cfg = upstream.settings();
+    let cfg = upstream.config_ref();
     if cfg.hash_key.is_some() && facts.affinity.key.is_none() {
         upstream.recorder().unkeyed();
     }
@@ -531,7 +529,7 @@ pub(crate) async fn forward<E: Exchange>(
             }
         }
     };
-    let (status, detail) = no_attempt_detail(&cfg.name, why, last);
+    let (status, detail) = no_attempt_detail(upstream, why, last);
     tracing::warn!(
         upstream = cfg.name.as_str(),
         status,
@@ -632,8 +630,14 @@ fn note_tried(tried: &mut Option<String>, id: &str) {
 }
 
 /// The error line for a request that got no (further) attempt: the last attempt's failure
-/// when there was one, else why none was made.
-fn no_attempt_detail(upstream: &str, why: NoAttempt, last: Option<(u16, String)>) -> (u16, String) {
+/// when there was one, else why none was made (with the failed health check, when that is
+/// what keeps every backend out).
+fn no_attempt_detail(
+    upstream: &Upstream,
+    why: NoAttempt,
+    last: Option<(u16, String)>,
+) -> (u16, String) {
+    let name = upstream.name();
     match (why, last) {
         (NoAttempt::Budget, Some((status, detail))) => {
             (status, format!("{detail} (retry budget exhausted)"))
@@ -641,11 +645,14 @@ fn no_attempt_detail(upstream: &str, why: NoAttempt, last: Option<(u16, String)>
         (_, Some(last)) => last,
         (NoAttempt::AtLimit, None) => (
             503,
-            format!("every backend of upstream `{upstream}` is at its connection limit"),
+            format!("every backend of upstream `{name}` is at its connection limit"),
         ),
         (_, None) => (
             503,
-            format!("no backend available in upstream `{upstream}`"),
+            match upstream.down_by_checks() {
+                Some(why) => format!("no backend available in upstream `{name}`: {why}"),
+                None => format!("no backend available in upstream `{name}`"),
+            },
         ),
     }
 }
@@ -683,7 +690,7 @@ async fn pick<'u>(
     may_queue: bool,
 ) -> Option<Lease<'u>> {
     let accept = |b: &Backend| !tried.contains(&(b as *const Backend));
-    let cfg = upstream.settings();
+    let cfg = upstream.config_ref();
     let pick = || {
         let now = upstream.clock().now();
         affinity::pick(upstream.pool(), now, &cfg, facts.affinity, accept)

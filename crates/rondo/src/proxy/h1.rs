@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::stream::ClientIo;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use super::Site;
+use super::Frontend;
 use super::Worker;
 use super::affinity;
 use super::body::{self, CopyError, Limits};
@@ -23,8 +23,8 @@ use super::head::{self, Client, Framing, RequestInfo};
 use super::headers;
 use super::respond::{ErrorPage, send_error, send_page};
 use super::room;
-use crate::admin::counters::Source;
 use crate::config::UpstreamConfig;
+use crate::counters::Source;
 use crate::header_rules::{HeaderRules, Vars};
 use crate::request_id::Id;
 use crate::tls::BackendConn;
@@ -42,7 +42,7 @@ enum Next {
 pub(crate) async fn serve<C: ClientIo + 'static>(
     mut stream: C,
     peer: std::net::SocketAddr,
-    site: Arc<Site>,
+    frontend: Arc<Frontend>,
     worker: std::rc::Rc<Worker>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -52,9 +52,9 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
     loop {
         if pending.is_empty() {
             let wait = if first {
-                site.config.header_timeout
+                frontend.config.header_timeout
             } else {
-                site.config.idle_timeout
+                frontend.config.idle_timeout
             };
             // Idle connections do not watch for shutdown: the worker waits only for busy
             // ones, then drops the rest, so an idle connection costs no more than this wait.
@@ -73,14 +73,14 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         };
         // Boxed: the request's state machine is large and only lives while a request is in
         // progress, so an idle keep-alive connection holds just this loop's few fields.
-        let next = Box::pin(request(&mut stream, &ip, &site, &worker, &mut inbuf)).await;
+        let next = Box::pin(request(&mut stream, &ip, &frontend, &worker, &mut inbuf)).await;
         if matches!(next, Next::Http2) {
             let ip: std::rc::Rc<str> = ip.into();
             Box::pin(super::h2::serve(
                 stream,
                 inbuf,
                 ip,
-                site,
+                frontend,
                 std::rc::Rc::clone(&worker),
                 shutdown,
             ))
@@ -102,11 +102,11 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
 async fn request(
     stream: &mut impl ClientIo,
     ip: &str,
-    site: &Site,
+    frontend: &Frontend,
     worker: &Worker,
     inbuf: &mut Vec<u8>,
 ) -> Next {
-    let config = &site.config;
+    let config = &frontend.config;
     let client = Client {
         ip,
         tls: config.tls.is_some(),
@@ -128,9 +128,9 @@ async fn request(
             head::parse_request(
                 inbuf,
                 &client,
-                |host, path| site.route(host, path),
-                |u| site.upstreams[u].priority_header(),
-                |u, request| affinity::read(&site.upstreams[u].settings(), request),
+                |host, path| frontend.route(host, path),
+                |u| frontend.upstreams[u].priority_header(),
+                |u, request| affinity::read(&frontend.upstreams[u].config_ref(), request),
                 &mut out,
             )
         };
@@ -138,7 +138,7 @@ async fn request(
             Ok(Some(info)) => break info,
             Ok(None) => {}
             Err(e) => {
-                site.unrouted.record(e.status(), Source::Proxy);
+                frontend.unrouted.record(e.status(), Source::Proxy);
                 send_error(
                     stream,
                     e.status(),
@@ -182,7 +182,7 @@ async fn request(
                         "the request head did not arrive within {:?}",
                         config.header_timeout
                     );
-                    site.unrouted.record(408, Source::Proxy);
+                    frontend.unrouted.record(408, Source::Proxy);
                     send_error(stream, 408, &detail, true, config.idle_timeout).await;
                 }
                 worker.give_buffer(out);
@@ -194,7 +194,7 @@ async fn request(
     let id = headers::request_id(&mut out);
     let rules = [
         &config.headers.request,
-        &site.route_headers[info.upstream].request,
+        &frontend.route_headers[info.upstream].request,
     ];
     if rules.iter().any(|r| !r.is_empty()) {
         let host = headers::host(&out).to_owned();
@@ -205,7 +205,7 @@ async fn request(
         };
         headers::apply(&mut out, &rules, &vars);
     }
-    let next = forward(stream, ip, site, worker, &info, &id, inbuf, &mut out).await;
+    let next = forward(stream, ip, frontend, worker, &info, &id, inbuf, &mut out).await;
     worker.give_buffer(out);
     next
 }
@@ -215,15 +215,15 @@ async fn request(
 async fn forward(
     client: &mut impl ClientIo,
     ip: &str,
-    site: &Site,
+    frontend: &Frontend,
     worker: &Worker,
     info: &RequestInfo,
     id: &Id,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Next {
-    let upstream: &Upstream = &site.upstreams[info.upstream];
-    let idle = site.config.idle_timeout;
+    let upstream: &Upstream = &frontend.upstreams[info.upstream];
+    let idle = frontend.config.idle_timeout;
     let continue_sent = !(info.expect_continue && info.framing != Framing::Empty)
         || body::write_timed(client, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
             .await
@@ -234,7 +234,7 @@ async fn forward(
     // A body small enough is read whole before the first attempt, so a retry can resend it.
     let replayable = match info.framing {
         Framing::Empty => true,
-        Framing::Length(n) if n <= upstream.settings().retry_body_limit as u64 => {
+        Framing::Length(n) if n <= upstream.config_ref().retry_body_limit as u64 => {
             while (inbuf.len() as u64) < n {
                 match timeout(idle, body::read_some(client, inbuf)).await {
                     Ok(Ok(read)) if read > 0 => {}
@@ -253,10 +253,10 @@ async fn forward(
         priority: info.priority,
         affinity: info.affinity,
     };
-    let report = &site.reports[info.upstream];
+    let report = &frontend.reports[info.upstream];
     let origin = Origin {
         client: ip,
-        listener: &site.config.name,
+        listener: &frontend.config.name,
         protocol: "HTTP/1.1",
         request_id: id.as_str(),
         report,
@@ -273,8 +273,8 @@ async fn forward(
         pending: None,
         report,
         response_rules: [
-            &site.config.headers.response,
-            &site.route_headers[info.upstream].response,
+            &frontend.config.headers.response,
+            &frontend.route_headers[info.upstream].response,
         ],
         ip,
         request_id: id.as_str(),
@@ -538,9 +538,13 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             };
         }
         if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
-            worker
-                .conns
-                .put(addr, conn, cfg.keepalive, cfg.keepalive_timeout);
+            worker.conns.put(
+                addr,
+                conn,
+                &self.report.upstream,
+                cfg.keepalive,
+                cfg.keepalive_timeout,
+            );
         }
         worker.give_buffer(resp);
         worker.give_buffer(head_out);

@@ -50,7 +50,7 @@ use super::affinity::{self, RequestParts};
 use super::forward::{Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::protocol::{HOP_BY_HOP, is_idempotent};
 use super::respond::ErrorPage;
-use super::{Site, Worker};
+use super::{Frontend, Worker};
 use crate::config::UpstreamConfig;
 use crate::header_rules::{HeaderRules, Vars};
 use crate::upstream::Upstream;
@@ -138,7 +138,7 @@ pub(crate) async fn serve<S: Io + 'static>(
     stream: S,
     prefix: Vec<u8>,
     ip: Rc<str>,
-    site: Arc<Site>,
+    frontend: Arc<Frontend>,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -147,7 +147,7 @@ pub(crate) async fn serve<S: Io + 'static>(
         pos: 0,
         inner: stream,
     });
-    let config = &site.config;
+    let config = &frontend.config;
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
         .timer(TokioTimer::new())
@@ -161,11 +161,11 @@ pub(crate) async fn serve<S: Io + 'static>(
     let streams = Rc::new(Streams::default());
     let counted = Rc::clone(&streams);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (site, worker, ip) = (Arc::clone(&site), Rc::clone(&worker), Rc::clone(&ip));
+        let (frontend, worker, ip) = (Arc::clone(&frontend), Rc::clone(&worker), Rc::clone(&ip));
         let open = Streams::open(&counted);
         async move {
             let _open = open;
-            Ok::<_, Infallible>(forward(req, &site, &worker, &ip).await)
+            Ok::<_, Infallible>(forward(req, &frontend, &worker, &ip).await)
         }
     });
     let conn = builder.serve_connection(io, service);
@@ -326,13 +326,13 @@ async fn connection(
 /// Forwards one HTTP/2 stream through the forwarding policy.
 async fn forward(
     req: Request<Incoming>,
-    site: &Site,
+    frontend: &Frontend,
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (mut head, host) = upstream_head(&req, ip, site.config.tls.is_some());
-    let index = site.route(host.as_deref(), req.uri().path());
-    let upstream = Arc::clone(&site.upstreams[index]);
+    let (mut head, host) = upstream_head(&req, ip, frontend.config.tls.is_some());
+    let index = frontend.route(host.as_deref(), req.uri().path());
+    let upstream = Arc::clone(&frontend.upstreams[index]);
     let id = super::headers::request_id_in_map(&mut head.headers);
     let bare_host = host
         .as_deref()
@@ -343,8 +343,8 @@ async fn forward(
         request_id: id.as_str(),
     };
     let request_rules = [
-        &site.config.headers.request,
-        &site.route_headers[index].request,
+        &frontend.config.headers.request,
+        &frontend.route_headers[index].request,
     ];
     super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
     let idempotent = is_idempotent(req.method().as_str());
@@ -364,14 +364,14 @@ async fn forward(
         idempotent,
         replayable,
         priority,
-        affinity: affinity::read(&upstream.settings(), &request),
+        affinity: affinity::read(&upstream.config_ref(), &request),
     };
     let origin = Origin {
         client: ip,
-        listener: &site.config.name,
+        listener: &frontend.config.name,
         protocol: "HTTP/2.0",
         request_id: id.as_str(),
-        report: &site.reports[index],
+        report: &frontend.reports[index],
     };
     let mut exchange = H2Exchange {
         worker,
@@ -381,8 +381,8 @@ async fn forward(
         replayable,
         pending: None,
         response_rules: [
-            &site.config.headers.response,
-            &site.route_headers[index].response,
+            &frontend.config.headers.response,
+            &frontend.route_headers[index].response,
         ],
         vars,
     };

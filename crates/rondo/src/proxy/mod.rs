@@ -11,8 +11,8 @@
 //! allocation happens per request once buffers are warm.
 //!
 //! Start-up, the control thread and reload live in [`crate::runtime`]: it binds the sockets
-//! with [`bind`], builds each listener's [`Site`], starts [`run_worker`] threads and hands them
-//! listeners as [`Accept`]s. This module only accepts, parses and forwards.
+//! with [`bind`], builds each listener's [`Frontend`], starts [`run_worker`] threads and hands them
+//! listeners as [`FrontendSocket`]s. This module only accepts, parses and forwards.
 
 mod affinity;
 mod body;
@@ -43,9 +43,11 @@ use tokio::sync::watch;
 use crate::config::{ListenerConfig, ListenerMode};
 use crate::upstream::Upstream;
 
-/// A listener's routing table and settings, shared by every worker.
+/// A listener as the workers serve it (HAProxy's "frontend"): its settings, routing table,
+/// the upstreams it routes to with their counters, header rules, connection limit and TLS.
+/// Built once per listener (and again on reload), shared by every worker.
 #[derive(Debug)]
-pub(crate) struct Site {
+pub(crate) struct Frontend {
     config: ListenerConfig,
     /// Index 0 is the listener's default upstream; routes point at the others.
     upstreams: Vec<Arc<Upstream>>,
@@ -53,7 +55,7 @@ pub(crate) struct Site {
     /// What each upstream's requests report to, aligned with `upstreams`.
     reports: Vec<forward::Report>,
     /// Responses rondo gives before a request is routed (400, 408, …).
-    unrouted: Arc<crate::admin::counters::ResponseCounts>,
+    unrouted: Arc<crate::counters::ResponseCounts>,
     /// Each route's header rules, aligned with `upstreams` (index 0: none beyond the
     /// listener's own).
     route_headers: Vec<crate::header_rules::Headers>,
@@ -67,7 +69,7 @@ pub(crate) struct Site {
 #[derive(Debug, Clone)]
 pub(crate) struct Observe {
     pub(crate) access_log: crate::access_log::AccessLog,
-    pub(crate) metrics: Arc<crate::admin::counters::ProxyMetrics>,
+    pub(crate) metrics: Arc<crate::counters::ProxyMetrics>,
 }
 
 #[derive(Debug)]
@@ -77,7 +79,7 @@ struct Route {
     upstream: usize,
 }
 
-impl Site {
+impl Frontend {
     /// The upstream (index into `upstreams`) for a request: the first route whose host and
     /// path prefix match, else the default.
     fn route(&self, host: Option<&str>, path: &str) -> usize {
@@ -211,23 +213,24 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// A listener handed to a worker: its own clone of the socket, the routing table, and the
-/// listener's stop signal (the worker also stops with the whole proxy).
+/// What a worker needs to start accepting on one listener: its own clone of the listening
+/// socket, the listener's [`Frontend`], and the listener's stop signal (the worker also stops
+/// with the whole proxy).
 #[derive(Debug)]
-pub(crate) struct Accept {
+pub(crate) struct FrontendSocket {
     pub(crate) socket: std::net::TcpListener,
-    pub(crate) site: Arc<Site>,
+    pub(crate) frontend: Arc<Frontend>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
-impl Site {
+impl Frontend {
     /// Builds a listener's routing table; `find` resolves upstream names (the caller decides
     /// which upstreams exist: the ones just built at start, or the live set on reload).
     pub(crate) fn new(
         l: &ListenerConfig,
         find: impl Fn(&str) -> anyhow::Result<Arc<Upstream>>,
         observe: &Observe,
-    ) -> anyhow::Result<Site> {
+    ) -> anyhow::Result<Frontend> {
         let mut upstreams = vec![find(&l.upstream)?];
         let mut routes = Vec::new();
         for r in &l.routes {
@@ -266,7 +269,7 @@ impl Site {
         let route_headers = std::iter::once(Default::default())
             .chain(l.routes.iter().map(|r| r.headers.clone()))
             .collect();
-        Ok(Site {
+        Ok(Frontend {
             config: l.clone(),
             upstreams,
             routes,
@@ -284,62 +287,62 @@ impl Site {
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    site: Arc<Site>,
+    frontend: Arc<Frontend>,
     worker: Rc<Worker>,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let Some(terminator) = &site.tls else {
-        return match site.config.mode {
-            ListenerMode::Tcp => tcp::serve(stream, peer, &site).await,
-            ListenerMode::Http if site.config.redirect_https => {
-                redirect::serve(stream, &site.config).await
+    let Some(terminator) = &frontend.tls else {
+        return match frontend.config.mode {
+            ListenerMode::Tcp => tcp::serve(stream, peer, &frontend).await,
+            ListenerMode::Http if frontend.config.redirect_https => {
+                redirect::serve(stream, &frontend.config).await
             }
-            ListenerMode::Http => h1::serve(stream, peer, site, worker, stop).await,
+            ListenerMode::Http => h1::serve(stream, peer, frontend, worker, stop).await,
         };
     };
     // The handshake is part of the request head's time: a client that stalls in it is cut
     // off like a slow head.
-    let limit = site.config.header_timeout;
+    let limit = frontend.config.header_timeout;
     let tls = match tokio::time::timeout(limit, terminator.acceptor().accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::debug!(listener = %site.config.name, client = %peer, error = %e, "TLS handshake failed");
+            tracing::debug!(listener = %frontend.config.name, client = %peer, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => return,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    match site.config.mode {
-        ListenerMode::Tcp => tcp::serve(tls, peer, &site).await,
+    match frontend.config.mode {
+        ListenerMode::Tcp => tcp::serve(tls, peer, &frontend).await,
         ListenerMode::Http if h2 => {
             let ip: Rc<str> = peer.ip().to_canonical().to_string().into();
-            h2::serve(tls, Vec::new(), ip, site, worker, stop).await;
+            h2::serve(tls, Vec::new(), ip, frontend, worker, stop).await;
         }
-        ListenerMode::Http => h1::serve(tls, peer, site, worker, stop).await,
+        ListenerMode::Http => h1::serve(tls, peer, frontend, worker, stop).await,
     }
 }
 
 /// Counts a new client connection against its listener's limit; at the limit, idle
 /// connections are closed to make room, and when none is idle the new one is refused
 /// (closed at once, counted, logged once per episode).
-fn admit<'s>(site: &'s Site, worker: &Worker) -> Option<room::Open<'s>> {
-    if let Some(open) = site.limit.open() {
+fn admit<'s>(frontend: &'s Frontend, worker: &Worker) -> Option<room::Open<'s>> {
+    if let Some(open) = frontend.limit.open() {
         return Some(open);
     }
     if worker.idle.make_room() > 0 {
-        return Some(site.limit.open_anyway());
+        return Some(frontend.limit.open_anyway());
     }
-    site.limit.refuse();
-    site.reports[0]
+    frontend.limit.refuse();
+    frontend.reports[0]
         .listener
         .refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if site.limit.refused().is_power_of_two() {
+    if frontend.limit.refused().is_power_of_two() {
         tracing::warn!(
-            listener = site.config.name.as_str(),
-            max_client_connections = site.limit.max(),
-            refused = site.limit.refused(),
+            listener = frontend.config.name.as_str(),
+            max_client_connections = frontend.limit.max(),
+            refused = frontend.limit.refused(),
             "connection refused: the listener is at max_client_connections and none is idle"
         );
     }
@@ -348,15 +351,15 @@ fn admit<'s>(site: &'s Site, worker: &Worker) -> Option<room::Open<'s>> {
 
 /// Closes a new connection at once because the process is over `max_memory`, after
 /// shedding what this worker can give back; counted, logged at the 1st, 2nd, 4th… refusal.
-fn refuse_for_memory(site: &Site, worker: &Worker, peer: SocketAddr) {
+fn refuse_for_memory(frontend: &Frontend, worker: &Worker, peer: SocketAddr) {
     worker.shed();
-    site.reports[0]
+    frontend.reports[0]
         .listener
         .refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if worker.memory.refuse() {
         tracing::warn!(
-            listener = site.config.name.as_str(),
+            listener = frontend.config.name.as_str(),
             client = %peer,
             max_memory = worker.memory.max().unwrap_or(0),
             refused = worker.memory.refused(),
@@ -388,7 +391,7 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// One worker thread: accepts on every listener, serves connections, and on shutdown stops
 /// accepting and gives open connections up to `grace` to finish.
 pub(crate) fn run_worker(
-    mut listeners: tokio::sync::mpsc::UnboundedReceiver<Accept>,
+    mut listeners: tokio::sync::mpsc::UnboundedReceiver<FrontendSocket>,
     stop: watch::Receiver<bool>,
     grace: Duration,
     memory: Arc<memory::MemoryLimit>,
@@ -403,8 +406,8 @@ pub(crate) fn run_worker(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let worker = Rc::new(Worker::new(memory));
-        let accept_loop = |accept: Accept| {
-            let Accept { socket, site, stop: mut own_stop } = accept;
+        let accept_loop = |accept: FrontendSocket| {
+            let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
             let (worker, mut stop) = (Rc::clone(&worker), stop.clone());
             let for_connections = stop.clone();
@@ -416,20 +419,20 @@ pub(crate) fn run_worker(
                         _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, peer)) if worker.memory.over() => {
-                                refuse_for_memory(&site, &worker, peer);
+                                refuse_for_memory(&frontend, &worker, peer);
                                 drop(stream);
                             }
                             Ok((stream, peer)) => {
                                 worker.idle.accepted();
-                                let (site, worker, stop) = (Arc::clone(&site), Rc::clone(&worker), for_connections.clone());
+                                let (frontend, worker, stop) = (Arc::clone(&frontend), Rc::clone(&worker), for_connections.clone());
                                 tokio::task::spawn_local(async move {
-                                    let Some(_open) = admit(&site, &worker) else { return };
-                                    let _counted = site.reports[0].listener.connection();
-                                    serve_connection(stream, peer, Arc::clone(&site), worker, stop).await;
+                                    let Some(_open) = admit(&frontend, &worker) else { return };
+                                    let _counted = frontend.reports[0].listener.connection();
+                                    serve_connection(stream, peer, Arc::clone(&frontend), worker, stop).await;
                                 });
                             }
                             Err(e) if forward::is_local(&e) => {
-                                site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 // Out of descriptors: make room, and pause instead of spinning.
                                 worker.idle.out_of_descriptors(&e);
                                 worker.conns.clear();
@@ -437,7 +440,7 @@ pub(crate) fn run_worker(
                             }
                             // The client gave up before it was accepted (ECONNABORTED…).
                             Err(_) => {
-                                site.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                         },
                     }

@@ -19,7 +19,7 @@ use balance::Backend;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::timeout;
 
-use super::Site;
+use super::Frontend;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::respond::ErrorPage;
 use super::stream::Io;
@@ -28,15 +28,15 @@ use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
 /// Relays `client` (a plain or TLS stream) to a backend until both directions are closed.
-pub(crate) async fn serve<C: Io>(client: C, peer: SocketAddr, site: &Site) {
-    let upstream = &*site.upstreams[0];
+pub(crate) async fn serve<C: Io>(client: C, peer: SocketAddr, frontend: &Frontend) {
+    let upstream = &*frontend.upstreams[0];
     let ip = peer.ip().to_canonical().to_string();
     let origin = Origin {
         client: &ip,
-        listener: &site.config.name,
+        listener: &frontend.config.name,
         protocol: "TCP",
         request_id: "-",
-        report: &site.reports[0],
+        report: &frontend.reports[0],
     };
     // Nothing is sent before the connect succeeds: every connect failure may go elsewhere.
     // TCP carries no request to hash: connections follow the algorithm's cycle.

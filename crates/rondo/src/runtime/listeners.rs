@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::Running;
 use crate::config::ListenerConfig;
-use crate::proxy::{self, Accept, Observe, Site};
+use crate::proxy::{self, Frontend, FrontendSocket, Observe};
 use crate::upstream::Upstream;
 
 /// A listener the workers accept on.
@@ -20,22 +20,25 @@ pub(super) struct LiveListener {
     bind: SocketAddr,
     pub(super) addr: SocketAddr,
     socket: std::net::TcpListener,
-    site: Arc<Site>,
+    frontend: Arc<Frontend>,
     stop: watch::Sender<bool>,
 }
 
 impl LiveListener {
     /// Binds a new socket for `l`.
-    pub(super) fn bind(l: &ListenerConfig, site: Arc<Site>) -> anyhow::Result<LiveListener> {
+    pub(super) fn bind(
+        l: &ListenerConfig,
+        frontend: Arc<Frontend>,
+    ) -> anyhow::Result<LiveListener> {
         let socket = proxy::bind(l.bind)
             .with_context(|| format!("listener `{}`: cannot listen on {}", l.name, l.bind))?;
-        Self::on(l, socket, site)
+        Self::on(l, socket, frontend)
     }
 
     fn on(
         l: &ListenerConfig,
         socket: std::net::TcpListener,
-        site: Arc<Site>,
+        frontend: Arc<Frontend>,
     ) -> anyhow::Result<LiveListener> {
         let (stop, _) = watch::channel(false);
         Ok(LiveListener {
@@ -43,16 +46,16 @@ impl LiveListener {
             bind: l.bind,
             addr: socket.local_addr()?,
             socket,
-            site,
+            frontend,
             stop,
         })
     }
 
     /// What one worker needs to accept on this listener.
-    pub(super) fn accept(&self) -> std::io::Result<Accept> {
-        Ok(Accept {
+    pub(super) fn accept(&self) -> std::io::Result<FrontendSocket> {
+        Ok(FrontendSocket {
             socket: self.socket.try_clone()?,
-            site: Arc::clone(&self.site),
+            frontend: Arc::clone(&self.frontend),
             stop: self.stop.subscribe(),
         })
     }
@@ -68,13 +71,13 @@ impl Running {
     /// connections keep theirs. A bad file is reported and the current certificates stay.
     pub(super) fn reload_certificates(&self, l: &ListenerConfig) -> anyhow::Result<()> {
         let Some(tls) = &l.tls else { return Ok(()) };
-        let site = self
+        let frontend = self
             .listeners
             .lock()
             .iter()
             .find(|x| x.name == l.name)
-            .map(|x| Arc::clone(&x.site));
-        let Some(terminator) = site.as_ref().and_then(|s| s.tls.as_ref()) else {
+            .map(|x| Arc::clone(&x.frontend));
+        let Some(terminator) = frontend.as_ref().and_then(|s| s.tls.as_ref()) else {
             return Ok(());
         };
         let warnings = terminator.reload(tls).with_context(|| {
@@ -111,14 +114,14 @@ impl Running {
                     )
                 })
         };
-        let site = Arc::new(Site::new(l, find, observe)?);
+        let frontend = Arc::new(Frontend::new(l, find, observe)?);
         let mut live = self.listeners.lock();
         let existing = live.iter().position(|x| x.name == l.name);
         let listener = match existing {
             Some(i) if live[i].bind == l.bind => {
-                LiveListener::on(l, live[i].socket.try_clone()?, site)?
+                LiveListener::on(l, live[i].socket.try_clone()?, frontend)?
             }
-            _ => LiveListener::bind(l, site)?,
+            _ => LiveListener::bind(l, frontend)?,
         };
         for worker in &self.workers {
             let _ = worker.send(listener.accept()?);

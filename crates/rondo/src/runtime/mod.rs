@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::proxy::{self, Accept, Observe, Site};
+use crate::proxy::{self, Frontend, FrontendSocket, Observe};
 use crate::upstream::dns::Resolver;
 use crate::upstream::{Upstream, UpstreamSet};
 
@@ -46,7 +46,7 @@ use listeners::LiveListener;
 pub struct Running {
     listeners: parking_lot::Mutex<Vec<LiveListener>>,
     /// Hands new listeners to each worker thread.
-    workers: Vec<tokio::sync::mpsc::UnboundedSender<Accept>>,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<FrontendSocket>>,
     /// The live upstreams, read by the admin API and metrics.
     upstreams: Arc<UpstreamSet>,
     /// What a reload changes, behind one lock so reloads apply one at a time.
@@ -178,8 +178,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     };
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let site = Arc::new(Site::new(l, find, &observe)?);
-        listeners.push(LiveListener::bind(l, site)?);
+        let frontend = Arc::new(Frontend::new(l, find, &observe)?);
+        listeners.push(LiveListener::bind(l, frontend)?);
     }
     let upstreams = Arc::new(UpstreamSet::new(built.clone()));
 

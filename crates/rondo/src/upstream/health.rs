@@ -246,6 +246,48 @@ impl Jitter {
 }
 
 impl Upstream {
+    /// Why no backend can take traffic, when failed health checks are what keeps every one
+    /// out: `GET /health got status 404 from all 3 backends (expected 200-399)`, or with
+    /// mixed results `GET /health failed on all 3 backends: status 404 on 2, connection
+    /// refused on 1 (expected 200-399)`. `None` when
+    /// checks are off, a backend passes them, or a backend has not been checked yet. For the
+    /// 503 log line, the stats and `rondo status`: a newcomer whose backends have no
+    /// `/health` learns why every request gets 503.
+    pub fn down_by_checks(&self) -> Option<String> {
+        let config = self.config_ref();
+        let check = &config.health_check;
+        let snap = self.pool().snapshot();
+        let backends = snap.backends();
+        if !check.enabled || backends.is_empty() {
+            return None;
+        }
+        // Result → backends that got it, in order of first appearance.
+        let mut results: Vec<(String, usize)> = Vec::new();
+        for b in backends {
+            if b.health() != balance::Health::Down {
+                return None;
+            }
+            let last = self.check_counters(b.id())?.last_result()?;
+            match results.iter_mut().find(|(r, _)| *r == last) {
+                Some((_, n)) => *n += 1,
+                None => results.push((last, 1)),
+            }
+        }
+        let (probe, n) = (check.probe(), backends.len());
+        let mut line = match results.as_slice() {
+            [(only, _)] => format!("{probe} got {only} from all {n} backends"),
+            _ => {
+                let each: Vec<String> =
+                    results.iter().map(|(r, k)| format!("{r} on {k}")).collect();
+                format!("{probe} failed on all {n} backends: {}", each.join(", "))
+            }
+        };
+        if check.kind == CheckKind::Http {
+            line.push_str(&format!(" (expected {})", check.expected()));
+        }
+        Some(line)
+    }
+
     /// Counters of health checks of the backend with this id (`None` until its first probe
     /// task has started; kept while the backend stays in the pool).
     pub fn check_counters(&self, id: &str) -> Option<Arc<CheckCounters>> {

@@ -8,6 +8,7 @@
 
 mod discovered;
 pub mod dns;
+pub mod events;
 mod health;
 mod queue;
 pub mod recorder;
@@ -20,9 +21,9 @@ use arc_swap::ArcSwap;
 use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
-use crate::admin::events::Events;
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
+use events::{Events, caused_by};
 
 pub use discovered::SourceStatus;
 pub use health::{CheckCounters, CheckFailure, probe};
@@ -225,16 +226,16 @@ impl Upstream {
         &self.name
     }
 
-    /// Its current settings: load once per request and keep the `Arc`, so one request sees
-    /// one configuration even across a reload.
+    /// Its current configuration, owned: for holders that keep it across long waits (health
+    /// check and DNS loops, reload). The request path uses [`Upstream::config_ref`].
     pub fn config(&self) -> Arc<UpstreamConfig> {
         self.config.load_full()
     }
 
-    /// The same settings for the request path: arc-swap's guard reads them without touching
-    /// the `Arc`'s shared reference count (which every worker would otherwise bounce), and a
-    /// request holding it still sees one configuration across a reload.
-    pub fn settings(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
+    /// The same configuration, borrowed for the length of one request: arc-swap's guard reads
+    /// it without touching the `Arc`'s shared reference count (which every worker would
+    /// otherwise bounce), and a request holding it sees one configuration across a reload.
+    pub fn config_ref(&self) -> arc_swap::Guard<Arc<UpstreamConfig>> {
         self.config.load()
     }
 
@@ -264,11 +265,13 @@ impl Upstream {
             pool_config.seed = self.pool.snapshot().config().seed;
         }
         let discovered = self.discovered.lock();
-        self.pool.update(
-            pool_config,
-            &discovered.members(&new.backends),
-            self.clock.now(),
-        )?;
+        caused_by("reload", || {
+            self.pool.update(
+                pool_config,
+                &discovered.members(&new.backends),
+                self.clock.now(),
+            )
+        })?;
         self.config.store(Arc::new(new));
         drop(discovered);
         self.named_changed.notify_one();
@@ -284,7 +287,10 @@ impl Upstream {
         let config = self.config();
         let pool_config = self.pool.snapshot().config().clone();
         let members = discovered.members(&config.backends);
-        if let Err(e) = self.pool.update(pool_config, &members, self.clock.now()) {
+        let applied = caused_by("DNS", || {
+            self.pool.update(pool_config, &members, self.clock.now())
+        });
+        if let Err(e) = applied {
             tracing::error!(upstream = self.name.as_str(), error = %e, "discovered backends not applied");
         }
     }

@@ -30,6 +30,23 @@ pub use rondo::lab::config::{ConfigBuilder, Section, UpstreamBuilder};
 /// The mock backend under its old test name.
 pub type MockBackend = Backend;
 
+/// One sample of the proxy's `/metrics` at `admin`: the value of the first series named `name`
+/// carrying every label of `labels`; `None` when no series matches.
+pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = get(admin, "/metrics").await.text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
 /// Starts a mock backend named `name` on a free loopback port.
 pub async fn mock(name: &str) -> Backend {
     Backend::start(name).await.unwrap()

@@ -270,3 +270,12 @@ fn a_problem_after_a_trailing_carriage_return_is_marked_on_the_line() {
         "{found:?}"
     );
 }
+
+/// Found by the fuzz target: a multi-line string quoted in a message broke the one-line
+/// headline that log lines carry.
+#[test]
+fn a_quoted_multi_line_value_keeps_the_message_on_one_line() {
+    let found = errors("max_memory = \"\"\"multi\nline\"\"\"");
+    assert!(!found.is_empty());
+    assert!(found.iter().all(|(_, _, m)| !m.contains('\n')), "{found:?}");
+}

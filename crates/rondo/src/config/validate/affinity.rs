@@ -7,8 +7,9 @@ use balance::Algorithm;
 
 use super::super::defaults;
 use super::super::model::{HashKey, StickyConfig};
-use super::super::raw::{RawSticky, RawUpstream, S};
+use super::super::raw::{RawSticky, RawUpstream};
 use super::Validator;
+use toml::Spanned;
 
 /// What `hash_key` accepts, for error messages.
 const HASH_KEY_FORMS: &str =
@@ -62,7 +63,7 @@ impl Validator<'_> {
         }
     }
 
-    fn hash_key(&mut self, value: &S<String>) -> Option<HashKey> {
+    fn hash_key(&mut self, value: &Spanned<String>) -> Option<HashKey> {
         let text = value.get_ref().trim();
         let named = |prefix: &str| text.strip_prefix(prefix).map(str::trim);
         let key = match text {
@@ -93,7 +94,7 @@ impl Validator<'_> {
         key
     }
 
-    fn balance_factor(&mut self, value: &S<f64>) -> Option<f64> {
+    fn balance_factor(&mut self, value: &Spanned<f64>) -> Option<f64> {
         let f = *value.get_ref();
         // Thousandths: the pool compares loads in integers.
         let exact = (f * 1000.0).round() / 1000.0;
@@ -110,7 +111,7 @@ impl Validator<'_> {
         None
     }
 
-    fn sticky(&mut self, raw: &S<RawSticky>) -> StickyConfig {
+    fn sticky(&mut self, raw: &Spanned<RawSticky>) -> StickyConfig {
         let s = raw.get_ref();
         let cookie = match &s.cookie {
             None => defaults::STICKY_COOKIE.to_owned(),

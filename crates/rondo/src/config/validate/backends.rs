@@ -9,13 +9,14 @@ use balance::{BackendSpec, Weight};
 use super::Validator;
 use crate::config::defaults;
 use crate::config::model::NamedBackend;
-use crate::config::raw::{BackendEntry, S};
+use crate::config::raw::BackendEntry;
+use toml::Spanned;
 
 impl Validator<'_> {
     /// The backends given by address; those given by DNS name go to `named`.
     pub(super) fn backends(
         &mut self,
-        raw: &[S<BackendEntry>],
+        raw: &[Spanned<BackendEntry>],
         upstream: &str,
         named: &mut Vec<NamedBackend>,
     ) -> Vec<BackendSpec> {

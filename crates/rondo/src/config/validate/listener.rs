@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::{Checked, Defined, Validator};
+use super::{Defined, Validator};
 use crate::config::defaults;
 use crate::config::model::{
     AdminConfig, ListenerConfig, ListenerMode, ListenerTlsConfig, RouteConfig,
 };
-use crate::config::raw::{RawListener, RawMode, RawRoute, S};
+use crate::config::raw::{RawListener, RawMode, RawRoute};
 use crate::header_rules::Headers;
+use toml::Spanned;
 
 impl Validator<'_> {
     pub(super) fn listener(
@@ -18,7 +19,7 @@ impl Validator<'_> {
         raw: &RawListener,
         name: String,
         upstreams: &HashMap<String, Defined>,
-    ) -> Checked<ListenerConfig> {
+    ) -> Option<ListenerConfig> {
         let bind = self.address(&raw.bind, "bind");
         let upstream = self.upstream_ref(&raw.upstream, upstreams);
         let routes = raw
@@ -86,7 +87,7 @@ impl Validator<'_> {
     fn listener_kind(
         &mut self,
         raw: &RawListener,
-    ) -> (ListenerMode, Checked<Option<ListenerTlsConfig>>, bool) {
+    ) -> (ListenerMode, Option<Option<ListenerTlsConfig>>, bool) {
         let mode = match raw.mode.as_ref().map(|m| *m.get_ref()) {
             None | Some(RawMode::Http) => ListenerMode::Http,
             Some(RawMode::Tcp) => ListenerMode::Tcp,
@@ -151,9 +152,9 @@ impl Validator<'_> {
 
     pub(super) fn route(
         &mut self,
-        raw: &S<RawRoute>,
+        raw: &Spanned<RawRoute>,
         upstreams: &HashMap<String, Defined>,
-    ) -> Checked<RouteConfig> {
+    ) -> Option<RouteConfig> {
         let (span, raw) = (raw.span(), raw.get_ref());
         let upstream = self.upstream_ref(&raw.upstream, upstreams);
         if raw.host.is_none() && raw.path_prefix.is_none() {

@@ -1,7 +1,9 @@
 //! From the file as written ([`super::raw`]) to the typed configuration ([`super::model`]):
 //! defaults filled in from [`super::defaults`], every value checked, every reference
 //! resolved. Problems are collected rather than returned at the first, so a user fixes them
-//! all in one round; each points at the value that caused it.
+//! all in one round; each points at the value that caused it. A check returns `Option<T>`:
+//! `None` means a problem was reported, and the caller goes on with a stand-in so later
+//! problems are found too.
 //!
 //! One file per TOML table, each adding its checks to the one [`Validator`]: the top level
 //! is here, [`admin`], [`listener`] (with its routes), [`upstream`], [`backends`],
@@ -70,10 +72,6 @@ struct Defined {
     line: usize,
 }
 
-/// A problem was reported; the caller goes on with a stand-in value so that later problems
-/// are found too.
-pub(super) type Checked<T> = Option<T>;
-
 impl Validator<'_> {
     pub(super) fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         let placed = span.is_some();
@@ -85,7 +83,7 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn fail<T>(&mut self, span: Range<usize>, message: impl Into<String>) -> Checked<T> {
+    pub(super) fn fail<T>(&mut self, span: Range<usize>, message: impl Into<String>) -> Option<T> {
         self.error(Some(span), message);
         None
     }

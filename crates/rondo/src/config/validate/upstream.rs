@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use balance::{Algorithm, EjectionConfig, PoolConfig, SlowStartConfig, StartPosition};
 
-use super::{Checked, Validator};
+use super::Validator;
 use crate::config::defaults;
 use crate::config::error::suggest;
 use crate::config::model::{QueueConfig, RetryBudget, UpstreamConfig};
-use crate::config::raw::{RawStart, RawUpstream, S, StatusItem};
+use crate::config::raw::{RawStart, RawUpstream, StatusItem};
+use toml::Spanned;
 
 impl Validator<'_> {
     pub(super) fn upstream(&mut self, raw: &RawUpstream, name: String) -> UpstreamConfig {
@@ -221,7 +222,7 @@ impl Validator<'_> {
     }
 
     /// An HTTP status code for `retry_on_status`.
-    pub(super) fn status(&mut self, code: i64, span: Range<usize>) -> Checked<u16> {
+    pub(super) fn status(&mut self, code: i64, span: Range<usize>) -> Option<u16> {
         match u16::try_from(code) {
             Ok(c) if (100..=599).contains(&c) => Some(c),
             _ => self.fail(
@@ -232,7 +233,7 @@ impl Validator<'_> {
     }
 
     /// A header name (RFC 9110 token), lower-cased.
-    pub(super) fn header_name(&mut self, value: &S<String>, key: &str) -> String {
+    pub(super) fn header_name(&mut self, value: &Spanned<String>, key: &str) -> String {
         let name = value.get_ref();
         let token = !name.is_empty()
             && name

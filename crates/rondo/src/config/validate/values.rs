@@ -8,19 +8,20 @@ use std::num::NonZeroU32;
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
-use super::{Checked, Defined, Validator};
+use super::{Defined, Validator};
 use crate::config::error::suggest;
-use crate::config::raw::{S, StatusItem};
+use crate::config::raw::StatusItem;
 use crate::config::units::{DurationValue, SizeValue, format_duration};
+use toml::Spanned;
 
 impl Validator<'_> {
     /// An integer in `range`.
     pub(super) fn int(
         &mut self,
-        value: &S<i64>,
+        value: &Spanned<i64>,
         key: &str,
         range: RangeInclusive<i64>,
-    ) -> Checked<i64> {
+    ) -> Option<i64> {
         let n = *value.get_ref();
         if range.contains(&n) {
             return Some(n);
@@ -40,7 +41,7 @@ impl Validator<'_> {
 
     pub(super) fn opt_int<T: TryFrom<i64>>(
         &mut self,
-        value: Option<&S<i64>>,
+        value: Option<&Spanned<i64>>,
         key: &str,
         range: RangeInclusive<i64>,
         default: T,
@@ -56,7 +57,7 @@ impl Validator<'_> {
 
     pub(super) fn opt_nonzero(
         &mut self,
-        value: Option<&S<i64>>,
+        value: Option<&Spanned<i64>>,
         key: &str,
         default: NonZeroU32,
     ) -> NonZeroU32 {
@@ -67,7 +68,7 @@ impl Validator<'_> {
     /// A duration; `positive` refuses 0.
     pub(super) fn duration(
         &mut self,
-        value: Option<&S<DurationValue>>,
+        value: Option<&Spanned<DurationValue>>,
         key: &str,
         default: Duration,
         positive: bool,
@@ -90,7 +91,7 @@ impl Validator<'_> {
     /// A size that must fit in memory (`usize`) and, with `positive`, not be 0.
     pub(super) fn size(
         &mut self,
-        value: Option<&S<SizeValue>>,
+        value: Option<&Spanned<SizeValue>>,
         key: &str,
         default: u64,
         positive: bool,
@@ -115,7 +116,7 @@ impl Validator<'_> {
     }
 
     /// A socket address such as `127.0.0.1:8080` or `[::1]:8080`.
-    pub(super) fn address(&mut self, value: &S<String>, key: &str) -> Checked<SocketAddr> {
+    pub(super) fn address(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
         let text = value.get_ref().trim();
         if let Ok(addr) = text.parse::<SocketAddr>() {
             return Some(addr);
@@ -169,7 +170,7 @@ impl Validator<'_> {
     }
 
     /// A listener or upstream name: it appears in admin URLs, logs and metric labels.
-    pub(super) fn name(&mut self, value: &S<String>, what: &str) -> String {
+    pub(super) fn name(&mut self, value: &Spanned<String>, what: &str) -> String {
         let name = value.get_ref();
         let ok = !name.is_empty()
             && name
@@ -213,7 +214,7 @@ impl Validator<'_> {
     /// A reference to an upstream.
     pub(super) fn upstream_ref(
         &mut self,
-        value: &S<String>,
+        value: &Spanned<String>,
         upstreams: &HashMap<String, Defined>,
     ) -> String {
         let name = value.get_ref();
@@ -245,7 +246,10 @@ impl Validator<'_> {
 
     /// An entry of a status list (`expected_status`, `retry_on_status`): `200`, `"204"`, a
     /// range `"200-399"` or a class `"5xx"`.
-    pub(super) fn status_range(&mut self, item: &S<StatusItem>) -> Checked<RangeInclusive<u16>> {
+    pub(super) fn status_range(
+        &mut self,
+        item: &Spanned<StatusItem>,
+    ) -> Option<RangeInclusive<u16>> {
         let code = |n: i64| u16::try_from(n).ok().filter(|c| (100..=599).contains(c));
         let parsed = match item.get_ref() {
             StatusItem::Code(n) => code(*n).map(|c| c..=c),

@@ -108,6 +108,9 @@ pub async fn run_live(scenario: &Scenario) -> anyhow::Result<Vec<AlgorithmResult
                 max: l.max,
             },
             backends,
+            // The live run sends no affinity keys: `--live` compares spreading, not hashing.
+            key_affinity: None,
+            keys_moved: None,
         });
     }
     Ok(results)

@@ -35,6 +35,8 @@
 //! same structure and reuse all of it.
 
 pub mod chart;
+pub mod conclusion;
+pub mod keys;
 pub mod live;
 pub mod report;
 pub mod sim;
@@ -55,12 +57,16 @@ pub use sim::{
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     long_about = "Compare the balancing algorithms on the same simulated traffic.\n\n\
-        Simulates a pool of four backends of unequal speed (the seed's weights 1, 1.5, 2 and \
+        Simulates a pool of four backends of unequal speed (weights 1, 1.5, 2 and \
         2.5, each with 4 workers and a FIFO queue, mean service 100 ms divided by the weight, \
         and backend b1 --slowdown times slower than its weight says). Requests arrive as a \
         Poisson process at --rate (default: 80% of the pool's capacity). Every algorithm gets \
         exactly the same arrivals and request sizes, and picks with the real balancer library, \
         so least-connections and p2c react to real in-flight counts and latencies.\n\n\
+        Each request also carries an affinity key (a user, a session, a URL: --keys, \
+        --key-count) that consistent-hash hashes; the table shows how often a returning key \
+        found its previous backend, and for consistent-hash how many keys move when the \
+        busiest backend fails.\n\n\
         Prints a table (throughput, mean/p50/p95/p99 latency, each backend's share and peak \
         in flight), a conclusion drawn from the numbers, and writes two SVG charts. Virtual \
         time: it takes a second, not minutes, and the same --seed gives the same numbers.",
@@ -68,7 +74,8 @@ pub use sim::{
         rondo compare                          the default scenario\n  \
         rondo compare --slowdown 1             weights that match the speeds: what changes?\n  \
         rondo compare --rate 150 --seed 7      lighter load, another draw\n  \
-        rondo compare --algorithm round-robin,p2c --json"
+        rondo compare --algorithm round-robin,p2c --json\n  \
+        rondo compare --keys zipf --algorithm consistent-hash,p2c   hot keys: what hashing costs"
 )]
 pub struct CompareArgs {
     /// Requests to simulate for each algorithm.
@@ -87,6 +94,15 @@ pub struct CompareArgs {
     /// Seed for arrivals, request sizes and the random pickers.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
+
+    /// How often each affinity key is used: uniform, zipf (s = 1) or zipf:S. Keys are what
+    /// consistent-hash hashes (a user, a session, a URL); the other algorithms ignore them.
+    #[arg(long, value_name = "DIST", default_value = "uniform")]
+    pub keys: keys::KeyDistribution,
+
+    /// Distinct affinity keys.
+    #[arg(long, default_value_t = keys::DEFAULT_KEYS, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub key_count: u32,
 
     /// Only these algorithms, comma-separated or repeated [default: all]
     #[arg(long = "algorithm", value_name = "NAME", value_delimiter = ',', value_parser = parse_algorithm)]
@@ -132,6 +148,10 @@ impl CompareArgs {
         if let Some(rate) = self.rate {
             scenario.rate = rate;
         }
+        scenario.keys = keys::KeySpace {
+            count: self.key_count,
+            distribution: self.keys,
+        };
         if !self.algorithms.is_empty() {
             scenario.algorithms = self.algorithms.clone();
         }
@@ -151,6 +171,8 @@ struct Source<'a> {
     capacity: f64,
     utilization: f64,
     seed: u64,
+    keys: String,
+    key_count: u32,
     backends: Vec<SourceBackend<'a>>,
 }
 
@@ -172,6 +194,8 @@ impl<'a> Source<'a> {
             capacity: s.capacity(),
             utilization: s.utilization(),
             seed: s.seed,
+            keys: s.keys.distribution.to_string(),
+            key_count: s.keys.count,
             backends: s
                 .backends
                 .iter()
@@ -203,6 +227,12 @@ pub fn describe(s: &Scenario, live: bool) -> String {
         s.capacity(),
         s.seed
     );
+    if !live {
+        out.push_str(&format!(
+            "  affinity keys: {} distinct, {}\n",
+            s.keys.count, s.keys.distribution
+        ));
+    }
     let total_weight: f64 = s
         .backends
         .iter()
@@ -252,6 +282,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     println!("{}", describe(&scenario, args.live));
     println!("{}", report::table(&results));
+    for line in report::keys_moved_lines(&results) {
+        println!("{line}");
+    }
     println!("{}\n", report::wrap(&report::conclusion(&results), 96));
     println!("charts:");
     for p in &chart_paths {

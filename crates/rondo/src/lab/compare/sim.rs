@@ -26,6 +26,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Exp1};
 use rand_pcg::Pcg64;
 
+use super::keys::{self, KeySpace};
 use super::report::{AlgorithmResult, Tally};
 
 /// Requests per algorithm unless told otherwise: enough for a stable p99 (100 samples beyond
@@ -102,6 +103,8 @@ pub struct Scenario {
     /// Seed of the arrival times and service-time draws (and of the pool's own generator,
     /// used by `random` and `p2c`).
     pub seed: u64,
+    /// The requests' affinity keys (what `consistent-hash` hashes).
+    pub keys: KeySpace,
 }
 
 impl Default for Scenario {
@@ -127,6 +130,7 @@ impl Scenario {
             backends,
             algorithms: Algorithm::ALL.to_vec(),
             seed,
+            keys: KeySpace::default(),
         };
         s.rate = DEFAULT_UTILIZATION * s.capacity();
         s
@@ -224,10 +228,12 @@ struct Workload {
     arrivals: Vec<u64>,
     /// Unit-mean exponential sizes.
     sizes: Vec<f64>,
+    /// Each request's affinity key.
+    keys: Vec<u32>,
 }
 
 impl Workload {
-    fn draw(requests: usize, rate: f64, seed: u64) -> Workload {
+    fn draw(requests: usize, rate: f64, seed: u64, keys: &KeySpace) -> Workload {
         // Two independent streams, so changing the rate does not change the sizes.
         let mut arrival_rng = Pcg64::seed_from_u64(seed);
         let mut size_rng = Pcg64::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -241,7 +247,11 @@ impl Workload {
             arrivals.push(nanos(t));
             sizes.push(Exp1.sample(&mut size_rng));
         }
-        Workload { arrivals, sizes }
+        Workload {
+            arrivals,
+            sizes,
+            keys: keys.draw(requests, seed),
+        }
     }
 }
 
@@ -272,11 +282,12 @@ pub fn simulate(scenario: &Scenario) -> Vec<AlgorithmResult> {
         0.0
     };
     let workload = if rate > 0.0 {
-        Workload::draw(scenario.requests, rate, scenario.seed)
+        Workload::draw(scenario.requests, rate, scenario.seed, &scenario.keys)
     } else {
         Workload {
             arrivals: Vec::new(),
             sizes: Vec::new(),
+            keys: Vec::new(),
         }
     };
     scenario
@@ -338,8 +349,16 @@ fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> Al
     let mut pending: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     let mut leases = Vec::with_capacity(workload.arrivals.len());
     let mut last = 0u64;
+    let hashing = algorithm == Algorithm::ConsistentHash;
+    let mut sent = vec![0u64; scenario.backends.len()];
 
-    for (k, (&arrival, &size)) in workload.arrivals.iter().zip(&workload.sizes).enumerate() {
+    for (k, ((&arrival, &size), &key)) in workload
+        .arrivals
+        .iter()
+        .zip(&workload.sizes)
+        .zip(&workload.keys)
+        .enumerate()
+    {
         while let Some(&Reverse((done, id))) = pending.peek() {
             if done > arrival {
                 break;
@@ -348,7 +367,12 @@ fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> Al
             complete(&mut leases, &mut tally, id, done, workload);
         }
         let now = Timestamp::from_nanos(arrival);
-        let Some(lease) = pool.pick(now, |_| true) else {
+        let picked = if hashing {
+            pool.pick_keyed(now, keys::hash(key), |_| true)
+        } else {
+            pool.pick(now, |_| true)
+        };
+        let Some(lease) = picked else {
             tally.unserved();
             leases.push(None);
             continue;
@@ -364,6 +388,8 @@ fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> Al
             continue;
         };
         tally.sent(b, lease.backend().in_flight());
+        tally.key(key, b);
+        sent[b] += 1;
         let worker_free = free[b].pop().map_or(0, |Reverse(t)| t);
         let start = arrival.max(worker_free);
         let end = start.saturating_add(nanos(size * mean[b]));
@@ -374,6 +400,19 @@ fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> Al
     }
     while let Some(Reverse((done, id))) = pending.pop() {
         complete(&mut leases, &mut tally, id, done, workload);
+    }
+    drop(leases);
+    // The failure that hurts most: the backend that took the most requests.
+    let busiest = (0..sent.len()).max_by_key(|&b| sent[b]);
+    if let (true, Some(b)) = (hashing, busiest) {
+        let failed = &scenario.backends[b].id;
+        let now = Timestamp::from_nanos(last);
+        tally.keys_moved(keys::moved_when_failing(
+            &pool,
+            scenario.keys.count,
+            failed,
+            now,
+        ));
     }
     tally.finish(Duration::from_nanos(last))
 }
@@ -462,10 +501,36 @@ mod tests {
 
     #[test]
     fn every_algorithm_sees_the_same_traffic() {
-        let w1 = Workload::draw(100, 50.0, 3);
-        let w2 = Workload::draw(100, 100.0, 3);
+        let w1 = Workload::draw(100, 50.0, 3, &KeySpace::default());
+        let w2 = Workload::draw(100, 100.0, 3, &KeySpace::default());
         assert_eq!(w1.sizes, w2.sizes, "sizes do not depend on the rate");
         assert!(w1.arrivals.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn consistent_hash_keeps_every_returning_key_and_a_failure_moves_only_its_keys() {
+        let mut scenario = Scenario {
+            requests: 5_000,
+            algorithms: vec![Algorithm::RoundRobin, Algorithm::ConsistentHash],
+            ..Scenario::default()
+        };
+        scenario.keys = KeySpace {
+            count: 1_000,
+            distribution: keys::KeyDistribution::Zipf(1.0),
+        };
+        let results = simulate(&scenario);
+        let (rr, hash) = (&results[0], &results[1]);
+        assert_eq!(hash.key_affinity, Some(1.0));
+        let rr_kept = rr.key_affinity.unwrap();
+        assert!(rr_kept < 0.5, "round robin is not sticky: {rr_kept}");
+        assert!(rr.keys_moved.is_none());
+        let moved = hash.keys_moved.as_ref().unwrap();
+        assert_eq!(moved.moved_needlessly, 0);
+        assert_eq!(moved.moved, moved.were_on_failed);
+        // The busiest backend fails, and it held a real part of the keys.
+        assert!(moved.moved > 0.1 && moved.moved < 0.6, "{moved:?}");
+        let busiest = hash.backends.iter().max_by_key(|b| b.requests).unwrap();
+        assert_eq!(moved.failed, busiest.id);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The last state changes of an upstream's backends, for the dashboard's events list and
 //! `/api/v1/events`: ejections, breaker transitions, health changes, drains, additions and
-//! removals (whether made by health checks, traffic, a reload or the admin API), each with
+//! removals (whether made by health checks, traffic, a reload or the admin API: the last two
+//! and DNS labelled with `by`), each with
 //! its time and reason. A bounded ring: the log keeps the full history.
 //!
 //! Fed by the upstream's pool observer, which runs only when something changes, never per
 //! request; so a short lock here costs the request path nothing.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
@@ -29,6 +31,26 @@ pub struct EventRecord {
     pub kind: &'static str,
     /// The new state or the reason, in words: "down: status 404", "open", …
     pub detail: String,
+    /// Who asked for the change, when a person or a system did rather than rondo's own
+    /// checks and traffic: `admin API`, `reload`, `DNS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<&'static str>,
+}
+
+thread_local! {
+    /// The cause of the pool changes being made on this thread now (see [`caused_by`]).
+    static CAUSE: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Runs `change` (a synchronous pool mutation) with the events it raises labelled as caused
+/// `by` ("admin API", "reload", "DNS"). The pool reports events synchronously from inside the
+/// mutation, on the caller's thread, so the label needs no plumbing through `balance`; keep
+/// `change` free of `.await` so no other task's events can be labelled.
+pub fn caused_by<T>(by: &'static str, change: impl FnOnce() -> T) -> T {
+    let before = CAUSE.replace(Some(by));
+    let out = change();
+    CAUSE.set(before);
+    out
 }
 
 /// A ring of events, and when each backend's health last changed.
@@ -51,6 +73,7 @@ impl Events {
             backend: backend.to_owned(),
             kind,
             detail,
+            by: CAUSE.get(),
         };
         let mut ring = self.ring.lock();
         if ring.len() == CAPACITY {
@@ -92,5 +115,17 @@ mod tests {
         assert!(e.health_changed("a").is_none());
         e.push("app", "a", "health", "down: status 404".into());
         assert!(e.health_changed("a").is_some());
+    }
+
+    #[test]
+    fn events_raised_inside_caused_by_carry_the_cause_and_no_other() {
+        let e = Events::default();
+        caused_by("admin API", || {
+            e.push("app", "a", "draining", String::new())
+        });
+        e.push("app", "a", "breaker", "open".into());
+        let list = e.list();
+        assert_eq!(list[0].by, Some("admin API"));
+        assert_eq!(list[1].by, None);
     }
 }
