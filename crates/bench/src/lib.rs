@@ -42,6 +42,7 @@ pub use report::{BackendShare, ErrorCounts, Latency, Report};
 pub use spec::{
     DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_TIMEOUT, LoadSpec, ProgressMode, StopHandle,
 };
+pub use tls::AnyCertificate;
 
 /// Generates the load `spec` describes, on the current tokio runtime, and reports.
 ///

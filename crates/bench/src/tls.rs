@@ -76,10 +76,18 @@ pub(crate) async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> std::io::Res
     }
 }
 
-/// `--insecure`: any certificate is accepted; the handshake's signatures are still checked,
-/// so the cost measured is that of a real handshake.
+/// Accepts any server certificate while still checking the handshake's signatures, so the
+/// connection is bound to the certificate it shows and costs what a real handshake costs:
+/// `rondo bench --insecure` (as `curl -k`), and rondo's own `verify = false` towards backends.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+pub struct AnyCertificate(Arc<CryptoProvider>);
+
+impl AnyCertificate {
+    /// The verifier, checking signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> AnyCertificate {
+        AnyCertificate(provider)
+    }
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

@@ -909,3 +909,68 @@ async fn the_events_list_says_which_changes_came_from_the_admin_api_or_a_reload(
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_keeps_points_of_each_interval_for_the_dashboard() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)]));
+    let admin = proxy.admin_addr();
+    let history = async |since: u64| {
+        let (status, body) = call(
+            admin,
+            "GET",
+            &format!("/api/v1/history?since={since}"),
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let h = history(0).await;
+    assert_eq!(h["interval_s"], 5);
+    assert_eq!(h["upstreams"][0]["name"], "app");
+    // Traffic until a sample covers it: the first point with requests in it (one sample
+    // every 5 s; the wait is a deadline against a hang, not a claim about speed).
+    let web = web(&proxy);
+    let first_busy = |h: &Value| {
+        h["upstreams"][0]["points"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["rate"].as_f64() > Some(0.0)).cloned())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let point = loop {
+        traffic(web, 4).await;
+        if let Some(p) = first_busy(&history(0).await) {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no point with traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(point["errors"], 0.0, "{point}");
+    assert!(point["p99_ms"].as_f64().unwrap() > 0.0, "{point}");
+    let h = history(0).await;
+    let backends = h["upstreams"][0]["backends"].as_array().unwrap();
+    let ids: Vec<&str> = backends.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    // Only newer points after `since`.
+    let last = h["upstreams"][0]["points"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["time_ms"]
+        .as_u64()
+        .unwrap();
+    let newer = history(last).await;
+    assert!(
+        newer["upstreams"][0]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["time_ms"].as_u64().unwrap() > last),
+        "{newer}"
+    );
+}

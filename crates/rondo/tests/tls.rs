@@ -382,6 +382,41 @@ async fn tcp_mode_relays_bytes_and_fails_over_from_a_killed_backend_on_connect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_connection_silent_for_tunnel_timeout_is_closed_at_both_ends() {
+    let (a, _a_task) = tcp_echo("a").await;
+    let toml = format!(
+        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"db\"\nmode = \"tcp\"\n\
+         [[upstreams]]\nname = \"db\"\ntunnel_timeout = \"300ms\"\n\
+         backends = [{{ address = \"{a}\", id = \"a\" }}]\n\
+         [upstreams.health_check]\nenabled = false\n"
+    );
+    let running = common::start_text(&toml);
+    let mut s = TcpStream::connect(web(&running)).await.unwrap();
+    let mut name = [0u8; 1];
+    s.read_exact(&mut name).await.unwrap();
+    // Talking keeps it open past the limit: four exchanges 100 ms apart.
+    for _ in 0..4 {
+        s.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then silence: rondo closes the connection (read returns end of stream). The deadline
+    // only guards against a hang.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?} {rest:?}");
+    let upstream = running.upstream("db").unwrap();
+    let recorder = upstream.recorder();
+    common::eventually(Duration::from_secs(5), "the relay's bytes counted", || {
+        recorder.get("a").is_some_and(|r| r.bytes() == (16, 17))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_https_answers_308_to_the_same_host_and_path() {
     let backend = common::mock("a").await;
     let toml = config_text(&[(&backend, 1.0)], "", "").replacen(

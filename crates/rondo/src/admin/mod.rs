@@ -48,7 +48,7 @@ const BY: &str = "admin API";
 use tokio::time::Instant;
 
 use crate::counters;
-use crate::upstream::{Upstream, UpstreamSet, events};
+use crate::upstream::{Upstream, UpstreamSet, events, history};
 
 /// The dashboard page: HTML, CSS and script in one file, no external resources.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -241,6 +241,14 @@ fn unauthorized() -> Reply {
     r
 }
 
+/// The number a query string gives `name` (`since=1700000000000`); `None` when absent or not
+/// a number.
+fn query_number(query: Option<&str>, name: &str) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -273,6 +281,22 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
                 .collect();
             all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
             json_reply(StatusCode::OK, &json!({ "events": all }))
+        }
+        (&Method::GET, ["api", "v1", "history"]) => {
+            if admin.protect_reads && !authorized(admin, &req) {
+                return unauthorized();
+            }
+            let since = query_number(req.uri().query(), "since").unwrap_or(0);
+            let upstreams: Vec<_> = admin
+                .upstreams
+                .all()
+                .iter()
+                .map(|u| u.history().since(u, since))
+                .collect();
+            json_reply(
+                StatusCode::OK,
+                &json!({ "interval_s": history::INTERVAL.as_secs(), "upstreams": upstreams }),
+            )
         }
         (&Method::GET, ["api", "v1", "reload"]) => {
             if admin.protect_reads && !authorized(admin, &req) {

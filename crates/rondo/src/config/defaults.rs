@@ -151,6 +151,12 @@ pub const KEEPALIVE: usize = 10_000;
 /// servers' own idle timeout so the balancer closes first and never reuses a dying socket.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `tunnel_timeout`: 10 minutes without a byte either way closes a relayed connection,
+/// nginx's `proxy_timeout` for TCP (HAProxy's `timeout tunnel` has no default): long enough
+/// for WebSocket and database clients that ping every minute or so, short enough that a peer
+/// that vanished without a FIN does not hold two descriptors for ever.
+pub const TUNNEL_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// `max_fails`: 1 failure ejects, nginx's default.
 pub const MAX_FAILS: u32 = 1;
 

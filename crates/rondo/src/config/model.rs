@@ -363,6 +363,9 @@ pub struct UpstreamConfig {
     pub keepalive: usize,
     /// How long an idle pooled connection is kept.
     pub keepalive_timeout: Duration,
+    /// A relayed connection (TCP mode, WebSocket and other upgrades) with no byte either way
+    /// for this long is closed at both ends.
+    pub tunnel_timeout: Duration,
     /// The queue for requests that find every backend at its connection limit.
     pub queue: QueueConfig,
     /// Active health checks.

@@ -162,6 +162,8 @@ pub(crate) struct RawUpstream {
     pub(crate) keepalive: Option<Spanned<i64>>,
     /// Idle pooled connection lifetime, duration. Default "60s".
     pub(crate) keepalive_timeout: Option<Spanned<DurationValue>>,
+    /// Idle time that closes a relayed connection (TCP mode, WebSocket). Default "10m".
+    pub(crate) tunnel_timeout: Option<Spanned<DurationValue>>,
     /// Failures that eject a backend, integer ≥ 0 (0: off). Default 1.
     pub(crate) max_fails: Option<Spanned<i64>>,
     /// Ejection window and time out, duration. Default "10s".

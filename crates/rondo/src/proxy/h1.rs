@@ -529,7 +529,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             worker.give_buffer(head_out);
             if early_ok {
                 self.upstream.recorder().upgraded();
-                let _ = tokio::io::copy_bidirectional(client, &mut conn).await;
+                super::tunnel::relay(client, &mut conn, cfg.tunnel_timeout).await;
             }
             return Delivered {
                 output: Next::Close,

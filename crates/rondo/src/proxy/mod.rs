@@ -26,6 +26,7 @@ mod headers;
 pub(crate) mod memory;
 pub(crate) mod protocol;
 mod redirect;
+mod tunnel;
 mod respond;
 pub(crate) mod room;
 mod stream;

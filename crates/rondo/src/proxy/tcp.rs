@@ -7,20 +7,17 @@
 //! connect is reported to its breaker and passive ejection and the next one is tried
 //! (nothing was sent, so any connect failure may go elsewhere), up to the upstream's `tries`. A backend's `max_connections` bounds its open
 //! connections, since the lease is held for the connection's life. Bytes both ways are
-//! counted per backend.
+//! counted per backend, and a connection silent both ways for the upstream's
+//! `tunnel_timeout` is closed ([`super::tunnel`]).
 
-use std::cell::Cell;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use balance::Backend;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::timeout;
 
 use super::Frontend;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
+use super::tunnel::relay;
 use super::respond::ErrorPage;
 use super::stream::Io;
 use crate::config::UpstreamConfig;
@@ -83,7 +80,7 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
         }
     }
 
-    async fn deliver(&mut self, _cfg: &UpstreamConfig, _set_cookie: Option<&str>) -> Delivered<()> {
+    async fn deliver(&mut self, cfg: &UpstreamConfig, _set_cookie: Option<&str>) -> Delivered<()> {
         // The backend accepted the connection: that is its success, whatever the two ends
         // then do with it (the latency the policy records is the connect time).
         let Some((mut conn, id)) = self.backend.take() else {
@@ -94,20 +91,15 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
             };
         };
         self.upstream.recorder().upgraded();
-        let (sent, received) = (Cell::new(0), Cell::new(0));
-        {
-            let mut client = Counted::new(&mut self.client, &sent);
-            let mut backend = Counted::new(&mut conn, &received);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
-        }
+        let relayed = relay(&mut self.client, &mut conn, cfg.tunnel_timeout).await;
         self.upstream
             .recorder()
             .backend(&id)
-            .relayed(sent.get(), received.get());
+            .relayed(relayed.from_client, relayed.from_backend);
         Delivered {
             output: (),
             backend_ok: true,
-            bytes_sent: received.get(),
+            bytes_sent: relayed.from_backend,
         }
     }
 
@@ -127,50 +119,5 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
             user_agent: None,
             bytes_received: 0,
         }
-    }
-}
-
-/// A stream that counts the bytes read from it: wrapped around each end, it measures both
-/// directions even when the relay ends in an error.
-struct Counted<'a, S> {
-    inner: S,
-    read: &'a Cell<u64>,
-}
-
-impl<'a, S> Counted<'a, S> {
-    fn new(inner: S, read: &'a Cell<u64>) -> Self {
-        Counted { inner, read }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        self.read.set(self.read.get() + n);
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -123,6 +123,8 @@ impl Control {
         self.handle
             .spawn(Arc::clone(upstream).run_timers(self.until(&own)));
         self.handle
+            .spawn(Arc::clone(upstream).run_history(self.until(&own)));
+        self.handle
             .spawn(Arc::clone(upstream).run_health_checks(self.until(&own)));
         stopper
     }

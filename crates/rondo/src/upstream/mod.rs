@@ -10,6 +10,7 @@ mod discovered;
 pub mod dns;
 pub mod events;
 mod health;
+pub mod history;
 mod queue;
 pub mod recorder;
 mod set;
@@ -56,6 +57,8 @@ pub struct Upstream {
     recorder: Recorder,
     /// Recent state changes, for the dashboard.
     events: Arc<Events>,
+    /// The last 15 minutes of traffic, for the dashboard's charts.
+    history: history::History,
     /// Backends learnt at run time (DNS names), applied after the file's; the lock also
     /// orders their updates with a reload's.
     discovered: parking_lot::Mutex<discovered::Discovered>,
@@ -205,6 +208,7 @@ impl Upstream {
             checks,
             recorder: Recorder::default(),
             events,
+            history: history::History::default(),
             discovered: parking_lot::Mutex::default(),
             named_changed: Notify::new(),
             tls: arc_swap::ArcSwapOption::empty(),
@@ -214,6 +218,11 @@ impl Upstream {
     /// The backends' recent state changes.
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// The last 15 minutes of its traffic.
+    pub fn history(&self) -> &history::History {
+        &self.history
     }
 
     /// What it records for the admin API and metrics.

@@ -111,31 +111,16 @@ impl Histogram {
 
     /// The `q`-quantile (0 < q ≤ 1): the midpoint of the bucket holding it; zero when empty.
     pub fn quantile(&self, q: f64) -> Duration {
-        let counts: Vec<u64> = self
-            .fine
+        quantile_of(&self.bucket_counts(), q)
+    }
+
+    /// The count of every fine bucket, for [`quantile_of`] over a difference of two readings
+    /// (the history's per-interval p99).
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.fine
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return Duration::ZERO;
-        }
-        // The rank of the quantile, 1-based: the smallest value with at least q of all below.
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let (low, high) = fine_range(i);
-                let mid = if high - low == 1 {
-                    low
-                } else {
-                    low + (high - low) / 2
-                };
-                return Duration::from_micros(mid);
-            }
-        }
-        Duration::ZERO
+            .collect()
     }
 
     /// Per [`PROMETHEUS_BOUNDS`] bound, then `+Inf`: the latencies above the previous bound
@@ -150,6 +135,31 @@ impl Histogram {
             .map(|(bound, c)| (bound, c.load(Ordering::Relaxed)))
             .collect()
     }
+}
+
+/// The `q`-quantile (0 < q ≤ 1) of latencies counted in [`Histogram::bucket_counts`]'s
+/// buckets: the midpoint of the bucket holding it; zero when they are all empty.
+pub fn quantile_of(counts: &[u64], q: f64) -> Duration {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return Duration::ZERO;
+    }
+    // The rank of the quantile, 1-based: the smallest value with at least q of all below.
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            let (low, high) = fine_range(i);
+            let mid = if high - low == 1 {
+                low
+            } else {
+                low + (high - low) / 2
+            };
+            return Duration::from_micros(mid);
+        }
+    }
+    Duration::ZERO
 }
 
 /// What one backend recorded.

@@ -147,6 +147,12 @@ impl Validator<'_> {
             defaults::KEEPALIVE_TIMEOUT,
             true,
         );
+        let tunnel_timeout = self.duration(
+            raw.tunnel_timeout.as_ref(),
+            "tunnel_timeout",
+            defaults::TUNNEL_TIMEOUT,
+            true,
+        );
 
         let max_fails: u32 = self.opt_int(
             raw.max_fails.as_ref(),
@@ -213,6 +219,7 @@ impl Validator<'_> {
             response_timeout,
             keepalive,
             keepalive_timeout,
+            tunnel_timeout,
             queue,
             health_check,
             hash_key: affinity.hash_key,
