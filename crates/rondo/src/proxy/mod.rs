@@ -26,11 +26,11 @@ mod headers;
 pub(crate) mod memory;
 pub(crate) mod protocol;
 mod redirect;
-mod tunnel;
 mod respond;
 pub(crate) mod room;
 mod stream;
 mod tcp;
+mod tunnel;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -17,9 +17,9 @@ use tokio::time::timeout;
 
 use super::Frontend;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
-use super::tunnel::relay;
 use super::respond::ErrorPage;
 use super::stream::Io;
+use super::tunnel::relay;
 use crate::config::UpstreamConfig;
 use crate::tls::BackendConn;
 use crate::upstream::Upstream;
