@@ -127,3 +127,47 @@ async fn a_flood_of_idle_connections_at_the_descriptor_limit_neither_spins_nor_e
         assert_eq!(get(addr, "/").await.status, 200);
     }
 }
+
+/// What a new connection gets: the status line of its answer to a GET, or "" when the proxy
+/// closed it without a word.
+async fn first_line(addr: std::net::SocketAddr) -> String {
+    let answer = common::raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_memory_new_connections_are_refused_and_under_it_they_are_served() {
+    let backend = mock("a").await;
+    let config = |max: &str| {
+        common::proxy_config(common::plain("app", &[&backend]))
+            .set("workers", 1)
+            .set("max_memory", max)
+    };
+    // This process (tests, backend and proxy) holds far more than 1 MiB: always over.
+    let over = common::start(&config("1MiB"));
+    let addr = common::web(&over);
+    common::eventually_async(
+        Duration::from_secs(30),
+        "the memory watch's first reading",
+        || async { first_line(addr).await.is_empty() },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(first_line(addr).await, "", "refused without a response");
+    }
+    let hits = backend.hits();
+    drop(over);
+
+    // The same with room to spare: served.
+    let under = common::start(&config("64GiB"));
+    let addr = common::web(&under);
+    for _ in 0..5 {
+        assert_eq!(first_line(addr).await, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(backend.hits(), hits + 5);
+}

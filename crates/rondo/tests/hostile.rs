@@ -6,6 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -136,5 +137,73 @@ async fn a_malformed_chunk_gets_400_and_nothing_after_it_is_forwarded() {
     let answer = exchange(addr, &[&[head, b"zz\r\nSECRET\r\n".as_slice()].concat()]).await;
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
     assert_eq!(backend.received(), "");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+/// One slowloris connection: sends `head` one byte every 200 ms, and returns what the proxy
+/// answered once it stopped (it answered, closed, or the whole head went out).
+async fn trickle(addr: SocketAddr, head: &'static [u8], started: Arc<AtomicUsize>) -> String {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return "connect failed".to_owned();
+    };
+    let mut out = Vec::new();
+    for (i, byte) in head.iter().enumerate() {
+        if s.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        if i == 0 {
+            started.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(_) => {} // nothing yet: send the next byte
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_trickling_clients_are_cut_at_the_header_timeout_and_others_are_served() {
+    let backend = common::mock("a").await;
+    let proxy = common::start(
+        &common::proxy_config(common::plain("app", &[&backend]))
+            .set("workers", 1)
+            .listeners_set("header_timeout", "3s"),
+    );
+    let addr = common::web(&proxy);
+    // 38 bytes at one per 200 ms would take 7.6 s: the 3 s header timeout cuts every one.
+    let head: &'static [u8] = b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n";
+    let started = Arc::new(AtomicUsize::new(0));
+    let slow: Vec<_> = (0..500)
+        .map(|_| tokio::spawn(trickle(addr, head, Arc::clone(&started))))
+        .collect();
+    common::eventually(
+        Duration::from_secs(30),
+        "every trickling client has sent its first byte",
+        || started.load(Ordering::Relaxed) == 500,
+    )
+    .await;
+    for _ in 0..20 {
+        let reply = common::get(addr, "/").await;
+        assert_eq!(reply.status, 200, "a normal client is served meanwhile");
+    }
+    let mut cut = 0;
+    for task in slow {
+        let answer = task.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+        cut += 1;
+    }
+    assert_eq!(cut, 500);
+    assert_eq!(
+        backend.hits(),
+        20,
+        "only the normal requests reached the backend"
+    );
     proxy.shutdown(Duration::from_secs(1));
 }

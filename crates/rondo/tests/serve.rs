@@ -147,3 +147,104 @@ async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
     .await;
     assert!(read(&rotated).starts_with("200 /first\n"));
 }
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) from `s`; the head as text.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end + 4]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a whole response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_answers_busy_clients_with_connection_close_closes_idle_ones_and_sends_goaway() {
+    use common::h2raw::{self, Conn, frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    let config = ConfigBuilder::proxy(
+        UpstreamBuilder::new("app")
+            .backend("a", backend.addr(), 1.0)
+            .health_check(Section::disabled()),
+    )
+    .set("workers", 1)
+    .duration("shutdown_grace", Duration::from_secs(600));
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let mut rondo = Process::spawn([
+        "serve".as_ref(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+    ]);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let request = b"GET /slow HTTP/1.1\r\nHost: test.local\r\n\r\n";
+
+    // An idle keep-alive client: one request answered, then silence.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(request).await.unwrap();
+    let head = read_response(&mut idle).await;
+    assert!(!head.contains("connection: close"), "{head}");
+
+    // A busy HTTP/1.1 client and a busy HTTP/2 stream, both waiting on the backend.
+    backend.set_delay(Duration::from_secs(2));
+    let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+    busy.write_all(request).await.unwrap();
+    let mut h2 = Conn::open(addr).await;
+    let flags = h2raw::END_HEADERS | h2raw::END_STREAM;
+    let block = h2raw::get_block("/slow", &[]);
+    h2.send(&frame(h2raw::HEADERS, flags, 1, &block))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "two requests at the backend",
+        || backend.in_flight() == 2,
+    )
+    .await;
+
+    rondo.signal("TERM");
+    // The idle client is closed cleanly (FIN, not a reset), with nothing sent.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "idle client: {read:?} {rest:?}");
+    // HTTP/2: GOAWAY at once, then the stream in flight still completes, then the close
+    // (the client answers the PING a graceful close sends, as clients do).
+    let frames = h2.until_closed(Duration::from_secs(30)).await;
+    let goaway = frames.iter().position(|f| f.kind == h2raw::GOAWAY);
+    let ended = frames
+        .iter()
+        .position(|f| f.stream == 1 && f.flags & h2raw::END_STREAM != 0);
+    assert!(
+        matches!((goaway, ended), (Some(g), Some(e)) if g < e),
+        "GOAWAY, then the stream's end: {frames:?}"
+    );
+    // HTTP/1.1: the response in flight says the connection closes, and it does.
+    let head = read_response(&mut busy).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), busy.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "busy client after its response: {read:?}"
+    );
+    let code = tokio::task::block_in_place(|| rondo.wait_exit());
+    assert_eq!(code, Some(0));
+}

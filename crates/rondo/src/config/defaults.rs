@@ -63,6 +63,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// large cookies and tokens, small enough to bound memory per connection.
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
 
+/// `http2_max_concurrent_streams`: 128, nginx's `http2_max_concurrent_streams` (HAProxy and
+/// Envoy: 100). hyper's own default is 200; a bound is what keeps one connection from holding
+/// a worker's worth of backend requests.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
 /// `algorithm`: smooth weighted round robin, balance's default and nginx's: with equal
 /// weights it is plain round robin, with unequal ones it interleaves.
 pub fn algorithm() -> Algorithm {

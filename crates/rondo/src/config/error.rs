@@ -158,7 +158,7 @@ impl<'a> SourceMap<'a> {
                 file: self.file.to_owned(),
                 line: 1,
                 column: 1,
-                message: message.into(),
+                message: one_line(message.into()),
                 source_line: String::new(),
                 width: 1,
             };
@@ -170,17 +170,30 @@ impl<'a> SourceMap<'a> {
             .find('\n')
             .map_or(self.text.len(), |i| line_start + i);
         let source_line = self.text[line_start..line_end].trim_end_matches('\r');
-        let column = self.text[line_start..start].chars().count() + 1;
+        // A place past the shown line (after a trailing CR, which is not shown) is marked
+        // just after its last character.
+        let column =
+            (self.text[line_start..start].chars().count() + 1).min(source_line.chars().count() + 1);
         let end = floor_char_boundary(self.text, span.end.clamp(start, line_end));
         let width = self.text[start..end].chars().count().max(1);
         Diagnostic {
             file: self.file.to_owned(),
             line: line + 1,
             column,
-            message: message.into(),
+            message: one_line(message.into()),
             source_line: source_line.to_owned(),
             width,
         }
+    }
+}
+
+/// A message as one line: a value quoted from the file may hold line breaks (a multi-line
+/// string), which are shown escaped, as a log line must not contain them.
+fn one_line(message: String) -> String {
+    if message.contains(['\n', '\r']) {
+        message.replace('\n', "\\n").replace('\r', "\\r")
+    } else {
+        message
     }
 }
 

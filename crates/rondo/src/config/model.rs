@@ -30,6 +30,9 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// How backend names are resolved.
     pub resolver: ResolverConfig,
+    /// Resident memory (bytes) past which new connections are refused and idle ones closed;
+    /// `None`: no limit.
+    pub max_memory: Option<u64>,
     /// The etcd cluster that upstreams with `discovery = "etcd"` read; `None` without
     /// `[discovery.etcd]`.
     pub etcd: Option<EtcdConfig>,
@@ -192,6 +195,8 @@ pub struct ListenerConfig {
     /// Client connections open at once; past it idle ones are closed to make room, else the
     /// new one is refused. `None`: derived from the open-file limit at start.
     pub max_client_connections: Option<usize>,
+    /// Streams an HTTP/2 client may have open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// What a listener speaks to its clients.

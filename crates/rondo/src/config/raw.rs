@@ -31,6 +31,8 @@ pub(crate) struct RawConfig {
     pub(crate) upstreams: Option<Spanned<Vec<Spanned<RawUpstream>>>>,
     /// `[resolver]`. Default: the system's resolver configuration.
     pub(crate) resolver: Option<Spanned<RawResolver>>,
+    /// Size (bytes) of resident memory past which new connections are refused. Default: none.
+    pub(crate) max_memory: Option<Spanned<SizeValue>>,
     /// `[discovery]`. Default: no discovery source besides DNS names.
     pub(crate) discovery: Option<Spanned<RawDiscovery>>,
 }
@@ -99,6 +101,8 @@ pub(crate) struct RawListener {
     pub(crate) max_body_size: Option<Spanned<SizeValue>>,
     /// Open client connections accepted at once. Default: (open-file limit − 64) / 2.
     pub(crate) max_client_connections: Option<Spanned<i64>>,
+    /// Streams one HTTP/2 connection may have open at once. Default 128.
+    pub(crate) http2_max_concurrent_streams: Option<Spanned<i64>>,
     /// `[[listeners.routes]]`. Default: none.
     #[serde(default)]
     pub(crate) routes: Vec<Spanned<RawRoute>>,

@@ -22,6 +22,7 @@ use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestV
 use super::head::{self, Client, Framing, RequestInfo};
 use super::headers;
 use super::respond::{ErrorPage, send_error, send_page};
+use super::room;
 use crate::config::UpstreamConfig;
 use crate::counters::Source;
 use crate::header_rules::{HeaderRules, Vars};
@@ -92,7 +93,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         } else {
             pending = inbuf;
         }
-        if matches!(next, Next::Close) || *shutdown.borrow() {
+        if matches!(next, Next::Close) || !worker.keep_alive() {
             return;
         }
     }
@@ -151,7 +152,25 @@ async fn request(
                 return Next::Close;
             }
         }
-        let read = timeout_at(deadline, body::read_some(stream, inbuf)).await;
+        let read = if inbuf.is_empty() && !stream.buffered() {
+            // Between two requests the connection is idle, even when a stale readiness flag
+            // brought it here: it closes when room is wanted (shutdown, descriptors running
+            // short), unless the next request has just arrived.
+            let wanted = tokio::select! {
+                read = timeout_at(deadline, body::read_some(stream, inbuf)) => Some(read),
+                () = worker.idle.room_wanted() => None,
+            };
+            match wanted {
+                Some(read) => read,
+                None if room::has_input(stream.tcp()) => continue,
+                None => {
+                    worker.give_buffer(out);
+                    return Next::Close;
+                }
+            }
+        } else {
+            timeout_at(deadline, body::read_some(stream, inbuf)).await
+        };
         match read {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) | Ok(Err(_)) => {
@@ -404,7 +423,12 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let info = self.info;
         let parsed = loop {
             head_out.clear();
-            match head::parse_response(&resp, info.is_head, info.keep_alive, &mut head_out) {
+            match head::parse_response(
+                &resp,
+                info.is_head,
+                info.keep_alive && self.worker.keep_alive(),
+                &mut head_out,
+            ) {
                 Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                     resp.drain(..r.head_len);
                     continue;
@@ -555,7 +579,8 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         };
         // The client's body may still be on the wire after a refused request (or be what
         // was malformed): the connection can be kept only when it was read whole.
-        let close = !self.info.keep_alive || !self.replayable || status < 500;
+        let close =
+            !self.info.keep_alive || !self.worker.keep_alive() || !self.replayable || status < 500;
         send_page(self.client, status, page, close, self.idle).await;
         if close { Next::Close } else { Next::KeepAlive }
     }

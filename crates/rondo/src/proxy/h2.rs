@@ -3,6 +3,18 @@
 //! speaking HTTP/2 to its backends (hyper's automatic HTTP/1.1-or-HTTP/2 server then, so an
 //! HTTP/1.1 client's request can become a stream to an HTTP/2 backend). Each request goes
 //! through [`super::relay`], and from there through the forwarding policy like any other.
+//!
+//! hyper's server limits are set here explicitly rather than left to its defaults, each
+//! against one abuse (docs/reliability.md has the tests):
+//!
+//! | limit | value | against |
+//! |---|---|---|
+//! | concurrent streams | listener's `http2_max_concurrent_streams` (128) | one connection holding a worker's worth of backend requests |
+//! | header list size | listener's `max_header_bytes` (16 KiB), as for HTTP/1.1 | huge heads; also bounds the CONTINUATION frames buffered for one head (h2 closes the connection with `ENHANCE_YOUR_CALM` past it) |
+//! | resets of streams not yet served | [`MAX_PENDING_ACCEPT_RESETS`] | rapid reset (CVE-2023-44487): open and cancel streams faster than they are served |
+//! | streams reset for protocol errors | [`MAX_LOCAL_ERROR_RESETS`] | a client that makes the server generate resets |
+//! | keep-alive PING | every [`PING_INTERVAL`] of silence, answered within [`PING_TIMEOUT`] | dead peers holding streams |
+//! | idle connection | listener's `idle_timeout`, then GOAWAY | idle connections holding descriptors |
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,6 +22,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::Request;
 use hyper::body::Incoming;
@@ -22,6 +35,25 @@ use super::{Frontend, Worker};
 
 /// The client preface that opens every HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Streams a client may reset before rondo accepted them, per connection, before the
+/// connection is closed with GOAWAY `ENHANCE_YOUR_CALM`: the value h2 chose when it fixed the
+/// rapid-reset attack, kept because a real client cancels streams it already sent, rarely
+/// ones still queued.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams rondo may reset because the client broke the protocol, per connection, before it
+/// is closed with GOAWAY `ENHANCE_YOUR_CALM`. A well-behaved client causes none; 128 (h2's
+/// default is 1024) still forgives a buggy one a few, and stops one that makes the server do
+/// the work of a reset per frame.
+const MAX_LOCAL_ERROR_RESETS: usize = 128;
+
+/// A connection silent this long gets a PING (hyper sends none by default), so a peer that
+/// vanished without a FIN does not hold its streams and descriptor until `idle_timeout`.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long the PING's answer may take before the connection is closed (hyper's default).
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Spawns hyper's per-connection and per-stream tasks on the worker's own thread.
 #[derive(Debug, Clone, Copy)]
@@ -97,25 +129,43 @@ pub(crate) async fn serve<S: Io + 'static>(
         pos: 0,
         inner: stream,
     });
-    let header_timeout = frontend.config.header_timeout;
-    let max_header_bytes = frontend.config.max_header_bytes;
+    let config = &frontend.config;
+    let (header_timeout, max_header_bytes) = (config.header_timeout, config.max_header_bytes);
+    let (max_streams, idle_timeout) = (config.http2_max_concurrent_streams, config.idle_timeout);
+    let streams = Rc::new(Streams::default());
+    let counted = Rc::clone(&streams);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (frontend, worker, ip) = (Arc::clone(&frontend), Rc::clone(&worker), Rc::clone(&ip));
-        async move { Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await) }
+        let open = Streams::open(&counted);
+        async move {
+            let _open = open;
+            Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await)
+        }
     });
+    // hyper's HTTP/2 limits, the same whether the connection is HTTP/2 only or detected.
+    let limits = |h2: &mut hyper::server::conn::http2::Builder<LocalExec>| {
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(max_streams)
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+            .keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT);
+    };
     match server {
         Server::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(LocalExec)
-                .timer(TokioTimer::new())
-                .serve_connection(io, service);
+            let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+            limits(&mut builder);
+            let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {
-                _ = &mut conn => {}
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+                _ = &mut conn => return,
+                _ = shutdown.wait_for(|stop| *stop) => {}
+                () = streams.idle_for(idle_timeout) => {}
             }
+            // GOAWAY: streams already open finish, no new ones start.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         }
         Server::Auto => {
             let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
@@ -124,15 +174,62 @@ pub(crate) async fn serve<S: Io + 'static>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_header_bytes.max(8192));
-            builder.http2().timer(TokioTimer::new());
+            {
+                let mut h2 = builder.http2();
+                h2.timer(TokioTimer::new())
+                    .max_concurrent_streams(max_streams)
+                    .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                    .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+                    .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+                    .keep_alive_interval(PING_INTERVAL)
+                    .keep_alive_timeout(PING_TIMEOUT);
+            }
             let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {
-                _ = &mut conn => {}
-                _ = shutdown.wait_for(|stop| *stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+                _ = &mut conn => return,
+                _ = shutdown.wait_for(|stop| *stop) => {}
+                () = streams.idle_for(idle_timeout) => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A connection's streams being served, to tell when it is idle.
+#[derive(Debug, Default)]
+struct Streams {
+    open: std::cell::Cell<usize>,
+    /// Streams started or ended so far.
+    changes: std::cell::Cell<u64>,
+}
+
+/// One stream counted as open until dropped.
+struct OpenStream(Rc<Streams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+        self.0.changes.set(self.0.changes.get() + 1);
+    }
+}
+
+impl Streams {
+    fn open(this: &Rc<Streams>) -> OpenStream {
+        this.open.set(this.open.get() + 1);
+        this.changes.set(this.changes.get() + 1);
+        OpenStream(Rc::clone(this))
+    }
+
+    /// Returns once no stream was open, started or ended for `limit` (checked every `limit`,
+    /// so an idle connection lasts between one and two `limit`s).
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let seen = self.changes.get();
+            tokio::time::sleep(limit).await;
+            if self.open.get() == 0 && self.changes.get() == seen {
+                return;
             }
         }
     }

@@ -24,6 +24,7 @@ mod h2;
 mod h2_upstream;
 mod head;
 mod headers;
+pub(crate) mod memory;
 pub(crate) mod protocol;
 mod redirect;
 mod relay;
@@ -118,7 +119,6 @@ impl Frontend {
 }
 
 /// Per-thread state: idle backend connections and spare buffers.
-#[derive(Default)]
 pub(crate) struct Worker {
     conns: connpool::ConnPool,
     buffers: RefCell<Vec<Vec<u8>>>,
@@ -131,6 +131,10 @@ pub(crate) struct Worker {
     h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
     idle: room::IdleClients,
+    /// Set when the server is shutting down: responses say `Connection: close`.
+    closing: std::cell::Cell<bool>,
+    /// The process's `max_memory`, shared by every worker.
+    memory: Arc<memory::MemoryLimit>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -145,6 +149,37 @@ impl std::fmt::Debug for Worker {
 const SPARE_BUFFERS: usize = 256;
 
 impl Worker {
+    /// A worker of its own, with the process's memory limit.
+    fn new(memory: Arc<memory::MemoryLimit>) -> Worker {
+        Worker {
+            conns: connpool::ConnPool::default(),
+            buffers: RefCell::default(),
+            busy: std::cell::Cell::default(),
+            h1_senders: RefCell::default(),
+            h2: h2_upstream::H2Pool::default(),
+            idle: room::IdleClients::default(),
+            closing: std::cell::Cell::default(),
+            memory,
+        }
+    }
+
+    /// Whether a client connection may be kept open after this response: not while shutting
+    /// down (the client learns it from `Connection: close` instead of a reset), nor while over
+    /// `max_memory`.
+    fn keep_alive(&self) -> bool {
+        !self.closing.get() && !self.memory.over()
+    }
+
+    /// Gives back what can be given when memory runs short: idle client connections, pooled
+    /// backend connections (HTTP/1.1; shared HTTP/2 ones carry other requests' streams and
+    /// stay), spare buffers.
+    fn shed(&self) {
+        self.idle.make_room();
+        self.conns.clear();
+        self.h1_senders.borrow_mut().clear();
+        self.buffers.borrow_mut().clear();
+    }
+
     fn take_buffer(&self) -> Vec<u8> {
         self.buffers
             .borrow_mut()
@@ -341,6 +376,25 @@ fn admit<'s>(frontend: &'s Frontend, worker: &Worker) -> Option<room::Open<'s>> 
     None
 }
 
+/// Closes a new connection at once because the process is over `max_memory`, after
+/// shedding what this worker can give back; counted, logged at the 1st, 2nd, 4th… refusal.
+fn refuse_for_memory(frontend: &Frontend, worker: &Worker, peer: SocketAddr) {
+    worker.shed();
+    frontend.reports[0]
+        .listener
+        .refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if worker.memory.refuse() {
+        tracing::warn!(
+            listener = frontend.config.name.as_str(),
+            client = %peer,
+            max_memory = worker.memory.max().unwrap_or(0),
+            refused = worker.memory.refused(),
+            "connection refused: the process is over max_memory"
+        );
+    }
+}
+
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
 const BACKLOG: i32 = 1024;
 
@@ -367,6 +421,7 @@ pub(crate) fn run_worker(
     mut listeners: tokio::sync::mpsc::UnboundedReceiver<FrontendSocket>,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    memory: Arc<memory::MemoryLimit>,
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -377,7 +432,7 @@ pub(crate) fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let worker = Rc::new(Worker::default());
+        let worker = Rc::new(Worker::new(memory));
         let accept_loop = |accept: FrontendSocket| {
             let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
@@ -390,6 +445,10 @@ pub(crate) fn run_worker(
                         _ = stop.wait_for(|s| *s) => return,
                         _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) if worker.memory.over() => {
+                                refuse_for_memory(&frontend, &worker, peer);
+                                drop(stream);
+                            }
                             Ok((stream, peer)) => {
                                 worker.idle.accepted();
                                 let (frontend, worker, stop) = (Arc::clone(&frontend), Rc::clone(&worker), for_connections.clone());
@@ -434,6 +493,9 @@ pub(crate) fn run_worker(
                 },
             }
         }
+        // Idle connections close now; busy ones answer with `Connection: close`.
+        worker.closing.set(true);
+        worker.idle.make_room();
         let deadline = tokio::time::Instant::now() + grace;
         while worker.busy.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -54,7 +54,9 @@ impl Drop for Idle<'_> {
 
 impl IdleClients {
     /// Waits until `stream` has bytes to read or was closed (`true`), or until `limit` passes
-    /// or room must be made (`false`: close the connection).
+    /// or room must be made (`false`: close the connection). A connection told to make room
+    /// whose next request has already arrived is served instead: closing a socket with unread
+    /// bytes would reset it, and the client would lose that request.
     ///
     /// The reactor may report a socket readable before anything arrived (a new socket, or a
     /// flag left from the last read); with `verify`, such readiness is checked with a
@@ -80,8 +82,23 @@ impl IdleClients {
                     _ => return false,
                 },
                 () = self.wake.notified() => if ticket < self.close_below.get() {
-                    return false;
+                    return has_input(stream);
                 },
+            }
+        }
+    }
+
+    /// Returns when room is wanted (see [`make_room`](Self::make_room)); the connection
+    /// waiting for it counts as idle meanwhile.
+    pub(crate) async fn room_wanted(&self) {
+        let ticket = self.next.get();
+        self.next.set(ticket + 1);
+        self.count.set(self.count.get() + 1);
+        let _idle = Idle(self);
+        loop {
+            self.wake.notified().await;
+            if ticket < self.close_below.get() {
+                return;
             }
         }
     }
@@ -116,7 +133,7 @@ impl IdleClients {
 
 /// True when `stream` has a byte to read or was closed; `false` (and the reactor's readiness
 /// cleared) when nothing arrived.
-fn has_input(stream: &TcpStream) -> bool {
+pub(crate) fn has_input(stream: &TcpStream) -> bool {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
     let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
         socket2::SockRef::from(stream).peek(&mut byte)

@@ -225,6 +225,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         })
         .collect();
     let grace = config.shutdown_grace;
+    let memory = proxy::memory::MemoryLimit::start(config.max_memory);
     let mut workers = Vec::new();
     for n in 0..config.workers.get() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -232,10 +233,10 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
             let _ = tx.send(l.accept()?);
         }
         workers.push(tx);
-        let stop_rx = stop_rx.clone();
+        let (stop_rx, memory) = (stop_rx.clone(), Arc::clone(&memory));
         let thread = std::thread::Builder::new()
             .name(format!("rondo-worker-{n}"))
-            .spawn(move || proxy::run_worker(rx, stop_rx, grace))?;
+            .spawn(move || proxy::run_worker(rx, stop_rx, grace, memory))?;
         threads.push(thread);
     }
     Ok(Running {

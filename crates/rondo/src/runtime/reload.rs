@@ -11,6 +11,7 @@
 //! | `[admin]` | a new token serves the next request; a new `listen` address is bound, then the old one closed |
 //! | `workers` | refused: worker threads are started once, each with its own event loop and connection pool |
 //! | `shutdown_grace` | refused: each worker thread received it at start |
+//! | `max_memory` | refused: the memory watch starts with the process |
 //! | `[resolver]` | refused: every upstream's DNS loop holds the resolver |
 //! | `[discovery.etcd]` | refused: one watch per process, started with it |
 //! | an upstream's `discovery` | applied: it takes etcd's backends (or, set off, the file's) at once |
@@ -85,6 +86,12 @@ impl Running {
         if state.applied.etcd != new.etcd {
             report.refused.push(
                 "changing `[discovery.etcd]` needs a restart: its watch is started once".to_owned(),
+            );
+        }
+        if state.applied.max_memory != new.max_memory {
+            report.refused.push(
+                "changing `max_memory` needs a restart: the memory watch starts with the process"
+                    .to_owned(),
             );
         }
         if state.applied.shutdown_grace != new.shutdown_grace {

@@ -12,6 +12,7 @@
 
 pub mod browser;
 pub mod etcd;
+pub mod h2raw;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -18,6 +18,7 @@ mod admin;
 mod backends;
 mod discovery;
 mod docs;
+mod fuzz;
 mod header_rules;
 mod health_check;
 mod listener;

@@ -58,6 +58,12 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|v| self.int(v, "max_client_connections", 1..=i64::from(u32::MAX)))
             .and_then(|n| usize::try_from(n).ok());
+        let http2_max_concurrent_streams = raw
+            .http2_max_concurrent_streams
+            .as_ref()
+            .and_then(|v| self.int(v, "http2_max_concurrent_streams", 1..=i64::from(i32::MAX)))
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(defaults::HTTP2_MAX_CONCURRENT_STREAMS);
         let (mode, tls, redirect_https) = self.listener_kind(raw);
         Some(ListenerConfig {
             name,
@@ -73,6 +79,7 @@ impl Validator<'_> {
             max_body_size,
             headers: self.headers(raw.request_headers.as_ref(), raw.response_headers.as_ref()),
             max_client_connections,
+            http2_max_concurrent_streams,
         })
     }
 

@@ -175,6 +175,11 @@ impl Validator<'_> {
             upstreams,
             resolver: self.resolver(raw.resolver.as_ref().map(|r| r.get_ref())),
             etcd,
+            max_memory: raw
+                .max_memory
+                .as_ref()
+                .map(|m| self.size(Some(m), "max_memory", 0, true))
+                .and_then(|n| u64::try_from(n).ok()),
         }
     }
 
