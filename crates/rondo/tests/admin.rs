@@ -901,3 +901,58 @@ async fn the_history_keeps_points_of_each_interval_for_the_dashboard() {
         "{newer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_need_the_token_when_the_admin_api_is_configured_off_loopback() {
+    // The API as configured for an address off loopback, served (as tests must be) on a
+    // loopback socket: what it answers depends on its configuration, not on who connects.
+    let serve = |listen: &str| {
+        let admin = rondo::admin::Admin::new(
+            Default::default(),
+            prometheus_client::registry::Registry::default(),
+            Some(TOKEN.to_owned()),
+            listen.parse().unwrap(),
+            tokio::time::Instant::now(),
+            Default::default(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let state = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(admin));
+        tokio::spawn(rondo::admin::serve(listener, state, std::future::pending()));
+        addr
+    };
+    let reads = [
+        "/api/v1/stats",
+        "/api/v1/events",
+        "/api/v1/history",
+        "/api/v1/reload",
+        "/metrics",
+    ];
+    let off = serve("10.1.2.3:9901");
+    for path in reads {
+        let (status, body) = call(off, "GET", path, None, "").await;
+        assert_eq!(status, 401, "{path} without the token: {body}");
+        let (status, _) = call(off, "GET", path, Some("wrong"), "").await;
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let (status, body) = call(off, "GET", path, Some(TOKEN), "").await;
+        assert_eq!(status, 200, "{path} with the token: {body}");
+    }
+    // Liveness stays open: a load balancer's probe carries no token.
+    assert_eq!(call(off, "GET", "/healthz", None, "").await.0, 200);
+    // On loopback, reads are open and mutations still need the token.
+    let on = serve("127.0.0.1:9901");
+    for path in reads {
+        assert_eq!(call(on, "GET", path, None, "").await.0, 200, "{path}");
+    }
+    let (status, _) = call(
+        on,
+        "POST",
+        "/api/v1/upstreams/app/backends/a/drain",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+}
