@@ -11,6 +11,10 @@
 //! exact proportions; after [`MIN_SKIPS`] refusals (or as many as there are members, if
 //! more) a linear scan finds any acceptable backend, so a pick never fails while one exists
 //! and never walks a long schedule.
+//!
+//! Longer than ~500 lines because every algorithm is one arm of the one `Picker` enum (a match,
+//! not a trait object, keeps a pick under 10 ns); the heavy ones live in `schedule`, `alias`
+//! and `maglev`.
 
 use std::fmt;
 use std::str::FromStr;

@@ -15,6 +15,10 @@
 //!    spread the load over all than to crush the survivors (Envoy's panic mode);
 //! 3. with no available primary, the available backups (nginx's `backup`);
 //! 4. with neither, and a panic threshold set, every primary as in 2.
+//!
+//! Longer than ~500 lines because the pool is one state machine (membership, snapshot, picks,
+//! leases, outcomes, timers) behind one lock-free snapshot; its parts are in the sibling
+//! modules (breaker, ejection, health, slow start, stats) and what remains shares one type.
 
 use std::fmt;
 use std::sync::Arc;

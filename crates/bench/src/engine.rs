@@ -11,6 +11,9 @@
 //! request could time out (or the run end); when it fires early because the request it was
 //! set for has finished, it is re-armed for the request in flight. That is one timer
 //! operation per timeout period instead of two per request.
+//!
+//! Longer than ~500 lines because the open- and closed-loop engines share the connection tasks
+//! and the accounting; the wire is in `h1`/`h2`, the report in `report`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::pin;

@@ -1,5 +1,8 @@
 //! The validated configuration: what the rest of the program codes against. Every value
 //! here has been checked and has its final type; defaults are filled in.
+//!
+//! Longer than ~500 lines because it is only type definitions with their documentation: the
+//! whole typed configuration in one place, the page `docs/configuration.md` mirrors.
 
 use std::fmt;
 use std::net::SocketAddr;

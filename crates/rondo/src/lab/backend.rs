@@ -12,6 +12,9 @@
 //!
 //! Stopping it ([`Backend::kill`], or dropping it) aborts the listener and every connection,
 //! the way a crashed server drops its port; [`Backend::restart`] binds the same port again.
+//!
+//! Longer than ~500 lines because it is the one scriptable mock every test, the demo and
+//! `compare --live` share (faults, delays, recording): one type, no twins.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

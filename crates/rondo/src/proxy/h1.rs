@@ -4,6 +4,10 @@
 //! This file is the HTTP/1.1 wire: it sends one attempt and forwards one response
 //! ([`Exchange`]); which backend, whether to retry and what it costs are decided in
 //! [`super::forward`].
+//!
+//! Longer than ~500 lines because the HTTP/1.1 connection loop and its `Exchange` share the
+//! connection's buffers and state; parsing (`head`), bodies (`body`, `chunked`) and the policy
+//! (`forward`) are already elsewhere.
 
 use std::sync::Arc;
 use std::time::Duration;
