@@ -85,6 +85,34 @@ async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn http2_requests_log_their_bytes_and_connect_time() {
+    let b = mock("b1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let toml = config_text(&[(&b, 1.0)], "", "").replace(
+        "access_log = false",
+        &format!(
+            "access_log = {{ path = \"{}\", format = \"json\" }}",
+            path.display()
+        ),
+    );
+    let proxy = start_text(&toml);
+    let mut client = H2Client::connect(web(&proxy)).await;
+    let reply = client.send("GET", "/h2", b"").await;
+    assert_eq!(reply.status, 200);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    eventually(LIMIT, "an access line", || read().lines().count() == 1).await;
+    let line: serde_json::Value = serde_json::from_str(read().trim()).unwrap();
+    assert_eq!(line["server_protocol"], "HTTP/2.0");
+    assert_eq!(line["bytes_sent"], reply.body.len(), "{line}");
+    assert!(
+        line["upstream_connect_time_us"].as_u64().is_some(),
+        "{line}"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error() {
     let b = mock("b1").await;
     let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));

@@ -435,6 +435,9 @@ impl Exchange for RelayExchange<'_> {
                 .headers_mut()
                 .insert(header::TRAILER, HeaderValue::from_static(GRPC_TRAILERS));
         }
+        // hyper streams the body after this returns: its size is known here only when the
+        // backend declared it (Content-Length, or an empty body); a streamed one logs 0.
+        let bytes_sent = response.body().size_hint().exact().unwrap_or(0);
         let output = response.map(|body| {
             Either::Left(Tracked {
                 body,
@@ -444,8 +447,7 @@ impl Exchange for RelayExchange<'_> {
         Delivered {
             output,
             backend_ok: true,
-            // hyper streams the body; its size is not known here.
-            bytes_sent: 0,
+            bytes_sent,
         }
     }
 
