@@ -89,7 +89,21 @@ async fn stats_report_exact_counts_after_known_traffic() {
 
     // Weights 1 : 1.5 are 2 : 3: ten requests are 4 to a and 6 to b.
     traffic(web(&proxy), 10).await;
-    let s = stats(admin).await;
+    // A request's lease ends just after its response reaches the client: read the statistics
+    // once the last one has.
+    let mut s = stats(admin).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ["a", "b"]
+        .iter()
+        .any(|id| backend(&s, id)["current_connections"] != 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests never ended: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        s = stats(admin).await;
+    }
     let up = &s["upstreams"][0];
     assert_eq!(up["name"], "app");
     assert_eq!(up["algorithm"], "smooth-weighted");
