@@ -1,4 +1,4 @@
-//! `rondo bench` against real servers on loopback: small HTTP/1.1 (and one HTTP/2) servers
+//! `rondo bench` against real servers on loopback: small HTTP/1.1 and HTTP/2 servers
 //! started inside each test on `127.0.0.1:0`, with chosen statuses, delays, framing and
 //! closing behaviour. Nothing here asserts on speed: counts are exact, and the only time
 //! bounds are ones the generator guarantees (a paced run cannot finish before its last
@@ -482,58 +482,18 @@ async fn posts_arrive_with_their_body_intact() {
     assert!(bodies.iter().all(|b| b == body.as_bytes()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn speaks_http2_with_prior_knowledge() {
+/// An HTTP/2 (h2c, prior knowledge) test server: request `k` (0-based, counted across
+/// connections) is answered `status(k)` with `x-backend: b{k % 2}`; with `retire_after`, each
+/// connection sends GOAWAY after that many requests (as nginx does at its keep-alive request
+/// limit). Returns its address and the request counter.
+async fn h2_server(
+    status: fn(u64) -> u16,
+    retire_after: Option<u64>,
+) -> (SocketAddr, Arc<AtomicU64>) {
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(AtomicU64::new(0));
-    let counter = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                    let k = counter.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        hyper::Response::builder()
-                            .status(if k.is_multiple_of(2) { 200 } else { 404 })
-                            .header("x-backend", format!("b{}", k % 2))
-                            .body(Full::new(bytes::Bytes::from_static(b"h2 body")))
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    let mut spec = spec(format!("http://{addr}/"), 3, 100);
-    spec.http2 = true;
-    spec.backend_header = Some("x-backend".into());
-    let report = run(&spec).await;
-    assert_eq!(report.protocol, "HTTP/2");
-    assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
-    assert_eq!(seen.load(Ordering::SeqCst), 100);
-    assert_eq!(report.status_counts.get(&200), Some(&50));
-    assert_eq!(report.status_counts.get(&404), Some(&50));
-    assert_eq!(report.backends.len(), 2);
-    assert!(report.bytes_read > 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_moves_on_when_the_server_retires_a_connection() {
-    use http_body_util::Full;
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-
-    // Each connection serves 10 requests, then the server sends GOAWAY (as nginx does at
-    // its keep-alive request limit). The run goes on over new connections; a request
-    // caught by the GOAWAY counts as a `closed` error (h2 cannot tell whether the server
-    // processed it), never twice.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(AtomicU64::new(0));
@@ -547,11 +507,17 @@ async fn http2_moves_on_when_the_server_retires_a_connection() {
                 let service = {
                     let retire = retire.clone();
                     service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        if on_connection.fetch_add(1, Ordering::SeqCst) + 1 == 10 {
+                        let k = counter.fetch_add(1, Ordering::SeqCst);
+                        let n = on_connection.fetch_add(1, Ordering::SeqCst) + 1;
+                        if retire_after == Some(n) {
                             retire.notify_one();
                         }
-                        async { hyper::Response::builder().body(Full::new(bytes::Bytes::new())) }
+                        async move {
+                            hyper::Response::builder()
+                                .status(status(k))
+                                .header("x-backend", format!("b{}", k % 2))
+                                .body(Full::new(bytes::Bytes::from_static(b"h2 body")))
+                        }
                     })
                 };
                 let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -567,6 +533,31 @@ async fn http2_moves_on_when_the_server_retires_a_connection() {
             });
         }
     });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_http2_with_prior_knowledge() {
+    let (addr, seen) = h2_server(|k| if k.is_multiple_of(2) { 200 } else { 404 }, None).await;
+    let mut spec = spec(format!("http://{addr}/"), 3, 100);
+    spec.http2 = true;
+    spec.backend_header = Some("x-backend".into());
+    let report = run(&spec).await;
+    assert_eq!(report.protocol, "HTTP/2");
+    assert_eq!(report.errors.total, 0, "{:?}", report.error_examples);
+    assert_eq!(seen.load(Ordering::SeqCst), 100);
+    assert_eq!(report.status_counts.get(&200), Some(&50));
+    assert_eq!(report.status_counts.get(&404), Some(&50));
+    assert_eq!(report.backends.len(), 2);
+    assert!(report.bytes_read > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_moves_on_when_the_server_retires_a_connection() {
+    // Each connection serves 10 requests, then the server sends GOAWAY. The run goes on over
+    // new connections; a request caught by the GOAWAY counts as a `closed` error (h2 cannot
+    // tell whether the server processed it), never twice.
+    let (addr, seen) = h2_server(|_| 200, Some(10)).await;
     let mut spec = spec(format!("http://{addr}/"), 3, 300);
     spec.http2 = true;
     let report = run(&spec).await;
