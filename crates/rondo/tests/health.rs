@@ -324,13 +324,7 @@ async fn when_checks_take_every_backend_out_the_503_log_and_rondo_status_say_whi
     )
     .set("workers", 1);
     std::fs::write(&path, config.to_toml()).unwrap();
-    let rondo = Process::spawn([
-        "serve".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--config".as_ref(),
-        path.as_os_str(),
-    ]);
+    let rondo = Process::serve(&path);
     let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     let admin = tokio::task::block_in_place(|| rondo.wait_for("admin API"));

@@ -18,6 +18,17 @@ fn with_listener_lines(toml: String, lines: &str) -> String {
     )
 }
 
+/// A proxy over `b` writing a JSON access log to `path`.
+fn json_access_log(b: &Backend, path: &std::path::Path) -> String {
+    config_text(&[(b, 1.0)], "", "").replace(
+        "access_log = false",
+        &format!(
+            "access_log = {{ path = \"{}\", format = \"json\" }}",
+            path.display()
+        ),
+    )
+}
+
 fn request(id: Option<&str>) -> Vec<u8> {
     let id = id.map_or(String::new(), |id| format!("X-Request-Id: {id}\r\n"));
     format!(
@@ -32,13 +43,7 @@ async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
     let b = mock("b1").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let toml = config_text(&[(&b, 1.0)], "", "").replace(
-        "access_log = false",
-        &format!(
-            "access_log = {{ path = \"{}\", format = \"json\" }}",
-            path.display()
-        ),
-    );
+    let toml = json_access_log(&b, &path);
     let proxy = start_text(&toml);
     let reply = raw(web(&proxy), &request(Some("abc-123")), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
@@ -89,13 +94,7 @@ async fn http2_requests_log_their_bytes_and_connect_time() {
     let b = mock("b1").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let toml = config_text(&[(&b, 1.0)], "", "").replace(
-        "access_log = false",
-        &format!(
-            "access_log = {{ path = \"{}\", format = \"json\" }}",
-            path.display()
-        ),
-    );
+    let toml = json_access_log(&b, &path);
     let proxy = start_text(&toml);
     let mut client = H2Client::connect(web(&proxy)).await;
     let reply = client.send("GET", "/h2", b"").await;

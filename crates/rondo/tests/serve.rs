@@ -23,13 +23,7 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
     .set("workers", 1)
     .set("access_log", true);
     std::fs::write(&path, config.to_toml()).unwrap();
-    let mut rondo = Process::spawn([
-        "serve".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--config".as_ref(),
-        path.as_os_str(),
-    ]);
+    let mut rondo = Process::serve(&path);
     let listening = tokio::task::block_in_place(|| rondo.wait_for_line("the first line", |_| true));
     assert_eq!(listening["message"], "listening", "{listening}");
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
@@ -66,13 +60,7 @@ async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
     .set("workers", 1)
     .duration("shutdown_grace", Duration::from_secs(600));
     std::fs::write(&path, config.to_toml()).unwrap();
-    let mut rondo = Process::spawn([
-        "serve".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--config".as_ref(),
-        path.as_os_str(),
-    ]);
+    let mut rondo = Process::serve(&path);
     let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
@@ -113,13 +101,7 @@ async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
         ),
     )
     .unwrap();
-    let rondo = Process::spawn([
-        "serve".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-    ]);
+    let rondo = Process::serve(&config);
     let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
 
@@ -185,13 +167,7 @@ async fn sigterm_answers_busy_clients_with_connection_close_closes_idle_ones_and
     .set("workers", 1)
     .duration("shutdown_grace", Duration::from_secs(600));
     std::fs::write(&path, config.to_toml()).unwrap();
-    let mut rondo = Process::spawn([
-        "serve".as_ref(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "--config".as_ref(),
-        path.as_os_str(),
-    ]);
+    let mut rondo = Process::serve(&path);
     let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     let request = b"GET /slow HTTP/1.1\r\nHost: test.local\r\n\r\n";

@@ -142,30 +142,39 @@ pub(crate) async fn serve<S: Io + 'static>(
             Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await)
         }
     });
-    // hyper's HTTP/2 limits, the same whether the connection is HTTP/2 only or detected.
-    let limits = |h2: &mut hyper::server::conn::http2::Builder<LocalExec>| {
-        h2.timer(TokioTimer::new())
-            .max_concurrent_streams(max_streams)
-            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
-            .keep_alive_interval(PING_INTERVAL)
-            .keep_alive_timeout(PING_TIMEOUT);
-    };
-    match server {
-        Server::Http2 => {
-            let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
-            limits(&mut builder);
-            let conn = builder.serve_connection(io, service);
+    // hyper's HTTP/2 limits, the same whether the connection is HTTP/2 only or detected (two
+    // builder types with the same methods, hence a macro rather than a function).
+    macro_rules! http2_limits {
+        ($h2:expr) => {
+            $h2.timer(TokioTimer::new())
+                .max_concurrent_streams(max_streams)
+                .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+                .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+                .keep_alive_interval(PING_INTERVAL)
+                .keep_alive_timeout(PING_TIMEOUT)
+        };
+    }
+    // Serves until the connection ends; at shutdown or after `idle_timeout` without a stream,
+    // GOAWAY: streams already open finish, no new ones start.
+    macro_rules! serve_then_drain {
+        ($conn:expr) => {{
+            let conn = $conn;
             tokio::pin!(conn);
             tokio::select! {
                 _ = &mut conn => return,
                 _ = shutdown.wait_for(|stop| *stop) => {}
                 () = streams.idle_for(idle_timeout) => {}
             }
-            // GOAWAY: streams already open finish, no new ones start.
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+        }};
+    }
+    match server {
+        Server::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+            http2_limits!(builder);
+            serve_then_drain!(builder.serve_connection(io, service));
         }
         Server::Auto => {
             let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
@@ -174,25 +183,8 @@ pub(crate) async fn serve<S: Io + 'static>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_header_bytes.max(8192));
-            {
-                let mut h2 = builder.http2();
-                h2.timer(TokioTimer::new())
-                    .max_concurrent_streams(max_streams)
-                    .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-                    .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-                    .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
-                    .keep_alive_interval(PING_INTERVAL)
-                    .keep_alive_timeout(PING_TIMEOUT);
-            }
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = &mut conn => return,
-                _ = shutdown.wait_for(|stop| *stop) => {}
-                () = streams.idle_for(idle_timeout) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            http2_limits!(builder.http2());
+            serve_then_drain!(builder.serve_connection(io, service));
         }
     }
 }

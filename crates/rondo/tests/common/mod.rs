@@ -302,6 +302,17 @@ impl Process {
         Process { child, lines: rx }
     }
 
+    /// `rondo serve --log-format json --config PATH`.
+    pub fn serve(config: &std::path::Path) -> Process {
+        Process::spawn([
+            "serve".as_ref(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ])
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -165,15 +165,22 @@ pub(crate) fn moved_when_failing(
     now: Timestamp,
 ) -> KeysMoved {
     let (mut moved, mut on_failed, mut needless) = (0u64, 0u64, 0u64);
+    // Backends compared by address (a `Copy` value): no id string per key.
+    let failed_at = pool
+        .snapshot()
+        .backends()
+        .iter()
+        .find(|b| b.id() == failed)
+        .map(|b| b.address());
     for k in 0..keys {
         let h = hash(k);
         let before = pool
             .pick_keyed(now, h, |_| true)
-            .map(|l| l.backend().id().to_owned());
+            .map(|l| l.backend().address());
         let after = pool
             .pick_keyed(now, h, |b| b.id() != failed)
-            .map(|l| l.backend().id().to_owned());
-        let was_on_failed = before.as_deref() == Some(failed);
+            .map(|l| l.backend().address());
+        let was_on_failed = before.is_some() && before == failed_at;
         on_failed += u64::from(was_on_failed);
         if before != after {
             moved += 1;
