@@ -1,6 +1,6 @@
 //! gRPC through rondo to real gRPC servers (tonic): each call of one client connection is
 //! its own pick, failures and GOAWAY are absorbed, a backend's stream limit opens more
-//! connections, gRPC health checks take a NOT_SERVING backend out, and rondo's own errors
+//! connections (and none goes to a backend that never sends its SETTINGS), gRPC health checks take a NOT_SERVING backend out, and rondo's own errors
 //! reach gRPC clients as gRPC statuses.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
@@ -193,6 +193,87 @@ async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     while let Some(joined) = set.join_next().await {
         joined.unwrap().unwrap();
     }
+}
+
+/// A port that accepts connections and records what arrives on them, but never answers:
+/// a server caught between accepting and serving (as in the middle of its shutdown).
+struct MuteBackend {
+    addr: std::net::SocketAddr,
+    received: std::sync::Arc<parking_lot::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl MuteBackend {
+    fn start() -> MuteBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            // Ends when the test process does; each connection is read until it closes.
+            for conn in listener.incoming().take(64) {
+                let Ok(mut conn) = conn else { return };
+                let log = std::sync::Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let index = {
+                        let mut all = log.lock();
+                        all.push(Vec::new());
+                        all.len() - 1
+                    };
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = std::io::Read::read(&mut conn, &mut buf) {
+                        log.lock()[index].extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        MuteBackend { addr, received }
+    }
+
+    /// The HTTP/2 frame types received after the client preface, on every connection.
+    fn frame_types(&self) -> Vec<u8> {
+        let mut types = Vec::new();
+        for bytes in self.received.lock().iter() {
+            let mut rest = bytes.get(24..).unwrap_or_default();
+            while rest.len() >= 9 {
+                let len =
+                    usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+                types.push(rest[3]);
+                rest = rest.get(9 + len..).unwrap_or_default();
+            }
+        }
+        types
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_accepts_but_sends_no_settings_gets_no_call_and_costs_none() {
+    let mute = MuteBackend::start();
+    let b = GrpcBackend::start("g1", None).await;
+    let upstream = UpstreamBuilder::new("app")
+        .backend("mute", mute.addr, 1.0)
+        .backend("g1", b.addr(), 1.0)
+        .set("protocol", "h2c")
+        .set("connect_timeout", "300ms")
+        .set("max_fails", 0)
+        .circuit_breaker(Section::disabled())
+        .health_check(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    let mut grpc = client(web(&proxy)).await;
+    // `Say` is not listed as idempotent: a call may move only because none of it was sent.
+    for i in 0..6 {
+        let reply = say(&mut grpc, &format!("{i}")).await.unwrap();
+        assert_eq!(reply.backend, "g1");
+    }
+    assert!(
+        !mute.received.lock().is_empty(),
+        "rondo tried the mute backend"
+    );
+    let types = mute.frame_types();
+    assert!(!types.is_empty(), "rondo's SETTINGS reached it: {types:?}");
+    assert!(
+        !types.contains(&1),
+        "no HEADERS frame (a request) was sent to a backend that never sent SETTINGS: {types:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

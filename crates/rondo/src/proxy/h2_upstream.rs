@@ -9,6 +9,11 @@
 //! refused. Streams are counted by the worker alone, so claiming and releasing one is a
 //! `Cell` update, never a lock (as the HTTP/1.1 pool in `connpool` is per worker).
 //!
+//! A new connection joins the pool only once the backend's SETTINGS have been read (see
+//! [`super::h2_preface`]), so its stream limit is the backend's from the first claim; a
+//! backend that accepts the connection but sends no SETTINGS within `connect_timeout` is
+//! a failed connect, retried elsewhere whatever the method.
+//!
 //! A connection that received GOAWAY, or closed, takes no new stream: its streams in flight
 //! finish, new ones go to another connection. A stream the backend refused without
 //! processing it (REFUSED_STREAM, or beyond a GOAWAY's last stream id) is reported as
@@ -26,6 +31,7 @@ use hyper::client::conn::http2::{Connection, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use super::h2::LocalExec;
+use super::h2_preface::{PrefaceSeen, PrefaceWatch};
 use super::replay::ReplayBody;
 use crate::config::H2Config;
 use crate::tls::BackendConn;
@@ -34,7 +40,7 @@ use crate::tls::BackendConn;
 pub(crate) type H2Sender = SendRequest<ReplayBody>;
 
 /// The connection's task, polled by the worker.
-type Driver = Pin<Box<Connection<TokioIo<BackendConn>, ReplayBody, LocalExec>>>;
+type Driver = Pin<Box<Connection<TokioIo<PrefaceWatch<BackendConn>>, ReplayBody, LocalExec>>>;
 
 /// What the pool and the connection's task share about one connection.
 struct Shared {
@@ -44,6 +50,8 @@ struct Shared {
     active: Cell<usize>,
     /// The connection ended (closed, failed, or drained after GOAWAY).
     done: Cell<bool>,
+    /// Whether the backend's SETTINGS arrived; told when the connection ends.
+    preface: Rc<PrefaceSeen>,
 }
 
 impl Shared {
@@ -91,6 +99,20 @@ impl std::fmt::Debug for Stream {
             .field("active", &self.0.active.get())
             .finish()
     }
+}
+
+/// Why a new HTTP/2 connection could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// hyper's handshake failed (rondo's preface could not be written).
+    #[error("the HTTP/2 handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+    /// The backend sent no SETTINGS frame in time: nothing was sent on the connection.
+    #[error("the backend sent no HTTP/2 SETTINGS within {0:?}")]
+    Silent(std::time::Duration),
+    /// The backend closed the connection before its SETTINGS: nothing was sent on it.
+    #[error("the backend closed the connection before its HTTP/2 SETTINGS")]
+    Closed,
 }
 
 /// One worker's HTTP/2 connections, by backend address.
@@ -170,14 +192,15 @@ impl H2Pool {
         Opening { pool: self, addr }
     }
 
-    /// Starts HTTP/2 on a new connection to `addr`, adds it to the pool and claims its first
-    /// stream.
+    /// Starts HTTP/2 on a new connection to `addr`, waits up to `wait` for the backend's
+    /// SETTINGS, then adds it to the pool and claims its first stream.
     pub(crate) async fn open(
         &self,
         addr: SocketAddr,
         io: BackendConn,
         settings: H2Config,
-    ) -> Result<(H2Sender, Stream), hyper::Error> {
+        wait: std::time::Duration,
+    ) -> Result<(H2Sender, Stream), OpenError> {
         let mut builder = hyper::client::conn::http2::Builder::new(LocalExec);
         builder.timer(TokioTimer::new());
         if let Some(every) = settings.ping_interval {
@@ -186,13 +209,25 @@ impl H2Pool {
                 .keep_alive_timeout(every)
                 .keep_alive_while_idle(true);
         }
-        let (sender, conn) = builder.handshake(TokioIo::new(io)).await?;
+        let preface = Rc::new(PrefaceSeen::default());
+        let watched = PrefaceWatch::new(io, Rc::clone(&preface));
+        let (sender, conn) = builder.handshake(TokioIo::new(watched)).await?;
         let shared = Rc::new(Shared {
             driver: RefCell::new(Box::pin(conn)),
             active: Cell::new(0),
             done: Cell::new(false),
+            preface: Rc::clone(&preface),
         });
         tokio::task::spawn_local(Drive(Rc::clone(&shared)));
+        let _ = tokio::time::timeout(wait, preface.wait()).await;
+        if !preface.seen() {
+            // Dropping the only sender ends the connection.
+            return Err(if shared.done.get() {
+                OpenError::Closed
+            } else {
+                OpenError::Silent(wait)
+            });
+        }
         let stream = Stream::claim(&shared);
         self.conns.borrow_mut().entry(addr).or_default().push(Conn {
             sender: sender.clone(),
@@ -228,6 +263,7 @@ impl Future for Drive {
         };
         if ended {
             self.0.done.set(true);
+            self.0.preface.give_up();
             Poll::Ready(())
         } else {
             Poll::Pending

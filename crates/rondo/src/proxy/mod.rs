@@ -21,6 +21,7 @@ mod connpool;
 mod forward;
 mod h1;
 mod h2;
+mod h2_preface;
 mod h2_upstream;
 mod head;
 mod headers;
@@ -300,8 +301,11 @@ impl Frontend {
     }
 }
 
-/// One accepted connection: the TLS handshake when the listener terminates TLS, then the TCP
-/// relay, HTTP/2 (negotiated by ALPN) or HTTP/1.1 (which also detects h2c).
+/// One accepted connection.
+///
+/// Plain HTTP/1.1, the common case, runs inline in the connection's task; every other path
+/// is boxed, so an idle keep-alive connection does not carry the size of the largest one
+/// (a TLS handshake's or hyper's HTTP/2 server's state) in its task.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -310,6 +314,26 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let plain_http1 = frontend.tls.is_none()
+        && matches!(frontend.config.mode, ListenerMode::Http)
+        && !frontend.config.redirect_https
+        && !frontend.speaks_http2_upstream();
+    if plain_http1 {
+        h1::serve(stream, peer, frontend, worker, stop).await;
+    } else {
+        Box::pin(serve_other(stream, peer, frontend, worker, stop)).await;
+    }
+}
+
+/// A connection that is not plain HTTP/1.1: the TLS handshake when the listener terminates
+/// TLS, then the TCP relay, HTTP/2 (negotiated by ALPN) or HTTP/1.1 (which also detects h2c).
+async fn serve_other(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    frontend: Arc<Frontend>,
+    worker: Rc<Worker>,
+    stop: watch::Receiver<bool>,
+) {
     let ip = || -> Rc<str> { peer.ip().to_canonical().to_string().into() };
     let Some(terminator) = &frontend.tls else {
         return match frontend.config.mode {

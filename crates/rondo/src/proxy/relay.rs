@@ -27,7 +27,7 @@ use super::affinity::{self, RequestParts};
 use super::forward::{
     Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError, Verdict,
 };
-use super::h2_upstream::{self, H2Sender, Stream};
+use super::h2_upstream::{self, H2Sender, OpenError, Stream};
 use super::protocol::is_idempotent;
 use super::relay_head::{Own, error, strip_hop_by_hop, to_http2, upstream_head};
 use super::replay::{Replay, ReplayBody};
@@ -277,12 +277,19 @@ impl RelayExchange<'_> {
             Failure::no_response(false, format!("connecting to {addr} failed: {e}"))
         };
         let sender = if h2 {
+            let wait = limit.saturating_sub(started.elapsed());
             let (sender, stream) = self
                 .worker
                 .h2
-                .open(addr, conn, cfg.h2)
+                .open(addr, conn, cfg.h2, wait)
                 .await
-                .map_err(handshake_failed)?;
+                .map_err(|e| match e {
+                    OpenError::Handshake(e) => handshake_failed(e),
+                    no_settings => Failure {
+                        status: 502,
+                        ..Failure::connect(addr, &std::io::Error::other(no_settings))
+                    },
+                })?;
             Sender::H2(sender, stream)
         } else {
             let (sender, conn) = http1::handshake(TokioIo::new(conn))
