@@ -301,6 +301,43 @@ async fn a_backend_that_accepts_but_sends_no_settings_gets_no_call_and_costs_non
     );
 }
 
+/// HTTP/2 connections to `id` open now, as the admin API reports them.
+async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
+    let stats: serde_json::Value =
+        serde_json::from_str(&get(proxy.admin_addr(), "/api/v1/stats").await.text()).unwrap();
+    stats["upstreams"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .and_then(|b| b["http2_connections"].as_u64())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_to_a_backend_closes_after_keepalive_timeout() {
+    let b = GrpcBackend::start("g1", None).await;
+    // One worker: one pool holds every connection to the backend.
+    let upstream = h2c(&[(&b, 1.0)]).set("keepalive_timeout", "2s");
+    let proxy = start(&proxy_config(upstream).set("workers", 1));
+    let mut grpc = client(web(&proxy)).await;
+    say(&mut grpc, "one").await.unwrap();
+    assert_eq!(http2_connections(&proxy, "g1").await, 1);
+    // Busy, it stays: calls every quarter second for four seconds use the same connection.
+    for i in 0..16 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        say(&mut grpc, &format!("{i}")).await.unwrap();
+    }
+    assert_eq!(b.connections(), 1, "a busy connection was closed");
+    // Idle, it closes, and the next call opens a new one.
+    eventually_async(LIMIT, "the idle connection to close", || async {
+        http2_connections(&proxy, "g1").await == 0
+    })
+    .await;
+    say(&mut grpc, "again").await.unwrap();
+    assert_eq!(b.connections(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_answers_are_retried_for_idempotent_methods_only() {
     let b = grpc_backends(2, None).await;

@@ -27,6 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::client::conn::http2::{Connection, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -61,6 +62,10 @@ struct Shared {
     recorder: Arc<BackendRecorder>,
     /// Counted in `recorder` as an open connection (from its SETTINGS until it ends).
     counted: Cell<bool>,
+    /// A stream was claimed since the last sweep.
+    used: Cell<bool>,
+    /// Sweeps (one a second) in a row that found it without a stream.
+    idle_sweeps: Cell<u32>,
 }
 
 impl Shared {
@@ -78,11 +83,25 @@ impl Shared {
 struct Conn {
     sender: H2Sender,
     shared: Rc<Shared>,
+    /// The upstream's `keepalive_timeout` in sweeps: idle that long, it is closed.
+    idle_limit: u32,
 }
 
 impl Conn {
     fn usable(&self) -> bool {
         !self.shared.done.get() && !self.sender.is_closed()
+    }
+
+    /// Counts one more sweep; false once it has been idle for more than `idle_limit` sweeps
+    /// (so for at least `keepalive_timeout`, at most a second more).
+    fn still_wanted(&self) -> bool {
+        let s = &self.shared;
+        if s.active.get() > 0 || s.used.replace(false) {
+            s.idle_sweeps.set(0);
+            return true;
+        }
+        s.idle_sweeps.set(s.idle_sweeps.get().saturating_add(1));
+        s.idle_sweeps.get() <= self.idle_limit
     }
 }
 
@@ -93,6 +112,7 @@ pub(crate) struct Stream(Rc<Shared>);
 impl Stream {
     fn claim(shared: &Rc<Shared>) -> Stream {
         shared.active.set(shared.active.get() + 1);
+        shared.used.set(true);
         shared
             .recorder
             .http2
@@ -129,7 +149,7 @@ pub(crate) enum OpenError {
     Handshake(#[from] hyper::Error),
     /// The backend sent no SETTINGS frame in time: nothing was sent on the connection.
     #[error("the backend sent no HTTP/2 SETTINGS within {0:?}")]
-    Silent(std::time::Duration),
+    Silent(Duration),
     /// The backend closed the connection before its SETTINGS: nothing was sent on it.
     #[error("the backend closed the connection before its HTTP/2 SETTINGS")]
     Closed,
@@ -187,7 +207,7 @@ impl H2Pool {
 
     /// Waits (up to `limit`) for a connection for `key` that another request is opening,
     /// if one is (`true`: [`H2Pool::claim`] again).
-    pub(crate) async fn wait_for_opening(&self, key: Key, limit: std::time::Duration) -> bool {
+    pub(crate) async fn wait_for_opening(&self, key: Key, limit: Duration) -> bool {
         let Some(notify) = self.opening.borrow().get(&key).cloned() else {
             return false;
         };
@@ -207,13 +227,14 @@ impl H2Pool {
 
     /// Starts HTTP/2 on a new connection for `key`, waits up to `wait` for the backend's
     /// SETTINGS, then adds it to the pool and claims its first stream; `recorder` counts its
-    /// connections and streams.
+    /// connections and streams. Without a stream for `keep_idle`, the pool closes it.
     pub(crate) async fn open(
         &self,
         key: Key,
         io: BackendConn,
         settings: H2Config,
-        wait: std::time::Duration,
+        wait: Duration,
+        keep_idle: Duration,
         recorder: Arc<BackendRecorder>,
     ) -> Result<(H2Sender, Stream), OpenError> {
         let mut builder = hyper::client::conn::http2::Builder::new(LocalExec);
@@ -234,6 +255,8 @@ impl H2Pool {
             preface: Rc::clone(&preface),
             recorder,
             counted: Cell::new(false),
+            used: Cell::new(false),
+            idle_sweeps: Cell::new(0),
         });
         tokio::task::spawn_local(Drive(Rc::clone(&shared)));
         let _ = tokio::time::timeout(wait, preface.wait()).await;
@@ -255,15 +278,18 @@ impl H2Pool {
         self.conns.borrow_mut().entry(key).or_default().push(Conn {
             sender: sender.clone(),
             shared,
+            idle_limit: u32::try_from(keep_idle.as_secs().max(1)).unwrap_or(u32::MAX),
         });
         Ok((sender, stream))
     }
 
-    /// Forgets connections that ended.
+    /// Forgets connections that ended, and closes those idle for their upstream's
+    /// `keepalive_timeout` (dropping the pool's sender ends the connection once no request
+    /// holds one). Called once a second.
     pub(crate) fn sweep(&self) {
         let mut all = self.conns.borrow_mut();
         for list in all.values_mut() {
-            list.retain(Conn::usable);
+            list.retain(|c| c.usable() && c.still_wanted());
         }
         all.retain(|_, list| !list.is_empty());
     }

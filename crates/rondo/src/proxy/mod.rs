@@ -126,8 +126,9 @@ pub(crate) struct Worker {
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
-    /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup.
-    h1_senders: RefCell<std::collections::HashMap<connpool::Key, Vec<relay::H1Sender>>>,
+    /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup,
+    /// each with the moment its `keepalive_timeout` runs out.
+    h1_senders: RefCell<std::collections::HashMap<connpool::Key, Vec<IdleSender>>>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
@@ -193,19 +194,37 @@ impl Worker {
     fn take_h1_sender(&self, key: connpool::Key) -> Option<relay::H1Sender> {
         let mut all = self.h1_senders.borrow_mut();
         let list = all.get_mut(&key)?;
-        list.retain(|s| !s.is_closed());
-        let ready = list.iter().position(|s| s.is_ready())?;
-        Some(list.swap_remove(ready))
+        list.retain(|s| !s.sender.is_closed());
+        let ready = list.iter().position(|s| s.sender.is_ready())?;
+        Some(list.swap_remove(ready).sender)
     }
 
     /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
-    /// per backend.
-    fn put_h1_sender(&self, key: connpool::Key, sender: relay::H1Sender, max: usize) {
+    /// per backend, for `keep_idle` (the upstream's `keepalive_timeout`).
+    fn put_h1_sender(
+        &self,
+        key: connpool::Key,
+        sender: relay::H1Sender,
+        max: usize,
+        keep_idle: Duration,
+    ) {
         let mut all = self.h1_senders.borrow_mut();
         let list = all.entry(key).or_default();
         if list.len() < max {
-            list.push(sender);
+            let until = tokio::time::Instant::now() + keep_idle;
+            list.push(IdleSender { sender, until });
         }
+    }
+
+    /// Closes the hyper-path HTTP/1.1 connections idle past their `keepalive_timeout`, and
+    /// forgets closed ones. Called once a second.
+    fn sweep_h1_senders(&self) {
+        let now = tokio::time::Instant::now();
+        let mut all = self.h1_senders.borrow_mut();
+        for list in all.values_mut() {
+            list.retain(|s| !s.sender.is_closed() && s.until > now);
+        }
+        all.retain(|_, list| !list.is_empty());
     }
 
     /// Marks a connection busy until the guard drops.
@@ -221,6 +240,12 @@ impl Worker {
             spare.push(buf);
         }
     }
+}
+
+/// An idle HTTP/1.1 backend connection of the hyper path, kept until `until`.
+struct IdleSender {
+    sender: relay::H1Sender,
+    until: tokio::time::Instant,
 }
 
 /// A connection counted as busy by its worker (see [`Worker::busy`]).
@@ -504,6 +529,7 @@ pub(crate) fn run_worker(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 sweeper.conns.sweep();
                 sweeper.h2.sweep();
+                sweeper.sweep_h1_senders();
             }
         });
         let mut until_stop = stop.clone();

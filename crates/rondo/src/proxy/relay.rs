@@ -285,7 +285,7 @@ impl RelayExchange<'_> {
             let (sender, stream) = self
                 .worker
                 .h2
-                .open(key, conn, cfg.h2, wait, recorder)
+                .open(key, conn, cfg.h2, wait, cfg.keepalive_timeout, recorder)
                 .await
                 .map_err(|e| match e {
                     OpenError::Handshake(e) => handshake_failed(e),
@@ -432,7 +432,8 @@ impl Exchange for RelayExchange<'_> {
         };
         let stream = match sender {
             Sender::H1(sender) => {
-                self.worker.put_h1_sender(key, sender, cfg.keepalive);
+                self.worker
+                    .put_h1_sender(key, sender, cfg.keepalive, cfg.keepalive_timeout);
                 None
             }
             Sender::H2(_, stream) => Some(stream),
