@@ -326,7 +326,8 @@ impl Frontend {
     }
 }
 
-/// One accepted connection.
+/// One accepted connection, counted against its listener while it lives (the task of every
+/// client connection runs this).
 ///
 /// Plain HTTP/1.1, the common case, runs inline in the connection's task; every other path
 /// is boxed, so an idle keep-alive connection does not carry the size of the largest one
@@ -338,11 +339,16 @@ async fn serve_connection(
     worker: Rc<Worker>,
     stop: watch::Receiver<bool>,
 ) {
+    let Some(_open) = admit(&frontend, &worker) else {
+        return;
+    };
+    let _counted = frontend.reports[0].listener.connection();
     let _ = stream.set_nodelay(true);
     let plain_http1 = frontend.tls.is_none()
         && matches!(frontend.config.mode, ListenerMode::Http)
         && !frontend.config.redirect_https
         && !frontend.speaks_http2_upstream();
+    let frontend = Arc::clone(&frontend);
     if plain_http1 {
         h1::serve(stream, peer, frontend, worker, stop).await;
     } else {
@@ -501,11 +507,7 @@ pub(crate) fn run_worker(
                             Ok((stream, peer)) => {
                                 worker.idle.accepted();
                                 let (frontend, worker, stop) = (Arc::clone(&frontend), Rc::clone(&worker), for_connections.clone());
-                                tokio::task::spawn_local(async move {
-                                    let Some(_open) = admit(&frontend, &worker) else { return };
-                                    let _counted = frontend.reports[0].listener.connection();
-                                    serve_connection(stream, peer, Arc::clone(&frontend), worker, stop).await;
-                                });
+                                tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker, stop));
                             }
                             Err(e) if forward::is_local(&e) => {
                                 frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
