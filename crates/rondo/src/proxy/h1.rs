@@ -490,6 +490,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 output: Next::Close,
                 backend_ok: true,
                 bytes_sent: 0,
+                verdict_in_body: false,
             };
         };
         if self.response_rules.iter().any(|r| !r.is_empty()) {
@@ -545,6 +546,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 output: Next::Close,
                 backend_ok,
                 bytes_sent,
+                verdict_in_body: false,
             };
         }
         if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
@@ -567,6 +569,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             output,
             backend_ok,
             bytes_sent,
+            verdict_in_body: false,
         }
     }
 
