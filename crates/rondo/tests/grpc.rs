@@ -192,9 +192,7 @@ async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     // The admin API, the metrics and the dashboard count them: 30 streams on every
     // connection the backend accepted.
     let admin = proxy.admin_addr();
-    let stats: serde_json::Value =
-        serde_json::from_str(&get(admin, "/api/v1/stats").await.text()).unwrap();
-    let g1 = &stats["upstreams"][0]["backends"][0];
+    let g1 = backend_stats(&proxy, "g1").await;
     assert_eq!(g1["http2_streams"], 30, "{g1}");
     assert_eq!(g1["http2_connections"], b.connections(), "{g1}");
     let labels = [("upstream", "app"), ("backend", "g1")];
@@ -301,8 +299,8 @@ async fn a_backend_that_accepts_but_sends_no_settings_gets_no_call_and_costs_non
     );
 }
 
-/// HTTP/2 connections to `id` open now, as the admin API reports them.
-async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
+/// Backend `id` of upstream `app` as the admin API reports it now.
+async fn backend_stats(proxy: &Proxy, id: &str) -> serde_json::Value {
     let stats: serde_json::Value =
         serde_json::from_str(&get(proxy.admin_addr(), "/api/v1/stats").await.text()).unwrap();
     stats["upstreams"][0]["backends"]
@@ -310,7 +308,14 @@ async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
         .unwrap()
         .iter()
         .find(|b| b["id"] == id)
-        .and_then(|b| b["http2_connections"].as_u64())
+        .cloned()
+        .unwrap()
+}
+
+/// HTTP/2 connections to `id` open now, as the admin API reports them.
+async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
+    backend_stats(proxy, id).await["http2_connections"]
+        .as_u64()
         .unwrap()
 }
 
@@ -418,10 +423,7 @@ async fn a_status_in_the_trailers_counts_for_the_breaker() {
     }
     assert_eq!(failed, 3);
     assert_eq!(bad_calls.load(std::sync::atomic::Ordering::SeqCst), 3);
-    let stats: serde_json::Value =
-        serde_json::from_str(&get(proxy.admin_addr(), "/api/v1/stats").await.text()).unwrap();
-    let backends = stats["upstreams"][0]["backends"].as_array().unwrap();
-    let bad_stats = backends.iter().find(|b| b["id"] == "bad").unwrap();
+    let bad_stats = backend_stats(&proxy, "bad").await;
     assert_eq!(bad_stats["breaker"], "open", "{bad_stats}");
     assert_eq!(bad_stats["failed_requests"], 3, "{bad_stats}");
     // Open, it takes no call.
