@@ -1,4 +1,5 @@
-//! The HTTP/2 client (`--http2`): hyper's, over cleartext with prior knowledge (h2c).
+//! The HTTP/2 client (`--http2`, `--grpc-unary`): hyper's, over cleartext with prior
+//! knowledge (h2c) or TLS with ALPN `h2`.
 //!
 //! HTTP/2 framing (HPACK, flow control, streams) is not worth writing again, and a load test
 //! over HTTP/2 measures the server's multiplexing more than the client's parsing, so this path
@@ -199,15 +200,36 @@ impl H2Conn {
             backend_value.extend_from_slice(value.as_bytes());
             has_backend = true;
         }
+        // A gRPC call ends with `grpc-status` in the trailers, or (an error answered at
+        // once: "trailers-only") in the headers.
+        let mut grpc_status = None;
+        if prepared.grpc {
+            grpc_status = grpc_status_in(response.headers());
+        }
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
-            frame.map_err(classify)?;
+            let frame = frame.map_err(classify)?;
+            if prepared.grpc
+                && let Ok(trailers) = frame.into_trailers()
+                && let Some(code) = grpc_status_in(&trailers)
+            {
+                grpc_status = Some(code);
+            }
         }
         Ok(Response {
             status,
             has_backend,
+            grpc_status,
         })
     }
+}
+
+/// The `grpc-status` in `headers`, if there is one and it is a number.
+fn grpc_status_in(headers: &http::HeaderMap) -> Option<u32> {
+    std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Whether the server declined the stream without processing it: reset with
