@@ -88,8 +88,58 @@ CONF
   pids+=($!)
 }
 
-# The temp paths nginx wants writable, for an nginx config's http block in $dir/nginx.
-NGINX_TEMP_PATHS="client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx; fastcgi_temp_path $dir/nginx; uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;"
+# The configurations of the three proxies under test, all with one worker thread and no
+# access log; each function takes what differs between the scripts (listeners, upstreams).
+
+# nginx_conf <<CONF ... CONF: writes $dir/nginx/nginx.conf with its standard input inside the
+# http {} block.
+nginx_conf() {
+  mkdir -p "$dir/nginx"
+  cat > "$dir/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx; fastcgi_temp_path $dir/nginx;
+  uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;
+$(cat)
+}
+CONF
+}
+
+# haproxy_conf <<CONF ... CONF: writes $dir/haproxy.cfg, one thread, HTTP mode, then its
+# standard input (frontend and backend).
+haproxy_conf() {
+  cat > "$dir/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+$(cat)
+CONF
+}
+
+# rondo_conf <<CONF ... CONF: writes $dir/rondo.toml, one worker, admin API on a free port,
+# then its standard input (listeners and upstreams).
+rondo_conf() {
+  cat > "$dir/rondo.toml" <<CONF
+workers = 1
+access_log = false
+[admin]
+listen = "127.0.0.1:0"
+$(cat)
+CONF
+}
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
 # ($dir/haproxy.cfg) on CPU 1 and prints its PID. Call it as

@@ -18,8 +18,8 @@ SECS=${2:-5}
 CONNS=${3:-64}
 . "$(dirname "$0")/lib.sh"
 need nginx haproxy taskset
-BENCH=target/release/rondo
-GRPC_BACKEND=target/release/examples/grpc_backend
+BENCH=${BENCH:-target/release/rondo}
+GRPC_BACKEND=${GRPC_BACKEND:-target/release/examples/grpc_backend}
 need_built "$BENCH" "cargo build --release --bin rondo --example grpc_backend"
 need_built "$RONDO" "cargo build --release"
 need_built "$GRPC_BACKEND" "cargo build --release --example grpc_backend"
@@ -31,35 +31,15 @@ pids+=($!)
 # EchoRequest { text: "hello" }: field 1, length 5.
 printf '\x0a\x05hello' > "$dir/request.bin"
 
-mkdir -p "$dir/nginx"
-cat > "$dir/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  $NGINX_TEMP_PATHS
+nginx_conf <<CONF
   upstream grpc_app { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$PROXY http2;
     location / { grpc_pass grpc://grpc_app; }
   }
-}
 CONF
 
-cat > "$dir/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
+haproxy_conf <<CONF
 frontend web
   bind 127.0.0.1:$PROXY proto h2
   default_backend app
@@ -68,11 +48,7 @@ backend app
   server g1 127.0.0.1:$BACKEND proto h2
 CONF
 
-cat > "$dir/rondo.toml" <<CONF
-workers = 1
-access_log = false
-[admin]
-listen = "127.0.0.1:0"
+rondo_conf <<CONF
 [[listeners]]
 name = "web"
 bind = "127.0.0.1:$PROXY"

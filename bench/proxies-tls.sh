@@ -35,18 +35,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$dir/site.key" -out "$dir/site.pem" 2>/dev/null
 cat "$dir/site.pem" "$dir/site.key" > "$dir/site-with-key.pem"
 
-mkdir -p "$dir/nginx"
-cat > "$dir/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  $NGINX_TEMP_PATHS
+nginx_conf <<CONF
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$TLS ssl;
@@ -57,19 +46,9 @@ http {
     ssl_certificate_key $dir/site.key;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
-}
 CONF
 
-cat > "$dir/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
+haproxy_conf <<CONF
 frontend web
   bind 127.0.0.1:$TLS ssl crt $dir/site-with-key.pem
   bind 127.0.0.1:$PLAIN
@@ -79,11 +58,7 @@ backend app
   server s1 127.0.0.1:$BACKEND
 CONF
 
-cat > "$dir/rondo.toml" <<CONF
-workers = 1
-access_log = false
-[admin]
-listen = "127.0.0.1:0"
+rondo_conf <<CONF
 [[listeners]]
 name = "tls"
 bind = "127.0.0.1:$TLS"

@@ -21,36 +21,15 @@ BACKEND=$(free_port)
 PROXY=$(free_port)
 nginx_backend "$BACKEND"
 
-mkdir -p "$dir/nginx"
-cat > "$dir/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  $NGINX_TEMP_PATHS
+nginx_conf <<CONF
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
   server {
     listen 127.0.0.1:$PROXY;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
-}
 CONF
 
-cat > "$dir/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
+haproxy_conf <<CONF
 frontend web
   bind 127.0.0.1:$PROXY
   default_backend app
@@ -59,11 +38,7 @@ backend app
   server s1 127.0.0.1:$BACKEND
 CONF
 
-cat > "$dir/rondo.toml" <<CONF
-workers = 1
-access_log = false
-[admin]
-listen = "127.0.0.1:0"
+rondo_conf <<CONF
 [[listeners]]
 name = "web"
 bind = "127.0.0.1:$PROXY"
