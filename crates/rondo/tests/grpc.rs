@@ -189,6 +189,31 @@ async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     })
     .await;
     assert!(b.connections() >= 3, "{} connections", b.connections());
+    // The admin API, the metrics and the dashboard count them: 30 streams on every
+    // connection the backend accepted.
+    let admin = proxy.admin_addr();
+    let stats: serde_json::Value =
+        serde_json::from_str(&get(admin, "/api/v1/stats").await.text()).unwrap();
+    let g1 = &stats["upstreams"][0]["backends"][0];
+    assert_eq!(g1["http2_streams"], 30, "{g1}");
+    assert_eq!(g1["http2_connections"], b.connections(), "{g1}");
+    let labels = [("upstream", "app"), ("backend", "g1")];
+    assert_eq!(
+        metric(admin, "rondo_backend_http2_streams", &labels).await,
+        Some(30.0)
+    );
+    let connections = metric(admin, "rondo_backend_http2_connections", &labels).await;
+    assert_eq!(connections, Some(b.connections() as f64));
+    let expected = format!("30 streams, {} conns", b.connections());
+    let driver = browser::chromedriver();
+    let page = browser::session(&driver).await;
+    page.goto(&format!("http://{admin}/")).await.unwrap();
+    let cell = "tr[data-backend='app/g1'] [data-field='http2']";
+    eventually_async(LIMIT, "the dashboard shows 30 streams", || async {
+        browser::text(&page, cell).await == expected
+    })
+    .await;
+    let _ = page.close().await;
     b.release(true);
     while let Some(joined) = set.join_next().await {
         joined.unwrap().unwrap();

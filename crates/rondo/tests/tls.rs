@@ -556,8 +556,33 @@ async fn upstream_tls_verifies_backends_with_the_test_ca_and_refuses_a_wrong_one
     assert_eq!(reply.status, 502, "{}", reply.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connection() {
+/// A GET over one keep-alive client connection, HTTP/1.1 (rondo's own path) or HTTP/2
+/// (hyper's, with its own backend pools).
+enum KeptClient {
+    Http1(common::Client),
+    Http2(common::H2Client),
+}
+
+impl KeptClient {
+    async fn connect(addr: SocketAddr, http2: bool) -> KeptClient {
+        if http2 {
+            KeptClient::Http2(common::H2Client::connect(addr).await)
+        } else {
+            KeptClient::Http1(common::Client::connect(addr).await)
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> common::Reply {
+        match self {
+            KeptClient::Http1(c) => c.get(path).await,
+            KeptClient::Http2(c) => c.send("GET", path, b"").await,
+        }
+    }
+}
+
+/// One worker, one keep-alive client: the backend connection is pooled after each answer;
+/// once a reload asks for TLS, the pooled plain connection must not be used.
+async fn turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(http2: bool) {
     // A plain backend: once TLS is asked for, no request may reach it in the clear.
     let b = common::mock("plain").await;
     let toml = |tls: &str| {
@@ -571,8 +596,7 @@ async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connect
         )
     };
     let running = common::start_text(&toml(""));
-    // One worker, one keep-alive client: the backend connection is pooled after each answer.
-    let mut client = common::Client::connect(web(&running)).await;
+    let mut client = KeptClient::connect(web(&running), http2).await;
     assert_eq!(client.get("/").await.status, 200);
     assert_eq!(b.connections(), 1);
     let tls = toml("tls = { verify = false }\n");
@@ -583,6 +607,16 @@ async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connect
     let reply = client.get("/").await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert_eq!(b.hits(), hits, "a request reached the backend in the clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connection() {
+    turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nor_does_an_http2_clients_request_through_hypers_pool() {
+    turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

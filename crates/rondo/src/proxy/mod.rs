@@ -126,8 +126,8 @@ pub(crate) struct Worker {
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
-    /// HTTP/1.1 backend connections of requests served by hyper, by address.
-    h1_senders: RefCell<std::collections::HashMap<SocketAddr, Vec<relay::H1Sender>>>,
+    /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup.
+    h1_senders: RefCell<std::collections::HashMap<connpool::Key, Vec<relay::H1Sender>>>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
@@ -188,11 +188,11 @@ impl Worker {
             .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
     }
 
-    /// A ready HTTP/1.1 connection (of requests served by hyper) to `addr`; closed ones are
+    /// A ready HTTP/1.1 connection (of requests served by hyper) for `key`; closed ones are
     /// dropped, busy ones kept.
-    fn take_h1_sender(&self, addr: SocketAddr) -> Option<relay::H1Sender> {
+    fn take_h1_sender(&self, key: connpool::Key) -> Option<relay::H1Sender> {
         let mut all = self.h1_senders.borrow_mut();
-        let list = all.get_mut(&addr)?;
+        let list = all.get_mut(&key)?;
         list.retain(|s| !s.is_closed());
         let ready = list.iter().position(|s| s.is_ready())?;
         Some(list.swap_remove(ready))
@@ -200,9 +200,9 @@ impl Worker {
 
     /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
     /// per backend.
-    fn put_h1_sender(&self, addr: SocketAddr, sender: relay::H1Sender, max: usize) {
+    fn put_h1_sender(&self, key: connpool::Key, sender: relay::H1Sender, max: usize) {
         let mut all = self.h1_senders.borrow_mut();
-        let list = all.entry(addr).or_default();
+        let list = all.entry(key).or_default();
         if list.len() < max {
             list.push(sender);
         }
