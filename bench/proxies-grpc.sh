@@ -8,11 +8,13 @@
 #
 #   bench/proxies-grpc.sh [ROUNDS] [SECONDS] [CONNECTIONS]     # default 2 5 64
 #
-# Needs: nginx, haproxy (apt-get install -y nginx haproxy) and
-#   cargo build --release --bin rondo --example grpc_backend
-# (RONDO=path picks another rondo binary for the proxy under test; the load generator is
-# always target/release/rondo). Method and pinning as bench/proxies.sh (shared in
-# bench/lib.sh): the proxy on CPU 1, the backend and the load on CPU 0.
+# Needs: nginx, haproxy (apt-get install -y nginx haproxy) and two release builds, in two
+# commands so that the proxy under test is not built with the tests' tokio features (one
+# invocation would unify them into the binary):
+#   cargo build --release && cargo build --release --example grpc_backend
+# RONDO=path picks another rondo binary for the proxy under test, BENCH=path the load
+# generator (default target/release/rondo for both). Method and pinning as bench/proxies.sh
+# (shared in bench/lib.sh): the proxy on CPU 1, the backend and the load on CPU 0.
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}
@@ -20,7 +22,7 @@ CONNS=${3:-64}
 need nginx haproxy taskset
 BENCH=${BENCH:-target/release/rondo}
 GRPC_BACKEND=${GRPC_BACKEND:-target/release/examples/grpc_backend}
-need_built "$BENCH" "cargo build --release --bin rondo --example grpc_backend"
+need_built "$BENCH" "cargo build --release"
 need_built "$RONDO" "cargo build --release"
 need_built "$GRPC_BACKEND" "cargo build --release --example grpc_backend"
 

@@ -650,6 +650,8 @@ async fn the_command_prints_the_documented_json() {
         "backend_header",
         "backends",
         "backend_missing",
+        "grpc_method",
+        "grpc_status_counts",
     ] {
         assert!(json.get(field).is_some(), "missing {field}: {json}");
     }
@@ -667,6 +669,8 @@ async fn the_command_prints_the_documented_json() {
     }
     assert_eq!(json["backends"].as_array().unwrap().len(), 2);
     assert_eq!(json["backends"][0]["share"], 0.5);
+    assert!(json["grpc_method"].is_null());
+    assert_eq!(json["grpc_status_counts"], serde_json::json!({}));
     assert_eq!(server.bodies.lock().unwrap().len(), 100);
 }
 
