@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::{ErrorKind, ErrorMessage, RequestError};
+use super::grpc::grpc_status_in;
 use super::h1::{Phase, Response};
 use super::spec::Prepared;
 
@@ -222,14 +223,6 @@ impl H2Conn {
             grpc_status,
         })
     }
-}
-
-/// The `grpc-status` in `headers`, if there is one and it is a number.
-fn grpc_status_in(headers: &http::HeaderMap) -> Option<u32> {
-    std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Whether the server declined the stream without processing it: reset with

@@ -30,6 +30,7 @@
 mod args;
 mod engine;
 mod error;
+mod grpc;
 mod h1;
 mod h2;
 mod progress;
