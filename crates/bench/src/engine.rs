@@ -29,7 +29,7 @@ use super::error::{BenchError, ErrorKind, RequestError};
 use super::h1::{H1Conn, Phase, Response};
 use super::h2::H2Conn;
 use super::progress;
-use super::report::{BackendShare, ErrorCounts, Latency, Report};
+use super::report::{BackendShare, ErrorCounts, GrpcStatus, Latency, Report};
 use super::spec::Prepared;
 
 /// Lowest latency the histograms tell apart, in nanoseconds: 1 µs. Loopback responses take
@@ -149,6 +149,8 @@ struct ConnStats {
     examples: [Option<String>; 4],
     backends: HashMap<Vec<u8>, u64>,
     backend_missing: u64,
+    /// gRPC calls by `grpc-status` (`None`: the response had none), as `statuses`.
+    grpc_statuses: Vec<(Option<u32>, u64)>,
     bytes_read: u64,
 }
 
@@ -169,11 +171,18 @@ impl ConnStats {
             examples: Default::default(),
             backends: HashMap::new(),
             backend_missing: 0,
+            grpc_statuses: Vec::new(),
             bytes_read: 0,
         })
     }
 
-    fn response(&mut self, response: Response, latency: Duration, backend: Option<&[u8]>) {
+    fn response(
+        &mut self,
+        response: Response,
+        latency: Duration,
+        backend: Option<&[u8]>,
+        grpc: bool,
+    ) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         if self.histogram.record(ns).is_err() {
             self.histogram.saturating_record(ns);
@@ -183,15 +192,16 @@ impl ConnStats {
         self.latency_max_ns = self.latency_max_ns.max(ns);
         self.responses += 1;
         let status = response.status;
-        match self.statuses.iter().position(|&(code, _)| code == status) {
-            Some(0) => self.statuses[0].1 += 1,
-            Some(i) => {
-                self.statuses[i].1 += 1;
-                self.statuses.swap(0, i);
-            }
-            None => self.statuses.insert(0, (status, 1)),
-        }
-        if (200..400).contains(&status) {
+        count(&mut self.statuses, status);
+        let success = if grpc {
+            count(&mut self.grpc_statuses, response.grpc_status);
+            // gRPC reports a failed call in grpc-status, usually on an HTTP 200: a call
+            // succeeded only with grpc-status 0 (OK) on a 200.
+            status == 200 && response.grpc_status == Some(0)
+        } else {
+            (200..400).contains(&status)
+        };
+        if success {
             self.successes += 1;
         }
         match backend {
@@ -215,6 +225,19 @@ impl ConnStats {
 
     fn finished(&self) -> u64 {
         self.responses + self.errors.iter().sum::<u64>()
+    }
+}
+
+/// Adds one to `key`'s count in a short list kept most-recently-seen first: a run sees a
+/// handful of keys, so a short scan beats hashing.
+fn count<K: PartialEq>(counts: &mut Vec<(K, u64)>, key: K) {
+    match counts.iter().position(|(k, _)| *k == key) {
+        Some(0) => counts[0].1 += 1,
+        Some(i) => {
+            counts[i].1 += 1;
+            counts.swap(0, i);
+        }
+        None => counts.insert(0, (key, 1)),
     }
 }
 
@@ -333,7 +356,7 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
             Outcome::Done(Ok(response)) => {
                 let latency = Instant::now().saturating_duration_since(due.unwrap_or(started));
                 let backend = response.has_backend.then_some(&backend_value[..]);
-                stats.response(response, latency, backend);
+                stats.response(response, latency, backend, p.grpc);
             }
             Outcome::Done(Err(err)) => stats.error(err),
             Outcome::TimedOut => {
@@ -421,6 +444,7 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
     let mut examples: BTreeMap<ErrorKind, String> = BTreeMap::new();
     let mut backends: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut backend_missing = 0;
+    let mut grpc_statuses: BTreeMap<GrpcStatus, u64> = BTreeMap::new();
     let mut bytes_read = 0;
     for stats in all {
         if let Some(h) = histogram.as_mut() {
@@ -446,6 +470,9 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
             *backends.entry(value).or_default() += n;
         }
         backend_missing += stats.backend_missing;
+        for &(code, n) in &stats.grpc_statuses {
+            *grpc_statuses.entry(GrpcStatus::from(code)).or_default() += n;
+        }
         bytes_read += stats.bytes_read;
     }
     let errors = ErrorCounts::from_array(errors);
@@ -486,7 +513,12 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
     let secs = elapsed.as_secs_f64();
     Report {
         url: p.url.clone(),
-        protocol: if p.http2 { "HTTP/2" } else { "HTTP/1.1" }.into(),
+        protocol: match (p.grpc, p.http2) {
+            (true, _) => "gRPC over HTTP/2",
+            (false, true) => "HTTP/2",
+            (false, false) => "HTTP/1.1",
+        }
+        .into(),
         connections: p.connections,
         target_rate: p.rate,
         elapsed,
@@ -516,6 +548,8 @@ fn merge(p: &Prepared, all: Vec<ConnStats>, elapsed: Duration) -> Report {
         } else {
             0
         },
+        grpc_method: p.grpc.then(|| p.uri.path().to_owned()),
+        grpc_status_counts: grpc_statuses,
     }
 }
 

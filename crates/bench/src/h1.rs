@@ -58,6 +58,9 @@ pub(crate) struct Response {
     pub(crate) status: u16,
     /// Whether the backend header was present; its value is in the caller's buffer.
     pub(crate) has_backend: bool,
+    /// The `grpc-status` of a gRPC call (from the headers or the trailers); `None` when
+    /// the response had none, or the run is not gRPC.
+    pub(crate) grpc_status: Option<u32>,
 }
 
 /// How the response body is delimited.
@@ -193,6 +196,7 @@ impl H1Conn {
         Ok(Response {
             status: head.status,
             has_backend: head.has_backend,
+            grpc_status: None,
         })
     }
 

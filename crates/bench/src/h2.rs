@@ -1,4 +1,5 @@
-//! The HTTP/2 client (`--http2`): hyper's, over cleartext with prior knowledge (h2c).
+//! The HTTP/2 client (`--http2`, `--grpc-unary`): hyper's, over cleartext with prior
+//! knowledge (h2c) or TLS with ALPN `h2`.
 //!
 //! HTTP/2 framing (HPACK, flow control, streams) is not worth writing again, and a load test
 //! over HTTP/2 measures the server's multiplexing more than the client's parsing, so this path
@@ -21,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::{ErrorKind, ErrorMessage, RequestError};
+use super::grpc::grpc_status_in;
 use super::h1::{Phase, Response};
 use super::spec::Prepared;
 
@@ -199,13 +201,26 @@ impl H2Conn {
             backend_value.extend_from_slice(value.as_bytes());
             has_backend = true;
         }
+        // A gRPC call ends with `grpc-status` in the trailers, or (an error answered at
+        // once: "trailers-only") in the headers.
+        let mut grpc_status = None;
+        if prepared.grpc {
+            grpc_status = grpc_status_in(response.headers());
+        }
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
-            frame.map_err(classify)?;
+            let frame = frame.map_err(classify)?;
+            if prepared.grpc
+                && let Ok(trailers) = frame.into_trailers()
+                && let Some(code) = grpc_status_in(&trailers)
+            {
+                grpc_status = Some(code);
+            }
         }
         Ok(Response {
             status,
             has_backend,
+            grpc_status,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! `rondo bench`: a load generator for HTTP/1.1 and HTTP/2, in the spirit of wrk and oha.
+//! `rondo bench`: a load generator for HTTP/1.1, HTTP/2 and gRPC unary calls, in the spirit
+//! of wrk, oha and ghz.
 //!
 //! The seed's benchmark fired simulated requests at simulated servers; this one opens real
 //! keep-alive connections to a URL, sends as fast as the server answers (or at a fixed
@@ -29,6 +30,7 @@
 mod args;
 mod engine;
 mod error;
+mod grpc;
 mod h1;
 mod h2;
 mod progress;
@@ -38,7 +40,7 @@ mod tls;
 
 pub use args::BenchArgs;
 pub use error::{BenchError, ErrorKind};
-pub use report::{BackendShare, ErrorCounts, Latency, Report};
+pub use report::{BackendShare, ErrorCounts, GrpcStatus, Latency, Report};
 pub use spec::{
     DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_TIMEOUT, LoadSpec, ProgressMode, StopHandle,
 };

@@ -35,6 +35,8 @@ use super::error::ErrorKind;
 /// | `backend_header` | `--backend-header`, or `null` |
 /// | `backends` | array of `{value, responses, share}`, most responses first; `share` from 0 to 1 of all responses |
 /// | `backend_missing` | responses without the backend header |
+/// | `grpc_method` | `--grpc-unary`'s method path, or `null` |
+/// | `grpc_status_counts` | object, `grpc-status` (as a string, or `"missing"`) → calls; empty unless gRPC |
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The target URL.
@@ -78,6 +80,71 @@ pub struct Report {
     pub backends: Vec<BackendShare>,
     /// Responses that did not carry the backend header.
     pub backend_missing: u64,
+    /// The gRPC method called (`/package.Service/Method`), for a gRPC run.
+    pub grpc_method: Option<String>,
+    /// Calls by `grpc-status`, for a gRPC run (empty otherwise).
+    pub grpc_status_counts: BTreeMap<GrpcStatus, u64>,
+}
+
+/// The outcome of one gRPC call: its `grpc-status`, or none (a response from something
+/// that does not speak gRPC, such as a proxy's plain 502 page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GrpcStatus {
+    /// The `grpc-status` code: 0 OK, 14 UNAVAILABLE, … (see [`GrpcStatus::name`]).
+    Code(u32),
+    /// The response carried no `grpc-status` (or one that is not a number).
+    Missing,
+}
+
+impl From<Option<u32>> for GrpcStatus {
+    fn from(code: Option<u32>) -> Self {
+        code.map_or(GrpcStatus::Missing, GrpcStatus::Code)
+    }
+}
+
+impl GrpcStatus {
+    /// The name gRPC gives the code (`OK`, `UNAVAILABLE`, …), `missing`, or `unknown code`
+    /// past the 17 codes gRPC defines.
+    pub fn name(self) -> &'static str {
+        /// gRPC's status codes, by number (grpc/doc/statuscodes.md).
+        const NAMES: [&str; 17] = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        match self {
+            GrpcStatus::Code(code) => usize::try_from(code)
+                .ok()
+                .and_then(|i| NAMES.get(i))
+                .copied()
+                .unwrap_or("unknown code"),
+            GrpcStatus::Missing => "missing",
+        }
+    }
+}
+
+/// As a JSON object key: the code as a string (`"14"`), or `"missing"`.
+impl Serialize for GrpcStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GrpcStatus::Code(code) => s.collect_str(code),
+            GrpcStatus::Missing => s.serialize_str("missing"),
+        }
+    }
 }
 
 /// Failed requests by [`ErrorKind`].
@@ -191,7 +258,14 @@ impl Report {
             Some(rate) => format!("open loop at {rate} req/s"),
             None => "closed loop".to_string(),
         };
-        let _ = writeln!(out, "Target      {}", self.url);
+        match &self.grpc_method {
+            Some(method) => {
+                let _ = writeln!(out, "Target      {} calling {method}", self.url);
+            }
+            None => {
+                let _ = writeln!(out, "Target      {}", self.url);
+            }
+        }
         let _ = writeln!(
             out,
             "            {}, {} connections, {}",
@@ -214,10 +288,15 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Success     {:.2} %  ({} of {} were 2xx or 3xx)",
+            "Success     {:.2} %  ({} of {} {})",
             self.success_rate * 100.0,
             self.successes,
-            self.requests
+            self.requests,
+            if self.grpc_method.is_some() {
+                "had grpc-status 0"
+            } else {
+                "were 2xx or 3xx"
+            }
         );
         let statuses: Vec<String> = self
             .status_counts
@@ -233,6 +312,25 @@ impl Report {
                 statuses.join("   ")
             }
         );
+        if self.grpc_method.is_some() {
+            let codes: Vec<String> = self
+                .grpc_status_counts
+                .iter()
+                .map(|(status, n)| match status {
+                    GrpcStatus::Code(code) => format!("{code} {}: {n}", status.name()),
+                    GrpcStatus::Missing => format!("missing: {n}"),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "gRPC status {}",
+                if codes.is_empty() {
+                    "no responses".to_string()
+                } else {
+                    codes.join("   ")
+                }
+            );
+        }
         if self.errors.total == 0 {
             let _ = writeln!(out, "Errors      none");
         } else {

@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Uri};
 
 use super::error::BenchError;
+use super::grpc::{add_grpc_headers, grpc_call, grpc_message};
 
 /// Default number of concurrent connections. Ten keeps a laptop-sized server busy without
 /// queueing on the client side; raise it to find a server's saturation point.
@@ -89,6 +90,13 @@ pub struct LoadSpec {
     /// Count responses by the value of this response header (for example `x-backend`) and
     /// report each value's share.
     pub backend_header: Option<String>,
+    /// gRPC unary calls to this method path (`/package.Service/Method`) instead of plain
+    /// requests: HTTP/2, `POST`, `content-type: application/grpc`, `te: trailers`, and
+    /// [`body`](Self::body) sent as one length-prefixed message (empty: the message with
+    /// every field at its default, which any request type accepts). Calls are counted by
+    /// their `grpc-status`; a call succeeds when it is 0. The URL gives only scheme, host
+    /// and port; [`method`](Self::method) is not used.
+    pub grpc_unary: Option<String>,
     /// Progress display on stderr.
     pub progress: ProgressMode,
     /// Ends the run early when [stopped](StopHandle::stop): no new request is sent, the
@@ -136,6 +144,7 @@ impl LoadSpec {
             timeout: Some(DEFAULT_TIMEOUT),
             rate: None,
             backend_header: None,
+            grpc_unary: None,
             progress: ProgressMode::Off,
             stop: StopHandle::new(),
         }
@@ -167,6 +176,8 @@ pub(crate) struct Prepared {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) body: Bytes,
     pub(crate) http2: bool,
+    /// gRPC unary calls: `body` is the framed message, the response's `grpc-status` counts.
+    pub(crate) grpc: bool,
     /// TLS settings of an `https://` target.
     pub(crate) tls: Option<super::tls::Tls>,
     pub(crate) progress: ProgressMode,
@@ -192,6 +203,7 @@ impl LoadSpec {
         };
         let authority = uri
             .authority()
+            .cloned()
             .ok_or_else(|| invalid("the URL has no host"))?;
         if authority.as_str().contains('@') {
             return Err(invalid("user information in the URL is not supported"));
@@ -201,10 +213,16 @@ impl LoadSpec {
             return Err(invalid("the URL has no host"));
         }
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let grpc = match &self.grpc_unary {
+            Some(method) => Some(grpc_call(&uri, method).map_err(BenchError::InvalidOption)?),
+            None => None,
+        };
+        // gRPC is HTTP/2 only.
+        let http2 = self.http2 || grpc.is_some();
         let tls = match https {
-            true => Some(
-                super::tls::Tls::new(host, self.insecure, self.http2).map_err(|e| invalid(&e))?,
-            ),
+            true => {
+                Some(super::tls::Tls::new(host, self.insecure, http2).map_err(|e| invalid(&e))?)
+            }
             false => None,
         };
         // `host()` keeps the brackets of an IPv6 literal, which lookup_host accepts.
@@ -220,6 +238,10 @@ impl LoadSpec {
                 host: lookup.clone(),
                 source: std::io::Error::other("no address"),
             })?;
+        let (uri, method_name) = match &grpc {
+            Some(call) => (call.clone(), "POST"),
+            None => (uri, self.method.as_str()),
+        };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path = if path.is_empty() { "/" } else { path };
 
@@ -245,8 +267,8 @@ impl LoadSpec {
                 "the rate must be a positive number of requests per second, not {rate}"
             )));
         }
-        let method = Method::from_bytes(self.method.as_bytes())
-            .map_err(|_| BenchError::InvalidMethod(self.method.clone()))?;
+        let method = Method::from_bytes(method_name.as_bytes())
+            .map_err(|_| BenchError::InvalidMethod(method_name.to_owned()))?;
         let backend_header = match &self.backend_header {
             Some(name) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 BenchError::InvalidOption(format!("{name:?} is not a header name"))
@@ -276,13 +298,19 @@ impl LoadSpec {
             has_host |= name == http::header::HOST;
             headers.push((name, value));
         }
+        let body = if grpc.is_some() {
+            add_grpc_headers(&mut headers);
+            grpc_message(&self.body)?
+        } else {
+            self.body.clone()
+        };
 
         let h1_request = serialise_h1(
             &method,
             path,
             (!has_host).then_some(authority.as_str()),
             &headers,
-            &self.body,
+            &body,
         );
         Ok(Prepared {
             url: self.url.clone(),
@@ -310,8 +338,9 @@ impl LoadSpec {
             method,
             uri,
             headers,
-            body: self.body.clone(),
-            http2: self.http2,
+            body,
+            http2,
+            grpc: grpc.is_some(),
             tls,
             progress: self.progress,
             stop: self.stop.clone(),
@@ -391,6 +420,33 @@ mod tests {
             spec.prepare().await,
             Err(BenchError::InvalidHeader { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_grpc_call_is_a_post_to_the_method_path_with_grpc_headers() {
+        let mut spec = LoadSpec::new("https://127.0.0.1:9");
+        spec.grpc_unary = Some("echo.Echo/Say".into());
+        spec.headers.push(("x-a".into(), "1".into()));
+        let p = spec.prepare().await.unwrap();
+        assert!(p.grpc && p.http2);
+        assert_eq!(p.method, Method::POST);
+        assert_eq!(p.uri.to_string(), "https://127.0.0.1:9/echo.Echo/Say");
+        let names: Vec<&str> = p.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-a", "content-type", "te"]);
+        assert_eq!(&p.body[..], b"\0\0\0\0\0");
+        for (url, method) in [
+            ("http://127.0.0.1:9/x", "/a.B/C"),
+            ("http://127.0.0.1:9", "/a.B"),
+            ("http://127.0.0.1:9", "/a.B/C/D"),
+            ("http://127.0.0.1:9", "//C"),
+        ] {
+            let mut spec = LoadSpec::new(url);
+            spec.grpc_unary = Some(method.into());
+            assert!(
+                matches!(spec.prepare().await, Err(BenchError::InvalidOption(_))),
+                "{url} {method}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -57,8 +57,9 @@ enum Command {
     Compare(rondo::lab::compare::CompareArgs),
     // About and help come from `DemoArgs`.
     Demo(rondo::lab::demo::DemoArgs),
-    /// Generate HTTP load against a URL and report throughput, latency percentiles, status
-    /// codes, errors and (with --backend-header) each backend's share.
+    /// Generate HTTP load (HTTP/1.1, HTTP/2, or gRPC unary calls) against a URL and report
+    /// throughput, latency percentiles, status codes, errors and (with --backend-header)
+    /// each backend's share.
     Bench(rondo_bench::BenchArgs),
     /// Show a running balancer's upstreams and backends (from its admin API's /api/v1/stats).
     Status(rondo::admin::status::StatusArgs),

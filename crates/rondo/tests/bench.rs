@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -590,18 +592,6 @@ async fn refuses_what_cannot_be_sent() {
     assert!(generate(&bad).await.is_err());
 }
 
-/// Runs the built binary with `args` while the test's servers keep running.
-async fn rondo(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_prints_the_documented_json() {
     let server = Plan::new(Mode::KeepAlive)
@@ -609,7 +599,7 @@ async fn the_command_prints_the_documented_json() {
         .status_every(2, 404)
         .start()
         .await;
-    let out = rondo(
+    let out = common::rondo_output(
         [
             "bench",
             "--json",
@@ -660,6 +650,8 @@ async fn the_command_prints_the_documented_json() {
         "backend_header",
         "backends",
         "backend_missing",
+        "grpc_method",
+        "grpc_status_counts",
     ] {
         assert!(json.get(field).is_some(), "missing {field}: {json}");
     }
@@ -677,13 +669,15 @@ async fn the_command_prints_the_documented_json() {
     }
     assert_eq!(json["backends"].as_array().unwrap().len(), 2);
     assert_eq!(json["backends"][0]["share"], 0.5);
+    assert!(json["grpc_method"].is_null());
+    assert_eq!(json["grpc_status_counts"], serde_json::json!({}));
     assert_eq!(server.bodies.lock().unwrap().len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_prints_a_text_report_and_explains_bad_input() {
     let server = Plan::new(Mode::KeepAlive).start().await;
-    let out = rondo(vec![
+    let out = common::rondo_output(vec![
         "bench".into(),
         "-n".into(),
         "50".into(),
@@ -707,7 +701,7 @@ async fn the_command_prints_a_text_report_and_explains_bad_input() {
         assert!(text.contains(line), "{line:?} not in\n{text}");
     }
 
-    let out = rondo(vec![
+    let out = common::rondo_output(vec![
         "bench".into(),
         "-H".into(),
         "no colon".into(),

@@ -3,7 +3,8 @@
 //! `grpc.health.v1` server beside it, and a tonic client. Included with `#[path]` by the test
 //! files that need it, so the others do not compile tonic.
 //!
-//! `echo.Echo/Say` answers `EchoReply { text, backend }`. The backend counts calls, tracks
+//! `echo.Echo/Say` answers `EchoReply { text, backend }`, and the backend's name in header
+//! `x-backend`. The backend counts calls, tracks
 //! calls in flight (and the peak), can hold calls until released, answer a chosen
 //! `grpc-status`, send GOAWAY (graceful shutdown) or die (every connection shut, the port
 //! closed).
@@ -115,10 +116,16 @@ impl tonic::server::UnaryService<EchoRequest> for Say {
                     "scripted failure",
                 ));
             }
-            Ok(tonic::Response::new(EchoReply {
+            let mut response = tonic::Response::new(EchoReply {
                 text: request.into_inner().text,
                 backend: echo.name.to_string(),
-            }))
+            });
+            // The backend's name in a header too, for clients that count by header
+            // (`rondo bench --backend-header x-backend`).
+            if let Ok(value) = echo.name.parse() {
+                response.metadata_mut().insert("x-backend", value);
+            }
+            Ok(response)
         })
     }
 }
@@ -142,9 +149,22 @@ impl GrpcBackend {
     /// Starts a backend; `max_streams` is the `SETTINGS_MAX_CONCURRENT_STREAMS` it
     /// advertises (tonic's default when `None`).
     pub async fn start(name: &str, max_streams: Option<u32>) -> GrpcBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let port = socket2::SockRef::from(&listener).try_clone().unwrap();
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        GrpcBackend::start_at(name, any_port, max_streams)
+            .await
+            .unwrap()
+    }
+
+    /// [`start`](Self::start) on a chosen address (the benchmark backend,
+    /// `examples/grpc_backend.rs`).
+    pub async fn start_at(
+        name: &str,
+        addr: SocketAddr,
+        max_streams: Option<u32>,
+    ) -> std::io::Result<GrpcBackend> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let port = socket2::SockRef::from(&listener).try_clone()?;
         let state = Arc::new(State::default());
         let (release, released) = watch::channel(true);
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -183,7 +203,7 @@ impl GrpcBackend {
                 })
                 .await;
         });
-        GrpcBackend {
+        Ok(GrpcBackend {
             name: name.to_owned(),
             addr,
             state,
@@ -193,7 +213,7 @@ impl GrpcBackend {
             goaway: Mutex::new(Some(goaway)),
             port,
             task,
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

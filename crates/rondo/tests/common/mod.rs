@@ -268,6 +268,19 @@ pub fn health(running: &rondo::runtime::Running, upstream: &str, id: &str) -> ba
         .health()
 }
 
+/// Runs the `rondo` binary with `args` to its end, on a blocking thread so the test's
+/// servers keep running meanwhile; returns its exit status and output.
+pub async fn rondo_output(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// `rondo` run as a real process with JSON logs on stderr; killed when dropped if it has
 /// not exited.
 pub struct Process {

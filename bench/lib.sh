@@ -1,0 +1,167 @@
+# Shared setup of the proxy comparisons (sourced by bench/proxies.sh, bench/proxies-grpc.sh and
+# bench/proxies-tls.sh; not run on its own): tool checks, a temp dir removed at exit with every
+# process started through it stopped by its PID, free ports, readiness waits, CPU and memory
+# readings from /proc, wrk output parsing, the nginx backend answering "ok", and starting a
+# proxy pinned to CPU 1 (the load and the backend run on CPU 0).
+#
+# The method, the same in every script: one worker thread per proxy, peers in turn within one
+# run (so each round compares proxies under the same machine load), the proxy's CPU time
+# (user + system, all threads, /proc/PID/stat) over exactly the measured load divided by the
+# requests completed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RONDO=${RONDO:-target/release/rondo}
+TICKS=$(getconf CLK_TCK)
+
+dir=$(mktemp -d)
+# Background processes to stop at exit: pids (backends, for the whole run) and running (the
+# proxy under test, set by the caller after start_proxy, cleared by stop_proxy).
+pids=()
+running=
+cleanup() {
+  for p in "${pids[@]}" $running; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# Exits with the apt-get line when one of the tools is missing.
+need() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || {
+      echo "missing $tool: apt-get install -y nginx haproxy wrk nghttp2-client openssl" >&2
+      exit 1
+    }
+  done
+}
+
+# Exits when the release build of rondo (or another file the script needs built) is missing.
+need_built() {
+  [ -x "$1" ] || { echo "missing $1: $2" >&2; exit 1; }
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# cpu_mark PID: starts counting PID's CPU time; cpu_per PID N then prints the CPU µs and the
+# user-space µs spent since, per unit of N (requests, calls, handshakes): "12.34 2.10".
+cpu_mark() { mark_cpu=$(cpu_ticks "$1"); mark_user=$(user_ticks "$1"); }
+cpu_per() {
+  local cpu user
+  cpu=$(cpu_ticks "$1")
+  user=$(user_ticks "$1")
+  python3 -c "n=max($2,1); print(f'{($cpu-$mark_cpu)/$TICKS*1e6/n:.2f} {($user-$mark_user)/$TICKS*1e6/n:.2f}')"
+}
+
+# wrk_stats OUTPUT: sets reqs, rps, p50, p99 and errs (socket errors + non-2xx/3xx) from wrk's
+# --latency output.
+wrk_stats() {
+  reqs=$(echo "$1" | awk '/requests in/ {print $1}')
+  rps=$(echo "$1" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$1" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$1" | awk '$1=="99%" {print $2}')
+  errs=$(echo "$1" | awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $5} END {print n + 0}')
+}
+
+# nginx_backend PORT: starts the backend (an nginx answering "ok", keep-alive, no logs) on
+# CPU 0.
+nginx_backend() {
+  mkdir -p "$dir/backend"
+  cat > "$dir/backend/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/backend/nginx.pid;
+error_log $dir/backend/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/backend; proxy_temp_path $dir/backend; fastcgi_temp_path $dir/backend;
+  uwsgi_temp_path $dir/backend; scgi_temp_path $dir/backend;
+  server { listen 127.0.0.1:$1; location / { return 200 "ok"; } }
+}
+CONF
+  taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &
+  pids+=($!)
+}
+
+# The configurations of the three proxies under test, all with one worker thread and no
+# access log; each function takes what differs between the scripts (listeners, upstreams).
+
+# nginx_conf <<CONF ... CONF: writes $dir/nginx/nginx.conf with its standard input inside the
+# http {} block.
+nginx_conf() {
+  mkdir -p "$dir/nginx"
+  cat > "$dir/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx; fastcgi_temp_path $dir/nginx;
+  uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;
+$(cat)
+}
+CONF
+}
+
+# haproxy_conf <<CONF ... CONF: writes $dir/haproxy.cfg, one thread, HTTP mode, then its
+# standard input (frontend and backend).
+haproxy_conf() {
+  cat > "$dir/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+$(cat)
+CONF
+}
+
+# rondo_conf <<CONF ... CONF: writes $dir/rondo.toml, one worker, admin API on a free port,
+# then its standard input (listeners and upstreams).
+rondo_conf() {
+  cat > "$dir/rondo.toml" <<CONF
+workers = 1
+access_log = false
+[admin]
+listen = "127.0.0.1:0"
+$(cat)
+CONF
+}
+
+# start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
+# ($dir/haproxy.cfg) on CPU 1 and prints its PID. Call it as
+# `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too); stop it with
+# stop_proxy PID.
+start_proxy() {
+  case $1 in
+    nginx) taskset -c 1 nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" >"$dir/$1.log" 2>&1 & ;;
+    haproxy) taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db >"$dir/$1.log" 2>&1 & ;;
+    rondo) RUST_LOG=warn taskset -c 1 "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
+  esac
+  echo $!
+}
+stop_proxy() {
+  kill "$1"
+  # Not a child of this shell (started in a command substitution): wait for it to be gone.
+  while kill -0 "$1" 2>/dev/null; do sleep 0.05; done
+  running=
+}
+
+# What ran, for the record: date, load average, kernel, versions.
+describe_run() {
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, Linux $(uname -r)"
+  echo "rondo $("$RONDO" --version 2>&1 | awk '{print $2}') ($RONDO), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}')"
+}
