@@ -189,6 +189,31 @@ async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     })
     .await;
     assert!(b.connections() >= 3, "{} connections", b.connections());
+    // The admin API, the metrics and the dashboard count them: 30 streams on every
+    // connection the backend accepted.
+    let admin = proxy.admin_addr();
+    let stats: serde_json::Value =
+        serde_json::from_str(&get(admin, "/api/v1/stats").await.text()).unwrap();
+    let g1 = &stats["upstreams"][0]["backends"][0];
+    assert_eq!(g1["http2_streams"], 30, "{g1}");
+    assert_eq!(g1["http2_connections"], b.connections(), "{g1}");
+    let labels = [("upstream", "app"), ("backend", "g1")];
+    assert_eq!(
+        metric(admin, "rondo_backend_http2_streams", &labels).await,
+        Some(30.0)
+    );
+    let connections = metric(admin, "rondo_backend_http2_connections", &labels).await;
+    assert_eq!(connections, Some(b.connections() as f64));
+    let expected = format!("30 streams, {} conns", b.connections());
+    let driver = browser::chromedriver();
+    let page = browser::session(&driver).await;
+    page.goto(&format!("http://{admin}/")).await.unwrap();
+    let cell = "tr[data-backend='app/g1'] [data-field='http2']";
+    eventually_async(LIMIT, "the dashboard shows 30 streams", || async {
+        browser::text(&page, cell).await == expected
+    })
+    .await;
+    let _ = page.close().await;
     b.release(true);
     while let Some(joined) = set.join_next().await {
         joined.unwrap().unwrap();
@@ -274,6 +299,43 @@ async fn a_backend_that_accepts_but_sends_no_settings_gets_no_call_and_costs_non
         !types.contains(&1),
         "no HEADERS frame (a request) was sent to a backend that never sent SETTINGS: {types:?}"
     );
+}
+
+/// HTTP/2 connections to `id` open now, as the admin API reports them.
+async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
+    let stats: serde_json::Value =
+        serde_json::from_str(&get(proxy.admin_addr(), "/api/v1/stats").await.text()).unwrap();
+    stats["upstreams"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .and_then(|b| b["http2_connections"].as_u64())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_to_a_backend_closes_after_keepalive_timeout() {
+    let b = GrpcBackend::start("g1", None).await;
+    // One worker: one pool holds every connection to the backend.
+    let upstream = h2c(&[(&b, 1.0)]).set("keepalive_timeout", "2s");
+    let proxy = start(&proxy_config(upstream).set("workers", 1));
+    let mut grpc = client(web(&proxy)).await;
+    say(&mut grpc, "one").await.unwrap();
+    assert_eq!(http2_connections(&proxy, "g1").await, 1);
+    // Busy, it stays: calls every quarter second for four seconds use the same connection.
+    for i in 0..16 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        say(&mut grpc, &format!("{i}")).await.unwrap();
+    }
+    assert_eq!(b.connections(), 1, "a busy connection was closed");
+    // Idle, it closes, and the next call opens a new one.
+    eventually_async(LIMIT, "the idle connection to close", || async {
+        http2_connections(&proxy, "g1").await == 0
+    })
+    .await;
+    say(&mut grpc, "again").await.unwrap();
+    assert_eq!(b.connections(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

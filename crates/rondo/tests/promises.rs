@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use balance::Health;
 use common::{
-    Backend, Client, ConfigBuilder, H2Client, Section, UpstreamBuilder, eventually, get, health,
-    mock, parse, plain, proxy_config, start, web,
+    Backend, Client, ConfigBuilder, H2Client, KeptClient, Section, UpstreamBuilder, eventually,
+    get, health, mock, parse, plain, proxy_config, start, web,
 };
 
 /// A deadline against hangs, not a claim about speed.
@@ -454,17 +454,18 @@ async fn an_idle_client_connection_is_closed_after_idle_timeout() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn upstream_connections_are_reused_and_closed_after_keepalive_timeout() {
+/// One worker and one client connection (pools are per worker thread), HTTP/1.1 (rondo's
+/// own path) or HTTP/2 (hyper's): two requests share one backend connection, which closes
+/// after `keepalive_timeout`.
+async fn reused_then_closed_after_keepalive_timeout(http2: bool) {
     let a = mock("a").await;
-    // One worker and one client connection: pools are per worker thread.
     let proxy = start(
         &proxy_config(
             plain("app", &[&a]).duration("keepalive_timeout", Duration::from_millis(300)),
         )
         .set("workers", 1),
     );
-    let mut c = Client::connect(web(&proxy)).await;
+    let mut c = KeptClient::connect(web(&proxy), http2).await;
     c.get("/").await;
     c.get("/").await;
     assert_eq!(a.received(), 2);
@@ -477,6 +478,16 @@ async fn upstream_connections_are_reused_and_closed_after_keepalive_timeout() {
         a.open_connections() == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_of_http2_clients_are_reused_and_closed_after_keepalive_timeout() {
+    reused_then_closed_after_keepalive_timeout(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_reused_and_closed_after_keepalive_timeout() {
+    reused_then_closed_after_keepalive_timeout(false).await;
 
     // keepalive = 0: no pooling, one connection per request.
     let b = mock("b").await;

@@ -471,9 +471,14 @@ fn rondo_check_names_a_certificate_whose_key_is_missing() {
     );
 }
 
-/// An HTTPS backend with a certificate for `backend.test` signed by `ca`; returns its
-/// address and a count of the health checks it answered.
-async fn https_backend(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// An HTTPS backend with a certificate for `backend.test` signed by `ca`, offering the
+/// `alpn` protocols (HTTP/1.1 and HTTP/2 are both served); every answer says the HTTP version
+/// it came over in `x-version`. Returns its address and a count of the health checks it
+/// answered.
+async fn https_backend(
+    ca: &Ca,
+    alpn: &[&[u8]],
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let pair = ca.leaf(&["backend.test"]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -486,6 +491,8 @@ async fn https_backend(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsi
             rustls::pki_types::PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).unwrap(),
         )
         .unwrap();
+    let mut config = config;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -502,16 +509,19 @@ async fn https_backend(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsi
                     if req.uri().path() == "/health" {
                         counted.fetch_add(1, Ordering::Relaxed);
                     }
-                    async {
+                    let version = format!("{:?}", req.version());
+                    async move {
                         Ok::<_, std::convert::Infallible>(
                             hyper::Response::builder()
                                 .header("x-backend", "tls")
+                                .header("x-version", version)
                                 .body(http_body_util::Full::new(Bytes::from_static(b"secure")))
                                 .unwrap(),
                         )
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let executor = hyper_util::rt::TokioExecutor::new();
+                let _ = hyper_util::server::conn::auto::Builder::new(executor)
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
             });
@@ -521,12 +531,57 @@ async fn https_backend(ca: &Ca) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_and_auto_over_tls_speak_what_alpn_chose_and_h2_refuses_a_backend_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("backend CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (both, _) = https_backend(&ca, &[b"h2", b"http/1.1"]).await;
+    let (http1_only, _) = https_backend(&ca, &[b"http/1.1"]).await;
+    let toml = |backend: SocketAddr, protocol: &str| {
+        format!(
+            "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             [[upstreams]]\nname = \"app\"\nmax_fails = 0\ntries = 1\nprotocol = \"{protocol}\"\n\
+             backends = [{{ address = \"{backend}\" }}]\n\
+             tls = {{ server_name = \"backend.test\", ca = \"{}\" }}\n\
+             [upstreams.health_check]\nenabled = false\n",
+            ca_file.display()
+        )
+    };
+    // (backend, protocol, the version the backend sees; None: rondo answers 502)
+    let cases = [
+        (both, "h2", Some("HTTP/2.0")),
+        (both, "auto", Some("HTTP/2.0")),
+        (http1_only, "auto", Some("HTTP/1.1")),
+        (both, "http1", Some("HTTP/1.1")),
+        (http1_only, "h2", None),
+    ];
+    for (backend, protocol, version) in cases {
+        let running = common::start_text(&toml(backend, protocol));
+        let mut client = common::Client::connect(web(&running)).await;
+        for _ in 0..3 {
+            let reply = client.get("/").await;
+            match version {
+                Some(v) => {
+                    assert_eq!(reply.status, 200, "{protocol}: {}", reply.text());
+                    assert_eq!(reply.header("x-version"), Some(v), "{protocol}");
+                    assert_eq!(reply.text(), "secure");
+                }
+                None => {
+                    assert_eq!(reply.status, 502, "{protocol}: {}", reply.text());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_verifies_backends_with_the_test_ca_and_refuses_a_wrong_one() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("backend CA");
     let ca_file = ca.write(dir.path(), "ca");
     let wrong_file = Ca::new("another CA").write(dir.path(), "wrong");
-    let (backend, checks) = https_backend(&ca).await;
+    let (backend, checks) = https_backend(&ca, &[]).await;
     let toml = |ca: &Path| {
         format!(
             "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
@@ -556,8 +611,9 @@ async fn upstream_tls_verifies_backends_with_the_test_ca_and_refuses_a_wrong_one
     assert_eq!(reply.status, 502, "{}", reply.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connection() {
+/// One worker, one keep-alive client: the backend connection is pooled after each answer;
+/// once a reload asks for TLS, the pooled plain connection must not be used.
+async fn turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(http2: bool) {
     // A plain backend: once TLS is asked for, no request may reach it in the clear.
     let b = common::mock("plain").await;
     let toml = |tls: &str| {
@@ -571,8 +627,7 @@ async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connect
         )
     };
     let running = common::start_text(&toml(""));
-    // One worker, one keep-alive client: the backend connection is pooled after each answer.
-    let mut client = common::Client::connect(web(&running)).await;
+    let mut client = common::KeptClient::connect(web(&running), http2).await;
     assert_eq!(client.get("/").await.status, 200);
     assert_eq!(b.connections(), 1);
     let tls = toml("tls = { verify = false }\n");
@@ -583,6 +638,16 @@ async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connect
     let reply = client.get("/").await;
     assert_eq!(reply.status, 502, "{}", reply.text());
     assert_eq!(b.hits(), hits, "a request reached the backend in the clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connection() {
+    turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nor_does_an_http2_clients_request_through_hypers_pool() {
+    turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@
 //! | `rondo_backend_up` | gauge (1 in rotation, else 0) | `upstream`, `backend` |
 //! | `rondo_backend_in_flight` | gauge | `upstream`, `backend` |
 //! | `rondo_circuit_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `upstream`, `backend` |
+//! | `rondo_backend_http2_connections` | gauge (HTTP/2 connections open to it) | `upstream`, `backend` |
+//! | `rondo_backend_http2_streams` | gauge (HTTP/2 streams open on them) | `upstream`, `backend` |
 //! | `rondo_retries_total` | counter | `upstream`, `reason` (see [`super::proxy_metrics`]) |
 //! | `rondo_backend_healthy` | gauge (1 when health checks call it up) | `upstream`, `backend` |
 //! | `rondo_backend_health_changed_timestamp_seconds` | gauge | `upstream`, `backend` |
@@ -107,6 +109,9 @@ pub fn encode(registry: &Registry) -> String {
 /// Reads one backend gauge's value.
 type GaugeFn = fn(&balance::Backend) -> i64;
 
+/// Picks one of a backend's HTTP/2 gauges from (connections, streams).
+type Http2GaugeFn = fn((u64, u64)) -> u64;
+
 /// Reads the upstreams' pools and recorders at scrape time.
 #[derive(Debug)]
 struct UpstreamCollector {
@@ -155,6 +160,29 @@ impl Collector for UpstreamCollector {
                     ];
                     ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
                 }
+            }
+        }
+        let http2: [(&str, &str, Http2GaugeFn); 2] = [
+            (
+                "rondo_backend_http2_connections",
+                "HTTP/2 connections open to the backend, over every worker.",
+                |(connections, _)| connections,
+            ),
+            (
+                "rondo_backend_http2_streams",
+                "HTTP/2 streams open to the backend: requests in flight on its connections.",
+                |(_, streams)| streams,
+            ),
+        ];
+        for (name, help, value) in http2 {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (u, b) in backends() {
+                let Some(r) = u.recorder().get(b.id()) else {
+                    continue;
+                };
+                let labels = [("upstream", u.name()), ("backend", b.id())];
+                let n = i64::try_from(value(r.http2.read())).unwrap_or(i64::MAX);
+                ConstGauge::new(n).encode(m.encode_family(&labels)?)?;
             }
         }
         {

@@ -179,6 +179,12 @@ pub struct BackendStats {
     /// Bytes relayed from it on TCP-mode connections.
     #[serde(default)]
     pub bytes_received: u64,
+    /// HTTP/2 connections open to it now (upstreams speaking `h2c`, `h2` or `auto`).
+    #[serde(default)]
+    pub http2_connections: u64,
+    /// HTTP/2 streams open to it now: requests in flight on those connections.
+    #[serde(default)]
+    pub http2_streams: u64,
     /// The last health check's result in words ("status 200", "timeout"); `None` before
     /// the first or with checks off.
     #[serde(default)]
@@ -276,6 +282,7 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
         _ => (0.0, 0.0, 0.0, 0.0, Vec::new()),
     };
     let (bytes_sent, bytes_received) = recorded.as_ref().map_or((0, 0), |r| r.bytes());
+    let (http2_connections, http2_streams) = recorded.as_ref().map_or((0, 0), |r| r.http2.read());
     BackendStats {
         id: b.id().to_owned(),
         address: b.address().to_string(),
@@ -307,6 +314,8 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
             .collect(),
         bytes_sent,
         bytes_received,
+        http2_connections,
+        http2_streams,
         last_check: checks.as_ref().and_then(|c| c.last_result()),
         last_check_ms: checks.and_then(|c| c.last_checked()).map(millis),
         health_changed_ms: u.events().health_changed(b.id()).map(millis),

@@ -56,11 +56,14 @@ impl Drop for Counted {
     }
 }
 
-/// What a pooled connection is found by: the backend's address and the TLS setup it speaks
-/// (the setup's address; 0 for plain TCP).
-type Key = (SocketAddr, usize);
+/// What a pooled backend connection is found by, in every pool of the worker (this one,
+/// hyper's HTTP/1.1 senders, HTTP/2 connections): the backend's address and the TLS setup it
+/// speaks (the setup's address; 0 for plain TCP), so two upstreams that reach one address
+/// with different TLS settings never share a connection.
+pub(crate) type Key = (SocketAddr, usize);
 
-fn key(addr: SocketAddr, tls: Option<&Arc<UpstreamTls>>) -> Key {
+/// The [`Key`] of connections to `addr` made with `tls`.
+pub(crate) fn key(addr: SocketAddr, tls: Option<&Arc<UpstreamTls>>) -> Key {
     (addr, tls.map_or(0, |t| Arc::as_ptr(t) as usize))
 }
 

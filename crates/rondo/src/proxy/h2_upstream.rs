@@ -22,19 +22,23 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::client::conn::http2::{Connection, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use super::connpool::Key;
 use super::h2::LocalExec;
 use super::h2_preface::{PrefaceSeen, PrefaceWatch};
 use super::replay::ReplayBody;
 use crate::config::H2Config;
 use crate::tls::BackendConn;
+use crate::upstream::recorder::BackendRecorder;
 
 /// A sender of requests on one HTTP/2 connection to a backend.
 pub(crate) type H2Sender = SendRequest<ReplayBody>;
@@ -44,23 +48,34 @@ type Driver = Pin<Box<Connection<TokioIo<PrefaceWatch<BackendConn>>, ReplayBody,
 
 /// What the pool and the connection's task share about one connection.
 struct Shared {
-    /// hyper's connection: polled by its task, asked for the backend's stream limit.
-    driver: RefCell<Driver>,
+    /// hyper's connection: polled by its task, asked for the backend's stream limit. Dropped
+    /// as soon as it ends: requests still queued for it then fail at once as not sent
+    /// (hyper cancels them) instead of waiting for an answer that cannot come.
+    driver: RefCell<Option<Driver>>,
     /// Streams in flight on it.
     active: Cell<usize>,
     /// The connection ended (closed, failed, or drained after GOAWAY).
     done: Cell<bool>,
     /// Whether the backend's SETTINGS arrived; told when the connection ends.
     preface: Rc<PrefaceSeen>,
+    /// The backend's gauges of connections and streams.
+    recorder: Arc<BackendRecorder>,
+    /// Counted in `recorder` as an open connection (from its SETTINGS until it ends).
+    counted: Cell<bool>,
+    /// A stream was claimed since the last sweep.
+    used: Cell<bool>,
+    /// Sweeps (one a second) in a row that found it without a stream.
+    idle_sweeps: Cell<u32>,
 }
 
 impl Shared {
     /// Streams the backend accepts at once on this connection.
     fn limit(&self) -> usize {
         // Never borrowed across an await: the task borrows only inside one `poll`.
-        self.driver
-            .try_borrow()
-            .map_or(1, |d| d.current_max_send_streams().max(1))
+        self.driver.try_borrow().map_or(1, |d| {
+            d.as_ref()
+                .map_or(1, |d| d.current_max_send_streams().max(1))
+        })
     }
 }
 
@@ -68,11 +83,25 @@ impl Shared {
 struct Conn {
     sender: H2Sender,
     shared: Rc<Shared>,
+    /// The upstream's `keepalive_timeout` in sweeps: idle that long, it is closed.
+    idle_limit: u32,
 }
 
 impl Conn {
     fn usable(&self) -> bool {
         !self.shared.done.get() && !self.sender.is_closed()
+    }
+
+    /// Counts one more sweep; false once it has been idle for more than `idle_limit` sweeps
+    /// (so for at least `keepalive_timeout`, at most a second more).
+    fn still_wanted(&self) -> bool {
+        let s = &self.shared;
+        if s.active.get() > 0 || s.used.replace(false) {
+            s.idle_sweeps.set(0);
+            return true;
+        }
+        s.idle_sweeps.set(s.idle_sweeps.get().saturating_add(1));
+        s.idle_sweeps.get() <= self.idle_limit
     }
 }
 
@@ -83,6 +112,12 @@ pub(crate) struct Stream(Rc<Shared>);
 impl Stream {
     fn claim(shared: &Rc<Shared>) -> Stream {
         shared.active.set(shared.active.get() + 1);
+        shared.used.set(true);
+        shared
+            .recorder
+            .http2
+            .streams
+            .fetch_add(1, Ordering::Relaxed);
         Stream(Rc::clone(shared))
     }
 }
@@ -90,6 +125,11 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get().saturating_sub(1));
+        self.0
+            .recorder
+            .http2
+            .streams
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -109,30 +149,30 @@ pub(crate) enum OpenError {
     Handshake(#[from] hyper::Error),
     /// The backend sent no SETTINGS frame in time: nothing was sent on the connection.
     #[error("the backend sent no HTTP/2 SETTINGS within {0:?}")]
-    Silent(std::time::Duration),
+    Silent(Duration),
     /// The backend closed the connection before its SETTINGS: nothing was sent on it.
     #[error("the backend closed the connection before its HTTP/2 SETTINGS")]
     Closed,
 }
 
-/// One worker's HTTP/2 connections, by backend address.
+/// One worker's HTTP/2 connections, by backend address and TLS setup.
 #[derive(Default)]
 pub(crate) struct H2Pool {
-    conns: RefCell<HashMap<SocketAddr, Vec<Conn>>>,
+    conns: RefCell<HashMap<Key, Vec<Conn>>>,
     /// Backends a connection is being opened to: a burst of requests waits for it rather
     /// than opening one connection each.
-    opening: RefCell<HashMap<SocketAddr, Rc<tokio::sync::Notify>>>,
+    opening: RefCell<HashMap<Key, Rc<tokio::sync::Notify>>>,
 }
 
 /// A connection being opened, announced until dropped (then its waiters look again).
 pub(crate) struct Opening<'p> {
     pool: &'p H2Pool,
-    addr: SocketAddr,
+    key: Key,
 }
 
 impl Drop for Opening<'_> {
     fn drop(&mut self) {
-        if let Some(notify) = self.pool.opening.borrow_mut().remove(&self.addr) {
+        if let Some(notify) = self.pool.opening.borrow_mut().remove(&self.key) {
             notify.notify_waiters();
         }
     }
@@ -147,16 +187,12 @@ impl std::fmt::Debug for H2Pool {
 }
 
 impl H2Pool {
-    /// A stream on a connection to `addr` with room for it; `None` when a new connection
+    /// A stream on a connection for `key` with room for it; `None` when a new connection
     /// should open (none has room and fewer than `max_connections` are open). At the cap,
     /// the least busy connection takes it.
-    pub(crate) fn claim(
-        &self,
-        addr: SocketAddr,
-        max_connections: usize,
-    ) -> Option<(H2Sender, Stream)> {
+    pub(crate) fn claim(&self, key: Key, max_connections: usize) -> Option<(H2Sender, Stream)> {
         let mut all = self.conns.borrow_mut();
-        let list = all.get_mut(&addr)?;
+        let list = all.get_mut(&key)?;
         list.retain(Conn::usable);
         let free = list
             .iter()
@@ -169,37 +205,37 @@ impl H2Pool {
         Some((conn.sender.clone(), Stream::claim(&conn.shared)))
     }
 
-    /// Waits (up to `limit`) for a connection to `addr` that another request is opening,
+    /// Waits (up to `limit`) for a connection for `key` that another request is opening,
     /// if one is (`true`: [`H2Pool::claim`] again).
-    pub(crate) async fn wait_for_opening(
-        &self,
-        addr: SocketAddr,
-        limit: std::time::Duration,
-    ) -> bool {
-        let Some(notify) = self.opening.borrow().get(&addr).cloned() else {
+    pub(crate) async fn wait_for_opening(&self, key: Key, limit: Duration) -> bool {
+        let Some(notify) = self.opening.borrow().get(&key).cloned() else {
             return false;
         };
         let _ = tokio::time::timeout(limit, notify.notified()).await;
         true
     }
 
-    /// Announces that a connection to `addr` is being opened (see [`H2Pool::wait_for_opening`]).
-    pub(crate) fn opening(&self, addr: SocketAddr) -> Opening<'_> {
+    /// Announces that a connection for `key` is being opened (see
+    /// [`H2Pool::wait_for_opening`]).
+    pub(crate) fn opening(&self, key: Key) -> Opening<'_> {
         self.opening
             .borrow_mut()
-            .entry(addr)
+            .entry(key)
             .or_insert_with(|| Rc::new(tokio::sync::Notify::new()));
-        Opening { pool: self, addr }
+        Opening { pool: self, key }
     }
 
-    /// Starts HTTP/2 on a new connection to `addr`, waits up to `wait` for the backend's
-    /// SETTINGS, then adds it to the pool and claims its first stream.
+    /// Starts HTTP/2 on a new connection for `key`, waits up to `wait` for the backend's
+    /// SETTINGS, then adds it to the pool and claims its first stream; `recorder` counts its
+    /// connections and streams. Without a stream for `keep_idle`, the pool closes it.
     pub(crate) async fn open(
         &self,
-        addr: SocketAddr,
+        key: Key,
         io: BackendConn,
         settings: H2Config,
-        wait: std::time::Duration,
+        wait: Duration,
+        keep_idle: Duration,
+        recorder: Arc<BackendRecorder>,
     ) -> Result<(H2Sender, Stream), OpenError> {
         let mut builder = hyper::client::conn::http2::Builder::new(LocalExec);
         builder.timer(TokioTimer::new());
@@ -213,10 +249,14 @@ impl H2Pool {
         let watched = PrefaceWatch::new(io, Rc::clone(&preface));
         let (sender, conn) = builder.handshake(TokioIo::new(watched)).await?;
         let shared = Rc::new(Shared {
-            driver: RefCell::new(Box::pin(conn)),
+            driver: RefCell::new(Some(Box::pin(conn))),
             active: Cell::new(0),
             done: Cell::new(false),
             preface: Rc::clone(&preface),
+            recorder,
+            counted: Cell::new(false),
+            used: Cell::new(false),
+            idle_sweeps: Cell::new(0),
         });
         tokio::task::spawn_local(Drive(Rc::clone(&shared)));
         let _ = tokio::time::timeout(wait, preface.wait()).await;
@@ -228,19 +268,28 @@ impl H2Pool {
                 OpenError::Silent(wait)
             });
         }
+        shared
+            .recorder
+            .http2
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        shared.counted.set(true);
         let stream = Stream::claim(&shared);
-        self.conns.borrow_mut().entry(addr).or_default().push(Conn {
+        self.conns.borrow_mut().entry(key).or_default().push(Conn {
             sender: sender.clone(),
             shared,
+            idle_limit: u32::try_from(keep_idle.as_secs().max(1)).unwrap_or(u32::MAX),
         });
         Ok((sender, stream))
     }
 
-    /// Forgets connections that ended.
+    /// Forgets connections that ended, and closes those idle for their upstream's
+    /// `keepalive_timeout` (dropping the pool's sender ends the connection once no request
+    /// holds one). Called once a second.
     pub(crate) fn sweep(&self) {
         let mut all = self.conns.borrow_mut();
         for list in all.values_mut() {
-            list.retain(Conn::usable);
+            list.retain(|c| c.usable() && c.still_wanted());
         }
         all.retain(|_, list| !list.is_empty());
     }
@@ -254,7 +303,14 @@ impl Future for Drive {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let ended = match self.0.driver.try_borrow_mut() {
-            Ok(mut driver) => driver.as_mut().poll(cx).is_ready(),
+            Ok(mut slot) => match slot.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Pending) => false,
+                // Dropped here: what is still queued for it is cancelled (see `driver`).
+                Some(Poll::Ready(_)) | None => {
+                    *slot = None;
+                    true
+                }
+            },
             // Not reachable on one thread; try again rather than stall.
             Err(_) => {
                 cx.waker().wake_by_ref();
@@ -264,6 +320,10 @@ impl Future for Drive {
         if ended {
             self.0.done.set(true);
             self.0.preface.give_up();
+            if self.0.counted.replace(false) {
+                let gauge = &self.0.recorder.http2.connections;
+                gauge.fetch_sub(1, Ordering::Relaxed);
+            }
             Poll::Ready(())
         } else {
             Poll::Pending

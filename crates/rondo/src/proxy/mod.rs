@@ -126,8 +126,9 @@ pub(crate) struct Worker {
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
-    /// HTTP/1.1 backend connections of requests served by hyper, by address.
-    h1_senders: RefCell<std::collections::HashMap<SocketAddr, Vec<relay::H1Sender>>>,
+    /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup,
+    /// each with the moment its `keepalive_timeout` runs out.
+    h1_senders: RefCell<std::collections::HashMap<connpool::Key, Vec<IdleSender>>>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
@@ -195,24 +196,42 @@ impl Worker {
             .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
     }
 
-    /// A ready HTTP/1.1 connection (of requests served by hyper) to `addr`; closed ones are
+    /// A ready HTTP/1.1 connection (of requests served by hyper) for `key`; closed ones are
     /// dropped, busy ones kept.
-    fn take_h1_sender(&self, addr: SocketAddr) -> Option<relay::H1Sender> {
+    fn take_h1_sender(&self, key: connpool::Key) -> Option<relay::H1Sender> {
         let mut all = self.h1_senders.borrow_mut();
-        let list = all.get_mut(&addr)?;
-        list.retain(|s| !s.is_closed());
-        let ready = list.iter().position(|s| s.is_ready())?;
-        Some(list.swap_remove(ready))
+        let list = all.get_mut(&key)?;
+        list.retain(|s| !s.sender.is_closed());
+        let ready = list.iter().position(|s| s.sender.is_ready())?;
+        Some(list.swap_remove(ready).sender)
     }
 
     /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
-    /// per backend.
-    fn put_h1_sender(&self, addr: SocketAddr, sender: relay::H1Sender, max: usize) {
+    /// per backend, for `keep_idle` (the upstream's `keepalive_timeout`).
+    fn put_h1_sender(
+        &self,
+        key: connpool::Key,
+        sender: relay::H1Sender,
+        max: usize,
+        keep_idle: Duration,
+    ) {
         let mut all = self.h1_senders.borrow_mut();
-        let list = all.entry(addr).or_default();
+        let list = all.entry(key).or_default();
         if list.len() < max {
-            list.push(sender);
+            let until = tokio::time::Instant::now() + keep_idle;
+            list.push(IdleSender { sender, until });
         }
+    }
+
+    /// Closes the hyper-path HTTP/1.1 connections idle past their `keepalive_timeout`, and
+    /// forgets closed ones. Called once a second.
+    fn sweep_h1_senders(&self) {
+        let now = tokio::time::Instant::now();
+        let mut all = self.h1_senders.borrow_mut();
+        for list in all.values_mut() {
+            list.retain(|s| !s.sender.is_closed() && s.until > now);
+        }
+        all.retain(|_, list| !list.is_empty());
     }
 
     /// Marks a connection busy until the guard drops.
@@ -228,6 +247,12 @@ impl Worker {
             spare.push(buf);
         }
     }
+}
+
+/// An idle HTTP/1.1 backend connection of the hyper path, kept until `until`.
+struct IdleSender {
+    sender: relay::H1Sender,
+    until: tokio::time::Instant,
 }
 
 /// A connection counted as busy by its worker (see [`Worker::busy`]).
@@ -308,7 +333,8 @@ impl Frontend {
     }
 }
 
-/// One accepted connection.
+/// One accepted connection, counted against its listener while it lives (the task of every
+/// client connection runs this).
 ///
 /// Plain HTTP/1.1, the common case, runs inline in the connection's task; every other path
 /// is boxed, so an idle keep-alive connection does not carry the size of the largest one
@@ -320,11 +346,16 @@ async fn serve_connection(
     worker: Rc<Worker>,
     stop: watch::Receiver<bool>,
 ) {
+    let Some(_open) = admit(&frontend, &worker) else {
+        return;
+    };
+    let _counted = frontend.reports[0].listener.connection();
     let _ = stream.set_nodelay(true);
     let plain_http1 = frontend.tls.is_none()
         && matches!(frontend.config.mode, ListenerMode::Http)
         && !frontend.config.redirect_https
         && !frontend.speaks_http2_upstream();
+    let frontend = Arc::clone(&frontend);
     if plain_http1 {
         h1::serve(stream, peer, frontend, worker, stop).await;
     } else {
@@ -463,11 +494,7 @@ pub(crate) fn run_worker(
                             Ok((stream, peer)) => {
                                 worker.idle.accepted();
                                 let (frontend, worker, stop) = (Arc::clone(&frontend), Rc::clone(&worker), for_connections.clone());
-                                tokio::task::spawn_local(async move {
-                                    let Some(_open) = admit(&frontend, &worker) else { return };
-                                    let _counted = frontend.reports[0].listener.connection();
-                                    serve_connection(stream, peer, Arc::clone(&frontend), worker, stop).await;
-                                });
+                                tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker, stop));
                             }
                             Err(e) if forward::is_local(&e) => {
                                 frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -491,6 +518,7 @@ pub(crate) fn run_worker(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 sweeper.conns.sweep();
                 sweeper.h2.sweep();
+                sweeper.sweep_h1_senders();
             }
         });
         let mut until_stop = stop.clone();

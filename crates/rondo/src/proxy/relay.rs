@@ -10,7 +10,6 @@
 //! with a status alone, retried on `grpc_retry_on` when their method is listed in
 //! `grpc_idempotent`, bounded by their `grpc-timeout`, and get gRPC errors from rondo.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, timeout};
 
 use super::affinity::{self, RequestParts};
+use super::connpool;
 use super::forward::{
     Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError, Verdict,
 };
@@ -189,7 +189,8 @@ struct Pending {
     /// An HTTP/1.1 connection goes back to the pool; an HTTP/2 stream stays counted until
     /// the body ends.
     sender: Sender,
-    addr: SocketAddr,
+    /// The pool it goes back to.
+    key: connpool::Key,
     /// The `grpc-status` of a gRPC response that carried it in its head (no body follows).
     grpc_status: Option<u8>,
 }
@@ -226,9 +227,11 @@ impl RelayExchange<'_> {
     /// so, or ALPN chose it). `true` when it was already open.
     async fn connection(
         &mut self,
-        addr: SocketAddr,
+        backend: &Backend,
+        key: connpool::Key,
         cfg: &UpstreamConfig,
     ) -> Result<(Sender, bool), Failure> {
+        let addr = backend.address();
         let tls = self.upstream.tls();
         let counters = &self.report.upstream;
         let count = |c: &std::sync::atomic::AtomicU64| {
@@ -237,9 +240,9 @@ impl RelayExchange<'_> {
         let h2_pool = &self.worker.h2;
         let may_h2 = cfg.protocol.may_use_h2(tls.is_some());
         if may_h2 {
-            let mut claimed = h2_pool.claim(addr, cfg.h2.max_connections);
-            if claimed.is_none() && h2_pool.wait_for_opening(addr, cfg.connect_timeout).await {
-                claimed = h2_pool.claim(addr, cfg.h2.max_connections);
+            let mut claimed = h2_pool.claim(key, cfg.h2.max_connections);
+            if claimed.is_none() && h2_pool.wait_for_opening(key, cfg.connect_timeout).await {
+                claimed = h2_pool.claim(key, cfg.h2.max_connections);
             }
             if let Some((sender, stream)) = claimed {
                 count(&counters.pool_reused);
@@ -249,7 +252,7 @@ impl RelayExchange<'_> {
         }
         if cfg.protocol != UpstreamProtocol::H2c
             && cfg.protocol != UpstreamProtocol::H2
-            && let Some(sender) = self.worker.take_h1_sender(addr)
+            && let Some(sender) = self.worker.take_h1_sender(key)
         {
             count(&counters.pool_reused);
             self.connect_time = Some(Duration::ZERO);
@@ -257,7 +260,7 @@ impl RelayExchange<'_> {
         }
         count(&counters.pool_opened);
         // Requests that find no room meanwhile wait for this connection.
-        let _opening = may_h2.then(|| h2_pool.opening(addr));
+        let _opening = may_h2.then(|| h2_pool.opening(key));
         let started = Instant::now();
         let alpn = match (cfg.protocol, tls.is_some()) {
             (UpstreamProtocol::H2, _) => BackendAlpn::H2,
@@ -287,10 +290,11 @@ impl RelayExchange<'_> {
         };
         let sender = if h2 {
             let wait = limit.saturating_sub(started.elapsed());
+            let recorder = self.upstream.recorder().backend(backend.id());
             let (sender, stream) = self
                 .worker
                 .h2
-                .open(addr, conn, cfg.h2, wait)
+                .open(key, conn, cfg.h2, wait, cfg.keepalive_timeout, recorder)
                 .await
                 .map_err(|e| match e {
                     OpenError::Handshake(e) => handshake_failed(e),
@@ -332,8 +336,9 @@ impl Exchange for RelayExchange<'_> {
         if limit.is_zero() {
             return Err(SendError::Backend(Failure::timed_out(addr, limit)));
         }
+        let key = connpool::key(addr, self.upstream.tls().as_ref());
         let (sender, reused) = self
-            .connection(addr, cfg)
+            .connection(backend, key, cfg)
             .await
             .map_err(SendError::Backend)?;
         if !self.body.can_replay() {
@@ -375,7 +380,7 @@ impl Exchange for RelayExchange<'_> {
                 self.pending = Some(Pending {
                     response,
                     sender,
-                    addr,
+                    key,
                     grpc_status,
                 });
                 Ok(status)
@@ -420,7 +425,7 @@ impl Exchange for RelayExchange<'_> {
         let Some(Pending {
             mut response,
             sender,
-            addr,
+            key,
             ..
         }) = self.pending.take()
         else {
@@ -436,7 +441,8 @@ impl Exchange for RelayExchange<'_> {
         };
         let stream = match sender {
             Sender::H1(sender) => {
-                self.worker.put_h1_sender(addr, sender, cfg.keepalive);
+                self.worker
+                    .put_h1_sender(key, sender, cfg.keepalive, cfg.keepalive_timeout);
                 None
             }
             Sender::H2(_, stream) => Some(stream),

@@ -162,9 +162,31 @@ pub fn quantile_of(counts: &[u64], q: f64) -> Duration {
     Duration::ZERO
 }
 
+/// HTTP/2 connections and streams open to one backend now, over every worker (each worker
+/// has its own connections; these sum them for the admin API and metrics).
+#[derive(Debug, Default)]
+pub struct Http2Gauges {
+    /// Connections open (from the backend's SETTINGS until the connection ends).
+    pub connections: AtomicU64,
+    /// Streams open on them (a request until its response body ends).
+    pub streams: AtomicU64,
+}
+
+impl Http2Gauges {
+    /// (connections, streams) now.
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.connections.load(Ordering::Relaxed),
+            self.streams.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// What one backend recorded.
 #[derive(Debug)]
 pub struct BackendRecorder {
+    /// Its HTTP/2 connections and streams now.
+    pub http2: Http2Gauges,
     codes: Box<[AtomicU64]>,
     /// Latency of every finished attempt.
     pub latency: Histogram,
@@ -177,6 +199,7 @@ pub struct BackendRecorder {
 impl Default for BackendRecorder {
     fn default() -> BackendRecorder {
         BackendRecorder {
+            http2: Http2Gauges::default(),
             codes: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
             latency: Histogram::default(),
             bytes_sent: AtomicU64::new(0),

@@ -469,3 +469,27 @@ pub fn config_text(backends: &[(&Backend, f64)], upstream_extra: &str, extra: &s
         list.join("\n")
     )
 }
+
+/// A GET over one keep-alive client connection, HTTP/1.1 (rondo's own path) or HTTP/2
+/// (hyper's, with its own backend pools).
+pub enum KeptClient {
+    Http1(Client),
+    Http2(H2Client),
+}
+
+impl KeptClient {
+    pub async fn connect(addr: SocketAddr, http2: bool) -> KeptClient {
+        if http2 {
+            KeptClient::Http2(H2Client::connect(addr).await)
+        } else {
+            KeptClient::Http1(Client::connect(addr).await)
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        match self {
+            KeptClient::Http1(c) => c.get(path).await,
+            KeptClient::Http2(c) => c.send("GET", path, b"").await,
+        }
+    }
+}
