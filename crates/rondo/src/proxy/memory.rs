@@ -287,12 +287,16 @@ fn vm_rss(status: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn limit_of(max: u64) -> MemoryLimit {
+        MemoryLimit {
+            max: Some(max),
+            ..MemoryLimit::default()
+        }
+    }
+
     #[test]
     fn over_past_the_limit_and_under_again_below_ninety_percent() {
-        let limit = MemoryLimit {
-            max: Some(1000),
-            ..MemoryLimit::default()
-        };
+        let limit = limit_of(1000);
         assert_eq!(limit.update(1000), None, "at the limit is not over it");
         assert!(!limit.over());
         assert_eq!(limit.update(1001), Some(Change::Over { critical: false }));
@@ -306,10 +310,7 @@ mod tests {
 
     #[test]
     fn past_a_quarter_over_the_limit_new_connections_are_closed() {
-        let limit = MemoryLimit {
-            max: Some(1000),
-            ..MemoryLimit::default()
-        };
+        let limit = limit_of(1000);
         assert_eq!(floor(1000), 1250);
         assert_eq!(limit.update(1251), Some(Change::Over { critical: true }));
         assert_eq!(limit.pressure(), Pressure::Critical);
@@ -339,10 +340,7 @@ mod tests {
 
     #[test]
     fn each_episode_logs_its_own_first_refusals() {
-        let limit = MemoryLimit {
-            max: Some(1000),
-            ..MemoryLimit::default()
-        };
+        let limit = limit_of(1000);
         limit.update(1001);
         assert!(limit.refuse() && limit.refuse() && !limit.refuse());
         limit.update(10);
