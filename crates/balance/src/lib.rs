@@ -77,7 +77,8 @@ pub use picker::{
     MIN_SKIPS, PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,
 };
 pub use pool::{
-    Event, IgnoreEvents, Lease, Mode, Observer, Outcome, Pool, PoolConfig, Snapshot, StartPosition,
+    Deferred, Event, IgnoreEvents, Lease, Mode, Observer, Outcome, Pool, PoolConfig, Snapshot,
+    StartPosition,
 };
 pub use slow_start::{STEPS as SLOW_START_STEPS, SlowStartConfig};
 pub use stats::{DEFAULT_RTT, PEAK_EWMA_DECAY, Stats, StatsSnapshot, WINDOW};

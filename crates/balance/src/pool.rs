@@ -648,11 +648,30 @@ impl Pool {
         self.snapshot.store(Arc::new(snap));
     }
 
+    /// Gives the outcome of a request whose lease was [deferred](Lease::defer): recorded and
+    /// counted for or against the backend as [`Lease::finish`] would have, with the latency
+    /// measured when the lease ended.
+    pub fn judge(&self, mut deferred: Deferred, outcome: Outcome, now: Timestamp) {
+        deferred.judged = true;
+        let backend = &deferred.backend;
+        backend
+            .stats
+            .record(outcome == Outcome::Success, deferred.latency, now);
+        self.judge_outcome(backend, outcome, now);
+    }
+
     /// Records the end of a request (see [`Lease::finish`]).
     fn finish(&self, backend: &Backend, outcome: Outcome, latency: Duration, now: Timestamp) {
-        let success = outcome == Outcome::Success;
-        backend.stats.record(success, latency, now);
+        backend
+            .stats
+            .record(outcome == Outcome::Success, latency, now);
         backend.stats.end();
+        self.judge_outcome(backend, outcome, now);
+    }
+
+    /// Feeds a request's outcome to the backend's breaker and passive ejection.
+    fn judge_outcome(&self, backend: &Backend, outcome: Outcome, now: Timestamp) {
+        let success = outcome == Outcome::Success;
         let snap = self.snapshot.load();
         let mut events = [None, None];
         if success {
@@ -742,6 +761,54 @@ impl Lease<'_> {
     pub fn finish(mut self, outcome: Outcome, latency: Duration, now: Timestamp) {
         self.done = true;
         self.pool.finish(&self.backend, outcome, latency, now);
+    }
+
+    /// Ends the request now (it no longer counts as in flight) and leaves its outcome for
+    /// later: a gRPC call answers HTTP 200 and says whether it failed only in the trailers
+    /// that end its response body, long after the response went on its way. Give the
+    /// outcome with [`Pool::judge`]; a [`Deferred`] dropped unjudged counts neither way.
+    pub fn defer(mut self, latency: Duration) -> Deferred {
+        self.done = true;
+        self.backend.stats.end();
+        Deferred {
+            backend: Arc::clone(&self.backend),
+            latency,
+            probe: self.probe,
+            judged: false,
+        }
+    }
+}
+
+/// A request that ended without its outcome (see [`Lease::defer`]).
+pub struct Deferred {
+    backend: Arc<Backend>,
+    latency: Duration,
+    probe: bool,
+    judged: bool,
+}
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deferred")
+            .field("backend", &self.backend.id())
+            .field("probe", &self.probe)
+            .finish()
+    }
+}
+
+impl Deferred {
+    /// The backend the request went to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        // A half-open breaker's probe that never got its outcome hands its slot back.
+        if !self.judged && self.probe {
+            self.backend.breaker.cancel_probe();
+        }
     }
 }
 

@@ -110,6 +110,61 @@ fn breaker_opens_after_consecutive_failures_and_recovers_through_one_probe() {
 }
 
 #[test]
+fn deferred_outcomes_count_like_finished_ones_once_judged() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    // Five calls to backend 1 end with their outcome deferred (a gRPC status comes in the
+    // trailers); in flight no more at once, and judged failures open the breaker as five
+    // failed finishes would.
+    let mut deferred = Vec::new();
+    while deferred.len() < 5 {
+        let lease = pool.pick(secs(1), |_| true).expect("a backend");
+        if index(&lease) == 1 {
+            deferred.push(lease.defer(ms(3)));
+            assert_eq!(pool.snapshot().backends()[1].in_flight(), 0);
+        } else {
+            lease.finish(Outcome::Success, ms(1), secs(1));
+        }
+    }
+    let b1 = Arc::clone(&pool.snapshot().backends()[1]);
+    assert_eq!(b1.stats().snapshot(secs(1)).failures, 0, "no outcome yet");
+    assert_eq!(b1.breaker_state(), BreakerState::Closed);
+    for d in deferred {
+        pool.judge(d, Outcome::ServerError, secs(2));
+    }
+    assert_eq!(b1.breaker_state(), BreakerState::Open);
+    let stats = b1.stats().snapshot(secs(2));
+    assert_eq!((stats.successes, stats.failures), (0, 5));
+    assert_eq!(
+        stats.ewma,
+        ms(3),
+        "the latency measured when the lease ended"
+    );
+}
+
+#[test]
+fn a_deferred_probe_closes_the_breaker_when_judged_a_success_and_hands_its_slot_back_if_dropped() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1]), secs(0)).unwrap();
+    fail_on(&pool, 0, 5, secs(1));
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Open
+    );
+    pool.refresh(secs(61));
+    // The half-open breaker's one probe is deferred and dropped unjudged (the client went
+    // away): the slot comes back, and the next probe may go.
+    let probe = pool.pick(secs(61), |_| true).expect("the probe");
+    assert!(probe.is_probe());
+    drop(probe.defer(ms(1)));
+    let probe = pool.pick(secs(61), |_| true).expect("the probe again");
+    assert!(probe.is_probe());
+    pool.judge(probe.defer(ms(1)), Outcome::Success, secs(62));
+    assert_eq!(
+        pool.snapshot().backends()[0].breaker_state(),
+        BreakerState::Closed
+    );
+}
+
+#[test]
 fn a_failed_probe_reopens_the_breaker_for_another_pause() {
     let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
     fail_on(&pool, 0, 5, secs(0));

@@ -75,6 +75,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
 /// [`run`] with reload options.
 pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
+    // Stamped before the file is read: a change made while the proxy starts is one the
+    // running configuration may not have, so `--watch` must see it.
+    let stamped = options.watch.then(|| stamp(path));
     let config = config::load(path)?;
     let running = runtime::start(&config).context("starting the proxy")?;
     for (name, addr) in running.addrs() {
@@ -98,7 +101,7 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
     }
-    let signal = rt.block_on(wait_for_signal(signals, path, &running, options.watch));
+    let signal = rt.block_on(wait_for_signal(signals, path, &running, stamped));
     if let Some(pid_file) = &options.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
@@ -184,14 +187,15 @@ fn stamp(path: &Path) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-/// Waits for SIGTERM or SIGINT and names it; reloads on SIGHUP and, with `watch`, when the
-/// file changes.
+/// Waits for SIGTERM or SIGINT and names it; reloads on SIGHUP and, with `--watch` (`watched`
+/// holds the files' stamp from before the configuration was read), when the files change.
 async fn wait_for_signal(
     signals: Signals,
     path: &Path,
     running: &runtime::Running,
-    watch: bool,
+    watched: Option<Vec<Option<(SystemTime, u64)>>>,
 ) -> anyhow::Result<&'static str> {
+    let watch = watched.is_some();
     let Signals {
         mut term,
         mut int,
@@ -199,7 +203,7 @@ async fn wait_for_signal(
     } = signals;
     let mut poll = tokio::time::interval(WATCH_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut seen = stamp(path);
+    let mut seen = watched.unwrap_or_default();
     let mut pending = None;
     loop {
         tokio::select! {

@@ -192,9 +192,7 @@ async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     // The admin API, the metrics and the dashboard count them: 30 streams on every
     // connection the backend accepted.
     let admin = proxy.admin_addr();
-    let stats: serde_json::Value =
-        serde_json::from_str(&get(admin, "/api/v1/stats").await.text()).unwrap();
-    let g1 = &stats["upstreams"][0]["backends"][0];
+    let g1 = backend_stats(&proxy, "g1").await;
     assert_eq!(g1["http2_streams"], 30, "{g1}");
     assert_eq!(g1["http2_connections"], b.connections(), "{g1}");
     let labels = [("upstream", "app"), ("backend", "g1")];
@@ -301,8 +299,8 @@ async fn a_backend_that_accepts_but_sends_no_settings_gets_no_call_and_costs_non
     );
 }
 
-/// HTTP/2 connections to `id` open now, as the admin API reports them.
-async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
+/// Backend `id` of upstream `app` as the admin API reports it now.
+async fn backend_stats(proxy: &Proxy, id: &str) -> serde_json::Value {
     let stats: serde_json::Value =
         serde_json::from_str(&get(proxy.admin_addr(), "/api/v1/stats").await.text()).unwrap();
     stats["upstreams"][0]["backends"]
@@ -310,7 +308,14 @@ async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
         .unwrap()
         .iter()
         .find(|b| b["id"] == id)
-        .and_then(|b| b["http2_connections"].as_u64())
+        .cloned()
+        .unwrap()
+}
+
+/// HTTP/2 connections to `id` open now, as the admin API reports them.
+async fn http2_connections(proxy: &Proxy, id: &str) -> u64 {
+    backend_stats(proxy, id).await["http2_connections"]
+        .as_u64()
         .unwrap()
 }
 
@@ -336,6 +341,97 @@ async fn an_idle_http2_connection_to_a_backend_closes_after_keepalive_timeout() 
     .await;
     say(&mut grpc, "again").await.unwrap();
     assert_eq!(b.connections(), 2);
+}
+
+/// An h2c gRPC server that answers every call with one reply message and then
+/// `grpc-status` 14 (UNAVAILABLE) in the trailers: a call that fails after it started
+/// streaming, which only the trailers tell. Returns its address and the calls it answered.
+async fn fails_in_trailers() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counted = std::sync::Arc::clone(&counted);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let reply = grpc_backend::EchoReply {
+                        text: "partial".into(),
+                        backend: "trailers".into(),
+                    }
+                    .encode_to_vec();
+                    let mut framed = vec![0u8];
+                    framed.extend_from_slice(&u32::try_from(reply.len()).unwrap().to_be_bytes());
+                    framed.extend_from_slice(&reply);
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+                    let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+                        Ok(Frame::data(bytes::Bytes::from(framed))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(StreamBody::new(futures_util::stream::iter(frames)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+            });
+        }
+    });
+    (addr, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_in_the_trailers_counts_for_the_breaker() {
+    let good = GrpcBackend::start("g1", None).await;
+    let (bad, bad_calls) = fails_in_trailers().await;
+    let upstream = UpstreamBuilder::new("app")
+        .backend("g1", good.addr(), 1.0)
+        .backend("bad", bad, 1.0)
+        .set("protocol", "h2c")
+        .set("max_fails", 0)
+        .circuit_breaker(Section::new().set("failure_threshold", 3))
+        .health_check(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    let mut grpc = client(web(&proxy)).await;
+    // Round robin: every other call reaches `bad`, which answers a reply and then
+    // UNAVAILABLE in its trailers; the client sees the failure, and so does the breaker.
+    let mut failed = 0;
+    for i in 0..6 {
+        match say(&mut grpc, &format!("{i}")).await {
+            Ok(reply) => assert_eq!(reply.backend, "g1"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 3);
+    assert_eq!(bad_calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let bad_stats = backend_stats(&proxy, "bad").await;
+    assert_eq!(bad_stats["breaker"], "open", "{bad_stats}");
+    assert_eq!(bad_stats["failed_requests"], 3, "{bad_stats}");
+    // Open, it takes no call.
+    for i in 0..4 {
+        let reply = say(&mut grpc, &format!("after {i}")).await.unwrap();
+        assert_eq!(reply.backend, "g1");
+    }
+    assert_eq!(bad_calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

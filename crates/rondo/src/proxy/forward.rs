@@ -36,7 +36,7 @@
 
 use std::time::Duration;
 
-use balance::{Backend, Lease, Mode, Outcome};
+use balance::{Backend, Deferred, Lease, Mode, Outcome};
 use tokio::time::{Instant, timeout_at};
 
 use super::affinity::{self, Affinity};
@@ -186,6 +186,9 @@ pub(crate) struct Delivered<T> {
     pub(crate) backend_ok: bool,
     /// Bytes written to the client (head and body) as far as the protocol path knows.
     pub(crate) bytes_sent: u64,
+    /// The response's outcome is known only at the end of its body (a gRPC status in the
+    /// trailers): the policy hands the request over with [`Exchange::judge_later`].
+    pub(crate) verdict_in_body: bool,
 }
 
 /// What the access log records of the request itself.
@@ -242,6 +245,13 @@ pub(crate) trait Exchange {
     /// before the first attempt; this is asked each time a retry is considered.
     fn can_replay(&self) -> bool {
         true
+    }
+
+    /// Takes a delivered request whose outcome its response body will tell
+    /// ([`Delivered::verdict_in_body`]); the exchange judges it with [`balance::Pool::judge`]
+    /// when the body ends. Dropped unjudged, it counts neither way.
+    fn judge_later(&mut self, deferred: Deferred) {
+        drop(deferred);
     }
 
     /// What the response whose head [`Exchange::send`] read says about the backend, and
@@ -522,7 +532,12 @@ pub(crate) async fn forward<E: Exchange>(
                     .bytes_out
                     .fetch_add(delivered.bytes_sent, std::sync::atomic::Ordering::Relaxed);
                 let backend = std::sync::Arc::clone(lease.backend());
-                settle(upstream, lease, outcome, latency);
+                if delivered.verdict_in_body && outcome == Outcome::Success {
+                    exchange.judge_later(lease.defer(latency));
+                    upstream.queue().release();
+                } else {
+                    settle(upstream, lease, outcome, latency);
+                }
                 let ended = Ended {
                     upstream: &cfg.name,
                     tried: tried.as_deref(),

@@ -497,6 +497,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 output: Next::Close,
                 backend_ok: true,
                 bytes_sent: 0,
+                verdict_in_body: false,
             };
         };
         if self.response_rules.iter().any(|r| !r.is_empty()) {
@@ -552,6 +553,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 output: Next::Close,
                 backend_ok,
                 bytes_sent,
+                verdict_in_body: false,
             };
         }
         if done && response.reusable && resp.is_empty() && cfg.keepalive > 0 {
@@ -574,6 +576,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             output,
             backend_ok,
             bytes_sent,
+            verdict_in_body: false,
         }
     }
 

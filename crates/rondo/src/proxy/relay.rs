@@ -6,14 +6,18 @@
 //!
 //! The request body is a [`Replay`]: streamed as it arrives and kept up to
 //! `retry_body_limit`, so a failed attempt can be replayed on another backend. gRPC calls
-//! (`content-type: application/grpc`) are judged by `grpc-status` when the backend answers
-//! with a status alone, retried on `grpc_retry_on` when their method is listed in
+//! (`content-type: application/grpc`) are judged by `grpc-status`: from the head when the
+//! backend answers with a status alone, else from the trailers that end the body (the
+//! request's outcome is deferred until then, see [`LateVerdict`]); retried on `grpc_retry_on` when their method is listed in
 //! `grpc_idempotent`, bounded by their `grpc-timeout`, and get gRPC errors from rondo.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use balance::{Backend, Outcome};
+use balance::{Backend, Deferred, Outcome};
 use http::header::{self, HeaderValue};
 use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -45,11 +49,37 @@ pub(crate) type H1Sender = http1::SendRequest<ReplayBody>;
 pub(crate) type ClientBody = Either<Tracked, Own>;
 
 /// A backend's response body, holding its HTTP/2 stream's place on the connection until
-/// the body ends or is dropped.
+/// the body ends or is dropped, and judging a gRPC call by the status in its trailers.
 #[derive(Debug)]
 pub(crate) struct Tracked {
     body: Incoming,
     _stream: Option<Stream>,
+    verdict: Option<Rc<LateVerdict>>,
+}
+
+/// A gRPC call whose status comes in its response's trailers: the forwarding policy hands
+/// the request over when the response goes out ([`Exchange::judge_later`]), the body
+/// judges it when it ends. Dropped unjudged (the client went away), it counts neither way.
+pub(crate) struct LateVerdict {
+    upstream: Arc<Upstream>,
+    deferred: Cell<Option<Deferred>>,
+}
+
+impl std::fmt::Debug for LateVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateVerdict")
+            .field("upstream", &self.upstream.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LateVerdict {
+    fn judge(&self, outcome: Outcome) {
+        if let Some(deferred) = self.deferred.take() {
+            let now = self.upstream.clock().now();
+            self.upstream.pool().judge(deferred, outcome, now);
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -60,7 +90,29 @@ impl Body for Tracked {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(verdict) = &self.verdict {
+            let outcome = match &polled {
+                Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
+                    let code =
+                        crate::grpc::parse_status(t.get("grpc-status").map(|v| v.as_bytes()));
+                    // A call that ends without a status failed (gRPC: INTERNAL).
+                    match code {
+                        Some(c) if !crate::grpc::is_backend_failure(c) => Outcome::Success,
+                        _ => Outcome::ServerError,
+                    }
+                }),
+                // The body ended without trailers: no status, a failed call.
+                Poll::Ready(None) => Some(Outcome::ServerError),
+                Poll::Ready(Some(Err(_))) => Some(Outcome::TransportError),
+                Poll::Pending => None,
+            };
+            if let Some(outcome) = outcome {
+                verdict.judge(outcome);
+                self.verdict = None;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -179,6 +231,7 @@ pub(crate) async fn forward(
         ],
         vars,
         connect_time: None,
+        late: None,
     };
     super::forward::forward(&upstream, facts, origin, &mut exchange).await
 }
@@ -199,7 +252,7 @@ struct Pending {
 struct RelayExchange<'a> {
     worker: &'a Worker,
     /// Where new backend connections get their TLS settings and protocol.
-    upstream: &'a Upstream,
+    upstream: &'a Arc<Upstream>,
     /// Where pool use is counted.
     report: &'a super::forward::Report,
     /// The head to send (rewritten for the backend, as HTTP/1.1).
@@ -219,6 +272,8 @@ struct RelayExchange<'a> {
     response_rules: [&'a HeaderRules; 2],
     vars: Vars<'a>,
     connect_time: Option<Duration>,
+    /// The delivered gRPC call's verdict, waiting for the request from the policy.
+    late: Option<Rc<LateVerdict>>,
 }
 
 impl RelayExchange<'_> {
@@ -426,7 +481,7 @@ impl Exchange for RelayExchange<'_> {
             mut response,
             sender,
             key,
-            ..
+            grpc_status,
         }) = self.pending.take()
         else {
             let page = ErrorPage {
@@ -437,6 +492,7 @@ impl Exchange for RelayExchange<'_> {
                 output: error(502, &page, self.grpc),
                 backend_ok: false,
                 bytes_sent: 0,
+                verdict_in_body: false,
             };
         };
         let stream = match sender {
@@ -460,16 +516,33 @@ impl Exchange for RelayExchange<'_> {
         // hyper streams the body after this returns: its size is known here only when the
         // backend declared it (Content-Length, or an empty body); a streamed one logs 0.
         let bytes_sent = response.body().size_hint().exact().unwrap_or(0);
+        // A gRPC call without its status in the head says how it went in its trailers.
+        let verdict = (self.grpc && grpc_status.is_none()).then(|| {
+            Rc::new(LateVerdict {
+                upstream: Arc::clone(self.upstream),
+                deferred: Cell::new(None),
+            })
+        });
+        self.late = verdict.clone();
+        let verdict_in_body = verdict.is_some();
         let output = response.map(|body| {
             Either::Left(Tracked {
                 body,
                 _stream: stream,
+                verdict: verdict.clone(),
             })
         });
         Delivered {
             output,
             backend_ok: true,
             bytes_sent,
+            verdict_in_body,
+        }
+    }
+
+    fn judge_later(&mut self, deferred: Deferred) {
+        if let Some(verdict) = self.late.take() {
+            verdict.deferred.set(Some(deferred));
         }
     }
 

@@ -88,6 +88,7 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
                 output: (),
                 backend_ok: true,
                 bytes_sent: 0,
+                verdict_in_body: false,
             };
         };
         self.upstream.recorder().upgraded();
@@ -100,6 +101,7 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
             output: (),
             backend_ok: true,
             bytes_sent: relayed.from_backend,
+            verdict_in_body: false,
         }
     }
 
