@@ -435,6 +435,34 @@ async fn a_status_in_the_trailers_counts_for_the_breaker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_never_opens_more_than_h2_max_connections() {
+    let b = GrpcBackend::start("g1", Some(10)).await;
+    let upstream = h2c(&[(&b, 1.0)]).set("h2_max_connections", 3);
+    // One worker: one pool, so the cap is the backend's whole count.
+    let proxy = start(&proxy_config(upstream).set("workers", 1));
+    let grpc = client(web(&proxy)).await;
+    b.release(false);
+    // 50 calls at once on a cold pool: three connections of ten streams, the other
+    // twenty wait in rondo (on the least busy connection) rather than a connection each.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let mut grpc = grpc.clone();
+        set.spawn(async move { say(&mut grpc, &format!("burst {i}")).await });
+    }
+    eventually(LIMIT, "30 calls in flight at the backend", || {
+        b.in_flight() == 30
+    })
+    .await;
+    assert_eq!(b.connections(), 3);
+    b.release(true);
+    while let Some(joined) = set.join_next().await {
+        joined.unwrap().unwrap();
+    }
+    assert_eq!(b.calls(), 50);
+    assert_eq!(b.connections(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_answers_are_retried_for_idempotent_methods_only() {
     let b = grpc_backends(2, None).await;
     b[0].fail_with(tonic::Code::Unavailable as i32);

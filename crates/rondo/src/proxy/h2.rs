@@ -139,7 +139,11 @@ pub(crate) async fn serve<S: Io + 'static>(
         let open = Streams::open(&counted);
         async move {
             let _open = open;
-            Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await)
+            // Boxed: the forwarding state is large, and hyper moves the stream's future a few
+            // times before its task runs (into its stream task, into the executor, into the
+            // task cell); boxed, those moves copy a pointer, and the state is written once.
+            let forwarded = Box::pin(super::relay::forward(req, &frontend, &worker, &ip));
+            Ok::<_, Infallible>(forwarded.await)
         }
     });
     // hyper's HTTP/2 limits, the same whether the connection is HTTP/2 only or detected (two

@@ -6,7 +6,10 @@
 //! which follows the backend's SETTINGS), then the next connection is used or a new one
 //! opens, up to `h2_max_connections` per backend; past that cap a stream waits on the least
 //! busy connection (hyper queues it until the backend frees a slot) rather than being
-//! refused. Streams are counted by the worker alone, so claiming and releasing one is a
+//! refused. One connection to a backend opens at a time: requests that find no room while
+//! it opens wait for it (its SETTINGS tell how many streams it takes) and look again, so a
+//! burst on a cold pool opens the connections the backend's limit needs, not one per
+//! request. Streams are counted by the worker alone, so claiming and releasing one is a
 //! `Cell` update, never a lock (as the HTTP/1.1 pool in `connpool` is per worker).
 //!
 //! A new connection joins the pool only once the backend's SETTINGS have been read (see

@@ -295,14 +295,21 @@ impl RelayExchange<'_> {
         let h2_pool = &self.worker.h2;
         let may_h2 = cfg.protocol.may_use_h2(tls.is_some());
         if may_h2 {
-            let mut claimed = h2_pool.claim(key, cfg.h2.max_connections);
-            if claimed.is_none() && h2_pool.wait_for_opening(key, cfg.connect_timeout).await {
-                claimed = h2_pool.claim(key, cfg.h2.max_connections);
-            }
-            if let Some((sender, stream)) = claimed {
-                count(&counters.pool_reused);
-                self.connect_time = Some(Duration::ZERO);
-                return Ok((Sender::H2(sender, stream), true));
+            // A stream on a connection with room; else, while another request opens a
+            // connection to this backend, wait for it (its SETTINGS say how many streams it
+            // takes) and look again: one connection opens at a time, so a burst on a cold
+            // pool opens what the backend's limit needs, never one connection per request.
+            let deadline = Instant::now() + cfg.connect_timeout;
+            loop {
+                if let Some((sender, stream)) = h2_pool.claim(key, cfg.h2.max_connections) {
+                    count(&counters.pool_reused);
+                    self.connect_time = Some(Duration::ZERO);
+                    return Ok((Sender::H2(sender, stream), true));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !h2_pool.wait_for_opening(key, left).await {
+                    break;
+                }
             }
         }
         if cfg.protocol != UpstreamProtocol::H2c
