@@ -1,16 +1,27 @@
 #!/usr/bin/env python3
-"""Memory per idle keep-alive connection of a running proxy.
+"""Memory per idle keep-alive connection, or per busy connection, of a running proxy.
 
     bench/idle-memory.py PID HOST PORT [N]
+    bench/idle-memory.py PID HOST PORT [N] --busy BACKEND_PORT
 
-Opens N (default 5000) client connections to HOST:PORT, sends one GET on each and reads the
-response (so every connection has carried a request and is now idle in keep-alive), then
-reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth divided by
-N. Connections are closed when it exits. Loopback only.
+Idle (the default): opens N (default 5000) client connections to HOST:PORT, sends one GET on
+each and reads the response (so every connection has carried a request and is now idle in
+keep-alive), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the
+growth divided by N.
+
+--busy: the script itself is the backend, listening on 127.0.0.1:BACKEND_PORT (start the
+proxy first with its only backend at that address and health checks off): it reads each
+request and holds it unanswered. The N connections each send one GET and get no answer, so
+each holds a request in flight through the proxy (its client connection, the request's state
+and buffers, and a backend connection) while memory is read. Keep the proxy's
+response_timeout (default 60 s) longer than the run.
+
+Connections are closed when it exits. Loopback only.
 """
+import argparse
 import resource
 import socket
-import sys
+import threading
 import time
 
 
@@ -22,28 +33,61 @@ def rss_kib(pid):
     raise SystemExit("no VmRSS")
 
 
-def main():
-    pid, host, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    n = int(sys.argv[4]) if len(sys.argv) > 4 else 5000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100), hard))
-    before = rss_kib(pid)
-    conns = []
-    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-    for _ in range(n):
-        s = socket.create_connection((host, port))
-        s.sendall(request)
+def hold_requests(listener, held, arrived):
+    """Accepts backend connections, reads each request head and keeps the socket unanswered."""
+    while True:
+        conn, _ = listener.accept()
         data = b""
         while b"\r\n\r\n" not in data:
-            chunk = s.recv(4096)
+            chunk = conn.recv(4096)
             if not chunk:
-                raise SystemExit("connection closed early")
+                break
             data += chunk
+        held.append(conn)
+        arrived.release()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pid", type=int)
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument("n", type=int, nargs="?", default=5000)
+    parser.add_argument("--busy", type=int, metavar="BACKEND_PORT")
+    args = parser.parse_args()
+    n = args.n
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * n + 100), hard))
+    arrived = threading.Semaphore(0)
+    held = []
+    if args.busy:
+        listener = socket.create_server(("127.0.0.1", args.busy), backlog=4096)
+        threading.Thread(
+            target=hold_requests, args=(listener, held, arrived), daemon=True
+        ).start()
+    before = rss_kib(args.pid)
+    conns = []
+    request = f"GET / HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
+    for _ in range(n):
+        s = socket.create_connection((args.host, args.port))
+        s.sendall(request)
+        if args.busy:
+            if not arrived.acquire(timeout=10):
+                raise SystemExit("a request did not reach the backend")
+        else:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise SystemExit("connection closed early")
+                data += chunk
         conns.append(s)
     time.sleep(1)
-    after = rss_kib(pid)
+    after = rss_kib(args.pid)
+    kind = "busy connection (request held at the backend)" if args.busy else \
+        "idle keep-alive connection"
     print(f"connections {n}: RSS {before} KiB -> {after} KiB, "
-          f"{(after - before) * 1024 / n:.0f} bytes per idle keep-alive connection")
+          f"{(after - before) * 1024 / n:.0f} bytes per {kind}")
 
 
 main()

@@ -91,6 +91,9 @@ pub struct ListenerCounters {
     pub accepted: AtomicU64,
     /// Connections refused or dropped at accept (descriptor limit, shutdown).
     pub refused: AtomicU64,
+    /// Requests answered 503 without being forwarded because the process was over
+    /// `max_memory`.
+    pub refused_requests: AtomicU64,
     /// Bytes read from clients.
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.

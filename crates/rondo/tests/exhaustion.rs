@@ -140,34 +140,151 @@ async fn first_line(addr: std::net::SocketAddr) -> String {
     answer.lines().next().unwrap_or_default().to_owned()
 }
 
+const MIB: u64 = 1 << 20;
+
+/// This process's resident memory in bytes (the in-process proxy's `max_memory` reads the
+/// same figure).
+fn resident() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+/// Memory written page by page, so it is resident, enough to bring this process to `target`
+/// bytes and at least 40 MiB: glibc maps a block that large on its own, so dropping it gives
+/// the memory back at once.
+fn ballast(target: u64) -> Vec<u8> {
+    let n = target.saturating_sub(resident()).max(40 * MIB);
+    std::hint::black_box(vec![1u8; usize::try_from(n).unwrap()])
+}
+
+/// The proxy's `max_memory` is set 64 MiB above this process's memory at the start; the test
+/// then holds memory of its own to pass the limit (answered 503), to pass it by more than a
+/// quarter (closed unanswered), and lets it go again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_max_memory_new_connections_are_refused_and_under_it_they_are_served() {
+async fn over_max_memory_requests_are_answered_503_unforwarded_and_requests_in_progress_finish() {
     let backend = mock("a").await;
-    let config = |max: &str| {
-        common::proxy_config(common::plain("app", &[&backend]))
+    let max = resident() + 64 * MIB;
+    let proxy = common::start(
+        &common::proxy_config(common::plain("app", &[&backend]))
             .set("workers", 1)
-            .set("max_memory", max)
-    };
-    // This process (tests, backend and proxy) holds far more than 1 MiB: always over.
-    let over = common::start(&config("1MiB"));
-    let addr = common::web(&over);
-    common::eventually_async(
-        Duration::from_secs(30),
-        "the memory watch's first reading",
-        || async { first_line(addr).await.is_empty() },
+            .set("max_memory", format!("{}KiB", max / 1024)),
+    );
+    let (addr, admin) = (common::web(&proxy), proxy.admin_addr());
+
+    // A request in progress before the limit is passed (the backend holds it for 5 s), a
+    // kept-alive HTTP/1.1 connection and an HTTP/2 connection, both served once.
+    backend.set_delay(Duration::from_secs(5));
+    let in_progress =
+        tokio::spawn(async move { common::Client::connect(addr).await.get("/").await.status });
+    common::eventually(
+        Duration::from_secs(10),
+        "the slow request at the backend",
+        || backend.in_flight() == 1,
     )
     .await;
-    for _ in 0..5 {
-        assert_eq!(first_line(addr).await, "", "refused without a response");
-    }
-    let hits = backend.hits();
-    drop(over);
+    backend.set_delay(Duration::ZERO);
+    let mut kept = common::Client::connect(addr).await;
+    assert_eq!(kept.get("/").await.status, 200);
+    let mut h2 = common::H2Client::connect(addr).await;
+    assert_eq!(h2.send("GET", "/", b"").await.status, 200);
 
-    // The same with room to spare: served.
-    let under = common::start(&config("64GiB"));
-    let addr = common::web(&under);
-    for _ in 0..5 {
-        assert_eq!(first_line(addr).await, "HTTP/1.1 200 OK");
+    // Just over the limit: the kept-alive connection's next request learns it.
+    let over = ballast(max + 4 * MIB);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let reply = kept.get("/").await;
+        if reply.status == 503 {
+            break reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never over max_memory"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
+    assert_eq!(refused.header("connection"), Some("close"), "{refused:?}");
+    assert!(refused.header("x-request-id").is_some(), "{refused:?}");
+    assert_eq!(
+        backend.in_flight(),
+        1,
+        "the request in progress is still in progress"
+    );
+    let hits = backend.hits();
+    // A new connection is accepted and answered, and so is an HTTP/2 stream.
+    let reply = common::get(addr, "/").await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), Some("1"), "{reply:?}");
+    let reply = h2.send("GET", "/", b"").await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), Some("1"), "{reply:?}");
+    assert_eq!(backend.hits(), hits, "nothing refused was forwarded");
+    let counted = common::metric(
+        admin,
+        "rondo_requests_refused_total",
+        &[("listener", "web")],
+    )
+    .await;
+    assert_eq!(counted, Some(3.0));
+    assert_eq!(
+        in_progress.await.unwrap(),
+        200,
+        "the request in progress finished"
+    );
+
+    // More than a quarter over: new connections are closed unanswered; back under a quarter
+    // over, answered 503 again; under 90 % of the limit, served.
+    let far = ballast(max + max / 4 + 16 * MIB);
+    common::eventually_async(Duration::from_secs(30), "closed unanswered", || async {
+        first_line(addr).await.is_empty()
+    })
+    .await;
+    drop(far);
+    common::eventually_async(Duration::from_secs(30), "answered 503 again", || async {
+        first_line(addr).await.starts_with("HTTP/1.1 503 ")
+    })
+    .await;
+    drop(over);
+    common::eventually_async(Duration::from_secs(30), "served again", || async {
+        first_line(addr).await == "HTTP/1.1 200 OK"
+    })
+    .await;
+    assert!(backend.hits() > hits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_client_connections_a_new_client_closes_the_oldest_idle_connection_only() {
+    let backend = mock("a").await;
+    let proxy = common::start(
+        &common::proxy_config(common::plain("app", &[&backend]))
+            .set("workers", 1)
+            .listeners_set("max_client_connections", 4),
+    );
+    let addr = common::web(&proxy);
+    // Four keep-alive connections, idle in this order.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut c = common::Client::connect(addr).await;
+        assert_eq!(c.get("/").await.status, 200);
+        idle.push(c);
     }
-    assert_eq!(backend.hits(), hits + 5);
+    let mut newcomer = common::Client::connect(addr).await;
+    assert_eq!(newcomer.get("/").await.status, 200);
+    common::eventually(Duration::from_secs(10), "the oldest one closed", || {
+        idle[0].is_closed()
+    })
+    .await;
+    // One more round trip, so a close of any other would have arrived by now.
+    assert_eq!(newcomer.get("/").await.status, 200);
+    for (n, c) in idle.iter_mut().enumerate().skip(1) {
+        assert!(!c.is_closed(), "connection {n} was closed too");
+        assert_eq!(c.get("/").await.status, 200);
+    }
 }

@@ -8,6 +8,7 @@
 //! | `rondo_connections_active` | gauge | `listener` |
 //! | `rondo_connections_accepted_total` | counter | `listener` |
 //! | `rondo_connections_refused_total` | counter | `listener` |
+//! | `rondo_requests_refused_total` | counter | `listener` |
 //! | `rondo_received_bytes_total` | counter | `listener` |
 //! | `rondo_sent_bytes_total` | counter | `listener` |
 //! | `rondo_upstream_connections_idle` | gauge | `upstream` |
@@ -131,7 +132,7 @@ impl Collector for ProxyCollector {
                 .iter()
                 .map(|l| (by_listener(l), load_i(&l.active))),
         )?;
-        let listener_counters: [ListenerField; 4] = [
+        let listener_counters: [ListenerField; 5] = [
             (
                 "rondo_connections_accepted",
                 "Client connections accepted.",
@@ -143,6 +144,12 @@ impl Collector for ProxyCollector {
                 "Client connections refused or dropped at accept.",
                 None,
                 |l| &l.refused,
+            ),
+            (
+                "rondo_requests_refused",
+                "Requests answered 503 without being forwarded: the process was over max_memory.",
+                None,
+                |l| &l.refused_requests,
             ),
             (
                 "rondo_received",

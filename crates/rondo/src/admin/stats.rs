@@ -43,6 +43,8 @@ pub struct ListenerStats {
     pub accepted_connections: u64,
     /// Connections refused at accept since start.
     pub refused_connections: u64,
+    /// Requests answered 503 without being forwarded (over `max_memory`) since start.
+    pub refused_requests: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
     /// Bytes written to clients.
@@ -73,6 +75,7 @@ pub fn listeners(metrics: &ProxyMetrics) -> Vec<ListenerStats> {
                 active_connections: l.active.load(Ordering::Relaxed),
                 accepted_connections: l.accepted.load(Ordering::Relaxed),
                 refused_connections: l.refused.load(Ordering::Relaxed),
+                refused_requests: l.refused_requests.load(Ordering::Relaxed),
                 bytes_in: l.bytes_in.load(Ordering::Relaxed),
                 bytes_out: l.bytes_out.load(Ordering::Relaxed),
                 proxy_responses: proxy,

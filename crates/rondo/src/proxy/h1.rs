@@ -197,6 +197,13 @@ async fn request(
     };
     inbuf.drain(..info.head_len);
     let id = headers::request_id(&mut out);
+    if worker.memory.over() {
+        super::memory::refuse_request(frontend, worker, info.upstream);
+        let page = super::memory::refused_page(id.as_str());
+        send_page(stream, 503, &page, true, config.idle_timeout).await;
+        worker.give_buffer(out);
+        return Next::Close;
+    }
     let rules = [
         &config.headers.request,
         &frontend.route_headers[info.upstream].request,

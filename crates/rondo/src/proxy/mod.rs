@@ -137,6 +137,8 @@ pub(crate) struct Worker {
     closing: std::cell::Cell<bool>,
     /// The process's `max_memory`, shared by every worker.
     memory: Arc<memory::MemoryLimit>,
+    /// The last episode of being over `max_memory` whose idle connections this worker closed.
+    shed_in: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -162,6 +164,7 @@ impl Worker {
             idle: room::IdleClients::default(),
             closing: std::cell::Cell::default(),
             memory,
+            shed_in: std::cell::Cell::default(),
         }
     }
 
@@ -172,11 +175,15 @@ impl Worker {
         !self.closing.get() && !self.memory.over()
     }
 
-    /// Gives back what can be given when memory runs short: idle client connections, pooled
-    /// backend connections (HTTP/1.1; shared HTTP/2 ones carry other requests' streams and
-    /// stay), spare buffers.
+    /// Gives back what can be given when memory runs short: pooled backend connections
+    /// (HTTP/1.1; shared HTTP/2 ones carry other requests' streams and stay), spare buffers,
+    /// and once per episode of being over `max_memory` the idle client connections (not on
+    /// every call: connections accepted since wait for their first request, to be told 503).
     fn shed(&self) {
-        self.idle.make_room();
+        let episode = self.memory.episode();
+        if self.shed_in.replace(episode) != episode {
+            self.idle.close_all();
+        }
         self.conns.clear();
         self.h1_senders.borrow_mut().clear();
         self.buffers.borrow_mut().clear();
@@ -405,9 +412,9 @@ async fn serve_other(
     }
 }
 
-/// Counts a new client connection against its listener's limit; at the limit, idle
-/// connections are closed to make room, and when none is idle the new one is refused
-/// (closed at once, counted, logged once per episode).
+/// Counts a new client connection against its listener's limit; at the limit, a batch of
+/// idle connections is closed to make room (the oldest first, see [`room`]), and when none
+/// is idle the new one is refused (closed at once, counted, logged once per episode).
 fn admit<'s>(frontend: &'s Frontend, worker: &Worker) -> Option<room::Open<'s>> {
     if let Some(open) = frontend.limit.open() {
         return Some(open);
@@ -429,25 +436,6 @@ fn admit<'s>(frontend: &'s Frontend, worker: &Worker) -> Option<room::Open<'s>> 
         );
     }
     None
-}
-
-/// Closes a new connection at once because the process is over `max_memory`, after
-/// shedding what this worker can give back; counted, logged at the 1st, 2nd, 4th… refusal.
-fn refuse_for_memory(frontend: &Frontend, worker: &Worker, peer: SocketAddr) {
-    worker.shed();
-    frontend.reports[0]
-        .listener
-        .refused
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if worker.memory.refuse() {
-        tracing::warn!(
-            listener = frontend.config.name.as_str(),
-            client = %peer,
-            max_memory = worker.memory.max().unwrap_or(0),
-            refused = worker.memory.refused(),
-            "connection refused: the process is over max_memory"
-        );
-    }
 }
 
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
@@ -500,8 +488,7 @@ pub(crate) fn run_worker(
                         _ = stop.wait_for(|s| *s) => return,
                         _ = own_stop.wait_for(|s| *s) => return,
                         accepted = listener.accept() => match accepted {
-                            Ok((stream, peer)) if worker.memory.over() => {
-                                refuse_for_memory(&frontend, &worker, peer);
+                            Ok((stream, peer)) if !memory::admit(&frontend, &worker, peer) => {
                                 drop(stream);
                             }
                             Ok((stream, peer)) => {
@@ -547,7 +534,7 @@ pub(crate) fn run_worker(
         }
         // Idle connections close now; busy ones answer with `Connection: close`.
         worker.closing.set(true);
-        worker.idle.make_room();
+        worker.idle.close_all();
         let deadline = tokio::time::Instant::now() + grace;
         while worker.busy.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

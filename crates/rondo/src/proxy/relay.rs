@@ -163,6 +163,15 @@ pub(crate) async fn forward(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| crate::grpc::is_grpc(v.as_bytes()));
+    if worker.memory.over() {
+        super::memory::refuse_request(frontend, worker, index);
+        let mut res = error(503, &super::memory::refused_page(id.as_str()), grpc);
+        if version != http::Version::HTTP_2 {
+            let close = HeaderValue::from_static("close");
+            res.headers_mut().insert(header::CONNECTION, close);
+        }
+        return res;
+    }
     let path = req.uri().path();
     let idempotent = if grpc {
         cfg.grpc.is_idempotent(path)

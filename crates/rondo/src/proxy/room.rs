@@ -7,10 +7,17 @@
 //! accepting for a moment rather than retrying `accept` in a loop. Busy connections are never
 //! cut for this.
 //!
-//! Each worker keeps the count of its idle connections and a ticket counter: a connection
-//! takes a ticket when it goes idle; making room closes every connection idle since before
-//! the current ticket (all of them that are idle at that moment) with one wake-up, so an idle
-//! connection costs a ticket and a waiter, no list entry.
+//! Making room closes one batch, oldest idle first ([`IdleClients::make_room`], nginx's
+//! "reusing connections"): a sixteenth of the idle connections, at least one, so that the
+//! connections after it find room without closing more. Shutdown and `max_memory` close them
+//! all ([`IdleClients::close_all`]).
+//!
+//! Each worker keeps the count of its idle connections, a ticket counter and one
+//! [`Notify`]: a connection going idle takes a ticket and waits on the `Notify`, whose queue
+//! of waiters is in the order they started waiting, and `notify_one` wakes the oldest. So an
+//! idle connection costs a ticket and its place in that queue, no list of our own and no
+//! allocation; making room costs one wake-up per connection closed. The ticket tells a
+//! connection told to close from one that only found a permit left by an earlier batch.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,15 +36,20 @@ pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// health checks, the admin API, log files.
 const RESERVED_DESCRIPTORS: u64 = 64;
 
+/// Making room closes this fraction of the idle connections (at least one).
+const ROOM_BATCH_DIVISOR: usize = 16;
+
 /// A worker's idle client connections.
 #[derive(Debug, Default)]
 pub(crate) struct IdleClients {
     /// The ticket the next connection going idle takes.
     next: Cell<u64>,
-    /// Connections idle since before this ticket close.
+    /// Connections idle since before this ticket close when told to.
     close_below: Cell<u64>,
     /// Connections idle now.
     count: Cell<usize>,
+    /// Of those, connections told to close that have not woken yet.
+    told: Cell<usize>,
     wake: Notify,
     /// Whether the worker is in an episode of descriptor shortage (logged once per episode).
     short: Cell<bool>,
@@ -48,7 +60,11 @@ struct Idle<'a>(&'a IdleClients);
 
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
-        self.0.count.set(self.0.count.get().saturating_sub(1));
+        let count = self.0.count.get().saturating_sub(1);
+        self.0.count.set(count);
+        // A connection told to close that left for another reason (its request arrived at
+        // the same moment) is no longer waiting to be woken.
+        self.0.told.set(self.0.told.get().min(count));
     }
 }
 
@@ -69,11 +85,11 @@ impl IdleClients {
         limit: Duration,
         verify: bool,
     ) -> bool {
-        let ticket = self.next.get();
-        self.next.set(ticket + 1);
-        self.count.set(self.count.get() + 1);
-        let _idle = Idle(self);
+        let (ticket, _idle) = self.go_idle();
         let deadline = Instant::now() + limit;
+        // One place in the queue for the whole wait, so the connection keeps its age.
+        let told = self.wake.notified();
+        tokio::pin!(told);
         loop {
             tokio::select! {
                 ready = timeout_at(deadline, stream.readable()) => match ready {
@@ -81,9 +97,12 @@ impl IdleClients {
                     Ok(Ok(())) => return true,
                     _ => return false,
                 },
-                () = self.wake.notified() => if ticket < self.close_below.get() {
-                    return has_input(stream);
-                },
+                () = &mut told => {
+                    if self.woken(ticket) {
+                        return has_input(stream);
+                    }
+                    told.set(self.wake.notified());
+                }
             }
         }
     }
@@ -91,27 +110,56 @@ impl IdleClients {
     /// Returns when room is wanted (see [`make_room`](Self::make_room)); the connection
     /// waiting for it counts as idle meanwhile.
     pub(crate) async fn room_wanted(&self) {
-        let ticket = self.next.get();
-        self.next.set(ticket + 1);
-        self.count.set(self.count.get() + 1);
-        let _idle = Idle(self);
+        let (ticket, _idle) = self.go_idle();
         loop {
             self.wake.notified().await;
-            if ticket < self.close_below.get() {
+            if self.woken(ticket) {
                 return;
             }
         }
     }
 
-    /// Closes every connection idle now; returns how many.
+    /// Counts a connection as idle (until the guard drops) and gives it its ticket.
+    fn go_idle(&self) -> (u64, Idle<'_>) {
+        let ticket = self.next.get();
+        self.next.set(ticket + 1);
+        self.count.set(self.count.get() + 1);
+        (ticket, Idle(self))
+    }
+
+    /// Notes a wake-up of the connection holding `ticket`; true when it was told to close,
+    /// false for a permit an earlier batch left for a connection idle since.
+    fn woken(&self, ticket: u64) -> bool {
+        self.told.set(self.told.get().saturating_sub(1));
+        ticket < self.close_below.get()
+    }
+
+    /// Closes one batch of idle connections, the oldest first: a sixteenth of them, at least
+    /// one (none when none is idle). Returns how many were told to close.
     pub(crate) fn make_room(&self) -> usize {
+        let waiting = self.count.get().saturating_sub(self.told.get());
+        let batch = (waiting / ROOM_BATCH_DIVISOR).max(1).min(waiting);
+        if batch > 0 {
+            self.close_below.set(self.next.get());
+            self.told.set(self.told.get() + batch);
+            for _ in 0..batch {
+                self.wake.notify_one();
+            }
+        }
+        batch
+    }
+
+    /// Closes every connection idle now (shutdown, `max_memory`); returns how many.
+    pub(crate) fn close_all(&self) -> usize {
+        let waiting = self.count.get().saturating_sub(self.told.get());
         self.close_below.set(self.next.get());
+        self.told.set(self.count.get());
         self.wake.notify_waiters();
-        self.count.get()
+        waiting
     }
 
     /// Notes that accepting failed for lack of descriptors (`error`): logged once per
-    /// episode, and idle connections closed to make room.
+    /// episode, and a batch of idle connections closed to make room.
     pub(crate) fn out_of_descriptors(&self, error: &std::io::Error) {
         let closed = self.make_room();
         if !self.short.replace(true) {
@@ -285,6 +333,51 @@ mod tests {
                     i.wait_readable(&s, Duration::from_millis(50), true).await
                 });
                 assert!(!later.await.unwrap(), "times out normally");
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn making_room_closes_the_oldest_idle_connection_and_close_all_the_rest() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            servers.push(std::rc::Rc::new(listener.accept().await.unwrap().0));
+        }
+        let idle = std::rc::Rc::new(IdleClients::default());
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let mut waiting = Vec::new();
+                for (n, server) in servers.iter().enumerate() {
+                    let (i, s) = (std::rc::Rc::clone(&idle), std::rc::Rc::clone(server));
+                    waiting.push(tokio::task::spawn_local(async move {
+                        i.wait_readable(&s, Duration::from_secs(30), true).await
+                    }));
+                    // In order: each waits before the next one starts.
+                    while idle.count.get() == n {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                assert_eq!(idle.make_room(), 1, "one batch of three is one");
+                while idle.count.get() == 3 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(waiting[0].is_finished(), "the oldest closed");
+                assert!(!waiting[1].is_finished() && !waiting[2].is_finished());
+                assert_eq!(idle.make_room(), 1);
+                while idle.count.get() == 2 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(waiting[1].is_finished() && !waiting[2].is_finished());
+                assert_eq!(idle.close_all(), 1);
+                for w in waiting {
+                    assert!(!w.await.unwrap(), "closed to make room");
+                }
+                assert_eq!(idle.make_room(), 0, "none idle, none told");
             })
             .await;
     }

@@ -129,6 +129,11 @@ impl Client {
     pub async fn get(&mut self, path: &str) -> Reply {
         self.send("GET", path, b"").await.unwrap()
     }
+
+    /// True once the connection was closed (by either side).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
 }
 
 /// One request on a fresh connection.
