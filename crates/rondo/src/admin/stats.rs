@@ -44,6 +44,8 @@ pub struct ListenerStats {
     /// Connections refused at accept since start.
     pub refused_connections: u64,
     /// Requests answered 503 without being forwarded (over `max_memory`) since start.
+    /// Defaults to 0 when absent, so `rondo status` reads a server older than the field.
+    #[serde(default)]
     pub refused_requests: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
