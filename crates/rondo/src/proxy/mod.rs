@@ -29,6 +29,7 @@ pub(crate) mod memory;
 pub(crate) mod protocol;
 mod redirect;
 mod relay;
+mod relay_body;
 mod relay_head;
 mod replay;
 mod respond;

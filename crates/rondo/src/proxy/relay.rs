@@ -11,16 +11,14 @@
 //! request's outcome is deferred until then, see [`LateVerdict`]); retried on `grpc_retry_on` when their method is listed in
 //! `grpc_idempotent`, bounded by their `grpc-timeout`, and get gRPC errors from rondo.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use balance::{Backend, Deferred, Outcome};
 use http::header::{self, HeaderValue};
 use http_body_util::Either;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -33,6 +31,7 @@ use super::forward::{
 };
 use super::h2_upstream::{self, H2Sender, OpenError, Stream};
 use super::protocol::is_idempotent;
+use super::relay_body::{LateVerdict, Tracked};
 use super::relay_head::{Own, error, strip_hop_by_hop, to_http2, upstream_head};
 use super::replay::{Replay, ReplayBody};
 use super::respond::ErrorPage;
@@ -47,82 +46,6 @@ pub(crate) type H1Sender = http1::SendRequest<ReplayBody>;
 
 /// Body of a response to the client: the backend's, or rondo's own.
 pub(crate) type ClientBody = Either<Tracked, Own>;
-
-/// A backend's response body, holding its HTTP/2 stream's place on the connection until
-/// the body ends or is dropped, and judging a gRPC call by the status in its trailers.
-#[derive(Debug)]
-pub(crate) struct Tracked {
-    body: Incoming,
-    _stream: Option<Stream>,
-    verdict: Option<Rc<LateVerdict>>,
-}
-
-/// A gRPC call whose status comes in its response's trailers: the forwarding policy hands
-/// the request over when the response goes out ([`Exchange::judge_later`]), the body
-/// judges it when it ends. Dropped unjudged (the client went away), it counts neither way.
-pub(crate) struct LateVerdict {
-    upstream: Arc<Upstream>,
-    deferred: Cell<Option<Deferred>>,
-}
-
-impl std::fmt::Debug for LateVerdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LateVerdict")
-            .field("upstream", &self.upstream.name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl LateVerdict {
-    fn judge(&self, outcome: Outcome) {
-        if let Some(deferred) = self.deferred.take() {
-            let now = self.upstream.clock().now();
-            self.upstream.pool().judge(deferred, outcome, now);
-        }
-    }
-}
-
-impl Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let Some(verdict) = &self.verdict {
-            let outcome = match &polled {
-                Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
-                    let code =
-                        crate::grpc::parse_status(t.get("grpc-status").map(|v| v.as_bytes()));
-                    // A call that ends without a status failed (gRPC: INTERNAL).
-                    match code {
-                        Some(c) if !crate::grpc::is_backend_failure(c) => Outcome::Success,
-                        _ => Outcome::ServerError,
-                    }
-                }),
-                // The body ended without trailers: no status, a failed call.
-                Poll::Ready(None) => Some(Outcome::ServerError),
-                Poll::Ready(Some(Err(_))) => Some(Outcome::TransportError),
-                Poll::Pending => None,
-            };
-            if let Some(outcome) = outcome {
-                verdict.judge(outcome);
-                self.verdict = None;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
 
 /// The trailers of a gRPC response, declared to an HTTP/1.1 client so they are forwarded.
 const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
@@ -524,21 +447,11 @@ impl Exchange for RelayExchange<'_> {
         // backend declared it (Content-Length, or an empty body); a streamed one logs 0.
         let bytes_sent = response.body().size_hint().exact().unwrap_or(0);
         // A gRPC call without its status in the head says how it went in its trailers.
-        let verdict = (self.grpc && grpc_status.is_none()).then(|| {
-            Rc::new(LateVerdict {
-                upstream: Arc::clone(self.upstream),
-                deferred: Cell::new(None),
-            })
-        });
+        let verdict = (self.grpc && grpc_status.is_none())
+            .then(|| Rc::new(LateVerdict::new(Arc::clone(self.upstream))));
         self.late = verdict.clone();
         let verdict_in_body = verdict.is_some();
-        let output = response.map(|body| {
-            Either::Left(Tracked {
-                body,
-                _stream: stream,
-                verdict: verdict.clone(),
-            })
-        });
+        let output = response.map(|body| Either::Left(Tracked::new(body, stream, verdict.clone())));
         Delivered {
             output,
             backend_ok: true,
@@ -549,7 +462,7 @@ impl Exchange for RelayExchange<'_> {
 
     fn judge_later(&mut self, deferred: Deferred) {
         if let Some(verdict) = self.late.take() {
-            verdict.deferred.set(Some(deferred));
+            verdict.hand_over(deferred);
         }
     }
 

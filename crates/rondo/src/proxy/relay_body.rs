@@ -1,0 +1,120 @@
+//! The body of a backend's response on its way to the client through hyper: it holds the
+//! HTTP/2 stream's place on its connection until it ends, and judges a gRPC call whose
+//! status comes in the trailers (the forwarding policy defers such a call's outcome, see
+//! [`super::forward::Delivered::verdict_in_body`]).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use balance::{Deferred, Outcome};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::h2_upstream::Stream;
+use crate::upstream::Upstream;
+
+/// A backend's response body, holding its HTTP/2 stream's place on the connection until
+/// the body ends or is dropped, and judging a gRPC call by the status in its trailers.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    body: Incoming,
+    _stream: Option<Stream>,
+    verdict: Option<Rc<LateVerdict>>,
+}
+
+/// A gRPC call whose status comes in its response's trailers: the forwarding policy hands
+/// the request over when the response goes out ([`super::forward::Exchange::judge_later`]), the body
+/// judges it when it ends. Dropped unjudged (the client went away), it counts neither way.
+pub(crate) struct LateVerdict {
+    upstream: Arc<Upstream>,
+    deferred: Cell<Option<Deferred>>,
+}
+
+impl std::fmt::Debug for LateVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateVerdict")
+            .field("upstream", &self.upstream.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LateVerdict {
+    /// A verdict for a call to `upstream`, waiting for its request.
+    pub(crate) fn new(upstream: Arc<Upstream>) -> LateVerdict {
+        LateVerdict {
+            upstream,
+            deferred: Cell::new(None),
+        }
+    }
+
+    /// Takes the request from the forwarding policy.
+    pub(crate) fn hand_over(&self, deferred: Deferred) {
+        self.deferred.set(Some(deferred));
+    }
+
+    fn judge(&self, outcome: Outcome) {
+        if let Some(deferred) = self.deferred.take() {
+            let now = self.upstream.clock().now();
+            self.upstream.pool().judge(deferred, outcome, now);
+        }
+    }
+}
+
+impl Tracked {
+    /// The backend's `body`, holding `stream` (HTTP/2) and judging `verdict` (a gRPC call
+    /// without its status in the head) when it ends.
+    pub(crate) fn new(
+        body: Incoming,
+        stream: Option<Stream>,
+        verdict: Option<Rc<LateVerdict>>,
+    ) -> Tracked {
+        Tracked {
+            body,
+            _stream: stream,
+            verdict,
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(verdict) = &self.verdict {
+            let outcome = match &polled {
+                Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
+                    let code =
+                        crate::grpc::parse_status(t.get("grpc-status").map(|v| v.as_bytes()));
+                    // A call that ends without a status failed (gRPC: INTERNAL).
+                    match code {
+                        Some(c) if !crate::grpc::is_backend_failure(c) => Outcome::Success,
+                        _ => Outcome::ServerError,
+                    }
+                }),
+                // The body ended without trailers: no status, a failed call.
+                Poll::Ready(None) => Some(Outcome::ServerError),
+                Poll::Ready(Some(Err(_))) => Some(Outcome::TransportError),
+                Poll::Pending => None,
+            };
+            if let Some(outcome) = outcome {
+                verdict.judge(outcome);
+                self.verdict = None;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
