@@ -169,6 +169,19 @@ async fn goaway_from_a_backend_fails_no_call() {
     assert_eq!(counts.values().sum::<usize>(), 1000);
 }
 
+/// `n` calls started at once over one client connection, to be joined later.
+fn spawn_calls(
+    grpc: &tonic::client::Grpc<tonic::transport::Channel>,
+    n: usize,
+) -> tokio::task::JoinSet<Result<grpc_backend::EchoReply, tonic::Status>> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let mut grpc = grpc.clone();
+        set.spawn(async move { say(&mut grpc, &format!("call {i}")).await });
+    }
+    set
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     let b = GrpcBackend::start("g1", Some(10)).await;
@@ -178,11 +191,7 @@ async fn a_backend_allowing_ten_streams_gets_more_connections_not_a_queue() {
     // One call first, so rondo has read the backend's SETTINGS.
     say(&mut grpc.clone(), "warm-up").await.unwrap();
     b.release(false);
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..30 {
-        let mut grpc = grpc.clone();
-        set.spawn(async move { say(&mut grpc, &format!("held {i}")).await });
-    }
+    let mut set = spawn_calls(&grpc, 30);
     // Queued past the limit, calls would wait in rondo and never reach 30 at once.
     eventually(LIMIT, "30 calls in flight at the backend", || {
         b.in_flight() == 30
@@ -444,11 +453,7 @@ async fn a_burst_never_opens_more_than_h2_max_connections() {
     b.release(false);
     // 50 calls at once on a cold pool: three connections of ten streams, the other
     // twenty wait in rondo (on the least busy connection) rather than a connection each.
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..50 {
-        let mut grpc = grpc.clone();
-        set.spawn(async move { say(&mut grpc, &format!("burst {i}")).await });
-    }
+    let mut set = spawn_calls(&grpc, 50);
     eventually(LIMIT, "30 calls in flight at the backend", || {
         b.in_flight() == 30
     })
