@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# CPU per request where users feel it: the same comparison as bench/proxies.sh (rondo, nginx
+# and HAProxy in turn, one worker thread each, proxy on CPU 1, load and backend on CPU 0), on
+# profiles heavier than the 2-byte echo:
+#
+#   browser  a browser-sized request head (~700 bytes, 15 headers), "ok" answered
+#   1k       a 1 KiB response body
+#   16k      a 16 KiB response body
+#   256k     a 256 KiB response body
+#   h2c      HTTP/2 clients (prior knowledge), one stream in flight per connection, "ok" answered
+#   newconn  a new client connection per request (Connection: close), "ok" answered
+#
+#   bench/proxies-profiles.sh [ROUNDS] [SECONDS] [CONNECTIONS] [PROFILE...]
+#
+# Defaults: 2 rounds, 5 s, 64 connections, every profile. Needs nginx, haproxy, wrk and a
+# release build (cargo build --release; the h2c load is `rondo bench --http2`, the same for
+# the three proxies). Peers: nginx `keepalive 64` to the backend (HTTP/2 to clients on the
+# h2c listener), HAProxy `http-reuse always` (`proto h2` on the h2c listener), rondo with its
+# defaults. Each proxy is configured as shipped otherwise: nginx buffers large responses
+# (`proxy_buffering on`, to a temp file past its buffers), HAProxy and rondo stream them.
+ROUNDS=${1:-2}
+SECS=${2:-5}
+CONNS=${3:-64}
+shift $(($# < 3 ? $# : 3))
+PROFILES=${*:-browser 1k 16k 256k h2c newconn}
+. "$(dirname "$0")/lib.sh"
+need nginx haproxy wrk taskset
+need_built "$RONDO" "cargo build --release"
+
+BACKEND=$(free_port)
+PROXY=$(free_port)
+H2PROXY=$(free_port)
+
+# The backend: nginx answering "ok" on /, and files of 1, 16 and 256 KiB.
+mkdir -p "$dir/www"
+# The backend's worker runs as an unprivileged user: let it read the files.
+chmod 755 "$dir" "$dir/www"
+for size in 1 16 256; do head -c $((size * 1024)) /dev/zero | tr '\0' 'x' > "$dir/www/${size}k"; done
+mkdir -p "$dir/backend"
+cat > "$dir/backend/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/backend/nginx.pid;
+error_log $dir/backend/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/backend; proxy_temp_path $dir/backend; fastcgi_temp_path $dir/backend;
+  uwsgi_temp_path $dir/backend; scgi_temp_path $dir/backend;
+  server {
+    listen 127.0.0.1:$BACKEND;
+    location = / { return 200 "ok"; }
+    location / { root $dir/www; }
+  }
+}
+CONF
+taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &
+pids+=($!)
+
+nginx_conf <<CONF
+  upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PROXY;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:$H2PROXY http2;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+CONF
+
+haproxy_conf <<CONF
+frontend web
+  bind 127.0.0.1:$PROXY
+  default_backend app
+frontend web2
+  bind 127.0.0.1:$H2PROXY proto h2
+  default_backend app
+backend app
+  http-reuse always
+  server s1 127.0.0.1:$BACKEND
+CONF
+
+rondo_conf <<CONF
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:$PROXY"
+upstream = "app"
+[[listeners]]
+name = "web2"
+bind = "127.0.0.1:$H2PROXY"
+upstream = "app"
+[[upstreams]]
+name = "app"
+backends = [{ address = "127.0.0.1:$BACKEND" }]
+[upstreams.health_check]
+enabled = false
+CONF
+
+# A browser's request head: Chrome's navigation headers, ~700 bytes in all.
+cat > "$dir/browser.lua" <<'LUA'
+wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+wrk.headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8"
+wrk.headers["Accept-Language"] = "en-GB,en-US;q=0.9,en;q=0.8"
+wrk.headers["Accept-Encoding"] = "gzip, deflate, br, zstd"
+wrk.headers["Cache-Control"] = "max-age=0"
+wrk.headers["Sec-Ch-Ua"] = "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""
+wrk.headers["Sec-Ch-Ua-Mobile"] = "?0"
+wrk.headers["Sec-Ch-Ua-Platform"] = "\"Linux\""
+wrk.headers["Sec-Fetch-Dest"] = "document"
+wrk.headers["Sec-Fetch-Mode"] = "navigate"
+wrk.headers["Sec-Fetch-Site"] = "same-origin"
+wrk.headers["Upgrade-Insecure-Requests"] = "1"
+wrk.headers["Referer"] = "http://127.0.0.1/catalogue/shoes?colour=blue&size=42"
+wrk.headers["Cookie"] = "session=9f2c4e1a7b3d5f60; theme=dark; consent=analytics%3Dno%26ads%3Dno"
+LUA
+
+# load PROFILE PORT: runs the profile's load against PORT for SECS seconds and sets reqs, rps,
+# p50 and p99 (and errs).
+load() {
+  case $1 in
+    browser) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$dir/browser.lua" "http://127.0.0.1:$2/")" ;;
+    1k | 16k | 256k) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/$1")" ;;
+    newconn) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H "Connection: close" "http://127.0.0.1:$2/")" ;;
+    h2c)
+      local json
+      json=$(taskset -c 0 "$RONDO" bench --http2 --json -c "$CONNS" -d "${SECS}s" "http://127.0.0.1:$2/")
+      read -r reqs rps p50 p99 errs < <(echo "$json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+lat = r["latency_ms"]
+print(r["responses"], round(r["requests_per_sec"]), "%.2fms" % lat["p50"], "%.2fms" % lat["p99"], r["errors"]["total"])')
+      ;;
+  esac
+}
+
+port_of() { if [ "$1" = h2c ]; then echo "$H2PROXY"; else echo "$PROXY"; fi; }
+
+wait_port "$BACKEND"
+describe_run
+echo "rounds $ROUNDS × ${SECS}s, $CONNS connections, profiles: $PROFILES"
+echo
+echo "| profile | round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | errors | RSS after (KiB) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for profile in $PROFILES; do
+  port=$(port_of "$profile")
+  for round in $(seq "$ROUNDS"); do
+    for proxy in rondo nginx haproxy; do
+      pid=$(start_proxy $proxy); running=$pid
+      wait_port "$PROXY"; wait_port "$H2PROXY"
+      sleep 0.2
+      # Warm-up: pools filled, caches hot (a shorter run of the same load).
+      SECS=1 load "$profile" "$port" >/dev/null
+      cpu_mark "$pid"
+      load "$profile" "$port"
+      read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
+      rss=$(rss_kb "$pid")
+      stop_proxy "$pid"
+      echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss |"
+      sleep 0.5
+    done
+  done
+done
