@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 
 use super::error::{ErrorKind, ErrorMessage, RequestError};
 use super::grpc::grpc_status_in;
@@ -80,13 +81,21 @@ impl AsyncWrite for Counting {
     }
 }
 
+/// The current connection: where requests go, and news of its end.
+#[derive(Debug)]
+struct Live {
+    sender: SendRequest<Full<Bytes>>,
+    /// Resolves when hyper's connection task has ended (its sender half is dropped then).
+    ended: oneshot::Receiver<()>,
+}
+
 /// One HTTP/2 connection to the target, reconnecting as needed.
 #[derive(Debug)]
 pub(crate) struct H2Conn {
     addr: SocketAddr,
     /// TLS settings of an `https://` target.
     tls: Option<Tls>,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    live: Option<Live>,
     read: Arc<AtomicU64>,
     /// Whether the current request was handed to hyper (it may have reached the server).
     sending: bool,
@@ -98,7 +107,7 @@ impl H2Conn {
         H2Conn {
             addr,
             tls,
-            sender: None,
+            live: None,
             read: Arc::new(AtomicU64::new(0)),
             sending: false,
             phase: Phase::Exchanging,
@@ -112,10 +121,10 @@ impl H2Conn {
 
     /// Forgets the current connection (after a timeout or when the run ends mid-request).
     pub(crate) fn discard(&mut self) {
-        self.sender = None;
+        self.live = None;
     }
 
-    async fn connect(&mut self) -> Result<SendRequest<Full<Bytes>>, RequestError> {
+    async fn connect(&mut self) -> Result<Live, RequestError> {
         self.phase = Phase::Connecting;
         let stream = connect(self.addr, self.tls.as_ref())
             .await
@@ -132,12 +141,15 @@ impl H2Conn {
                     message: ErrorMessage::Hyper(e),
                 })?;
         // The connection future drives the socket; it ends when the sender is dropped or the
-        // server goes away, and its error (if any) reaches us through `send_request`.
+        // server goes away, and its error (if any) reaches us through `send_request`. Its end
+        // is told through `ended` (see `exchange`).
+        let (end, ended) = oneshot::channel();
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(end);
         });
         self.phase = Phase::Exchanging;
-        Ok(sender)
+        Ok(Live { sender, ended })
     }
 
     pub(crate) async fn request(
@@ -147,11 +159,11 @@ impl H2Conn {
     ) -> Result<Response, RequestError> {
         let mut resent = false;
         loop {
-            let fresh = self.sender.is_none();
+            let fresh = self.live.is_none();
             match self.exchange(prepared, backend_value).await {
                 Ok(response) => return Ok(response),
                 Err(err) => {
-                    self.sender = None;
+                    self.live = None;
                     // A request the server certainly did not process goes once more on a
                     // new connection, as on HTTP/1.1: one hyper never sent because the
                     // connection was closing, or one the server refused with REFUSED_STREAM.
@@ -176,12 +188,12 @@ impl H2Conn {
         prepared: &Prepared,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
-        let mut sender = match self.sender.take() {
-            Some(s) if !s.is_closed() => s,
+        let mut live = match self.live.take() {
+            Some(l) if !l.sender.is_closed() => l,
             _ => self.connect().await?,
         };
         self.sending = false;
-        sender.ready().await.map_err(classify)?;
+        live.sender.ready().await.map_err(classify)?;
         let mut request = http::Request::new(Full::new(prepared.body.clone()));
         *request.method_mut() = prepared.method.clone();
         *request.uri_mut() = prepared.uri.clone();
@@ -190,8 +202,29 @@ impl H2Conn {
             headers.append(name.clone(), value.clone());
         }
         self.sending = true;
-        let response = sender.send_request(request).await.map_err(classify)?;
-        self.sender = Some(sender);
+        let mut pending = std::pin::pin!(live.sender.send_request(request));
+        let answered = tokio::select! {
+            biased;
+            response = &mut pending => Some(response),
+            _ = &mut live.ended => None,
+        };
+        let response = match answered {
+            Some(response) => {
+                self.live = Some(live);
+                response
+            }
+            None => {
+                // hyper's connection task ended with this request perhaps still queued for
+                // it. A queued request is cancelled when its queue is dropped, and that
+                // happens only once every sender is gone: when the task ends on another
+                // thread at the moment the request is queued, the request waits in the queue
+                // for as long as a sender lives. Drop ours, then take the answer: a response
+                // if the request had become a stream, "cancelled" (not sent) if it had not.
+                drop(live);
+                pending.await
+            }
+        }
+        .map_err(classify)?;
         let status = response.status().as_u16();
         let mut has_backend = false;
         if let Some(name) = &prepared.backend_header
