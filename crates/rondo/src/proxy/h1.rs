@@ -34,6 +34,11 @@ use crate::request_id::Id;
 use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
+/// Room for the first read of a backend's response: a response of up to 32 KiB, head and
+/// body, arrives in one read and leaves in one write (with 16 KiB, a 16 KiB body took two of
+/// each). Only the pages a response fills are touched; the buffer is reused afterwards.
+const RESPONSE_READ: usize = 2 * body::CHUNK;
+
 /// What the connection does after a request.
 enum Next {
     KeepAlive,
@@ -429,6 +434,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
 
         // Read the response head, skipping interim (1xx) responses.
         let mut resp = self.worker.take_buffer();
+        resp.reserve(RESPONSE_READ);
         let mut head_out = self.worker.take_buffer();
         let deadline = Instant::now() + cfg.response_timeout;
         let info = self.info;
