@@ -186,10 +186,10 @@ async fn a_stopped_backend_moves_only_its_keys_and_no_request_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_load_caps_a_hot_keys_backend() {
     // One worker, so picks are serialised and the cap is exact; every backend holds each
-    // request until all 40 are in flight.
+    // request long enough for all 40 to be in flight, also on a loaded machine.
     let all = backends(4).await;
     for b in &all {
-        b.set_delay(Duration::from_millis(300));
+        b.set_delay(Duration::from_secs(2));
     }
     let upstream = format!("{BY_USER}\nhash_balance_factor = 1.25");
     let toml = config_text(&weighted(&all), &upstream, "").replace("workers = 2", "workers = 1");

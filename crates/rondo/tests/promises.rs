@@ -569,7 +569,9 @@ async fn fail_on_5xx_lets_500s_eject_a_backend_and_without_it_they_do_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_requests_queue_by_priority_at_the_connection_limit() {
     let a = mock("a").await;
-    a.set_delay(Duration::from_millis(300));
+    // The first request holds a's one connection long enough for the other two to be queued
+    // behind it on a loaded machine (300 ms was not); the next two are answered at once.
+    a.set_delay(Duration::from_secs(5));
     let proxy = start(&ConfigBuilder::proxy(
         UpstreamBuilder::new("app")
             .set("queue_size", 2)
@@ -597,6 +599,7 @@ async fn http2_requests_queue_by_priority_at_the_connection_limit() {
     };
     let first = send("0", "/first");
     eventually(DEADLINE, "a is busy", || a.in_flight() == 1).await;
+    a.set_delay(Duration::ZERO);
     let low = send("1", "/low");
     queued(1).await;
     let high = send("9", "/high");

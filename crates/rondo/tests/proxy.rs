@@ -435,11 +435,13 @@ async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
 #[tokio::test(flavor = "multi_thread")]
 async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_gets_503() {
     let b = mock("a").await;
-    b.set_delay(Duration::from_millis(300));
+    // The first request holds a's one connection long enough for the others to queue behind
+    // it on a loaded machine; the later ones are answered at once.
+    b.set_delay(Duration::from_secs(5));
     let proxy = start(&ConfigBuilder::proxy(
         UpstreamBuilder::new("app")
             .set("queue_size", 2)
-            .duration("queue_timeout", Duration::from_secs(5))
+            .duration("queue_timeout", Duration::from_secs(30))
             .backend_with("a", b.addr(), 1.0, Section::new().set("max_connections", 1))
             .health_check(Section::disabled()),
     ));
@@ -469,6 +471,7 @@ async fn at_the_connection_limit_requests_queue_by_priority_and_a_full_queue_get
         || b.in_flight() == 1,
     )
     .await;
+    b.set_delay(Duration::ZERO);
     let low = send(1, "/low");
     queued(1).await;
     let high = send(9, "/high");
