@@ -143,12 +143,13 @@ impl H2Conn {
     pub(crate) async fn request(
         &mut self,
         prepared: &Prepared,
+        key: Option<u32>,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
         let mut resent = false;
         loop {
             let fresh = self.sender.is_none();
-            match self.exchange(prepared, backend_value).await {
+            match self.exchange(prepared, key, backend_value).await {
                 Ok(response) => return Ok(response),
                 Err(err) => {
                     self.sender = None;
@@ -174,6 +175,7 @@ impl H2Conn {
     async fn exchange(
         &mut self,
         prepared: &Prepared,
+        key: Option<u32>,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
         let mut sender = match self.sender.take() {
@@ -188,6 +190,9 @@ impl H2Conn {
         let headers = request.headers_mut();
         for (name, value) in &prepared.headers {
             headers.append(name.clone(), value.clone());
+        }
+        if let (Some(key), Some((name, _))) = (key, &prepared.keys) {
+            headers.append(name.clone(), http::HeaderValue::from(key));
         }
         self.sending = true;
         let response = sender.send_request(request).await.map_err(classify)?;
