@@ -573,6 +573,15 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
         )
         .await;
 
+        // One request at a time: each backend had at most one in flight, none now; every
+        // row draws its p99 chart.
+        for id in ["a", "b", "c"] {
+            let cell = format!("tr[data-backend='app/{id}'] [data-field='in-flight']");
+            assert_eq!(browser::text(&browser, &cell).await, "0 / 1", "{id}");
+            let chart = format!("tr[data-backend='app/{id}'] [data-field='p99-chart'] svg");
+            browser.find(Locator::Css(&chart)).await.unwrap();
+        }
+
         // Drain without the token: refused, nothing changes.
         let drain = "tr[data-backend='app/b'] button[data-action='drain']";
         browser::click(&browser, drain).await;

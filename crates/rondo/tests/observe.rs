@@ -212,7 +212,8 @@ async fn a_routes_header_rules_apply_after_the_listeners_and_only_to_its_request
         let reply = raw(web(&proxy), request.as_bytes(), LIMIT).await;
         let head = reply.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{reply}");
-        head
+        // Every header line ends with CRLF, the last one too.
+        head + "\r\n"
     };
 
     // Matched by the route: the listener's rules, then the route's.
