@@ -114,10 +114,12 @@ pub fn conclusion(results: &[AlgorithmResult]) -> String {
         .copied()
         .filter(|r| is_adaptive(r.algorithm.algorithm))
         .collect();
+    // Bounded-load hashing watches the in-flight counts too: not a fixed schedule (the
+    // hashing sentence speaks of it).
     let fixed: Vec<&AlgorithmResult> = done
         .iter()
         .copied()
-        .filter(|r| !is_adaptive(r.algorithm.algorithm))
+        .filter(|r| !is_adaptive(r.algorithm.algorithm) && r.algorithm.balance_factor.is_none())
         .collect();
     let best_fixed = fixed
         .iter()
