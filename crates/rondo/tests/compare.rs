@@ -1,4 +1,5 @@
 //! `rondo compare`: the simulation's promises, the charts and the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 use std::process::Command;
 
@@ -266,21 +267,13 @@ fn bad_input_is_refused_with_a_message() {
     }
 }
 
-#[test]
-fn live_comparison_sends_every_request_through_the_real_proxy() {
+/// `rondo compare --live --json` with `args`: its JSON, once it succeeded.
+fn compare_live(args: &[&str]) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
-        .args([
-            "compare",
-            "--live",
-            "--requests",
-            "60",
-            "--algorithm",
-            "round-robin,least-connections",
-            "--json",
-            "--out",
-        ])
+    let run = Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["compare", "--live", "--json", "--out"])
         .arg(out.path())
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -288,7 +281,17 @@ fn live_comparison_sends_every_request_through_the_real_proxy() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn live_comparison_sends_every_request_through_the_real_proxy() {
+    let json = compare_live(&[
+        "--requests",
+        "60",
+        "--algorithm",
+        "round-robin,least-connections",
+    ]);
     assert_eq!(json["source"]["kind"], "live");
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -315,29 +318,14 @@ fn live_comparison_sends_every_request_through_the_real_proxy() {
 
 #[test]
 fn live_comparison_sends_each_request_s_key_and_hashing_keeps_every_key_on_its_backend() {
-    let out = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
-        .args([
-            "compare",
-            "--live",
-            "--requests",
-            "80",
-            "--key-count",
-            "6",
-            "--algorithm",
-            "round-robin,consistent-hash,consistent-hash-bounded",
-            "--json",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let json = compare_live(&[
+        "--requests",
+        "80",
+        "--key-count",
+        "6",
+        "--algorithm",
+        "round-robin,consistent-hash,consistent-hash-bounded",
+    ]);
     let results = json["results"].as_array().unwrap();
     let names: Vec<&str> = results
         .iter()

@@ -190,6 +190,15 @@ mod tests {
         );
     }
 
+    /// The variables of a request from 10.0.0.7 to [`HEAD`] with request id `r1`.
+    fn vars() -> Vars<'static> {
+        Vars {
+            remote_addr: "10.0.0.7",
+            host: host(HEAD),
+            request_id: "r1",
+        }
+    }
+
     #[test]
     fn rules_remove_then_set_in_order_with_variables() {
         let listener = HeaderRules {
@@ -204,11 +213,7 @@ mod tests {
             remove: vec![],
         };
         let mut head = HEAD.to_vec();
-        let vars = Vars {
-            remote_addr: "10.0.0.7",
-            host: host(HEAD),
-            request_id: "r1",
-        };
+        let vars = vars();
         apply(&mut head, &[&listener, &route], &vars);
         assert_eq!(
             String::from_utf8(head).unwrap(),
@@ -231,11 +236,7 @@ mod tests {
             remove: vec!["x-gone".into()],
         };
         let mut head = HEAD.to_vec();
-        let vars = Vars {
-            remote_addr: "10.0.0.7",
-            host: host(HEAD),
-            request_id: "r1",
-        };
+        let vars = vars();
         apply(&mut head, &[&listener, &route], &vars);
         assert_eq!(
             String::from_utf8(head).unwrap(),
