@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::ejection::Ejection;
-use crate::health::{Health, HealthTracker};
+use crate::health::{Downtime, Health, HealthTracker};
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::weight::Weight;
@@ -108,6 +109,8 @@ pub struct Backend {
     /// starting at the origin is exact; 0: not ramping.
     ramp_since: AtomicU64,
     pub(crate) health: HealthTracker,
+    /// Time spent down by health checks, for reporting.
+    pub(crate) downtime: Downtime,
     pub(crate) breaker: CircuitBreaker,
     /// An active check failed while the breaker was open: the next passing check is evidence
     /// the backend came back (see `Pool::record_check`).
@@ -128,6 +131,7 @@ impl Backend {
             draining: AtomicBool::new(false),
             ramp_since: AtomicU64::new(0),
             health: HealthTracker::default(),
+            downtime: Downtime::default(),
             breaker: CircuitBreaker::new(),
             check_failed_while_open: AtomicBool::new(false),
             ejection: Ejection::default(),
@@ -188,6 +192,11 @@ impl Backend {
     /// Health as active checks see it.
     pub fn health(&self) -> Health {
         self.health.health()
+    }
+
+    /// Time it has spent down by its health checks up to `now`, since it joined the pool.
+    pub fn downtime(&self, now: Timestamp) -> Duration {
+        self.downtime.at(now)
     }
 
     /// Circuit breaker state.

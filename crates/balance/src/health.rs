@@ -8,6 +8,9 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::time::Timestamp;
 
 /// How many consecutive results change a backend's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +129,53 @@ impl HealthTracker {
     }
 }
 
+/// How long a backend has spent down by its health checks since it joined the pool: the
+/// finished down spells plus the current one (HAProxy's `downtime`, which its stats page shows
+/// next to each server). Written only when health changes, never on the request path.
+#[derive(Debug, Default)]
+pub struct Downtime {
+    /// When the current down spell began, nanoseconds + 1 (so a spell starting at the origin
+    /// is exact); 0 while up.
+    since: AtomicU64,
+    /// Nanoseconds of the finished spells.
+    total: AtomicU64,
+}
+
+impl Downtime {
+    /// Notes a change of health at `now`.
+    pub(crate) fn changed(&self, health: Health, now: Timestamp) {
+        match health {
+            Health::Down => {
+                // Already down (a forced state repeated): the spell goes on from its start.
+                let _ = self.since.compare_exchange(
+                    0,
+                    now.as_nanos() + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            Health::Up => {
+                let since = self.since.swap(0, Ordering::AcqRel);
+                if since != 0 {
+                    let spell = now.as_nanos().saturating_sub(since - 1);
+                    self.total.fetch_add(spell, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Time spent down up to `now`, the current spell included.
+    pub fn at(&self, now: Timestamp) -> Duration {
+        let since = self.since.load(Ordering::Acquire);
+        let current = if since == 0 {
+            0
+        } else {
+            now.as_nanos().saturating_sub(since - 1)
+        };
+        Duration::from_nanos(self.total.load(Ordering::Acquire) + current)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +209,29 @@ mod tests {
         assert_eq!(t.record(&c, true), Some(Health::Up));
         assert_eq!(t.health(), Health::Up);
         assert_eq!(t.streak(), 0);
+    }
+
+    #[test]
+    fn downtime_adds_the_down_spells_and_counts_the_current_one() {
+        let at = |s: u64| Timestamp::from_nanos(s * 1_000_000_000);
+        let d = Downtime::default();
+        assert_eq!(d.at(at(5)), Duration::ZERO);
+        d.changed(Health::Down, at(0));
+        d.changed(Health::Down, at(2));
+        assert_eq!(
+            d.at(at(3)),
+            Duration::from_secs(3),
+            "the spell runs from its start"
+        );
+        d.changed(Health::Up, at(4));
+        assert_eq!(
+            d.at(at(100)),
+            Duration::from_secs(4),
+            "up time does not count"
+        );
+        d.changed(Health::Up, at(101));
+        d.changed(Health::Down, at(110));
+        assert_eq!(d.at(at(111)), Duration::from_secs(5));
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub use backend::{Backend, BackendSpec, BackendState};
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 pub use ejection::{Ejection, EjectionConfig};
 pub use error::{PoolError, UnknownAlgorithm};
-pub use health::{Health, HealthConfig, HealthTracker};
+pub use health::{Downtime, Health, HealthConfig, HealthTracker};
 pub use picker::{
     Algorithm, AnyPicker, ConsistentHash, Cycle, LEAST_CONNECTIONS_WINDOW, LeastConnections,
     MIN_SKIPS, PickContext, PickState, Picker, PowerOfTwo, WeightedRandom,

@@ -427,6 +427,7 @@ impl Pool {
         let changed = backend.health.record(&config, passed);
         let mut events = Vec::new();
         if let Some(h) = changed {
+            backend.downtime.changed(h, now);
             events.push(Event::Health(h));
             if h == Health::Up {
                 backend.start_ramp(now);
@@ -464,6 +465,9 @@ impl Pool {
     ) -> Result<Option<Health>, PoolError> {
         let backend = self.find(id)?;
         let changed = backend.health.set(health);
+        if let Some(h) = changed {
+            backend.downtime.changed(h, now);
+        }
         if changed == Some(Health::Up) {
             backend.start_ramp(now);
         }

@@ -61,6 +61,8 @@ pub struct Stats {
     successes: AtomicU64,
     failures: AtomicU64,
     in_flight: AtomicU32,
+    /// The most requests it ever had in flight at once (HAProxy's `smax`, "max sessions").
+    peak_in_flight: AtomicU32,
     /// Per-response EWMA of latency, seconds; NaN until the first response.
     ewma: AtomicF64,
     /// Per-response EWMA of the failure indicator (0 or 1).
@@ -80,6 +82,7 @@ impl Default for Stats {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            peak_in_flight: AtomicU32::new(0),
             ewma: AtomicF64::new(f64::NAN),
             error_rate: AtomicF64::new(0.0),
             peak: AtomicF64::new(DEFAULT_RTT.as_secs_f64()),
@@ -101,6 +104,8 @@ pub struct StatsSnapshot {
     pub failures: u64,
     /// Requests in flight now.
     pub in_flight: u32,
+    /// The most requests it ever had in flight at once.
+    pub peak_in_flight: u32,
     /// `successes / (successes + failures)`, 1.0 before any outcome.
     pub success_rate: f64,
     /// Per-response EWMA of latency; zero before any response.
@@ -120,18 +125,30 @@ impl Stats {
     #[inline]
     pub(crate) fn begin(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.note_peak(now);
+    }
+
+    /// Raises the peak to `in_flight` if it is a new one. A plain load first: the peak is
+    /// rarely beaten, so almost every request only reads a shared cache line.
+    #[inline]
+    fn note_peak(&self, in_flight: u32) {
+        if in_flight > self.peak_in_flight.load(Ordering::Relaxed) {
+            self.peak_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        }
     }
 
     /// Tries to start a request under a connection limit; false (and nothing counted) when
     /// the backend already has `limit` requests in flight.
     #[inline]
     pub(crate) fn try_begin(&self, limit: u32) -> bool {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.note_peak(before + 1);
         true
     }
 
@@ -225,6 +242,7 @@ impl Stats {
             successes,
             failures,
             in_flight: self.in_flight(),
+            peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
             success_rate: if done == 0 {
                 1.0
             } else {
@@ -287,6 +305,20 @@ mod tests {
             "only the last 100 responses count"
         );
         assert!((snap.success_rate - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_peak_in_flight_is_the_most_requests_ever_in_flight_at_once() {
+        let s = Stats::default();
+        s.begin();
+        assert!(s.try_begin(3));
+        s.begin();
+        assert!(!s.try_begin(3), "refused at the limit: no new peak");
+        s.end();
+        s.end();
+        assert!(s.try_begin(3));
+        let snap = s.snapshot(Timestamp::from_nanos(1));
+        assert_eq!((snap.in_flight, snap.peak_in_flight), (2, 3));
     }
 
     #[test]

@@ -84,6 +84,8 @@ enum Claim {
     /// Send a request; `due` is when it was due under a rate.
     Go {
         due: Option<Instant>,
+        /// The request's number (0 when requests are not numbered).
+        index: u64,
     },
     Stop,
 }
@@ -109,14 +111,17 @@ impl Shared {
                 if self.deadline.is_some_and(|d| due >= d) {
                     Claim::Stop
                 } else {
-                    Claim::Go { due: Some(due) }
+                    Claim::Go {
+                        due: Some(due),
+                        index,
+                    }
                 }
             }
             None => {
                 if self.deadline.is_some_and(|d| Instant::now() >= d) {
                     Claim::Stop
                 } else {
-                    Claim::Go { due: None }
+                    Claim::Go { due: None, index }
                 }
             }
         }
@@ -252,11 +257,12 @@ impl Client {
     async fn request(
         &mut self,
         p: &Prepared,
+        key: Option<u32>,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
         match self {
-            Client::H1(c) => c.request(p, backend_value).await,
-            Client::H2(c) => c.request(p, backend_value).await,
+            Client::H1(c) => c.request(p, key, backend_value).await,
+            Client::H2(c) => c.request(p, key, backend_value).await,
         }
     }
 
@@ -306,9 +312,9 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
     ));
 
     loop {
-        let due = match shared.claim() {
+        let (due, index) = match shared.claim() {
             Claim::Stop => break,
-            Claim::Go { due } => due,
+            Claim::Go { due, index } => (due, index),
         };
         if let Some(due) = due
             && due > Instant::now()
@@ -325,7 +331,7 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
             (a, b) => a.or(b),
         };
         let outcome = {
-            let request = client.request(p, &mut backend_value);
+            let request = client.request(p, p.key(index), &mut backend_value);
             let mut request = pin!(request);
             match check_at {
                 None => Outcome::Done(request.await),
@@ -392,7 +398,7 @@ pub(crate) async fn run(prepared: Prepared) -> Result<Report, BenchError> {
     let start = Instant::now();
     let shared = Arc::new(Shared {
         deadline: prepared.duration.map(|d| start + d),
-        numbered: prepared.requests.is_some() || prepared.rate.is_some(),
+        numbered: prepared.requests.is_some() || prepared.rate.is_some() || prepared.keys.is_some(),
         issued: Counter::default(),
         slots: (0..connections).map(|_| Slot::default()).collect(),
         done: tokio::sync::Notify::new(),

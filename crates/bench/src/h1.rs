@@ -124,9 +124,12 @@ impl H1Conn {
     pub(crate) async fn request(
         &mut self,
         p: &Prepared,
+        key: Option<u32>,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
-        let (request, head, backend) = (&p.h1_request[..], p.head, p.backend_header.as_ref());
+        let keyed = key.map(|k| p.h1_keyed(k));
+        let request = keyed.as_deref().unwrap_or(&p.h1_request[..]);
+        let (head, backend) = (p.head, p.backend_header.as_ref());
         let mut resent = false;
         loop {
             let fresh = self.stream.is_none();

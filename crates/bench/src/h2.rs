@@ -155,12 +155,13 @@ impl H2Conn {
     pub(crate) async fn request(
         &mut self,
         prepared: &Prepared,
+        key: Option<u32>,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
         let mut resent = false;
         loop {
             let fresh = self.live.is_none();
-            match self.exchange(prepared, backend_value).await {
+            match self.exchange(prepared, key, backend_value).await {
                 Ok(response) => return Ok(response),
                 Err(err) => {
                     self.live = None;
@@ -186,6 +187,7 @@ impl H2Conn {
     async fn exchange(
         &mut self,
         prepared: &Prepared,
+        key: Option<u32>,
         backend_value: &mut Vec<u8>,
     ) -> Result<Response, RequestError> {
         let mut live = match self.live.take() {
@@ -200,6 +202,9 @@ impl H2Conn {
         let headers = request.headers_mut();
         for (name, value) in &prepared.headers {
             headers.append(name.clone(), value.clone());
+        }
+        if let (Some(key), Some((name, _))) = (key, &prepared.keys) {
+            headers.append(name.clone(), http::HeaderValue::from(key));
         }
         self.sending = true;
         let mut pending = std::pin::pin!(live.sender.send_request(request));

@@ -42,7 +42,8 @@ pub use args::BenchArgs;
 pub use error::{BenchError, ErrorKind};
 pub use report::{BackendShare, ErrorCounts, GrpcStatus, Latency, Report};
 pub use spec::{
-    DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_TIMEOUT, LoadSpec, ProgressMode, StopHandle,
+    DEFAULT_CONNECTIONS, DEFAULT_DURATION, DEFAULT_TIMEOUT, LoadSpec, ProgressMode, RequestKeys,
+    StopHandle,
 };
 pub use tls::AnyCertificate;
 

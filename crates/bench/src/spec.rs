@@ -97,6 +97,8 @@ pub struct LoadSpec {
     /// their `grpc-status`; a call succeeds when it is 0. The URL gives only scheme, host
     /// and port; [`method`](Self::method) is not used.
     pub grpc_unary: Option<String>,
+    /// Give each request an affinity key, in a header of its own (see [`RequestKeys`]).
+    pub keys: Option<RequestKeys>,
     /// Progress display on stderr.
     pub progress: ProgressMode,
     /// Ends the run early when [stopped](StopHandle::stop): no new request is sent, the
@@ -145,10 +147,23 @@ impl LoadSpec {
             rate: None,
             backend_header: None,
             grpc_unary: None,
+            keys: None,
             progress: ProgressMode::Off,
             stop: StopHandle::new(),
         }
     }
+}
+
+/// Affinity keys for the requests, as users or sessions give them: request `i` (counted over
+/// all connections) carries the header `header` with the decimal value
+/// `sequence[i % sequence.len()]`. `rondo compare --live` sends its scenario's keys this way,
+/// so a `consistent-hash` proxy has something to hash.
+#[derive(Debug, Clone)]
+pub struct RequestKeys {
+    /// The header's name, e.g. `x-key`.
+    pub header: String,
+    /// The key of each request, in order; cycled when there are more requests.
+    pub sequence: Arc<[u32]>,
 }
 
 /// A validated spec: everything the connection tasks need, computed once.
@@ -170,6 +185,10 @@ pub(crate) struct Prepared {
     pub(crate) backend_header: Option<HeaderName>,
     /// The complete HTTP/1.1 request, head and body, serialised once.
     pub(crate) h1_request: Bytes,
+    /// Where the request line of `h1_request` ends: a keyed request's header goes there.
+    pub(crate) h1_line_end: usize,
+    /// The key header's name and the keys, when requests carry keys.
+    pub(crate) keys: Option<(HeaderName, Arc<[u32]>)>,
     /// The parts of an HTTP/2 request.
     pub(crate) method: Method,
     pub(crate) uri: Uri,
@@ -182,6 +201,30 @@ pub(crate) struct Prepared {
     pub(crate) tls: Option<super::tls::Tls>,
     pub(crate) progress: ProgressMode,
     pub(crate) stop: StopHandle,
+}
+
+impl Prepared {
+    /// The key request `index` carries, when requests carry keys.
+    pub(crate) fn key(&self, index: u64) -> Option<u32> {
+        let (_, sequence) = self.keys.as_ref()?;
+        let at = usize::try_from(index % sequence.len() as u64).unwrap_or(0);
+        sequence.get(at).copied()
+    }
+
+    /// The HTTP/1.1 request with the key header after its request line. Built per request,
+    /// so only keyed runs pay for it.
+    pub(crate) fn h1_keyed(&self, key: u32) -> Vec<u8> {
+        let name = self.keys.as_ref().map_or("", |(n, _)| n.as_str());
+        let (line, rest) = self.h1_request.split_at(self.h1_line_end);
+        let mut out = Vec::with_capacity(self.h1_request.len() + name.len() + 16);
+        out.extend_from_slice(line);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(key.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(rest);
+        out
+    }
 }
 
 impl LoadSpec {
@@ -305,6 +348,20 @@ impl LoadSpec {
             self.body.clone()
         };
 
+        let keys = match &self.keys {
+            None => None,
+            Some(k) if k.sequence.is_empty() => {
+                return Err(BenchError::InvalidOption(
+                    "the key sequence is empty".into(),
+                ));
+            }
+            Some(k) => Some((
+                HeaderName::from_bytes(k.header.as_bytes()).map_err(|_| {
+                    BenchError::InvalidOption(format!("{:?} is not a header name", k.header))
+                })?,
+                Arc::clone(&k.sequence),
+            )),
+        };
         let h1_request = serialise_h1(
             &method,
             path,
@@ -334,7 +391,12 @@ impl LoadSpec {
                     | Method::TRACE
             ),
             backend_header,
+            h1_line_end: h1_request
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(0, |at| at + 2),
             h1_request,
+            keys,
             method,
             uri,
             headers,
@@ -447,6 +509,34 @@ mod tests {
                 "{url} {method}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn keyed_requests_carry_their_key_after_the_request_line_in_turn() {
+        let mut spec = LoadSpec::new("http://127.0.0.1:9/k");
+        spec.keys = Some(RequestKeys {
+            header: "x-key".into(),
+            sequence: Arc::from([7u32, 42]),
+        });
+        let p = spec.prepare().await.unwrap();
+        assert_eq!((p.key(0), p.key(1), p.key(2)), (Some(7), Some(42), Some(7)));
+        assert_eq!(
+            p.h1_keyed(42),
+            b"GET /k HTTP/1.1\r\nx-key: 42\r\nhost: 127.0.0.1:9\r\n\r\n"
+        );
+        spec.keys = Some(RequestKeys {
+            header: "x-key".into(),
+            sequence: Arc::from([]),
+        });
+        assert!(matches!(
+            spec.prepare().await,
+            Err(BenchError::InvalidOption(_))
+        ));
+        let unkeyed = LoadSpec::new("http://127.0.0.1:9/k")
+            .prepare()
+            .await
+            .unwrap();
+        assert_eq!(unkeyed.key(0), None);
     }
 
     #[tokio::test]

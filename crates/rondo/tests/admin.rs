@@ -9,46 +9,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{
-    Client, ConfigBuilder, Section, app, browser, config, eventually_async, mock, proxy_config,
-    start, web,
+    Client, ConfigBuilder, Section, admin_call as call, app, browser, config, eventually_async,
+    mock, proxy_config, start, web,
 };
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-
-/// One request to the admin API: status and body.
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin.test");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if !body.is_empty() {
-        req = req.header("content-type", "application/json");
-    }
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&text).into_owned())
-}
 
 async fn stats(addr: SocketAddr) -> Value {
     let (status, body) = call(addr, "GET", "/api/v1/stats", None, "").await;
@@ -607,6 +572,15 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
             },
         )
         .await;
+
+        // One request at a time: each backend had at most one in flight, none now; every
+        // row draws its p99 chart.
+        for id in ["a", "b", "c"] {
+            let cell = format!("tr[data-backend='app/{id}'] [data-field='in-flight']");
+            assert_eq!(browser::text(&browser, &cell).await, "0 / 1", "{id}");
+            let chart = format!("tr[data-backend='app/{id}'] [data-field='p99-chart'] svg");
+            browser.find(Locator::Css(&chart)).await.unwrap();
+        }
 
         // Drain without the token: refused, nothing changes.
         let drain = "tr[data-backend='app/b'] button[data-action='drain']";

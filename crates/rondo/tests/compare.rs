@@ -1,9 +1,12 @@
 //! `rondo compare`: the simulation's promises, the charts and the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 use std::process::Command;
 
 use balance::Algorithm;
-use rondo::lab::compare::{AlgorithmResult, Scenario, chart, simulate};
+use rondo::lab::compare::contender::BOUNDED_NAME;
+use rondo::lab::compare::keys::{KeyDistribution, KeySpace};
+use rondo::lab::compare::{AlgorithmResult, Contender, Scenario, chart, simulate};
 
 fn result(results: &[AlgorithmResult], a: Algorithm) -> &AlgorithmResult {
     results
@@ -24,7 +27,11 @@ fn the_same_seed_gives_identical_results() {
     };
     let (a, b) = (simulate(&s), simulate(&s));
     assert_eq!(a, b);
-    assert_eq!(a.len(), Algorithm::ALL.len());
+    assert_eq!(
+        a.len(),
+        Algorithm::ALL.len() + 1,
+        "and consistent-hash-bounded"
+    );
     assert!(
         a.iter()
             .all(|r| r.completed == 3_000 && r.requests == 3_000)
@@ -96,7 +103,7 @@ fn charts_are_svg_files_naming_every_algorithm() {
         let svg = std::fs::read_to_string(p).unwrap();
         assert!(svg.starts_with("<svg"), "{}", p.display());
         assert!(svg.trim_end().ends_with("</svg>"));
-        for name in Algorithm::NAMES {
+        for name in Algorithm::NAMES.iter().chain([&BOUNDED_NAME]) {
             assert!(svg.contains(name), "{} lacks {name}", p.display());
         }
     }
@@ -124,7 +131,7 @@ fn the_command_prints_the_table_the_conclusion_and_the_chart_paths() {
         stdout.contains("algorithm") && stdout.contains("p99"),
         "{stdout}"
     );
-    for name in Algorithm::NAMES {
+    for name in Algorithm::NAMES.iter().chain([&BOUNDED_NAME]) {
         assert!(
             stdout.lines().any(|l| l.starts_with(&format!("{name} "))),
             "no row for {name}:\n{stdout}"
@@ -209,6 +216,36 @@ fn hashing_keeps_keys_and_reports_the_keys_a_failure_moves() {
 }
 
 #[test]
+fn bounded_load_caps_the_hot_keys_backend_at_some_cost_in_affinity() {
+    let s = Scenario {
+        requests: 6_000,
+        algorithms: vec![Algorithm::ConsistentHash.into(), Contender::bounded()],
+        keys: KeySpace {
+            count: 1_000,
+            distribution: KeyDistribution::Zipf(1.2),
+        },
+        ..Scenario::default()
+    };
+    let rs = simulate(&s);
+    let peak = |r: &AlgorithmResult| r.backends.iter().map(|b| b.peak_in_flight).max();
+    let (plain, bounded) = (&rs[0], &rs[1]);
+    assert_eq!(bounded.algorithm.name(), BOUNDED_NAME);
+    assert!(
+        peak(bounded) < peak(plain),
+        "busiest backend's peak in flight: bounded {:?}, plain {:?}",
+        peak(bounded),
+        peak(plain)
+    );
+    let (kept_plain, kept_bounded) = (plain.key_affinity.unwrap(), bounded.key_affinity.unwrap());
+    assert_eq!(kept_plain, 1.0);
+    assert!(
+        kept_bounded < 1.0 && kept_bounded > 0.5,
+        "bounded kept {kept_bounded}"
+    );
+    assert!(bounded.keys_moved.is_some(), "a failure's moved keys too");
+}
+
+#[test]
 fn bad_input_is_refused_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().to_str().unwrap();
@@ -230,21 +267,13 @@ fn bad_input_is_refused_with_a_message() {
     }
 }
 
-#[test]
-fn live_comparison_sends_every_request_through_the_real_proxy() {
+/// `rondo compare --live --json` with `args`: its JSON, once it succeeded.
+fn compare_live(args: &[&str]) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_rondo"))
-        .args([
-            "compare",
-            "--live",
-            "--requests",
-            "60",
-            "--algorithm",
-            "round-robin,least-connections",
-            "--json",
-            "--out",
-        ])
+    let run = Command::new(env!("CARGO_BIN_EXE_rondo"))
+        .args(["compare", "--live", "--json", "--out"])
         .arg(out.path())
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -252,7 +281,17 @@ fn live_comparison_sends_every_request_through_the_real_proxy() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+#[test]
+fn live_comparison_sends_every_request_through_the_real_proxy() {
+    let json = compare_live(&[
+        "--requests",
+        "60",
+        "--algorithm",
+        "round-robin,least-connections",
+    ]);
     assert_eq!(json["source"]["kind"], "live");
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
@@ -274,5 +313,34 @@ fn live_comparison_sends_every_request_through_the_real_proxy() {
             b["requests"], 15,
             "round-robin: 60 requests over 4 backends: {rr}"
         );
+    }
+}
+
+#[test]
+fn live_comparison_sends_each_request_s_key_and_hashing_keeps_every_key_on_its_backend() {
+    let json = compare_live(&[
+        "--requests",
+        "80",
+        "--key-count",
+        "6",
+        "--algorithm",
+        "round-robin,consistent-hash,consistent-hash-bounded",
+    ]);
+    let results = json["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["algorithm"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["round-robin", "consistent-hash", BOUNDED_NAME]);
+    let kept = |i: usize| results[i]["key_affinity"].as_f64().unwrap();
+    // Six keys over 80 requests: every key comes back many times.
+    assert_eq!(kept(1), 1.0, "consistent-hash: {}", results[1]);
+    assert!(
+        kept(0) < 0.5,
+        "round-robin moves keys around: {}",
+        results[0]
+    );
+    for r in results {
+        assert_eq!(r["completed"], 80, "{r}");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Client, MockBackend, eventually, get, mock, start_text, web};
+use common::{Client, MockBackend, admin_call, eventually, get, mock, prometheus, start_text, web};
 use parking_lot::Mutex;
 
 /// An SRV record: priority, weight, port, target.
@@ -289,6 +289,68 @@ async fn records_that_appear_join_those_that_go_drain_and_kept_ones_keep_their_s
     let seen = spread(addr, 4).await;
     assert_eq!((seen["b"], seen["c"]), (2, 2), "{seen:?}");
     assert_eq!(a.hits(), a_hits, "a takes no new request");
+    running.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_changed_through_the_admin_api_survive_a_dns_change() {
+    let a = mock("a").await;
+    let port = a.addr().port();
+    let on = |name: &'static str, ip: Ipv4Addr| {
+        MockBackend::builder(name)
+            .addr(SocketAddr::new(ip.into(), port))
+            .start()
+    };
+    let lo4 = Ipv4Addr::new(127, 0, 0, 4);
+    let (b, c, d) = (
+        on("b", LO2).await.unwrap(),
+        on("c", LO3).await.unwrap(),
+        on("d", lo4).await.unwrap(),
+    );
+    let dns = Dns::start(1).await;
+    dns.set_a("app.test", &[Ipv4Addr::LOCALHOST, LO3]);
+    let running = start_text(&config(
+        &format!("{{ address = \"app.test:{port}\" }}"),
+        &dns,
+        "100ms",
+        "200ms",
+    ));
+    let id = |ip: Ipv4Addr| format!("app.test:{port}@{ip}:{port}");
+    eventually(Duration::from_secs(5), "two records resolved", || {
+        ids(&running).len() == 2
+    })
+    .await;
+
+    // Through the admin API: c's record taken out, b added with weight 2.
+    let admin = running.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+    let (status, body) =
+        admin_call(admin, "DELETE", &format!("{base}/{}", id(LO3)), None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let add = format!(r#"{{"id": "b", "address": "{LO2}:{port}", "weight": 2}}"#);
+    let (status, body) = admin_call(admin, "POST", base, None, &add).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(ids(&running), [id(Ipv4Addr::LOCALHOST), "b".to_owned()]);
+
+    // A new record: the pool is rebuilt from the records, and the API's changes stay.
+    dns.set_a("app.test", &[Ipv4Addr::LOCALHOST, LO3, lo4]);
+    eventually(Duration::from_secs(5), "d's record joins", || {
+        ids(&running).contains(&id(lo4))
+    })
+    .await;
+    assert_eq!(
+        ids(&running),
+        [id(Ipv4Addr::LOCALHOST), id(lo4), "b".to_owned()]
+    );
+    let (c_hits, b_hits) = (c.hits(), b.hits());
+    let seen = spread(web(&running), 4).await;
+    assert_eq!((seen["a"], seen["d"], seen["b"]), (1, 1, 2), "{seen:?}");
+    assert_eq!((c.hits(), b.hits()), (c_hits, b_hits + 2), "c stays out");
+    assert_eq!(d.hits(), 1);
+
+    let scrape = get(admin, "/metrics").await.text();
+    let names = prometheus::assert_names_follow_the_conventions(&scrape);
+    assert!(names.contains("rondo_dns_resolutions_total"), "{names:?}");
     running.shutdown(Duration::from_secs(1));
 }
 

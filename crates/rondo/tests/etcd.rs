@@ -263,6 +263,15 @@ async fn with_etcd_down_traffic_continues_and_changes_made_meanwhile_apply_on_re
     }
     let scrape = get(fleet[0].admin_addr(), "/metrics").await.text();
     assert!(scrape.contains("rondo_etcd_synced 0"), "{scrape}");
+    let names = prometheus::assert_names_follow_the_conventions(&scrape);
+    for family in [
+        "rondo_etcd_synced",
+        "rondo_etcd_stale_since_timestamp_seconds",
+        "rondo_etcd_revision",
+        "rondo_etcd_failures_total",
+    ] {
+        assert!(names.contains(family), "{family} checked: {names:?}");
+    }
     // An admin change cannot be shared now: refused, and nothing changes locally.
     let (status, answer) = admin(
         &fleet[0],

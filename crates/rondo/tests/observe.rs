@@ -158,6 +158,102 @@ async fn header_rules_change_what_the_backend_and_the_client_receive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_routes_header_rules_apply_after_the_listeners_and_only_to_its_requests() {
+    let (web_b, api_b) = (mock("web").await, mock("api").await);
+    let rules = |set: Section, remove: &[&str]| {
+        Section::new().set("set", set).set(
+            "remove",
+            remove.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let route = Section::new()
+        .set("path_prefix", "/api/")
+        .set("upstream", "api")
+        .set(
+            "request_headers",
+            rules(
+                Section::new()
+                    .set("x-layer", "route $request_id")
+                    .set("x-route", "api"),
+                &["user-agent"],
+            ),
+        )
+        .set(
+            "response_headers",
+            rules(
+                Section::new().set("cache-control", "no-store"),
+                &["x-backend"],
+            ),
+        );
+    let config = ConfigBuilder::new()
+        .listener_with(
+            Section::new()
+                .set("name", "web")
+                .set("bind", "127.0.0.1:0")
+                .set("upstream", "web")
+                .set(
+                    "request_headers",
+                    rules(Section::new().set("x-layer", "listener"), &["x-debug"]),
+                )
+                .set(
+                    "response_headers",
+                    rules(Section::new().set("x-frame-options", "DENY"), &[]),
+                )
+                .set("routes", vec![route]),
+        )
+        .upstream(UpstreamBuilder::new("web").backend("web", web_b.addr(), 1.0))
+        .upstream(UpstreamBuilder::new("api").backend("api", api_b.addr(), 1.0));
+    let proxy = start(&config);
+    let ask = async |path: &str| {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: probe/1.0\r\n\
+             X-Debug: 1\r\nX-Request-Id: r-7\r\nConnection: close\r\n\r\n"
+        );
+        let reply = raw(web(&proxy), request.as_bytes(), LIMIT).await;
+        let head = reply.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{reply}");
+        // Every header line ends with CRLF, the last one too.
+        head + "\r\n"
+    };
+
+    // Matched by the route: the listener's rules, then the route's.
+    let head = ask("/api/users").await;
+    assert!(head.contains("\r\nx-frame-options: deny\r\n"), "{head}");
+    assert!(head.contains("\r\ncache-control: no-store\r\n"), "{head}");
+    assert!(!head.contains("x-backend"), "{head}");
+    let seen = &api_b.seen()[0];
+    assert_eq!(
+        seen.header("x-layer"),
+        Some("route r-7"),
+        "the route's set wins"
+    );
+    assert_eq!(seen.header("x-route"), Some("api"));
+    assert_eq!(
+        seen.header("x-debug"),
+        None,
+        "the listener's removal applies"
+    );
+    assert_eq!(
+        seen.header("user-agent"),
+        None,
+        "the route's removal applies"
+    );
+
+    // Not matched: the listener's rules alone.
+    let head = ask("/index.html").await;
+    assert!(head.contains("\r\nx-frame-options: deny\r\n"), "{head}");
+    assert!(head.contains("\r\nx-backend: web\r\n"), "{head}");
+    assert!(!head.contains("cache-control"), "{head}");
+    let seen = &web_b.seen()[0];
+    assert_eq!(seen.header("x-layer"), Some("listener"));
+    assert_eq!(seen.header("x-route"), None);
+    assert_eq!(seen.header("x-debug"), None);
+    assert_eq!(seen.header("user-agent"), Some("probe/1.0"));
+    assert_eq!(api_b.seen().len(), 1);
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_every_response_by_who_made_it() {
     let b = mock("b1").await;
     let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
@@ -217,6 +313,21 @@ async fn metrics_count_every_response_by_who_made_it() {
         1.0
     );
     assert!(value("process_resident_memory_bytes", &[]).await > 0.0);
+
+    let names =
+        prometheus::assert_names_follow_the_conventions(&get(admin, "/metrics").await.text());
+    for family in [
+        "rondo_responses_total",
+        "rondo_requests_total",
+        "rondo_request_duration_seconds",
+        "rondo_backend_up",
+        "rondo_circuit_breaker_state",
+        "rondo_upstream_connections_idle",
+        "rondo_build_info",
+        "process_open_fds",
+    ] {
+        assert!(names.contains(family), "{family} checked: {names:?}");
+    }
     proxy.shutdown(Duration::from_secs(1));
 }
 

@@ -47,6 +47,41 @@ async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_access_line_names_every_backend_tried_and_counts_the_attempts() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    let config = ConfigBuilder::proxy(
+        UpstreamBuilder::new("app")
+            .backend("a", a.addr(), 1.0)
+            .backend("b", b.addr(), 1.0)
+            .health_check(Section::disabled()),
+    )
+    .set("workers", 1)
+    .set("access_log", true);
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let mut rondo = Process::serve(&path);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+
+    // The cycle starts at `a`, which refuses the connection: the request goes on to `b`.
+    a.kill();
+    let reply = get(addr, "/retried").await;
+    assert_eq!((reply.status, reply.text()), (200, "b".to_owned()));
+    let access = tokio::task::block_in_place(|| {
+        rondo.wait_for_line("an access line", |line| line["target"] == "rondo::access")
+    });
+    assert_eq!(access["path"], "/retried", "{access}");
+    assert_eq!(access["backend"], "a,b", "{access}");
+    assert_eq!(access["attempts"], 2, "{access}");
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(b.hits(), 1);
+    rondo.signal("TERM");
+    let code = tokio::task::block_in_place(|| rondo.wait_exit());
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
     let backend = mock("a").await;
     backend.set_delay(Duration::from_millis(800));

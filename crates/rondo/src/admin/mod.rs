@@ -296,6 +296,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
                 .all()
                 .iter()
                 .flat_map(|u| u.events().list())
+                .chain(admin.reloads.events())
                 .collect();
             all.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
             json_reply(StatusCode::OK, &json!({ "events": all }))
@@ -418,7 +419,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
                 Err(e) => pool_error(&e),
             }
         }
-        (&Method::DELETE, [id]) => match events::caused_by(BY, || pool.remove(id, now)) {
+        (&Method::DELETE, [id]) => match events::caused_by(BY, || upstream.admin_remove(id)) {
             Ok(()) => done(id, "remove"),
             Err(e) => pool_error(&e),
         },
@@ -427,7 +428,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
                 Ok(w) => w,
                 Err(e) => return e.reply(),
             };
-            match events::caused_by(BY, || pool.set_weight(id, weight, now)) {
+            match events::caused_by(BY, || upstream.admin_set_weight(id, weight)) {
                 Ok(()) => done(id, "weight"),
                 Err(e) => pool_error(&e),
             }
@@ -439,7 +440,7 @@ async fn mutate(admin: &Admin, req: Request<Incoming>, name: String, rest: Vec<S
             };
             // A fresh backend starts from zero, so do its latency and status counters.
             upstream.recorder().forget(&spec.id);
-            match events::caused_by(BY, || pool.add(&spec, now)) {
+            match events::caused_by(BY, || upstream.admin_add(&spec)) {
                 Ok(_) => {
                     tracing::info!(
                         upstream = name.as_str(),

@@ -388,36 +388,4 @@ mod tests {
             assert!(value(&s, "process_open_fds", &[]) > 0.0);
         }
     }
-
-    #[test]
-    fn names_follow_the_prometheus_conventions() {
-        let m = Arc::new(ProxyMetrics::default());
-        m.listener("web")
-            .responses("app")
-            .record(200, Source::Backend);
-        m.upstream("app");
-        let s = scrape(m);
-        for sample in &s.samples {
-            let name = sample.metric.as_str();
-            assert!(
-                name.starts_with("rondo_") || name.starts_with("process_"),
-                "{name}"
-            );
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-                "{name}"
-            );
-            let is_counter = matches!(sample.value, prometheus_parse::Value::Counter(_));
-            assert_eq!(is_counter, name.ends_with("_total"), "{name}");
-            // Units are base units and come before `_total`.
-            for bad in ["_milliseconds", "_kilobytes", "_bytes_total_", "_total_"] {
-                assert!(!name.contains(bad), "{name}");
-            }
-            assert!(
-                s.docs.contains_key(name.trim_end_matches("_total")) || s.docs.contains_key(name),
-                "{name} has HELP"
-            );
-        }
-    }
 }

@@ -167,6 +167,14 @@ pub struct BackendStats {
     pub p99_latency_ms: f64,
     /// Requests in flight now.
     pub current_connections: u32,
+    /// The most requests it had in flight at once since it joined the pool (HAProxy's
+    /// "max sessions"): how close it came to its limit.
+    #[serde(default)]
+    pub peak_connections: u32,
+    /// Seconds it has spent down by health checks since it joined the pool (HAProxy's
+    /// "downtime"), the current spell included.
+    #[serde(default)]
+    pub downtime_seconds: f64,
     /// The weight it takes traffic with now (slow start applied); 0 when not in rotation.
     pub current_weight: f64,
     /// Its load score (peak-EWMA latency × (in flight + 1), what `p2c` compares).
@@ -301,6 +309,8 @@ fn backend(u: &Upstream, snap: &Snapshot, index: Option<usize>, b: &Backend) -> 
         p95_latency_ms: p95,
         p99_latency_ms: p99,
         current_connections: s.in_flight,
+        peak_connections: s.peak_in_flight,
+        downtime_seconds: b.downtime(now).as_secs_f64(),
         current_weight: index
             .and_then(|i| snap.effective_weight(i))
             .map_or(0.0, |w| w.as_f64()),

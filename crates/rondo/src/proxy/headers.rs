@@ -53,7 +53,9 @@ pub(crate) fn request_id(head: &mut Vec<u8>) -> Id {
     id
 }
 
-/// Applies rules in order (a listener's, then its route's) to a head.
+/// Applies rules in order (a listener's, then its route's) to a head: each rule's removals,
+/// then its `set` lines, so a later rule's `set` or `remove` of a name replaces what an
+/// earlier rule set (as [`apply_to_map`] does for HTTP/2).
 pub(crate) fn apply(head: &mut Vec<u8>, rules: &[&HeaderRules], vars: &Vars<'_>) {
     if rules.iter().all(|r| r.is_empty()) {
         return;
@@ -62,8 +64,11 @@ pub(crate) fn apply(head: &mut Vec<u8>, rules: &[&HeaderRules], vars: &Vars<'_>)
         head,
         |name| rules.iter().any(|r| r.touches(name)),
         |out| {
-            for rule in rules {
+            for (i, rule) in rules.iter().enumerate() {
                 for (name, value) in &rule.set {
+                    if rules[i + 1..].iter().any(|later| later.touches(name)) {
+                        continue;
+                    }
                     out.extend_from_slice(name.as_bytes());
                     out.extend_from_slice(b": ");
                     value.write(vars, out);
@@ -185,6 +190,15 @@ mod tests {
         );
     }
 
+    /// The variables of a request from 10.0.0.7 to [`HEAD`] with request id `r1`.
+    fn vars() -> Vars<'static> {
+        Vars {
+            remote_addr: "10.0.0.7",
+            host: host(HEAD),
+            request_id: "r1",
+        }
+    }
+
     #[test]
     fn rules_remove_then_set_in_order_with_variables() {
         let listener = HeaderRules {
@@ -199,16 +213,40 @@ mod tests {
             remove: vec![],
         };
         let mut head = HEAD.to_vec();
-        let vars = Vars {
-            remote_addr: "10.0.0.7",
-            host: host(HEAD),
-            request_id: "r1",
-        };
+        let vars = vars();
         apply(&mut head, &[&listener, &route], &vars);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "GET / HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nx-real-ip: 10.0.0.7\r\n\
              x-host: h=example.com id=r1\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_later_rule_replaces_or_removes_what_an_earlier_one_set() {
+        let listener = HeaderRules {
+            set: vec![
+                ("x-layer".into(), Value::parse("listener").unwrap()),
+                ("x-gone".into(), Value::parse("1").unwrap()),
+            ],
+            remove: vec![],
+        };
+        let route = HeaderRules {
+            set: vec![("x-layer".into(), Value::parse("route").unwrap())],
+            remove: vec!["x-gone".into()],
+        };
+        let mut head = HEAD.to_vec();
+        let vars = vars();
+        apply(&mut head, &[&listener, &route], &vars);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET / HTTP/1.1\r\nHost: example.com:8080\r\nX-Debug: 1\r\nAccept: */*\r\n\
+             x-layer: route\r\n\r\n"
+        );
+        let mut map = http::HeaderMap::new();
+        apply_to_map(&mut map, &[&listener, &route], &vars);
+        assert_eq!(map.get_all("x-layer").iter().count(), 1);
+        assert_eq!(map.get("x-layer").unwrap(), "route");
+        assert!(map.get("x-gone").is_none());
     }
 }

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use balance::BackendSpec;
 use serde::{Deserialize, Serialize};
 
+use super::admin_changes::AdminChanges;
+
 /// What one source last did, as the admin API shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
@@ -36,16 +38,21 @@ pub(super) struct Discovered {
     sources: BTreeMap<String, (Vec<BackendSpec>, SourceStatus)>,
     /// The backends etcd lists for the upstream, once it has been read.
     etcd: Option<Vec<BackendSpec>>,
+    /// The admin API's changes, applied over the file's and the names' backends (on an etcd
+    /// upstream the API writes to etcd instead).
+    pub(super) admin: AdminChanges,
 }
 
 impl Discovered {
-    /// etcd's backends once read; until then the file's followed by every DNS name's.
+    /// etcd's backends once read; until then the file's followed by every DNS name's, with
+    /// the admin API's changes applied.
     pub(super) fn members(&self, file: &[BackendSpec]) -> Vec<BackendSpec> {
         if let Some(etcd) = &self.etcd {
             return etcd.clone();
         }
         let mut all = file.to_vec();
         all.extend(self.sources.values().flat_map(|(b, _)| b.iter().cloned()));
+        self.admin.apply(&mut all);
         all
     }
 

@@ -22,17 +22,21 @@ pub const CAPACITY: usize = 256;
 pub struct EventRecord {
     /// When, in milliseconds since the Unix epoch (what the page's `Date` takes).
     pub time_ms: u64,
-    /// The upstream.
+    /// The upstream; empty (and left out) for a `reload`, which concerns them all.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub upstream: String,
-    /// The backend.
+    /// The backend; empty (and left out) for a `reload`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub backend: String,
     /// What happened: `health`, `breaker`, `ejected`, `reinstated`, `draining`, `enabled`,
-    /// `added`, `removed`, `full_weight`.
+    /// `added`, `removed`, `full_weight`, or `reload` (the configuration, see
+    /// `admin::reloads`).
     pub kind: &'static str,
     /// The new state or the reason, in words: "down: status 404", "open", …
     pub detail: String,
     /// Who asked for the change, when a person or a system did rather than rondo's own
-    /// checks and traffic: `admin API`, `reload`, `DNS`.
+    /// checks and traffic: `admin API`, `reload`, `DNS`, `etcd`; for a `reload` event, what
+    /// set it off (`SIGHUP`, `file changed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<&'static str>,
 }

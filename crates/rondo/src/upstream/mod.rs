@@ -6,6 +6,7 @@
 //! outcome back through the lease; health checks and the admin API write through the same
 //! pool API. Nothing reaches around it.
 
+mod admin_changes;
 mod discovered;
 pub mod dns;
 pub mod etcd;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
+use admin_changes::AdminChanges;
 use events::{Events, caused_by};
 
 pub use discovered::SourceStatus;
@@ -61,8 +63,8 @@ pub struct Upstream {
     events: Arc<Events>,
     /// The last 15 minutes of traffic, for the dashboard's charts.
     history: history::History,
-    /// Backends learnt at run time (DNS names), applied after the file's; the lock also
-    /// orders their updates with a reload's.
+    /// Backends learnt at run time (DNS names, etcd) and the admin API's changes, applied
+    /// over the file's; the lock also orders their updates with a reload's.
     discovered: parking_lot::Mutex<discovered::Discovered>,
     /// Wakes the DNS loop when a reload may have changed the named backends.
     named_changed: Notify,
@@ -279,6 +281,8 @@ impl Upstream {
         if new.discovery.is_none() {
             discovered.set_etcd(None);
         }
+        // The file as written applies again: the admin API's changes end here.
+        discovered.admin = AdminChanges::default();
         caused_by("reload", || {
             self.pool.update(
                 pool_config,

@@ -13,6 +13,7 @@
 pub mod browser;
 pub mod etcd;
 pub mod h2raw;
+pub mod prometheus;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -505,4 +506,37 @@ impl KeptClient {
             KeptClient::Http2(c) => c.send("GET", path, b"").await,
         }
     }
+}
+
+/// One request to the admin API: status and body.
+pub async fn admin_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin.test");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let res = sender
+        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&text).into_owned())
 }

@@ -112,12 +112,14 @@ pub fn conclusion(results: &[AlgorithmResult]) -> String {
     let adaptive: Vec<&AlgorithmResult> = done
         .iter()
         .copied()
-        .filter(|r| is_adaptive(r.algorithm))
+        .filter(|r| is_adaptive(r.algorithm.algorithm))
         .collect();
+    // Bounded-load hashing watches the in-flight counts too: not a fixed schedule (the
+    // hashing sentence speaks of it).
     let fixed: Vec<&AlgorithmResult> = done
         .iter()
         .copied()
-        .filter(|r| !is_adaptive(r.algorithm))
+        .filter(|r| !is_adaptive(r.algorithm.algorithm) && r.algorithm.balance_factor.is_none())
         .collect();
     let best_fixed = fixed
         .iter()
@@ -240,7 +242,7 @@ fn hashing(results: &[AlgorithmResult]) -> Option<String> {
     let kept = hash.key_affinity?;
     let others = results
         .iter()
-        .filter(|r| r.algorithm != Algorithm::ConsistentHash)
+        .filter(|r| !r.algorithm.hashes())
         .filter_map(|r| r.key_affinity)
         .fold(0.0f64, f64::max);
     let mut sentence = format!(
@@ -258,6 +260,25 @@ fn hashing(results: &[AlgorithmResult]) -> Option<String> {
             m.moved * 100.0,
             m.moved_needlessly
         );
+    }
+    let bounded = results
+        .iter()
+        .find(|r| r.algorithm.hashes() && r.algorithm.balance_factor.is_some() && r.completed > 0);
+    if let Some(b) = bounded
+        && let (Some(kept), Some(f)) = (b.key_affinity, b.algorithm.balance_factor)
+    {
+        let peak = |r: &AlgorithmResult| r.backends.iter().map(|x| x.peak_in_flight).max();
+        let _ = write!(
+            sentence,
+            "; bounded to {:.0}% of the average load ({}), it kept {:.1}% of them at a p99 of {}",
+            f * 100.0,
+            b.algorithm,
+            kept * 100.0,
+            human(b.latency.p99)
+        );
+        if let (Some(p), Some(q)) = (peak(hash), peak(b)) {
+            let _ = write!(sentence, ", the busiest backend's peak in flight {p} → {q}");
+        }
     }
     Some(sentence + ".")
 }

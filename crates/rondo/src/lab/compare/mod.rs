@@ -36,6 +36,7 @@
 
 pub mod chart;
 pub mod conclusion;
+pub mod contender;
 pub mod keys;
 pub mod live;
 pub mod report;
@@ -44,9 +45,9 @@ pub mod sim;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use balance::Algorithm;
 use serde::Serialize;
 
+pub use contender::Contender;
 pub use report::{AlgorithmResult, BackendResult, LatencySummary, Tally};
 pub use sim::{
     BASE_SERVICE, DEFAULT_REQUESTS, DEFAULT_SEED, DEFAULT_SLOWDOWN, DEFAULT_UTILIZATION,
@@ -64,8 +65,10 @@ pub use sim::{
         exactly the same arrivals and request sizes, and picks with the real balancer library, \
         so least-connections and p2c react to real in-flight counts and latencies.\n\n\
         Each request also carries an affinity key (a user, a session, a URL: --keys, \
-        --key-count) that consistent-hash hashes; the table shows how often a returning key \
-        found its previous backend, and for consistent-hash how many keys move when the \
+        --key-count) that consistent-hash hashes; consistent-hash-bounded is the same with \
+        hash_balance_factor = 1.25 (no backend above 125% of the average load). The table shows \
+        how often a returning key found its previous backend, and for the hashing rows how many \
+        keys move when the \
         busiest backend fails.\n\n\
         Prints a table (throughput, mean/p50/p95/p99 latency, each backend's share and peak \
         in flight), a conclusion drawn from the numbers, and writes two SVG charts. Virtual \
@@ -75,7 +78,7 @@ pub use sim::{
         rondo compare --slowdown 1             weights that match the speeds: what changes?\n  \
         rondo compare --rate 150 --seed 7      lighter load, another draw\n  \
         rondo compare --algorithm round-robin,p2c --json\n  \
-        rondo compare --keys zipf --algorithm consistent-hash,p2c   hot keys: what hashing costs"
+        rondo compare --keys zipf --algorithm consistent-hash,consistent-hash-bounded,p2c\n                                               hot keys: what hashing costs, and bounding it"
 )]
 pub struct CompareArgs {
     /// Requests to simulate for each algorithm.
@@ -104,9 +107,10 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = keys::DEFAULT_KEYS, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub key_count: u32,
 
-    /// Only these algorithms, comma-separated or repeated [default: all]
+    /// Only these algorithms, comma-separated or repeated [default: all]. `consistent-hash-bounded`
+    /// is consistent-hash with `hash_balance_factor = 1.25`.
     #[arg(long = "algorithm", value_name = "NAME", value_delimiter = ',', value_parser = parse_algorithm)]
-    pub algorithms: Vec<Algorithm>,
+    pub algorithms: Vec<Contender>,
 
     /// Directory for the SVG charts (created if missing).
     #[arg(long, default_value = "rondo-compare")]
@@ -118,15 +122,15 @@ pub struct CompareArgs {
 
     /// Run the comparison for real instead of simulating it: for each algorithm, backends with
     /// the scenario's service times and workers start on loopback, the real proxy goes in
-    /// front, and `rondo bench` sends the requests open loop at the scenario's rate. Takes
-    /// about requests ÷ rate seconds per algorithm, plus the time queues need to drain.
+    /// front, and `rondo bench` sends the requests open loop at the scenario's rate, each with
+    /// its affinity key in an `x-key` header (what the hashing rows hash). Takes about
+    /// requests ÷ rate seconds per algorithm, plus the time queues need to drain.
     #[arg(long)]
     pub live: bool,
 }
 
-fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+fn parse_algorithm(s: &str) -> Result<Contender, String> {
     s.parse()
-        .map_err(|e: balance::UnknownAlgorithm| e.to_string())
 }
 
 impl CompareArgs {
@@ -227,12 +231,16 @@ pub fn describe(s: &Scenario, live: bool) -> String {
         s.capacity(),
         s.seed
     );
-    if !live {
-        out.push_str(&format!(
-            "  affinity keys: {} distinct, {}\n",
-            s.keys.count, s.keys.distribution
-        ));
-    }
+    out.push_str(&format!(
+        "  affinity keys: {} distinct, {}{}\n",
+        s.keys.count,
+        s.keys.distribution,
+        if live {
+            format!(" (in an {} header)", live::KEY_HEADER)
+        } else {
+            String::new()
+        }
+    ));
     let total_weight: f64 = s
         .backends
         .iter()

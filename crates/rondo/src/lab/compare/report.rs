@@ -9,9 +9,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use balance::Algorithm;
 use serde::{Serialize, Serializer};
 
+use super::contender::Contender;
 use super::keys::{Affinity, KeysMoved};
 
 pub use super::conclusion::{conclusion, weight_deviation, wrap};
@@ -84,9 +84,9 @@ pub struct BackendResult {
 /// One algorithm's run, simulated or (later) live.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlgorithmResult {
-    /// The algorithm.
+    /// The algorithm (with its bounded-load factor, for `consistent-hash-bounded`).
     #[serde(serialize_with = "algorithm_name")]
-    pub algorithm: Algorithm,
+    pub algorithm: Contender,
     /// Requests issued.
     pub requests: u64,
     /// Requests that completed.
@@ -117,7 +117,7 @@ fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(round3(d.as_secs_f64()))
 }
 
-fn algorithm_name<S: Serializer>(a: &Algorithm, s: S) -> Result<S::Ok, S::Error> {
+fn algorithm_name<S: Serializer>(a: &Contender, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(a.name())
 }
 
@@ -129,7 +129,7 @@ fn round3(v: f64) -> f64 {
 /// Collects one run as it happens and turns it into an [`AlgorithmResult`].
 #[derive(Debug, Clone)]
 pub struct Tally {
-    algorithm: Algorithm,
+    algorithm: Contender,
     backends: Vec<BackendResult>,
     /// Per backend: total latency and count of its completed requests.
     latency_sums: Vec<(Duration, u64)>,
@@ -141,7 +141,10 @@ pub struct Tally {
 
 impl Tally {
     /// A tally for `algorithm` over backends given as `(id, weight)`, in pool order.
-    pub fn new(algorithm: Algorithm, backends: impl IntoIterator<Item = (String, f64)>) -> Tally {
+    pub fn new(
+        algorithm: impl Into<Contender>,
+        backends: impl IntoIterator<Item = (String, f64)>,
+    ) -> Tally {
         let backends: Vec<BackendResult> = backends
             .into_iter()
             .map(|(id, weight)| BackendResult {
@@ -154,7 +157,7 @@ impl Tally {
             })
             .collect();
         Tally {
-            algorithm,
+            algorithm: algorithm.into(),
             latency_sums: vec![(Duration::ZERO, 0); backends.len()],
             backends,
             latencies: Vec::new(),
@@ -401,6 +404,7 @@ pub fn json<S: Serialize>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use balance::Algorithm;
 
     pub(crate) fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

@@ -21,11 +21,12 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::time::Duration;
 
-use balance::{Algorithm, BackendSpec, Outcome, Pool, PoolConfig, Timestamp, Weight};
+use balance::{BackendSpec, Outcome, Pool, PoolConfig, Timestamp, Weight};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp1};
 use rand_pcg::Pcg64;
 
+use super::contender::Contender;
 use super::keys::{self, KeySpace};
 use super::report::{AlgorithmResult, Tally};
 
@@ -99,7 +100,7 @@ pub struct Scenario {
     /// The pool.
     pub backends: Vec<SimBackend>,
     /// The algorithms to compare, in report order.
-    pub algorithms: Vec<Algorithm>,
+    pub algorithms: Vec<Contender>,
     /// Seed of the arrival times and service-time draws (and of the pool's own generator,
     /// used by `random` and `p2c`).
     pub seed: u64,
@@ -128,7 +129,7 @@ impl Scenario {
             requests,
             rate: 0.0,
             backends,
-            algorithms: Algorithm::ALL.to_vec(),
+            algorithms: Contender::all(),
             seed,
             keys: KeySpace::default(),
         };
@@ -293,14 +294,14 @@ pub fn simulate(scenario: &Scenario) -> Vec<AlgorithmResult> {
     scenario
         .algorithms
         .iter()
-        .map(|&algorithm| run_one(scenario, &workload, algorithm))
+        .map(|&contender| run_one(scenario, &workload, contender))
         .collect()
 }
 
 /// Simulates one algorithm.
-fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> AlgorithmResult {
+fn run_one(scenario: &Scenario, workload: &Workload, contender: Contender) -> AlgorithmResult {
     let mut tally = Tally::new(
-        algorithm,
+        contender,
         scenario
             .backends
             .iter()
@@ -319,7 +320,8 @@ fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> Al
         })
         .collect();
     let config = PoolConfig {
-        algorithm,
+        algorithm: contender.algorithm,
+        hash_balance_factor: contender.balance_factor,
         // Nothing fails in this model: no breaker, no ejection, so the comparison is the
         // algorithms' alone.
         breaker: None,
@@ -349,7 +351,7 @@ fn run_one(scenario: &Scenario, workload: &Workload, algorithm: Algorithm) -> Al
     let mut pending: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
     let mut leases = Vec::with_capacity(workload.arrivals.len());
     let mut last = 0u64;
-    let hashing = algorithm == Algorithm::ConsistentHash;
+    let hashing = contender.hashes();
     let mut sent = vec![0u64; scenario.backends.len()];
 
     for (k, ((&arrival, &size), &key)) in workload
@@ -436,6 +438,7 @@ fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use balance::Algorithm;
 
     fn one_backend(workers: u32, service_ms: u64) -> Scenario {
         let b = SimBackend {
@@ -466,7 +469,7 @@ mod tests {
         // M/M/1 at 80 %: mean time in system is 1 / (mu - lambda) = 1 / (10 - 8) s = 500 ms.
         let s = one_backend(1, 100);
         let r = &simulate(&Scenario {
-            algorithms: vec![Algorithm::RoundRobin],
+            algorithms: vec![Algorithm::RoundRobin.into()],
             ..s
         })[0];
         let mean = r.latency.mean.as_secs_f64();
@@ -480,7 +483,7 @@ mod tests {
         let mut s = one_backend(8, 100);
         s.rate = 8.0;
         s.requests = 5_000;
-        s.algorithms = vec![Algorithm::RoundRobin];
+        s.algorithms = vec![Algorithm::RoundRobin.into()];
         let mean = simulate(&s)[0].latency.mean.as_secs_f64();
         assert!((mean - 0.1).abs() < 0.01, "mean {mean}");
     }
@@ -511,7 +514,10 @@ mod tests {
     fn consistent_hash_keeps_every_returning_key_and_a_failure_moves_only_its_keys() {
         let mut scenario = Scenario {
             requests: 5_000,
-            algorithms: vec![Algorithm::RoundRobin, Algorithm::ConsistentHash],
+            algorithms: vec![
+                Algorithm::RoundRobin.into(),
+                Algorithm::ConsistentHash.into(),
+            ],
             ..Scenario::default()
         };
         scenario.keys = KeySpace {
