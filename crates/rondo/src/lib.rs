@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod counters;
@@ -15,7 +16,6 @@ pub mod grpc;
 pub mod header_rules;
 pub mod lab;
 pub mod proxy;
-pub mod reload;
 pub mod request_id;
 pub mod runtime;
 pub mod serve;

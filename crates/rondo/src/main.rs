@@ -38,7 +38,7 @@ enum Command {
     /// Make a running `rondo serve` reload its configuration file and say whether it did:
     /// validates the file, sends SIGHUP, reads the outcome from the admin API; exit code 1
     /// when the reload failed or was partial.
-    Reload(rondo::reload::ReloadArgs),
+    Reload(rondo::cli::reload::ReloadArgs),
     /// Validate a configuration file and exit, like `nginx -t`. Backend names are resolved
     /// once: one that does not is a warning (this machine's DNS may differ from the
     /// balancer's), an error with --strict.
@@ -62,7 +62,7 @@ enum Command {
     /// each backend's share.
     Bench(rondo_bench::BenchArgs),
     /// Show a running balancer's upstreams and backends (from its admin API's /api/v1/stats).
-    Status(rondo::admin::status::StatusArgs),
+    Status(rondo::cli::status::StatusArgs),
     /// Print a shell completion script, e.g. `rondo completions bash >
     /// /usr/share/bash-completion/completions/rondo`.
     Completions {
@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<ExitCode> {
             rondo::serve::run_with(&config, &options)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reload(args) => rondo::reload::run(args),
+        Command::Reload(args) => rondo::cli::reload::run(args),
         Command::Check {
             file,
             config,
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Compare(args) => rondo::lab::compare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => rondo::lab::demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => rondo_bench::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Status(args) => rondo::admin::status::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => rondo::cli::status::run(args).map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rondo", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

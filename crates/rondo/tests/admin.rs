@@ -683,7 +683,6 @@ async fn the_dashboard_in_a_real_browser_lists_updates_and_drains() {
     let outcome = browser::catch(result).await;
     let _ = browser.close().await;
     drop(driver);
-    proxy.shutdown(Duration::from_secs(1));
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

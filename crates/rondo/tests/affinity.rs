@@ -16,7 +16,7 @@ use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use tokio::net::TcpStream;
 
-use common::{MockBackend, config_text, web};
+use common::{MockBackend, Section, UpstreamBuilder, app, proxy_config, start, web};
 
 /// A keep-alive client that sends extra headers.
 struct Client(SendRequest<Full<Bytes>>);
@@ -75,7 +75,12 @@ fn weighted(all: &[MockBackend]) -> Vec<(&MockBackend, f64)> {
     all.iter().map(|b| (b, 1.0)).collect()
 }
 
-const BY_USER: &str = "algorithm = \"consistent-hash\"\nhash_key = \"header:x-user\"";
+/// Upstream `app` over `backends`, each request placed by `consistent-hash` on header `x-user`.
+fn by_user(backends: &[(&MockBackend, f64)]) -> UpstreamBuilder {
+    app(backends)
+        .algorithm("consistent-hash")
+        .set("hash_key", "header:x-user")
+}
 
 /// The backend each of `users` users lands on (one request each).
 async fn owners(addr: SocketAddr, users: usize) -> Vec<String> {
@@ -93,7 +98,7 @@ async fn owners(addr: SocketAddr, users: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_x_user_always_lands_on_the_same_backend_across_1000_requests() {
     let all = backends(5).await;
-    let running = common::start_text(&config_text(&weighted(&all), BY_USER, ""));
+    let running = start(&proxy_config(by_user(&weighted(&all))));
     let addr = web(&running);
     let mut client = Client::connect(addr).await;
     let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
@@ -133,7 +138,7 @@ async fn the_same_x_user_always_lands_on_the_same_backend_across_1000_requests()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_one_of_five_backends_by_reload_moves_only_its_keys() {
     let all = backends(5).await;
-    let running = common::start_text(&config_text(&weighted(&all), BY_USER, ""));
+    let running = start(&proxy_config(by_user(&weighted(&all))));
     let addr = web(&running);
     let users = 1000;
     let before = owners(addr, users).await;
@@ -142,7 +147,7 @@ async fn removing_one_of_five_backends_by_reload_moves_only_its_keys() {
         .into_iter()
         .filter(|(b, _)| b.name() != gone.name())
         .collect();
-    let next = rondo::config::parse(&config_text(&kept, BY_USER, ""), "test.toml").unwrap();
+    let next = common::parse(&proxy_config(by_user(&kept)));
     let done = running.reload(&next);
     assert!(done.refused.is_empty(), "{:?}", done.refused);
     let after = owners(addr, users).await;
@@ -168,7 +173,7 @@ async fn removing_one_of_five_backends_by_reload_moves_only_its_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_backend_moves_only_its_keys_and_no_request_fails() {
     let all = backends(5).await;
-    let running = common::start_text(&config_text(&weighted(&all), BY_USER, ""));
+    let running = start(&proxy_config(by_user(&weighted(&all))));
     let addr = web(&running);
     let before = owners(addr, 300).await;
     let stopped = all.iter().find(|b| b.name() == before[0]).unwrap();
@@ -191,9 +196,8 @@ async fn bounded_load_caps_a_hot_keys_backend() {
     for b in &all {
         b.set_delay(Duration::from_secs(2));
     }
-    let upstream = format!("{BY_USER}\nhash_balance_factor = 1.25");
-    let toml = config_text(&weighted(&all), &upstream, "").replace("workers = 2", "workers = 1");
-    let running = common::start_text(&toml);
+    let upstream = by_user(&weighted(&all)).set("hash_balance_factor", 1.25);
+    let running = start(&proxy_config(upstream).set("workers", 1));
     let addr = web(&running);
     let requests = (0..40).map(|_| {
         tokio::spawn(async move {
@@ -220,8 +224,11 @@ fn pair(set_cookie: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sticky_client_keeps_its_backend_and_moves_with_a_rewritten_cookie_when_it_stops() {
     let all = backends(3).await;
-    let sticky = "sticky = { cookie = \"rondo_srv\", ttl = \"1h\", http_only = true }";
-    let running = common::start_text(&config_text(&weighted(&all), sticky, ""));
+    let sticky = Section::new()
+        .set("cookie", "rondo_srv")
+        .set("ttl", "1h")
+        .set("http_only", true);
+    let running = start(&proxy_config(app(&weighted(&all)).set("sticky", sticky)));
     let addr = web(&running);
     let mut client = Client::connect(addr).await;
     let first = client.get(&[]).await;

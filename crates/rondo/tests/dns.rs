@@ -289,7 +289,6 @@ async fn records_that_appear_join_those_that_go_drain_and_kept_ones_keep_their_s
     let seen = spread(addr, 4).await;
     assert_eq!((seen["b"], seen["c"]), (2, 2), "{seen:?}");
     assert_eq!(a.hits(), a_hits, "a takes no new request");
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,7 +358,7 @@ async fn a_name_is_asked_again_when_its_ttl_runs_out_not_sooner() {
     let a = mock("a").await;
     let dns = Dns::start(1).await;
     dns.set_a("app.test", &[Ipv4Addr::LOCALHOST]);
-    let running = start_text(&config(
+    let _running = start_text(&config(
         &format!("{{ address = \"app.test:{}\" }}", a.addr().port()),
         &dns,
         "100ms",
@@ -377,7 +376,6 @@ async fn a_name_is_asked_again_when_its_ttl_runs_out_not_sooner() {
             "asked again after {gap:?}, TTL 1 s"
         );
     }
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +407,6 @@ async fn srv_records_give_ports_weights_and_backups() {
     assert_eq!(seen.get("a"), Some(&2), "{seen:?}");
     assert_eq!(seen.get("b"), Some(&6), "{seen:?}");
     assert_eq!(seen.get("c"), None, "c is a backup: {seen:?}");
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +443,7 @@ async fn an_unresolved_name_is_out_with_its_error_and_a_silent_server_keeps_the_
         "{missing}"
     );
     let typed: rondo::admin::stats::Stats = serde_json::from_value(s.clone()).unwrap();
-    let table = rondo::admin::status::render(&typed, false);
+    let table = rondo::cli::status::render(&typed, false);
     assert!(
         table.contains("dns missing.test:80: never resolved: "),
         "{table}"
@@ -477,7 +474,6 @@ async fn an_unresolved_name_is_out_with_its_error_and_a_silent_server_keeps_the_
     assert_eq!(ids(&running).len(), 2, "the last known address stays");
     let seen = spread(web(&running), 4).await;
     assert_eq!((seen["a"], seen["b"]), (2, 2), "{seen:?}");
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

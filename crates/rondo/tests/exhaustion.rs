@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{get, mock};
+use common::{ConfigBuilder, Section, UpstreamBuilder, get, mock};
 
 /// CPU time (user + system) of a process so far, from `/proc/PID/stat`.
 fn cpu_time(pid: u32) -> Duration {
@@ -40,17 +40,11 @@ async fn a_flood_of_idle_connections_at_the_descriptor_limit_neither_spins_nor_e
     let backend = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rondo.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
-             [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\", id = \"a\" }}]\n\
-             [upstreams.health_check]\nenabled = false\n",
-            backend.addr()
-        ),
-    )
-    .unwrap();
+    let upstream = UpstreamBuilder::new("app")
+        .backend("a", backend.addr(), 1.0)
+        .health_check(Section::disabled());
+    let config = ConfigBuilder::proxy(upstream).set("workers", 1);
+    std::fs::write(&path, config.to_toml()).unwrap();
     // `ulimit -n` sets the hard limit too, so rondo cannot raise it past 256.
     let script = format!(
         "ulimit -n 256 && exec '{}' serve --log-format json --config '{}'",

@@ -154,7 +154,7 @@ async fn jitter_spreads_checks_of_many_backends() {
         },
     )
     .await;
-    running.shutdown(Duration::from_secs(1));
+    drop(running); // no check after this point
 
     let times: Vec<Vec<std::time::Instant>> = mocks
         .iter()
@@ -264,7 +264,6 @@ async fn a_backend_that_never_answers_times_out_without_checks_piling_up() {
         peak <= 2 && total >= 4,
         "one probe at a time: peak {peak} of {total}"
     );
-    running.shutdown(Duration::from_secs(1));
     server.abort();
 }
 

@@ -48,13 +48,10 @@ impl Recorder {
 }
 
 fn proxy_for(backend: &Recorder) -> common::Proxy {
-    let toml = format!(
-        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
-         [[upstreams]]\nname = \"app\"\nresponse_timeout = \"5s\"\nbackends = [{{ address = \"{}\" }}]\n",
-        backend.addr
-    );
-    common::start_text(&toml)
+    let upstream = common::UpstreamBuilder::new("app")
+        .backend("sink", backend.addr, 1.0)
+        .duration("response_timeout", Duration::from_secs(5));
+    common::start(&common::ConfigBuilder::proxy(upstream).set("workers", 1))
 }
 
 /// Sends `parts` one write at a time (a pause between them, so they arrive as separate reads)
@@ -103,7 +100,6 @@ async fn every_malformed_head_is_answered_and_nothing_reaches_the_backend() {
         );
     }
     assert_eq!(backend.received(), "", "no malformed head was forwarded");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +133,6 @@ async fn a_malformed_chunk_gets_400_and_nothing_after_it_is_forwarded() {
     let answer = exchange(addr, &[&[head, b"zz\r\nSECRET\r\n".as_slice()].concat()]).await;
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
     assert_eq!(backend.received(), "");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 /// One slowloris connection: sends `head` one byte every 200 ms, and returns what the proxy
@@ -205,5 +200,4 @@ async fn five_hundred_trickling_clients_are_cut_at_the_header_timeout_and_others
         20,
         "only the normal requests reached the backend"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }

@@ -10,22 +10,13 @@ use common::*;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn with_listener_lines(toml: String, lines: &str) -> String {
-    toml.replacen(
-        "upstream = \"app\"\n\n[[upstreams]]",
-        &format!("upstream = \"app\"\n{lines}\n\n[[upstreams]]"),
-        1,
-    )
-}
-
 /// A proxy over `b` writing a JSON access log to `path`.
-fn json_access_log(b: &Backend, path: &std::path::Path) -> String {
-    config_text(&[(b, 1.0)], "", "").replace(
-        "access_log = false",
-        &format!(
-            "access_log = {{ path = \"{}\", format = \"json\" }}",
-            path.display()
-        ),
+fn json_access_log(b: &Backend, path: &std::path::Path) -> ConfigBuilder {
+    config(&[(b, 1.0)]).set(
+        "access_log",
+        Section::new()
+            .set("path", path.display().to_string())
+            .set("format", "json"),
     )
 }
 
@@ -43,8 +34,7 @@ async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
     let b = mock("b1").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let toml = json_access_log(&b, &path);
-    let proxy = start_text(&toml);
+    let proxy = start(&json_access_log(&b, &path));
     let reply = raw(web(&proxy), &request(Some("abc-123")), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     raw(web(&proxy), &request(None), LIMIT).await;
@@ -86,7 +76,6 @@ async fn the_access_log_file_has_a_json_line_per_request_with_its_request_id() {
         first["upstream_connect_time_us"].as_u64() <= first["upstream_header_time_us"].as_u64()
     );
     assert_eq!(lines[1]["request_id"], generated.as_str());
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,8 +83,7 @@ async fn http2_requests_log_their_bytes_and_connect_time() {
     let b = mock("b1").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
-    let toml = json_access_log(&b, &path);
-    let proxy = start_text(&toml);
+    let proxy = start(&json_access_log(&b, &path));
     let mut client = H2Client::connect(web(&proxy)).await;
     let reply = client.send("GET", "/h2", b"").await;
     assert_eq!(reply.status, 200);
@@ -108,13 +96,12 @@ async fn http2_requests_log_their_bytes_and_connect_time() {
         line["upstream_connect_time_us"].as_u64().is_some(),
         "{line}"
     );
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error() {
     let b = mock("b1").await;
-    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    let proxy = start(&config(&[(&b, 1.0)]));
     b.kill();
     let reply = raw(web(&proxy), &request(Some("rid-1")), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
@@ -131,18 +118,27 @@ async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error(
         "{body}"
     );
     assert!(!reply.contains("127.0.0.1"), "{reply}");
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn header_rules_change_what_the_backend_and_the_client_receive() {
     let b = mock("b1").await;
-    let toml = with_listener_lines(
-        config_text(&[(&b, 1.0)], "", ""),
-        "request_headers = { set = { \"x-real-ip\" = \"$remote_addr\", \"x-trace\" = \"$host/$request_id\" }, remove = [\"x-debug\"] }\n\
-         response_headers = { set = { \"x-frame-options\" = \"DENY\" }, remove = [\"x-backend\"] }",
+    let request_headers = Section::new()
+        .set(
+            "set",
+            Section::new()
+                .set("x-real-ip", "$remote_addr")
+                .set("x-trace", "$host/$request_id"),
+        )
+        .set("remove", vec!["x-debug"]);
+    let response_headers = Section::new()
+        .set("set", Section::new().set("x-frame-options", "DENY"))
+        .set("remove", vec!["x-backend"]);
+    let proxy = start(
+        &config(&[(&b, 1.0)])
+            .listeners_set("request_headers", request_headers)
+            .listeners_set("response_headers", response_headers),
     );
-    let proxy = start_text(&toml);
     let reply = raw(web(&proxy), &request(Some("r-9")), LIMIT).await;
     let head = reply.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{reply}");
@@ -154,7 +150,6 @@ async fn header_rules_change_what_the_backend_and_the_client_receive() {
     assert_eq!(seen.header("x-trace"), Some("shop.test/r-9"));
     assert_eq!(seen.header("x-debug"), None);
     assert_eq!(seen.header("user-agent"), Some("probe/1.0"));
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,13 +245,12 @@ async fn a_routes_header_rules_apply_after_the_listeners_and_only_to_its_request
     assert_eq!(seen.header("x-debug"), None);
     assert_eq!(seen.header("user-agent"), Some("probe/1.0"));
     assert_eq!(api_b.seen().len(), 1);
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_every_response_by_who_made_it() {
     let b = mock("b1").await;
-    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    let proxy = start(&config(&[(&b, 1.0)]));
     assert_eq!(get(web(&proxy), "/").await.status, 200);
     let bad = raw(
         web(&proxy),
@@ -328,13 +322,12 @@ async fn metrics_count_every_response_by_who_made_it() {
     ] {
         assert!(names.contains(family), "{family} checked: {names:?}");
     }
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_idle_gauge_follows_pooled_backend_connections() {
     let b = mock("b1").await;
-    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    let proxy = start(&config(&[(&b, 1.0)]));
     let admin = proxy.admin_addr();
     let idle = async || {
         metric(
@@ -371,13 +364,12 @@ async fn the_idle_gauge_follows_pooled_backend_connections() {
     // The backend goes away: the sweep drops its connections, and the gauge goes back to 0.
     b.kill();
     eventually_async(LIMIT, "the gauge back to 0", async || idle().await == 0.0).await;
-    proxy.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports() {
     let b = mock("b1").await;
-    let proxy = start_text(&config_text(&[(&b, 1.0)], "", ""));
+    let proxy = start(&config(&[(&b, 1.0)]));
     assert_eq!(get(web(&proxy), "/").await.status, 200);
     let text = get(proxy.admin_addr(), "/metrics").await.text();
     let exported = |name: &str| {
@@ -401,5 +393,4 @@ async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports(
             );
         }
     }
-    proxy.shutdown(Duration::from_secs(1));
 }

@@ -78,7 +78,6 @@ async fn reload_adds_an_upstream_with_a_listener_that_routes_to_it() {
         up.check_counters("c").is_some_and(|c| c.passed() >= 1)
     })
     .await;
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +116,6 @@ async fn reload_removes_an_upstream_once_its_listener_moved_and_stops_its_loops(
         || Arc::strong_count(&other) == 1,
     )
     .await;
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +152,6 @@ async fn reload_moves_the_admin_server_and_applies_a_new_token() {
         || std::net::TcpStream::connect(old).is_err(),
     )
     .await;
-    running.shutdown(Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,5 +185,4 @@ async fn reload_refuses_each_setting_that_needs_a_restart_in_one_line_and_applie
     let again = running.reload(&parse(&changed));
     assert!(again.listeners.is_empty(), "{again:?}");
     assert_eq!(again.refused.len(), 3, "{again:?}");
-    running.shutdown(Duration::from_secs(1));
 }

@@ -125,17 +125,17 @@ async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
     let backend = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
     let (config, log) = (dir.path().join("rondo.toml"), dir.path().join("access.log"));
-    std::fs::write(
-        &config,
-        format!(
-            "workers = 1\naccess_log = {{ path = \"{}\", format = \"$status $request_uri\" }}\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
-             [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n[upstreams.health_check]\nenabled = false\n",
-            log.display(),
-            backend.addr()
-        ),
-    )
-    .unwrap();
+    let upstream = UpstreamBuilder::new("app")
+        .backend("a", backend.addr(), 1.0)
+        .health_check(Section::disabled());
+    let access_log = Section::new()
+        .set("path", log.display().to_string())
+        .set("format", "$status $request_uri");
+    let toml = ConfigBuilder::proxy(upstream)
+        .set("workers", 1)
+        .set("access_log", access_log)
+        .to_toml();
+    std::fs::write(&config, toml).unwrap();
     let rondo = Process::serve(&config);
     let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();

@@ -22,27 +22,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{MockBackend, config_text, web};
+use common::{ConfigBuilder, MockBackend, Section, web};
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// `config` with `[listeners.tls]` holding `certificates` (TOML array) on the listener.
-fn tls_config(backend: &MockBackend, certificates: &str) -> String {
-    config_text(&[(backend, 1.0)], "", "").replacen(
-        "upstream = \"app\"\n",
-        &format!("upstream = \"app\"\n[listeners.tls]\ncertificates = {certificates}\n"),
-        1,
-    )
+/// `config` with `[listeners.tls]` holding `certificates` on every listener.
+fn with_tls(config: ConfigBuilder, certificates: Vec<Section>) -> ConfigBuilder {
+    config.listeners_set("tls", Section::new().set("certificates", certificates))
 }
 
-fn entry(cert: &Path, key: &Path, names: &[&str]) -> String {
-    let names: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    format!(
-        "{{ cert = \"{}\", key = \"{}\", server_names = [{}] }}",
-        cert.display(),
-        key.display(),
-        names.join(", ")
-    )
+/// The usual test config over `backend`, its listener terminating TLS with `certificates`.
+fn tls_config(backend: &MockBackend, certificates: Vec<Section>) -> ConfigBuilder {
+    with_tls(common::config(&[(backend, 1.0)]), certificates)
+}
+
+/// One entry of `certificates`: a certificate file, its key, the names it serves.
+fn entry(cert: &Path, key: &Path, names: &[&str]) -> Section {
+    Section::new()
+        .set("cert", cert.display().to_string())
+        .set("key", key.display().to_string())
+        .set("server_names", names.to_vec())
 }
 
 /// A TLS connection to `addr` asking for `name`, trusting `ca`, offering `alpn`.
@@ -120,13 +119,12 @@ async fn sni_picks_the_exact_name_then_the_wildcard_then_the_default() {
     let (ac, ak) = api.write(dir.path(), "api");
     let (wc, wk) = any.write(dir.path(), "wild");
     let backend = common::mock("a").await;
-    let certificates = format!(
-        "[{}, {}, {}]",
+    let certificates = vec![
         entry(&ac, &ak, &["api.test"]),
         entry(&sc, &sk, &[]),
-        entry(&wc, &wk, &["*.wild.test"])
-    );
-    let running = common::start_text(&tls_config(&backend, &certificates));
+        entry(&wc, &wk, &["*.wild.test"]),
+    ];
+    let running = common::start(&tls_config(&backend, certificates));
     let addr = web(&running);
     let alpn: &[&[u8]] = &[b"http/1.1"];
 
@@ -155,15 +153,11 @@ async fn alpn_h2_is_served_as_http2_through_the_forwarding_policy() {
     let ca = Ca::new("test CA");
     let (cert, key) = ca.leaf(&["site.test"]).write(dir.path(), "site");
     let [a, b] = [common::mock("a").await, common::mock("b").await];
-    let toml = config_text(&[(&a, 1.0), (&b, 1.0)], "", "").replacen(
-        "upstream = \"app\"\n",
-        &format!(
-            "upstream = \"app\"\n[listeners.tls]\ncertificates = [{}]\n",
-            entry(&cert, &key, &[])
-        ),
-        1,
+    let config = with_tls(
+        common::config(&[(&a, 1.0), (&b, 1.0)]),
+        vec![entry(&cert, &key, &[])],
     );
-    let running = common::start_text(&toml);
+    let running = common::start(&config);
     let tls = connect(web(&running), "site.test", &ca.cert, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
@@ -196,8 +190,8 @@ async fn reload_swaps_the_certificate_keeps_open_connections_and_refuses_a_bad_o
     let old = ca.leaf(&["site.test"]);
     let (cert, key) = old.write(dir.path(), "site");
     let backend = common::mock("a").await;
-    let toml = tls_config(&backend, &format!("[{}]", entry(&cert, &key, &[])));
-    let running = common::start_text(&toml);
+    let config = tls_config(&backend, vec![entry(&cert, &key, &[])]);
+    let running = common::start(&config);
     let addr = web(&running);
     let alpn: &[&[u8]] = &[b"http/1.1"];
     let before = connect(addr, "site.test", &ca.cert, alpn).await;
@@ -208,7 +202,7 @@ async fn reload_swaps_the_certificate_keeps_open_connections_and_refuses_a_bad_o
     // The files change, the configuration does not: a reload re-reads them.
     let new = ca.leaf(&["site.test"]);
     new.write(dir.path(), "site");
-    let parsed = rondo::config::parse(&toml, "test.toml").unwrap();
+    let parsed = common::parse(&config);
     let report = running.reload(&parsed);
     assert!(report.refused.is_empty(), "{report:?}");
     let after = connect(addr, "site.test", &ca.cert, alpn).await;
@@ -282,16 +276,18 @@ async fn websocket_messages_flow_both_ways_over_plain_and_tls_listeners() {
     let ca = Ca::new("test CA");
     let (cert, key) = ca.leaf(&["site.test"]).write(dir.path(), "site");
     let echo = websocket_echo().await;
-    let toml = format!(
-        "workers = 2\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"ws\"\n\
-         [[listeners]]\nname = \"secure\"\nbind = \"127.0.0.1:0\"\nupstream = \"ws\"\n\
-         [listeners.tls]\ncertificates = [{}]\n\
-         [[upstreams]]\nname = \"ws\"\nbackends = [{{ address = \"{echo}\" }}]\n\
-         [upstreams.health_check]\nenabled = false\n",
-        entry(&cert, &key, &[])
+    let upstream = common::UpstreamBuilder::new("ws")
+        .backend("echo", echo, 1.0)
+        .health_check(Section::disabled());
+    let tls = Section::new().set("certificates", vec![entry(&cert, &key, &[])]);
+    let config = ConfigBuilder::proxy(upstream).listener_with(
+        Section::new()
+            .set("name", "secure")
+            .set("bind", "127.0.0.1:0")
+            .set("upstream", "ws")
+            .set("tls", tls),
     );
-    let running = common::start_text(&toml);
+    let running = common::start(&config);
     talk(TcpStream::connect(web(&running)).await.unwrap()).await;
     let secure = running.addr("secure").unwrap();
     talk(connect(secure, "site.test", &ca.cert, &[b"http/1.1"]).await).await;
@@ -419,12 +415,8 @@ async fn a_relayed_connection_silent_for_tunnel_timeout_is_closed_at_both_ends()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_https_answers_308_to_the_same_host_and_path() {
     let backend = common::mock("a").await;
-    let toml = config_text(&[(&backend, 1.0)], "", "").replacen(
-        "upstream = \"app\"\n",
-        "upstream = \"app\"\nredirect_https = true\n",
-        1,
-    );
-    let running = common::start_text(&toml);
+    let running =
+        common::start(&common::config(&[(&backend, 1.0)]).listeners_set("redirect_https", true));
     let reply = common::raw(
         web(&running),
         b"GET /a/b?c=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
@@ -655,10 +647,7 @@ async fn rondo_bench_loads_an_https_listener_over_http1_and_h2_with_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = test_certs::self_signed(&["localhost"]).write(dir.path(), "self");
     let backend = common::mock("a").await;
-    let running = common::start_text(&tls_config(
-        &backend,
-        &format!("[{}]", entry(&cert, &key, &[])),
-    ));
+    let running = common::start(&tls_config(&backend, vec![entry(&cert, &key, &[])]));
     let url = format!("https://localhost:{}/", web(&running).port());
     for http2 in [false, true] {
         let mut spec = rondo_bench::LoadSpec::new(&url);
@@ -695,7 +684,7 @@ async fn serve_watch_reloads_when_only_the_certificate_files_change() {
     let path = dir.path().join("rondo.toml");
     std::fs::write(
         &path,
-        tls_config(&backend, &format!("[{}]", entry(&cert, &key, &[]))),
+        tls_config(&backend, vec![entry(&cert, &key, &[])]).to_toml(),
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rondo"))

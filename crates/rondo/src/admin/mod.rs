@@ -33,7 +33,6 @@ pub mod process;
 pub mod proxy_metrics;
 pub mod reloads;
 pub mod stats;
-pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -10,6 +10,11 @@
 //! - `POST`/`PUT`: reads the body without keeping it and answers `NAME:LEN`;
 //! - anything else: `NAME`.
 //!
+//! It speaks HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when built with
+//! [`BackendBuilder::http2`]; [`BackendBuilder::requests_per_connection`] retires each
+//! connection after that many requests, as nginx's `keepalive_requests` does (GOAWAY over
+//! HTTP/2, a close after the answer over HTTP/1.1).
+//!
 //! Stopping it ([`Backend::kill`], or dropping it) aborts the listener and every connection,
 //! the way a crashed server drops its port; [`Backend::restart`] binds the same port again.
 //!
@@ -28,6 +33,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp1};
@@ -78,6 +85,8 @@ pub struct BackendBuilder {
     service: ServiceTime,
     workers: Option<usize>,
     record_raw: bool,
+    http2: bool,
+    requests_per_connection: Option<u64>,
 }
 
 impl BackendBuilder {
@@ -106,6 +115,23 @@ impl BackendBuilder {
         self
     }
 
+    /// Speaks HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1, as a gRPC server or an
+    /// h2c application server does. The faults [`Fault::Close`] and [`Fault::Reset`] then end
+    /// the whole connection, every stream on it.
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
+        self
+    }
+
+    /// Retires each connection gracefully once it has received `n` requests (health checks
+    /// included), as nginx's `keepalive_requests` does: over HTTP/2 with GOAWAY (streams
+    /// already sent are answered, later requests need a new connection), over HTTP/1.1 by
+    /// closing after the answer.
+    pub fn requests_per_connection(mut self, n: u64) -> Self {
+        self.requests_per_connection = Some(n.max(1));
+        self
+    }
+
     /// Binds and starts serving.
     pub async fn start(self) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(self.addr).await?;
@@ -119,6 +145,8 @@ impl BackendBuilder {
             })),
             workers: self.workers.map(|n| Arc::new(Semaphore::new(n))),
             record_raw: self.record_raw,
+            http2: self.http2,
+            requests_per_connection: self.requests_per_connection,
             status: AtomicU16::new(0),
             health_status: AtomicU16::new(0),
             fault: Mutex::new(Fault::None),
@@ -171,6 +199,8 @@ struct State {
     rng: Mutex<Pcg64>,
     workers: Option<Arc<Semaphore>>,
     record_raw: bool,
+    http2: bool,
+    requests_per_connection: Option<u64>,
     status: AtomicU16,
     health_status: AtomicU16,
     fault: Mutex<Fault>,
@@ -201,6 +231,8 @@ type Body = BoxBody<Bytes, std::io::Error>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     KeepGoing,
+    /// Finish what was received, then close (GOAWAY over HTTP/2).
+    Retire,
     Close,
     Reset,
 }
@@ -214,6 +246,8 @@ impl Backend {
             service: ServiceTime::Fixed(Duration::ZERO),
             workers: None,
             record_raw: false,
+            http2: false,
+            requests_per_connection: None,
         }
     }
 
@@ -364,17 +398,47 @@ async fn connection(state: Arc<State>, stream: TcpStream) {
         state: Arc::clone(&state),
     };
     let service_state = Arc::clone(&state);
+    let on_connection = AtomicU64::new(0);
     let service = hyper::service::service_fn(move |req| {
+        let n = on_connection.fetch_add(1, Ordering::SeqCst) + 1;
+        if service_state.requests_per_connection == Some(n) {
+            end_tx.send_if_modified(|e| {
+                let retire = *e == Ending::KeepGoing;
+                if retire {
+                    *e = Ending::Retire;
+                }
+                retire
+            });
+        }
         handle(Arc::clone(&service_state), Arc::clone(&end_tx), req)
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    tokio::select! {
-        _ = conn => {}
-        ending = end_rx.wait_for(|e| *e != Ending::KeepGoing) => {
-            if ending.is_ok_and(|e| *e == Ending::Reset) {
-                let _ = socket2::SockRef::from(&handle_for_reset).set_linger(Some(Duration::ZERO));
-            }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = if state.http2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut retiring = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            ending = end_rx.wait_for(|e| match e {
+                Ending::KeepGoing => false,
+                Ending::Retire => !retiring,
+                Ending::Close | Ending::Reset => true,
+            }) => match ending.map(|e| *e) {
+                Ok(Ending::Retire) => {
+                    retiring = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Ok(Ending::Reset) => {
+                    let _ = socket2::SockRef::from(&handle_for_reset).set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                _ => return,
+            },
         }
     }
 }

@@ -8,6 +8,12 @@
 //! given. The runtime builds the metrics registry and hands it to the admin server (as
 //! linkerd2-proxy does), so nothing is global and the proxy never imports `admin`.
 //!
+//! One thing is not built here: each upstream's [`Recorder`](crate::upstream::recorder::Recorder)
+//! (responses by status and latency, per backend) is created by [`Upstream::new`] with the
+//! upstream it belongs to, because it lives exactly as long as that upstream — a reload that
+//! keeps the upstream keeps its figures, one that removes it drops them — and the runtime
+//! never needs it; the proxy records into it and the admin API reads it through the upstream.
+//!
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`start`], [`Running`]: threads, addresses, shutdown |

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use rondo::lab::backend::{
-    Backend, Fault, Generated, Seen, ServiceTime, header_pairs as header_list,
+    Backend, BackendBuilder, Fault, Generated, Seen, ServiceTime, header_pairs as header_list,
 };
 pub use rondo::lab::config::{ConfigBuilder, Section, UpstreamBuilder};
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::admin_client::fetch;
 use crate::admin::reloads::{ReloadReport, ReloadResult};
-use crate::admin::status::fetch;
 use crate::config;
 use crate::serve::{DEFAULT_CONFIG, read_pid_file, send_reload};
 

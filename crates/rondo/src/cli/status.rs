@@ -5,12 +5,10 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use anyhow::Context as _;
 
-use super::stats::{BackendStats, Stats};
+use super::admin_client::fetch;
+use crate::admin::stats::{BackendStats, Stats};
 use crate::upstream::etcd::EtcdStatus;
 
 /// `rondo status` options.
@@ -27,9 +25,6 @@ pub struct StatusArgs {
     #[arg(long)]
     pub token: Option<String>,
 }
-
-/// How long to wait for the admin API.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `rondo status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -52,59 +47,6 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     out.write_all(render(&stats, colour).as_bytes())?;
     Ok(())
-}
-
-/// `host:port` of `host:port` or an `http://host:port[/…]` URL (the admin API speaks plain
-/// HTTP only).
-fn authority(url: &str) -> anyhow::Result<&str> {
-    let rest = match url.split_once("://") {
-        None => url,
-        Some(("http", rest)) => rest,
-        Some((scheme, _)) => bail!(
-            "--admin {url:?}: the admin API speaks plain HTTP; give HOST:PORT such as \
-             127.0.0.1:9901 (not {scheme}://)"
-        ),
-    };
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() {
-        bail!("--admin {url:?}: no host; give HOST:PORT such as 127.0.0.1:9901");
-    }
-    Ok(host)
-}
-
-/// GETs `path` from the admin API at `base` (HOST:PORT or http://HOST:PORT): the body of a
-/// 2xx answer, or an error naming what failed.
-pub(crate) async fn fetch(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Bytes> {
-    let host = authority(base)?;
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(host)
-            .await
-            .with_context(|| format!("cannot connect to the admin API at {host}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("admin API handshake")?;
-        tokio::spawn(conn);
-        let mut req = http::Request::get(path).header(http::header::HOST, host);
-        if let Some(t) = token {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let res = sender
-            .send_request(req.body(Empty::<Bytes>::new())?)
-            .await
-            .context("admin API request")?;
-        let status = res.status();
-        let body = res.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!(
-                "the admin API answered {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            );
-        }
-        Ok(body)
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("the admin API at {host} did not answer within {TIMEOUT:?}"))?
 }
 
 const RESET: &str = "\x1b[0m";
@@ -327,18 +269,5 @@ mod tests {
                 && line.ends_with("cannot reach etcd at http://10.0.0.1:2379: refused; the last known backends serve"),
             "{line}"
         );
-    }
-
-    #[test]
-    fn the_admin_address_is_host_port_with_or_without_http() {
-        assert_eq!(authority("127.0.0.1:9901").unwrap(), "127.0.0.1:9901");
-        assert_eq!(
-            authority("http://127.0.0.1:9901/").unwrap(),
-            "127.0.0.1:9901"
-        );
-        assert_eq!(authority("[::1]:9901").unwrap(), "[::1]:9901");
-        let e = authority("https://127.0.0.1:9901").unwrap_err().to_string();
-        assert!(e.contains("plain HTTP"), "{e}");
-        assert!(authority("http://").is_err());
     }
 }

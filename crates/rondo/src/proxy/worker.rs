@@ -1,0 +1,265 @@
+//! One worker thread: a single-threaded tokio runtime that accepts on every listener and
+//! serves the connections it accepted, with its own pools of idle backend connections and
+//! spare buffers (a `RefCell` borrow, never a lock). Also the listening sockets every
+//! worker accepts from ([`bind`]), and the graceful stop: stop accepting, close idle
+//! connections, give busy ones `shutdown_grace` to finish.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::connection::serve_connection;
+use super::{FrontendSocket, body, connpool, forward, h2_upstream, memory, relay, room};
+
+/// Per-thread state: idle backend connections and spare buffers.
+pub(crate) struct Worker {
+    pub(super) conns: connpool::ConnPool,
+    buffers: RefCell<Vec<Vec<u8>>>,
+    /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
+    /// shutdown waits for. Idle keep-alive connections are simply closed.
+    busy: std::cell::Cell<usize>,
+    /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup,
+    /// each with the moment its `keepalive_timeout` runs out.
+    h1_senders: RefCell<std::collections::HashMap<connpool::Key, Vec<IdleSender>>>,
+    /// HTTP/2 backend connections, shared by the requests of this worker.
+    pub(super) h2: h2_upstream::H2Pool,
+    /// Client connections waiting for a request, closed first when descriptors run short.
+    pub(super) idle: room::IdleClients,
+    /// Set when the server is shutting down: responses say `Connection: close`.
+    closing: std::cell::Cell<bool>,
+    /// The process's `max_memory`, shared by every worker.
+    pub(super) memory: Arc<memory::MemoryLimit>,
+    /// The last episode of being over `max_memory` whose idle connections this worker closed.
+    shed_in: std::cell::Cell<u64>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("conns", &self.conns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Spare buffers kept per worker; more are freed.
+const SPARE_BUFFERS: usize = 256;
+
+impl Worker {
+    /// A worker of its own, with the process's memory limit.
+    fn new(memory: Arc<memory::MemoryLimit>) -> Worker {
+        Worker {
+            conns: connpool::ConnPool::default(),
+            buffers: RefCell::default(),
+            busy: std::cell::Cell::default(),
+            h1_senders: RefCell::default(),
+            h2: h2_upstream::H2Pool::default(),
+            idle: room::IdleClients::default(),
+            closing: std::cell::Cell::default(),
+            memory,
+            shed_in: std::cell::Cell::default(),
+        }
+    }
+
+    /// Whether a client connection may be kept open after this response: not while shutting
+    /// down (the client learns it from `Connection: close` instead of a reset), nor while over
+    /// `max_memory`.
+    pub(super) fn keep_alive(&self) -> bool {
+        !self.closing.get() && !self.memory.over()
+    }
+
+    /// Gives back what can be given when memory runs short: pooled backend connections
+    /// (HTTP/1.1; shared HTTP/2 ones carry other requests' streams and stay), spare buffers,
+    /// and once per episode of being over `max_memory` the idle client connections (not on
+    /// every call: connections accepted since wait for their first request, to be told 503).
+    pub(super) fn shed(&self) {
+        let episode = self.memory.episode();
+        if self.shed_in.replace(episode) != episode {
+            self.idle.close_all();
+        }
+        self.conns.clear();
+        self.h1_senders.borrow_mut().clear();
+        self.buffers.borrow_mut().clear();
+    }
+
+    pub(super) fn take_buffer(&self) -> Vec<u8> {
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
+    }
+
+    /// A ready HTTP/1.1 connection (of requests served by hyper) for `key`; closed ones are
+    /// dropped, busy ones kept.
+    pub(super) fn take_h1_sender(&self, key: connpool::Key) -> Option<relay::H1Sender> {
+        let mut all = self.h1_senders.borrow_mut();
+        let list = all.get_mut(&key)?;
+        list.retain(|s| !s.sender.is_closed());
+        let ready = list.iter().position(|s| s.sender.is_ready())?;
+        Some(list.swap_remove(ready).sender)
+    }
+
+    /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
+    /// per backend, for `keep_idle` (the upstream's `keepalive_timeout`).
+    pub(super) fn put_h1_sender(
+        &self,
+        key: connpool::Key,
+        sender: relay::H1Sender,
+        max: usize,
+        keep_idle: Duration,
+    ) {
+        let mut all = self.h1_senders.borrow_mut();
+        let list = all.entry(key).or_default();
+        if list.len() < max {
+            let until = tokio::time::Instant::now() + keep_idle;
+            list.push(IdleSender { sender, until });
+        }
+    }
+
+    /// Closes the hyper-path HTTP/1.1 connections idle past their `keepalive_timeout`, and
+    /// forgets closed ones. Called once a second.
+    fn sweep_h1_senders(&self) {
+        let now = tokio::time::Instant::now();
+        let mut all = self.h1_senders.borrow_mut();
+        for list in all.values_mut() {
+            list.retain(|s| !s.sender.is_closed() && s.until > now);
+        }
+        all.retain(|_, list| !list.is_empty());
+    }
+
+    /// Marks a connection busy until the guard drops.
+    pub(super) fn busy(&self) -> Busy<'_> {
+        self.busy.set(self.busy.get() + 1);
+        Busy(self)
+    }
+
+    pub(super) fn give_buffer(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut spare = self.buffers.borrow_mut();
+        if spare.len() < SPARE_BUFFERS && buf.capacity() <= 4 * body::CHUNK {
+            spare.push(buf);
+        }
+    }
+}
+
+/// An idle HTTP/1.1 backend connection of the hyper path, kept until `until`.
+struct IdleSender {
+    sender: relay::H1Sender,
+    until: tokio::time::Instant,
+}
+
+/// A connection counted as busy by its worker (see [`Worker::busy`]).
+pub(super) struct Busy<'a>(&'a Worker);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+    }
+}
+
+/// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
+const BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr`, non-blocking, ready to be cloned for every worker.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// One worker thread: accepts on every listener, serves connections, and on shutdown stops
+/// accepting and gives open connections up to `grace` to finish.
+pub(crate) fn run_worker(
+    mut listeners: tokio::sync::mpsc::UnboundedReceiver<FrontendSocket>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+    memory: Arc<memory::MemoryLimit>,
+) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        tracing::error!("cannot start a worker runtime");
+        return;
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let worker = Rc::new(Worker::new(memory));
+        let accept_loop = |accept: FrontendSocket| {
+            let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
+            let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
+            let (worker, mut stop) = (Rc::clone(&worker), stop.clone());
+            let for_connections = stop.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = own_stop.wait_for(|s| *s) => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) if !memory::admit(&frontend, &worker, peer) => {
+                                drop(stream);
+                            }
+                            Ok((stream, peer)) => {
+                                worker.idle.accepted();
+                                let (frontend, worker, stop) = (Arc::clone(&frontend), Rc::clone(&worker), for_connections.clone());
+                                tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker, stop));
+                            }
+                            Err(e) if forward::is_local(&e) => {
+                                frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                // Out of descriptors: make room, and pause instead of spinning.
+                                worker.idle.out_of_descriptors(&e);
+                                worker.conns.clear();
+                                tokio::time::sleep(room::ACCEPT_BACKOFF).await;
+                            }
+                            // The client gave up before it was accepted (ECONNABORTED…).
+                            Err(_) => {
+                                frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        },
+                    }
+                }
+            });
+        };
+        let sweeper = Rc::clone(&worker);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                sweeper.conns.sweep();
+                sweeper.h2.sweep();
+                sweeper.sweep_h1_senders();
+            }
+        });
+        let mut until_stop = stop.clone();
+        let mut open_channel = true;
+        loop {
+            tokio::select! {
+                _ = until_stop.wait_for(|s| *s) => break,
+                accept = listeners.recv(), if open_channel => match accept {
+                    Some(accept) => accept_loop(accept),
+                    None => open_channel = false,
+                },
+            }
+        }
+        // Idle connections close now; busy ones answer with `Connection: close`.
+        worker.closing.set(true);
+        worker.idle.close_all();
+        let deadline = tokio::time::Instant::now() + grace;
+        while worker.busy.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
