@@ -24,7 +24,10 @@
 # errors as connect / read / write / timeout), p99 during the fault only, and "back after":
 # from the end of the fault (the restart, or the backend healed) to the first request the
 # backend received (for kill and all-down, the later of the restarted backends; health checks
-# not counted); for sigterm, the time the proxy took to exit.
+# not counted); for sigterm, the time the proxy took to exit. For sigterm the errors that
+# matter are the read errors (a connection that ended without its response); wrk goes on
+# reconnecting to the closed port for the rest of the window, and counts those refused
+# connects as write errors.
 #
 # The proxies (one worker each, no access log; configurations below):
 #   rondo         its defaults (checks every 30 s, response_timeout 60 s, retries for 502-504)
@@ -86,6 +89,9 @@ back_after() {
 later() {
   if [ "$1" = none ] || [ "$2" = none ]; then echo none; else python3 -c "print(max($1, $2))"; fi
 }
+
+# seconds VALUE: a back_after value for the table.
+seconds() { if [ "$1" = none ]; then echo "none within $AFTER s"; else echo "$1 s"; fi; }
 
 # write_config VARIANT: the configuration start_proxy reads for VARIANT.
 write_config() {
@@ -238,10 +244,10 @@ run() {
     files+=("$dir/after.txt")
   fi
   case $scenario in
-    kill) back="$(later "$(back_after 1 start)" "$(back_after 2 start)") s" ;;
-    all-down) back="$(later "$(later "$(back_after 1 start)" "$(back_after 2 start)")" "$(later "$(back_after 3 start)" "$(back_after 4 start)")") s" ;;
+    kill) back=$(seconds "$(later "$(back_after 1 start)" "$(back_after 2 start)")") ;;
+    all-down) back=$(seconds "$(later "$(later "$(back_after 1 start)" "$(back_after 2 start)")" "$(later "$(back_after 3 start)" "$(back_after 4 start)")")") ;;
     reload | sigterm) ;;
-    *) back="$(back_after 1 "fault ended") s" ;;
+    *) back=$(seconds "$(back_after 1 "fault ended")") ;;
   esac
   echo "| $scenario | $variant | $(requests_of "${files[@]}") | $(errors_of "${files[@]}") | $(p99_of "$dir/during.txt") | $back |"
   kill "$pid" 2>/dev/null || true
