@@ -146,30 +146,22 @@ CONF
   }
 CONF
       ;;
-    haproxy)
-      haproxy_conf <<CONF
-frontend web
-  bind 127.0.0.1:$PROXY
-  default_backend app
-backend app
-  balance roundrobin
-$haproxy_servers
-CONF
-      ;;
-    haproxy-tuned)
-      haproxy_conf <<CONF
-frontend web
-  bind 127.0.0.1:$PROXY
-  default_backend app
-backend app
-  balance roundrobin
-  option redispatch
+    haproxy | haproxy-tuned)
+      local tuned=""
+      [ "$1" = haproxy-tuned ] && tuned='  option redispatch
   retries 3
   retry-on all-retryable-errors
   http-reuse always
   timeout server 2s
   option httpchk GET /health
-  default-server check inter 1s rise 2 fall 2 observe layer7 error-limit 3 on-error mark-down
+  default-server check inter 1s rise 2 fall 2 observe layer7 error-limit 3 on-error mark-down'
+      haproxy_conf <<CONF
+frontend web
+  bind 127.0.0.1:$PROXY
+  default_backend app
+backend app
+  balance roundrobin
+$tuned
 $haproxy_servers
 CONF
       ;;

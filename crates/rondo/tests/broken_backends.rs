@@ -65,19 +65,10 @@ async fn one_of_four_misbehaves(fault: Fault) -> Run {
     .await;
     println!("{fault:?}: d out of rotation {ejected:?} after the fault began");
     // Requests sent to d before it left rotation end; then none reaches it.
-    let rounds = seen.rounds();
-    eventually(
-        Duration::from_secs(10),
-        "every client past the ejection",
-        || seen.each_did(&rounds, 2),
-    )
-    .await;
+    seen.wait_each_does(2, "every client past the ejection")
+        .await;
     let (reached, broken, failed) = (faulty.received(), seen.broken(), seen.failed());
-    let rounds = seen.rounds();
-    eventually(Duration::from_secs(20), "20 more GETs per client", || {
-        seen.each_did(&rounds, 20)
-    })
-    .await;
+    seen.wait_each_does(20, "20 more GETs per client").await;
     assert_eq!(
         faulty.received(),
         reached,

@@ -155,19 +155,9 @@ async fn all_backends_down_then_back_clients_get_502_or_503_meanwhile_then_200_a
     )
     .await;
     println!("all four served again {back:?} after the restart (rise 2 x interval 300ms)");
-    let rounds = seen.rounds();
-    eventually(
-        Duration::from_secs(10),
-        "every client past the return",
-        || seen.each_did(&rounds, 2),
-    )
-    .await;
+    seen.wait_each_does(2, "every client past the return").await;
     let settled = seen.failed().len();
-    let rounds = seen.rounds();
-    eventually(Duration::from_secs(20), "20 more GETs per client", || {
-        seen.each_did(&rounds, 20)
-    })
-    .await;
+    seen.wait_each_does(20, "20 more GETs per client").await;
 
     let seen = load.stop().await;
     let failed = seen.failed();

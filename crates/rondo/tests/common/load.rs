@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -71,6 +72,13 @@ impl Tally {
             .iter()
             .zip(then)
             .all(|(r, t)| r.load(Ordering::SeqCst) >= t + n)
+    }
+
+    /// Waits until every client has finished `n` more exchanges from now (a deadline of a
+    /// minute against a hang, panicking with `what`).
+    pub async fn wait_each_does(&self, n: usize, what: &str) {
+        let then = self.rounds();
+        super::eventually(Duration::from_secs(60), what, || self.each_did(&then, n)).await;
     }
 }
 
