@@ -142,13 +142,15 @@ CONF
 }
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
-# ($dir/haproxy.cfg) on CPU 1 and prints its PID. Call it as
+# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 and prints its
+# PID. Call it as
 # `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too); stop it with
 # stop_proxy PID.
 start_proxy() {
   case $1 in
     nginx) taskset -c 1 nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" >"$dir/$1.log" 2>&1 & ;;
-    haproxy) taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db >"$dir/$1.log" 2>&1 & ;;
+    # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
+    haproxy) taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db ${HAPROXY_ARGS:-} >"$dir/$1.log" 2>&1 & ;;
     rondo) RUST_LOG=warn taskset -c 1 "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!

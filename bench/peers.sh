@@ -1,4 +1,4 @@
-# Sourced by bench/faults.sh, bench/soak.sh and bench/flood.sh: four killable backends and
+# Sourced by bench/soak.sh and bench/flood.sh: four killable backends and
 # rondo, nginx and HAProxy configured alike in front of them, on 127.0.0.1 only.
 #
 # Each backend is a single-process nginx (no master, so SIGKILL kills all of it and a restart

@@ -1,69 +1,28 @@
 //! Faults under load, over real sockets: backends crashing with requests in flight and on
-//! pooled connections, coming back, and what the clients saw meanwhile. Every GET must be
-//! answered 200 while a healthy backend exists.
+//! pooled connections, all of them down and back, the proxy itself stopped by SIGTERM, and
+//! what the clients saw meanwhile. Every GET must be answered 200 while a healthy backend
+//! exists, and the proxy answers (never drops a connection) when none does.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Client, MockBackend, Section, app, eventually, mock, proxy_config, start, web};
+use common::load::Load;
+use common::{
+    MockBackend, Process, Section, app, backends, eventually, health, mock, proxy_config,
+    read_response, start, web,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What the load's clients saw.
-#[derive(Default)]
-struct Seen {
-    ok: AtomicUsize,
-    /// Answers that were not 200, with their status.
-    failed: parking_lot::Mutex<Vec<(u16, String)>>,
-    /// 200s by backend name.
-    by_backend: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-impl Seen {
-    fn from(&self, backend: &str) -> usize {
-        self.by_backend.lock().get(backend).copied().unwrap_or(0)
-    }
-}
-
-/// `clients` keep-alive clients sending GETs back to back until `stop`.
-fn load(
-    addr: SocketAddr,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Seen>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..clients)
-        .map(|_| {
-            let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
-            tokio::spawn(async move {
-                let mut c = Client::connect(addr).await;
-                while !stop.load(Ordering::SeqCst) {
-                    let r = match c.send("GET", "/", b"").await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            seen.failed
-                                .lock()
-                                .push((0, format!("connection error: {e}")));
-                            c = Client::connect(addr).await;
-                            continue;
-                        }
-                    };
-                    if r.status == 200 {
-                        seen.ok.fetch_add(1, Ordering::SeqCst);
-                        *seen.by_backend.lock().entry(r.backend()).or_default() += 1;
-                    } else {
-                        seen.failed.lock().push((r.status, r.text()));
-                    }
-                    if r.header("connection") == Some("close") {
-                        c = Client::connect(addr).await;
-                    }
-                }
-            })
-        })
-        .collect()
+/// Health checks every 300 ms, two to mark a backend up or down.
+fn quick_checks() -> Section {
+    Section::new()
+        .duration("interval", Duration::from_millis(300))
+        .duration("timeout", Duration::from_millis(250))
+        .set("rise", 2)
+        .set("fall", 2)
+        .set("jitter", 0)
 }
 
 /// Four backends answering after 5 ms, health checks every 300 ms with `rise = 2`: kill one
@@ -77,26 +36,14 @@ async fn crash_and_return(clients: usize) {
         bs.push(b);
     }
     let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
-    let checks = Section::new()
-        .duration("interval", Duration::from_millis(300))
-        .duration("timeout", Duration::from_millis(250))
-        .set("rise", 2)
-        .set("fall", 2)
-        .set("jitter", 0);
-    let proxy = start(&proxy_config(app(&list).health_check(checks)));
-    let addr = web(&proxy);
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Seen::default());
-    let tasks = load(addr, clients, Arc::clone(&stop), Arc::clone(&seen));
+    let proxy = start(&proxy_config(app(&list).health_check(quick_checks())));
+    let load = Load::start(web(&proxy), clients);
+    let seen = load.tally();
 
     // Warm: every backend has answered on pooled connections.
     eventually(Duration::from_secs(20), "all backends serve", || {
         let warm = names.iter().all(|n| seen.from(n) > 100);
-        assert!(
-            seen.failed.lock().is_empty(),
-            "{:?}",
-            seen.failed.lock().first()
-        );
+        assert!(seen.failed().is_empty(), "{:?}", seen.failed().first());
         warm
     })
     .await;
@@ -111,9 +58,9 @@ async fn crash_and_return(clients: usize) {
         let in_flight = bs[i].in_flight();
         bs[i].kill();
         in_flight_at_kill += in_flight;
-        let served = seen.ok.load(Ordering::SeqCst);
+        let served = seen.ok();
         eventually(Duration::from_secs(10), "traffic goes on", || {
-            seen.ok.load(Ordering::SeqCst) > served + 500
+            seen.ok() > served + 500
         })
         .await;
     }
@@ -123,16 +70,7 @@ async fn crash_and_return(clients: usize) {
     );
 
     // Health checks mark both down; then both come back on their ports and get traffic.
-    let up = proxy.upstream("app").unwrap();
-    let health = |i: usize| {
-        up.pool()
-            .snapshot()
-            .backends()
-            .iter()
-            .find(|b| b.id() == names[i])
-            .unwrap()
-            .health()
-    };
+    let health = |i: usize| health(&proxy, "app", names[i]);
     eventually(
         Duration::from_secs(10),
         "killed backends marked down",
@@ -150,18 +88,16 @@ async fn crash_and_return(clients: usize) {
     .await;
     println!("restarted backends served again after {back:?} (rise 2 x interval 300ms)");
 
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let failed = seen.failed.lock().clone();
+    let seen = load.stop().await;
+    let failed = seen.failed();
     assert!(
-        failed.is_empty(),
-        "{} failed GETs, first: {:?}",
+        failed.is_empty() && seen.broken().is_empty(),
+        "{} failed GETs, first: {:?}; broken: {:?}",
         failed.len(),
-        failed.first()
+        failed.first(),
+        seen.broken().first()
     );
-    assert!(seen.ok.load(Ordering::SeqCst) > 0);
+    assert!(seen.ok() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,4 +108,141 @@ async fn two_of_four_backends_killed_under_16_connections_lose_no_get_and_come_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_four_backends_killed_under_128_connections_lose_no_get_and_come_back() {
     crash_and_return(128).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_then_back_clients_get_502_or_503_meanwhile_then_200_again() {
+    let names = ["a", "b", "c", "d"];
+    let bs = backends(&names).await;
+    let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
+    let proxy = start(&proxy_config(app(&list).health_check(quick_checks())));
+    let load = Load::start(web(&proxy), 16);
+    let seen = load.tally();
+    eventually(Duration::from_secs(20), "all backends serve", || {
+        names.iter().all(|n| seen.from(n) > 50)
+    })
+    .await;
+    assert!(seen.failed().is_empty(), "{:?}", seen.failed().first());
+
+    // All down: the proxy answers for them, while the checks see them go and after.
+    for b in &bs {
+        b.kill();
+    }
+    eventually(Duration::from_secs(10), "all marked down", || {
+        names
+            .iter()
+            .all(|n| health(&proxy, "app", n) == balance::Health::Down)
+    })
+    .await;
+    let told = seen.failed().len();
+    eventually(
+        Duration::from_secs(10),
+        "answers go on while all are down",
+        || seen.failed().len() > told + 100,
+    )
+    .await;
+
+    // Back on their ports: traffic returns to every one of them, and stays error-free.
+    let before: Vec<usize> = names.iter().map(|n| seen.from(n)).collect();
+    for b in &bs {
+        b.restart().await.unwrap();
+    }
+    let back = eventually(
+        Duration::from_secs(10),
+        "every backend serves again",
+        || names.iter().zip(&before).all(|(n, b)| seen.from(n) > *b),
+    )
+    .await;
+    println!("all four served again {back:?} after the restart (rise 2 x interval 300ms)");
+    seen.wait_each_does(2, "every client past the return").await;
+    let settled = seen.failed().len();
+    seen.wait_each_does(20, "20 more GETs per client").await;
+
+    let seen = load.stop().await;
+    let failed = seen.failed();
+    let not_proxy_answers: Vec<_> = failed
+        .iter()
+        .filter(|(status, _)| *status != 502 && *status != 503)
+        .collect();
+    assert!(
+        not_proxy_answers.is_empty(),
+        "while all were down, every client got 502 or 503, never a dropped connection: {:?}",
+        not_proxy_answers.first()
+    );
+    assert_eq!(
+        failed.len(),
+        settled,
+        "errors after traffic returned: {:?}",
+        &failed[settled..]
+    );
+    assert!(seen.broken().is_empty(), "{:?}", seen.broken().first());
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+/// One keep-alive client speaking raw HTTP/1.1: GETs back to back until a response says
+/// `Connection: close`; returns how many it got answered and how its connection then ended.
+async fn keep_alive_until_told_to_close(addr: std::net::SocketAddr) -> (usize, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answered = 0;
+    loop {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response(&mut s).await;
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+        answered += 1;
+        if head.contains("connection: close") {
+            let mut rest = Vec::new();
+            let end = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut rest)).await;
+            return (answered, format!("{end:?}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_keep_alive_load_finishes_every_request_and_closes_each_client_cleanly() {
+    const CLIENTS: usize = 16;
+    let bs = backends(&["a", "b"]).await;
+    for b in &bs {
+        b.set_delay(Duration::from_millis(500));
+    }
+    let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
+    let config = proxy_config(app(&list).health_check(Section::disabled()))
+        .set("workers", 2)
+        .duration("shutdown_grace", Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let mut rondo = Process::serve(&path);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(keep_alive_until_told_to_close(addr)))
+        .collect();
+    let in_flight = || bs.iter().map(|b| b.in_flight()).sum::<u32>() as usize;
+    eventually(
+        Duration::from_secs(30),
+        "a request of every client at a backend",
+        || in_flight() == CLIENTS && bs.iter().all(|b| b.hits() > 0),
+    )
+    .await;
+
+    rondo.signal("TERM");
+    let mut answered = 0;
+    for c in clients {
+        let (n, end) = c.await.unwrap();
+        // The response in flight came with `Connection: close`, then a FIN: no reset.
+        assert_eq!(
+            end, "Ok(Ok(0))",
+            "how the connection ended after `Connection: close`"
+        );
+        answered += n;
+    }
+    let served: usize = bs.iter().map(|b| b.hits()).sum();
+    assert_eq!(
+        answered, served,
+        "every request a backend served reached its client"
+    );
+    let code = tokio::task::block_in_place(|| rondo.wait_exit());
+    assert_eq!(code, Some(0));
 }

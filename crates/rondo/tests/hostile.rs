@@ -201,3 +201,42 @@ async fn five_hundred_trickling_clients_are_cut_at_the_header_timeout_and_others
         "only the normal requests reached the backend"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_connection_that_carried_a_malformed_chunk_is_closed_and_never_reused() {
+    let backend = common::Backend::builder("a")
+        .record_raw()
+        .start()
+        .await
+        .unwrap();
+    let config = common::proxy_config(common::plain("app", &[&backend])).set("workers", 1);
+    let proxy = common::start(&config);
+    let addr = common::web(&proxy);
+    let head: &[u8] = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let answer = exchange(
+        addr,
+        &[head, b"5\r\nhello\r\n", b"zz\r\nSECRET\r\n0\r\n\r\n"],
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    assert_eq!(backend.connections(), 1, "the partial request went out");
+    common::eventually(
+        Duration::from_secs(10),
+        "the connection that carried the partial request closed",
+        || backend.open_connections() == 0,
+    )
+    .await;
+    // The next request opens a new connection and is served whole.
+    let reply = common::get(addr, "/next").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        backend.connections(),
+        2,
+        "the broken connection was not reused"
+    );
+    let raw = String::from_utf8_lossy(&backend.raw()).into_owned();
+    assert!(raw.contains("5\r\nhello\r\n"), "{raw:?}");
+    assert!(!raw.contains("SECRET"), "{raw:?}");
+    assert!(raw.contains("GET /next "), "{raw:?}");
+    proxy.shutdown(Duration::from_secs(1));
+}

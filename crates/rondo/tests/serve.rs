@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ConfigBuilder, Process, Section, UpstreamBuilder, eventually, get, mock};
+use common::{
+    ConfigBuilder, Process, Section, UpstreamBuilder, eventually, get, mock, read_response,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_logs_json_access_lines_and_exits_cleanly_on_sigterm() {
@@ -163,28 +165,6 @@ async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
     })
     .await;
     assert!(read(&rotated).starts_with("200 /first\n"));
-}
-
-/// Reads one HTTP/1.1 response (head and `Content-Length` body) from `s`; the head as text.
-async fn read_response(s: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end + 4]).to_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if got.len() >= end + 4 + length {
-                return head;
-            }
-        }
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before a whole response: {got:?}");
-        got.extend_from_slice(&buf[..n]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -60,7 +60,21 @@ pub enum Fault {
     /// Send the response head announcing a body, then close before the body (a crash
     /// mid-response).
     CloseAfterHead,
+    /// Send the response head announcing [`BROKEN_BODY_LEN`] bytes and the first
+    /// [`BROKEN_BODY_SENT`] of them, then reset the connection (a crash mid-body).
+    ResetMidBody,
+    /// Send the response head announcing [`BROKEN_BODY_LEN`] bytes and the first
+    /// [`BROKEN_BODY_SENT`] of them, then send nothing more and keep the connection open (an
+    /// application stuck mid-body).
+    StallMidBody,
 }
+
+/// The body length a [`Fault::ResetMidBody`] or [`Fault::StallMidBody`] response announces.
+pub const BROKEN_BODY_LEN: u64 = 64 * 1024;
+
+/// The body bytes a [`Fault::ResetMidBody`] or [`Fault::StallMidBody`] response sends before
+/// it breaks: enough to prove the body had started, far from its announced end.
+pub const BROKEN_BODY_SENT: usize = 1024;
 
 /// How long a request takes to serve.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -479,7 +493,7 @@ async fn handle(
     state.received.fetch_add(1, Ordering::SeqCst);
     let fault = *state.fault.lock();
     match fault {
-        Fault::None | Fault::CloseAfterHead => {}
+        Fault::None | Fault::CloseAfterHead | Fault::ResetMidBody | Fault::StallMidBody => {}
         Fault::Hang => std::future::pending::<()>().await,
         Fault::Close | Fault::Reset => {
             let ending = if fault == Fault::Close {
@@ -521,6 +535,14 @@ async fn handle(
         response
             .headers_mut()
             .insert(hyper::header::CONTENT_LENGTH, 1024.into());
+        return Ok(response);
+    }
+    if matches!(fault, Fault::ResetMidBody | Fault::StallMidBody) {
+        let reset = (fault == Fault::ResetMidBody).then_some(end);
+        let mut response = answer(status, &name, Broken { sent: false, reset }.boxed());
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_LENGTH, BROKEN_BODY_LEN.into());
         return Ok(response);
     }
     if let Some(n) = path.strip_prefix("/bytes/") {
@@ -565,6 +587,35 @@ impl hyper::body::Body for Cut {
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         Poll::Ready(Some(Err(std::io::Error::other("cut after the head"))))
+    }
+}
+
+/// A body that breaks after its first [`BROKEN_BODY_SENT`] bytes: then it resets the
+/// connection (when `reset` holds the connection's ending) or never yields again.
+#[derive(Debug)]
+struct Broken {
+    sent: bool,
+    reset: Option<Arc<watch::Sender<Ending>>>,
+}
+
+impl hyper::body::Body for Broken {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if !self.sent {
+            self.sent = true;
+            let start = Bytes::from(vec![b'x'; BROKEN_BODY_SENT]);
+            return Poll::Ready(Some(Ok(Frame::data(start))));
+        }
+        // hyper flushes what it has written before it polls the connection's ending, so
+        // the head and the first bytes are on the wire before the reset.
+        if let Some(end) = &self.reset {
+            let _ = end.send(Ending::Reset);
+        }
+        Poll::Pending
     }
 }
 

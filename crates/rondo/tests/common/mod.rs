@@ -13,6 +13,7 @@
 pub mod browser;
 pub mod etcd;
 pub mod h2raw;
+pub mod load;
 pub mod prometheus;
 
 use std::future::Future;
@@ -131,9 +132,74 @@ impl Client {
         self.send("GET", path, b"").await.unwrap()
     }
 
+    /// A GET whose response body may break off: an error only when no response head came;
+    /// a body that ended early is returned with what arrived of it.
+    pub async fn get_partial(&mut self, path: &str) -> Result<Partial, hyper::Error> {
+        let req = Request::builder()
+            .uri(path)
+            .header("host", "test.local")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status().as_u16();
+        let headers = header_list(res.headers());
+        let mut body = res.into_body();
+        let mut received = Vec::new();
+        let complete = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        received.extend_from_slice(data);
+                    }
+                }
+                Some(Err(_)) => break false,
+                None => break true,
+            }
+        };
+        Ok(Partial {
+            reply: Reply {
+                status,
+                headers,
+                body: received,
+            },
+            complete,
+        })
+    }
+
     /// True once the connection was closed (by either side).
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
+    }
+}
+
+/// A response as far as it arrived: `complete` is false when its body broke off before the
+/// end its framing announced, and `reply.body` then holds what came before the break.
+#[derive(Debug)]
+pub struct Partial {
+    pub reply: Reply,
+    pub complete: bool,
+}
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) from `s`; the head as
+/// lower-case text. Panics when the connection ends before a whole response.
+pub async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end + 4]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a whole response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -262,16 +328,23 @@ where
 
 /// The health of backend `id` of upstream `upstream`.
 pub fn health(running: &rondo::runtime::Running, upstream: &str, id: &str) -> balance::Health {
-    running
-        .upstream(upstream)
-        .unwrap()
-        .pool()
-        .snapshot()
+    backend_state(running, upstream, id).1
+}
+
+/// Backend `id` of upstream `upstream` as the balancer sees it now: its state (up, down,
+/// ejected, breaker open…) and its health from the checks.
+pub fn backend_state(
+    running: &rondo::runtime::Running,
+    upstream: &str,
+    id: &str,
+) -> (balance::BackendState, balance::Health) {
+    let snapshot = running.upstream(upstream).unwrap().pool().snapshot();
+    let backend = snapshot
         .backends()
         .iter()
         .find(|b| b.id() == id)
-        .unwrap_or_else(|| panic!("no backend {id}"))
-        .health()
+        .unwrap_or_else(|| panic!("no backend {id}"));
+    (backend.state(), backend.health())
 }
 
 /// Runs the `rondo` binary with `args` to its end, on a blocking thread so the test's
