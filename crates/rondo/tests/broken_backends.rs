@@ -122,13 +122,11 @@ async fn a_backend_stalling_mid_body_is_cut_at_the_response_timeout_and_ejected(
     assert_cut_where_the_backend_broke(&run);
 }
 
-/// A GET that hung at d is retried on another backend at `response_timeout`, but such a retry
-/// spends the retry budget (20 % of the requests in flight, at least 3): when every client's
-/// GET hangs at d at about the same moment, the timeouts come in a burst, and the GETs whose
-/// retry finds the budget spent get `504`. Asserted here as it is — each client is answered
-/// (200 or 504, never a dropped connection), errors only for GETs that reached d, none once d
-/// is out — and reported in docs/reliability.md as a gap against "0 errors while a healthy
-/// backend exists" (nginx and HAProxy retry every timed-out GET).
+/// A GET that hung at d is retried on another backend at `response_timeout`. The GETs in
+/// flight at d time out together, a burst that can be larger than the retry budget (20 % of the requests in flight, at least 3); the first one takes d out
+/// (`max_fails` 1), and a timeout that took its backend out while others serve is retried
+/// without the budget. So every GET is answered 200, as by nginx and HAProxy, which retry
+/// every timed-out GET.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_never_answers_is_retried_around_and_ejected() {
     let run = one_of_four_misbehaves(Fault::Hang).await;
@@ -136,14 +134,10 @@ async fn a_backend_that_never_answers_is_retried_around_and_ejected() {
     let (failed, broken) = (run.seen.failed(), run.seen.broken());
     assert!(broken.is_empty(), "{:?}", broken.first());
     assert!(
-        failed.iter().all(|(status, _)| *status == 504),
-        "a GET that hung at d was retried or answered 504: {:?}",
-        failed.first()
-    );
-    assert!(failed.len() < run.reached_faulty, "{} failed", failed.len());
-    println!(
-        "{} GETs hung at d: {} answered 504 (retry budget spent), the rest retried elsewhere",
+        failed.is_empty(),
+        "{} of the {} GETs that hung at d failed, first: {:?}",
+        failed.len(),
         run.reached_faulty,
-        failed.len()
+        failed.first()
     );
 }

@@ -15,6 +15,7 @@
 //! | no response byte, on a **reused** pooled connection | idempotent and body replayable | nothing | no |
 //! | no response byte, on a new connection | idempotent and body replayable | a try and the budget | yes |
 //! | response timeout | idempotent and body replayable | a try and the budget | yes |
+//! | either of the two above, when it took its backend out while others still serve | idempotent and body replayable | a try | yes |
 //! | a status in `retry_on_status` | idempotent, replayable, and another attempt possible | a try and the budget | 5xx: yes |
 //! | a local error: no descriptor, no port, no memory | never (503, `Retry-After`) | — | no |
 //!
@@ -28,7 +29,14 @@
 //!
 //! The retry budget (Envoy's model) limits what it is for: retry storms against backends
 //! that are slow or answering 5xx. A connect that was refused cost the backend nothing, so
-//! its retry spends a try but not the budget.
+//! its retry spends a try but not the budget. Nor does the retry of a timeout (or a
+//! connection that died without an answer) whose failure took its backend out of rotation
+//! (ejected, breaker open) while the upstream still has primaries that serve: one backend
+//! hung, not the upstream overloaded. Its requests in flight time out together, a burst
+//! larger than the budget when many clients were on it, and each goes once to a healthy
+//! backend; nothing new reaches the hung one, so the burst cannot repeat (nginx and HAProxy
+//! retry every timed-out GET). When every backend is slow, the pool falls into panic or has
+//! nothing left, and the budget applies again.
 //!
 //! This file is longer than the ~500 lines the layout aims for on purpose: it is the one place
 //! the forwarding policy lives (the structure issue asked for exactly that), and splitting the
@@ -447,6 +455,20 @@ fn retry_cost(failure: &Failure, facts: Facts) -> Option<Cost> {
     }
 }
 
+/// The cost of a retry after a failure that took `failed` out of rotation while the upstream
+/// still serves from its primaries: a try, not the budget (see the module's table).
+fn spare_budget(cost: Cost, failed: &Backend, upstream: &Upstream) -> Cost {
+    if cost == Cost::TryAndBudget
+        && !failed.is_available()
+        && !failed.is_draining()
+        && upstream.pool().snapshot().mode() == Mode::Primary
+    {
+        Cost::Try
+    } else {
+        cost
+    }
+}
+
 /// What the backend's state learns from a failure: nothing for a reused connection's
 /// failure before any response byte and for a local error (see the module's table).
 fn counts_against_backend(failure: &Failure) -> bool {
@@ -571,6 +593,7 @@ pub(crate) async fn forward<E: Exchange>(
             }
             Err(SendError::Backend(failure)) => {
                 let id = lease.backend().id().to_owned();
+                let failed = std::sync::Arc::clone(lease.backend());
                 if counts_against_backend(&failure) {
                     let latency = start.elapsed();
                     finish(
@@ -591,7 +614,7 @@ pub(crate) async fn forward<E: Exchange>(
                     replayable: facts.replayable && exchange.can_replay(),
                     ..facts
                 };
-                let next = retry_cost(&failure, facts);
+                let next = retry_cost(&failure, facts).map(|c| spare_budget(c, &failed, upstream));
                 last = Some((failure.status, format!("{} (backend {id})", failure.detail)));
                 retrying = Some(retry_reason(failure.stage));
                 match next {
