@@ -66,10 +66,12 @@ wrk_stats() {
   errs=$(echo "$1" | awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $5} END {print n + 0}')
 }
 
-# nginx_backend PORT: starts the backend (an nginx answering "ok", keep-alive, no logs) on
-# CPU 0.
+# nginx_backend PORT [ROOT]: starts the backend (an nginx answering "ok" on /, keep-alive, no
+# logs) on CPU 0; with ROOT, it also serves the files under ROOT (other paths).
 nginx_backend() {
   mkdir -p "$dir/backend"
+  local locations='location / { return 200 "ok"; }'
+  [ -n "${2:-}" ] && locations="location = / { return 200 \"ok\"; } location / { root $2; }"
   cat > "$dir/backend/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -81,7 +83,7 @@ http {
   keepalive_requests 1000000;
   client_body_temp_path $dir/backend; proxy_temp_path $dir/backend; fastcgi_temp_path $dir/backend;
   uwsgi_temp_path $dir/backend; scgi_temp_path $dir/backend;
-  server { listen 127.0.0.1:$1; location / { return 200 "ok"; } }
+  server { listen 127.0.0.1:$1; $locations }
 }
 CONF
   taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &

@@ -36,27 +36,7 @@ mkdir -p "$dir/www"
 # The backend's worker runs as an unprivileged user: let it read the files.
 chmod 755 "$dir" "$dir/www"
 for size in 1 16 256; do head -c $((size * 1024)) /dev/zero | tr '\0' 'x' > "$dir/www/${size}k"; done
-mkdir -p "$dir/backend"
-cat > "$dir/backend/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $dir/backend/nginx.pid;
-error_log $dir/backend/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $dir/backend; proxy_temp_path $dir/backend; fastcgi_temp_path $dir/backend;
-  uwsgi_temp_path $dir/backend; scgi_temp_path $dir/backend;
-  server {
-    listen 127.0.0.1:$BACKEND;
-    location = / { return 200 "ok"; }
-    location / { root $dir/www; }
-  }
-}
-CONF
-taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &
-pids+=($!)
+nginx_backend "$BACKEND" "$dir/www"
 
 nginx_conf <<CONF
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
