@@ -50,11 +50,7 @@ async fn one_of_four_misbehaves(fault: Fault) -> Run {
     let proxy = start(&proxy_config(upstream));
     let load = Load::start(web(&proxy), 16);
     let seen = load.tally();
-    eventually(Duration::from_secs(20), "all backends serve", || {
-        names.iter().all(|n| seen.from(n) > 50)
-    })
-    .await;
-    assert!(seen.failed().is_empty(), "{:?}", seen.failed().first());
+    seen.wait_all_serve(&names, 50).await;
 
     let faulty = &bs[3];
     let before = faulty.received();

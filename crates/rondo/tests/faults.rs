@@ -120,11 +120,7 @@ async fn all_backends_down_then_back_clients_get_502_or_503_meanwhile_then_200_a
     let proxy = start(&proxy_config(app(&list).health_check(quick_checks())));
     let load = Load::start(web(&proxy), 16);
     let seen = load.tally();
-    eventually(Duration::from_secs(20), "all backends serve", || {
-        names.iter().all(|n| seen.from(n) > 50)
-    })
-    .await;
-    assert!(seen.failed().is_empty(), "{:?}", seen.failed().first());
+    seen.wait_all_serve(&names, 50).await;
 
     // All down: the proxy answers for them, while the checks see them go and after.
     for b in &bs {

@@ -80,6 +80,16 @@ impl Tally {
         let then = self.rounds();
         super::eventually(Duration::from_secs(60), what, || self.each_did(&then, n)).await;
     }
+
+    /// Waits until each named backend has answered more than `n` GETs (a deadline of 20 s),
+    /// then checks that no GET failed meanwhile.
+    pub async fn wait_all_serve(&self, names: &[&str], n: usize) {
+        super::eventually(Duration::from_secs(20), "all backends serve", || {
+            names.iter().all(|b| self.from(b) > n)
+        })
+        .await;
+        assert!(self.failed().is_empty(), "{:?}", self.failed().first());
+    }
 }
 
 /// `clients` keep-alive clients sending `GET /` back to back until stopped.
