@@ -210,8 +210,6 @@ pub(crate) struct RequestView<'a> {
     pub(crate) referer: Option<&'a str>,
     /// The `User-Agent` header.
     pub(crate) user_agent: Option<&'a str>,
-    /// Bytes read from the client for this request (head and body read so far).
-    pub(crate) bytes_received: u64,
 }
 
 /// One protocol's way of sending a request to a backend. The policy calls `send`; on a
@@ -239,8 +237,15 @@ pub(crate) trait Exchange {
     /// nothing) and this page (a 5xx page never shows the detail, see [`ErrorPage`]).
     async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output;
 
-    /// The request as the access log records it.
+    /// The request as the access log records it (asked only when the log is on: it may
+    /// search the head).
     fn request_view(&self) -> RequestView<'_>;
+
+    /// Bytes read from the client for this request (head and body read so far), for the
+    /// listener's byte counter; `0` where the protocol path does not count them.
+    fn bytes_received(&self) -> u64 {
+        0
+    }
 
     /// How long the last attempt took to get a backend connection (zero for a pooled one),
     /// when the protocol path measures it.
@@ -669,15 +674,16 @@ struct Ended<'a> {
 
 /// Counts what the client sent and writes the access line.
 fn account<E: Exchange>(exchange: &E, origin: Origin<'_>, ended: &Ended<'_>) {
-    let view = exchange.request_view();
     let report = origin.report;
+    let bytes_received = exchange.bytes_received();
     report
         .listener
         .bytes_in
-        .fetch_add(view.bytes_received, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(bytes_received, std::sync::atomic::Ordering::Relaxed);
     if !report.access_log.is_on() {
         return;
     }
+    let view = exchange.request_view();
     let mut tried = Tried::default();
     for id in ended
         .tried
@@ -699,7 +705,7 @@ fn account<E: Exchange>(exchange: &E, origin: Origin<'_>, ended: &Ended<'_>) {
         protocol: origin.protocol,
         status: ended.status,
         bytes_sent: ended.bytes_sent,
-        bytes_received: view.bytes_received,
+        bytes_received,
         referer: view.referer,
         user_agent: view.user_agent,
         listener: origin.listener,

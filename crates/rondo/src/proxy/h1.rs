@@ -614,16 +614,19 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let mut parts = line.splitn(3, |&b| b == b' ');
         let mut next = || std::str::from_utf8(parts.next().unwrap_or_default()).unwrap_or("-");
         let text = |name| headers::value(self.out, name).and_then(|v| std::str::from_utf8(v).ok());
-        let body = match self.info.framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
         RequestView {
             method: next(),
             target: next(),
             referer: text("referer"),
             user_agent: text("user-agent"),
-            bytes_received: self.info.head_len as u64 + body,
         }
+    }
+
+    fn bytes_received(&self) -> u64 {
+        let body = match self.info.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        self.info.head_len as u64 + body
     }
 }

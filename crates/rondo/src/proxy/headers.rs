@@ -121,12 +121,17 @@ fn add(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Adds lines before the blank line that ends `head`, without copying the rest.
+/// Adds lines before the blank line that ends `head`, without copying the rest or
+/// allocating: the blank line's CRLF comes off, the lines go on, the CRLF goes back.
 fn insert(head: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-    let end = head.len().saturating_sub(2);
-    let mut lines = Vec::with_capacity(64);
-    write(&mut lines);
-    head.splice(end..end, lines);
+    let blank = head.ends_with(b"\r\n");
+    if blank {
+        head.truncate(head.len() - 2);
+    }
+    write(head);
+    if blank {
+        head.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Rebuilds `head` without the header lines `drop` names, with `write`'s lines at the end.

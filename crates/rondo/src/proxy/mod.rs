@@ -22,6 +22,7 @@
 
 mod affinity;
 mod body;
+mod buffers;
 mod chunked;
 mod connection;
 mod connpool;

@@ -486,7 +486,6 @@ impl Exchange for RelayExchange<'_> {
             target: self.head.uri.path_and_query().map_or("/", |p| p.as_str()),
             referer: text(header::REFERER),
             user_agent: text(header::USER_AGENT),
-            bytes_received: 0,
         }
     }
 }

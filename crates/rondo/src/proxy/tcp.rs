@@ -119,7 +119,6 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
             target: "-",
             referer: None,
             user_agent: None,
-            bytes_received: 0,
         }
     }
 }

@@ -13,12 +13,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::connection::serve_connection;
-use super::{FrontendSocket, body, connpool, forward, h2_upstream, memory, relay, room};
+use super::{FrontendSocket, buffers, connpool, forward, h2_upstream, memory, relay, room};
 
 /// Per-thread state: idle backend connections and spare buffers.
 pub(crate) struct Worker {
     pub(super) conns: connpool::ConnPool,
-    buffers: RefCell<Vec<Vec<u8>>>,
+    buffers: buffers::BufferPool,
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
@@ -45,15 +45,12 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// Spare buffers kept per worker; more are freed.
-const SPARE_BUFFERS: usize = 256;
-
 impl Worker {
     /// A worker of its own, with the process's memory limit.
     fn new(memory: Arc<memory::MemoryLimit>) -> Worker {
         Worker {
             conns: connpool::ConnPool::default(),
-            buffers: RefCell::default(),
+            buffers: buffers::BufferPool::default(),
             busy: std::cell::Cell::default(),
             h1_senders: RefCell::default(),
             h2: h2_upstream::H2Pool::default(),
@@ -82,14 +79,12 @@ impl Worker {
         }
         self.conns.clear();
         self.h1_senders.borrow_mut().clear();
-        self.buffers.borrow_mut().clear();
+        self.buffers.clear();
     }
 
+    /// An empty I/O buffer from this worker's spares (see [`buffers`]).
     pub(super) fn take_buffer(&self) -> Vec<u8> {
-        self.buffers
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(body::CHUNK))
+        self.buffers.take()
     }
 
     /// A ready HTTP/1.1 connection (of requests served by hyper) for `key`; closed ones are
@@ -136,12 +131,9 @@ impl Worker {
         Busy(self)
     }
 
-    pub(super) fn give_buffer(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        let mut spare = self.buffers.borrow_mut();
-        if spare.len() < SPARE_BUFFERS && buf.capacity() <= 4 * body::CHUNK {
-            spare.push(buf);
-        }
+    /// Gives back a buffer from [`take_buffer`](Self::take_buffer) for the next request.
+    pub(super) fn give_buffer(&self, buf: Vec<u8>) {
+        self.buffers.give(buf);
     }
 }
 
@@ -241,6 +233,7 @@ pub(crate) fn run_worker(
                 sweeper.conns.sweep();
                 sweeper.h2.sweep();
                 sweeper.sweep_h1_senders();
+                sweeper.buffers.sweep();
             }
         });
         let mut until_stop = stop.clone();
