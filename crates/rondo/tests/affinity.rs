@@ -177,7 +177,7 @@ async fn a_stopped_backend_moves_only_its_keys_and_no_request_fails() {
     let addr = web(&running);
     let before = owners(addr, 300).await;
     let stopped = all.iter().find(|b| b.name() == before[0]).unwrap();
-    stopped.kill();
+    stopped.kill().await;
     let after = owners(addr, 300).await;
     for (b, a) in before.iter().zip(&after) {
         if *b == stopped.name() {
@@ -252,7 +252,7 @@ async fn a_sticky_client_keeps_its_backend_and_moves_with_a_rewritten_cookie_whe
         assert_eq!(a.set_cookie, None, "a valid cookie is not rewritten");
     }
 
-    home.kill();
+    home.kill().await;
     let moved = client.get(&[("cookie", &cookie)]).await;
     assert_eq!(moved.status, 200, "a stale cookie never fails a request");
     assert_ne!(moved.backend, home.name());

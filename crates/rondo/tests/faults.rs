@@ -58,7 +58,7 @@ async fn crash_and_return(clients: usize) {
         })
         .await;
         let in_flight = bs[i].in_flight();
-        bs[i].kill();
+        bs[i].kill().await;
         in_flight_at_kill += in_flight;
         let served = seen.ok();
         eventually(Duration::from_secs(10), "traffic goes on", || {
@@ -124,7 +124,7 @@ async fn all_backends_down_then_back_clients_get_502_or_503_meanwhile_then_200_a
 
     // All down: the proxy answers for them, while the checks see them go and after.
     for b in &bs {
-        b.kill();
+        b.kill().await;
     }
     eventually(Duration::from_secs(10), "all marked down", || {
         names

@@ -101,7 +101,7 @@ async fn tcp_checks_mark_a_killed_backend_down_and_a_restarted_one_up() {
     let running = start(&proxy_config(
         app(&[(&a, 1.0), (&b, 1.0)]).health_check(checks("tcp", 100)),
     ));
-    a.kill();
+    a.kill().await;
     eventually(Duration::from_secs(10), "a goes down", || {
         health(&running, "app", "a") == Health::Down
     })
@@ -317,7 +317,7 @@ async fn when_checks_take_every_backend_out_the_503_log_and_rondo_status_say_whi
     let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
     a.set_health(404);
     b.set_health(404);
-    c.kill();
+    c.kill().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rondo.toml");
     let config = ConfigBuilder::proxy(

@@ -102,7 +102,7 @@ async fn http2_requests_log_their_bytes_and_connect_time() {
 async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error() {
     let b = mock("b1").await;
     let proxy = start(&config(&[(&b, 1.0)]));
-    b.kill();
+    b.kill().await;
     let reply = raw(web(&proxy), &request(Some("rid-1")), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
     assert!(reply.contains("\r\nx-request-id: rid-1\r\n"), "{reply}");
@@ -259,7 +259,7 @@ async fn metrics_count_every_response_by_who_made_it() {
     )
     .await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
-    b.kill();
+    b.kill().await;
     assert_eq!(get(web(&proxy), "/").await.status, 502);
     assert_eq!(get(web(&proxy), "/").await.status, 503);
 
@@ -362,7 +362,7 @@ async fn the_idle_gauge_follows_pooled_backend_connections() {
     })
     .await;
     // The backend goes away: the sweep drops its connections, and the gauge goes back to 0.
-    b.kill();
+    b.kill().await;
     eventually_async(LIMIT, "the gauge back to 0", async || idle().await == 0.0).await;
 }
 

@@ -77,7 +77,7 @@ async fn http2_requests_fail_over_retry_time_out_and_never_replay_a_post_that_ar
     // Refused connection: failed over, even for a POST.
     let (a, b) = (mock("a").await, mock("b").await);
     let proxy = start(&proxy_config(plain("app", &[&a, &b])));
-    a.kill();
+    a.kill().await;
     let mut h2 = H2Client::connect(web(&proxy)).await;
     for method in ["GET", "POST"] {
         let r = h2.send(method, "/", b"x").await;

@@ -252,7 +252,7 @@ async fn get_is_retried_on_503_but_post_that_reached_a_backend_is_not() {
 async fn connection_refused_is_failed_over_even_for_post() {
     let bs = backends(&["a", "b"]).await;
     let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
-    bs[0].kill();
+    bs[0].kill().await;
     let mut c = Client::connect(web(&proxy)).await;
     for _ in 0..6 {
         let r = c.send("POST", "/", b"payload").await.unwrap();
@@ -264,8 +264,8 @@ async fn connection_refused_is_failed_over_even_for_post() {
 async fn all_backends_down_gives_503_with_retry_after() {
     let bs = backends(&["a", "b"]).await;
     let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
-    bs[0].kill();
-    bs[1].kill();
+    bs[0].kill().await;
+    bs[1].kill().await;
     let r = get(web(&proxy), "/").await;
     assert_eq!(r.status, 502, "first: both refused after trying each");
     // Both are now ejected (max_fails = 1): nothing is available.

@@ -67,7 +67,7 @@ async fn the_access_line_names_every_backend_tried_and_counts_the_attempts() {
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
 
     // The cycle starts at `a`, which refuses the connection: the request goes on to `b`.
-    a.kill();
+    a.kill().await;
     let reply = get(addr, "/retried").await;
     assert_eq!((reply.status, reply.text()), (200, "b".to_owned()));
     let access = tokio::task::block_in_place(|| {

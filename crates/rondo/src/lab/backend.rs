@@ -42,7 +42,7 @@ use rand_pcg::Pcg64;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 /// What the backend does with a request (other than `/health`), switchable at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -229,7 +229,7 @@ struct State {
     total_micros: AtomicU64,
     seen: Mutex<Vec<Seen>>,
     raw: Mutex<Vec<u8>>,
-    tasks: Mutex<Vec<AbortHandle>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running mock backend; dropping it stops it.
@@ -346,16 +346,28 @@ impl Backend {
         self.state.raw.lock().clone()
     }
 
-    /// Stops listening and drops every connection, as a crashed server would.
-    pub fn kill(&self) {
-        for t in self.state.tasks.lock().drain(..) {
-            t.abort();
+    /// Stops listening and drops every connection, as a crashed server would, and returns
+    /// once they are closed: a request sent afterwards finds the backend gone (aborting a
+    /// task only asks for it to stop; its sockets close when the runtime gets to it).
+    pub async fn kill(&self) {
+        loop {
+            let tasks = std::mem::take(&mut *self.state.tasks.lock());
+            if tasks.is_empty() {
+                return;
+            }
+            for t in &tasks {
+                t.abort();
+            }
+            // A connection accepted meanwhile was added to the list: the next turn stops it.
+            for t in tasks {
+                let _ = t.await;
+            }
         }
     }
 
     /// Starts again on the same port after [`kill`](Backend::kill), keeping its counts.
     pub async fn restart(&self) -> std::io::Result<()> {
-        self.kill();
+        self.kill().await;
         let listener = TcpListener::bind(self.addr).await?;
         self.serve(listener);
         Ok(())
@@ -370,16 +382,18 @@ impl Backend {
                 };
                 state.connections.fetch_add(1, Ordering::SeqCst);
                 let conn = tokio::spawn(connection(Arc::clone(&state), stream));
-                state.tasks.lock().push(conn.abort_handle());
+                state.tasks.lock().push(conn);
             }
         });
-        self.state.tasks.lock().push(accept.abort_handle());
+        self.state.tasks.lock().push(accept);
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.kill();
+        for t in self.state.tasks.lock().drain(..) {
+            t.abort();
+        }
     }
 }
 

@@ -189,7 +189,7 @@ async fn story(args: DemoArgs) -> anyhow::Result<()> {
     distribution(&url, 20).await?;
 
     title(3, "A backend fails");
-    backends[VICTIM].kill();
+    backends[VICTIM].kill().await;
     println!(
         "  stopped {} ({}): its port now refuses connections",
         backends[VICTIM].name(),
