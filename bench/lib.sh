@@ -12,6 +12,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RONDO=${RONDO:-target/release/rondo}
 TICKS=$(getconf CLK_TCK)
+# WORKERS (environment, default 1): worker threads (rondo `workers`, HAProxy `nbthread`) or
+# processes (nginx `worker_processes`) of each proxy and of the backend. With 1, the proxy runs
+# alone on CPU 1 and the load and the backend on CPU 0; with 2, all of them share both CPUs
+# (the load generator with two threads), so multi-core scaling shows.
+WORKERS=${WORKERS:-1}
+if [ "$WORKERS" = 1 ]; then PROXY_CPUS=1 LOAD_CPUS=0; else PROXY_CPUS=0,1 LOAD_CPUS=0,1; fi
 
 dir=$(mktemp -d)
 # Background processes to stop at exit: pids (backends, for the whole run) and running (the
@@ -42,9 +48,11 @@ need_built() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# A proxy's processes: its PID and its children (nginx's workers under its master).
+family() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() { for p in $(family "$1"); do cat "/proc/$p/stat"; done | awk '{t += $14 + $15} END {print t}'; }
+user_ticks() { for p in $(family "$1"); do cat "/proc/$p/stat"; done | awk '{t += $14} END {print t}'; }
+rss_kb() { for p in $(family "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS/ {t += $2} END {print t}'; }
 
 # cpu_mark PID: starts counting PID's CPU time; cpu_per PID N then prints the CPU µs and the
 # user-space µs spent since, per unit of N (requests, calls, handshakes): "12.34 2.10".
@@ -66,6 +74,14 @@ wrk_stats() {
   errs=$(echo "$1" | awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $5} END {print n + 0}')
 }
 
+# body_files DIR: writes the response bodies the profiles ask for, DIR/1k, DIR/16k and
+# DIR/256k, readable by the backend's unprivileged worker.
+body_files() {
+  mkdir -p "$1"
+  chmod 755 "$dir" "$1"
+  for size in 1 16 256; do head -c $((size * 1024)) /dev/zero | tr '\0' 'x' > "$1/${size}k"; done
+}
+
 # nginx_backend PORT [ROOT]: starts the backend (an nginx answering "ok" on /, keep-alive, no
 # logs) on CPU 0; with ROOT, it also serves the files under ROOT (other paths).
 nginx_backend() {
@@ -73,7 +89,7 @@ nginx_backend() {
   local locations='location / { return 200 "ok"; }'
   [ -n "${2:-}" ] && locations="location = / { return 200 \"ok\"; } location / { root $2; }"
   cat > "$dir/backend/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $WORKERS;
 daemon off;
 pid $dir/backend/nginx.pid;
 error_log $dir/backend/error.log crit;
@@ -86,7 +102,7 @@ http {
   server { listen 127.0.0.1:$1; $locations }
 }
 CONF
-  taskset -c 0 nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &
+  taskset -c "$LOAD_CPUS" nginx -c "$dir/backend/nginx.conf" -p "$dir/backend" >"$dir/backend.log" 2>&1 &
   pids+=($!)
 }
 
@@ -98,9 +114,9 @@ CONF
 nginx_conf() {
   mkdir -p "$dir/nginx"
   cat > "$dir/nginx/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $WORKERS;
 daemon off;
-master_process off;
+master_process $([ "$WORKERS" = 1 ] && echo off || echo on);
 pid $dir/nginx/nginx.pid;
 error_log $dir/nginx/error.log crit;
 events { worker_connections 4096; }
@@ -119,7 +135,7 @@ CONF
 haproxy_conf() {
   cat > "$dir/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $WORKERS
   maxconn 4096
 defaults
   mode http
@@ -135,7 +151,7 @@ CONF
 # then its standard input (listeners and upstreams).
 rondo_conf() {
   cat > "$dir/rondo.toml" <<CONF
-workers = 1
+workers = $WORKERS
 access_log = false
 [admin]
 listen = "127.0.0.1:0"
@@ -144,16 +160,15 @@ CONF
 }
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
-# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 and prints its
-# PID. Call it as
-# `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too); stop it with
-# stop_proxy PID.
+# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 (both CPUs with
+# WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
+# interrupted run stops it too); stop it with stop_proxy PID.
 start_proxy() {
   case $1 in
-    nginx) taskset -c 1 nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" >"$dir/$1.log" 2>&1 & ;;
+    nginx) taskset -c "$PROXY_CPUS" nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" >"$dir/$1.log" 2>&1 & ;;
     # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
-    haproxy) taskset -c 1 haproxy -f "$dir/haproxy.cfg" -db ${HAPROXY_ARGS:-} >"$dir/$1.log" 2>&1 & ;;
-    rondo) RUST_LOG=warn taskset -c 1 "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
+    haproxy) taskset -c "$PROXY_CPUS" haproxy -f "$dir/haproxy.cfg" -db ${HAPROXY_ARGS:-} >"$dir/$1.log" 2>&1 & ;;
+    rondo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }

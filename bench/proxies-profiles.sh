@@ -32,10 +32,7 @@ PROXY=$(free_port)
 H2PROXY=$(free_port)
 
 # The backend: nginx answering "ok" on /, and files of 1, 16 and 256 KiB.
-mkdir -p "$dir/www"
-# The backend's worker runs as an unprivileged user: let it read the files.
-chmod 755 "$dir" "$dir/www"
-for size in 1 16 256; do head -c $((size * 1024)) /dev/zero | tr '\0' 'x' > "$dir/www/${size}k"; done
+body_files "$dir/www"
 nginx_backend "$BACKEND" "$dir/www"
 
 nginx_conf <<CONF

@@ -10,6 +10,12 @@
 # pinned to CPU 1, wrk and the backend to CPU 0, so the proxy's own CPU time is measured
 # from /proc/PID/stat (user + system, all threads) over exactly the wrk run. Shared setup in
 # bench/lib.sh; gRPC in bench/proxies-grpc.sh, TLS termination in bench/proxies-tls.sh.
+#
+#   WORKERS=2 bench/proxies.sh [ROUNDS] [SECONDS] [CONNECTIONS]
+#
+# runs the same table with two workers each (rondo `workers = 2`, nginx `worker_processes 2`,
+# HAProxy `nbthread 2`, the backend with two too), everything sharing both CPUs and wrk with two
+# threads: multi-core scaling. CPU time then includes nginx's worker processes.
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${3:-50}
@@ -57,7 +63,7 @@ wait_port "$BACKEND"
 echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) | backend conns closed / request |"
 echo "|---|---|---|---|---|---|---|---|---|"
 direct() {
-  wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$BACKEND/")"
+  wrk_stats "$(taskset -c "$LOAD_CPUS" wrk -t"$WORKERS" -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$BACKEND/")"
   echo "| $1 | direct to the backend | $rps | — | — | $p50 | $p99 | — | — |"
 }
 for round in $(seq "$ROUNDS"); do
@@ -68,10 +74,10 @@ for round in $(seq "$ROUNDS"); do
     sleep 0.2
     fresh=$(rss_kb "$pid")
     # Warm-up: pools filled, caches hot.
-    taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PROXY/" >/dev/null
+    taskset -c "$LOAD_CPUS" wrk -t"$WORKERS" -c"$CONNS" -d1s "http://127.0.0.1:$PROXY/" >/dev/null
     cpu_mark "$pid"
     twbefore=$(tw_backend)
-    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY/")
+    out=$(taskset -c "$LOAD_CPUS" wrk -t"$WORKERS" -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY/")
     wrk_stats "$out"
     read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
     twafter=$(tw_backend)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Before and after: two rondo builds in turn (A, B, A, B…) on one request profile, so a change
+# to the request path is measured against its parent on the same machine in the same minutes.
+# Prints, per round and build, requests/s, CPU µs per request (user + system) and of it user
+# space, p99 and errors, with the same method as bench/proxies.sh (rondo on CPU 1, wrk and the
+# nginx backend on CPU 0, one worker thread, a one-second warm-up before each measurement).
+#
+#   bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]
+#
+# PATH: / (the backend answers "ok"; the default), /1k, /16k or /256k (response bodies of that
+# size). Defaults: 3 rounds of 4 s at 64 connections. Build the two binaries from the two
+# commits (cargo build --release, then copy target/release/rondo aside).
+A=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
+B=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
+URLPATH=${3:-/}
+ROUNDS=${4:-3}
+SECS=${5:-4}
+CONNS=${6:-64}
+# lib.sh works from the repository's root: resolve the binaries first.
+A=$(realpath "$A")
+B=$(realpath "$B")
+. "$(dirname "$0")/lib.sh"
+need nginx wrk taskset
+need_built "$A" "a rondo binary"
+need_built "$B" "a rondo binary"
+
+BACKEND=$(free_port)
+PROXY=$(free_port)
+body_files "$dir/www"
+nginx_backend "$BACKEND" "$dir/www"
+rondo_conf <<CONF
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:$PROXY"
+upstream = "app"
+[[upstreams]]
+name = "app"
+backends = [{ address = "127.0.0.1:$BACKEND" }]
+[upstreams.health_check]
+enabled = false
+CONF
+wait_port "$BACKEND"
+
+RONDO=$B describe_run
+echo "bench/ab.sh A=$A B=$B path $URLPATH, $ROUNDS rounds × ${SECS}s, $CONNS connections"
+echo
+echo "| round | build | requests/s | CPU µs/request | of which user | p99 | errors |"
+echo "|---|---|---|---|---|---|---|"
+for round in $(seq "$ROUNDS"); do
+  for build in A B; do
+    if [ "$build" = A ]; then RONDO=$A; else RONDO=$B; fi
+    pid=$(start_proxy rondo); running=$pid
+    wait_port "$PROXY"
+    taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PROXY$URLPATH" >/dev/null
+    cpu_mark "$pid"
+    wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY$URLPATH")"
+    read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
+    stop_proxy "$pid"
+    echo "| $round | $build | $rps | $cpu_us | $user_us | $p99 | $errs |"
+  done
+done
