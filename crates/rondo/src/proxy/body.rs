@@ -115,21 +115,25 @@ pub(crate) struct Limits {
 }
 
 /// Copies one body framed by `framing` from `src` to `dst`, preceded by `head` (sent with
-/// the first body bytes, so a small message costs one write). `buf` starts with bytes
-/// already read from `src`; when the body ends, it holds whatever came after it. Returns the
-/// number of body bytes copied.
+/// the first body bytes, so a small message costs one write). `buf` holds bytes already read
+/// from `src`, the body's from `start` on (what is before it, a head already handled, goes
+/// with the first bytes written: the body is not moved to the front of the buffer first).
+/// When the body ends, `buf` holds whatever came after it. Returns the number of body bytes
+/// copied.
 pub(crate) async fn copy(
     framing: Framing,
     src: &mut impl Io,
     dst: &mut impl Io,
     buf: &mut Vec<u8>,
+    start: usize,
     limits: Limits,
     head: &[u8],
 ) -> Result<u64, CopyError> {
     let mut head = head;
+    let mut start = start.min(buf.len());
     let mut copied = 0u64;
     match framing {
-        Framing::Empty => {
+        Framing::Empty | Framing::Length(0) => {
             write_timed(dst, head, limits.write)
                 .await
                 .map_err(CopyError::Destination)?;
@@ -137,12 +141,14 @@ pub(crate) async fn copy(
         Framing::Length(total) => {
             let mut remaining = total;
             loop {
-                let take = (buf.len() as u64).min(remaining) as usize;
+                let take = ((buf.len() - start) as u64).min(remaining) as usize;
                 if take > 0 {
-                    write2_timed(dst, std::mem::take(&mut head), &buf[..take], limits.write)
+                    let body = &buf[start..start + take];
+                    write2_timed(dst, std::mem::take(&mut head), body, limits.write)
                         .await
                         .map_err(CopyError::Destination)?;
-                    buf.drain(..take);
+                    buf.drain(..start + take);
+                    start = 0;
                     remaining -= take as u64;
                     copied += take as u64;
                 }
@@ -157,12 +163,16 @@ pub(crate) async fn copy(
         Framing::Chunked => {
             let mut decoder = ChunkedDecoder::default();
             loop {
-                let take = decoder.feed(buf).map_err(|_| CopyError::Framing)?;
+                let take = decoder
+                    .feed(&buf[start..])
+                    .map_err(|_| CopyError::Framing)?;
                 if take > 0 {
-                    write2_timed(dst, std::mem::take(&mut head), &buf[..take], limits.write)
+                    let body = &buf[start..start + take];
+                    write2_timed(dst, std::mem::take(&mut head), body, limits.write)
                         .await
                         .map_err(CopyError::Destination)?;
-                    buf.drain(..take);
+                    buf.drain(..start + take);
+                    start = 0;
                     copied += take as u64;
                 }
                 if decoder.is_done() {
@@ -174,12 +184,13 @@ pub(crate) async fn copy(
             }
         }
         Framing::UntilClose => loop {
-            if !buf.is_empty() {
-                write2_timed(dst, std::mem::take(&mut head), buf, limits.write)
+            if buf.len() > start {
+                write2_timed(dst, std::mem::take(&mut head), &buf[start..], limits.write)
                     .await
                     .map_err(CopyError::Destination)?;
-                copied += buf.len() as u64;
+                copied += (buf.len() - start) as u64;
                 buf.clear();
+                start = 0;
             }
             if read_timed(src, buf, limits.read).await? == 0 {
                 if !head.is_empty() {
@@ -191,5 +202,95 @@ pub(crate) async fn copy(
             }
         },
     }
+    buf.drain(..start);
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    const LIMITS: Limits = Limits {
+        read: Duration::from_secs(5),
+        write: Duration::from_secs(5),
+    };
+
+    /// Runs `copy` with `buf` = `already` (the body from `start`), `more` still to come from
+    /// the source; returns what reached the destination and what `buf` held afterwards.
+    async fn run(
+        framing: Framing,
+        already: &[u8],
+        start: usize,
+        more: &[u8],
+    ) -> (Vec<u8>, Vec<u8>) {
+        let (mut src, mut src_far) = duplex(1 << 20);
+        let (mut dst, mut dst_far) = duplex(1 << 20);
+        src_far.write_all(more).await.unwrap();
+        if matches!(framing, Framing::UntilClose) {
+            drop(src_far);
+        } else {
+            // Kept open: the body must end by its framing, not by the source closing.
+            tokio::spawn(async move {
+                let _held = src_far;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+        let mut buf = already.to_vec();
+        let copied = copy(
+            framing, &mut src, &mut dst, &mut buf, start, LIMITS, b"HEAD;",
+        )
+        .await
+        .unwrap();
+        drop(dst);
+        let mut out = Vec::new();
+        dst_far.read_to_end(&mut out).await.unwrap();
+        assert_eq!(copied as usize, out.len() - 5, "{out:?}");
+        (out, buf)
+    }
+
+    #[tokio::test]
+    async fn the_body_is_sent_from_its_offset_and_what_follows_it_stays() {
+        // A backend's head, then the body and the start of what comes next.
+        let (out, rest) = run(Framing::Length(6), b"H 200\r\n\r\nabcdefNEXT", 9, b"").await;
+        assert_eq!(out, b"HEAD;abcdef");
+        assert_eq!(rest, b"NEXT");
+        // Part of the body in the buffer, the rest read from the source.
+        let (out, rest) = run(Framing::Length(6), b"H\r\n\r\nab", 5, b"cdefNEXT").await;
+        assert_eq!(out, b"HEAD;abcdef");
+        assert_eq!(rest, b"NEXT");
+        // No body bytes yet: the head still goes out first, in the same write as the body.
+        let (out, rest) = run(Framing::Length(3), b"H\r\n\r\n", 5, b"xyz").await;
+        assert_eq!(out, b"HEAD;xyz");
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_zero_length_body_leaves_only_what_follows_the_head() {
+        let (out, rest) = run(Framing::Empty, b"H\r\n\r\nEARLY", 5, b"").await;
+        assert_eq!(out, b"HEAD;");
+        assert_eq!(rest, b"EARLY");
+        let (out, rest) = run(Framing::Length(0), b"H\r\n\r\n", 5, b"").await;
+        assert_eq!(out, b"HEAD;");
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn chunked_and_until_close_bodies_start_at_the_offset_too() {
+        let chunked = b"3\r\nabc\r\n0\r\n\r\n";
+        let mut already = b"H\r\n\r\n".to_vec();
+        already.extend_from_slice(&chunked[..5]);
+        let (out, rest) = run(
+            Framing::Chunked,
+            &already,
+            5,
+            &[&chunked[5..], b"NEXT"].concat(),
+        )
+        .await;
+        assert_eq!(out, [b"HEAD;".as_slice(), chunked].concat());
+        assert_eq!(rest, b"NEXT");
+        let (out, rest) = run(Framing::UntilClose, b"H\r\n\r\nab", 5, b"cd").await;
+        assert_eq!(out, b"HEAD;abcd");
+        assert!(rest.is_empty());
+    }
 }

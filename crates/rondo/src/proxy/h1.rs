@@ -401,6 +401,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 self.client,
                 &mut conn,
                 self.inbuf,
+                0,
                 limits,
                 self.out,
             )
@@ -515,7 +516,6 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             headers::apply(&mut head_out, &self.response_rules, &vars);
         }
         let (client, idle, worker) = (&mut *self.client, self.idle, self.worker);
-        resp.drain(..response.head_len);
         if let Some(cookie) = set_cookie
             && head_out.ends_with(b"\r\n\r\n")
         {
@@ -528,11 +528,13 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             read: cfg.response_timeout,
             write: idle,
         };
+        // The body follows the backend's head in `resp`; it is written from there.
         let copied = body::copy(
             response.framing,
             &mut conn,
             client,
             &mut resp,
+            response.head_len,
             limits,
             &head_out,
         )
