@@ -123,6 +123,62 @@ async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_the_listening_socket_at_once_while_requests_finish() {
+    // A request held by the backend far longer than the test waits for the refusal: the
+    // refusal is seen during the grace period, not after the exit.
+    let backend = mock("a").await;
+    backend.set_delay(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    let config = ConfigBuilder::proxy(
+        UpstreamBuilder::new("app")
+            .backend("a", backend.addr(), 1.0)
+            .health_check(Section::disabled()),
+    )
+    .set("workers", 2)
+    .duration("shutdown_grace", Duration::from_secs(600));
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let mut rondo = Process::serve(&path);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let in_flight = tokio::spawn(async move { get(addr, "/held").await });
+    eventually(
+        Duration::from_secs(30),
+        "the request reaches the backend",
+        || backend.in_flight() == 1,
+    )
+    .await;
+    rondo.signal("TERM");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Bounded: a listener nobody accepts from stops answering handshakes once its backlog
+        // is full, and that is not a refusal either. A handshake under way as the socket
+        // closes is reset; the next one is refused.
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+            Ok(Ok(_)) | Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still accepting connections 30 s after SIGTERM"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        backend.in_flight(),
+        1,
+        "refused while the request is in flight"
+    );
+    assert!(!in_flight.is_finished());
+    // The backend dies: the request ends (502) and nothing keeps rondo any more.
+    backend.kill().await;
+    assert_eq!(in_flight.await.unwrap().status, 502);
+    let code = tokio::task::block_in_place(|| rondo.wait_exit());
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
     let backend = mock("a").await;
     let dir = tempfile::tempdir().unwrap();

@@ -133,8 +133,14 @@ impl Running {
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
     /// workers to exit.
+    ///
+    /// The listening sockets close at once (each worker drops its copy as its accept loop
+    /// ends), as nginx and HAProxy unbind on a graceful stop: a client connecting during the
+    /// grace period is refused and can go elsewhere, instead of being taken into a backlog
+    /// nobody reads any more and reset when the process exits.
     pub fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
+        self.listeners.lock().clear();
         let deadline = std::time::Instant::now() + grace + Duration::from_millis(500);
         for t in self.threads {
             // Workers enforce the grace period themselves; the join is bounded by it.
