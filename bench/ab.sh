@@ -28,17 +28,7 @@ BACKEND=$(free_port)
 PROXY=$(free_port)
 body_files "$dir/www"
 nginx_backend "$BACKEND" "$dir/www"
-rondo_conf <<CONF
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:$PROXY"
-upstream = "app"
-[[upstreams]]
-name = "app"
-backends = [{ address = "127.0.0.1:$BACKEND" }]
-[upstreams.health_check]
-enabled = false
-CONF
+{ rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
 wait_port "$BACKEND"
 
 RONDO=$B describe_run

@@ -159,6 +159,17 @@ $(cat)
 CONF
 }
 
+# rondo_listener NAME PORT: a plain listener for rondo_conf, in front of the upstream `app`.
+rondo_listener() {
+  printf '[[listeners]]\nname = "%s"\nbind = "127.0.0.1:%s"\nupstream = "app"\n' "$1" "$2"
+}
+
+# rondo_app BACKEND_PORT: the upstream `app` for rondo_conf, one backend, health checks off
+# (as the peers' configurations have none).
+rondo_app() {
+  printf '[[upstreams]]\nname = "app"\nbackends = [{ address = "127.0.0.1:%s" }]\n[upstreams.health_check]\nenabled = false\n' "$1"
+}
+
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
 # ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 (both CPUs with
 # WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an

@@ -59,21 +59,7 @@ backend app
   server s1 127.0.0.1:$BACKEND
 CONF
 
-rondo_conf <<CONF
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:$PROXY"
-upstream = "app"
-[[listeners]]
-name = "web2"
-bind = "127.0.0.1:$H2PROXY"
-upstream = "app"
-[[upstreams]]
-name = "app"
-backends = [{ address = "127.0.0.1:$BACKEND" }]
-[upstreams.health_check]
-enabled = false
-CONF
+{ rondo_listener web "$PROXY"; rondo_listener web2 "$H2PROXY"; rondo_app "$BACKEND"; } | rondo_conf
 
 # A browser's request head: Chrome's navigation headers, ~700 bytes in all.
 cat > "$dir/browser.lua" <<'LUA'

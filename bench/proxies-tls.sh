@@ -59,21 +59,11 @@ backend app
 CONF
 
 rondo_conf <<CONF
-[[listeners]]
-name = "tls"
-bind = "127.0.0.1:$TLS"
-upstream = "app"
+$(rondo_listener tls "$TLS")
 [listeners.tls]
 certificates = [{ cert = "$dir/site.pem", key = "$dir/site.key" }]
-[[listeners]]
-name = "plain"
-bind = "127.0.0.1:$PLAIN"
-upstream = "app"
-[[upstreams]]
-name = "app"
-backends = [{ address = "127.0.0.1:$BACKEND" }]
-[upstreams.health_check]
-enabled = false
+$(rondo_listener plain "$PLAIN")
+$(rondo_app "$BACKEND")
 CONF
 
 # What the proxy negotiates with OpenSSL's client: protocol, suite, key exchange group.

@@ -44,17 +44,7 @@ backend app
   server s1 127.0.0.1:$BACKEND
 CONF
 
-rondo_conf <<CONF
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:$PROXY"
-upstream = "app"
-[[upstreams]]
-name = "app"
-backends = [{ address = "127.0.0.1:$BACKEND" }]
-[upstreams.health_check]
-enabled = false
-CONF
+{ rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
 
 # Connections to the backend closed by the proxy (TIME_WAIT on the proxy's side): churn.
 tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }

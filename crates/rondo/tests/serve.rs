@@ -83,10 +83,16 @@ async fn the_access_line_names_every_backend_tried_and_counts_the_attempts() {
     assert_eq!(code, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
-    let backend = mock("a").await;
-    backend.set_delay(Duration::from_millis(800));
+/// The real binary with `workers` workers and a 600 s `shutdown_grace` in front of `backend`,
+/// with one GET held at the backend (its delay decides for how long), ready for a signal.
+struct InFlight {
+    rondo: Process,
+    addr: std::net::SocketAddr,
+    reply: tokio::task::JoinHandle<common::Reply>,
+    _dir: tempfile::TempDir,
+}
+
+async fn request_in_flight(backend: &common::MockBackend, workers: i64) -> InFlight {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rondo.toml");
     let config = ConfigBuilder::proxy(
@@ -94,21 +100,39 @@ async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
             .backend("a", backend.addr(), 1.0)
             .health_check(Section::disabled()),
     )
-    .set("workers", 1)
+    .set("workers", workers)
     .duration("shutdown_grace", Duration::from_secs(600));
     std::fs::write(&path, config.to_toml()).unwrap();
-    let mut rondo = Process::serve(&path);
+    let rondo = Process::serve(&path);
     let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
-    let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
+    let reply = tokio::spawn(async move { get(addr, "/held").await });
     eventually(
         Duration::from_secs(30),
         "the request reaches the backend",
         || backend.in_flight() == 1,
     )
     .await;
+    InFlight {
+        rondo,
+        addr,
+        reply,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_request_in_flight_finish_before_exiting() {
+    let backend = mock("a").await;
+    backend.set_delay(Duration::from_millis(800));
+    let InFlight {
+        mut rondo,
+        addr,
+        reply,
+        _dir,
+    } = request_in_flight(&backend, 1).await;
     rondo.signal("TERM");
-    let reply = in_flight.await.unwrap();
+    let reply = reply.await.unwrap();
     assert_eq!(
         (reply.status, reply.text()),
         (200, "a".to_owned()),
@@ -128,26 +152,12 @@ async fn sigterm_closes_the_listening_socket_at_once_while_requests_finish() {
     // refusal is seen during the grace period, not after the exit.
     let backend = mock("a").await;
     backend.set_delay(Duration::from_secs(60));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rondo.toml");
-    let config = ConfigBuilder::proxy(
-        UpstreamBuilder::new("app")
-            .backend("a", backend.addr(), 1.0)
-            .health_check(Section::disabled()),
-    )
-    .set("workers", 2)
-    .duration("shutdown_grace", Duration::from_secs(600));
-    std::fs::write(&path, config.to_toml()).unwrap();
-    let mut rondo = Process::serve(&path);
-    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
-    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
-    let in_flight = tokio::spawn(async move { get(addr, "/held").await });
-    eventually(
-        Duration::from_secs(30),
-        "the request reaches the backend",
-        || backend.in_flight() == 1,
-    )
-    .await;
+    let InFlight {
+        mut rondo,
+        addr,
+        reply,
+        _dir,
+    } = request_in_flight(&backend, 2).await;
     rondo.signal("TERM");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -170,10 +180,10 @@ async fn sigterm_closes_the_listening_socket_at_once_while_requests_finish() {
         1,
         "refused while the request is in flight"
     );
-    assert!(!in_flight.is_finished());
+    assert!(!reply.is_finished());
     // The backend dies: the request ends (502) and nothing keeps rondo any more.
     backend.kill().await;
-    assert_eq!(in_flight.await.unwrap().status, 502);
+    assert_eq!(reply.await.unwrap().status, 502);
     let code = tokio::task::block_in_place(|| rondo.wait_exit());
     assert_eq!(code, Some(0));
 }
