@@ -6,8 +6,10 @@
 
 Idle (the default): opens N (default 5000) client connections to HOST:PORT, sends one GET on
 each and reads the response (so every connection has carried a request and is now idle in
-keep-alive), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the
-growth divided by N.
+keep-alive), waits --settle seconds (default 2: rondo parks a keep-alive connection silent
+for a second, see crates/rondo/src/proxy/parked.rs; 0 measures connections still in their
+task), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth
+divided by N.
 
 --busy: the script itself is the backend, listening on 127.0.0.1:BACKEND_PORT (start the
 proxy first with its only backend at that address and health checks off): it reads each
@@ -54,6 +56,7 @@ def main():
     parser.add_argument("port", type=int)
     parser.add_argument("n", type=int, nargs="?", default=5000)
     parser.add_argument("--busy", type=int, metavar="BACKEND_PORT")
+    parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS")
     args = parser.parse_args()
     n = args.n
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -82,7 +85,7 @@ def main():
                     raise SystemExit("connection closed early")
                 data += chunk
         conns.append(s)
-    time.sleep(1)
+    time.sleep(args.settle)
     after = rss_kib(args.pid)
     kind = "busy connection (request held at the backend)" if args.busy else \
         "idle keep-alive connection"

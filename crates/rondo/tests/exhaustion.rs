@@ -264,6 +264,19 @@ async fn over_max_memory_requests_are_answered_503_unforwarded_and_requests_in_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_client_connections_a_new_client_closes_the_oldest_idle_connection_only() {
+    oldest_idle_connection_closes_for_a_new_client(Duration::ZERO).await;
+}
+
+/// As above, with the idle connections silent long enough to have given up their tasks
+/// (parked, see proxy/parked.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_client_connections_a_new_client_closes_the_oldest_parked_connection_only() {
+    oldest_idle_connection_closes_for_a_new_client(Duration::from_millis(1500)).await;
+}
+
+/// Four keep-alive connections go idle in turn, each silent for `silence` after the last;
+/// a fifth client at `max_client_connections = 4` closes the oldest and no other.
+async fn oldest_idle_connection_closes_for_a_new_client(silence: Duration) {
     let backend = mock("a").await;
     let proxy = common::start(
         &common::proxy_config(common::plain("app", &[&backend]))
@@ -277,7 +290,9 @@ async fn at_max_client_connections_a_new_client_closes_the_oldest_idle_connectio
         let mut c = common::Client::connect(addr).await;
         assert_eq!(c.get("/").await.status, 200);
         idle.push(c);
+        tokio::time::sleep(silence / 4).await;
     }
+    tokio::time::sleep(silence).await;
     let mut newcomer = common::Client::connect(addr).await;
     assert_eq!(newcomer.get("/").await.status, 200);
     common::eventually(Duration::from_secs(10), "the oldest one closed", || {

@@ -253,7 +253,13 @@ async fn sigterm_answers_busy_clients_with_connection_close_closes_idle_ones_and
     let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     let request = b"GET /slow HTTP/1.1\r\nHost: test.local\r\n\r\n";
 
-    // An idle keep-alive client: one request answered, then silence.
+    // Idle keep-alive clients: one request answered, then silence. The first is silent long
+    // enough to give up its task (a second: it is parked, see proxy/parked.rs).
+    let mut parked = tokio::net::TcpStream::connect(addr).await.unwrap();
+    parked.write_all(request).await.unwrap();
+    let head = read_response(&mut parked).await;
+    assert!(!head.contains("connection: close"), "{head}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(request).await.unwrap();
     let head = read_response(&mut idle).await;
@@ -277,10 +283,16 @@ async fn sigterm_answers_busy_clients_with_connection_close_closes_idle_ones_and
     .await;
 
     rondo.signal("TERM");
-    // The idle client is closed cleanly (FIN, not a reset), with nothing sent.
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0))), "idle client: {read:?} {rest:?}");
+    // The idle clients are closed cleanly (FIN, not a reset), with nothing sent.
+    for (which, client) in [("idle", &mut idle), ("parked", &mut parked)] {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "{which} client: {read:?} {rest:?}"
+        );
+    }
     // HTTP/2: GOAWAY at once, then the stream in flight still completes, then the close
     // (the client answers the PING a graceful close sends, as clients do).
     let frames = h2.until_closed(Duration::from_secs(30)).await;

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
-use super::{Frontend, Worker, h1, h2, redirect, room, tcp};
+use super::parked::ParkedConn;
+use super::{Frontend, Worker, h1, h2, redirect, tcp};
 use crate::config::ListenerMode;
+use crate::counters::ConnectionGuard;
 
 /// One accepted connection, counted against its listener while it lives (the task of every
 /// client connection runs this).
@@ -23,22 +23,54 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     frontend: Arc<Frontend>,
     worker: Rc<Worker>,
-    stop: watch::Receiver<bool>,
 ) {
-    let Some(_open) = admit(&frontend, &worker) else {
+    let Some(admitted) = admit(frontend, &worker) else {
         return;
     };
-    let _counted = frontend.reports[0].listener.connection();
     let _ = stream.set_nodelay(true);
+    let frontend = admitted.frontend();
     let plain_http1 = frontend.tls.is_none()
         && matches!(frontend.config.mode, ListenerMode::Http)
         && !frontend.config.redirect_https
         && !frontend.speaks_http2_upstream();
-    let frontend = Arc::clone(&frontend);
     if plain_http1 {
-        h1::serve(stream, peer, frontend, worker, stop).await;
+        h1::serve(stream, peer, admitted, worker, h1::Start::New).await;
     } else {
-        Box::pin(serve_other(stream, peer, frontend, worker, stop)).await;
+        Box::pin(serve_other(stream, peer, admitted, worker)).await;
+    }
+}
+
+/// Serves a parked connection again: its client's next request has arrived (or the client
+/// closed), see [`super::parked`].
+pub(super) async fn resume(conn: ParkedConn, worker: Rc<Worker>) {
+    let ParkedConn {
+        stream,
+        peer,
+        admitted,
+        ..
+    } = conn;
+    h1::serve(stream, peer, admitted, worker, h1::Start::Readable).await;
+}
+
+/// A client connection admitted by its listener: counted against `max_client_connections`
+/// and in the listener's open connections until dropped. It owns what it needs, so a
+/// connection can wait parked without its task and keep its place.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    frontend: Arc<Frontend>,
+    _counted: ConnectionGuard,
+}
+
+impl Admitted {
+    /// The listener the connection came in on.
+    pub(super) fn frontend(&self) -> &Arc<Frontend> {
+        &self.frontend
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.frontend.limit.close();
     }
 }
 
@@ -47,10 +79,11 @@ pub(super) async fn serve_connection(
 async fn serve_other(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    frontend: Arc<Frontend>,
+    admitted: Admitted,
     worker: Rc<Worker>,
-    stop: watch::Receiver<bool>,
 ) {
+    let frontend = Arc::clone(admitted.frontend());
+    let stop = worker.stop();
     let ip = || -> Rc<str> { peer.ip().to_canonical().to_string().into() };
     let Some(terminator) = &frontend.tls else {
         return match frontend.config.mode {
@@ -62,7 +95,7 @@ async fn serve_other(
                 let server = h2::Server::Auto;
                 h2::serve(stream, Vec::new(), ip(), frontend, worker, stop, server).await
             }
-            ListenerMode::Http => h1::serve(stream, peer, frontend, worker, stop).await,
+            ListenerMode::Http => h1::serve(stream, peer, admitted, worker, h1::Start::New).await,
         };
     };
     // The handshake is part of the request head's time: a client that stalls in it is cut
@@ -87,19 +120,24 @@ async fn serve_other(
             let server = h2::Server::Auto;
             h2::serve(tls, Vec::new(), ip(), frontend, worker, stop, server).await;
         }
-        ListenerMode::Http => h1::serve(tls, peer, frontend, worker, stop).await,
+        ListenerMode::Http => h1::serve(tls, peer, admitted, worker, h1::Start::New).await,
     }
 }
 
 /// Counts a new client connection against its listener's limit; at the limit, a batch of
 /// idle connections is closed to make room (the oldest first, see [`room`]), and when none
 /// is idle the new one is refused (closed at once, counted, logged once per episode).
-fn admit<'s>(frontend: &'s Frontend, worker: &Worker) -> Option<room::Open<'s>> {
-    if let Some(open) = frontend.limit.open() {
-        return Some(open);
+fn admit(frontend: Arc<Frontend>, worker: &Worker) -> Option<Admitted> {
+    let admitted = |frontend: Arc<Frontend>| {
+        let _counted = frontend.reports[0].listener.connection();
+        Some(Admitted { frontend, _counted })
+    };
+    if frontend.limit.open() {
+        return admitted(frontend);
     }
     if worker.idle.make_room() > 0 {
-        return Some(frontend.limit.open_anyway());
+        frontend.limit.open_anyway();
+        return admitted(frontend);
     }
     frontend.limit.refuse();
     frontend.reports[0]

@@ -12,21 +12,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::Backend;
-use tokio::sync::watch;
-
 use super::stream::ClientIo;
+use balance::Backend;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::Frontend;
 use super::Worker;
 use super::affinity;
 use super::body::{self, CopyError, Limits};
+use super::connection::Admitted;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::head::{self, Client, Framing, RequestInfo};
 use super::headers;
+use super::parked::{PARK_AFTER, ParkedConn};
 use super::respond::{ErrorPage, send_error, send_page};
 use super::room;
+use super::room::Waited;
 use crate::config::UpstreamConfig;
 use crate::counters::Source;
 use crate::header_rules::{HeaderRules, Vars};
@@ -47,33 +48,68 @@ enum Next {
     Http2,
 }
 
+/// How a connection's task begins.
+pub(crate) enum Start {
+    /// Just accepted: the request head is awaited for `header_timeout`.
+    New,
+    /// Resumed from [`super::parked`]: the socket is readable now.
+    Readable,
+}
+
 /// Serves one client connection until it closes, errs, idles out or the server shuts down.
+/// A plain connection idle past [`PARK_AFTER`] is parked and its task ends (see
+/// [`super::parked`]).
 pub(crate) async fn serve<C: ClientIo + 'static>(
     mut stream: C,
     peer: std::net::SocketAddr,
-    frontend: Arc<Frontend>,
+    admitted: Admitted,
     worker: std::rc::Rc<Worker>,
-    shutdown: watch::Receiver<bool>,
+    start: Start,
 ) {
+    let frontend = admitted.frontend();
     let ip = peer.ip().to_canonical().to_string();
     let mut pending: Vec<u8> = Vec::new();
-    let mut first = true;
+    let mut first = matches!(start, Start::New);
+    let mut wait = matches!(start, Start::New);
     loop {
-        if pending.is_empty() {
-            let wait = if first {
+        if wait && pending.is_empty() && !stream.buffered() {
+            let limit = if first {
                 frontend.config.header_timeout
             } else {
                 frontend.config.idle_timeout
+            };
+            let in_task = if first || !C::PARKS {
+                limit
+            } else {
+                limit.min(PARK_AFTER)
             };
             // Idle connections do not watch for shutdown: the worker waits only for busy
             // ones, then drops the rest, so an idle connection costs no more than this wait.
             // They close early when descriptors run short (see `room`). Over TLS the wait is
             // on the TCP socket too, unless rustls already holds decrypted bytes.
-            if !stream.buffered() && !worker.idle.wait_readable(stream.tcp(), wait, first).await {
-                return;
+            match worker
+                .idle
+                .wait_readable(stream.tcp(), in_task, first)
+                .await
+            {
+                Waited::Readable => {}
+                Waited::TimedOut if in_task < limit => {
+                    // Only plain sockets get here (`C::PARKS`), and they always convert.
+                    if let Ok(stream) = stream.into_plain() {
+                        worker.idle.parked.park(ParkedConn {
+                            stream,
+                            peer,
+                            admitted,
+                            until: Instant::now() + (limit - in_task),
+                        });
+                    }
+                    return;
+                }
+                Waited::TimedOut | Waited::Close => return,
             }
         }
         first = false;
+        wait = true;
         let _busy = worker.busy();
         let mut inbuf = if pending.is_empty() {
             worker.take_buffer()
@@ -82,16 +118,16 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         };
         // Boxed: the request's state machine is large and only lives while a request is in
         // progress, so an idle keep-alive connection holds just this loop's few fields.
-        let next = Box::pin(request(&mut stream, &ip, &frontend, &worker, &mut inbuf)).await;
+        let next = Box::pin(request(&mut stream, &ip, frontend, &worker, &mut inbuf)).await;
         if matches!(next, Next::Http2) {
             let ip: std::rc::Rc<str> = ip.into();
             Box::pin(super::h2::serve(
                 stream,
                 inbuf,
                 ip,
-                frontend,
+                Arc::clone(frontend),
                 std::rc::Rc::clone(&worker),
-                shutdown,
+                worker.stop(),
                 super::h2::Server::Http2,
             ))
             .await;

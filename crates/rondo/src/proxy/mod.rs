@@ -35,6 +35,7 @@ mod h2_upstream;
 mod head;
 mod headers;
 pub(crate) mod memory;
+mod parked;
 pub(crate) mod protocol;
 mod redirect;
 mod relay;

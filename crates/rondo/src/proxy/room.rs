@@ -18,6 +18,8 @@
 //! idle connection costs a ticket and its place in that queue, no list of our own and no
 //! allocation; making room costs one wake-up per connection closed. The ticket tells a
 //! connection told to close from one that only found a permit left by an earlier batch.
+//! Connections idle past [`super::parked::PARK_AFTER`] leave that queue for the worker's
+//! [`ParkedClients`]: they are the oldest, so making room closes them first.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout_at};
+
+use super::parked::ParkedClients;
 
 /// How long accepting pauses after the process or system ran out of descriptors: long enough
 /// not to burn a core, short enough that a freed descriptor is used at once (nginx pauses
@@ -53,6 +57,19 @@ pub(crate) struct IdleClients {
     wake: Notify,
     /// Whether the worker is in an episode of descriptor shortage (logged once per episode).
     short: Cell<bool>,
+    /// Idle connections that gave up their task (idle the longest: closed first).
+    pub(crate) parked: ParkedClients,
+}
+
+/// How a wait for a client's next bytes ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// Bytes arrived, or the client closed: read the socket to know which.
+    Readable,
+    /// The time given passed.
+    TimedOut,
+    /// Room was wanted (descriptors running short, shutdown, `max_memory`): close.
+    Close,
 }
 
 /// Counts a connection as idle until dropped.
@@ -69,8 +86,8 @@ impl Drop for Idle<'_> {
 }
 
 impl IdleClients {
-    /// Waits until `stream` has bytes to read or was closed (`true`), or until `limit` passes
-    /// or room must be made (`false`: close the connection). A connection told to make room
+    /// Waits until `stream` has bytes to read or was closed, until `limit` passes, or until
+    /// room must be made (then the connection closes). A connection told to make room
     /// whose next request has already arrived is served instead: closing a socket with unread
     /// bytes would reset it, and the client would lose that request.
     ///
@@ -84,7 +101,7 @@ impl IdleClients {
         stream: &TcpStream,
         limit: Duration,
         verify: bool,
-    ) -> bool {
+    ) -> Waited {
         let (ticket, _idle) = self.go_idle();
         let deadline = Instant::now() + limit;
         // One place in the queue for the whole wait, so the connection keeps its age.
@@ -94,12 +111,16 @@ impl IdleClients {
             tokio::select! {
                 ready = timeout_at(deadline, stream.readable()) => match ready {
                     Ok(Ok(())) if verify && !has_input(stream) => {}
-                    Ok(Ok(())) => return true,
-                    _ => return false,
+                    Ok(Ok(())) => return Waited::Readable,
+                    Ok(Err(_)) => return Waited::Close,
+                    Err(_) => return Waited::TimedOut,
                 },
                 () = &mut told => {
                     if self.woken(ticket) {
-                        return has_input(stream);
+                        return match has_input(stream) {
+                            true => Waited::Readable,
+                            false => Waited::Close,
+                        };
                     }
                     told.set(self.wake.notified());
                 }
@@ -134,11 +155,19 @@ impl IdleClients {
         ticket < self.close_below.get()
     }
 
-    /// Closes one batch of idle connections, the oldest first: a sixteenth of them, at least
-    /// one (none when none is idle). Returns how many were told to close.
+    /// Closes one batch of idle connections, the oldest first (parked ones before those still
+    /// in their task): a sixteenth of them, at least one (none when none is idle). Returns
+    /// how many were closed or told to close.
     pub(crate) fn make_room(&self) -> usize {
         let waiting = self.count.get().saturating_sub(self.told.get());
-        let batch = (waiting / ROOM_BATCH_DIVISOR).max(1).min(waiting);
+        let all = waiting + self.parked.len();
+        let batch = (all / ROOM_BATCH_DIVISOR).max(1).min(all);
+        let closed = self.parked.close_oldest(batch);
+        closed + self.close_waiting(batch.saturating_sub(closed).min(waiting))
+    }
+
+    /// Tells the `batch` connections idle the longest in their task to close.
+    fn close_waiting(&self, batch: usize) -> usize {
         if batch > 0 {
             self.close_below.set(self.next.get());
             self.told.set(self.told.get() + batch);
@@ -155,7 +184,7 @@ impl IdleClients {
         self.close_below.set(self.next.get());
         self.told.set(self.count.get());
         self.wake.notify_waiters();
-        waiting
+        waiting + self.parked.close_all()
     }
 
     /// Notes that accepting failed for lack of descriptors (`error`): logged once per
@@ -198,16 +227,6 @@ pub(crate) struct ConnectionLimit {
     refused: AtomicUsize,
 }
 
-/// An open client connection, counted until dropped.
-#[derive(Debug)]
-pub(crate) struct Open<'a>(&'a ConnectionLimit);
-
-impl Drop for Open<'_> {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl ConnectionLimit {
     /// A limit of `max` connections, or one derived from the open-file limit.
     pub(crate) fn new(max: Option<usize>) -> ConnectionLimit {
@@ -223,21 +242,26 @@ impl ConnectionLimit {
         self.max
     }
 
-    /// Counts one more connection, or `None` at the limit.
-    pub(crate) fn open(&self) -> Option<Open<'_>> {
+    /// Counts one more connection (until [`close`](Self::close)); false at the limit.
+    pub(crate) fn open(&self) -> bool {
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         if before >= self.max {
             self.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return false;
         }
-        Some(Open(self))
+        true
     }
 
     /// Counts a connection admitted past the limit because idle ones are closing to make
     /// room for it.
-    pub(crate) fn open_anyway(&self) -> Open<'_> {
+    pub(crate) fn open_anyway(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
-        Open(self)
+    }
+
+    /// Counts a connection counted by [`open`](Self::open) or
+    /// [`open_anyway`](Self::open_anyway) as closed.
+    pub(crate) fn close(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a refused connection.
@@ -293,11 +317,11 @@ mod tests {
     #[test]
     fn a_connection_past_the_limit_is_refused_until_one_closes() {
         let limit = ConnectionLimit::new(Some(2));
-        let a = limit.open().unwrap();
-        let _b = limit.open().unwrap();
-        assert!(limit.open().is_none());
-        drop(a);
-        assert!(limit.open().is_some());
+        assert!(limit.open());
+        assert!(limit.open());
+        assert!(!limit.open());
+        limit.close();
+        assert!(limit.open());
     }
 
     #[tokio::test]
@@ -325,14 +349,14 @@ mod tests {
                 }
                 assert_eq!(idle.count.get(), 1);
                 assert_eq!(idle.make_room(), 1);
-                assert!(!waiting.await.unwrap(), "closed to make room");
+                assert_eq!(waiting.await.unwrap(), Waited::Close, "closed to make room");
                 assert_eq!(idle.count.get(), 0);
                 // A connection going idle after that is not affected by it.
                 let i = std::rc::Rc::clone(&idle);
                 let later = tokio::task::spawn_local(async move {
                     i.wait_readable(&s, Duration::from_millis(50), true).await
                 });
-                assert!(!later.await.unwrap(), "times out normally");
+                assert_eq!(later.await.unwrap(), Waited::TimedOut, "times out normally");
             })
             .await;
     }
@@ -375,7 +399,7 @@ mod tests {
                 assert!(waiting[1].is_finished() && !waiting[2].is_finished());
                 assert_eq!(idle.close_all(), 1);
                 for w in waiting {
-                    assert!(!w.await.unwrap(), "closed to make room");
+                    assert_eq!(w.await.unwrap(), Waited::Close, "closed to make room");
                 }
                 assert_eq!(idle.make_room(), 0, "none idle, none told");
             })

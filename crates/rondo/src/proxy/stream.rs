@@ -19,6 +19,15 @@ pub(crate) trait ClientIo: Io {
     /// True when bytes were already received and decrypted (TLS): the next read returns at
     /// once, so waiting on the socket would wait for nothing.
     fn buffered(&self) -> bool;
+
+    /// Whether an idle connection of this kind can wait without its task (a bare TCP socket,
+    /// see [`super::parked`]; a TLS session keeps its task).
+    const PARKS: bool;
+
+    /// The bare TCP socket, to park; `Err` (the stream back) when there is more to it.
+    fn into_plain(self) -> Result<TcpStream, Self>
+    where
+        Self: Sized;
 }
 
 impl ClientIo for TcpStream {
@@ -28,6 +37,12 @@ impl ClientIo for TcpStream {
 
     fn buffered(&self) -> bool {
         false
+    }
+
+    const PARKS: bool = true;
+
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Ok(self)
     }
 }
 
@@ -39,5 +54,11 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
     fn buffered(&self) -> bool {
         // rustls wants to read unless it holds plaintext (or saw the peer's close_notify).
         !self.get_ref().1.wants_read()
+    }
+
+    const PARKS: bool = false;
+
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Err(self)
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::connection::serve_connection;
-use super::{FrontendSocket, buffers, connpool, forward, h2_upstream, memory, relay, room};
+use super::{FrontendSocket, buffers, connpool, forward, h2_upstream, memory, parked, relay, room};
 
 /// Per-thread state: idle backend connections and spare buffers.
 pub(crate) struct Worker {
@@ -35,6 +35,8 @@ pub(crate) struct Worker {
     pub(super) memory: Arc<memory::MemoryLimit>,
     /// The last episode of being over `max_memory` whose idle connections this worker closed.
     shed_in: std::cell::Cell<u64>,
+    /// Set when the worker stops: HTTP/2 connections send GOAWAY.
+    stop: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -46,8 +48,8 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker of its own, with the process's memory limit.
-    fn new(memory: Arc<memory::MemoryLimit>) -> Worker {
+    /// A worker of its own, with the process's memory limit and the signal that stops it.
+    fn new(memory: Arc<memory::MemoryLimit>, stop: watch::Receiver<bool>) -> Worker {
         Worker {
             conns: connpool::ConnPool::default(),
             buffers: buffers::BufferPool::default(),
@@ -58,7 +60,13 @@ impl Worker {
             closing: std::cell::Cell::default(),
             memory,
             shed_in: std::cell::Cell::default(),
+            stop,
         }
+    }
+
+    /// The signal set when the worker stops.
+    pub(super) fn stop(&self) -> watch::Receiver<bool> {
+        self.stop.clone()
     }
 
     /// Whether a client connection may be kept open after this response: not while shutting
@@ -189,12 +197,11 @@ pub(crate) fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let worker = Rc::new(Worker::new(memory));
+        let worker = Rc::new(Worker::new(memory, stop.clone()));
         let accept_loop = |accept: FrontendSocket| {
             let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
             let (worker, mut stop) = (Rc::clone(&worker), stop.clone());
-            let for_connections = stop.clone();
             tokio::task::spawn_local(async move {
                 loop {
                     tokio::select! {
@@ -207,8 +214,8 @@ pub(crate) fn run_worker(
                             }
                             Ok((stream, peer)) => {
                                 worker.idle.accepted();
-                                let (frontend, worker, stop) = (Arc::clone(&frontend), Rc::clone(&worker), for_connections.clone());
-                                tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker, stop));
+                                let (frontend, worker) = (Arc::clone(&frontend), Rc::clone(&worker));
+                                tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker));
                             }
                             Err(e) if forward::is_local(&e) => {
                                 frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -234,8 +241,10 @@ pub(crate) fn run_worker(
                 sweeper.h2.sweep();
                 sweeper.sweep_h1_senders();
                 sweeper.buffers.sweep();
+                sweeper.idle.parked.expire(tokio::time::Instant::now());
             }
         });
+        tokio::task::spawn_local(parked::ParkedClients::serve(Rc::clone(&worker)));
         let mut until_stop = stop.clone();
         let mut open_channel = true;
         loop {

@@ -1,0 +1,265 @@
+//! Idle keep-alive connections kept without a task, nginx's model.
+//!
+//! A client connection waiting for its next request costs its task: the connection loop's
+//! state, the wait's timer and its place in the idle queue, about 1.7 KB. After
+//! [`PARK_AFTER`] of silence a plain HTTP/1.1 connection ends its task and is *parked* here
+//! instead: its socket, the client's address, its admission and the end of its
+//! `idle_timeout`, about 150 bytes next to tokio's registration of the socket. Its next
+//! request starts a task again (see [`super::connection::resume`]). A client sending requests
+//! back to back never parks, so the request path keeps its task and pays nothing for this.
+//!
+//! No timer and no task per parked connection: the socket's readiness wakes a small
+//! [`Wakeup`] that queues the connection's slot for the worker's one [`ParkedClients::serve`]
+//! task, and the worker's one-second sweep ([`ParkedClients::expire`]) closes the connections
+//! whose `idle_timeout` ran out, so the timeout is kept to within a second.
+//!
+//! A parked connection whose request has just arrived is never closed for room or shutdown:
+//! closing a socket with unread bytes would reset it and lose the request. It is served
+//! instead (during shutdown, with `Connection: close`).
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Worker;
+use super::connection::Admitted;
+use super::room::has_input;
+
+/// How long a keep-alive connection waits for its next request in its own task before it is
+/// parked: long enough that a client sending requests one after another never parks (a
+/// browser loading a page, a load generator), short enough that connections idle between
+/// page views hold little memory.
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// An idle keep-alive connection without a task: what its task needs to start again.
+#[derive(Debug)]
+pub(crate) struct ParkedConn {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) admitted: Admitted,
+    /// When its `idle_timeout` runs out.
+    pub(super) until: Instant,
+}
+
+/// A worker's parked connections, in slots reused as connections come and go.
+#[derive(Debug, Default)]
+pub(crate) struct ParkedClients {
+    slots: RefCell<Vec<Option<Parked>>>,
+    /// Empty slots below `slots.len()`.
+    free: RefCell<Vec<u32>>,
+    woken: Arc<Woken>,
+    /// Parked connections now.
+    len: Cell<usize>,
+    /// Order of parking, so that room is made by closing the oldest first.
+    next_age: Cell<u64>,
+}
+
+#[derive(Debug)]
+struct Parked {
+    conn: ParkedConn,
+    wakeup: Arc<Wakeup>,
+    age: u64,
+}
+
+/// Slots whose sockets turned readable, for the worker's [`ParkedClients::serve`] task.
+#[derive(Debug, Default)]
+struct Woken {
+    slots: parking_lot::Mutex<Vec<u32>>,
+    notify: Notify,
+}
+
+impl Woken {
+    fn push(&self, slot: u32) {
+        self.slots.lock().push(slot);
+        self.notify.notify_one();
+    }
+}
+
+/// The waker a parked socket's readiness calls. It outlives the parking (tokio keeps the
+/// last waker until the socket is polled again), so it goes quiet once its connection left.
+#[derive(Debug)]
+struct Wakeup {
+    slot: u32,
+    parked: AtomicBool,
+    woken: Arc<Woken>,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.parked.load(Ordering::Relaxed) {
+            self.woken.push(self.slot);
+        }
+    }
+}
+
+impl ParkedClients {
+    /// Parks a connection; its task ends after this. The worker's task polls it once at
+    /// once, which registers its wake-up and serves a request that arrived meanwhile.
+    pub(crate) fn park(&self, conn: ParkedConn) {
+        let mut slots = self.slots.borrow_mut();
+        let slot = match self.free.borrow_mut().pop() {
+            Some(slot) => slot,
+            None => {
+                let Ok(slot) = u32::try_from(slots.len()) else {
+                    return; // four billion parked connections: this one closes instead
+                };
+                slots.push(None);
+                slot
+            }
+        };
+        let wakeup = Arc::new(Wakeup {
+            slot,
+            parked: AtomicBool::new(true),
+            woken: Arc::clone(&self.woken),
+        });
+        let age = self.next_age.get();
+        self.next_age.set(age + 1);
+        slots[slot as usize] = Some(Parked { conn, wakeup, age });
+        self.len.set(self.len.get() + 1);
+        self.woken.push(slot);
+    }
+
+    /// Parked connections now.
+    pub(crate) fn len(&self) -> usize {
+        self.len.get()
+    }
+
+    /// The worker's task for its parked connections: starts a connection's task again when
+    /// its socket turns readable (a request, or the client closing). Runs until the worker
+    /// stops.
+    pub(crate) async fn serve(worker: Rc<Worker>) {
+        let parked = &worker.idle.parked;
+        let mut woken = Vec::new();
+        loop {
+            parked.woken.notify.notified().await;
+            std::mem::swap(&mut woken, &mut *parked.woken.slots.lock());
+            for slot in woken.drain(..) {
+                if let Some(conn) = parked.poll(slot) {
+                    tokio::task::spawn_local(super::connection::resume(conn, Rc::clone(&worker)));
+                }
+            }
+        }
+    }
+
+    /// Polls the socket in `slot`: the connection, taken out, when it has something to read;
+    /// `None` when it waits on (its wake-up registered) or the slot is empty.
+    fn poll(&self, slot: u32) -> Option<ParkedConn> {
+        {
+            let slots = self.slots.borrow();
+            let parked = slots.get(slot as usize)?.as_ref()?;
+            let waker = Waker::from(Arc::clone(&parked.wakeup));
+            let mut cx = Context::from_waker(&waker);
+            let stream = &parked.conn.stream;
+            match stream.poll_read_ready(&mut cx) {
+                Poll::Pending => return None,
+                // Readiness left from before parking: the peek clears it, and polling again
+                // registers the wake-up.
+                Poll::Ready(Ok(())) if !has_input(stream) => {
+                    if stream.poll_read_ready(&mut cx).is_pending() {
+                        return None;
+                    }
+                }
+                // Bytes, the client's close, or an error: the connection's task finds out which.
+                Poll::Ready(_) => {}
+            }
+        }
+        self.take(slot)
+    }
+
+    /// Takes the connection out of `slot`.
+    fn take(&self, slot: u32) -> Option<ParkedConn> {
+        let parked = self.slots.borrow_mut().get_mut(slot as usize)?.take()?;
+        parked.wakeup.parked.store(false, Ordering::Relaxed);
+        self.free.borrow_mut().push(slot);
+        self.len.set(self.len.get() - 1);
+        Some(parked.conn)
+    }
+
+    /// Closes the connection in `slot` unless its next request has arrived (that one is left
+    /// for [`serve`](Self::serve)); true when closed.
+    fn close(&self, slot: u32) -> bool {
+        let has_request = match self.slots.borrow().get(slot as usize) {
+            Some(Some(parked)) => has_input(&parked.conn.stream),
+            _ => return false,
+        };
+        if has_request {
+            self.woken.push(slot);
+            return false;
+        }
+        self.take(slot).is_some()
+    }
+
+    /// Closes the connections whose `idle_timeout` ran out, and gives back the memory of
+    /// slots no longer needed. Called by the worker's one-second sweep.
+    pub(crate) fn expire(&self, now: Instant) {
+        for slot in self.occupied(|p| p.conn.until <= now) {
+            self.close(slot);
+        }
+        let mut slots = self.slots.borrow_mut();
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+        let len = slots.len();
+        if len < slots.capacity() / 4 {
+            slots.shrink_to(len * 2);
+        }
+        let mut free = self.free.borrow_mut();
+        free.retain(|&slot| (slot as usize) < len);
+        let unused = free.len();
+        if unused < free.capacity() / 4 {
+            free.shrink_to(unused * 2);
+        }
+    }
+
+    /// Closes up to `n` parked connections, the longest parked first; returns how many.
+    pub(crate) fn close_oldest(&self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let mut by_age: Vec<(u64, u32)> = {
+            let slots = self.slots.borrow();
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, p)| Some((p.as_ref()?.age, slot as u32)))
+                .collect()
+        };
+        if by_age.len() > n {
+            by_age.select_nth_unstable(n);
+            by_age.truncate(n);
+        }
+        by_age
+            .into_iter()
+            .filter(|&(_, slot)| self.close(slot))
+            .count()
+    }
+
+    /// Closes every parked connection (shutdown, `max_memory`); returns how many.
+    pub(crate) fn close_all(&self) -> usize {
+        let all = self.occupied(|_| true);
+        all.into_iter().filter(|&slot| self.close(slot)).count()
+    }
+
+    /// The occupied slots whose connection `pick` selects.
+    fn occupied(&self, pick: impl Fn(&Parked) -> bool) -> Vec<u32> {
+        let slots = self.slots.borrow();
+        slots
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.as_ref().is_some_and(&pick))
+            .map(|(slot, _)| slot as u32)
+            .collect()
+    }
+}
