@@ -34,7 +34,7 @@ pub(super) async fn serve_connection(
         && !frontend.config.redirect_https
         && !frontend.speaks_http2_upstream();
     if plain_http1 {
-        h1::serve(stream, peer, admitted, worker, h1::Start::New).await;
+        h1::serve(stream, client_ip(peer), admitted, worker, h1::Start::New).await;
     } else {
         Box::pin(serve_other(stream, peer, admitted, worker)).await;
     }
@@ -45,11 +45,17 @@ pub(super) async fn serve_connection(
 pub(super) async fn resume(conn: ParkedConn, worker: Rc<Worker>) {
     let ParkedConn {
         stream,
-        peer,
+        ip,
         admitted,
         ..
     } = conn;
-    h1::serve(stream, peer, admitted, worker, h1::Start::Readable).await;
+    h1::serve(stream, ip, admitted, worker, h1::Start::Readable).await;
+}
+
+/// The client's address as logs and headers show it (an IPv4 client of an IPv6 socket as
+/// IPv4).
+fn client_ip(peer: SocketAddr) -> Box<str> {
+    peer.ip().to_canonical().to_string().into_boxed_str()
 }
 
 /// A client connection admitted by its listener: counted against `max_client_connections`
@@ -84,7 +90,7 @@ async fn serve_other(
 ) {
     let frontend = Arc::clone(admitted.frontend());
     let stop = worker.stop();
-    let ip = || -> Rc<str> { peer.ip().to_canonical().to_string().into() };
+    let ip = || -> Rc<str> { client_ip(peer).into() };
     let Some(terminator) = &frontend.tls else {
         return match frontend.config.mode {
             ListenerMode::Tcp => tcp::serve(stream, peer, &frontend).await,
@@ -95,7 +101,9 @@ async fn serve_other(
                 let server = h2::Server::Auto;
                 h2::serve(stream, Vec::new(), ip(), frontend, worker, stop, server).await
             }
-            ListenerMode::Http => h1::serve(stream, peer, admitted, worker, h1::Start::New).await,
+            ListenerMode::Http => {
+                h1::serve(stream, client_ip(peer), admitted, worker, h1::Start::New).await
+            }
         };
     };
     // The handshake is part of the request head's time: a client that stalls in it is cut
@@ -120,7 +128,9 @@ async fn serve_other(
             let server = h2::Server::Auto;
             h2::serve(tls, Vec::new(), ip(), frontend, worker, stop, server).await;
         }
-        ListenerMode::Http => h1::serve(tls, peer, admitted, worker, h1::Start::New).await,
+        ListenerMode::Http => {
+            h1::serve(tls, client_ip(peer), admitted, worker, h1::Start::New).await
+        }
     }
 }
 

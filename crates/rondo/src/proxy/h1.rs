@@ -61,13 +61,12 @@ pub(crate) enum Start {
 /// [`super::parked`]).
 pub(crate) async fn serve<C: ClientIo + 'static>(
     mut stream: C,
-    peer: std::net::SocketAddr,
+    ip: Box<str>,
     admitted: Admitted,
     worker: std::rc::Rc<Worker>,
     start: Start,
 ) {
     let frontend = admitted.frontend();
-    let ip = peer.ip().to_canonical().to_string();
     let mut pending: Vec<u8> = Vec::new();
     let mut first = matches!(start, Start::New);
     let mut wait = matches!(start, Start::New);
@@ -98,7 +97,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
                     if let Ok(stream) = stream.into_plain() {
                         worker.idle.parked.park(ParkedConn {
                             stream,
-                            peer,
+                            ip,
                             admitted,
                             until: Instant::now() + (limit - in_task),
                         });

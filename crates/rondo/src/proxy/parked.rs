@@ -4,7 +4,7 @@
 //! state, the wait's timer and its place in the idle queue, about 1.7 KB. After
 //! [`PARK_AFTER`] of silence a plain HTTP/1.1 connection ends its task and is *parked* here
 //! instead: its socket, the client's address, its admission and the end of its
-//! `idle_timeout`, about 150 bytes next to tokio's registration of the socket. Its next
+//! `idle_timeout`, about 120 bytes next to tokio's registration of the socket. Its next
 //! request starts a task again (see [`super::connection::resume`]). A client sending requests
 //! back to back never parks, so the request path keeps its task and pays nothing for this.
 //!
@@ -18,7 +18,6 @@
 //! instead (during shutdown, with `Connection: close`).
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +42,8 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct ParkedConn {
     pub(super) stream: TcpStream,
-    pub(super) peer: SocketAddr,
+    /// The client's address as logs and headers show it.
+    pub(super) ip: Box<str>,
     pub(super) admitted: Admitted,
     /// When its `idle_timeout` runs out.
     pub(super) until: Instant,
@@ -52,7 +52,7 @@ pub(crate) struct ParkedConn {
 /// A worker's parked connections, in slots reused as connections come and go.
 #[derive(Debug, Default)]
 pub(crate) struct ParkedClients {
-    slots: RefCell<Vec<Option<Parked>>>,
+    slots: RefCell<Vec<Slot>>,
     /// Empty slots below `slots.len()`.
     free: RefCell<Vec<u32>>,
     woken: Arc<Woken>,
@@ -62,10 +62,17 @@ pub(crate) struct ParkedClients {
     next_age: Cell<u64>,
 }
 
+/// A place for one parked connection, with the wake-up its socket calls (made once per
+/// slot: parking allocates nothing once the worker has had as many parked connections).
+#[derive(Debug)]
+struct Slot {
+    parked: Option<Parked>,
+    wakeup: Arc<Wakeup>,
+}
+
 #[derive(Debug)]
 struct Parked {
     conn: ParkedConn,
-    wakeup: Arc<Wakeup>,
     age: u64,
 }
 
@@ -83,8 +90,9 @@ impl Woken {
     }
 }
 
-/// The waker a parked socket's readiness calls. It outlives the parking (tokio keeps the
-/// last waker until the socket is polled again), so it goes quiet once its connection left.
+/// The waker a parked socket's readiness calls. tokio keeps the last waker until the socket
+/// is polled again, so it goes quiet once its connection left (a wake-up from a connection
+/// that has left just polls the slot's next connection once).
 #[derive(Debug)]
 struct Wakeup {
     slot: u32,
@@ -115,18 +123,23 @@ impl ParkedClients {
                 let Ok(slot) = u32::try_from(slots.len()) else {
                     return; // four billion parked connections: this one closes instead
                 };
-                slots.push(None);
+                let wakeup = Arc::new(Wakeup {
+                    slot,
+                    parked: AtomicBool::new(false),
+                    woken: Arc::clone(&self.woken),
+                });
+                slots.push(Slot {
+                    parked: None,
+                    wakeup,
+                });
                 slot
             }
         };
-        let wakeup = Arc::new(Wakeup {
-            slot,
-            parked: AtomicBool::new(true),
-            woken: Arc::clone(&self.woken),
-        });
         let age = self.next_age.get();
         self.next_age.set(age + 1);
-        slots[slot as usize] = Some(Parked { conn, wakeup, age });
+        let place = &mut slots[slot as usize];
+        place.wakeup.parked.store(true, Ordering::Relaxed);
+        place.parked = Some(Parked { conn, age });
         self.len.set(self.len.get() + 1);
         self.woken.push(slot);
     }
@@ -158,8 +171,9 @@ impl ParkedClients {
     fn poll(&self, slot: u32) -> Option<ParkedConn> {
         {
             let slots = self.slots.borrow();
-            let parked = slots.get(slot as usize)?.as_ref()?;
-            let waker = Waker::from(Arc::clone(&parked.wakeup));
+            let place = slots.get(slot as usize)?;
+            let parked = place.parked.as_ref()?;
+            let waker = Waker::from(Arc::clone(&place.wakeup));
             let mut cx = Context::from_waker(&waker);
             let stream = &parked.conn.stream;
             match stream.poll_read_ready(&mut cx) {
@@ -180,8 +194,10 @@ impl ParkedClients {
 
     /// Takes the connection out of `slot`.
     fn take(&self, slot: u32) -> Option<ParkedConn> {
-        let parked = self.slots.borrow_mut().get_mut(slot as usize)?.take()?;
-        parked.wakeup.parked.store(false, Ordering::Relaxed);
+        let mut slots = self.slots.borrow_mut();
+        let place = slots.get_mut(slot as usize)?;
+        let parked = place.parked.take()?;
+        place.wakeup.parked.store(false, Ordering::Relaxed);
         self.free.borrow_mut().push(slot);
         self.len.set(self.len.get() - 1);
         Some(parked.conn)
@@ -191,7 +207,10 @@ impl ParkedClients {
     /// for [`serve`](Self::serve)); true when closed.
     fn close(&self, slot: u32) -> bool {
         let has_request = match self.slots.borrow().get(slot as usize) {
-            Some(Some(parked)) => has_input(&parked.conn.stream),
+            Some(Slot {
+                parked: Some(parked),
+                ..
+            }) => has_input(&parked.conn.stream),
             _ => return false,
         };
         if has_request {
@@ -208,7 +227,7 @@ impl ParkedClients {
             self.close(slot);
         }
         let mut slots = self.slots.borrow_mut();
-        while slots.last().is_some_and(Option::is_none) {
+        while slots.last().is_some_and(|s| s.parked.is_none()) {
             slots.pop();
         }
         let len = slots.len();
@@ -233,7 +252,7 @@ impl ParkedClients {
             slots
                 .iter()
                 .enumerate()
-                .filter_map(|(slot, p)| Some((p.as_ref()?.age, slot as u32)))
+                .filter_map(|(slot, s)| Some((s.parked.as_ref()?.age, slot as u32)))
                 .collect()
         };
         if by_age.len() > n {
@@ -258,7 +277,7 @@ impl ParkedClients {
         slots
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.as_ref().is_some_and(&pick))
+            .filter(|(_, s)| s.parked.as_ref().is_some_and(&pick))
             .map(|(slot, _)| slot as u32)
             .collect()
     }
