@@ -271,7 +271,7 @@ async fn at_max_client_connections_a_new_client_closes_the_oldest_idle_connectio
 /// (parked, see proxy/parked.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_client_connections_a_new_client_closes_the_oldest_parked_connection_only() {
-    oldest_idle_connection_closes_for_a_new_client(Duration::from_millis(1500)).await;
+    oldest_idle_connection_closes_for_a_new_client(Duration::from_millis(500)).await;
 }
 
 /// Four keep-alive connections go idle in turn, each silent for `silence` after the last;

@@ -455,15 +455,15 @@ async fn an_idle_client_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_keep_alive_connection_silent_past_a_second_is_served_again_then_closed_at_idle_timeout()
-{
+async fn a_keep_alive_connection_silent_long_enough_to_be_parked_is_served_again_then_closed_at_idle_timeout()
+ {
     use tokio::io::AsyncReadExt;
     let a = mock("a").await;
-    let proxy = start(&proxy_config(plain("app", &[&a])).listeners_set("idle_timeout", "3s"));
+    let proxy = start(&proxy_config(plain("app", &[&a])).listeners_set("idle_timeout", "2s"));
     let mut s = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    // Silent for 1.5 s between requests: past a second the connection gives up its task
-    // (it is parked, proxy/parked.rs) and its next request starts one again.
+    // Silent for 500 ms between requests: past 100 ms the connection gives up its task (it
+    // is parked, proxy/parked.rs) and its next request starts one again.
     for _ in 0..2 {
         tokio::io::AsyncWriteExt::write_all(&mut s, request)
             .await
@@ -471,7 +471,7 @@ async fn a_keep_alive_connection_silent_past_a_second_is_served_again_then_close
         let head = common::read_response(&mut s).await;
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(!head.contains("connection: close"), "{head}");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(a.hits(), 2);
     // Then closed at its idle_timeout, parked or not, cleanly.

@@ -254,12 +254,12 @@ async fn sigterm_answers_busy_clients_with_connection_close_closes_idle_ones_and
     let request = b"GET /slow HTTP/1.1\r\nHost: test.local\r\n\r\n";
 
     // Idle keep-alive clients: one request answered, then silence. The first is silent long
-    // enough to give up its task (a second: it is parked, see proxy/parked.rs).
+    // enough to give up its task (100 ms: it is parked, see proxy/parked.rs).
     let mut parked = tokio::net::TcpStream::connect(addr).await.unwrap();
     parked.write_all(request).await.unwrap();
     let head = read_response(&mut parked).await;
     assert!(!head.contains("connection: close"), "{head}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(request).await.unwrap();
     let head = read_response(&mut idle).await;
