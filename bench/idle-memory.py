@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Memory per idle keep-alive connection, or per busy connection, of a running proxy.
 
-    bench/idle-memory.py PID HOST PORT [N]
+    bench/idle-memory.py PID HOST PORT [N] [--rounds R] [--settle SECONDS]
     bench/idle-memory.py PID HOST PORT [N] --busy BACKEND_PORT
 
 Idle (the default): opens N (default 5000) client connections to HOST:PORT, sends one GET on
@@ -9,7 +9,10 @@ each and reads the response (so every connection has carried a request and is no
 keep-alive), waits --settle seconds (default 2: rondo parks a keep-alive connection silent
 for a second, see crates/rondo/src/proxy/parked.rs; 0 measures connections still in their
 task), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth
-divided by N.
+divided by N. With --rounds R, N more connections are opened each round while the earlier
+ones stay open, and each round's growth is printed: the first round from a fresh process
+includes the heap the allocator grew to at the burst's peak and keeps (it is reused, not
+returned), the later rounds show what each more idle connection costs once it has.
 
 --busy: the script itself is the backend, listening on 127.0.0.1:BACKEND_PORT (start the
 proxy first with its only backend at that address and health checks off): it reads each
@@ -27,12 +30,13 @@ import threading
 import time
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
+    """Resident memory in KiB: VmRSS (all), or RssAnon (without the program's code pages)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise SystemExit("no VmRSS")
+    raise SystemExit(f"no {field}")
 
 
 def hold_requests(listener, held, arrived):
@@ -57,10 +61,11 @@ def main():
     parser.add_argument("n", type=int, nargs="?", default=5000)
     parser.add_argument("--busy", type=int, metavar="BACKEND_PORT")
     parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     n = args.n
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * n + 100), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * n * args.rounds + 100), hard))
     arrived = threading.Semaphore(0)
     held = []
     if args.busy:
@@ -68,29 +73,32 @@ def main():
         threading.Thread(
             target=hold_requests, args=(listener, held, arrived), daemon=True
         ).start()
-    before = rss_kib(args.pid)
     conns = []
     request = f"GET / HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
-    for _ in range(n):
-        s = socket.create_connection((args.host, args.port))
-        s.sendall(request)
-        if args.busy:
-            if not arrived.acquire(timeout=10):
-                raise SystemExit("a request did not reach the backend")
-        else:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    raise SystemExit("connection closed early")
-                data += chunk
-        conns.append(s)
-    time.sleep(args.settle)
-    after = rss_kib(args.pid)
     kind = "busy connection (request held at the backend)" if args.busy else \
         "idle keep-alive connection"
-    print(f"connections {n}: RSS {before} KiB -> {after} KiB, "
-          f"{(after - before) * 1024 / n:.0f} bytes per {kind}")
-
+    for round in range(1, args.rounds + 1):
+        before, anon_before = rss_kib(args.pid), rss_kib(args.pid, "RssAnon")
+        for _ in range(n):
+            s = socket.create_connection((args.host, args.port))
+            s.sendall(request)
+            if args.busy:
+                if not arrived.acquire(timeout=10):
+                    raise SystemExit("a request did not reach the backend")
+            else:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise SystemExit("connection closed early")
+                    data += chunk
+            conns.append(s)
+        time.sleep(args.settle)
+        after, anon_after = rss_kib(args.pid), rss_kib(args.pid, "RssAnon")
+        label = f"round {round}, " if args.rounds > 1 else ""
+        print(f"{label}connections {n}: RSS {before} KiB -> {after} KiB, "
+              f"{(after - before) * 1024 / n:.0f} bytes per {kind} "
+              f"(anonymous: {(anon_after - anon_before) * 1024 / n:.0f}; the rest is code "
+              "run for the first time)")
 
 main()

@@ -17,7 +17,8 @@
 //! Where things are: [`frontend`] (a listener's routing table and counters), [`worker`]
 //! (the per-thread runtime, its pools and accept loop, the listening sockets),
 //! [`connection`] (admission and protocol dispatch of one client connection), [`forward`]
-//! (the one forwarding policy every protocol shares), then one file per protocol: [`h1`],
+//! (the one forwarding policy every protocol shares), [`room`] and [`parked`] (idle client
+//! connections: making room, and keeping them without a task), then one file per protocol: [`h1`],
 //! [`h2`], [`tcp`], and HTTP/2 to backends ([`h2_upstream`], [`relay`]).
 
 mod affinity;
