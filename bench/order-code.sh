@@ -86,10 +86,12 @@ wait_long() {
   exit 1
 }
 
-# profile NAME CONFIG [RUST_LOG]: runs `rondo serve` under callgrind, dumping the counts after each phase:
-# $dir/NAME.1 start-up, .2 requests, .3 admin API and reload, the last file shutdown.
+# profile NAME CONFIG [RUST_LOG]: runs `rondo serve` under callgrind (no backtraces, the log
+# level given or the default), dumping the counts after each phase: $dir/NAME.1 start-up, .2
+# requests, .3 admin API and reload, the last file (no suffix) shutdown.
 profile() {
-  env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE -u RUST_LOG ${3:+RUST_LOG=$3} valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
+  env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE -u RUST_LOG ${3:+"RUST_LOG=$3"} \
+    valgrind --tool=callgrind --demangle=no --compress-strings=no --compress-pos=no \
     --callgrind-out-file="$dir/$1" "$RONDO" serve --config "$2" >"$dir/$1.log" 2>&1 &
   local pid=$!
   running=$pid
@@ -126,8 +128,8 @@ profile() {
 profile bench "$dir/bench.toml" warn
 profile full "$dir/full.toml"
 
-# The functions of the rondo binary with a cost in each file, most executed first within a
-# file, each named once (in its first file), files in the order given.
+# The functions of the rondo binary with a cost in each file, each named once (in its first
+# file), files in the order given.
 python3 - "$RONDO" "$OUT" \
   "$dir"/bench.2 "$dir"/bench.1 "$dir"/full.2 "$dir"/full.1 \
   "$dir"/bench.3 "$dir"/full.3 "$dir"/bench "$dir"/full <<'PY'
@@ -155,7 +157,8 @@ for path in files:
                     after_call = False
                 elif fn is not None:
                     cost[fn] += int(line.split()[1]) if len(line.split()) > 1 else 0
-    new = sorted((n for n in cost if n not in seen), key=lambda n: -cost[n])
+    # Most executed first, by powers of two, then by name: reruns change the file little.
+    new = sorted((n for n in cost if n not in seen), key=lambda n: (-cost[n].bit_length(), n))
     seen.update(new)
     order += new
     print(f"{os.path.basename(path)}: {len(cost)} functions, {len(new)} new", file=sys.stderr)
