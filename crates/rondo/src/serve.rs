@@ -88,20 +88,18 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
     } else {
         tracing::info!("admin API off ([admin] enabled = false)");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    // The handlers first: until SIGHUP is handled, it would end the process, so the pid
-    // file that `rondo reload` reads is written only once it is.
-    let signals = {
-        let _context = rt.enter();
-        Signals::install()?
-    };
-    if let Some(pid_file) = &options.pid_file {
-        std::fs::write(pid_file, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
-    }
-    let signal = rt.block_on(wait_for_signal(signals, path, &running, stamped));
+    // The main thread waits on the control thread's runtime (which delivers the signals): no
+    // runtime of its own.
+    let signal = running.block_on(async {
+        // The handlers first: until SIGHUP is handled, it would end the process, so the pid
+        // file that `rondo reload` reads is written only once it is.
+        let signals = Signals::install()?;
+        if let Some(pid_file) = &options.pid_file {
+            std::fs::write(pid_file, format!("{}\n", std::process::id()))
+                .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
+        }
+        anyhow::Ok(wait_for_signal(signals, path, &running, stamped).await)
+    })?;
     if let Some(pid_file) = &options.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }

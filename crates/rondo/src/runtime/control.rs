@@ -51,6 +51,12 @@ impl Control {
         Ok((Control { handle, stop }, thread))
     }
 
+    /// Runs `future` on the calling thread in this runtime's context; the control thread
+    /// drives its timers and I/O.
+    pub(super) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.handle.block_on(future)
+    }
+
     /// A stop signal for a group of tasks: the [`Stopper`] and what the tasks watch.
     fn group() -> (Stopper, watch::Receiver<bool>) {
         let (own, own_rx) = watch::channel(false);

@@ -131,6 +131,13 @@ impl Running {
         Arc::clone(&self.state.lock().admin.reloads)
     }
 
+    /// Runs `future` to completion on the calling thread, its timers, sockets and signals
+    /// driven by the control thread's runtime (so the caller needs no runtime of its own).
+    /// Must not be called from inside a runtime.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.control.block_on(future)
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and waits for the
     /// workers to exit.
     ///
