@@ -18,24 +18,8 @@ need_built "$RONDO" "cargo build --release"
 BACKEND=$(free_port)
 PROXY=$(free_port)
 nginx_backend "$BACKEND"
-nginx_conf <<CONF
-  upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PROXY;
-    keepalive_timeout 300s;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-CONF
-haproxy_conf <<CONF
-frontend web
-  bind 127.0.0.1:$PROXY
-  timeout http-keep-alive 300s
-  default_backend app
-backend app
-  http-reuse always
-  server s1 127.0.0.1:$BACKEND
-CONF
-{ rondo_listener web "$PROXY"; printf 'idle_timeout = "300s"\n'; rondo_app "$BACKEND"; } | rondo_conf
+echo_proxies "$PROXY" "$BACKEND" "    keepalive_timeout 300s;" "  timeout http-keep-alive 300s" \
+  'idle_timeout = "300s"'
 wait_port "$BACKEND"
 describe_run
 for proxy in rondo nginx haproxy; do

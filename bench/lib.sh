@@ -170,6 +170,32 @@ rondo_app() {
   printf '[[upstreams]]\nname = "app"\nbackends = [{ address = "127.0.0.1:%s" }]\n[upstreams.health_check]\nenabled = false\n' "$1"
 }
 
+# echo_proxies PROXY_PORT BACKEND_PORT [NGINX_EXTRA] [HAPROXY_EXTRA] [RONDO_EXTRA]: the three
+# proxies' configurations of the echo comparison, each listening on PROXY_PORT in front of the
+# one backend: nginx with `keepalive 64`, HAProxy with `http-reuse always`, rondo with its
+# defaults. The extras are lines added to nginx's `server`, HAProxy's `frontend` and rondo's
+# listener (e.g. longer idle timeouts).
+echo_proxies() {
+  nginx_conf <<CONF
+  upstream app { server 127.0.0.1:$2; keepalive 64; }
+  server {
+    listen 127.0.0.1:$1;
+${3:-}
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+CONF
+  haproxy_conf <<CONF
+frontend web
+  bind 127.0.0.1:$1
+${4:-}
+  default_backend app
+backend app
+  http-reuse always
+  server s1 127.0.0.1:$2
+CONF
+  { rondo_listener web "$1"; [ -n "${5:-}" ] && echo "$5"; rondo_app "$2"; } | rondo_conf
+}
+
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
 # ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 (both CPUs with
 # WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an

@@ -27,24 +27,7 @@ BACKEND=$(free_port)
 PROXY=$(free_port)
 nginx_backend "$BACKEND"
 
-nginx_conf <<CONF
-  upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-CONF
-
-haproxy_conf <<CONF
-frontend web
-  bind 127.0.0.1:$PROXY
-  default_backend app
-backend app
-  http-reuse always
-  server s1 127.0.0.1:$BACKEND
-CONF
-
-{ rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
+echo_proxies "$PROXY" "$BACKEND"
 
 # Connections to the backend closed by the proxy (TIME_WAIT on the proxy's side): churn.
 tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }
