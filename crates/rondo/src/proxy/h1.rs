@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::stream::ClientIo;
 use balance::Backend;
 use tokio::time::{Instant, timeout, timeout_at};
 
@@ -28,6 +27,7 @@ use super::parked::{PARK_AFTER, ParkedConn};
 use super::respond::{ErrorPage, send_error, send_page};
 use super::room;
 use super::room::Waited;
+use super::stream::ClientIo;
 use crate::config::UpstreamConfig;
 use crate::counters::Source;
 use crate::header_rules::{HeaderRules, Vars};
