@@ -114,8 +114,9 @@ impl Wake for Wakeup {
 }
 
 impl ParkedClients {
-    /// Parks a connection; its task ends after this. The worker's task polls it once at
-    /// once, which registers its wake-up and serves a request that arrived meanwhile.
+    /// Parks a connection; its task ends after this. Its socket is polled here, which
+    /// registers the slot's wake-up; a request that arrived meanwhile goes to the worker's
+    /// task at once.
     pub(crate) fn park(&self, conn: ParkedConn) {
         let mut slots = self.slots.borrow_mut();
         let slot = match self.free.borrow_mut().pop() {
