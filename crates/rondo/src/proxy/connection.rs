@@ -74,6 +74,16 @@ impl Admitted {
     }
 }
 
+#[cfg(test)]
+impl Admitted {
+    /// A connection admitted by `frontend` without a worker (unit tests).
+    pub(super) fn new_for_test(frontend: Arc<Frontend>) -> Admitted {
+        frontend.limit.open_anyway();
+        let _counted = frontend.reports[0].listener.connection();
+        Admitted { frontend, _counted }
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.frontend.limit.close();

@@ -291,3 +291,139 @@ impl ParkedClients {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::Frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A listener's frontend, as the runtime builds it.
+    fn frontend() -> Arc<Frontend> {
+        let text = "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+                    [[upstreams]]\nname = \"app\"\nbackends = [{ address = \"127.0.0.1:9\" }]\n";
+        let config = crate::config::parse(text, "test.toml").unwrap();
+        let upstream = Arc::new(
+            crate::upstream::Upstream::new(config.upstreams[0].clone(), crate::clock::Clock::new())
+                .unwrap(),
+        );
+        let observe = crate::proxy::Observe {
+            access_log: crate::access_log::AccessLog::open(&config.access_log).unwrap(),
+            metrics: Arc::default(),
+        };
+        let find = |_: &str| Ok(Arc::clone(&upstream));
+        Arc::new(Frontend::new(&config.listeners[0], find, &observe).unwrap())
+    }
+
+    /// `n` connected pairs: the client's end, and the server's end parked (oldest first),
+    /// each until `until`.
+    async fn park_n(
+        parked: &ParkedClients,
+        frontend: &Arc<Frontend>,
+        until: &[Instant],
+    ) -> Vec<TcpStream> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut clients = Vec::new();
+        for (n, &until) in until.iter().enumerate() {
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            parked.park(ParkedConn {
+                stream,
+                ip: format!("client {n}").into(),
+                admitted: Admitted::new_for_test(Arc::clone(frontend)),
+                until,
+            });
+            clients.push(client);
+        }
+        clients
+    }
+
+    /// Whether the server closed `client`'s connection (end of stream), within 10 s.
+    async fn closed(client: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), client.read(&mut byte)).await,
+            Ok(Ok(0))
+        )
+    }
+
+    /// Waits until a parked socket's readiness queued its slot, and returns the slots queued.
+    async fn woken(parked: &ParkedClients) -> Vec<u32> {
+        tokio::time::timeout(Duration::from_secs(10), parked.woken.notify.notified())
+            .await
+            .unwrap();
+        std::mem::take(&mut *parked.woken.slots.lock())
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_wakes_when_its_client_writes_and_is_taken_whole() {
+        let (parked, frontend) = (ParkedClients::default(), frontend());
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut clients = park_n(&parked, &frontend, &[later, later]).await;
+        assert_eq!(parked.len(), 2);
+        assert!(!parked.ready(0, false) && !parked.ready(1, false), "silent");
+        clients[1]
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(woken(&parked).await, vec![1]);
+        assert!(parked.ready(1, false));
+        let conn = parked.take(1).unwrap();
+        assert_eq!(&*conn.ip, "client 1");
+        assert_eq!(parked.len(), 1);
+        // The socket came out as it went in: the request is still there to read.
+        let mut request = [0u8; 18];
+        let mut stream = conn.stream;
+        stream.read_exact(&mut request).await.unwrap();
+        assert_eq!(&request, b"GET / HTTP/1.1\r\n\r\n");
+        // The slot is reused by the next connection parked.
+        let more = park_n(&parked, &frontend, &[later]).await;
+        assert_eq!(parked.slots.borrow().len(), 2);
+        drop((clients, more));
+    }
+
+    #[tokio::test]
+    async fn room_closes_the_longest_parked_but_never_one_whose_request_arrived() {
+        let (parked, frontend) = (ParkedClients::default(), frontend());
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut clients = park_n(&parked, &frontend, &[later, later, later]).await;
+        clients[0].write_all(b"GET /").await.unwrap();
+        assert_eq!(woken(&parked).await, vec![0]);
+        // The two longest parked are 0 and 1; 0 has a request waiting, so only 1 closes.
+        assert_eq!(parked.close_oldest(2), 1);
+        assert!(closed(&mut clients[1]).await);
+        assert_eq!(parked.len(), 2);
+        assert_eq!(
+            *parked.woken.slots.lock(),
+            vec![0],
+            "0 is left to be served"
+        );
+        // Shutdown closes the rest but the one with a request.
+        assert_eq!(parked.close_all(), 1);
+        assert!(closed(&mut clients[2]).await);
+        assert_eq!(parked.len(), 1);
+        let open = frontend.reports[0].listener.active.load(Ordering::Relaxed);
+        assert_eq!(open, 1, "a closed connection no longer counts as open");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_connections_past_their_idle_timeout_and_frees_their_slots() {
+        let (parked, frontend) = (ParkedClients::default(), frontend());
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut clients = park_n(&parked, &frontend, &[later, now, now]).await;
+        parked.expire(now);
+        assert!(closed(&mut clients[1]).await && closed(&mut clients[2]).await);
+        assert_eq!(parked.len(), 1);
+        assert_eq!(
+            parked.slots.borrow().len(),
+            1,
+            "trailing empty slots are given back"
+        );
+        parked.expire(later);
+        assert!(closed(&mut clients[0]).await);
+        assert_eq!((parked.len(), parked.slots.borrow().len()), (0, 0));
+    }
+}
