@@ -143,21 +143,14 @@ pub(crate) async fn copy(
             loop {
                 let take = ((buf.len() - start) as u64).min(remaining) as usize;
                 if take > 0 {
-                    let body = &buf[start..start + take];
-                    write2_timed(dst, std::mem::take(&mut head), body, limits.write)
-                        .await
-                        .map_err(CopyError::Destination)?;
-                    buf.drain(..start + take);
-                    start = 0;
+                    send(dst, &mut head, buf, &mut start, take, limits.write).await?;
                     remaining -= take as u64;
                     copied += take as u64;
                 }
                 if remaining == 0 {
                     break;
                 }
-                if read_timed(src, buf, limits.read).await? == 0 {
-                    return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
-                }
+                read_more(src, buf, limits.read).await?;
             }
         }
         Framing::Chunked => {
@@ -167,30 +160,20 @@ pub(crate) async fn copy(
                     .feed(&buf[start..])
                     .map_err(|_| CopyError::Framing)?;
                 if take > 0 {
-                    let body = &buf[start..start + take];
-                    write2_timed(dst, std::mem::take(&mut head), body, limits.write)
-                        .await
-                        .map_err(CopyError::Destination)?;
-                    buf.drain(..start + take);
-                    start = 0;
+                    send(dst, &mut head, buf, &mut start, take, limits.write).await?;
                     copied += take as u64;
                 }
                 if decoder.is_done() {
                     break;
                 }
-                if read_timed(src, buf, limits.read).await? == 0 {
-                    return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
-                }
+                read_more(src, buf, limits.read).await?;
             }
         }
         Framing::UntilClose => loop {
-            if buf.len() > start {
-                write2_timed(dst, std::mem::take(&mut head), &buf[start..], limits.write)
-                    .await
-                    .map_err(CopyError::Destination)?;
-                copied += (buf.len() - start) as u64;
-                buf.clear();
-                start = 0;
+            let take = buf.len() - start;
+            if take > 0 {
+                send(dst, &mut head, buf, &mut start, take, limits.write).await?;
+                copied += take as u64;
             }
             if read_timed(src, buf, limits.read).await? == 0 {
                 if !head.is_empty() {
@@ -204,6 +187,34 @@ pub(crate) async fn copy(
     }
     buf.drain(..start);
     Ok(copied)
+}
+
+/// Writes the `take` body bytes of `buf` from `start` on, after `head` the first time (one
+/// write), then drops them and what was before them from `buf`.
+async fn send(
+    dst: &mut impl Io,
+    head: &mut &[u8],
+    buf: &mut Vec<u8>,
+    start: &mut usize,
+    take: usize,
+    write: Duration,
+) -> Result<(), CopyError> {
+    let body = &buf[*start..*start + take];
+    write2_timed(dst, std::mem::take(head), body, write)
+        .await
+        .map_err(CopyError::Destination)?;
+    buf.drain(..*start + take);
+    *start = 0;
+    Ok(())
+}
+
+/// Reads more of a body that its framing says is not over: the source closing now is an
+/// error.
+async fn read_more(src: &mut impl Io, buf: &mut Vec<u8>, read: Duration) -> Result<(), CopyError> {
+    if read_timed(src, buf, read).await? == 0 {
+        return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
