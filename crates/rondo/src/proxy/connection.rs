@@ -54,8 +54,8 @@ pub(super) async fn resume(conn: ParkedConn, worker: Rc<Worker>) {
 
 /// The client's address as logs and headers show it (an IPv4 client of an IPv6 socket as
 /// IPv4).
-fn client_ip(peer: SocketAddr) -> Box<str> {
-    peer.ip().to_canonical().to_string().into_boxed_str()
+fn client_ip(peer: SocketAddr) -> String {
+    peer.ip().to_canonical().to_string()
 }
 
 /// A client connection admitted by its listener: counted against `max_client_connections`

@@ -61,7 +61,7 @@ pub(crate) enum Start {
 /// [`super::parked`]).
 pub(crate) async fn serve<C: ClientIo + 'static>(
     mut stream: C,
-    ip: Box<str>,
+    ip: String,
     admitted: Admitted,
     worker: std::rc::Rc<Worker>,
     start: Start,

@@ -1,12 +1,13 @@
 //! Idle keep-alive connections kept without a task, nginx's model.
 //!
 //! A client connection waiting for its next request costs its task: the connection loop's
-//! state, the wait's timer and its place in the idle queue, about 1.7 KB. After
-//! [`PARK_AFTER`] of silence a plain HTTP/1.1 connection ends its task and is *parked* here
-//! instead: its socket, the client's address, its admission and the end of its
-//! `idle_timeout`, about 120 bytes next to tokio's registration of the socket. Its next
-//! request starts a task again (see [`super::connection::resume`]). A client sending requests
-//! back to back never parks, so the request path keeps its task and pays nothing for this.
+//! state, the wait's timer and its place in the idle queue, about 1.7 KB (measured as resident
+//! memory per idle connection). After [`PARK_AFTER`] of silence a plain HTTP/1.1 connection
+//! ends its task and is *parked* here instead: its socket, the client's address, its admission
+//! and the end of its `idle_timeout`, in a 112-byte slot with the slot's 32-byte wake-up and
+//! the address's text, next to tokio's registration of the socket. Its next request starts a
+//! task again (see [`super::connection::resume`]). A client sending its next request within
+//! [`PARK_AFTER`] keeps its task, so a busy connection pays nothing for this.
 //!
 //! No timer and no task per parked connection: the socket's readiness wakes a small
 //! [`Wakeup`] that queues the connection's slot for the worker's one [`ParkedClients::serve`]
@@ -44,7 +45,7 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
 pub(crate) struct ParkedConn {
     pub(super) stream: TcpStream,
     /// The client's address as logs and headers show it.
-    pub(super) ip: Box<str>,
+    pub(super) ip: String,
     pub(super) admitted: Admitted,
     /// When its `idle_timeout` runs out.
     pub(super) until: Instant,
@@ -331,7 +332,7 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             parked.park(ParkedConn {
                 stream,
-                ip: format!("client {n}").into(),
+                ip: format!("client {n}"),
                 admitted: Admitted::new_for_test(Arc::clone(frontend)),
                 until,
             });
