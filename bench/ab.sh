@@ -8,7 +8,7 @@
 #   bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]
 #
 # PATH: / (the backend answers "ok"; the default), /1k, /16k or /256k (response bodies of that
-# size). Defaults: 3 rounds of 4 s at 64 connections. Build the two binaries from the two
+# size), or h2c (HTTP/2 clients, prior knowledge, on /: `rondo bench --http2` from build B). Defaults: 3 rounds of 4 s at 64 connections. Build the two binaries from the two
 # commits (cargo build --release, then copy target/release/rondo aside).
 A=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
 B=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
@@ -34,18 +34,27 @@ wait_port "$BACKEND"
 RONDO=$B describe_run
 echo "bench/ab.sh A=$A B=$B path $URLPATH, $ROUNDS rounds × ${SECS}s, $CONNS connections"
 echo
-echo "| round | build | requests/s | CPU µs/request | of which user | p99 | errors |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | build | requests/s | CPU µs/request | of which user | p99 | errors | stolen (ms) |"
+echo "|---|---|---|---|---|---|---|---|"
+# load SECONDS: the profile's load for that long; sets reqs, rps, p99 and errs.
+load() {
+  if [ "$URLPATH" = h2c ]; then
+    h2c_stats "$(taskset -c 0 "$B" bench --http2 --json -c "$CONNS" -d "${1}s" "http://127.0.0.1:$PROXY/")"
+  else
+    wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${1}s" --latency "http://127.0.0.1:$PROXY$URLPATH")"
+  fi
+}
 for round in $(seq "$ROUNDS"); do
   for build in A B; do
     if [ "$build" = A ]; then RONDO=$A; else RONDO=$B; fi
     pid=$(start_proxy rondo); running=$pid
     wait_port "$PROXY"
-    taskset -c 0 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$PROXY$URLPATH" >/dev/null
+    load 1
     cpu_mark "$pid"
-    wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY$URLPATH")"
+    load "$SECS"
     read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
+    stolen=$(stolen_ms)
     stop_proxy "$pid"
-    echo "| $round | $build | $rps | $cpu_us | $user_us | $p99 | $errs |"
+    echo "| $round | $build | $rps | $cpu_us | $user_us | $p99 | $errs | $stolen |"
   done
 done

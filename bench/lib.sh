@@ -56,12 +56,28 @@ rss_kb() { for p in $(family "$1"); do cat "/proc/$p/status"; done | awk '/VmRSS
 
 # cpu_mark PID: starts counting PID's CPU time; cpu_per PID N then prints the CPU µs and the
 # user-space µs spent since, per unit of N (requests, calls, handshakes): "12.34 2.10".
-cpu_mark() { mark_cpu=$(cpu_ticks "$1"); mark_user=$(user_ticks "$1"); }
+cpu_mark() { mark_cpu=$(cpu_ticks "$1"); mark_user=$(user_ticks "$1"); mark_steal=$(steal_ticks); }
 cpu_per() {
   local cpu user
   cpu=$(cpu_ticks "$1")
   user=$(user_ticks "$1")
   python3 -c "n=max($2,1); print(f'{($cpu-$mark_cpu)/$TICKS*1e6/n:.2f} {($user-$mark_user)/$TICKS*1e6/n:.2f}')"
+}
+
+# steal_ticks: CPU time the hypervisor gave to other guests while this machine's CPUs had work
+# (the "steal" column of /proc/stat, all CPUs). stolen_ms prints it in milliseconds since
+# cpu_mark: a run with tens of milliseconds stolen had its processes stopped for that long,
+# whichever proxy ran, and its p99 shows the stall rather than the proxy.
+steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
+stolen_ms() { echo $((($(steal_ticks) - mark_steal) * 1000 / TICKS)); }
+
+# h2c_stats JSON: sets reqs, rps, p50, p99 and errs from `rondo bench --json` output.
+h2c_stats() {
+  read -r reqs rps p50 p99 errs < <(echo "$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+lat = r["latency_ms"]
+print(r["responses"], round(r["requests_per_sec"]), "%.2fms" % lat["p50"], "%.2fms" % lat["p99"], r["errors"]["total"])')
 }
 
 # wrk_stats OUTPUT: sets reqs, rps, p50, p99 and errs (socket errors + non-2xx/3xx) from wrk's

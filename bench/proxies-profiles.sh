@@ -18,6 +18,7 @@
 # h2c listener), HAProxy `http-reuse always` (`proto h2` on the h2c listener), rondo with its
 # defaults. Each proxy is configured as shipped otherwise: nginx buffers large responses
 # (`proxy_buffering on`, to a temp file past its buffers), HAProxy and rondo stream them.
+# "stolen" as in bench/proxies.sh: CPU time the hypervisor took during the run.
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}
@@ -86,15 +87,7 @@ load() {
     browser) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$dir/browser.lua" "http://127.0.0.1:$2/")" ;;
     1k | 16k | 256k) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/$1")" ;;
     newconn) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H "Connection: close" "http://127.0.0.1:$2/")" ;;
-    h2c)
-      local json
-      json=$(taskset -c 0 "$RONDO" bench --http2 --json -c "$CONNS" -d "${SECS}s" "http://127.0.0.1:$2/")
-      read -r reqs rps p50 p99 errs < <(echo "$json" | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-lat = r["latency_ms"]
-print(r["responses"], round(r["requests_per_sec"]), "%.2fms" % lat["p50"], "%.2fms" % lat["p99"], r["errors"]["total"])')
-      ;;
+    h2c) h2c_stats "$(taskset -c 0 "$RONDO" bench --http2 --json -c "$CONNS" -d "${SECS}s" "http://127.0.0.1:$2/")" ;;
   esac
 }
 
@@ -104,8 +97,8 @@ wait_port "$BACKEND"
 describe_run
 echo "rounds $ROUNDS × ${SECS}s, $CONNS connections, profiles: $PROFILES"
 echo
-echo "| profile | round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | errors | RSS after (KiB) |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| profile | round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | errors | RSS after (KiB) | stolen (ms) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for profile in $PROFILES; do
   port=$(port_of "$profile")
   for round in $(seq "$ROUNDS"); do
@@ -118,9 +111,10 @@ for profile in $PROFILES; do
       cpu_mark "$pid"
       load "$profile" "$port"
       read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
+      stolen=$(stolen_ms)
       rss=$(rss_kb "$pid")
       stop_proxy "$pid"
-      echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss |"
+      echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss | $stolen |"
       sleep 0.5
     done
   done

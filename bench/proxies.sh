@@ -16,6 +16,10 @@
 # runs the same table with two workers each (rondo `workers = 2`, nginx `worker_processes 2`,
 # HAProxy `nbthread 2`, the backend with two too), everything sharing both CPUs and wrk with two
 # threads: multi-core scaling. CPU time then includes nginx's worker processes.
+#
+# "stolen" is the CPU time the hypervisor took from this machine during the run (/proc/stat
+# steal, both CPUs): in a round with tens of milliseconds stolen every process stalled that
+# long, and the p99 shows the stall, not the proxy; compare p99 on rounds with little stolen.
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${3:-50}
@@ -33,11 +37,11 @@ echo_proxies "$PROXY" "$BACKEND"
 tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }
 
 wait_port "$BACKEND"
-echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) | backend conns closed / request |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) | backend conns closed / request | stolen (ms) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 direct() {
   wrk_stats "$(taskset -c "$LOAD_CPUS" wrk -t"$WORKERS" -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$BACKEND/")"
-  echo "| $1 | direct to the backend | $rps | — | — | $p50 | $p99 | — | — |"
+  echo "| $1 | direct to the backend | $rps | — | — | $p50 | $p99 | — | — | — |"
 }
 for round in $(seq "$ROUNDS"); do
   direct "$round"
@@ -53,10 +57,11 @@ for round in $(seq "$ROUNDS"); do
     out=$(taskset -c "$LOAD_CPUS" wrk -t"$WORKERS" -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$PROXY/")
     wrk_stats "$out"
     read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
+    stolen=$(stolen_ms)
     twafter=$(tw_backend)
     stop_proxy "$pid"
     churn=$(python3 -c "print(f'{max($twafter-$twbefore,0)/$reqs:.4f}')")
-    echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh | $churn |"
+    echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh | $churn | $stolen |"
     # Let the port leave TIME_WAIT-bound states before the next peer binds it.
     sleep 0.5
   done

@@ -398,7 +398,11 @@ impl<C: ClientIo> H1Exchange<'_, C> {
             .pool_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
-        match timeout(limit, BackendConn::connect(addr, tls.map(|t| &**t))).await {
+        // Boxed: opening is the rare case, and its TLS handshake state (~1.5 KB) would
+        // otherwise be part of every request's state machine, which is copied whole when
+        // a request starts.
+        let connect = Box::pin(BackendConn::connect(addr, tls.map(|t| &**t)));
+        match timeout(limit, connect).await {
             Ok(Ok(conn)) => {
                 self.connect_time.set(Some(started.elapsed()));
                 Ok((conn, false))

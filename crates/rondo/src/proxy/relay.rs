@@ -253,8 +253,9 @@ impl RelayExchange<'_> {
             _ => BackendAlpn::None,
         };
         let limit = cfg.connect_timeout;
-        let conn = match timeout(limit, BackendConn::connect_alpn(addr, tls.as_deref(), alpn)).await
-        {
+        // Boxed, as opening is the rare case (see `h1::H1Exchange::connection`).
+        let connect = Box::pin(BackendConn::connect_alpn(addr, tls.as_deref(), alpn));
+        let conn = match timeout(limit, connect).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
             Err(_) => return Err(Failure::connect_timeout(addr, limit)),
@@ -276,21 +277,25 @@ impl RelayExchange<'_> {
         let sender = if h2 {
             let wait = limit.saturating_sub(started.elapsed());
             let recorder = self.upstream.recorder().backend(backend.id());
-            let (sender, stream) = self
-                .worker
-                .h2
-                .open(key, conn, cfg.h2, wait, cfg.keepalive_timeout, recorder)
-                .await
-                .map_err(|e| match e {
-                    OpenError::Handshake(e) => handshake_failed(e),
-                    no_settings => Failure {
-                        status: 502,
-                        ..Failure::connect(addr, &std::io::Error::other(no_settings))
-                    },
-                })?;
+            let (sender, stream) = Box::pin(self.worker.h2.open(
+                key,
+                conn,
+                cfg.h2,
+                wait,
+                cfg.keepalive_timeout,
+                recorder,
+            ))
+            .await
+            .map_err(|e| match e {
+                OpenError::Handshake(e) => handshake_failed(e),
+                no_settings => Failure {
+                    status: 502,
+                    ..Failure::connect(addr, &std::io::Error::other(no_settings))
+                },
+            })?;
             Sender::H2(sender, stream)
         } else {
-            let (sender, conn) = http1::handshake(TokioIo::new(conn))
+            let (sender, conn) = Box::pin(http1::handshake(TokioIo::new(conn)))
                 .await
                 .map_err(handshake_failed)?;
             tokio::task::spawn_local(conn);
