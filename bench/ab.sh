@@ -8,7 +8,8 @@
 #   bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]
 #
 # PATH: / (the backend answers "ok"; the default), /1k, /16k or /256k (response bodies of that
-# size), or h2c (HTTP/2 clients, prior knowledge, on /: `rondo bench --http2` from build B). Defaults: 3 rounds of 4 s at 64 connections. Build the two binaries from the two
+# size), browser (a browser-sized request head on /, as in bench/proxies-profiles.sh) or h2c
+# (HTTP/2 clients, prior knowledge, on /: `rondo bench --http2` from build B). Defaults: 3 rounds of 4 s at 64 connections. Build the two binaries from the two
 # commits (cargo build --release, then copy target/release/rondo aside).
 A=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
 B=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
@@ -27,6 +28,7 @@ need_built "$B" "a rondo binary"
 BACKEND=$(free_port)
 PROXY=$(free_port)
 body_files "$dir/www"
+browser_lua "$dir/browser.lua"
 nginx_backend "$BACKEND" "$dir/www"
 { rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
 wait_port "$BACKEND"
@@ -40,6 +42,8 @@ echo "|---|---|---|---|---|---|---|---|"
 load() {
   if [ "$URLPATH" = h2c ]; then
     h2c_stats "$(taskset -c 0 "$B" bench --http2 --json -c "$CONNS" -d "${1}s" "http://127.0.0.1:$PROXY/")"
+  elif [ "$URLPATH" = browser ]; then
+    wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${1}s" --latency -s "$dir/browser.lua" "http://127.0.0.1:$PROXY/")"
   else
     wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${1}s" --latency "http://127.0.0.1:$PROXY$URLPATH")"
   fi

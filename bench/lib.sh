@@ -71,6 +71,27 @@ cpu_per() {
 steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
 stolen_ms() { echo $((($(steal_ticks) - mark_steal) * 1000 / TICKS)); }
 
+# browser_lua FILE: writes a wrk script sending a browser's request head (Chrome's navigation
+# headers, ~700 bytes in all, 15 headers).
+browser_lua() {
+  cat > "$1" <<'LUA'
+wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+wrk.headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8"
+wrk.headers["Accept-Language"] = "en-GB,en-US;q=0.9,en;q=0.8"
+wrk.headers["Accept-Encoding"] = "gzip, deflate, br, zstd"
+wrk.headers["Cache-Control"] = "max-age=0"
+wrk.headers["Sec-Ch-Ua"] = "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""
+wrk.headers["Sec-Ch-Ua-Mobile"] = "?0"
+wrk.headers["Sec-Ch-Ua-Platform"] = "\"Linux\""
+wrk.headers["Sec-Fetch-Dest"] = "document"
+wrk.headers["Sec-Fetch-Mode"] = "navigate"
+wrk.headers["Sec-Fetch-Site"] = "same-origin"
+wrk.headers["Upgrade-Insecure-Requests"] = "1"
+wrk.headers["Referer"] = "http://127.0.0.1/catalogue/shoes?colour=blue&size=42"
+wrk.headers["Cookie"] = "session=9f2c4e1a7b3d5f60; theme=dark; consent=analytics%3Dno%26ads%3Dno"
+LUA
+}
+
 # h2c_stats JSON: sets reqs, rps, p50, p99 and errs from `rondo bench --json` output.
 h2c_stats() {
   read -r reqs rps p50 p99 errs < <(echo "$1" | python3 -c '

@@ -236,7 +236,7 @@ async fn request(
         }
     };
     inbuf.drain(..info.head_len);
-    let id = headers::request_id(&mut out);
+    let id = headers::request_id(&mut out, info.sent_id);
     if worker.memory.over() {
         super::memory::refuse_request(frontend, worker, info.upstream);
         let page = super::memory::refused_page(id.as_str());

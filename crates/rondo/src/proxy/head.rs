@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use super::affinity::{Affinity, RequestParts};
 use super::protocol::{is_forwarding, is_hop_by_hop, is_idempotent};
+use crate::request_id::{self, Id};
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,19 @@ pub(crate) struct RequestInfo {
     pub(crate) priority: i32,
     /// Its hash key and sticky cookie, read for the route's upstream.
     pub(crate) affinity: Affinity,
+    /// The client's `X-Request-Id`, read while parsing so the head is not searched again.
+    pub(crate) sent_id: SentId,
+}
+
+/// What a request's first `X-Request-Id` header held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentId {
+    /// No such header.
+    Absent,
+    /// An id to keep ([`Id::from_client`]).
+    Valid(Id),
+    /// A value that is not a usable id: it is replaced.
+    Invalid,
 }
 
 /// Facts about the client connection that go into forwarded headers.
@@ -114,9 +128,7 @@ fn is(name: &str, lower: &str) -> bool {
 
 /// True when a line of `head` ends with LF alone.
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// Comma-separated tokens of a `Connection` header value, trimmed.
@@ -309,6 +321,7 @@ pub(crate) fn parse_request<'r>(
     );
 
     // Second pass: the head to forward.
+    let mut sent_id: Option<&[u8]> = None;
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
@@ -321,6 +334,10 @@ pub(crate) fn parse_request<'r>(
             || (expect_continue && is(name, "expect"));
         if skip {
             continue;
+        }
+        // The id forwarded is the first one the backend gets (one `Connection` names is not).
+        if sent_id.is_none() && is(name, request_id::HEADER) {
+            sent_id = Some(h.value);
         }
         push_header(out, name.as_bytes(), h.value);
     }
@@ -365,6 +382,10 @@ pub(crate) fn parse_request<'r>(
         upstream,
         priority,
         affinity,
+        sent_id: match sent_id {
+            None => SentId::Absent,
+            Some(v) => Id::from_client(v).map_or(SentId::Invalid, SentId::Valid),
+        },
     }))
 }
 
@@ -522,6 +543,37 @@ mod tests {
             "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: example.com\r\nvia: 1.0 edge, 1.1 rondo\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn the_first_request_id_header_is_read_while_parsing() {
+        let sent = |headers: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}\r\n");
+            request(&raw).unwrap().unwrap().0.sent_id
+        };
+        assert_eq!(sent(""), SentId::Absent);
+        assert_eq!(
+            sent("X-Request-ID: abc-123\r\nx-request-id: second\r\n"),
+            SentId::Valid(Id::from_client(b"abc-123").unwrap())
+        );
+        assert_eq!(
+            sent("x-request-id: a b\r\nx-request-id: valid\r\n"),
+            SentId::Invalid
+        );
+        assert_eq!(sent("x-request-id:\r\n"), SentId::Invalid);
+        // Named in `Connection`, it is not forwarded: the backend gets a generated one.
+        assert_eq!(
+            sent("Connection: x-request-id\r\nx-request-id: abc\r\n"),
+            SentId::Absent
+        );
+    }
+
+    #[test]
+    fn a_line_ending_in_lf_alone_is_found_anywhere_in_the_head() {
+        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(has_bare_lf(b"\nGET / HTTP/1.1\r\n\r\n"));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\n\r\n"));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\n"));
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! already parsed and rewritten (`name: value` lines, CRLF, a blank line at the end) gets
 //! headers removed and added here. A head that needs no change is not copied.
 
+use super::head::SentId;
 use crate::header_rules::{HeaderRules, Vars};
 use crate::request_id::{self, Id};
 
 /// The value of the first header called `name` (ASCII case-insensitive) in `head`.
 pub(crate) fn value<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
     lines(head).find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
+        let colon = memchr::memchr(b':', line)?;
         line[..colon]
             .eq_ignore_ascii_case(name.as_bytes())
             .then(|| line[colon + 1..].trim_ascii())
@@ -16,11 +17,16 @@ pub(crate) fn value<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
 }
 
 /// The header lines of `head` (after the start line, before the blank line), without CRLF.
+/// Line ends are found with `memchr` (the access log searches every head for two values).
 fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
-    head.split(|&b| b == b'\n')
-        .skip(1)
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .take_while(|l| !l.is_empty())
+    let mut rest = memchr::memchr(b'\n', head).map_or(&[][..], |i| &head[i + 1..]);
+    std::iter::from_fn(move || {
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        (!line.is_empty()).then_some(line)
+    })
 }
 
 /// The host a request named (`Host` without port), for `$host`.
@@ -33,15 +39,15 @@ pub(crate) fn host(head: &[u8]) -> &str {
     }
 }
 
-/// Gives the request its id: the client's `X-Request-Id` when valid (kept as is), else a
-/// new one written into the head in place of any invalid one.
-pub(crate) fn request_id(head: &mut Vec<u8>) -> Id {
-    let sent = value(head, request_id::HEADER);
-    if let Some(id) = sent.and_then(Id::from_client) {
-        return id;
-    }
-    let id = Id::generate();
-    if sent.is_some() {
+/// Gives the request its id from what the client sent (read by the parser): the client's
+/// `X-Request-Id` when valid (the head left as is), else a new one written into the head in
+/// place of any invalid one.
+pub(crate) fn request_id(head: &mut Vec<u8>, sent: SentId) -> Id {
+    let id = match sent {
+        SentId::Valid(id) => return id,
+        SentId::Absent | SentId::Invalid => Id::generate(),
+    };
+    if sent == SentId::Invalid {
         rewrite(
             head,
             |name| name.eq_ignore_ascii_case(request_id::HEADER),
@@ -171,21 +177,23 @@ mod tests {
     fn a_valid_client_id_is_kept_and_the_head_left_alone() {
         let mut head = b"GET / HTTP/1.1\r\nx-request-ID: abc-123\r\n\r\n".to_vec();
         let before = head.clone();
-        assert_eq!(request_id(&mut head).as_str(), "abc-123");
+        let sent = SentId::Valid(Id::from_client(b"abc-123").unwrap());
+        assert_eq!(request_id(&mut head, sent).as_str(), "abc-123");
         assert_eq!(head, before);
     }
 
     #[test]
     fn a_missing_or_invalid_id_is_replaced_by_a_generated_one() {
         let mut head = HEAD.to_vec();
-        let id = request_id(&mut head);
+        let id = request_id(&mut head, SentId::Absent);
         assert!(
             head.ends_with(
                 format!("Accept: */*\r\nx-request-id: {}\r\n\r\n", id.as_str()).as_bytes()
             )
         );
-        let mut head = b"GET / HTTP/1.1\r\nX-Request-Id: a b\r\nA: 1\r\n\r\n".to_vec();
-        let id = request_id(&mut head);
+        let mut head =
+            b"GET / HTTP/1.1\r\nX-Request-Id: a b\r\nA: 1\r\nx-request-id: c\r\n\r\n".to_vec();
+        let id = request_id(&mut head, SentId::Invalid);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             format!(
@@ -193,6 +201,17 @@ mod tests {
                 id.as_str()
             )
         );
+    }
+
+    #[test]
+    fn a_value_is_the_first_of_its_name_trimmed_and_never_read_past_the_head() {
+        let head = b"GET / HTTP/1.1\r\nA: 1\r\nreferer:  x \r\nReferer: y\r\n\r\nUser-Agent: body";
+        assert_eq!(value(head, "referer"), Some(&b"x"[..]));
+        assert_eq!(value(head, "a"), Some(&b"1"[..]));
+        assert_eq!(value(head, "user-agent"), None);
+        assert_eq!(value(b"GET / HTTP/1.1\r\nA: 1\r\n", "a"), Some(&b"1"[..]));
+        assert_eq!(value(b"GET / HTTP/1.1", "a"), None);
+        assert_eq!(host(HEAD), "example.com");
     }
 
     /// The variables of a request from 10.0.0.7 to [`HEAD`] with request id `r1`.
