@@ -257,4 +257,16 @@ stop_proxy() {
 describe_run() {
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, Linux $(uname -r)"
   echo "rondo $("$RONDO" --version 2>&1 | awk '{print $2}') ($RONDO), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}')"
+  code_order
+}
+
+# code_order: how many of the functions crates/rondo/symbol-order.txt lists the binary has. A
+# dependency or toolchain change renames them all (their names carry a hash), the file then
+# orders nothing and fresh RSS grows by ~2.5 MB without any error: rerun bench/order-code.sh.
+code_order() {
+  local order=crates/rondo/symbol-order.txt
+  command -v nm >/dev/null && [ -f "$order" ] || return 0
+  local found
+  found=$(comm -12 <(sort -u "$order") <(nm "$RONDO" 2>/dev/null | awk '{print $NF}' | sort -u) | wc -l)
+  echo "code order: $found of $(sort -u "$order" | wc -l) functions of $order found in the binary"
 }

@@ -18,8 +18,8 @@
 # the file lists them). Symbol names carry a hash of the crate (its name, version and
 # dependencies) and of the function's types, not of its code, so ordinary edits keep the file
 # valid; names it lists that no longer exist are ignored by the linker, so a stale file costs
-# memory, never a build. To see how stale it is: the share of its names that
-# `nm target/release/rondo` still lists.
+# memory, never a build. How stale it is: the "code order" line every benchmark prints (the
+# share of its names the binary still has; `code_order` in bench/lib.sh).
 . "$(dirname "$0")/lib.sh"
 need valgrind callgrind_control nginx wrk curl
 need_built "$RONDO" "cargo build --release"
