@@ -569,3 +569,123 @@ async fn when_every_try_answers_503_the_last_answer_is_passed_through() {
         "the backend's own response, not one made up by the proxy"
     );
 }
+
+/// Reads one request head and, when it declares one, its body, from `s`.
+async fn read_request(s: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before a whole head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = buf[end..].to_vec();
+    let mut rest = vec![0; len - body.len()];
+    s.read_exact(&mut rest).await.unwrap();
+    body.extend_from_slice(&rest);
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_arrive_intact_both_ways_and_the_connections_stay_usable_after_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Larger than the first read and than what a retry keeps, so both bodies are moved by the
+    // kernel (splice) on Linux: the bytes must arrive in order, and exactly the body must be
+    // taken from each side (the next request and response follow on the same connections).
+    let pattern: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let expected = pattern.clone();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (head, body) = read_request(&mut s).await;
+        assert!(head.starts_with("PUT /up "), "{head}");
+        assert!(body == expected, "the upload arrived intact");
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let (head, _) = read_request(&mut s).await;
+        assert!(head.starts_with("GET /down "), "{head}");
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            expected.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(&expected);
+        s.write_all(&answer).await.unwrap();
+        let (head, _) = read_request(&mut s).await;
+        assert!(head.starts_with("GET /after "), "{head}");
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter")
+            .await
+            .unwrap();
+        // One backend connection carried all three exchanges.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), listener.accept())
+                .await
+                .is_err()
+        );
+    });
+    let proxy = start(&ConfigBuilder::proxy(
+        UpstreamBuilder::new("app")
+            .backend("only", backend, 1.0)
+            .health_check(Section::disabled()),
+    ));
+    let mut client = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
+    let mut put = format!(
+        "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        pattern.len()
+    )
+    .into_bytes();
+    put.extend_from_slice(&pattern);
+    client.write_all(&put).await.unwrap();
+    let head = common::read_response(&mut client).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    client
+        .write_all(b"GET /down HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let body_at = loop {
+        let mut chunk = [0; 65536];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    while got.len() < body_at + pattern.len() {
+        let mut chunk = [0; 65536];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the download ended early");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(got.len(), body_at + pattern.len(), "nothing past the body");
+    assert!(got[body_at..] == pattern[..], "the download arrived intact");
+
+    client
+        .write_all(b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut after = String::new();
+    client.read_to_string(&mut after).await.unwrap();
+    assert!(
+        after.starts_with("HTTP/1.1 200") && after.ends_with("after"),
+        "{after}"
+    );
+    server.await.unwrap();
+}
