@@ -1,14 +1,11 @@
 //! Moving a body from one socket to the other without holding it: a bounded buffer, read,
-//! write, repeat, so a 1 GiB upload costs one buffer of memory (or, for the rest of a large
-//! body between two plain sockets on Linux, no buffer: [`super::splice`]). The framing decides where
+//! write, repeat, so a 1 GiB upload costs one buffer of memory. The framing decides where
 //! the body ends; bytes past the end (a pipelined next request) stay in the buffer.
 
 use std::io;
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
-use super::splice::{self, SPLICE_MIN};
-use super::stream::{BareTcp, Io};
+use super::stream::Io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -125,8 +122,8 @@ pub(crate) struct Limits {
 /// copied.
 pub(crate) async fn copy(
     framing: Framing,
-    src: &mut (impl Io + BareTcp),
-    dst: &mut (impl Io + BareTcp),
+    src: &mut impl Io,
+    dst: &mut impl Io,
     buf: &mut Vec<u8>,
     start: usize,
     limits: Limits,
@@ -151,17 +148,6 @@ pub(crate) async fn copy(
                     copied += take as u64;
                 }
                 if remaining == 0 {
-                    break;
-                }
-                // The rest of a large body between two plain sockets: moved by the kernel,
-                // once the head is out (it goes with the first body bytes).
-                #[cfg(target_os = "linux")]
-                if remaining >= SPLICE_MIN
-                    && head.is_empty()
-                    && let (Some(from), Some(to)) = (src.bare_tcp(), dst.bare_tcp())
-                {
-                    let (read, write) = (limits.read, limits.write);
-                    copied += splice::body(from, to, remaining, read, write).await?;
                     break;
                 }
                 read_more(src, buf, limits.read).await?;
@@ -235,13 +221,6 @@ async fn read_more(src: &mut impl Io, buf: &mut Vec<u8>, read: Duration) -> Resu
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
-
-    /// In-memory streams are never bare TCP: these tests cover the buffered copy.
-    impl BareTcp for tokio::io::DuplexStream {
-        fn bare_tcp(&self) -> Option<&tokio::net::TcpStream> {
-            None
-        }
-    }
 
     const LIMITS: Limits = Limits {
         read: Duration::from_secs(5),

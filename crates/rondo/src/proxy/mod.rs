@@ -45,8 +45,6 @@ mod relay_head;
 mod replay;
 mod respond;
 pub(crate) mod room;
-#[cfg(target_os = "linux")]
-mod splice;
 mod stream;
 mod tcp;
 mod tunnel;

@@ -9,38 +9,10 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
-/// A stream that may be bare TCP, whose socket carries the bytes as they are: a body between
-/// two of them can be moved by the kernel (see [`super::splice`]).
-pub(crate) trait BareTcp {
-    /// The socket, when nothing (TLS) sits on top of it.
-    fn bare_tcp(&self) -> Option<&TcpStream>;
-}
-
-impl BareTcp for TcpStream {
-    fn bare_tcp(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-}
-
-impl BareTcp for tokio_rustls::server::TlsStream<TcpStream> {
-    fn bare_tcp(&self) -> Option<&TcpStream> {
-        None
-    }
-}
-
-impl BareTcp for crate::tls::BackendConn {
-    fn bare_tcp(&self) -> Option<&TcpStream> {
-        match self {
-            crate::tls::BackendConn::Plain(s) => Some(s),
-            crate::tls::BackendConn::Tls(_) => None,
-        }
-    }
-}
-
 /// A client connection: a stream whose TCP socket can be waited on, cheaply, for the
 /// client's next bytes. An idle keep-alive connection waits on the socket's readiness alone,
 /// holding no read buffer, for TLS too.
-pub(crate) trait ClientIo: Io + BareTcp {
+pub(crate) trait ClientIo: Io {
     /// The TCP socket underneath.
     fn tcp(&self) -> &TcpStream;
 
