@@ -602,8 +602,8 @@ async fn read_request(s: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn large_bodies_arrive_intact_both_ways_and_the_connections_stay_usable_after_them() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Larger than the first read and than what a retry keeps, so both bodies are moved by the
-    // kernel (splice) on Linux: the bytes must arrive in order, and exactly the body must be
+    // Larger than the first read and than what a retry keeps, so both bodies stream through
+    // several reads and writes: the bytes must arrive in order, and exactly the body must be
     // taken from each side (the next request and response follow on the same connections).
     let pattern: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
