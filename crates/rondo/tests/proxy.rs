@@ -631,12 +631,8 @@ async fn large_bodies_arrive_intact_both_ways_and_the_connections_stay_usable_af
         s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter")
             .await
             .unwrap();
-        // One backend connection carried all three exchanges.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), listener.accept())
-                .await
-                .is_err()
-        );
+        // All three requests were read from the one connection accepted above: rondo kept
+        // it after each body (a connection it dropped would have ended these reads).
     });
     let proxy = start(&ConfigBuilder::proxy(
         UpstreamBuilder::new("app")
