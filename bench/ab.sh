@@ -9,7 +9,8 @@
 #
 # PATH: / (the backend answers "ok"; the default), /1k, /16k or /256k (response bodies of that
 # size), browser (a browser-sized request head on /, as in bench/proxies-profiles.sh) or h2c
-# (HTTP/2 clients, prior knowledge, on /: `rondo bench --http2` from build B). Defaults: 3 rounds of 4 s at 64 connections. Build the two binaries from the two
+# (HTTP/2 clients, prior knowledge, on /: `rondo bench --http2` from build B). Defaults: 3
+# rounds of 4 s at 64 connections. Build the two binaries from the two
 # commits (cargo build --release, then copy target/release/rondo aside).
 A=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}
 B=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [PATH] [ROUNDS] [SECONDS] [CONNECTIONS]}

@@ -98,10 +98,11 @@ pub(crate) struct RequestInfo {
     pub(crate) sent_id: SentId,
 }
 
-/// What a request's first `X-Request-Id` header held.
+/// What the first `X-Request-Id` header forwarded to the backend held (one that
+/// `Connection` names is dropped, not forwarded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SentId {
-    /// No such header.
+    /// No such header is forwarded.
     Absent,
     /// An id to keep ([`Id::from_client`]).
     Valid(Id),
