@@ -184,16 +184,16 @@ $(cat)
 CONF
 }
 
-# rondo_conf <<CONF ... CONF: writes $dir/rondo.toml, one worker, admin API on a free port,
+# rondo_conf <<CONF ... CONF: writes $dir/rondo.toml, $WORKERS workers, access log off, admin API on a free port,
 # then its standard input (listeners and upstreams).
 rondo_conf() {
-  cat > "$dir/rondo.toml" <<CONF
-workers = $WORKERS
-access_log = false
-[admin]
-listen = "127.0.0.1:0"
-$(cat)
-CONF
+  { rondo_head "$WORKERS" false 127.0.0.1:0; cat; } > "$dir/rondo.toml"
+}
+
+# rondo_head WORKERS ACCESS_LOG ADMIN: the top of a rondo configuration (worker threads, the
+# access log on or off, the admin API's address).
+rondo_head() {
+  printf 'workers = %s\naccess_log = %s\n[admin]\nlisten = "%s"\n' "$1" "$2" "$3"
 }
 
 # rondo_listener NAME PORT: a plain listener for rondo_conf, in front of the upstream `app`.

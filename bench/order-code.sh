@@ -36,18 +36,12 @@ wait_port "$BACKEND"
 # off), then one closer to a production one (access log, health checks, routes, retries, two
 # listeners), whose extra functions are appended.
 cat >"$dir/bench.toml" <<CONF
-workers = 1
-access_log = false
-[admin]
-listen = "127.0.0.1:$ADMIN"
+$(rondo_head 1 false "127.0.0.1:$ADMIN")
 $(rondo_listener web "$PROXY")
 $(rondo_app "$BACKEND")
 CONF
 cat >"$dir/full.toml" <<CONF
-workers = 2
-access_log = true
-[admin]
-listen = "127.0.0.1:$ADMIN"
+$(rondo_head 2 true "127.0.0.1:$ADMIN")
 $(rondo_listener web "$PROXY")
 [[listeners.routes]]
 path_prefix = "/api/"

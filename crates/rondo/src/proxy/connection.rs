@@ -68,6 +68,13 @@ pub(super) struct Admitted {
 }
 
 impl Admitted {
+    /// A connection already counted against `frontend`'s limit, now counted in its open
+    /// connections too.
+    fn counted(frontend: Arc<Frontend>) -> Admitted {
+        let _counted = frontend.reports[0].listener.connection();
+        Admitted { frontend, _counted }
+    }
+
     /// The listener the connection came in on.
     pub(super) fn frontend(&self) -> &Arc<Frontend> {
         &self.frontend
@@ -79,8 +86,7 @@ impl Admitted {
     /// A connection admitted by `frontend` without a worker (unit tests).
     pub(super) fn new_for_test(frontend: Arc<Frontend>) -> Admitted {
         frontend.limit.open_anyway();
-        let _counted = frontend.reports[0].listener.connection();
-        Admitted { frontend, _counted }
+        Admitted::counted(frontend)
     }
 }
 
@@ -148,16 +154,12 @@ async fn serve_other(
 /// idle connections is closed to make room (the oldest first, see [`room`]), and when none
 /// is idle the new one is refused (closed at once, counted, logged once per episode).
 fn admit(frontend: Arc<Frontend>, worker: &Worker) -> Option<Admitted> {
-    let admitted = |frontend: Arc<Frontend>| {
-        let _counted = frontend.reports[0].listener.connection();
-        Some(Admitted { frontend, _counted })
-    };
     if frontend.limit.open() {
-        return admitted(frontend);
+        return Some(Admitted::counted(frontend));
     }
     if worker.idle.make_room() > 0 {
         frontend.limit.open_anyway();
-        return admitted(frontend);
+        return Some(Admitted::counted(frontend));
     }
     frontend.limit.refuse();
     frontend.reports[0]
