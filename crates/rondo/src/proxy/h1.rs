@@ -472,11 +472,31 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             }
         }
 
+        // Wait for the response holding no buffer, then take them: the spare buffers are a
+        // stack, so the ones taken now are those the last response just gave back, still in
+        // the CPU's cache, instead of one per request in flight, cold by the time its response
+        // is copied in (HAProxy takes its buffers the same way). A TLS stream may hold
+        // decrypted bytes already, so only a plain socket is waited on.
+        let deadline = Instant::now() + cfg.response_timeout;
+        if let BackendConn::Plain(tcp) = &conn {
+            match timeout_at(deadline, tcp.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let detail = format!("reading the response from {addr} failed: {e}");
+                    return Err(SendError::Backend(Failure::no_response(reused, detail)));
+                }
+                Err(_) => {
+                    return Err(SendError::Backend(Failure::timed_out(
+                        addr,
+                        cfg.response_timeout,
+                    )));
+                }
+            }
+        }
         // Read the response head, skipping interim (1xx) responses.
         let mut resp = self.worker.take_buffer();
         resp.reserve(RESPONSE_READ);
         let mut head_out = self.worker.take_buffer();
-        let deadline = Instant::now() + cfg.response_timeout;
         let info = self.info;
         let parsed = loop {
             head_out.clear();
