@@ -61,5 +61,7 @@ for round in $(seq "$ROUNDS"); do
     stolen=$(stolen_ms)
     stop_proxy "$pid"
     echo "| $round | $build | $rps | $cpu_us | $user_us | $p99 | $errs | $stolen |"
+    note_result "$URLPATH" "$build" "$cpu_us" "$p99"
   done
 done
+median_summary B

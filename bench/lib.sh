@@ -101,6 +101,48 @@ lat = r["latency_ms"]
 print(r["responses"], round(r["requests_per_sec"]), "%.2fms" % lat["p50"], "%.2fms" % lat["p99"], r["errors"]["total"])')
 }
 
+# note_result GROUP PROXY CPU_US P99: keeps one round's figures (GROUP: the profile, or the
+# connection count) for median_summary.
+note_result() { echo "$1 $2 $3 $4" >> "$dir/results"; }
+
+# median_summary [SUBJECT]: after the rounds, each proxy's median CPU µs per request and median
+# p99 per group, and SUBJECT's (default rondo) median ÷ the better other's: single rounds swing
+# with the machine (stolen CPU, a stalled round), medians over three or more rounds do not.
+median_summary() {
+  [ -s "$dir/results" ] || return 0
+  python3 - "$dir/results" "${1:-rondo}" <<'PY'
+import statistics, sys
+def ms(v):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float(v)
+rows = {}
+for line in open(sys.argv[1]):
+    group, proxy, cpu, p99 = line.split()
+    rows.setdefault(group, {}).setdefault(proxy, []).append((float(cpu), ms(p99)))
+print()
+print("| group | proxy | rounds | median CPU µs/request | median p99 |")
+print("|---|---|---|---|---|")
+subject = sys.argv[2]
+verdicts = []
+for group, proxies in rows.items():
+    med = {}
+    for proxy, runs in proxies.items():
+        med[proxy] = (statistics.median(c for c, _ in runs), statistics.median(p for _, p in runs))
+        print(f"| {group} | {proxy} | {len(runs)} | {med[proxy][0]:.2f} | {med[proxy][1]:.2f}ms |")
+    peers = [p for p in med if p != subject]
+    if subject in med and peers:
+        best = min(peers, key=lambda p: med[p][0])
+        low = min(med[p][1] for p in peers)
+        verdicts.append(f"{group}: {subject} ÷ the better of the others ({best}) {med[subject][0] / med[best][0]:.2f} ×, "
+                        f"median p99 {med[subject][1]:.2f} ms against their lowest {low:.2f} ms")
+print()
+for v in verdicts:
+    print(v)
+PY
+}
+
 # wrk_stats OUTPUT: sets reqs, rps, p50, p99 and errs (socket errors + non-2xx/3xx) from wrk's
 # --latency output.
 wrk_stats() {

@@ -18,6 +18,8 @@
 # h2c listener), HAProxy `http-reuse always` (`proto h2` on the h2c listener), rondo with its
 # defaults. Each proxy is configured as shipped otherwise: nginx buffers large responses
 # (`proxy_buffering on`, to a temp file past its buffers), HAProxy and rondo stream them.
+# After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
+# better peer's (median_summary in bench/lib.sh), the figures to compare across runs.
 # "stolen" as in bench/proxies.sh: CPU time the hypervisor took during the run.
 ROUNDS=${1:-2}
 SECS=${2:-5}
@@ -99,7 +101,9 @@ for profile in $PROFILES; do
       rss=$(rss_kb "$pid")
       stop_proxy "$pid"
       echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss | $stolen |"
+      note_result "$profile" "$proxy" "$cpu_us" "$p99"
       sleep 0.5
     done
   done
 done
+median_summary

@@ -17,6 +17,8 @@
 # HAProxy `nbthread 2`, the backend with two too), everything sharing both CPUs and wrk with two
 # threads: multi-core scaling. CPU time then includes nginx's worker processes.
 #
+# After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
+# better peer's (median_summary in bench/lib.sh), the figures to compare across runs.
 # "stolen" is the CPU time the hypervisor took from this machine during the run (/proc/stat
 # steal, both CPUs): in a round with tens of milliseconds stolen every process stalled that
 # long, and the p99 shows the stall, not the proxy; compare p99 on rounds with little stolen.
@@ -62,7 +64,9 @@ for round in $(seq "$ROUNDS"); do
     stop_proxy "$pid"
     churn=$(python3 -c "print(f'{max($twafter-$twbefore,0)/$reqs:.4f}')")
     echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh | $churn | $stolen |"
+    note_result "$CONNS" "$proxy" "$cpu_us" "$p99"
     # Let the port leave TIME_WAIT-bound states before the next peer binds it.
     sleep 0.5
   done
 done
+median_summary
