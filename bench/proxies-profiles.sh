@@ -19,7 +19,7 @@
 # defaults. Each proxy is configured as shipped otherwise: nginx buffers large responses
 # (`proxy_buffering on`, to a temp file past its buffers), HAProxy and rondo stream them.
 # After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
-# better peer's (median_summary in bench/lib.sh), the figures to compare across runs.
+# better peer's (median_summary in bench/lib.sh), the figures to judge a run by.
 # "stolen" as in bench/proxies.sh: CPU time the hypervisor took during the run.
 ROUNDS=${1:-2}
 SECS=${2:-5}

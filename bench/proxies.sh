@@ -18,7 +18,7 @@
 # threads: multi-core scaling. CPU time then includes nginx's worker processes.
 #
 # After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
-# better peer's (median_summary in bench/lib.sh), the figures to compare across runs.
+# better peer's (median_summary in bench/lib.sh), the figures to judge a run by.
 # "stolen" is the CPU time the hypervisor took from this machine during the run (/proc/stat
 # steal, both CPUs): in a round with tens of milliseconds stolen every process stalled that
 # long, and the p99 shows the stall, not the proxy; compare p99 on rounds with little stolen.
