@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::stream::Io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
+use tokio::time::timeout_at;
 
 use super::chunked::ChunkedDecoder;
 use super::head::Framing;
@@ -48,7 +48,7 @@ async fn read_timed(
     buf: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<usize, CopyError> {
-    match timeout(limit, read_some(stream, buf)).await {
+    match timeout_at(crate::clock::loop_now() + limit, read_some(stream, buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(CopyError::Source(e)),
         Err(_) => Err(CopyError::Source(timed_out())),
@@ -67,7 +67,7 @@ pub(crate) async fn write_timed(
         stream.write_all(bytes).await?;
         stream.flush().await
     };
-    match timeout(limit, all).await {
+    match timeout_at(crate::clock::loop_now() + limit, all).await {
         Ok(r) => r,
         Err(_) => Err(timed_out()),
     }
@@ -100,7 +100,7 @@ pub(crate) async fn write2_timed(
         stream.write_all(b).await?;
         stream.flush().await
     };
-    match timeout(limit, all).await {
+    match timeout_at(crate::clock::loop_now() + limit, all).await {
         Ok(r) => r,
         Err(_) => Err(timed_out()),
     }

@@ -99,7 +99,7 @@ impl ConnPool {
     ) -> Option<BackendConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key(addr, tls))?;
-        let now = Instant::now();
+        let now = crate::clock::loop_now();
         while let Some(conn) = list.pop() {
             if now < conn.expires && !went_stale(conn.stream.tcp()) {
                 return Some(conn.stream);
@@ -125,7 +125,7 @@ impl ConnPool {
             list.push(Idle {
                 stream,
                 _tls: tls,
-                expires: Instant::now() + max_age,
+                expires: crate::clock::loop_now() + max_age,
                 _counted: Counted::new(counters),
             });
         }

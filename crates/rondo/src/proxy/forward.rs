@@ -51,6 +51,7 @@ use super::affinity::{self, Affinity};
 use super::protocol::outcome_of;
 use super::respond::ErrorPage;
 use crate::access_log::{AccessLog, AccessRecord, Tried, UpstreamTimes};
+use crate::clock;
 use crate::config::UpstreamConfig;
 use crate::counters::{ListenerCounters, ResponseCounts, RetryReason, Source, UpstreamCounters};
 use crate::upstream::{ActiveGuard, Upstream};
@@ -491,7 +492,7 @@ pub(crate) async fn forward<E: Exchange>(
     origin: Origin<'_>,
     exchange: &mut E,
 ) -> E::Output {
-    let started = Instant::now();
+    let started = clock::loop_now();
     let cfg = upstream.config_ref();
     if cfg.hash_key.is_some() && facts.affinity.key.is_none() {
         upstream.recorder().unkeyed();
@@ -513,10 +514,10 @@ pub(crate) async fn forward<E: Exchange>(
         if let Some(reason) = retrying.take() {
             report.upstream.retry(reason);
         }
-        let start = Instant::now();
+        let start = clock::loop_now();
         match exchange.send(lease.backend(), &cfg).await {
             Ok(status) => {
-                let latency = start.elapsed();
+                let latency = clock::since(start);
                 times = UpstreamTimes {
                     connect: exchange.connect_time(),
                     header: Some(latency),
@@ -548,7 +549,7 @@ pub(crate) async fn forward<E: Exchange>(
                 report.responses.record(status, Source::Backend);
                 let cookie = affinity::set_cookie(&cfg, facts.affinity, lease.backend());
                 let delivered = exchange.deliver(&cfg, cookie.as_deref()).await;
-                times.response = Some(start.elapsed());
+                times.response = Some(clock::since(start));
                 let outcome = if delivered.backend_ok {
                     outcome
                 } else {
@@ -600,7 +601,7 @@ pub(crate) async fn forward<E: Exchange>(
                 let id = lease.backend().id().to_owned();
                 let failed = std::sync::Arc::clone(lease.backend());
                 if counts_against_backend(&failure) {
-                    let latency = start.elapsed();
+                    let latency = clock::since(start);
                     finish(
                         upstream,
                         lease,
@@ -693,7 +694,7 @@ fn account<E: Exchange>(exchange: &E, origin: Origin<'_>, ended: &Ended<'_>) {
     {
         tried.push(id);
     }
-    let total = ended.started.elapsed();
+    let total = clock::since(ended.started);
     report.access_log.log(&AccessRecord {
         client: origin.client,
         time: {
@@ -803,7 +804,7 @@ async fn pick<'u>(
     if !may_queue || queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
         return None;
     }
-    let deadline = Instant::now() + queue.timeout;
+    let deadline = clock::loop_now() + queue.timeout;
     loop {
         let woken = upstream.queue().join(facts.priority)?;
         if timeout_at(deadline, woken).await.is_err() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::Backend;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{timeout, timeout_at};
 
 use super::Frontend;
 use super::Worker;
@@ -28,6 +28,7 @@ use super::respond::{ErrorPage, send_error, send_page};
 use super::room;
 use super::room::Waited;
 use super::stream::ClientIo;
+use crate::clock;
 use crate::config::UpstreamConfig;
 use crate::counters::Source;
 use crate::header_rules::{HeaderRules, Vars};
@@ -99,7 +100,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
                             stream,
                             ip,
                             admitted,
-                            until: Instant::now() + (limit - in_task),
+                            until: clock::loop_now() + (limit - in_task),
                         });
                     }
                     return;
@@ -158,7 +159,7 @@ async fn request(
         max_header_bytes: config.max_header_bytes,
         max_body_size: config.max_body_size,
     };
-    let deadline = Instant::now() + config.header_timeout;
+    let deadline = clock::loop_now() + config.header_timeout;
     let mut out = worker.take_buffer();
     let info = loop {
         out.clear();
@@ -288,7 +289,7 @@ async fn forward(
         Framing::Empty => true,
         Framing::Length(n) if n <= upstream.config_ref().retry_body_limit as u64 => {
             while (inbuf.len() as u64) < n {
-                match timeout(idle, body::read_some(client, inbuf)).await {
+                match timeout_at(clock::loop_now() + idle, body::read_some(client, inbuf)).await {
                     Ok(Ok(read)) if read > 0 => {}
                     _ => return Next::Close,
                 }
@@ -397,14 +398,14 @@ impl<C: ClientIo> H1Exchange<'_, C> {
             .upstream
             .pool_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let started = Instant::now();
+        let started = clock::loop_now();
         // Boxed: opening is the rare case, and its TLS handshake state (~1.5 KB) would
         // otherwise be part of every request's state machine, which is copied whole when
         // a request starts.
         let connect = Box::pin(BackendConn::connect(addr, tls.map(|t| &**t)));
         match timeout(limit, connect).await {
             Ok(Ok(conn)) => {
-                self.connect_time.set(Some(started.elapsed()));
+                self.connect_time.set(Some(clock::since(started)));
                 Ok((conn, false))
             }
             Ok(Err(e)) => Err(Failure::connect(addr, &e)),
@@ -477,7 +478,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         // the CPU's cache, instead of one per request in flight, cold by the time its response
         // is copied in (HAProxy takes its buffers the same way). A TLS stream may hold
         // decrypted bytes already, so only a plain socket is waited on.
-        let deadline = Instant::now() + cfg.response_timeout;
+        let deadline = clock::loop_now() + cfg.response_timeout;
         if let BackendConn::Plain(tcp) = &conn {
             match timeout_at(deadline, tcp.readable()).await {
                 Ok(Ok(())) => {}

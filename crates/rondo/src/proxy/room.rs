@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout_at;
 
 use super::parked::ParkedClients;
 
@@ -103,7 +103,7 @@ impl IdleClients {
         verify: bool,
     ) -> Waited {
         let (ticket, _idle) = self.go_idle();
-        let deadline = Instant::now() + limit;
+        let deadline = crate::clock::loop_now() + limit;
         // One place in the queue for the whole wait, so the connection keeps its age.
         let told = self.wake.notified();
         tokio::pin!(told);

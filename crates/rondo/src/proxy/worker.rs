@@ -190,6 +190,7 @@ pub(crate) fn run_worker(
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_unpark(crate::clock::tick)
         .build()
     else {
         tracing::error!("cannot start a worker runtime");
