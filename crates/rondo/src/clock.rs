@@ -29,6 +29,22 @@ pub fn since(start: Instant) -> std::time::Duration {
     loop_now().saturating_duration_since(start)
 }
 
+/// Runs `future` until `timer` fires (the caller has reset it to the deadline): `None` then.
+///
+/// A connection keeps its timers for its whole life and resets them for each wait, which
+/// moves a pending timer's deadline later with an atomic store; a new timer per wait
+/// (`tokio::time::timeout`) takes the timer wheel's lock to go in and again to come out.
+pub async fn within<F: std::future::Future>(
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    future: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = future => Some(out),
+        () = timer => None,
+    }
+}
+
 /// Reads the clock for [`loop_now`]: called by a worker's runtime each time its thread wakes
 /// up, before it runs the tasks the wake-up made ready.
 pub fn tick() {

@@ -9,11 +9,12 @@
 //! connection's buffers and state; parsing (`head`), bodies (`body`, `chunked`) and the policy
 //! (`forward`) are already elsewhere.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use balance::Backend;
-use tokio::time::{timeout, timeout_at};
+use tokio::time::{Sleep, timeout, timeout_at};
 
 use super::Frontend;
 use super::Worker;
@@ -71,6 +72,10 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
     let mut pending: Vec<u8> = Vec::new();
     let mut first = matches!(start, Start::New);
     let mut wait = matches!(start, Start::New);
+    // The connection's two timers, reset for each wait (see `clock::within`): between
+    // requests, and for a backend's answer.
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut response_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
     loop {
         if wait && pending.is_empty() && !stream.buffered() {
             let limit = if first {
@@ -89,7 +94,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
             // on the TCP socket too, unless rustls already holds decrypted bytes.
             match worker
                 .idle
-                .wait_readable(stream.tcp(), in_task, first)
+                .wait_readable(stream.tcp(), in_task, first, idle_timer.as_mut())
                 .await
             {
                 Waited::Readable => {}
@@ -118,7 +123,15 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         };
         // Boxed: the request's state machine is large and only lives while a request is in
         // progress, so an idle keep-alive connection holds just this loop's few fields.
-        let next = Box::pin(request(&mut stream, &ip, frontend, &worker, &mut inbuf)).await;
+        let next = Box::pin(request(
+            &mut stream,
+            &ip,
+            frontend,
+            &worker,
+            &mut inbuf,
+            response_timer.as_mut(),
+        ))
+        .await;
         if matches!(next, Next::Http2) {
             let ip: std::rc::Rc<str> = ip.into();
             Box::pin(super::h2::serve(
@@ -151,6 +164,7 @@ async fn request(
     frontend: &Frontend,
     worker: &Worker,
     inbuf: &mut Vec<u8>,
+    timer: Pin<&mut Sleep>,
 ) -> Next {
     let config = &frontend.config;
     let client = Client {
@@ -258,7 +272,10 @@ async fn request(
         };
         headers::apply(&mut out, &rules, &vars);
     }
-    let next = forward(stream, ip, frontend, worker, &info, &id, inbuf, &mut out).await;
+    let next = forward(
+        stream, ip, frontend, worker, &info, &id, inbuf, &mut out, timer,
+    )
+    .await;
     worker.give_buffer(out);
     next
 }
@@ -274,6 +291,7 @@ async fn forward(
     id: &Id,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
+    timer: Pin<&mut Sleep>,
 ) -> Next {
     let upstream: &Upstream = &frontend.upstreams[info.upstream];
     let idle = frontend.config.idle_timeout;
@@ -332,6 +350,7 @@ async fn forward(
         ip,
         request_id: id.as_str(),
         connect_time: std::cell::Cell::new(None),
+        timer,
     };
     forward::forward(upstream, facts, origin, &mut exchange).await
 }
@@ -361,6 +380,8 @@ struct H1Exchange<'a, C> {
     request_id: &'a str,
     /// The last attempt's time to a connection, for the access log.
     connect_time: std::cell::Cell<Option<Duration>>,
+    /// The connection's timer for a backend's answer.
+    timer: Pin<&'a mut Sleep>,
 }
 
 /// A response head read from a backend, with the connection it came on.
@@ -478,15 +499,17 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         // the CPU's cache, instead of one per request in flight, cold by the time its response
         // is copied in (HAProxy takes its buffers the same way). A TLS stream may hold
         // decrypted bytes already, so only a plain socket is waited on.
-        let deadline = clock::loop_now() + cfg.response_timeout;
+        self.timer
+            .as_mut()
+            .reset(clock::loop_now() + cfg.response_timeout);
         if let BackendConn::Plain(tcp) = &conn {
-            match timeout_at(deadline, tcp.readable()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
+            match clock::within(self.timer.as_mut(), tcp.readable()).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
                     let detail = format!("reading the response from {addr} failed: {e}");
                     return Err(SendError::Backend(Failure::no_response(reused, detail)));
                 }
-                Err(_) => {
+                None => {
                     return Err(SendError::Backend(Failure::timed_out(
                         addr,
                         cfg.response_timeout,
@@ -516,17 +539,17 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 Err(e) => break Err(Failure::no_response(false, format!("{e} {addr}"))),
             }
             let nothing_yet = resp.is_empty();
-            match timeout_at(deadline, body::read_some(&mut conn, &mut resp)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(Ok(_)) => {
+            match clock::within(self.timer.as_mut(), body::read_some(&mut conn, &mut resp)).await {
+                Some(Ok(n)) if n > 0 => {}
+                Some(Ok(_)) => {
                     let detail = format!("{addr} closed the connection without a response");
                     break Err(Failure::no_response(reused && nothing_yet, detail));
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     let detail = format!("reading the response from {addr} failed: {e}");
                     break Err(Failure::no_response(reused && nothing_yet, detail));
                 }
-                Err(_) => break Err(Failure::timed_out(addr, cfg.response_timeout)),
+                None => break Err(Failure::timed_out(addr, cfg.response_timeout)),
             }
         };
         match parsed {

@@ -22,12 +22,13 @@
 //! [`ParkedClients`]: they are the oldest, so making room closes them first.
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::timeout_at;
+use tokio::time::Sleep;
 
 use super::parked::ParkedClients;
 
@@ -96,25 +97,29 @@ impl IdleClients {
     /// non-blocking peek and the wait goes on, so a connection that never sends stays counted
     /// as idle. Used for new connections (one peek per connection); keep-alive waits skip it
     /// to keep the request path at two reads and two writes.
+    ///
+    /// `timer` is the connection's own, reset for each wait (see [`crate::clock::within`]).
     pub(crate) async fn wait_readable(
         &self,
         stream: &TcpStream,
         limit: Duration,
         verify: bool,
+        mut timer: Pin<&mut Sleep>,
     ) -> Waited {
         let (ticket, _idle) = self.go_idle();
-        let deadline = crate::clock::loop_now() + limit;
+        timer.as_mut().reset(crate::clock::loop_now() + limit);
         // One place in the queue for the whole wait, so the connection keeps its age.
         let told = self.wake.notified();
         tokio::pin!(told);
         loop {
             tokio::select! {
-                ready = timeout_at(deadline, stream.readable()) => match ready {
-                    Ok(Ok(())) if verify && !has_input(stream) => {}
-                    Ok(Ok(())) => return Waited::Readable,
-                    Ok(Err(_)) => return Waited::Close,
-                    Err(_) => return Waited::TimedOut,
+                biased;
+                ready = stream.readable() => match ready {
+                    Ok(()) if verify && !has_input(stream) => {}
+                    Ok(()) => return Waited::Readable,
+                    Err(_) => return Waited::Close,
                 },
+                () = timer.as_mut() => return Waited::TimedOut,
                 () = &mut told => {
                     if self.woken(ticket) {
                         return match has_input(stream) {
@@ -338,7 +343,13 @@ mod tests {
                 let waiting = {
                     let s = std::sync::Arc::clone(&s);
                     tokio::task::spawn_local(async move {
-                        i.wait_readable(&s, Duration::from_secs(30), true).await
+                        i.wait_readable(
+                            &s,
+                            Duration::from_secs(30),
+                            true,
+                            std::pin::pin!(tokio::time::sleep(Duration::ZERO)),
+                        )
+                        .await
                     })
                 };
                 for _ in 0..100 {
@@ -354,7 +365,13 @@ mod tests {
                 // A connection going idle after that is not affected by it.
                 let i = std::rc::Rc::clone(&idle);
                 let later = tokio::task::spawn_local(async move {
-                    i.wait_readable(&s, Duration::from_millis(50), true).await
+                    i.wait_readable(
+                        &s,
+                        Duration::from_millis(50),
+                        true,
+                        std::pin::pin!(tokio::time::sleep(Duration::ZERO)),
+                    )
+                    .await
                 });
                 assert_eq!(later.await.unwrap(), Waited::TimedOut, "times out normally");
             })
@@ -379,7 +396,13 @@ mod tests {
                 for (n, server) in servers.iter().enumerate() {
                     let (i, s) = (std::rc::Rc::clone(&idle), std::rc::Rc::clone(server));
                     waiting.push(tokio::task::spawn_local(async move {
-                        i.wait_readable(&s, Duration::from_secs(30), true).await
+                        i.wait_readable(
+                            &s,
+                            Duration::from_secs(30),
+                            true,
+                            std::pin::pin!(tokio::time::sleep(Duration::ZERO)),
+                        )
+                        .await
                     }));
                     // In order: each waits before the next one starts.
                     while idle.count.get() == n {
