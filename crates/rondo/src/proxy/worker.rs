@@ -190,14 +190,13 @@ pub(crate) fn run_worker(
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_unpark(crate::clock::tick)
         .build()
     else {
         tracing::error!("cannot start a worker runtime");
         return;
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    let turns = local.run_until(async move {
         let worker = Rc::new(Worker::new(memory, stop.clone()));
         let accept_loop = |accept: FrontendSocket| {
             let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
@@ -265,4 +264,5 @@ pub(crate) fn run_worker(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
+    rt.block_on(crate::clock::Ticking(Box::pin(turns)));
 }
