@@ -122,7 +122,8 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
             std::mem::take(&mut pending)
         };
         // Boxed: the request's state machine is large and only lives while a request is in
-        // progress, so an idle keep-alive connection holds just this loop's few fields.
+        // progress, so an idle keep-alive connection holds just this loop's few fields and
+        // its two timers.
         let next = Box::pin(request(
             &mut stream,
             &ip,

@@ -312,6 +312,12 @@ pub(crate) fn raise_descriptor_limit() -> u64 {
 mod tests {
     use super::*;
 
+    /// A new connection's wait (verified readiness), with a timer of its own.
+    async fn wait(idle: &IdleClients, stream: &TcpStream, limit: Duration) -> Waited {
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        idle.wait_readable(stream, limit, true, timer).await
+    }
+
     #[test]
     fn the_default_limit_leaves_room_for_backend_connections() {
         assert_eq!(max_connections_for(1024), 480);
@@ -342,15 +348,9 @@ mod tests {
                 let (i, s) = (std::rc::Rc::clone(&idle), std::sync::Arc::new(server));
                 let waiting = {
                     let s = std::sync::Arc::clone(&s);
-                    tokio::task::spawn_local(async move {
-                        i.wait_readable(
-                            &s,
-                            Duration::from_secs(30),
-                            true,
-                            std::pin::pin!(tokio::time::sleep(Duration::ZERO)),
-                        )
-                        .await
-                    })
+                    tokio::task::spawn_local(
+                        async move { wait(&i, &s, Duration::from_secs(30)).await },
+                    )
                 };
                 for _ in 0..100 {
                     if idle.count.get() == 1 {
@@ -365,17 +365,52 @@ mod tests {
                 // A connection going idle after that is not affected by it.
                 let i = std::rc::Rc::clone(&idle);
                 let later = tokio::task::spawn_local(async move {
-                    i.wait_readable(
-                        &s,
-                        Duration::from_millis(50),
-                        true,
-                        std::pin::pin!(tokio::time::sleep(Duration::ZERO)),
-                    )
-                    .await
+                    wait(&i, &s, Duration::from_millis(50)).await
                 });
                 assert_eq!(later.await.unwrap(), Waited::TimedOut, "times out normally");
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn one_timer_serves_a_connections_waits_one_after_another() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let idle = IdleClients::default();
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let long = Duration::from_secs(30);
+        let mut byte = [0u8; 1];
+
+        client.write_all(b"1").await.unwrap();
+        let waited = idle
+            .wait_readable(&server, long, false, timer.as_mut())
+            .await;
+        assert_eq!(waited, Waited::Readable);
+        server.readable().await.unwrap();
+        assert_eq!(server.try_read(&mut byte).unwrap(), 1);
+        // Read to `WouldBlock`, so tokio forgets the readiness.
+        assert!(server.try_read(&mut byte).is_err());
+        // The same timer, its deadline moved earlier: the short wait ends on time.
+        let short = Duration::from_millis(50);
+        let waited = idle
+            .wait_readable(&server, short, false, timer.as_mut())
+            .await;
+        assert_eq!(waited, Waited::TimedOut);
+        // And moved later again after it fired: the next bytes end the wait, not the timer.
+        let sender = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.write_all(b"2").await.unwrap();
+        };
+        let (waited, ()) = tokio::join!(
+            idle.wait_readable(&server, long, false, timer.as_mut()),
+            sender
+        );
+        assert_eq!(waited, Waited::Readable);
+        assert_eq!(idle.count.get(), 0, "no wait still counted as idle");
     }
 
     #[tokio::test]
@@ -396,13 +431,7 @@ mod tests {
                 for (n, server) in servers.iter().enumerate() {
                     let (i, s) = (std::rc::Rc::clone(&idle), std::rc::Rc::clone(server));
                     waiting.push(tokio::task::spawn_local(async move {
-                        i.wait_readable(
-                            &s,
-                            Duration::from_secs(30),
-                            true,
-                            std::pin::pin!(tokio::time::sleep(Duration::ZERO)),
-                        )
-                        .await
+                        wait(&i, &s, Duration::from_secs(30)).await
                     }));
                     // In order: each waits before the next one starts.
                     while idle.count.get() == n {
