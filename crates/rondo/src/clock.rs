@@ -1,5 +1,6 @@
 //! The program's clock: tokio's monotonic time mapped onto the `balance` crate's
-//! [`Timestamp`]s, so that `tokio::time::pause()` in tests moves every state machine too.
+//! [`Timestamp`]s, so that `tokio::time::pause()` in tests moves every state machine too; on
+//! a worker thread, read once per turn of its event loop ([`loop_now`]).
 
 use std::cell::Cell;
 use std::future::Future;
