@@ -34,6 +34,11 @@ pub fn since(start: Instant) -> std::time::Duration {
     loop_now().saturating_duration_since(start)
 }
 
+/// `tokio::time::timeout` on [`loop_now`]: the deadline costs no clock reading.
+pub fn timeout<F: Future>(limit: std::time::Duration, future: F) -> tokio::time::Timeout<F> {
+    tokio::time::timeout_at(loop_now() + limit, future)
+}
+
 /// Runs `future` until `timer` fires (the caller has reset it to the deadline): `None` then.
 ///
 /// A connection keeps its timers for its whole life and resets them for each wait, which

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::stream::Io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout_at;
 
 use super::chunked::ChunkedDecoder;
 use super::head::Framing;
+use crate::clock::timeout;
 
 /// Bytes read at a time. 16 KiB matches HAProxy's buffer and nginx's default
 /// `proxy_buffer_size` × 2-4: large enough that syscalls are amortised, small enough for
@@ -48,7 +48,7 @@ async fn read_timed(
     buf: &mut Vec<u8>,
     limit: Duration,
 ) -> Result<usize, CopyError> {
-    match timeout_at(crate::clock::loop_now() + limit, read_some(stream, buf)).await {
+    match timeout(limit, read_some(stream, buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(CopyError::Source(e)),
         Err(_) => Err(CopyError::Source(timed_out())),
@@ -67,7 +67,7 @@ pub(crate) async fn write_timed(
         stream.write_all(bytes).await?;
         stream.flush().await
     };
-    match timeout_at(crate::clock::loop_now() + limit, all).await {
+    match timeout(limit, all).await {
         Ok(r) => r,
         Err(_) => Err(timed_out()),
     }
@@ -100,7 +100,7 @@ pub(crate) async fn write2_timed(
         stream.write_all(b).await?;
         stream.flush().await
     };
-    match timeout_at(crate::clock::loop_now() + limit, all).await {
+    match timeout(limit, all).await {
         Ok(r) => r,
         Err(_) => Err(timed_out()),
     }

@@ -308,7 +308,7 @@ async fn forward(
         Framing::Empty => true,
         Framing::Length(n) if n <= upstream.config_ref().retry_body_limit as u64 => {
             while (inbuf.len() as u64) < n {
-                match timeout_at(clock::loop_now() + idle, body::read_some(client, inbuf)).await {
+                match clock::timeout(idle, body::read_some(client, inbuf)).await {
                     Ok(Ok(read)) if read > 0 => {}
                     _ => return Next::Close,
                 }
@@ -436,6 +436,29 @@ impl<C: ClientIo> H1Exchange<'_, C> {
     }
 }
 
+/// Why an attempt got no response head: what the read (or the wait for one) of the backend's
+/// answer returned (`Some(Ok(_))`: the backend closed; `None`: the response timer, `limit`,
+/// fired). `reused`: the attempt was on a pooled connection and nothing had arrived yet (see
+/// [`Failure::no_response`]).
+fn unanswered(
+    addr: std::net::SocketAddr,
+    read: Option<std::io::Result<usize>>,
+    reused: bool,
+    limit: Duration,
+) -> Failure {
+    match read {
+        Some(Ok(_)) => {
+            let detail = format!("{addr} closed the connection without a response");
+            Failure::no_response(reused, detail)
+        }
+        Some(Err(e)) => {
+            let detail = format!("reading the response from {addr} failed: {e}");
+            Failure::no_response(reused, detail)
+        }
+        None => Failure::timed_out(addr, limit),
+    }
+}
+
 impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
     type Output = Next;
 
@@ -503,19 +526,15 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         self.timer
             .as_mut()
             .reset(clock::loop_now() + cfg.response_timeout);
+        let limit = cfg.response_timeout;
         if let BackendConn::Plain(tcp) = &conn {
             match clock::within(self.timer.as_mut(), tcp.readable()).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
-                    let detail = format!("reading the response from {addr} failed: {e}");
-                    return Err(SendError::Backend(Failure::no_response(reused, detail)));
+                    let failed = unanswered(addr, Some(Err(e)), reused, limit);
+                    return Err(SendError::Backend(failed));
                 }
-                None => {
-                    return Err(SendError::Backend(Failure::timed_out(
-                        addr,
-                        cfg.response_timeout,
-                    )));
-                }
+                None => return Err(SendError::Backend(unanswered(addr, None, reused, limit))),
             }
         }
         // Read the response head, skipping interim (1xx) responses.
@@ -542,15 +561,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             let nothing_yet = resp.is_empty();
             match clock::within(self.timer.as_mut(), body::read_some(&mut conn, &mut resp)).await {
                 Some(Ok(n)) if n > 0 => {}
-                Some(Ok(_)) => {
-                    let detail = format!("{addr} closed the connection without a response");
-                    break Err(Failure::no_response(reused && nothing_yet, detail));
-                }
-                Some(Err(e)) => {
-                    let detail = format!("reading the response from {addr} failed: {e}");
-                    break Err(Failure::no_response(reused && nothing_yet, detail));
-                }
-                None => break Err(Failure::timed_out(addr, cfg.response_timeout)),
+                read => break Err(unanswered(addr, read, reused && nothing_yet, limit)),
             }
         };
         match parsed {
