@@ -191,6 +191,10 @@ pub(crate) async fn copy(
 
 /// Writes the `take` body bytes of `buf` from `start` on, after `head` the first time (one
 /// write), then drops them and what was before them from `buf`.
+///
+/// What is before `start` has been read already (the backend's own head, usually longer than
+/// the head sent on): when `head` fits there, it is copied in front of the body and the two
+/// leave as one slice, a plain `send` instead of a `writev`.
 async fn send(
     dst: &mut impl Io,
     head: &mut &[u8],
@@ -199,10 +203,15 @@ async fn send(
     take: usize,
     write: Duration,
 ) -> Result<(), CopyError> {
-    let body = &buf[*start..*start + take];
-    write2_timed(dst, std::mem::take(head), body, write)
-        .await
-        .map_err(CopyError::Destination)?;
+    let head = std::mem::take(head);
+    let written = if !head.is_empty() && head.len() <= *start {
+        let from = *start - head.len();
+        buf[from..*start].copy_from_slice(head);
+        write_timed(dst, &buf[from..*start + take], write).await
+    } else {
+        write2_timed(dst, head, &buf[*start..*start + take], write).await
+    };
+    written.map_err(CopyError::Destination)?;
     buf.drain(..*start + take);
     *start = 0;
     Ok(())
@@ -274,6 +283,11 @@ mod tests {
         let (out, rest) = run(Framing::Length(3), b"H\r\n\r\n", 5, b"xyz").await;
         assert_eq!(out, b"HEAD;xyz");
         assert!(rest.is_empty());
+        // A head to send longer than the backend's (no room before the body for it): it goes
+        // out in a vectored write, the body unmoved.
+        let (out, rest) = run(Framing::Length(3), b"H\n\nabcNEXT", 3, b"").await;
+        assert_eq!(out, b"HEAD;abc");
+        assert_eq!(rest, b"NEXT");
     }
 
     #[tokio::test]

@@ -13,13 +13,13 @@
 //! setup's `Arc`, so the key (the `Arc`'s address) cannot be reused while it is pooled.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use crate::counters::UpstreamCounters;
@@ -67,10 +67,11 @@ pub(crate) fn key(addr: SocketAddr, tls: Option<&Arc<UpstreamTls>>) -> Key {
     (addr, tls.map_or(0, |t| Arc::as_ptr(t) as usize))
 }
 
-/// The idle connections of one worker, by backend address and TLS setup.
+/// The idle connections of one worker, by backend address and TLS setup (Fx-hashed: SipHash
+/// was 0.7 % of a request's CPU, and the keys are the configuration's backends).
 #[derive(Default)]
 pub(crate) struct ConnPool {
-    idle: RefCell<HashMap<Key, Vec<Idle>>>,
+    idle: RefCell<FxHashMap<Key, Vec<Idle>>>,
 }
 
 impl std::fmt::Debug for ConnPool {

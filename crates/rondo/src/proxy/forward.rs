@@ -416,15 +416,20 @@ impl<'u> Attempts<'u> {
 
     /// Starts an attempt of this cost on a backend not tried yet (on the first attempt,
     /// waiting in the upstream's queue when every backend is at its connection limit).
-    async fn next(&mut self, cost: Cost, facts: &Facts) -> Result<Lease<'u>, NoAttempt> {
+    async fn next(
+        &mut self,
+        cost: Cost,
+        facts: &Facts,
+        cfg: &UpstreamConfig,
+    ) -> Result<Lease<'u>, NoAttempt> {
         let first = self.made == 0;
         let cost = self.effective(cost);
         if !first {
             self.allow(cost)?;
             self.retry = self.reserved.take();
         }
-        let Some(lease) = pick(self.upstream, &self.tried[..self.n_tried], facts, first).await
-        else {
+        let tried = &self.tried[..self.n_tried];
+        let Some(lease) = pick(self.upstream, cfg, tried, facts, first).await else {
             let limited = first && self.upstream.pool().snapshot().mode() != Mode::Empty;
             return Err(if limited {
                 NoAttempt::AtLimit
@@ -507,7 +512,7 @@ pub(crate) async fn forward<E: Exchange>(
     let mut times = UpstreamTimes::default();
     let report = origin.report;
     let why = loop {
-        let lease = match attempts.next(cost, &facts).await {
+        let lease = match attempts.next(cost, &facts, &cfg).await {
             Ok(lease) => lease,
             Err(why) => break why,
         };
@@ -787,15 +792,15 @@ fn abandon(upstream: &Upstream, lease: Lease<'_>) {
 /// every backend is at its connection limit.
 async fn pick<'u>(
     upstream: &'u Upstream,
+    cfg: &UpstreamConfig,
     tried: &[*const Backend],
     facts: &Facts,
     may_queue: bool,
 ) -> Option<Lease<'u>> {
     let accept = |b: &Backend| !tried.contains(&(b as *const Backend));
-    let cfg = upstream.config_ref();
     let pick = || {
         let now = upstream.clock().now();
-        affinity::pick(upstream.pool(), now, &cfg, facts.affinity, accept)
+        affinity::pick(upstream.pool(), now, cfg, facts.affinity, accept)
     };
     if let Some(lease) = pick() {
         return Some(lease);

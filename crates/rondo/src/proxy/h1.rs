@@ -216,7 +216,10 @@ async fn request(
             // Between two requests the connection is idle, even when a stale readiness flag
             // brought it here: it closes when room is wanted (shutdown, descriptors running
             // short), unless the next request has just arrived.
+            // Biased, the read first: when the request is already there, the room signal is
+            // never polled, so it never joins (and leaves) its waiters' list.
             let wanted = tokio::select! {
+                biased;
                 read = timeout_at(deadline, body::read_some(stream, inbuf)) => Some(read),
                 () = worker.idle.room_wanted() => None,
             };

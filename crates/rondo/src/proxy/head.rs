@@ -11,8 +11,6 @@
 //! - refuses what would let a request be read two ways (both `Content-Length` and
 //!   `Transfer-Encoding`, repeated differing lengths, a transfer coding other than chunked).
 
-use std::fmt::Write as _;
-
 use super::affinity::{Affinity, RequestParts};
 use super::protocol::{is_forwarding, is_hop_by_hop, is_idempotent};
 use crate::request_id::{self, Id};
@@ -397,6 +395,12 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A status code's three digits, without the formatting machinery.
+fn three_digits(status: u16) -> [u8; 3] {
+    let digit = |n: u16| b'0' + (n % 10) as u8;
+    [digit(status / 100), digit(status / 10), digit(status)]
+}
+
 /// What the proxy needs to know about a parsed response.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResponseInfo {
@@ -463,7 +467,8 @@ pub(crate) fn parse_response(
     let close_client = !client_keep_alive || framing == Framing::UntilClose;
 
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(VecWriter(out), "{status}");
+    // httparse reads exactly three digits.
+    out.extend_from_slice(&three_digits(status));
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -491,16 +496,6 @@ pub(crate) fn parse_response(
         reusable: reusable && !switching,
         close_client,
     }))
-}
-
-/// `fmt::Write` into a byte vector, for numbers.
-struct VecWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for VecWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -772,6 +767,29 @@ mod tests {
                 .contains("Transfer-Encoding: chunked\r\nconnection: close\r\n")
         );
         assert!(parse_response(b"garbage\r\n\r\n", false, true, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_status_line_goes_on_with_its_code_and_reason() {
+        for (code, reason) in [
+            (100, "Continue"),
+            (304, "Not Modified"),
+            (599, ""),
+            (999, "X"),
+        ] {
+            let raw = format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\n\r\n");
+            let mut out = Vec::new();
+            let info = parse_response(raw.as_bytes(), false, true, &mut out)
+                .unwrap()
+                .unwrap();
+            assert_eq!(info.status, code);
+            let line = format!("HTTP/1.1 {code} {reason}\r\n");
+            assert!(
+                out.starts_with(line.as_bytes()),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
     }
 
     proptest::proptest! {
