@@ -125,9 +125,37 @@ fn is(name: &str, lower: &str) -> bool {
     name.eq_ignore_ascii_case(lower)
 }
 
-/// True when a line of `head` ends with LF alone.
-fn has_bare_lf(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+/// Where `part` (a slice httparse returned) starts in `input`.
+fn offset(input: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - input.as_ptr() as usize
+}
+
+/// True when a line of the parsed head `input[..head_len]` ends with LF alone; `first` is
+/// where the request line starts, `headers` what httparse read.
+///
+/// Only the line ends are looked at, not every byte: httparse puts every LF of a head at the
+/// end of a line (none can be inside a field), and each line ends just before the next one
+/// starts. Before the request line there may be empty lines (RFC 9112 §2.2 lets a server skip
+/// them); they must be CRLFs too.
+fn has_bare_lf(
+    input: &[u8],
+    head_len: usize,
+    first: usize,
+    headers: &[httparse::Header<'_>],
+) -> bool {
+    let head = &input[..head_len];
+    if head[..first].chunks(2).any(|pair| pair != b"\r\n") {
+        return true;
+    }
+    // The blank line that ends the head, then every line before it.
+    let Some(blank) = head_len.checked_sub(2).filter(|&b| head[b] == b'\r') else {
+        return true;
+    };
+    headers
+        .iter()
+        .map(|h| offset(input, h.name.as_bytes()))
+        .chain([blank])
+        .any(|end| end < 2 || head[end - 2] != b'\r')
 }
 
 /// Comma-separated tokens of a `Connection` header value, trimmed.
@@ -176,20 +204,22 @@ impl<'h> Fields<'h> {
     /// Reads `Content-Length`, `Transfer-Encoding` and `Connection` from `headers`.
     fn read(headers: &[httparse::Header<'h>]) -> Result<Fields<'h>, FieldError> {
         let mut f = Fields::default();
+        // By length first: most fields are none of the three, and say so in one compare.
         for h in headers {
-            if is(h.name, "content-length") {
+            let name = h.name;
+            if name.len() == 14 && is(name, "content-length") {
                 let n = parse_length(h.value).ok_or(FieldError::Length)?;
                 if f.content_length.is_some_and(|c| c != n) {
                     return Err(FieldError::Length);
                 }
                 f.content_length = Some(n);
-            } else if is(h.name, "transfer-encoding") {
+            } else if name.len() == 17 && is(name, "transfer-encoding") {
                 let mut codings = tokens(h.value);
                 match (codings.next(), codings.next()) {
                     (Some(t), None) if token_eq(t, "chunked") && !f.chunked => f.chunked = true,
                     _ => return Err(FieldError::Coding),
                 }
-            } else if is(h.name, "connection") {
+            } else if name.len() == 10 && is(name, "connection") {
                 for t in tokens(h.value) {
                     if token_eq(t, "close") {
                         f.keep_alive = Some(false);
@@ -288,7 +318,12 @@ pub(crate) fn parse_request<'r>(
     if version == 1 && host.is_none() {
         return Err(HeadError::MissingHost);
     }
-    if has_bare_lf(&input[..head_len]) {
+    if has_bare_lf(
+        input,
+        head_len,
+        offset(input, method.as_bytes()),
+        req.headers,
+    ) {
         return Err(HeadError::BareLf);
     }
     let upgrade = fields.upgrade && req.headers.iter().any(|h| is(h.name, "upgrade"));
@@ -325,7 +360,8 @@ pub(crate) fn parse_request<'r>(
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
+    let mut kept = KeptLines::new(input, head_len, req.headers);
+    for (i, h) in req.headers.iter().enumerate() {
         let name = h.name;
         let skip = is_hop_by_hop(name)
             || fields.names(name)
@@ -338,8 +374,9 @@ pub(crate) fn parse_request<'r>(
         if sent_id.is_none() && is(name, request_id::HEADER) {
             sent_id = Some(h.value);
         }
-        push_header(out, name.as_bytes(), h.value);
+        kept.keep(out, i);
     }
+    kept.flush(out);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -386,6 +423,60 @@ pub(crate) fn parse_request<'r>(
             Some(v) => Id::from_client(v).map_or(SentId::Invalid, SentId::Valid),
         },
     }))
+}
+
+/// The header lines of a parsed head that go on unchanged, copied from the input as they came:
+/// a run of consecutive kept lines is one copy, not four small ones per header.
+///
+/// A line is the bytes from its name to the next line's name (the last one: to the blank line
+/// that ends the head), so it carries its own CRLF. A line that does not end in CRLF (a
+/// backend's bare LF) is rebuilt from its name and value instead.
+struct KeptLines<'h> {
+    input: &'h [u8],
+    headers: &'h [httparse::Header<'h>],
+    /// Where the blank line ending the head starts.
+    end: usize,
+    /// The run not copied yet: `input[from..to]` (a line never starts at 0).
+    from: usize,
+    to: usize,
+}
+
+impl<'h> KeptLines<'h> {
+    fn new(input: &'h [u8], head_len: usize, headers: &'h [httparse::Header<'h>]) -> Self {
+        KeptLines {
+            input,
+            headers,
+            end: head_len.saturating_sub(2),
+            from: 0,
+            to: 0,
+        }
+    }
+
+    /// Keeps header `i`'s line.
+    fn keep(&mut self, out: &mut Vec<u8>, i: usize) {
+        let start = offset(self.input, self.headers[i].name.as_bytes());
+        let end = self
+            .headers
+            .get(i + 1)
+            .map_or(self.end, |h| offset(self.input, h.name.as_bytes()));
+        if end > start + 2 && self.input[end - 2] == b'\r' {
+            if start != self.to {
+                self.flush(out);
+                self.from = start;
+            }
+            self.to = end;
+        } else {
+            self.flush(out);
+            let h = &self.headers[i];
+            push_header(out, h.name.as_bytes(), h.value);
+        }
+    }
+
+    /// Copies the run kept so far.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.input[self.from..self.to]);
+        (self.from, self.to) = (0, 0);
+    }
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -472,7 +563,8 @@ pub(crate) fn parse_response(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in res.headers.iter() {
+    let mut kept = KeptLines::new(input, head_len, res.headers);
+    for (i, h) in res.headers.iter().enumerate() {
         let keep_anyway =
             (switching && is(h.name, "upgrade")) || (chunked && is(h.name, "transfer-encoding"));
         let skip = is_hop_by_hop(h.name)
@@ -481,8 +573,9 @@ pub(crate) fn parse_response(
         if skip && !keep_anyway {
             continue;
         }
-        push_header(out, h.name.as_bytes(), h.value);
+        kept.keep(out, i);
     }
+    kept.flush(out);
     if switching {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else if close_client {
@@ -566,10 +659,26 @@ mod tests {
 
     #[test]
     fn a_line_ending_in_lf_alone_is_found_anywhere_in_the_head() {
-        assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert!(has_bare_lf(b"\nGET / HTTP/1.1\r\n\r\n"));
-        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\n\r\n"));
-        assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\n"));
+        let bare_lf = |raw: &str| matches!(request(raw), Err(HeadError::BareLf));
+        for ok in [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nB: \r\n\r\nBODY\n",
+            "GET / HTTP/1.0\r\n\r\n",
+        ] {
+            assert!(request(ok).unwrap().is_some(), "{ok:?}");
+        }
+        for bad in [
+            "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nB: 1\nC: 2\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\n",
+            "GET / HTTP/1.0\n\r\n",
+            "GET / HTTP/1.0\r\n\n",
+        ] {
+            assert!(bare_lf(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -770,6 +879,33 @@ mod tests {
     }
 
     #[test]
+    fn kept_lines_go_on_as_they_came_and_dropped_ones_leave_no_trace() {
+        // Kept lines around dropped ones (hop-by-hop, named by `Connection`, forwarding),
+        // first and last: each kept line exactly as sent, in order.
+        let raw = "GET /p HTTP/1.1\r\nA: 1\r\nConnection: X-Drop\r\nB:  two \t\r\n\
+                   X-Drop: y\r\nHost: h\r\nX-Forwarded-Proto: https\r\nC: 3\r\n\r\nBODY";
+        let (info, forwarded) = request(raw).unwrap().unwrap();
+        assert_eq!(info.head_len, raw.len() - 4);
+        assert!(
+            forwarded.starts_with(
+                "GET /p HTTP/1.1\r\nA: 1\r\nB:  two \t\r\nHost: h\r\nC: 3\r\nx-forwarded-for: "
+            ),
+            "{forwarded:?}"
+        );
+        assert!(!forwarded.contains("X-Drop") && !forwarded.contains("https"));
+
+        // A backend's line ending in LF alone is rebuilt with CRLF; its neighbours are copied.
+        let mut out = Vec::new();
+        let raw =
+            b"HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\nKeep-Alive: 5\r\nContent-Length: 0\r\nC: 3\r\n\r\n";
+        parse_response(raw, false, true, &mut out).unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\nC: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn the_status_line_goes_on_with_its_code_and_reason() {
         for (code, reason) in [
             (100, "Continue"),
@@ -822,7 +958,8 @@ mod tests {
                     other => return Err(proptest::test_runner::TestCaseError::fail(format!("{other:?}"))),
                 };
                 proptest::prop_assert_eq!(n, out.len());
-                proptest::prop_assert!(!has_bare_lf(&out));
+                let bare_lf = out.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || out[i - 1] != b'\r'));
+                proptest::prop_assert!(!bare_lf);
                 let lengths = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).count();
                 let chunked = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding")).count();
                 proptest::prop_assert!(lengths + chunked <= 1, "{}", String::from_utf8_lossy(&out));

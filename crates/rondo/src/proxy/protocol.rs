@@ -19,7 +19,30 @@ pub(crate) const HOP_BY_HOP: [&str; 7] = [
 
 /// True for a field in [`HOP_BY_HOP`], in any letter case.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    const LENGTHS: u64 = lengths(&HOP_BY_HOP);
+    one_of(name, &HOP_BY_HOP, LENGTHS)
+}
+
+/// The lengths of `names` as a bit set (bit `n` for a name of `n` bytes; all are shorter
+/// than 64).
+const fn lengths(names: &[&str]) -> u64 {
+    let mut set = 0u64;
+    let mut i = 0;
+    while i < names.len() {
+        assert!(names[i].len() < 64);
+        set |= 1 << names[i].len();
+        i += 1;
+    }
+    set
+}
+
+/// True when `name` is one of `names` (whose [`lengths`] are `lengths`), in any letter case.
+/// A request's fields are checked against these lists one by one, and most of them have a
+/// length no name in the list has: the bit test settles those without comparing letters.
+fn one_of(name: &str, names: &[&str], lengths: u64) -> bool {
+    name.len() < 64
+        && lengths & (1 << name.len()) != 0
+        && names.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Methods that are safe to send twice (RFC 9110 §9.2.2): a retry of one of these cannot
@@ -53,7 +76,8 @@ pub(crate) const FORWARDING: [&str; 4] = [
 
 /// True for a field in [`FORWARDING`], in any letter case.
 pub(crate) fn is_forwarding(name: &str) -> bool {
-    FORWARDING.iter().any(|h| name.eq_ignore_ascii_case(h))
+    const LENGTHS: u64 = lengths(&FORWARDING);
+    one_of(name, &FORWARDING, LENGTHS)
 }
 
 #[cfg(test)]
@@ -64,6 +88,12 @@ mod tests {
     fn hop_by_hop_fields_are_matched_in_any_case() {
         assert!(is_hop_by_hop("Connection") && is_hop_by_hop("TRANSFER-ENCODING"));
         assert!(!is_hop_by_hop("content-length") && !is_hop_by_hop("host"));
+        // Names as long as one in the list are compared letter by letter.
+        assert!(!is_hop_by_hop("User-Agent") && !is_hop_by_hop("Sec-Ch-Ua-Mobile"));
+        assert!(is_hop_by_hop("Keep-Alive") && is_hop_by_hop("TE") && is_hop_by_hop("upgrade"));
+        assert!(!is_hop_by_hop("") && !is_hop_by_hop(&"x".repeat(80)));
+        assert!(is_forwarding("X-FORWARDED-FOR") && is_forwarding("Via"));
+        assert!(!is_forwarding("Accept-Language") && !is_forwarding("vib"));
     }
 
     #[test]
