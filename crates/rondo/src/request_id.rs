@@ -37,22 +37,20 @@ pub struct Id {
 impl Id {
     /// A new id, different from every other this process generates.
     pub fn generate() -> Id {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        // std's hasher keys come from the operating system's random source.
-        let prefix = *PREFIX.get_or_init(|| {
+        // std's hasher keys come from the operating system's random source; written out in
+        // hex once.
+        let prefix = PREFIX.get_or_init(|| {
             use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
+            hex(std::collections::hash_map::RandomState::new()
                 .build_hasher()
-                .finish()
+                .finish())
         });
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; MAX_LEN];
-        for (i, slot) in buf[..32].iter_mut().enumerate() {
-            let word = if i < 16 { prefix } else { n };
-            let nibble = (word >> ((15 - (i % 16)) * 4)) & 0xf;
-            *slot = b"0123456789abcdef"[nibble as usize];
-        }
+        buf[..16].copy_from_slice(prefix);
+        buf[16..32].copy_from_slice(&hex(n));
         Id { buf, len: 32 }
     }
 
@@ -71,6 +69,11 @@ impl Id {
         // Only the ASCII bytes `is_valid` allows, or hex digits, are ever stored.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
+}
+
+/// `word`'s 16 hex digits, most significant first.
+fn hex(word: u64) -> [u8; 16] {
+    std::array::from_fn(|i| b"0123456789abcdef"[(word >> ((15 - i) * 4)) as usize & 0xf])
 }
 
 impl std::fmt::Debug for Id {

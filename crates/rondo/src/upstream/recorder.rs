@@ -13,7 +13,7 @@
 //! a bucket is at most 12.5% wide and a reported percentile (the bucket's midpoint) is within
 //! about 6% of the true value. 240 buckets reach past half an hour.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -254,7 +254,9 @@ impl BackendRecorder {
 /// Everything an upstream records for reporting.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    backends: ArcSwap<HashMap<String, Arc<BackendRecorder>>>,
+    /// By backend id, read on every request: Fx-hashed (the ids come from the configuration
+    /// and discovery, not from clients).
+    backends: ArcSwap<FxHashMap<String, Arc<BackendRecorder>>>,
     retries: AtomicU64,
     local_errors: AtomicU64,
     unkeyed: AtomicU64,
@@ -282,7 +284,7 @@ impl Recorder {
         }
         let mut created = None;
         self.backends.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = FxHashMap::clone(map);
             let r = map
                 .entry(id.to_owned())
                 .or_insert_with(|| Arc::new(BackendRecorder::default()));
@@ -301,7 +303,7 @@ impl Recorder {
     /// starts from zero, as its pool counters do.
     pub fn forget(&self, id: &str) {
         self.backends.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = FxHashMap::clone(map);
             map.remove(id);
             map
         });
