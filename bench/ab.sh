@@ -26,13 +26,7 @@ need nginx wrk taskset
 need_built "$A" "a rondo binary"
 need_built "$B" "a rondo binary"
 
-BACKEND=$(free_port)
-PROXY=$(free_port)
-body_files "$dir/www"
-browser_lua "$dir/browser.lua"
-nginx_backend "$BACKEND" "$dir/www"
-{ rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
-wait_port "$BACKEND"
+rondo_alone
 
 RONDO=$B describe_run
 echo "bench/ab.sh A=$A B=$B path $URLPATH, $ROUNDS rounds × ${SECS}s, $CONNS connections"

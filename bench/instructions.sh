@@ -23,13 +23,7 @@ SECS=${3:-6}
 . "$(dirname "$0")/lib.sh"
 need valgrind callgrind_control nginx wrk
 
-BACKEND=$(free_port)
-PROXY=$(free_port)
-body_files "$dir/www"
-browser_lua "$dir/browser.lua"
-nginx_backend "$BACKEND" "$dir/www"
-{ rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
-wait_port "$BACKEND"
+rondo_alone
 script=()
 if [ "$URLPATH" = browser ]; then script=(-s "$dir/browser.lua"); URLPATH=/; fi
 url="http://127.0.0.1:$PROXY$URLPATH"

@@ -232,6 +232,19 @@ rondo_conf() {
   { rondo_head "$WORKERS" false 127.0.0.1:0; cat; } > "$dir/rondo.toml"
 }
 
+# rondo_alone: the setup of the scripts that run rondo builds alone (bench/ab.sh,
+# bench/instructions.sh): sets BACKEND and PROXY, writes the response bodies and the browser
+# script, starts the nginx backend and writes rondo's configuration in front of it.
+rondo_alone() {
+  BACKEND=$(free_port)
+  PROXY=$(free_port)
+  body_files "$dir/www"
+  browser_lua "$dir/browser.lua"
+  nginx_backend "$BACKEND" "$dir/www"
+  { rondo_listener web "$PROXY"; rondo_app "$BACKEND"; } | rondo_conf
+  wait_port "$BACKEND"
+}
+
 # rondo_head WORKERS ACCESS_LOG ADMIN: the top of a rondo configuration (worker threads, the
 # access log on or off, the admin API's address).
 rondo_head() {
