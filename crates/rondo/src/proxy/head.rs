@@ -212,22 +212,21 @@ impl<'h> Fields<'h> {
     /// Reads `Content-Length`, `Transfer-Encoding` and `Connection` from `headers`.
     fn read(headers: &[httparse::Header<'h>]) -> Result<Fields<'h>, FieldError> {
         let mut f = Fields::default();
-        // By length first: most fields are none of the three, and say so in one compare.
         for h in headers {
             let name = h.name;
-            if name.len() == 14 && is(name, "content-length") {
+            if is(name, "content-length") {
                 let n = parse_length(h.value).ok_or(FieldError::Length)?;
                 if f.content_length.is_some_and(|c| c != n) {
                     return Err(FieldError::Length);
                 }
                 f.content_length = Some(n);
-            } else if name.len() == 17 && is(name, "transfer-encoding") {
+            } else if is(name, "transfer-encoding") {
                 let mut codings = tokens(h.value);
                 match (codings.next(), codings.next()) {
                     (Some(t), None) if token_eq(t, "chunked") && !f.chunked => f.chunked = true,
                     _ => return Err(FieldError::Coding),
                 }
-            } else if name.len() == 10 && is(name, "connection") {
+            } else if is(name, "connection") {
                 for t in tokens(h.value) {
                     if token_eq(t, "close") {
                         f.keep_alive = Some(false);
