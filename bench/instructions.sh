@@ -8,8 +8,9 @@
 #
 #   bench/instructions.sh BINARY... [-- PATH [CONNECTIONS [SECONDS]]]
 #
-# PATH: / (the default; the backend answers "ok"), /1k, /16k, /256k or browser (a browser's
-# request head on /, as in bench/proxies-profiles.sh). Defaults: 16 connections, 6 s after a
+# PATH: / (the default; the backend answers "ok"), /1k, /16k, /256k, browser (a browser's
+# request head on /, as in bench/proxies-profiles.sh) or h2c (HTTP/2 clients with prior
+# knowledge on /, `rondo bench --http2` from the first binary, as in bench/ab.sh). Defaults: 16 connections, 6 s after a
 # 3 s warm-up that is not counted. With TOP=N in the environment, also prints the N functions
 # with the most instructions per request. Needs valgrind, nginx and wrk; everything listens
 # on 127.0.0.1 and stops by itself.
@@ -26,7 +27,17 @@ need valgrind callgrind_control nginx wrk
 rondo_alone
 script=()
 if [ "$URLPATH" = browser ]; then script=(-s "$dir/browser.lua"); URLPATH=/; fi
+h2c=
+if [ "$URLPATH" = h2c ]; then h2c=1; URLPATH=/; fi
 url="http://127.0.0.1:$PROXY$URLPATH"
+# load SECONDS: the profile's load for that long; sets reqs.
+load() {
+  if [ -n "$h2c" ]; then
+    h2c_stats "$("${bins[0]}" bench --http2 --json -c "$CONNS" -d "${1}s" "$url")"
+  else
+    wrk_stats "$(wrk -t1 -c"$CONNS" -d"${1}s" "${script[@]}" "$url")"
+  fi
+}
 
 echo "| build | path | requests | instructions per request |"
 echo "|---|---|---|---|"
@@ -37,16 +48,15 @@ for bin in "${bins[@]}"; do
     >"$dir/valgrind.log" 2>&1 &
   running=$!
   for _ in $(seq 1200); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY") 2>/dev/null && break; sleep 0.1; done
-  wrk -t1 -c"$CONNS" -d3s "${script[@]}" "$url" >/dev/null
+  load 3
   callgrind_control -z "$running" >/dev/null 2>&1
-  out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "${script[@]}" "$url")
-  wrk_stats "$out"
+  load "$SECS"
   callgrind_control -d "$running" >/dev/null 2>&1
   stop_proxy "$running"
   running=
   counts=$(ls -t "$dir"/cg.* | head -1)
   total=$(awk '/^summary:/ {print $2; exit}' "$counts")
-  echo "| $(basename "$bin") | ${script:+browser }$URLPATH | $reqs | $((total / reqs)) |"
+  echo "| $(basename "$bin") | ${h2c:+h2c }${script:+browser }$URLPATH | $reqs | $((total / reqs)) |"
   if [ -n "${TOP:-}" ]; then
     # Each function's own instructions (not those of what it calls), per request.
     python3 - "$counts" "$reqs" "$TOP" <<'PY'

@@ -137,10 +137,13 @@ pub(crate) async fn serve<S: Io + 'static>(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (frontend, worker, ip) = (Arc::clone(&frontend), Rc::clone(&worker), Rc::clone(&ip));
         let open = Streams::open(&counted);
-        async move {
+        // Boxed: the stream's future holds the whole forwarding state (kilobytes), and hyper
+        // moves it into the stream's task and again into the task's cell; a box moves as a
+        // pointer.
+        Box::pin(async move {
             let _open = open;
             Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await)
-        }
+        })
     });
     // hyper's HTTP/2 limits, the same whether the connection is HTTP/2 only or detected (two
     // builder types with the same methods, hence a macro rather than a function).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::{Backend, Deferred, Outcome};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http_body_util::Either;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
@@ -32,7 +32,7 @@ use super::forward::{
 use super::h2_upstream::{self, H2Sender, OpenError, Stream};
 use super::protocol::is_idempotent;
 use super::relay_body::{LateVerdict, Tracked};
-use super::relay_head::{Own, error, strip_hop_by_hop, to_http2, upstream_head};
+use super::relay_head::{Own, error, request_host, strip_hop_by_hop, to_http2, upstream_head};
 use super::replay::{Replay, ReplayBody};
 use super::respond::ErrorPage;
 use super::{Frontend, Worker};
@@ -46,6 +46,12 @@ pub(crate) type H1Sender = http1::SendRequest<ReplayBody>;
 
 /// Body of a response to the client: the backend's, or rondo's own.
 pub(crate) type ClientBody = Either<Tracked, Own>;
+
+/// A gRPC call's deadline (a request field).
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A gRPC call's status, in a response's head or trailers.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The trailers of a gRPC response, declared to an HTTP/1.1 client so they are forwarded.
 const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
@@ -63,54 +69,30 @@ pub(crate) async fn forward(
     worker: &Worker,
     ip: &str,
 ) -> Response<ClientBody> {
-    let (mut head, host, trailers) = upstream_head(&req, ip, frontend.config.tls.is_some());
+    let host = request_host(&req);
     let version = req.version();
     let index = frontend.route(host.as_deref(), req.uri().path());
     let upstream = Arc::clone(&frontend.upstreams[index]);
     let cfg = upstream.config_ref();
-    let id = super::headers::request_id_in_map(&mut head.headers);
-    let bare_host = host
-        .as_deref()
-        .map_or("", |h| h.rsplit_once(':').map_or(h, |(h, _)| h));
-    let vars = Vars {
-        remote_addr: ip,
-        host: bare_host,
-        request_id: id.as_str(),
-    };
-    let request_rules = [
-        &frontend.config.headers.request,
-        &frontend.route_headers[index].request,
-    ];
-    super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
+    // What the policy needs from the client's head, read before the head is taken apart.
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| crate::grpc::is_grpc(v.as_bytes()));
-    if worker.memory.over() {
-        super::memory::refuse_request(frontend, worker, index);
-        let mut res = error(503, &super::memory::refused_page(id.as_str()), grpc);
-        if version != http::Version::HTTP_2 {
-            let close = HeaderValue::from_static("close");
-            res.headers_mut().insert(header::CONNECTION, close);
-        }
-        return res;
-    }
-    let path = req.uri().path();
     let idempotent = if grpc {
-        cfg.grpc.is_idempotent(path)
+        cfg.grpc.is_idempotent(req.uri().path())
     } else {
         is_idempotent(req.method().as_str())
     };
     // A gRPC deadline bounds every attempt; a malformed one is ignored, as gRPC servers do.
-    let deadline = req
-        .headers()
-        .get("grpc-timeout")
-        .filter(|_| grpc)
+    let deadline = grpc
+        .then(|| req.headers().get(GRPC_TIMEOUT))
+        .flatten()
         .and_then(|v| crate::grpc::parse_timeout(v.as_bytes()))
         .map(|t| Instant::now() + t);
-    let priority = req
-        .headers()
-        .get(upstream.priority_header())
+    let priority = upstream
+        .priority_name()
+        .and_then(|name| req.headers().get(name))
         .and_then(|v| v.to_str().ok()?.trim().parse().ok())
         .unwrap_or(0);
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -125,6 +107,32 @@ pub(crate) async fn forward(
         priority,
         affinity: affinity::read(&cfg, &request),
     };
+    let (client, body) = req.into_parts();
+    let tls = frontend.config.tls.is_some();
+    let (mut head, trailers) = upstream_head(client, host.as_deref(), ip, tls);
+    let id = super::headers::request_id_in_map(&mut head.headers);
+    let bare_host = host
+        .as_deref()
+        .map_or("", |h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let vars = Vars {
+        remote_addr: ip,
+        host: bare_host,
+        request_id: id.as_str(),
+    };
+    let request_rules = [
+        &frontend.config.headers.request,
+        &frontend.route_headers[index].request,
+    ];
+    super::headers::apply_to_map(&mut head.headers, &request_rules, &vars);
+    if worker.memory.over() {
+        super::memory::refuse_request(frontend, worker, index);
+        let mut res = error(503, &super::memory::refused_page(id.as_str()), grpc);
+        if version != http::Version::HTTP_2 {
+            let close = HeaderValue::from_static("close");
+            res.headers_mut().insert(header::CONNECTION, close);
+        }
+        return res;
+    }
     let origin = Origin {
         client: ip,
         listener: &frontend.config.name,
@@ -135,7 +143,7 @@ pub(crate) async fn forward(
         request_id: id.as_str(),
         report: &frontend.reports[index],
     };
-    let body = Replay::new(Some(req.into_body()), cfg.retry_body_limit);
+    let body = Replay::new(Some(body), cfg.retry_body_limit);
     drop(cfg);
     let mut exchange = RelayExchange {
         worker,
@@ -361,7 +369,7 @@ impl Exchange for RelayExchange<'_> {
                     crate::grpc::parse_status(
                         response
                             .headers()
-                            .get("grpc-status")
+                            .get(GRPC_STATUS)
                             .map(HeaderValue::as_bytes),
                     )
                 } else {

@@ -8,77 +8,94 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Full};
 
-use super::protocol::HOP_BY_HOP;
+use super::protocol::is_hop_by_hop;
 use super::respond::ErrorPage;
 
-/// Removes the fields that describe one hop only.
+/// Removes the fields that describe one hop only. Most heads carry none: one pass over the
+/// names they have finds that, where removing each listed name would parse and hash it.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
+    while let Some(name) = headers.keys().find(|n| is_hop_by_hop(n.as_str())).cloned() {
         headers.remove(name);
     }
 }
 
-/// The head to send a backend: the client's, minus hop-by-hop fields, with `Host` from the
-/// `:authority` and the forwarding fields set; also the host the client asked for, and
-/// whether it accepts trailers (`te: trailers`, which gRPC requires and HTTP/2 keeps).
-pub(crate) fn upstream_head<B>(
-    req: &Request<B>,
-    ip: &str,
-    tls: bool,
-) -> (http::request::Parts, Option<String>, bool) {
-    let mut head = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|_| Request::new(()).into_parts().0);
-    let trailers = req.headers().get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|t| t.split(',').any(|t| t.trim() == "trailers"))
-    });
-    let mut headers = req.headers().clone();
-    strip_hop_by_hop(&mut headers);
-    let host = req
-        .uri()
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The host the client asked for: the `:authority` (HTTP/2, or an absolute-form target),
+/// else the `Host` field.
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
         .authority()
         .map(|a| a.as_str().to_owned())
         .or_else(|| {
-            headers
+            req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_owned)
-        });
-    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+        })
+}
+
+/// The head to send a backend, made from the client's (taken, not copied): its target in
+/// origin form, minus hop-by-hop fields, with `Host` set to `host` (see [`request_host`])
+/// and the forwarding fields set; also whether the client accepts trailers
+/// (`te: trailers`, which gRPC requires and HTTP/2 keeps).
+pub(crate) fn upstream_head(
+    client: http::request::Parts,
+    host: Option<&str>,
+    ip: &str,
+    tls: bool,
+) -> (http::request::Parts, bool) {
+    let http::request::Parts {
+        method,
+        uri,
+        version,
+        mut headers,
+        ..
+    } = client;
+    let mut head = Request::new(()).into_parts().0;
+    head.method = method;
+    head.uri = uri
+        .into_parts()
+        .path_and_query
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    let trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|t| t.split(',').any(|t| t.trim() == "trailers"))
+    });
+    strip_hop_by_hop(&mut headers);
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
+            headers.insert(name, v);
         }
     };
-    let prior = |headers: &HeaderMap, name: &str| {
+    let prior = |headers: &HeaderMap, name: &HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let version = match req.version() {
+    let version = match version {
         http::Version::HTTP_2 => "2.0",
         _ => "1.1",
     };
     let xff =
-        prior(&headers, "x-forwarded-for").map_or_else(|| ip.to_owned(), |p| format!("{p}, {ip}"));
-    let via = prior(&headers, "via").map_or_else(
+        prior(&headers, &X_FORWARDED_FOR).map_or_else(|| ip.to_owned(), |p| format!("{p}, {ip}"));
+    let via = prior(&headers, &header::VIA).map_or_else(
         || format!("{version} rondo"),
         |p| format!("{p}, {version} rondo"),
     );
-    set(&mut headers, "x-forwarded-for", xff);
+    set(&mut headers, X_FORWARDED_FOR, xff);
     let proto = if tls { "https" } else { "http" };
-    set(&mut headers, "x-forwarded-proto", proto.to_owned());
-    set(&mut headers, "via", via);
-    if let Some(h) = &host {
-        set(&mut headers, "x-forwarded-host", h.clone());
-        set(&mut headers, "host", h.clone());
+    set(&mut headers, X_FORWARDED_PROTO, proto.to_owned());
+    set(&mut headers, header::VIA, via);
+    if let Some(h) = host {
+        set(&mut headers, X_FORWARDED_HOST, h.to_owned());
+        set(&mut headers, header::HOST, h.to_owned());
     }
     head.headers = headers;
-    (head, host, trailers)
+    (head, trailers)
 }
 
 /// Turns an HTTP/1.1 head into the HTTP/2 head of the same request: the target becomes an
@@ -162,5 +179,83 @@ fn request_id<B>(res: &mut Response<B>, page: &ErrorPage<'_>) {
         .and_then(|id| HeaderValue::from_str(id).ok())
     {
         res.headers_mut().insert(crate::request_id::HEADER, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_head_is_the_clients_in_origin_form_without_hop_by_hop_fields() {
+        let mut client = Request::builder()
+            .method("PUT")
+            .uri("http://shop.example:8080/cart?id=7")
+            .version(http::Version::HTTP_2)
+            .header("connection", "keep-alive")
+            .header("Keep-Alive", "timeout=5")
+            .header("te", "gzip")
+            .header("te", "trailers")
+            .header("transfer-encoding", "chunked")
+            .header("upgrade", "websocket")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "ftp")
+            .header("via", "1.1 edge")
+            .header("x-kept", "1")
+            .header("x-kept", "2")
+            .body(())
+            .unwrap();
+        client.extensions_mut().insert(7u8);
+        let host = request_host(&client);
+        assert_eq!(host.as_deref(), Some("shop.example:8080"));
+        let (head, trailers) =
+            upstream_head(client.into_parts().0, host.as_deref(), "10.0.0.1", true);
+        assert!(
+            trailers,
+            "`te: trailers` among several values is seen before te goes"
+        );
+        assert_eq!(head.method, "PUT");
+        assert_eq!(head.uri, "/cart?id=7");
+        assert_eq!(head.version, http::Version::HTTP_11);
+        assert!(head.extensions.get::<u8>().is_none());
+        let h = &head.headers;
+        for gone in HOP {
+            assert!(!h.contains_key(gone), "{gone} is hop-by-hop");
+        }
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example:8080");
+        assert_eq!(h["host"], "shop.example:8080");
+        assert_eq!(h["via"], "1.1 edge, 2.0 rondo");
+        let kept: Vec<_> = h.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["1", "2"]);
+        assert_eq!(h.len(), 7);
+    }
+
+    const HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+    ];
+
+    #[test]
+    fn a_head_without_a_target_or_host_gets_the_root_and_no_host() {
+        let client = Request::builder()
+            .method("GET")
+            .uri("/")
+            .header("trailer", "x")
+            .body(())
+            .unwrap();
+        let host = request_host(&client);
+        assert_eq!(host, None);
+        let (head, trailers) = upstream_head(client.into_parts().0, None, "::1", false);
+        assert!(!trailers);
+        assert_eq!(head.uri, "/");
+        assert!(!head.headers.contains_key("host") && !head.headers.contains_key("trailer"));
+        assert_eq!(head.headers["via"], "1.1 rondo");
+        assert_eq!(head.headers["x-forwarded-proto"], "http");
     }
 }

@@ -43,6 +43,9 @@ pub struct Upstream {
     config: ArcSwap<UpstreamConfig>,
     /// The queue's priority header, fixed at start (the queue is built once).
     priority_header: String,
+    /// The same name parsed once, for the HTTP/2 path's header maps (`None` if it is not a
+    /// valid field name, which then matches no request).
+    priority_name: Option<http::HeaderName>,
     pool: Pool,
     clock: Clock,
     /// Requests in progress, for the retry budget.
@@ -201,6 +204,8 @@ impl Upstream {
         Ok(Upstream {
             queue: Queue::new(config.queue.size),
             priority_header: config.queue.priority_header.clone(),
+            priority_name: http::HeaderName::from_bytes(config.queue.priority_header.as_bytes())
+                .ok(),
             name: config.name.clone(),
             config: ArcSwap::from_pointee(config),
             pool,
@@ -255,6 +260,11 @@ impl Upstream {
     /// The request header that orders the wait queue (fixed at start).
     pub fn priority_header(&self) -> &str {
         &self.priority_header
+    }
+
+    /// [`Self::priority_header`] as a field name, parsed at start rather than per request.
+    pub fn priority_name(&self) -> Option<&http::HeaderName> {
+        self.priority_name.as_ref()
     }
 
     /// Applies a reloaded configuration of this upstream (same name): membership, weights
