@@ -22,8 +22,8 @@
 //! processing it (REFUSED_STREAM, or beyond a GOAWAY's last stream id) is reported as
 //! [`refused`], which the forwarding policy retries like a connection that never opened.
 
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -158,13 +158,14 @@ pub(crate) enum OpenError {
     Closed,
 }
 
-/// One worker's HTTP/2 connections, by backend address and TLS setup.
+/// One worker's HTTP/2 connections, by backend address and TLS setup (Fx-hashed like
+/// [`super::connpool::ConnPool`]: the keys come from the configuration, not from clients).
 #[derive(Default)]
 pub(crate) struct H2Pool {
-    conns: RefCell<HashMap<Key, Vec<Conn>>>,
+    conns: RefCell<FxHashMap<Key, Vec<Conn>>>,
     /// Backends a connection is being opened to: a burst of requests waits for it rather
     /// than opening one connection each.
-    opening: RefCell<HashMap<Key, Rc<tokio::sync::Notify>>>,
+    opening: RefCell<FxHashMap<Key, Rc<tokio::sync::Notify>>>,
 }
 
 /// A connection being opened, announced until dropped (then its waiters look again).

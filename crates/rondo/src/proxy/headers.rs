@@ -85,18 +85,21 @@ pub(crate) fn apply(head: &mut Vec<u8>, rules: &[&HeaderRules], vars: &Vars<'_>)
     );
 }
 
+/// [`request_id::HEADER`] as a field name for header maps, parsed once.
+pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(request_id::HEADER);
+
 /// The request id for an HTTP/2 request: the client's when valid, else a new one set in
 /// `map` in place of any invalid one.
 pub(crate) fn request_id_in_map(map: &mut http::HeaderMap) -> Id {
     if let Some(id) = map
-        .get(request_id::HEADER)
+        .get(REQUEST_ID)
         .and_then(|v| Id::from_client(v.as_bytes()))
     {
         return id;
     }
     let id = Id::generate();
     if let Ok(v) = http::HeaderValue::from_str(id.as_str()) {
-        map.insert(request_id::HEADER, v);
+        map.insert(REQUEST_ID, v);
     }
     id
 }

@@ -65,34 +65,30 @@ pub(crate) fn upstream_head(
             .is_ok_and(|t| t.split(',').any(|t| t.trim() == "trailers"))
     });
     strip_hop_by_hop(&mut headers);
-    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
+    // Each value is made straight from what it says: the common case (no earlier proxy)
+    // formats nothing, and rondo's own fixed values are static.
+    let appended = |headers: &HeaderMap, name: &HeaderName, own: &str| match headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {own}")),
+        None => HeaderValue::from_str(own),
     };
-    let prior = |headers: &HeaderMap, name: &HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    let via = match version {
+        http::Version::HTTP_2 => "2.0 rondo",
+        _ => "1.1 rondo",
     };
-    let version = match version {
-        http::Version::HTTP_2 => "2.0",
-        _ => "1.1",
-    };
-    let xff =
-        prior(&headers, &X_FORWARDED_FOR).map_or_else(|| ip.to_owned(), |p| format!("{p}, {ip}"));
-    let via = prior(&headers, &header::VIA).map_or_else(
-        || format!("{version} rondo"),
-        |p| format!("{p}, {version} rondo"),
-    );
-    set(&mut headers, X_FORWARDED_FOR, xff);
-    let proto = if tls { "https" } else { "http" };
-    set(&mut headers, X_FORWARDED_PROTO, proto.to_owned());
-    set(&mut headers, header::VIA, via);
-    if let Some(h) = host {
-        set(&mut headers, X_FORWARDED_HOST, h.to_owned());
-        set(&mut headers, header::HOST, h.to_owned());
+    if let Ok(v) = appended(&headers, &X_FORWARDED_FOR, ip) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    headers.insert(X_FORWARDED_PROTO, proto);
+    if let Ok(v) = appended(&headers, &header::VIA, via) {
+        headers.insert(header::VIA, v);
+    }
+    if let Some(Ok(h)) = host.map(HeaderValue::from_str) {
+        headers.insert(X_FORWARDED_HOST, h.clone());
+        headers.insert(header::HOST, h);
     }
     head.headers = headers;
     (head, trailers)
@@ -178,7 +174,7 @@ fn request_id<B>(res: &mut Response<B>, page: &ErrorPage<'_>) {
         .request_id
         .and_then(|id| HeaderValue::from_str(id).ok())
     {
-        res.headers_mut().insert(crate::request_id::HEADER, id);
+        res.headers_mut().insert(super::headers::REQUEST_ID, id);
     }
 }
 

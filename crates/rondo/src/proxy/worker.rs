@@ -23,8 +23,9 @@ pub(crate) struct Worker {
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
     /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup,
-    /// each with the moment its `keepalive_timeout` runs out.
-    h1_senders: RefCell<std::collections::HashMap<connpool::Key, Vec<IdleSender>>>,
+    /// each with the moment its `keepalive_timeout` runs out (Fx-hashed, as the keys come
+    /// from the configuration).
+    h1_senders: RefCell<rustc_hash::FxHashMap<connpool::Key, Vec<IdleSender>>>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     pub(super) h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
