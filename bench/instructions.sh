@@ -10,10 +10,10 @@
 #
 # PATH: / (the default; the backend answers "ok"), /1k, /16k, /256k, browser (a browser's
 # request head on /, as in bench/proxies-profiles.sh) or h2c (HTTP/2 clients with prior
-# knowledge on /, `rondo bench --http2` from the first binary, as in bench/ab.sh). Defaults: 16 connections, 6 s after a
-# 3 s warm-up that is not counted. With TOP=N in the environment, also prints the N functions
-# with the most instructions per request. Needs valgrind, nginx and wrk; everything listens
-# on 127.0.0.1 and stops by itself.
+# knowledge on /, driven by `rondo bench --http2` from the first binary, as in bench/ab.sh).
+# Defaults: 16 connections, 6 s after a 3 s warm-up that is not counted. With TOP=N in the
+# environment, also prints the N functions with the most instructions per request. Needs
+# valgrind, nginx and wrk; everything listens on 127.0.0.1 and stops by itself.
 bins=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do bins+=("$(realpath "$1")"); shift; done
 [ "${1:-}" = -- ] && shift

@@ -7,7 +7,7 @@ use balance::Outcome;
 /// Connection-specific fields (RFC 9110 §7.6.1): they describe one hop, so a proxy drops
 /// them (and HTTP/2 forbids them). `Upgrade` is put back by the HTTP/1.1 path when the
 /// request really upgrades.
-pub(crate) const HOP_BY_HOP: [&str; 7] = [
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -194,6 +194,7 @@ mod tests {
             .header("te", "trailers")
             .header("transfer-encoding", "chunked")
             .header("upgrade", "websocket")
+            .header("Proxy-Connection", "keep-alive")
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-forwarded-proto", "ftp")
             .header("via", "1.1 edge")
@@ -228,9 +229,10 @@ mod tests {
         assert_eq!(h.len(), 7);
     }
 
-    const HOP: [&str; 6] = [
+    const HOP: [&str; 7] = [
         "connection",
         "keep-alive",
+        "proxy-connection",
         "te",
         "transfer-encoding",
         "upgrade",
