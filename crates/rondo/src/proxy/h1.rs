@@ -123,9 +123,9 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         };
         // Boxed: the request's state machine is large and only lives while a request is in
         // progress, so an idle keep-alive connection holds just this loop's few fields and
-        // its two timers. Kept in the task instead (session 9), it saved about 500
+        // its two timers. Kept in the task instead (session 9), it saved about 1,000
         // instructions per request, and a fresh process's first 1,000 idle connections cost
-        // 2,953 bytes each instead of 1,692 (`bench/idle-memory.sh`).
+        // 2,953 bytes each instead of 1,651 (`bench/idle-memory.sh`).
         let next = Box::pin(request(
             &mut stream,
             &ip,

@@ -41,10 +41,8 @@ pub use set::UpstreamSet;
 pub struct Upstream {
     /// The per-request settings, swapped whole by a reload; the request path loads it once.
     config: ArcSwap<UpstreamConfig>,
-    /// The queue's priority header, fixed at start (the queue is built once).
-    priority_header: String,
-    /// The same name parsed once, for the HTTP/2 path's header maps (`None` if it is not a
-    /// valid field name, which then matches no request).
+    /// The queue's priority header, fixed at start (the queue is built once), parsed once
+    /// (`None` if it is not a valid field name, which then matches no request).
     priority_name: Option<http::HeaderName>,
     pool: Pool,
     clock: Clock,
@@ -203,7 +201,6 @@ impl Upstream {
         )?;
         Ok(Upstream {
             queue: Queue::new(config.queue.size),
-            priority_header: config.queue.priority_header.clone(),
             priority_name: http::HeaderName::from_bytes(config.queue.priority_header.as_bytes())
                 .ok(),
             name: config.name.clone(),
@@ -257,12 +254,15 @@ impl Upstream {
         self.config.load()
     }
 
-    /// The request header that orders the wait queue (fixed at start).
+    /// The request header that orders the wait queue (fixed at start; empty when the
+    /// configured name is not a valid field name, so no request carries it).
     pub fn priority_header(&self) -> &str {
-        &self.priority_header
+        self.priority_name
+            .as_ref()
+            .map_or("", http::HeaderName::as_str)
     }
 
-    /// [`Self::priority_header`] as a field name, parsed at start rather than per request.
+    /// [`Self::priority_header`] as a field name, for header maps.
     pub fn priority_name(&self) -> Option<&http::HeaderName> {
         self.priority_name.as_ref()
     }
