@@ -33,16 +33,9 @@ echo "bench/ab.sh A=$A B=$B path $URLPATH, $ROUNDS rounds × ${SECS}s, $CONNS co
 echo
 echo "| round | build | requests/s | CPU µs/request | of which user | p99 | errors | stolen (ms) |"
 echo "|---|---|---|---|---|---|---|---|"
-# load SECONDS: the profile's load for that long; sets reqs, rps, p99 and errs.
-load() {
-  if [ "$URLPATH" = h2c ]; then
-    h2c_stats "$(taskset -c 0 "$B" bench --http2 --json -c "$CONNS" -d "${1}s" "http://127.0.0.1:$PROXY/")"
-  elif [ "$URLPATH" = browser ]; then
-    wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${1}s" --latency -s "$dir/browser.lua" "http://127.0.0.1:$PROXY/")"
-  else
-    wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${1}s" --latency "http://127.0.0.1:$PROXY$URLPATH")"
-  fi
-}
+# load SECONDS: the profile's load for that long (HTTP/2 clients from build B); sets reqs,
+# rps, p99 and errs.
+load() { H2C_CLIENT=$B load_profile "$URLPATH" "$1" "http://127.0.0.1:$PROXY"; }
 for round in $(seq "$ROUNDS"); do
   for build in A B; do
     if [ "$build" = A ]; then RONDO=$A; else RONDO=$B; fi

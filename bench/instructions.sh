@@ -25,19 +25,9 @@ SECS=${3:-6}
 need valgrind callgrind_control nginx wrk
 
 rondo_alone
-script=()
-if [ "$URLPATH" = browser ]; then script=(-s "$dir/browser.lua"); URLPATH=/; fi
-h2c=
-if [ "$URLPATH" = h2c ]; then h2c=1; URLPATH=/; fi
-url="http://127.0.0.1:$PROXY$URLPATH"
-# load SECONDS: the profile's load for that long; sets reqs.
-load() {
-  if [ -n "$h2c" ]; then
-    h2c_stats "$("${bins[0]}" bench --http2 --json -c "$CONNS" -d "${1}s" "$url")"
-  else
-    wrk_stats "$(wrk -t1 -c"$CONNS" -d"${1}s" "${script[@]}" "$url")"
-  fi
-}
+# load SECONDS: the profile's load for that long, unpinned (valgrind runs on one CPU at a
+# time anyway), HTTP/2 clients from the first binary; sets reqs.
+load() { LOAD_PIN=0 H2C_CLIENT=${bins[0]} load_profile "$URLPATH" "$1" "http://127.0.0.1:$PROXY"; }
 
 echo "| build | path | requests | instructions per request |"
 echo "|---|---|---|---|"
@@ -56,7 +46,7 @@ for bin in "${bins[@]}"; do
   running=
   counts=$(ls -t "$dir"/cg.* | head -1)
   total=$(awk '/^summary:/ {print $2; exit}' "$counts")
-  echo "| $(basename "$bin") | ${h2c:+h2c }${script:+browser }$URLPATH | $reqs | $((total / reqs)) |"
+  echo "| $(basename "$bin") | $URLPATH | $reqs | $((total / reqs)) |"
   if [ -n "${TOP:-}" ]; then
     # Each function's own instructions (not those of what it calls), per request.
     python3 - "$counts" "$reqs" "$TOP" <<'PY'

@@ -1,8 +1,8 @@
-# Shared setup of the proxy comparisons (sourced by bench/proxies.sh, bench/proxies-grpc.sh and
-# bench/proxies-tls.sh; not run on its own): tool checks, a temp dir removed at exit with every
-# process started through it stopped by its PID, free ports, readiness waits, CPU and memory
-# readings from /proc, wrk output parsing, the nginx backend answering "ok", and starting a
-# proxy pinned to CPU 1 (the load and the backend run on CPU 0).
+# Shared setup of the benchmarks (sourced by every bench/*.sh; not run on its own): tool checks,
+# a temp dir removed at exit with every process started through it stopped by its PID, free
+# ports, readiness waits, CPU and memory readings from /proc, wrk output parsing, the profiles'
+# loads, the nginx backend answering "ok", and starting a proxy pinned to CPU 1 (the load and
+# the backend run on CPU 0).
 #
 # The method, the same in every script: one worker thread per proxy, peers in turn within one
 # run (so each round compares proxies under the same machine load), the proxy's CPU time
@@ -151,6 +151,27 @@ wrk_stats() {
   p50=$(echo "$1" | awk '$1=="50%" {print $2}')
   p99=$(echo "$1" | awk '$1=="99%" {print $2}')
   errs=$(echo "$1" | awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $5} END {print n + 0}')
+}
+
+# load_profile PROFILE SECONDS URL: one run of a profile's load, CONNS connections for SECONDS
+# against URL (scheme, host and port, no path), pinned to CPU 0 (LOAD_PIN=0 leaves it
+# unpinned); sets reqs, rps, p50, p99 and errs. PROFILE is one of:
+#   /PATH, or 1k, 16k, 256k   wrk on that path (the nginx backend's body files)
+#   browser                   wrk sending a browser's request head on / (browser_lua "$dir/browser.lua" first)
+#   newconn                   wrk on /, a new connection for every request
+#   h2c                       HTTP/2 clients with prior knowledge on /: `$H2C_CLIENT bench --http2`
+#                             (H2C_CLIENT defaults to $RONDO)
+load_profile() {
+  local profile=$1 secs=$2 url=$3 pin=()
+  [ "${LOAD_PIN:-1}" = 0 ] || pin=(taskset -c 0)
+  local wrk=("${pin[@]}" wrk -t1 -c"$CONNS" -d"${secs}s" --latency)
+  case $profile in
+    browser) wrk_stats "$("${wrk[@]}" -s "$dir/browser.lua" "$url/")" ;;
+    newconn) wrk_stats "$("${wrk[@]}" -H "Connection: close" "$url/")" ;;
+    h2c) h2c_stats "$("${pin[@]}" "${H2C_CLIENT:-$RONDO}" bench --http2 --json -c "$CONNS" -d "${secs}s" "$url/")" ;;
+    /*) wrk_stats "$("${wrk[@]}" "$url$profile")" ;;
+    *) wrk_stats "$("${wrk[@]}" "$url/$profile")" ;;
+  esac
 }
 
 # body_files DIR: writes the response bodies the profiles ask for, DIR/1k, DIR/16k and

@@ -68,14 +68,7 @@ browser_lua "$dir/browser.lua"
 
 # load PROFILE PORT: runs the profile's load against PORT for SECS seconds and sets reqs, rps,
 # p50 and p99 (and errs).
-load() {
-  case $1 in
-    browser) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$dir/browser.lua" "http://127.0.0.1:$2/")" ;;
-    1k | 16k | 256k) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/$1")" ;;
-    newconn) wrk_stats "$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H "Connection: close" "http://127.0.0.1:$2/")" ;;
-    h2c) h2c_stats "$(taskset -c 0 "$RONDO" bench --http2 --json -c "$CONNS" -d "${SECS}s" "http://127.0.0.1:$2/")" ;;
-  esac
-}
+load() { load_profile "$1" "$SECS" "http://127.0.0.1:$2"; }
 
 port_of() { if [ "$1" = h2c ]; then echo "$H2PROXY"; else echo "$PROXY"; fi; }
 
