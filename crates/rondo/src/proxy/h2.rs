@@ -83,6 +83,11 @@ impl<S: Io> AsyncRead for Rewind<S> {
             let start = self.pos;
             buf.put_slice(&self.prefix[start..start + n]);
             self.pos += n;
+            if self.pos == self.prefix.len() {
+                // Replayed: the connection may live for hours, the prefix need not.
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
