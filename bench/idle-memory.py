@@ -3,6 +3,7 @@
 
     bench/idle-memory.py PID HOST PORT [N] [--rounds R] [--settle SECONDS]
     bench/idle-memory.py PID HOST PORT [N] --busy BACKEND_PORT
+    bench/idle-memory.py PID HOST PORT [N] --h2 [--rounds R]
 
 Idle (the default): opens N (default 5000) client connections to HOST:PORT, sends one GET on
 each and reads the response (so every connection has carried a request and is now idle in
@@ -20,6 +21,9 @@ request and holds it unanswered. The N connections each send one GET and get no 
 each holds a request in flight through the proxy (its client connection, the request's state
 and buffers, and a backend connection) while memory is read. Keep the proxy's
 response_timeout (default 60 s) longer than the run.
+
+--h2: each connection speaks HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1: the
+preface and SETTINGS, one GET on stream 1, the server's SETTINGS acknowledged, then silence.
 
 Connections are closed when it exits. Loopback only.
 """
@@ -53,6 +57,38 @@ def hold_requests(listener, held, arrived):
         arrived.release()
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    """One HTTP/2 frame (RFC 9113 section 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_request(host):
+    """The client preface, empty SETTINGS and `GET /` on stream 1 (HPACK: static-table
+    indexes for :method GET, :scheme http and :path /, a literal :authority)."""
+    block = b"\x82\x86\x84\x41" + bytes([len(host)]) + host.encode()
+    return (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+            + h2_frame(1, 0x5, 1, block))
+
+
+def h2_read_response(s):
+    """Reads frames until stream 1 ends, acknowledging the server's SETTINGS."""
+    data = b""
+    while True:
+        while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit("connection closed early")
+            data += chunk
+        length = int.from_bytes(data[:3], "big")
+        kind, flags = data[3], data[4]
+        stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+        data = data[9 + length:]
+        if kind == 4 and not flags & 1:
+            s.sendall(h2_frame(4, 1, 0))
+        if stream == 1 and kind in (0, 1) and flags & 1:
+            return
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pid", type=int)
@@ -62,6 +98,7 @@ def main():
     parser.add_argument("--busy", type=int, metavar="BACKEND_PORT")
     parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--h2", action="store_true")
     args = parser.parse_args()
     n = args.n
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -74,9 +111,12 @@ def main():
             target=hold_requests, args=(listener, held, arrived), daemon=True
         ).start()
     conns = []
-    request = f"GET / HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
+    if args.h2:
+        request = h2_request(args.host)
+    else:
+        request = f"GET / HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
     kind = "busy connection (request held at the backend)" if args.busy else \
-        "idle keep-alive connection"
+        "idle HTTP/2 connection" if args.h2 else "idle keep-alive connection"
     for round in range(1, args.rounds + 1):
         before, anon_before = rss_kib(args.pid), rss_kib(args.pid, "RssAnon")
         for _ in range(n):
@@ -85,6 +125,8 @@ def main():
             if args.busy:
                 if not arrived.acquire(timeout=10):
                     raise SystemExit("a request did not reach the backend")
+            elif args.h2:
+                h2_read_response(s)
             else:
                 data = b""
                 while b"\r\n\r\n" not in data:
