@@ -451,6 +451,9 @@ impl Exchange for RelayExchange<'_> {
         if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
+        if !self.client_http1 {
+            super::relay_head::own_values(response.headers_mut());
+        }
         if self.grpc && self.client_http1 && self.trailers {
             response
                 .headers_mut()

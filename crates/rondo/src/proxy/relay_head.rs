@@ -178,9 +178,67 @@ fn request_id<B>(res: &mut Response<B>, page: &ErrorPage<'_>) {
     }
 }
 
+/// Moves a response's field values into one buffer of their own. hyper's HTTP/1.1 client
+/// hands them out as slices of the buffer the head was read into (8 KiB), and h2's HPACK
+/// encoder keeps the values it indexes for as long as the client's connection lives: without
+/// the copy, each idle HTTP/2 connection would hold a whole read buffer of the backend
+/// connection's.
+pub(crate) fn own_values(headers: &mut HeaderMap) {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    let mut copy = bytes::BytesMut::with_capacity(total);
+    for value in headers.values() {
+        copy.extend_from_slice(value.as_bytes());
+    }
+    let mut copy = copy.freeze();
+    for value in headers.values_mut() {
+        let own = copy.split_to(value.len());
+        if let Ok(mut own) = HeaderValue::from_maybe_shared(own) {
+            own.set_sensitive(value.is_sensitive());
+            *value = own;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_values_stop_sharing_the_buffer_they_were_read_into() {
+        // As hyper's client hands them out: slices of one read buffer.
+        let read = Bytes::from(b"HTTP/1.1 200 OK\r\nserver: nginx\r\ncontent-type: text/plain\r\nx-a: \r\nx-b: 1\r\n\r\nok".to_vec());
+        let slice = |text: &str| {
+            let start = read
+                .windows(text.len())
+                .position(|w| w == text.as_bytes())
+                .unwrap();
+            HeaderValue::from_maybe_shared(read.slice(start..start + text.len())).unwrap()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::SERVER, slice("nginx"));
+        headers.insert(header::CONTENT_TYPE, slice("text/plain"));
+        headers.insert("x-a", HeaderValue::from_static(""));
+        headers.append("x-b", slice("1"));
+        let mut secret = slice("OK");
+        secret.set_sensitive(true);
+        headers.append("x-b", secret);
+        own_values(&mut headers);
+        let inside = |v: &HeaderValue| {
+            let p = v.as_bytes().as_ptr() as usize;
+            let r = read.as_ptr() as usize;
+            !v.is_empty() && p >= r && p < r + read.len()
+        };
+        assert!(
+            !headers.values().any(inside),
+            "a value still points into the read buffer"
+        );
+        assert_eq!(headers[header::SERVER], "nginx");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(headers["x-a"], "");
+        let b: Vec<_> = headers.get_all("x-b").iter().collect();
+        assert_eq!(b, ["1", "OK"]);
+        assert!(b[1].is_sensitive() && !b[0].is_sensitive());
+    }
 
     #[test]
     fn the_backend_head_is_the_clients_in_origin_form_without_hop_by_hop_fields() {
