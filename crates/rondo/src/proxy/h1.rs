@@ -139,7 +139,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
             let ip: std::rc::Rc<str> = ip.into();
             // Only the bytes already read go along, in a buffer of their size: the worker's
             // 16 KiB buffer goes back to its pool instead of living as long as the HTTP/2
-            // connection (half of an idle one's memory, `PROTO=h2c bench/idle-memory.sh`).
+            // connection (4 KB of an idle one's 32, `PROTO=h2c bench/idle-memory.sh`).
             let prefix = inbuf.as_slice().to_vec();
             worker.give_buffer(inbuf);
             Box::pin(super::h2::serve(
