@@ -4,6 +4,7 @@
     bench/idle-memory.py PID HOST PORT [N] [--rounds R] [--settle SECONDS]
     bench/idle-memory.py PID HOST PORT [N] --busy BACKEND_PORT
     bench/idle-memory.py PID HOST PORT [N] --h2 [--rounds R]
+    bench/idle-memory.py PID HOST PORT [N] --tls [--h2] [--rounds R]
 
 Idle (the default): opens N (default 5000) client connections to HOST:PORT, sends one GET on
 each and reads the response (so every connection has carried a request and is now idle in
@@ -25,11 +26,15 @@ response_timeout (default 60 s) longer than the run.
 --h2: each connection speaks HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1: the
 preface and SETTINGS, one GET on stream 1, the server's SETTINGS acknowledged, then silence.
 
+--tls: each connection is TLS (the server's certificate is not checked), HTTP/1.1 by ALPN, or
+HTTP/2 by ALPN with --h2.
+
 Connections are closed when it exits. Loopback only.
 """
 import argparse
 import resource
 import socket
+import ssl
 import threading
 import time
 
@@ -99,6 +104,7 @@ def main():
     parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--h2", action="store_true")
+    parser.add_argument("--tls", action="store_true")
     args = parser.parse_args()
     n = args.n
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -117,10 +123,19 @@ def main():
         request = f"GET / HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
     kind = "busy connection (request held at the backend)" if args.busy else \
         "idle HTTP/2 connection" if args.h2 else "idle keep-alive connection"
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["h2"] if args.h2 else ["http/1.1"])
+        kind += " over TLS"
     for round in range(1, args.rounds + 1):
         before, anon_before = rss_kib(args.pid), rss_kib(args.pid, "RssAnon")
         for _ in range(n):
             s = socket.create_connection((args.host, args.port))
+            if tls:
+                s = tls.wrap_socket(s, server_hostname="localhost")
             s.sendall(request)
             if args.busy:
                 if not arrived.acquire(timeout=10):
