@@ -53,6 +53,16 @@ pub fn is_backend_failure(code: u8) -> bool {
     matches!(code, 2 | 4 | 8 | 12 | 13 | 14 | 15)
 }
 
+/// The request field that carries a call's deadline (see [`parse_timeout`]).
+pub const TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// The response field that carries a call's status, in the head or the trailers (see
+/// [`parse_status`]).
+pub const STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The response field that carries a status's message, percent-encoded.
+pub const MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
 /// True for a `content-type` of a gRPC call (`application/grpc`, `application/grpc+proto`,
 /// …).
 pub fn is_grpc(content_type: &[u8]) -> bool {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::{Backend, Deferred, Outcome};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http_body_util::Either;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
@@ -46,12 +46,6 @@ pub(crate) type H1Sender = http1::SendRequest<ReplayBody>;
 
 /// Body of a response to the client: the backend's, or rondo's own.
 pub(crate) type ClientBody = Either<Tracked, Own>;
-
-/// A gRPC call's deadline (a request field).
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-
-/// A gRPC call's status, in a response's head or trailers.
-pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The trailers of a gRPC response, declared to an HTTP/1.1 client so they are forwarded.
 const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin";
@@ -86,7 +80,7 @@ pub(crate) async fn forward(
     };
     // A gRPC deadline bounds every attempt; a malformed one is ignored, as gRPC servers do.
     let deadline = grpc
-        .then(|| req.headers().get(GRPC_TIMEOUT))
+        .then(|| req.headers().get(crate::grpc::TIMEOUT))
         .flatten()
         .and_then(|v| crate::grpc::parse_timeout(v.as_bytes()))
         .map(|t| Instant::now() + t);
@@ -369,7 +363,7 @@ impl Exchange for RelayExchange<'_> {
                     crate::grpc::parse_status(
                         response
                             .headers()
-                            .get(GRPC_STATUS)
+                            .get(crate::grpc::STATUS)
                             .map(HeaderValue::as_bytes),
                     )
                 } else {

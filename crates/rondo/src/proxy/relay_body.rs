@@ -89,9 +89,8 @@ impl Body for Tracked {
         if let Some(verdict) = &self.verdict {
             let outcome = match &polled {
                 Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
-                    let code = crate::grpc::parse_status(
-                        t.get(super::relay::GRPC_STATUS).map(|v| v.as_bytes()),
-                    );
+                    let code =
+                        crate::grpc::parse_status(t.get(crate::grpc::STATUS).map(|v| v.as_bytes()));
                     // A call that ends without a status failed (gRPC: INTERNAL).
                     match code {
                         Some(c) if !crate::grpc::is_backend_failure(c) => Outcome::Success,

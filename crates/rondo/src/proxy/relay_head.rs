@@ -155,7 +155,7 @@ fn grpc_error<L>(code: u8, http_status: u16, page: &ErrorPage<'_>) -> Response<E
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    headers.insert(crate::grpc::STATUS, HeaderValue::from(u16::from(code)));
     let message = match (page.upstream, http_status) {
         (Some(u), 504) => format!("rondo: no answer from upstream {u} in time"),
         (Some(u), 500..) => format!("rondo: no backend of upstream {u} could take the call"),
@@ -163,7 +163,7 @@ fn grpc_error<L>(code: u8, http_status: u16, page: &ErrorPage<'_>) -> Response<E
     };
     // Plain ASCII without `%`: valid as a percent-encoded `grpc-message` as it stands.
     if let Ok(v) = HeaderValue::from_str(&message.replace('%', " ")) {
-        headers.insert("grpc-message", v);
+        headers.insert(crate::grpc::MESSAGE, v);
     }
     request_id(&mut res, page);
     res
@@ -178,11 +178,12 @@ fn request_id<B>(res: &mut Response<B>, page: &ErrorPage<'_>) {
     }
 }
 
-/// Moves a response's field values into one buffer of their own. hyper's HTTP/1.1 client
-/// hands them out as slices of the buffer the head was read into (8 KiB), and h2's HPACK
-/// encoder keeps the values it indexes for as long as the client's connection lives: without
-/// the copy, each idle HTTP/2 connection would hold a whole read buffer of the backend
-/// connection's.
+/// Moves a response's field values into one buffer of their own. hyper hands them out as
+/// slices of the buffer the backend's head was read into (8 KiB for its HTTP/1.1 client),
+/// and h2's HPACK encoder keeps the values it indexes for as long as the client's
+/// connection lives: without the copy, each idle HTTP/2 connection would hold a whole read
+/// buffer of a backend connection's. Trailers are not copied; whether they hold buffers
+/// the same way has not been measured.
 pub(crate) fn own_values(headers: &mut HeaderMap) {
     let total: usize = headers.values().map(|v| v.len()).sum();
     let mut copy = bytes::BytesMut::with_capacity(total);

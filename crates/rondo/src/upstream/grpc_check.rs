@@ -55,14 +55,14 @@ pub(super) async fn probe(
     let head_status = grpc::parse_status(
         response
             .headers()
-            .get("grpc-status")
+            .get(grpc::STATUS)
             .map(http::HeaderValue::as_bytes),
     );
     let body = response.into_body().collect().await.map_err(broken)?;
     let code = head_status.or_else(|| {
         grpc::parse_status(
             body.trailers()
-                .and_then(|t| t.get("grpc-status"))
+                .and_then(|t| t.get(grpc::STATUS))
                 .map(http::HeaderValue::as_bytes),
         )
     });
