@@ -139,3 +139,114 @@ async fn a_backend_that_never_answers_is_retried_around_and_ejected() {
         failed.first()
     );
 }
+
+/// How the client of [`still_connecting_when_its_backend_leaves`] speaks to the proxy.
+#[derive(Debug, Clone, Copy)]
+enum Speaks {
+    Http1,
+    Http2,
+    /// A `mode = "tcp"` listener relaying a raw HTTP/1.1 request.
+    Tcp,
+}
+
+/// A listening socket whose listen queue is full: it never accepts, so the kernel drops the
+/// SYNs of every further connect (and the connecting side sends one again after 1 s, 3 s,
+/// 7 s…), as a backend process being torn down after `kill -9` does. Returns the listener and
+/// the connections that fill its queue, to keep.
+async fn full_listener() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            Ok(conn) => queued.push(conn.unwrap()),
+            Err(_) => return (listener, queued),
+        }
+        assert!(queued.len() < 16, "the listen queue never filled");
+    }
+}
+
+/// Backend `b` (listed first, so the first request goes to it) has a full listen queue, `a`
+/// serves; `connect_timeout` is a minute and a TCP health check every 2 s (1 s timeout, one
+/// failure) takes `b` out. The first request's connect to `b` hangs; once the check takes `b`
+/// out it goes to `a`, long before its connect would have timed out (the 20 s limit here is
+/// a deadline against that, not a claim about speed). The retry is counted as a connect
+/// retry, and `b` is out by its health, not by a failure of the request.
+async fn still_connecting_when_its_backend_leaves(speaks: Speaks) {
+    let (full, _queued) = full_listener().await;
+    let b_addr = full.local_addr().unwrap();
+    let a = common::mock("a").await;
+    let checks = Section::new()
+        .set("kind", "tcp")
+        .duration("interval", Duration::from_secs(2))
+        .duration("timeout", Duration::from_secs(1))
+        .set("fall", 1)
+        .set("jitter", 0);
+    let upstream = common::UpstreamBuilder::new("app")
+        .backend("b", b_addr, 1.0)
+        .backend("a", a.addr(), 1.0)
+        .duration("connect_timeout", Duration::from_secs(60))
+        .health_check(checks);
+    let mut config = proxy_config(upstream);
+    if let Speaks::Tcp = speaks {
+        config = config.listeners_set("mode", "tcp");
+    }
+    let proxy = start(&config);
+    let addr = web(&proxy);
+    let deadline = Duration::from_secs(20);
+    let answered = async {
+        match speaks {
+            Speaks::Http1 => common::get(addr, "/").await.backend(),
+            Speaks::Http2 => common::H2Client::connect(addr)
+                .await
+                .send("GET", "/", b"")
+                .await
+                .backend(),
+            Speaks::Tcp => {
+                let request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+                let head = common::raw(addr, request, deadline).await;
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                let field = head.lines().find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(name, _)| name.eq_ignore_ascii_case("x-backend"))
+                });
+                field.map(|(_, v)| v.trim().to_owned()).unwrap_or_default()
+            }
+        }
+    };
+    let backend = tokio::time::timeout(deadline, answered)
+        .await
+        .unwrap_or_else(|_| panic!("{speaks:?}: still waiting on b's connect after {deadline:?}"));
+    assert_eq!(backend, "a", "{speaks:?}");
+    assert_eq!(
+        backend_state(&proxy, "app", "b"),
+        (balance::BackendState::Down, balance::Health::Down),
+        "{speaks:?}: b out by its checks"
+    );
+    let retries = [("reason", "connect"), ("upstream", "app")];
+    let admin = proxy.admin_addr();
+    assert_eq!(
+        common::metric(admin, "rondo_retries_total", &retries).await,
+        Some(1.0),
+        "{speaks:?}: the request tried b first"
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_connecting_goes_elsewhere_when_its_backend_leaves_rotation() {
+    still_connecting_when_its_backend_leaves(Speaks::Http1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_still_connecting_goes_elsewhere_when_its_backend_leaves_rotation() {
+    still_connecting_when_its_backend_leaves(Speaks::Http2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_connection_still_connecting_goes_elsewhere_when_its_backend_leaves_rotation() {
+    still_connecting_when_its_backend_leaves(Speaks::Tcp).await;
+}

@@ -11,6 +11,7 @@
 //! | how the attempt failed | retried on another backend when | costs | counts against the backend |
 //! |---|---|---|---|
 //! | not sent: connect refused, connect timeout | always (nothing reached a backend) | a try | yes |
+//! | not sent: still connecting when its backend left rotation while others serve | always | nothing | no |
 //! | refused unprocessed: HTTP/2 REFUSED_STREAM, left out by a GOAWAY | always | nothing | no |
 //! | no response byte, on a **reused** pooled connection | idempotent and body replayable | nothing | no |
 //! | no response byte, on a new connection | idempotent and body replayable | a try and the budget | yes |
@@ -82,6 +83,11 @@ pub(crate) enum Stage {
     NoResponse,
     /// The backend did not answer within the response timeout.
     TimedOut,
+    /// The backend left rotation (health, breaker, ejection) while others still serve and
+    /// the connection to it was still opening: given up (see [`super::dial`]). Nothing was
+    /// sent, so it goes elsewhere whatever the request, at no cost, and it is not counted
+    /// against the backend: what took the backend out was.
+    Abandoned,
     /// The backend turned the request down without processing it: an HTTP/2 stream refused
     /// (REFUSED_STREAM) or left out by a graceful GOAWAY, or a shared connection that closed
     /// before the request was written. Safe to send elsewhere whatever the method, and no
@@ -126,6 +132,17 @@ impl Failure {
             local: false,
             status: 504,
             detail: format!("connecting to {addr} timed out after {limit:?}"),
+        }
+    }
+
+    /// A connect given up because its backend left rotation (see [`Stage::Abandoned`]).
+    pub(crate) fn abandoned(addr: std::net::SocketAddr) -> Failure {
+        Failure {
+            stage: Stage::Abandoned,
+            reused: false,
+            local: false,
+            status: 502,
+            detail: format!("gave up connecting to {addr}: it left rotation meanwhile"),
         }
     }
 
@@ -321,7 +338,7 @@ pub(crate) struct Report {
 /// What made an attempt fail, as the retry that follows it is counted.
 fn retry_reason(stage: Stage) -> RetryReason {
     match stage {
-        Stage::NotSent | Stage::Refused => RetryReason::Connect,
+        Stage::NotSent | Stage::Abandoned | Stage::Refused => RetryReason::Connect,
         Stage::NoResponse => RetryReason::Reset,
         Stage::TimedOut => RetryReason::Timeout,
     }
@@ -458,6 +475,7 @@ fn retry_cost(failure: &Failure, facts: Facts) -> Option<Cost> {
     match failure.stage {
         _ if failure.local => None,
         Stage::NotSent => Some(Cost::Try),
+        Stage::Abandoned => Some(Cost::Free),
         Stage::Refused if facts.replayable => Some(Cost::Free),
         Stage::Refused => None,
         Stage::NoResponse | Stage::TimedOut if !resendable => None,
@@ -469,11 +487,7 @@ fn retry_cost(failure: &Failure, facts: Facts) -> Option<Cost> {
 /// The cost of a retry after a failure that took `failed` out of rotation while the upstream
 /// still serves from its primaries: a try, not the budget (see the module's table).
 fn spare_budget(cost: Cost, failed: &Backend, upstream: &Upstream) -> Cost {
-    if cost == Cost::TryAndBudget
-        && !failed.is_available()
-        && !failed.is_draining()
-        && upstream.pool().snapshot().mode() == Mode::Primary
-    {
+    if cost == Cost::TryAndBudget && upstream.is_out_while_others_serve(failed) {
         Cost::Try
     } else {
         cost
@@ -485,6 +499,7 @@ fn spare_budget(cost: Cost, failed: &Backend, upstream: &Upstream) -> Cost {
 fn counts_against_backend(failure: &Failure) -> bool {
     !(failure.local
         || failure.stage == Stage::Refused
+        || failure.stage == Stage::Abandoned
         || (failure.reused && failure.stage == Stage::NoResponse))
 }
 
@@ -865,6 +880,8 @@ mod tests {
             (NotSent, false, true, GET, None),
             (Refused, true, false, GET, Some(Cost::Free)),
             (Refused, true, false, POST, Some(Cost::Free)),
+            (Abandoned, false, false, GET, Some(Cost::Free)),
+            (Abandoned, false, false, POST, Some(Cost::Free)),
         ];
         for (stage, reused, local, facts, want) in cases {
             let f = failure(stage, reused, local);
@@ -885,6 +902,10 @@ mod tests {
         assert_eq!(
             retry_cost(&failure(NotSent, false, false), unreplayable),
             Some(Cost::Try)
+        );
+        assert_eq!(
+            retry_cost(&failure(Abandoned, false, false), unreplayable),
+            Some(Cost::Free)
         );
     }
 
@@ -918,6 +939,11 @@ mod tests {
         assert!(!counts_against_backend(&failure(
             Stage::Refused,
             true,
+            false
+        )));
+        assert!(!counts_against_backend(&failure(
+            Stage::Abandoned,
+            false,
             false
         )));
     }

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::Backend;
-use tokio::time::{Sleep, timeout, timeout_at};
+use tokio::time::{Sleep, timeout_at};
 
 use super::Frontend;
 use super::Worker;
 use super::affinity;
 use super::body::{self, CopyError, Limits};
 use super::connection::Admitted;
+use super::dial::dial;
 use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
 use super::head::{self, Client, Framing, RequestInfo};
 use super::headers;
@@ -409,13 +410,14 @@ struct Pending {
 }
 
 impl<C: ClientIo> H1Exchange<'_, C> {
-    /// A pooled connection to `addr` speaking `tls` (`true`), or a new one.
+    /// A pooled connection to `backend` speaking `tls` (`true`), or a new one.
     async fn connection(
         &self,
-        addr: std::net::SocketAddr,
+        backend: &Backend,
         tls: Option<&std::sync::Arc<crate::tls::UpstreamTls>>,
         limit: Duration,
     ) -> Result<(BackendConn, bool), Failure> {
+        let addr = backend.address();
         if let Some(conn) = self.worker.conns.take(addr, tls) {
             self.report
                 .upstream
@@ -435,14 +437,9 @@ impl<C: ClientIo> H1Exchange<'_, C> {
         // otherwise be part of every request's state machine, which is copied whole when
         // a request starts.
         let connect = Box::pin(BackendConn::connect(addr, tls.map(|t| &**t)));
-        match timeout(limit, connect).await {
-            Ok(Ok(conn)) => {
-                self.connect_time.set(Some(clock::since(started)));
-                Ok((conn, false))
-            }
-            Ok(Err(e)) => Err(Failure::connect(addr, &e)),
-            Err(_) => Err(Failure::connect_timeout(addr, limit)),
-        }
+        let conn = dial(self.upstream, backend, limit, connect).await?;
+        self.connect_time.set(Some(clock::since(started)));
+        Ok((conn, false))
     }
 }
 
@@ -476,7 +473,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let addr = backend.address();
         let tls = self.upstream.tls();
         let (mut conn, reused) = self
-            .connection(addr, tls.as_ref(), cfg.connect_timeout)
+            .connection(backend, tls.as_ref(), cfg.connect_timeout)
             .await
             .map_err(SendError::Backend)?;
 

@@ -27,6 +27,7 @@ mod buffers;
 mod chunked;
 mod connection;
 mod connpool;
+mod dial;
 mod forward;
 mod frontend;
 mod h1;

@@ -26,6 +26,7 @@ use tokio::time::{Instant, timeout};
 
 use super::affinity::{self, RequestParts};
 use super::connpool;
+use super::dial::dial;
 use super::forward::{
     Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError, Verdict,
 };
@@ -257,11 +258,7 @@ impl RelayExchange<'_> {
         let limit = cfg.connect_timeout;
         // Boxed, as opening is the rare case (see `h1::H1Exchange::connection`).
         let connect = Box::pin(BackendConn::connect_alpn(addr, tls.as_deref(), alpn));
-        let conn = match timeout(limit, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(Failure::connect(addr, &e)),
-            Err(_) => return Err(Failure::connect_timeout(addr, limit)),
-        };
+        let conn = dial(self.upstream, backend, limit, connect).await?;
         let h2 = match cfg.protocol {
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::H2 if !conn.selected_h2() => {

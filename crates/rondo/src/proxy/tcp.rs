@@ -13,10 +13,10 @@
 use std::net::SocketAddr;
 
 use balance::Backend;
-use tokio::time::timeout;
 
 use super::Frontend;
-use super::forward::{self, Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError};
+use super::dial::dial;
+use super::forward::{self, Delivered, Exchange, Facts, Origin, RequestView, SendError};
 use super::respond::ErrorPage;
 use super::stream::Io;
 use super::tunnel::relay;
@@ -67,17 +67,13 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
     type Output = ();
 
     async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
-        let addr = backend.address();
-        let limit = cfg.connect_timeout;
         let tls = self.upstream.tls();
-        match timeout(limit, BackendConn::connect(addr, tls.as_deref())).await {
-            Ok(Ok(conn)) => {
-                self.backend = Some((conn, backend.id().to_owned()));
-                Ok(CONNECTED)
-            }
-            Ok(Err(e)) => Err(SendError::Backend(Failure::connect(addr, &e))),
-            Err(_) => Err(SendError::Backend(Failure::connect_timeout(addr, limit))),
-        }
+        let connect = BackendConn::connect(backend.address(), tls.as_deref());
+        let conn = dial(self.upstream, backend, cfg.connect_timeout, connect)
+            .await
+            .map_err(SendError::Backend)?;
+        self.backend = Some((conn, backend.id().to_owned()));
+        Ok(CONNECTED)
     }
 
     async fn deliver(&mut self, cfg: &UpstreamConfig, _set_cookie: Option<&str>) -> Delivered<()> {

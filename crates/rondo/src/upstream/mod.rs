@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use balance::{Backend, Event, Health, Observer, Pool, PoolError, Timestamp};
+use balance::{Backend, Event, Health, Mode, Observer, Pool, PoolError, Timestamp};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -56,6 +56,9 @@ pub struct Upstream {
     changed: Arc<Notify>,
     /// Wakes the health check loop when backends come or go or the configuration changes.
     membership: Arc<Notify>,
+    /// Wakes every attempt still connecting when a backend's state changes, so one whose
+    /// backend left rotation goes elsewhere (see [`Upstream::left_rotation`]).
+    state_changed: Arc<Notify>,
     /// Health check counters by backend.
     checks: Arc<health::Checks>,
     /// Status codes, latency histograms, retries and health checks, for the admin API.
@@ -73,11 +76,13 @@ pub struct Upstream {
     tls: arc_swap::ArcSwapOption<crate::tls::UpstreamTls>,
 }
 
-/// Logs state changes (one line each) and wakes the upstream's timer and health check loops.
+/// Logs state changes (one line each) and wakes the upstream's timer and health check loops
+/// and the attempts still connecting.
 struct Reporter {
     upstream: String,
     changed: Arc<Notify>,
     membership: Arc<Notify>,
+    state_changed: Arc<Notify>,
     checks: Arc<health::Checks>,
     /// The recent changes, for the dashboard.
     events: Arc<Events>,
@@ -162,6 +167,7 @@ impl Observer for Reporter {
             self.membership.notify_one();
         }
         self.changed.notify_one();
+        self.state_changed.notify_waiters();
     }
 }
 
@@ -180,12 +186,14 @@ impl Upstream {
     pub fn new(config: UpstreamConfig, clock: Clock) -> Result<Upstream, PoolError> {
         let changed = Arc::new(Notify::new());
         let membership = Arc::new(Notify::new());
+        let state_changed = Arc::new(Notify::new());
         let checks = Arc::new(health::Checks::default());
         let events = Arc::new(Events::default());
         let reporter = Reporter {
             upstream: config.name.clone(),
             changed: Arc::clone(&changed),
             membership: Arc::clone(&membership),
+            state_changed: Arc::clone(&state_changed),
             checks: Arc::clone(&checks),
             events: Arc::clone(&events),
         };
@@ -211,6 +219,7 @@ impl Upstream {
             retrying: AtomicU64::new(0),
             changed,
             membership,
+            state_changed,
             checks,
             recorder: Recorder::default(),
             events,
@@ -372,6 +381,35 @@ impl Upstream {
             return None;
         }
         Some(ActiveGuard(&self.retrying))
+    }
+
+    /// True when `backend` is out of rotation (health, breaker, ejection; not a drain) while
+    /// the upstream still serves from its primaries: one backend failed, not the upstream.
+    /// Its requests still unsent go elsewhere at once, and their retries are not held to the
+    /// retry budget.
+    pub fn is_out_while_others_serve(&self, backend: &Backend) -> bool {
+        !backend.is_available()
+            && !backend.is_draining()
+            && self.pool.snapshot().mode() == Mode::Primary
+    }
+
+    /// Resolves once [`Upstream::is_out_while_others_serve`] holds for `backend`: an attempt
+    /// still connecting to it waits on this beside its connect. A backend that dies can
+    /// complete handshakes into its listen queue for a moment after its process is gone and
+    /// then drop the SYNs that overflow it; the kernel sends those again only after a second,
+    /// so without this their requests would wait that long although the first failure
+    /// already took the backend out.
+    pub async fn left_rotation(&self, backend: &Backend) {
+        loop {
+            let changed = self.state_changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the two is not missed.
+            changed.as_mut().enable();
+            if self.is_out_while_others_serve(backend) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Applies time-driven changes (breakers half-opening, ejections ending, slow start)
