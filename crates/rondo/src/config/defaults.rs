@@ -225,8 +225,9 @@ pub fn health_rise() -> NonZeroU32 {
     HealthConfig::default().rise
 }
 
-/// `health_check.jitter`: each check fires at interval × (1 ± 0.1), so a fleet of balancers
-/// (or many upstreams on one) does not probe a backend in synchronised bursts.
+/// `health_check.jitter`: each check fires up to 10 % of the interval early (never late), so
+/// a fleet of balancers (or many upstreams on one) does not probe a backend in synchronised
+/// bursts.
 pub const HEALTH_JITTER: f64 = 0.1;
 
 /// `circuit_breaker.enabled`: on, the seed's `enable_circuit_breaker = True`.

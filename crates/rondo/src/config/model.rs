@@ -587,7 +587,7 @@ pub struct HealthCheckConfig {
     pub interval: Duration,
     /// Time allowed for one check; always shorter than `interval`.
     pub timeout: Duration,
-    /// Each check fires at interval × (1 ± jitter); 0 ≤ jitter < 1.
+    /// Each check fires up to `jitter × interval` early, never late; 0 ≤ jitter < 1.
     pub jitter: f64,
 }
 

@@ -4,10 +4,13 @@
 //!
 //! One loop per upstream ([`Upstream::run_health_checks`]) follows the pool's membership (a
 //! reload or the admin API adds and removes backends) and keeps one probe task per backend.
-//! A probe task checks, records the result, then sleeps `interval × (1 ± jitter)`: checks of
-//! one backend never overlap (a slow check delays the next one instead of starting a second),
-//! and checks of many backends drift apart instead of firing in lock-step. The first check of
-//! each backend fires at a random point of its first interval for the same reason.
+//! A probe task checks, records the result, then waits until `interval × (1 − jitter × u)`
+//! (u uniform in [0, 1)) after the check began: checks of one backend never overlap (a slow
+//! check delays the next one instead of starting a second), checks of many backends drift
+//! apart instead of firing in lock-step, and two checks never start more than `interval`
+//! apart, so a backend that comes back is in rotation within `rise × interval` (plus the last
+//! probe's own time). The first check of each backend fires at a random point of its first
+//! interval for the same reason.
 //!
 //! Every probe opens a fresh connection and closes it: reusing the proxy's keep-alive
 //! connections would test a connection, not the backend — a pooled socket can stay open to a
@@ -243,9 +246,10 @@ impl Jitter {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// `interval × (1 ± jitter)`, uniform.
+    /// `interval × (1 − jitter × u)`, u uniform in [0, 1): up to `jitter` of the interval
+    /// earlier, never later (see the module's documentation).
     fn spread(&mut self, interval: Duration, jitter: f64) -> Duration {
-        let factor = 1.0 + jitter * (2.0 * self.next_unit() - 1.0);
+        let factor = 1.0 - jitter * self.next_unit();
         interval.mul_f64(factor.max(0.0))
     }
 }
@@ -375,6 +379,7 @@ impl Upstream {
             let config = self.config();
             let check = &config.health_check;
             let tls = self.tls();
+            let began = tokio::time::Instant::now();
             let result = probe(addr, check, tls.as_deref()).await;
             counters.record(&result);
             tracing::debug!(upstream = self.name(), backend = id.as_str(), result = ?result, "health check");
@@ -385,7 +390,7 @@ impl Upstream {
             let _ = self
                 .pool
                 .record_check(&id, result.is_ok(), self.clock.now());
-            tokio::time::sleep(jitter.spread(check.interval, check.jitter)).await;
+            tokio::time::sleep_until(began + jitter.spread(check.interval, check.jitter)).await;
         }
     }
 }
@@ -399,11 +404,14 @@ mod tests {
         let mut j = Jitter(42);
         let interval = Duration::from_millis(1000);
         let all: Vec<Duration> = (0..1000).map(|_| j.spread(interval, 0.1)).collect();
-        assert!(all.iter().all(|d| *d >= Duration::from_millis(900)));
-        assert!(all.iter().all(|d| *d <= Duration::from_millis(1100)));
+        assert!(all.iter().all(|d| *d > Duration::from_millis(900)));
+        assert!(
+            all.iter().all(|d| *d <= interval),
+            "never later than the interval"
+        );
         let min = all.iter().min().unwrap();
         let max = all.iter().max().unwrap();
-        assert!(*max - *min > Duration::from_millis(150), "{min:?}..{max:?}");
+        assert!(*max - *min > Duration::from_millis(75), "{min:?}..{max:?}");
         assert_eq!(j.spread(interval, 0.0), interval);
     }
 }
