@@ -20,8 +20,9 @@ use tokio::time::timeout;
 use super::forward::Failure;
 use crate::upstream::Upstream;
 
-/// Runs `connect` (the caller's connect to `backend`, boxed by the caller when its state is
-/// large) for at most `limit`, abandoning it when the backend leaves rotation meanwhile.
+/// Runs `connect` (the caller's connect to `backend`) for at most `limit`, abandoning it when
+/// the backend leaves rotation meanwhile. Callers on the request path box the returned
+/// future: opening is the rare case, and its state should not be part of every request's.
 pub(crate) async fn dial<T>(
     upstream: &Upstream,
     backend: &Backend,

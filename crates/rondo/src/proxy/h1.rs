@@ -433,11 +433,11 @@ impl<C: ClientIo> H1Exchange<'_, C> {
             .pool_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = clock::loop_now();
-        // Boxed: opening is the rare case, and its TLS handshake state (~1.5 KB) would
-        // otherwise be part of every request's state machine, which is copied whole when
-        // a request starts.
-        let connect = Box::pin(BackendConn::connect(addr, tls.map(|t| &**t)));
-        let conn = dial(self.upstream, backend, limit, connect).await?;
+        // Boxed: opening is the rare case, and its state (the TLS handshake's ~1.5 KB, the
+        // timer, the wait on the upstream's state) would otherwise be part of every
+        // request's state machine, which is copied whole when a request starts.
+        let connect = BackendConn::connect(addr, tls.map(|t| &**t));
+        let conn = Box::pin(dial(self.upstream, backend, limit, connect)).await?;
         self.connect_time.set(Some(clock::since(started)));
         Ok((conn, false))
     }

@@ -257,8 +257,8 @@ impl RelayExchange<'_> {
         };
         let limit = cfg.connect_timeout;
         // Boxed, as opening is the rare case (see `h1::H1Exchange::connection`).
-        let connect = Box::pin(BackendConn::connect_alpn(addr, tls.as_deref(), alpn));
-        let conn = dial(self.upstream, backend, limit, connect).await?;
+        let connect = BackendConn::connect_alpn(addr, tls.as_deref(), alpn);
+        let conn = Box::pin(dial(self.upstream, backend, limit, connect)).await?;
         let h2 = match cfg.protocol {
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::H2 if !conn.selected_h2() => {
