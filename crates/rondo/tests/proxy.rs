@@ -685,3 +685,52 @@ async fn large_bodies_arrive_intact_both_ways_and_the_connections_stay_usable_af
     );
     server.await.unwrap();
 }
+
+/// b answers 500 to everything, slowly, so several requests are at b when its breaker opens;
+/// `retry_on_status = ["5xx"]` with no retry budget at all. The 500 that opens the breaker
+/// has no budget to be retried with and reaches its client; the 500s b gives afterwards come
+/// from a backend already out of rotation while a serves, so they are retried on a without
+/// the budget (as its timeouts would be), and every other client gets a's 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_5xx_of_a_backend_whose_breaker_opened_are_retried_without_the_budget() {
+    let bs = backends(&["a", "b"]).await;
+    bs[1].set_status(500);
+    bs[1].set_delay(Duration::from_millis(300));
+    let upstream = app(&[(&bs[0], 1.0), (&bs[1], 1.0)])
+        .set("retry_on_status", vec!["5xx"])
+        .set("retry_budget_percent", 0)
+        .set("retry_budget_min", 0)
+        .health_check(Section::disabled())
+        .circuit_breaker(Section::new().set("failure_threshold", 1));
+    let proxy = start(&proxy_config(upstream).set("workers", 1));
+    let addr = web(&proxy);
+    let requests = 16;
+    let tasks: Vec<_> = (0..requests)
+        .map(|_| tokio::spawn(get(addr, "/")))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    let failed: Vec<_> = replies.iter().filter(|r| r.status != 200).collect();
+    let reached_b = bs[1].received();
+    println!(
+        "{} of the {reached_b} 500s of b reached their clients",
+        failed.len()
+    );
+    assert!(reached_b > 2, "several requests were at b: {reached_b}");
+    assert!(
+        failed.len() < reached_b,
+        "{} of the {reached_b} 500s of b reached their clients",
+        failed.len()
+    );
+    assert!(failed.iter().all(|r| r.status == 500 && r.backend() == "b"));
+    for r in replies.iter().filter(|r| r.status == 200) {
+        assert_eq!(r.backend(), "a");
+    }
+    assert_eq!(
+        common::backend_state(&proxy, "app", "b").0,
+        balance::BackendState::BreakerOpen
+    );
+    proxy.shutdown(Duration::from_secs(1));
+}

@@ -18,6 +18,7 @@
 //! | response timeout | idempotent and body replayable | a try and the budget | yes |
 //! | either of the two above, when it took its backend out while others still serve | idempotent and body replayable | a try | yes |
 //! | a status in `retry_on_status` | idempotent, replayable, and another attempt possible | a try and the budget | 5xx: yes |
+//! | the same, from a backend already out of rotation while others still serve | the same | a try | 5xx: yes |
 //! | a local error: no descriptor, no port, no memory | never (503, `Retry-After`) | — | no |
 //!
 //! A reused keep-alive connection that fails before any response byte costs neither a try
@@ -484,8 +485,9 @@ fn retry_cost(failure: &Failure, facts: Facts) -> Option<Cost> {
     }
 }
 
-/// The cost of a retry after a failure that took `failed` out of rotation while the upstream
-/// still serves from its primaries: a try, not the budget (see the module's table).
+/// The cost of a retry after a failure that took `failed` out of rotation (or came from it
+/// once it was out) while the upstream still serves from its primaries: a try, not the
+/// budget (see the module's table).
 fn spare_budget(cost: Cost, failed: &Backend, upstream: &Upstream) -> Cost {
     if cost == Cost::TryAndBudget && upstream.is_out_while_others_serve(failed) {
         Cost::Try
@@ -544,11 +546,14 @@ pub(crate) async fn forward<E: Exchange>(
                     response: None,
                 };
                 let Verdict { outcome, retry } = exchange.verdict(status, &cfg);
+                // The answers a failing backend gives to the requests it had in flight when
+                // its breaker opened are retried like its timeouts: nothing new reaches it.
+                let next = spare_budget(Cost::TryAndBudget, lease.backend(), upstream);
                 let retry = retry
                     && facts.idempotent
                     && facts.replayable
                     && exchange.can_replay()
-                    && attempts.allow(Cost::TryAndBudget).is_ok();
+                    && attempts.allow(next).is_ok();
                 if retry {
                     exchange.discard();
                     note_tried(&mut tried, lease.backend().id());
@@ -557,7 +562,7 @@ pub(crate) async fn forward<E: Exchange>(
                         format!("{} answered {status}", lease.backend().id()),
                     ));
                     finish(upstream, lease, outcome, latency, status);
-                    cost = Cost::TryAndBudget;
+                    cost = next;
                     retrying = Some(RetryReason::Status);
                     continue;
                 }
