@@ -548,13 +548,11 @@ pub(crate) async fn forward<E: Exchange>(
                 let Verdict { outcome, retry } = exchange.verdict(status, &cfg);
                 // The answers a failing backend gives to the requests it had in flight when
                 // its breaker opened are retried like its timeouts: nothing new reaches it.
-                let next = spare_budget(Cost::TryAndBudget, lease.backend(), upstream);
-                let retry = retry
-                    && facts.idempotent
-                    && facts.replayable
-                    && exchange.can_replay()
-                    && attempts.allow(next).is_ok();
-                if retry {
+                let retry =
+                    (retry && facts.idempotent && facts.replayable && exchange.can_replay())
+                        .then(|| spare_budget(Cost::TryAndBudget, lease.backend(), upstream))
+                        .filter(|&next| attempts.allow(next).is_ok());
+                if let Some(next) = retry {
                     exchange.discard();
                     note_tried(&mut tried, lease.backend().id());
                     last = Some((
