@@ -7,7 +7,7 @@
 //! Handles are found again by name, so counts survive a reload that rebuilds a listener.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -16,6 +16,8 @@ use parking_lot::Mutex;
 pub struct ProxyMetrics {
     listeners: Mutex<Vec<Arc<ListenerCounters>>>,
     upstreams: Mutex<Vec<Arc<UpstreamCounters>>>,
+    /// The client connections each worker serves, by worker index.
+    workers: Mutex<Vec<Arc<AtomicUsize>>>,
 }
 
 impl ProxyMetrics {
@@ -53,6 +55,21 @@ impl ProxyMetrics {
         for l in self.listeners.lock().iter() {
             l.responses.lock().retain(|r| r.upstream() != name);
         }
+    }
+
+    /// The open-connection counts of `workers` worker threads, by index (kept from an earlier
+    /// call for the indices it had), for the workers to spread connections by.
+    pub fn worker_connections(&self, workers: usize) -> Vec<Arc<AtomicUsize>> {
+        let mut all = self.workers.lock();
+        while all.len() < workers {
+            all.push(Arc::default());
+        }
+        all[..workers].to_vec()
+    }
+
+    /// Every worker's open-connection count, by index.
+    pub fn workers(&self) -> Vec<Arc<AtomicUsize>> {
+        self.workers.lock().clone()
     }
 
     /// Every listener's counters, in the order they were first taken.

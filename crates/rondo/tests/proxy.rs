@@ -734,3 +734,61 @@ async fn the_5xx_of_a_backend_whose_breaker_opened_are_retried_without_the_budge
     );
     proxy.shutdown(Duration::from_secs(1));
 }
+
+/// Client connections worker `w` serves, as `/metrics` at `admin` says.
+async fn worker_connections(admin: std::net::SocketAddr, w: &str) -> f64 {
+    let labels = [("worker", w)];
+    common::metric(admin, "rondo_worker_connections", &labels)
+        .await
+        .unwrap_or(f64::NAN)
+}
+
+/// Two workers, 40 keep-alive clients connecting at once: whichever worker wins the accepts,
+/// each ends up serving about half (a worker holding clearly more hands new connections to
+/// the other), and `/metrics` shows each worker's count until the connections close.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_connections_is_spread_over_the_workers() {
+    let a = mock("a").await;
+    let proxy = start(&config(&[(&a, 1.0)]).set("workers", 2));
+    let addr = web(&proxy);
+    let clients = 40;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                assert_eq!(client.get("/").await.status, 200);
+                client
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for t in tasks {
+        open.push(t.await.unwrap());
+    }
+    let admin = proxy.admin_addr();
+    let (w0, w1) = (
+        worker_connections(admin, "0").await,
+        worker_connections(admin, "1").await,
+    );
+    println!("worker 0 serves {w0}, worker 1 serves {w1}");
+    assert_eq!(
+        w0 + w1,
+        f64::from(clients),
+        "every open client connection counted once"
+    );
+    let (fewer, more) = (w0.min(w1), w0.max(w1));
+    assert!(
+        more - fewer <= (fewer / 8.0).floor() + 6.0,
+        "{w0} against {w1}"
+    );
+    drop(open);
+    common::eventually_async(
+        Duration::from_secs(10),
+        "closed connections uncounted",
+        || async move {
+            worker_connections(admin, "0").await + worker_connections(admin, "1").await == 0.0
+        },
+    )
+    .await;
+    proxy.shutdown(Duration::from_secs(1));
+}

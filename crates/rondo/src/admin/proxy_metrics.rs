@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `rondo_responses_total` | counter | `listener`, `upstream` (`""` before routing), `code`, `source` (`backend` or `proxy`) |
 //! | `rondo_connections_active` | gauge | `listener` |
+//! | `rondo_worker_connections` | gauge | `worker` (its index, from 0) |
 //! | `rondo_connections_accepted_total` | counter | `listener` |
 //! | `rondo_connections_refused_total` | counter | `listener` |
 //! | `rondo_requests_refused_total` | counter | `listener` |
@@ -131,6 +132,18 @@ impl Collector for ProxyCollector {
             listeners
                 .iter()
                 .map(|l| (by_listener(l), load_i(&l.active))),
+        )?;
+        gauge(
+            &mut encoder,
+            "rondo_worker_connections",
+            "Client connections each worker thread serves now, whichever worker accepted them.",
+            None,
+            self.metrics.workers().iter().enumerate().map(|(i, n)| {
+                (
+                    vec![("worker", i.to_string())],
+                    n.load(Ordering::Relaxed) as i64,
+                )
+            }),
         )?;
         let listener_counters: [ListenerField; 5] = [
             (

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::parked::ParkedConn;
+use super::spread::Counted;
 use super::{Frontend, Worker, h1, h2, redirect, tcp};
 use crate::config::ListenerMode;
 use crate::counters::ConnectionGuard;
@@ -23,8 +24,9 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     frontend: Arc<Frontend>,
     worker: Rc<Worker>,
+    load: Counted,
 ) {
-    let Some(admitted) = admit(frontend, &worker) else {
+    let Some(admitted) = admit(frontend, &worker, load) else {
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -65,14 +67,20 @@ fn client_ip(peer: SocketAddr) -> String {
 pub(super) struct Admitted {
     frontend: Arc<Frontend>,
     _counted: ConnectionGuard,
+    /// Counts it in its worker's load (see [`super::spread`]).
+    _load: Counted,
 }
 
 impl Admitted {
     /// A connection already counted against `frontend`'s limit, now counted in its open
     /// connections too.
-    fn counted(frontend: Arc<Frontend>) -> Admitted {
+    fn counted(frontend: Arc<Frontend>, load: Counted) -> Admitted {
         let _counted = frontend.reports[0].listener.connection();
-        Admitted { frontend, _counted }
+        Admitted {
+            frontend,
+            _counted,
+            _load: load,
+        }
     }
 
     /// The listener the connection came in on.
@@ -86,7 +94,7 @@ impl Admitted {
     /// A connection admitted by `frontend` without a worker (unit tests).
     pub(super) fn new_for_test(frontend: Arc<Frontend>) -> Admitted {
         frontend.limit.open_anyway();
-        Admitted::counted(frontend)
+        Admitted::counted(frontend, Counted::alone())
     }
 }
 
@@ -153,13 +161,13 @@ async fn serve_other(
 /// Counts a new client connection against its listener's limit; at the limit, a batch of
 /// idle connections is closed to make room (the oldest first, see [`room`]), and when none
 /// is idle the new one is refused (closed at once, counted, logged once per episode).
-fn admit(frontend: Arc<Frontend>, worker: &Worker) -> Option<Admitted> {
+fn admit(frontend: Arc<Frontend>, worker: &Worker, load: Counted) -> Option<Admitted> {
     if frontend.limit.open() {
-        return Some(Admitted::counted(frontend));
+        return Some(Admitted::counted(frontend, load));
     }
     if worker.idle.make_room() > 0 {
         frontend.limit.open_anyway();
-        return Some(Admitted::counted(frontend));
+        return Some(Admitted::counted(frontend, load));
     }
     frontend.limit.refuse();
     frontend.reports[0]

@@ -46,10 +46,12 @@ mod relay_head;
 mod replay;
 mod respond;
 pub(crate) mod room;
+mod spread;
 mod stream;
 mod tcp;
 mod tunnel;
 mod worker;
 
 pub(crate) use frontend::{Frontend, FrontendSocket, Observe};
+pub(crate) use spread::Spread;
 pub(crate) use worker::{Worker, bind, run_worker};

@@ -13,7 +13,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::connection::serve_connection;
-use super::{FrontendSocket, buffers, connpool, forward, h2_upstream, memory, parked, relay, room};
+use super::spread::{Counted, Handoff, Seat, Spread};
+use super::{
+    Frontend, FrontendSocket, buffers, connpool, forward, h2_upstream, memory, parked, relay, room,
+};
 
 /// Per-thread state: idle backend connections and spare buffers.
 pub(crate) struct Worker {
@@ -38,6 +41,9 @@ pub(crate) struct Worker {
     shed_in: std::cell::Cell<u64>,
     /// Set when the worker stops: HTTP/2 connections send GOAWAY.
     stop: watch::Receiver<bool>,
+    /// Its index among the workers, and every worker's load (see [`super::spread`]).
+    index: usize,
+    spread: Arc<Spread>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -49,8 +55,14 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker of its own, with the process's memory limit and the signal that stops it.
-    fn new(memory: Arc<memory::MemoryLimit>, stop: watch::Receiver<bool>) -> Worker {
+    /// A worker of its own, with the process's memory limit, the signal that stops it and
+    /// its place among the workers.
+    fn new(
+        memory: Arc<memory::MemoryLimit>,
+        stop: watch::Receiver<bool>,
+        index: usize,
+        spread: Arc<Spread>,
+    ) -> Worker {
         Worker {
             conns: connpool::ConnPool::default(),
             buffers: buffers::BufferPool::default(),
@@ -62,6 +74,8 @@ impl Worker {
             memory,
             shed_in: std::cell::Cell::default(),
             stop,
+            index,
+            spread,
         }
     }
 
@@ -161,6 +175,57 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// Serves a connection this worker accepted, here or, when another worker holds clearly fewer
+/// connections, there (see [`super::spread`]).
+fn place(
+    worker: &Rc<Worker>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    frontend: Arc<Frontend>,
+) {
+    let to = worker.spread.target(worker.index);
+    let counted = worker.spread.count(to);
+    if to == worker.index {
+        return serve_here(worker, stream, peer, frontend, counted);
+    }
+    // Deregistered from this worker's reactor; the other registers it with its own.
+    let Ok(stream) = stream.into_std() else {
+        return;
+    };
+    let handoff = Handoff {
+        stream,
+        peer,
+        frontend,
+        counted,
+    };
+    if let Err(back) = worker.spread.send(to, handoff) {
+        // That worker has stopped: this one serves it after all.
+        let Handoff {
+            stream,
+            peer,
+            frontend,
+            ..
+        } = back;
+        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+            let counted = worker.spread.count(worker.index);
+            serve_here(worker, stream, peer, frontend, counted);
+        }
+    }
+}
+
+/// Serves a connection on this worker, counted in its load.
+fn serve_here(
+    worker: &Rc<Worker>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    frontend: Arc<Frontend>,
+    counted: Counted,
+) {
+    worker.idle.accepted();
+    let worker = Rc::clone(worker);
+    tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker, counted));
+}
+
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
 const BACKLOG: i32 = 1024;
 
@@ -181,14 +246,21 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// One worker thread: accepts on every listener, serves connections, and on shutdown stops
-/// accepting and gives open connections up to `grace` to finish.
+/// One worker thread: accepts on every listener, serves the connections it accepted or was
+/// handed (see [`super::spread`]), and on shutdown stops accepting and gives open
+/// connections up to `grace` to finish.
 pub(crate) fn run_worker(
     mut listeners: tokio::sync::mpsc::UnboundedReceiver<FrontendSocket>,
+    seat: Seat,
     stop: watch::Receiver<bool>,
     grace: Duration,
     memory: Arc<memory::MemoryLimit>,
 ) {
+    let Seat {
+        index,
+        spread,
+        mut inbox,
+    } = seat;
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,7 +270,7 @@ pub(crate) fn run_worker(
     };
     let local = tokio::task::LocalSet::new();
     let turns = local.run_until(async move {
-        let worker = Rc::new(Worker::new(memory, stop.clone()));
+        let worker = Rc::new(Worker::new(memory, stop.clone(), index, spread));
         let accept_loop = |accept: FrontendSocket| {
             let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
@@ -213,11 +285,7 @@ pub(crate) fn run_worker(
                             Ok((stream, peer)) if !memory::admit(&frontend, &worker, peer) => {
                                 drop(stream);
                             }
-                            Ok((stream, peer)) => {
-                                worker.idle.accepted();
-                                let (frontend, worker) = (Arc::clone(&frontend), Rc::clone(&worker));
-                                tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker));
-                            }
+                            Ok((stream, peer)) => place(&worker, stream, peer, Arc::clone(&frontend)),
                             Err(e) if forward::is_local(&e) => {
                                 frontend.reports[0].listener.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 // Out of descriptors: make room, and pause instead of spinning.
@@ -255,6 +323,12 @@ pub(crate) fn run_worker(
                     Some(accept) => accept_loop(accept),
                     None => open_channel = false,
                 },
+                Some(handoff) = inbox.recv() => {
+                    let Handoff { stream, peer, frontend, counted } = handoff;
+                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                        serve_here(&worker, stream, peer, frontend, counted);
+                    }
+                }
             }
         }
         // Idle connections close now; busy ones answer with `Connection: close`.

@@ -246,7 +246,8 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let grace = config.shutdown_grace;
     let memory = proxy::memory::MemoryLimit::start(config.max_memory);
     let mut workers = Vec::new();
-    for n in 0..config.workers.get() {
+    let seats = proxy::Spread::seats(observe.metrics.worker_connections(config.workers.get()));
+    for (n, seat) in seats.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         for l in &listeners {
             let _ = tx.send(l.accept()?);
@@ -255,7 +256,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         let (stop_rx, memory) = (stop_rx.clone(), Arc::clone(&memory));
         let thread = std::thread::Builder::new()
             .name(format!("rondo-worker-{n}"))
-            .spawn(move || proxy::run_worker(rx, stop_rx, grace, memory))?;
+            .spawn(move || proxy::run_worker(rx, seat, stop_rx, grace, memory))?;
         threads.push(thread);
     }
     Ok(Running {
