@@ -45,9 +45,13 @@ pub(crate) struct Seat {
 /// An accepted connection on its way to the worker that serves it, already counted there.
 #[derive(Debug)]
 pub(crate) struct Handoff {
+    /// The connection, out of the accepting worker's reactor.
     pub(crate) stream: std::net::TcpStream,
+    /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// The listener it came in on.
     pub(crate) frontend: Arc<Frontend>,
+    /// Its place in the receiving worker's load, taken when it was handed over.
     pub(crate) counted: Counted,
 }
 
