@@ -339,9 +339,13 @@ pub struct PowerOfTwo {
 }
 
 impl PowerOfTwo {
-    fn cost(&self, ctx: &PickContext<'_>, pos: usize) -> f64 {
+    /// The load score of the member at `pos`, and its weight.
+    fn load(&self, ctx: &PickContext<'_>, pos: usize) -> (f64, f64) {
         let b = &ctx.backends[self.members.ids[pos] as usize];
-        b.stats.load_score(ctx.now) / self.members.weights[pos] as f64
+        (
+            b.stats.load_score(ctx.now),
+            self.members.weights[pos] as f64,
+        )
     }
 }
 
@@ -361,7 +365,10 @@ impl Picker for PowerOfTwo {
             if b >= a {
                 b += 1;
             }
-            let (first, second) = if self.cost(ctx, b) < self.cost(ctx, a) {
+            // score_b / weight_b < score_a / weight_a, by cross-multiplication: two
+            // divisions were a third of a pick.
+            let ((score_a, weight_a), (score_b, weight_b)) = (self.load(ctx, a), self.load(ctx, b));
+            let (first, second) = if score_b * weight_a < score_a * weight_b {
                 (b, a)
             } else {
                 (a, b)
