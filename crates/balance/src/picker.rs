@@ -154,6 +154,18 @@ impl PickState {
         self.cursor.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Moves the cursor on with a load and a store, not a locked instruction: for a picker
+    /// that needs a rotating start, not one exact global order (two threads at the same
+    /// instant may start at the same place; one thread's sequence is the same as [`next`]'s).
+    ///
+    /// [`next`]: PickState::next
+    #[inline]
+    fn step(&self) -> u64 {
+        let at = self.cursor.load(Ordering::Relaxed);
+        self.cursor.store(at.wrapping_add(1), Ordering::Relaxed);
+        at
+    }
+
     /// A start offset drawn from `seed`, below 2^32 so the cursor never wraps in practice.
     pub fn random_start(seed: u64) -> u64 {
         mix(seed ^ 0x5bd1_e995) >> 32
@@ -317,7 +329,7 @@ impl LeastConnections {
 
 impl Picker for LeastConnections {
     fn pick<F: FnMut(usize) -> bool>(&self, ctx: &PickContext<'_>, mut accept: F) -> Option<usize> {
-        let start = self.order.at(ctx.state.next()) as usize;
+        let start = self.order.at(ctx.state.step()) as usize;
         let mut refused = [usize::MAX; ADAPTIVE_TRIES];
         for attempt in 0..ADAPTIVE_TRIES.min(self.members.len()) {
             let pos = self.least_loaded(ctx, start, &refused)?;
