@@ -314,6 +314,17 @@ pub(crate) fn run_worker(
             }
         });
         tokio::task::spawn_local(parked::ParkedClients::serve(Rc::clone(&worker)));
+        // Connections other workers accepted for this one: a task of its own, so the loop
+        // below is not polled for it on every turn.
+        let receiver = Rc::clone(&worker);
+        tokio::task::spawn_local(async move {
+            while let Some(handoff) = inbox.recv().await {
+                let Handoff { stream, peer, frontend, counted } = handoff;
+                if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                    serve_here(&receiver, stream, peer, frontend, counted);
+                }
+            }
+        });
         let mut until_stop = stop.clone();
         let mut open_channel = true;
         loop {
@@ -323,12 +334,6 @@ pub(crate) fn run_worker(
                     Some(accept) => accept_loop(accept),
                     None => open_channel = false,
                 },
-                Some(handoff) = inbox.recv() => {
-                    let Handoff { stream, peer, frontend, counted } = handoff;
-                    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                        serve_here(&worker, stream, peer, frontend, counted);
-                    }
-                }
             }
         }
         // Idle connections close now; busy ones answer with `Connection: close`.
