@@ -170,8 +170,9 @@ async fn full_listener() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>
 }
 
 /// Backend `b` (listed first, so the first request goes to it) has a full listen queue, `a`
-/// serves; `connect_timeout` is a minute and a TCP health check every 2 s (1 s timeout, one
-/// failure) takes `b` out. The first request's connect to `b` hangs; once the check takes `b`
+/// serves; `connect_timeout` is a minute and a TCP health check every 3 s (2 s timeout, one
+/// failure) takes `b` out, 2–5 s after the start: the first request has reached `b` by then
+/// even on a loaded machine. The first request's connect to `b` hangs; once the check takes `b`
 /// out it goes to `a`, long before its connect would have timed out (the 20 s limit here is
 /// a deadline against that, not a claim about speed). The retry is counted as a connect
 /// retry, and `b` is out by its health, not by a failure of the request.
@@ -181,8 +182,8 @@ async fn still_connecting_when_its_backend_leaves(speaks: Speaks) {
     let a = common::mock("a").await;
     let checks = Section::new()
         .set("kind", "tcp")
-        .duration("interval", Duration::from_secs(2))
-        .duration("timeout", Duration::from_secs(1))
+        .duration("interval", Duration::from_secs(3))
+        .duration("timeout", Duration::from_secs(2))
         .set("fall", 1)
         .set("jitter", 0);
     let upstream = common::UpstreamBuilder::new("app")
