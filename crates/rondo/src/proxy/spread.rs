@@ -119,7 +119,8 @@ impl Spread {
 pub(crate) struct Counted(Arc<AtomicUsize>);
 
 impl Counted {
-    /// A count of its own, for a connection outside any spread (unit tests).
+    /// A count of its own, for a connection outside any spread (unit tests, or a worker
+    /// index the spread does not have).
     pub(crate) fn alone() -> Counted {
         Counted(Arc::new(AtomicUsize::new(1)))
     }
