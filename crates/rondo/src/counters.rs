@@ -57,14 +57,12 @@ impl ProxyMetrics {
         }
     }
 
-    /// The open-connection counts of `workers` worker threads, by index (kept from an earlier
-    /// call for the indices it had), for the workers to spread connections by.
+    /// New open-connection counts for `workers` worker threads, by index (taken once, when
+    /// the workers start), for the workers to spread connections by.
     pub fn worker_connections(&self, workers: usize) -> Vec<Arc<AtomicUsize>> {
-        let mut all = self.workers.lock();
-        while all.len() < workers {
-            all.push(Arc::default());
-        }
-        all[..workers].to_vec()
+        let counts: Vec<Arc<AtomicUsize>> = (0..workers).map(|_| Arc::default()).collect();
+        self.workers.lock().clone_from(&counts);
+        counts
     }
 
     /// Every worker's open-connection count, by index.
