@@ -8,9 +8,9 @@
 
 Idle (the default): opens N (default 5000) client connections to HOST:PORT, sends one GET on
 each and reads the response (so every connection has carried a request and is now idle in
-keep-alive), waits --settle seconds (default 2: rondo parks a keep-alive connection silent
-for a second, see crates/rondo/src/proxy/parked.rs; 0 measures connections still in their
-task), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth
+keep-alive), waits --settle seconds (default 3: rondo parks a keep-alive connection silent
+for 100 ms and takes its socket out of tokio's reactor 1.1-2.1 s later, see
+crates/rondo/src/proxy/parked.rs; 0 measures connections still in their task), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth
 divided by N. With --rounds R, N more connections are opened each round while the earlier
 ones stay open, and each round's growth is printed: the first round from a fresh process
 includes the heap the allocator grew to at the burst's peak and keeps (it is reused, not
@@ -101,7 +101,7 @@ def main():
     parser.add_argument("port", type=int)
     parser.add_argument("n", type=int, nargs="?", default=5000)
     parser.add_argument("--busy", type=int, metavar="BACKEND_PORT")
-    parser.add_argument("--settle", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--settle", type=float, default=3.0, metavar="SECONDS")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--h2", action="store_true")
     parser.add_argument("--tls", action="store_true")

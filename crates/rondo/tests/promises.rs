@@ -459,21 +459,22 @@ async fn a_keep_alive_connection_silent_long_enough_to_be_parked_is_served_again
  {
     use tokio::io::AsyncReadExt;
     let a = mock("a").await;
-    let proxy = start(&proxy_config(plain("app", &[&a])).listeners_set("idle_timeout", "2s"));
+    let proxy = start(&proxy_config(plain("app", &[&a])).listeners_set("idle_timeout", "4s"));
     let mut s = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-    // Silent for 500 ms between requests: past 100 ms the connection gives up its task (it
-    // is parked, proxy/parked.rs) and its next request starts one again.
-    for _ in 0..2 {
+    // Silent for 500 ms, then for 2.5 s between requests: past 100 ms the connection gives
+    // up its task (it is parked, proxy/parked.rs), past 2.1 s its socket leaves tokio's
+    // reactor for the worker's own poll; its next request starts a task again either way.
+    for silence in [500, 2_500, 0] {
         tokio::io::AsyncWriteExt::write_all(&mut s, request)
             .await
             .unwrap();
         let head = common::read_response(&mut s).await;
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(!head.contains("connection: close"), "{head}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(silence)).await;
     }
-    assert_eq!(a.hits(), 2);
+    assert_eq!(a.hits(), 3);
     // Then closed at its idle_timeout, parked or not, cleanly.
     let mut rest = Vec::new();
     let read = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;

@@ -311,6 +311,7 @@ pub(crate) fn run_worker(
                 sweeper.sweep_h1_senders();
                 sweeper.buffers.sweep();
                 sweeper.idle.parked.expire(tokio::time::Instant::now());
+                sweeper.idle.parked.unregister_long_parked();
             }
         });
         tokio::task::spawn_local(parked::ParkedClients::serve(Rc::clone(&worker)));
