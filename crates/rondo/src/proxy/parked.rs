@@ -381,9 +381,7 @@ impl ParkedClients {
         };
         let mut slots = self.slots.borrow_mut();
         for (slot, place) in slots.iter_mut().enumerate() {
-            let in_reactor =
-                |p: &mut Parked| p.age < below && matches!(p.socket, Socket::Reactor(_));
-            let Some(parked) = place.parked.take_if(in_reactor) else {
+            let Some(parked) = place.parked.take_if(|p| p.age < below) else {
                 continue;
             };
             // Out of the reactor the wake-up is not called again.
@@ -397,7 +395,7 @@ impl ParkedClients {
             } = parked;
             let moved = match socket {
                 Socket::Reactor(stream) => leave_reactor(stream, registry, slot),
-                Socket::Poll(socket) => Ok(socket),
+                Socket::Poll(socket) => Ok(socket), // moved at an earlier sweep
             };
             match moved {
                 Ok(socket) => {
