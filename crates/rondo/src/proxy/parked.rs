@@ -381,34 +381,23 @@ impl ParkedClients {
         };
         let mut slots = self.slots.borrow_mut();
         for (slot, place) in slots.iter_mut().enumerate() {
-            let Some(parked) = place.parked.take_if(|p| p.age < below) else {
+            let Some(mut parked) = place.parked.take_if(|p| p.age < below) else {
                 continue;
             };
             // Out of the reactor the wake-up is not called again.
             place.wakeup.parked.store(false, Ordering::Relaxed);
-            let Parked {
-                socket,
-                ip,
-                admitted,
-                until,
-                age,
-            } = parked;
-            let moved = match socket {
+            let moved = match parked.socket {
                 Socket::Reactor(stream) => leave_reactor(stream, registry, slot),
                 Socket::Poll(socket) => Ok(socket), // moved at an earlier sweep
             };
             match moved {
                 Ok(socket) => {
-                    place.parked = Some(Parked {
-                        socket: Socket::Poll(socket),
-                        ip,
-                        admitted,
-                        until,
-                        age,
-                    });
+                    parked.socket = Socket::Poll(socket);
+                    place.parked = Some(parked);
                 }
                 Err(e) => {
-                    tracing::debug!(client = ip, error = %e, "idle connection closed: cannot move it out of the reactor");
+                    let client = &parked.ip;
+                    tracing::debug!(client, error = %e, "idle connection closed: cannot move it out of the reactor");
                     self.free.borrow_mut().push(place.wakeup.slot);
                     self.len.set(self.len.get() - 1);
                 }
