@@ -10,11 +10,12 @@ Idle (the default): opens N (default 5000) client connections to HOST:PORT, send
 each and reads the response (so every connection has carried a request and is now idle in
 keep-alive), waits --settle seconds (default 3: rondo parks a keep-alive connection silent
 for 100 ms and takes its socket out of tokio's reactor 1.1-2.1 s later, see
-crates/rondo/src/proxy/parked.rs; 0 measures connections still in their task), then reads the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth
-divided by N. With --rounds R, N more connections are opened each round while the earlier
-ones stay open, and each round's growth is printed: the first round from a fresh process
-includes the heap the allocator grew to at the burst's peak and keeps (it is reused, not
-returned), the later rounds show what each more idle connection costs once it has.
+crates/rondo/src/proxy/parked.rs; 0 measures connections still in their task), then reads
+the proxy's resident memory (/proc/PID/status VmRSS) and prints the growth divided by N.
+With --rounds R, N more connections are opened each round while the earlier ones stay open,
+and each round's growth is printed: the first round from a fresh process includes the heap
+the allocator grew to at the burst's peak and keeps (it is reused, not returned), the later
+rounds show what each more idle connection costs once it has.
 
 --busy: the script itself is the backend, listening on 127.0.0.1:BACKEND_PORT (start the
 proxy first with its only backend at that address and health checks off): it reads each
