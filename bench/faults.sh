@@ -44,7 +44,9 @@
 #
 # Backends: four target/release/examples/fault_backend (the tests' mock backend) on CPU 0
 # with wrk, the proxy on CPU 1. Needs nginx, haproxy, wrk and
-# `cargo build --release --bin rondo --example fault_backend`. About 13 minutes.
+# `cargo build --release && cargo build --release --example fault_backend` (two commands: an
+# example built with the binary turns on the dev-dependencies' features, and the binary's code
+# order no longer applies; see bench/order-code.sh). About 13 minutes.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"

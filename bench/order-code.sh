@@ -18,8 +18,12 @@
 # the file lists them). Symbol names carry a hash of the crate (its name, version and
 # dependencies) and of the function's types, not of its code: many edits keep the file valid,
 # but adding a module to the proxy once took 72 of its 1,465 names out. Names it lists that no
-# longer exist are ignored by the linker, so a stale file costs memory, never a build. How stale it is: the "code order" line every benchmark prints (the
-# share of its names the binary still has; `code_order` in bench/lib.sh).
+# longer exist are ignored by the linker, so a stale file costs memory, never a build. How
+# stale it is: the "code order" line every benchmark prints (the share of its names the binary
+# still has; `code_order` in bench/lib.sh). Build the binary this reads, and the one you
+# measure, with plain `cargo build --release`: building an example in the same command
+# (`--bin rondo --example …`) turns on the dev-dependencies' features (tokio "full"), which
+# renames nearly every symbol (344 of 1,517 found, fresh RSS 8.5 MB instead of 5.2).
 . "$(dirname "$0")/lib.sh"
 need valgrind callgrind_control nginx wrk curl
 need_built "$RONDO" "cargo build --release"
