@@ -94,6 +94,8 @@ struct Slot {
     wakeup: Arc<Wakeup>,
 }
 
+/// One parked connection: where its socket waits, what its task needs to start again, and
+/// its order of parking.
 #[derive(Debug)]
 struct Parked {
     socket: Socket,
