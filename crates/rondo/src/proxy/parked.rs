@@ -77,8 +77,9 @@ pub(crate) struct ParkedClients {
     len: Cell<usize>,
     /// Order of parking, so that room is made by closing the oldest first.
     next_age: Cell<u64>,
-    /// Connections parked before this age leave the reactor at the next sweep.
-    unregister_below: Cell<u64>,
+    /// The ages parked between the last two sweeps: those connections leave the reactor at
+    /// the next one (each connection is looked at by one sweep only).
+    due: Cell<(u64, u64)>,
     /// Adds long-parked sockets to the worker's poll of them and takes them out; `None`
     /// when that poll could not be made or failed (connections then stay in the reactor).
     registry: RefCell<Option<mio::Registry>>,
@@ -115,6 +116,18 @@ enum Socket {
 }
 
 impl Socket {
+    /// The socket in the worker's poll, its events carrying `slot`: moved there out of
+    /// tokio's reactor, or already there.
+    fn into_poll(self, registry: &mio::Registry, slot: usize) -> io::Result<mio::net::TcpStream> {
+        let stream = match self {
+            Socket::Reactor(stream) => stream,
+            Socket::Poll(socket) => return Ok(socket),
+        };
+        let mut socket = mio::net::TcpStream::from_std(stream.into_std()?);
+        registry.register(&mut socket, mio::Token(slot), mio::Interest::READABLE)?;
+        Ok(socket)
+    }
+
     /// Whether it has bytes to read, or its client closed or reset it (a non-blocking
     /// peek, which clears the reactor's stale readiness when nothing arrived).
     fn has_input(&self) -> bool {
@@ -237,7 +250,7 @@ impl Default for ParkedClients {
             woken: Arc::default(),
             len: Cell::default(),
             next_age: Cell::default(),
-            unregister_below: Cell::default(),
+            due: Cell::default(),
             registry: RefCell::new(registry),
             watch: RefCell::new(watch),
         }
@@ -371,28 +384,24 @@ impl ParkedClients {
         }
     }
 
-    /// Moves the sockets of connections parked since before the last call (silent for over
-    /// a second) out of tokio's reactor into the worker's poll, where they cost no
+    /// Moves the sockets of connections parked between the two calls before this one (silent
+    /// for over a second) out of tokio's reactor into the worker's poll, where they cost no
     /// registration. Called by the worker's one-second sweep. A connection whose socket
     /// cannot move (the system is out of memory) is closed, as an idle connection may be.
     pub(crate) fn unregister_long_parked(&self) {
-        let below = self.unregister_below.replace(self.next_age.get());
+        let (from, below) = self.due.replace((self.due.get().1, self.next_age.get()));
         let registry = self.registry.borrow();
         let Some(registry) = registry.as_ref() else {
             return;
         };
         let mut slots = self.slots.borrow_mut();
         for (slot, place) in slots.iter_mut().enumerate() {
-            let Some(mut parked) = place.parked.take_if(|p| p.age < below) else {
+            let Some(mut parked) = place.parked.take_if(|p| (from..below).contains(&p.age)) else {
                 continue;
             };
             // Out of the reactor the wake-up is not called again.
             place.wakeup.parked.store(false, Ordering::Relaxed);
-            let moved = match parked.socket {
-                Socket::Reactor(stream) => leave_reactor(stream, registry, slot),
-                Socket::Poll(socket) => Ok(socket), // moved at an earlier sweep
-            };
-            match moved {
+            match parked.socket.into_poll(registry, slot) {
                 Ok(socket) => {
                     parked.socket = Socket::Poll(socket);
                     place.parked = Some(parked);
@@ -529,17 +538,6 @@ impl ParkedClients {
             .map(|(slot, _)| slot)
             .collect()
     }
-}
-
-/// `stream`, out of tokio's reactor and into the worker's poll, its events carrying `slot`.
-fn leave_reactor(
-    stream: TcpStream,
-    registry: &mio::Registry,
-    slot: usize,
-) -> io::Result<mio::net::TcpStream> {
-    let mut socket = mio::net::TcpStream::from_std(stream.into_std()?);
-    registry.register(&mut socket, mio::Token(slot), mio::Interest::READABLE)?;
-    Ok(socket)
 }
 
 #[cfg(test)]
