@@ -400,14 +400,7 @@ async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     use http_body_util::{BodyExt, Full};
     let bs = backends(&["a", "b"]).await;
     let proxy = start(&config(&[(&bs[0], 1.0), (&bs[1], 1.0)]));
-    let stream = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_sender(web(&proxy)).await;
     let mut seen = Vec::new();
     for (method, body) in [("GET", ""), ("GET", ""), ("POST", "hello"), ("GET", "")] {
         let req = hyper::Request::builder()

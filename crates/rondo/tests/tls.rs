@@ -638,7 +638,7 @@ async fn a_reload_that_turns_upstream_tls_on_never_reuses_a_plain_pooled_connect
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nor_does_an_http2_clients_request_through_hypers_pool() {
+async fn nor_does_an_http2_clients_request() {
     turning_upstream_tls_on_never_reuses_a_plain_pooled_connection(true).await;
 }
 

@@ -1,9 +1,12 @@
-//! Finding the end of a chunked body (RFC 9112 §7.1) without changing it.
+//! Finding the end of a chunked body (RFC 9112 §7.1) without changing it, and finding its
+//! data for a client that is not sent the framing.
 //!
-//! rondo forwards chunked bodies byte for byte, in both directions: re-chunking would cost a
-//! copy and gain nothing. It still has to know where the body ends, to reuse the connection
-//! for the next message and to refuse malformed framing (a smuggling vector), so it runs this
-//! decoder over the bytes as they pass.
+//! Between HTTP/1.1 ends rondo forwards chunked bodies byte for byte, in both directions:
+//! re-chunking would cost a copy and gain nothing. It still has to know where the body ends,
+//! to reuse the connection for the next message and to refuse malformed framing (a smuggling
+//! vector), so it runs this decoder over the bytes as they pass ([`ChunkedDecoder::feed`]).
+//! A response going to a client served by hyper (HTTP/2) is sent as its data and trailers
+//! instead ([`ChunkedDecoder::next_data`], [`ChunkedDecoder::in_trailers`]).
 
 /// Longest chunk-size line (size, extensions, CRLF) accepted. nginx and HAProxy accept a few
 /// hundred bytes of extensions; nothing legitimate sends more.
@@ -190,6 +193,41 @@ impl ChunkedDecoder {
         Ok(i)
     }
 
+    /// Consumes the framing at the start of `input` up to the next chunk data, and that data
+    /// as far as `input` holds it. Returns `(framing, data)`: the data is
+    /// `input[framing..framing + data]`. Stops before the trailer section (see
+    /// [`ChunkedDecoder::in_trailers`]), which [`ChunkedDecoder::feed`] reads.
+    pub(crate) fn next_data(&mut self, input: &[u8]) -> Result<(usize, usize), ChunkedError> {
+        let mut i = 0;
+        while i < input.len() && !self.in_trailers() && !self.is_done() {
+            if let State::Data(remaining) = self.state {
+                let take = remaining.min((input.len() - i) as u64);
+                self.state = if take == remaining {
+                    State::DataCr
+                } else {
+                    State::Data(remaining - take)
+                };
+                // `take` is at most what `input` holds.
+                return Ok((i, take as usize));
+            }
+            i += self.feed(&input[i..=i])?;
+        }
+        Ok((i, 0))
+    }
+
+    /// True from the end of the last chunk's size line until the body is done: what follows
+    /// is the trailer section.
+    pub(crate) fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerStart
+                | State::TrailerName
+                | State::TrailerValue
+                | State::TrailerLf
+                | State::EndLf
+        )
+    }
+
     fn bump_line(&mut self, limit: u32) -> Result<(), ChunkedError> {
         self.line += 1;
         if self.line > limit {
@@ -223,6 +261,47 @@ mod tests {
             total += d.feed(c)?;
         }
         Ok((total, d.is_done()))
+    }
+
+    /// The data of `body` fed in `step`-byte reads, and the trailer section's bytes.
+    fn data_of(body: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), ChunkedError> {
+        let (mut d, mut data, mut trailers) = (ChunkedDecoder::default(), Vec::new(), Vec::new());
+        let mut pending: Vec<u8> = Vec::new();
+        for piece in body.chunks(step) {
+            pending.extend_from_slice(piece);
+            while !pending.is_empty() && !d.is_done() {
+                if d.in_trailers() {
+                    let n = d.feed(&pending)?;
+                    trailers.extend(pending.drain(..n));
+                    continue;
+                }
+                let (framing, n) = d.next_data(&pending)?;
+                data.extend_from_slice(&pending[framing..framing + n]);
+                pending.drain(..framing + n);
+                if framing + n == 0 {
+                    break;
+                }
+            }
+        }
+        assert!(d.is_done(), "{body:?} in steps of {step}");
+        Ok((data, trailers))
+    }
+
+    #[test]
+    fn data_and_trailers_are_found_however_reads_split_the_body() {
+        let body = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\ngrpc-status: 0\r\nx: y\r\n\r\n";
+        for step in [1, 2, 3, 7, body.len()] {
+            let (data, trailers) = data_of(body, step).unwrap();
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz");
+            assert_eq!(trailers, b"grpc-status: 0\r\nx: y\r\n\r\n");
+        }
+        let (data, trailers) = data_of(b"0\r\n\r\n", 1).unwrap();
+        assert!(data.is_empty());
+        assert_eq!(trailers, b"\r\n");
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(d.next_data(b"3\r\nab"), Ok((3, 2)));
+        assert_eq!(d.next_data(b"c\r\nZ"), Ok((0, 1)));
+        assert_eq!(d.next_data(b"\r\nZ"), Err(ChunkedError));
     }
 
     #[test]

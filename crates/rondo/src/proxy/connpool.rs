@@ -1,4 +1,6 @@
-//! Idle keep-alive connections to backends, one pool per worker thread.
+//! Idle keep-alive connections to backends, one pool per worker thread, for every HTTP/1.1
+//! request to a backend (those of HTTP/1.1 clients, [`super::h1`], and those hyper serves,
+//! [`super::h1_upstream`]).
 //!
 //! Each worker keeps its own connections (as nginx's `keepalive` does per worker), so taking
 //! and returning one is a `RefCell` borrow, never a lock. The most recently used connection is
@@ -57,7 +59,7 @@ impl Drop for Counted {
 }
 
 /// What a pooled backend connection is found by, in every pool of the worker (this one,
-/// hyper's HTTP/1.1 senders, HTTP/2 connections): the backend's address and the TLS setup it
+/// shared by the HTTP/1.1 path and the requests hyper serves, and the HTTP/2 connections): the backend's address and the TLS setup it
 /// speaks (the setup's address; 0 for plain TCP), so two upstreams that reach one address
 /// with different TLS settings never share a connection.
 pub(crate) type Key = (SocketAddr, usize);

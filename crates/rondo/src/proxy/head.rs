@@ -523,6 +523,115 @@ pub(crate) struct BadResponse;
 /// HAProxy's `tune.bufsize` 16 KiB).
 pub(crate) const MAX_RESPONSE_HEAD: usize = 32 * 1024;
 
+/// A response head parsed out of the read buffer, for the two writers of what the client gets.
+struct ResponseHead<'a, 'h> {
+    /// Its length in the input.
+    len: usize,
+    status: u16,
+    /// The minor version: `HTTP/1.0` or `HTTP/1.1`.
+    version: u8,
+    reason: &'h str,
+    headers: &'a [httparse::Header<'h>],
+    fields: Fields<'h>,
+}
+
+/// Parses the response head at the start of `input` and hands it to `use_head`; `Ok(None)`
+/// while it is incomplete, [`BadResponse`] when it is malformed, framed two ways or over
+/// [`MAX_RESPONSE_HEAD`].
+fn parse_response_head<T>(
+    input: &[u8],
+    use_head: impl FnOnce(ResponseHead<'_, '_>) -> Result<T, BadResponse>,
+) -> Result<Option<T>, BadResponse> {
+    let mut headers = no_headers();
+    let mut res = httparse::Response::new(&mut []);
+    let parser = httparse::ParserConfig::default();
+    let len = match parser.parse_response_with_uninit_headers(&mut res, input, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if input.len() < MAX_RESPONSE_HEAD => return Ok(None),
+        _ => return Err(BadResponse),
+    };
+    let (Some(status), Some(version)) = (res.code, res.version) else {
+        return Err(BadResponse);
+    };
+    let fields = Fields::read(res.headers).map_err(|_| BadResponse)?;
+    use_head(ResponseHead {
+        len,
+        status,
+        version,
+        reason: res.reason.unwrap_or(""),
+        headers: res.headers,
+        fields,
+    })
+    .map(Some)
+}
+
+/// How a response's body is delimited, and whether its connection can carry another request
+/// afterwards (RFC 9112 §6.3): no body after HEAD, 1xx, 204 and 304; chunked before a length;
+/// without either, until the backend closes.
+fn response_framing(
+    status: u16,
+    version: u8,
+    fields: &Fields<'_>,
+    request_is_head: bool,
+) -> (Framing, bool) {
+    let reusable = fields.keep_alive.unwrap_or(version == 1);
+    let bodiless =
+        request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    if bodiless {
+        (Framing::Empty, reusable)
+    } else if fields.chunked {
+        (Framing::Chunked, reusable)
+    } else if let Some(n) = fields.content_length {
+        let framing = if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        };
+        (framing, reusable)
+    } else {
+        (Framing::UntilClose, false)
+    }
+}
+
+/// True for a response field that describes the backend's hop only: hop-by-hop, named in
+/// `Connection`, or a `Content-Length` beside chunked coding (which wins, RFC 9112 §6.3).
+fn stays_behind(name: &str, fields: &Fields<'_>) -> bool {
+    is_hop_by_hop(name) || fields.names(name) || (fields.chunked && is(name, "content-length"))
+}
+
+/// Parses a response head at the start of `input` into the head a client served by hyper
+/// gets (HTTP/2, or HTTP/1.1 through hyper): status and fields, without those of the
+/// backend's hop. Interim (1xx) responses come back like any other, for the caller to skip.
+/// Returns `Ok(None)` while incomplete.
+pub(crate) fn parse_response_parts(
+    input: &[u8],
+    request_is_head: bool,
+) -> Result<Option<(ResponseInfo, http::response::Parts)>, BadResponse> {
+    parse_response_head(input, |head| {
+        let (status, fields) = (head.status, &head.fields);
+        let (framing, reusable) = response_framing(status, head.version, fields, request_is_head);
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = http::StatusCode::from_u16(status).map_err(|_| BadResponse)?;
+        parts.headers.reserve(head.headers.len());
+        for h in head.headers {
+            if stays_behind(h.name, fields) {
+                continue;
+            }
+            let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| BadResponse)?;
+            let value = http::HeaderValue::from_bytes(h.value).map_err(|_| BadResponse)?;
+            parts.headers.append(name, value);
+        }
+        let info = ResponseInfo {
+            head_len: head.len,
+            status,
+            framing,
+            reusable: reusable && status != 101,
+            close_client: false,
+        };
+        Ok((info, parts))
+    })
+}
+
 /// Parses a response head at the start of `input` and writes the head to send the client into
 /// `out`. `request_is_head` and `client_keep_alive` come from the request. Returns
 /// `Ok(None)` while incomplete.
@@ -532,71 +641,43 @@ pub(crate) fn parse_response(
     client_keep_alive: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseInfo>, BadResponse> {
-    let mut headers = no_headers();
-    let mut res = httparse::Response::new(&mut []);
-    let parser = httparse::ParserConfig::default();
-    let head_len = match parser.parse_response_with_uninit_headers(&mut res, input, &mut headers) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if input.len() < MAX_RESPONSE_HEAD => return Ok(None),
-        _ => return Err(BadResponse),
-    };
-    let (Some(status), Some(version)) = (res.code, res.version) else {
-        return Err(BadResponse);
-    };
-    let fields = Fields::read(res.headers).map_err(|_| BadResponse)?;
-    let (content_length, chunked) = (fields.content_length, fields.chunked);
-    let mut reusable = fields.keep_alive.unwrap_or(version == 1);
-    let bodiless =
-        request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
-    let framing = if bodiless {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(n) = content_length {
-        if n == 0 {
-            Framing::Empty
-        } else {
-            Framing::Length(n)
-        }
-    } else {
-        reusable = false;
-        Framing::UntilClose
-    };
-    let switching = status == 101;
-    let close_client = !client_keep_alive || framing == Framing::UntilClose;
+    parse_response_head(input, |head| {
+        let (status, fields) = (head.status, &head.fields);
+        let chunked = fields.chunked;
+        let (framing, reusable) = response_framing(status, head.version, fields, request_is_head);
+        let switching = status == 101;
+        let close_client = !client_keep_alive || framing == Framing::UntilClose;
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    // httparse reads exactly three digits.
-    out.extend_from_slice(&three_digits(status));
-    out.push(b' ');
-    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut kept = KeptLines::new(input, head_len, res.headers);
-    for (i, h) in res.headers.iter().enumerate() {
-        let keep_anyway =
-            (switching && is(h.name, "upgrade")) || (chunked && is(h.name, "transfer-encoding"));
-        let skip = is_hop_by_hop(h.name)
-            || fields.names(h.name)
-            || (chunked && is(h.name, "content-length"));
-        if skip && !keep_anyway {
-            continue;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        // httparse reads exactly three digits.
+        out.extend_from_slice(&three_digits(status));
+        out.push(b' ');
+        out.extend_from_slice(head.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut kept = KeptLines::new(input, head.len, head.headers);
+        for (i, h) in head.headers.iter().enumerate() {
+            let keep_anyway = (switching && is(h.name, "upgrade"))
+                || (chunked && is(h.name, "transfer-encoding"));
+            if stays_behind(h.name, fields) && !keep_anyway {
+                continue;
+            }
+            kept.keep(out, i);
         }
-        kept.keep(out, i);
-    }
-    kept.flush(out);
-    if switching {
-        out.extend_from_slice(b"connection: upgrade\r\n");
-    } else if close_client {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(Some(ResponseInfo {
-        head_len,
-        status,
-        framing,
-        reusable: reusable && !switching,
-        close_client,
-    }))
+        kept.flush(out);
+        if switching {
+            out.extend_from_slice(b"connection: upgrade\r\n");
+        } else if close_client {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(ResponseInfo {
+            head_len: head.len,
+            status,
+            framing,
+            reusable: reusable && !switching,
+            close_client,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -884,6 +965,48 @@ mod tests {
                 .contains("Transfer-Encoding: chunked\r\nconnection: close\r\n")
         );
         assert!(parse_response(b"garbage\r\n\r\n", false, true, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn response_parts_for_hypers_clients_keep_the_fields_the_h1_path_keeps() {
+        let parts = |raw: &[u8], head: bool| parse_response_parts(raw, head);
+        let raw = b"HTTP/1.1 201 Made\r\nX-A: 1\r\nConnection: x-hop\r\nX-Hop: 2\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n0\r\n";
+        let (info, p) = parts(raw, false).unwrap().unwrap();
+        assert_eq!((info.status, info.framing), (201, Framing::Chunked));
+        assert!(info.reusable);
+        assert_eq!(info.head_len, raw.len() - 3);
+        assert_eq!(p.status, 201);
+        let names: Vec<&str> = p.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-a", "set-cookie"]);
+        assert_eq!(p.headers.get_all("set-cookie").iter().count(), 2);
+
+        let (info, p) = parts(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.framing, Framing::Empty, "HEAD has no body");
+        assert_eq!(p.headers["content-length"], "7");
+        let (info, _) = parts(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!((info.framing, info.reusable), (Framing::UntilClose, false));
+        let (info, _) = parts(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((info.status, info.framing), (100, Framing::Empty));
+        assert!(
+            parts(b"HTTP/1.1 200 OK\r\nContent-Len", false)
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                parts(bad, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod dial;
 mod forward;
 mod frontend;
 mod h1;
+mod h1_upstream;
 mod h2;
 mod h2_preface;
 mod h2_upstream;

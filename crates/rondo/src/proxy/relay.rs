@@ -2,7 +2,9 @@
 //! whose upstreams speak HTTP/2) to a backend, over HTTP/1.1 or HTTP/2 as the upstream's
 //! `protocol` says. Which backend, retries, the queue's priority and the access log are the
 //! forwarding policy's ([`super::forward`]); this file only sends one attempt and forwards
-//! one response ([`Exchange`]).
+//! one response ([`Exchange`]). An HTTP/1.1 attempt is written and read by
+//! [`super::h1_upstream`], over the worker's pool of HTTP/1.1 backend connections; an HTTP/2
+//! one is a stream on a connection of [`super::h2_upstream`].
 //!
 //! The request body is a [`Replay`]: streamed as it arrives and kept up to
 //! `retry_body_limit`, so a failed attempt can be replayed on another backend. gRPC calls
@@ -16,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::{Backend, Deferred, Outcome};
+use bytes::BytesMut;
 use http::header::{self, HeaderValue};
 use http_body_util::Either;
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, timeout};
 
 use super::affinity::{self, RequestParts};
@@ -30,20 +31,18 @@ use super::dial::dial;
 use super::forward::{
     Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError, Verdict,
 };
+use super::h1_upstream::{self, Home, ReadFailed, ResponseBody, SendFailed};
 use super::h2_upstream::{self, H2Sender, OpenError, Stream};
 use super::protocol::is_idempotent;
-use super::relay_body::{LateVerdict, Tracked};
+use super::relay_body::{FromBackend, LateVerdict, Tracked};
 use super::relay_head::{Own, error, request_host, strip_hop_by_hop, to_http2, upstream_head};
-use super::replay::{Replay, ReplayBody};
+use super::replay::Replay;
 use super::respond::ErrorPage;
 use super::{Frontend, Worker};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::header_rules::{HeaderRules, Vars};
 use crate::tls::{BackendAlpn, BackendConn};
 use crate::upstream::Upstream;
-
-/// A hyper HTTP/1.1 connection to a backend, kept per worker between requests.
-pub(crate) type H1Sender = http1::SendRequest<ReplayBody>;
 
 /// Body of a response to the client: the backend's, or rondo's own.
 pub(crate) type ClientBody = Either<Tracked, Own>;
@@ -53,7 +52,7 @@ const GRPC_TRAILERS: &str = "grpc-status, grpc-message, grpc-status-details-bin"
 
 /// The connection an attempt goes out on.
 enum Sender {
-    H1(H1Sender),
+    H1(BackendConn),
     H2(H2Sender, Stream),
 }
 
@@ -61,7 +60,7 @@ enum Sender {
 pub(crate) async fn forward(
     req: Request<Incoming>,
     frontend: &Frontend,
-    worker: &Worker,
+    worker: &Rc<Worker>,
     ip: &str,
 ) -> Response<ClientBody> {
     let host = request_host(&req);
@@ -164,19 +163,19 @@ pub(crate) async fn forward(
 
 /// A response head received, with what it came on.
 struct Pending {
-    response: Response<Incoming>,
-    /// An HTTP/1.1 connection goes back to the pool; an HTTP/2 stream stays counted until
-    /// the body ends.
-    sender: Sender,
-    /// The pool it goes back to.
-    key: connpool::Key,
+    /// Its body holds an HTTP/1.1 connection until it ends (then the connection goes back to
+    /// the pool).
+    response: Response<FromBackend>,
+    /// An HTTP/2 stream stays counted until the body ends.
+    stream: Option<Stream>,
     /// The `grpc-status` of a gRPC response that carried it in its head (no body follows).
     grpc_status: Option<u8>,
 }
 
 /// One request on its way to a backend.
 struct RelayExchange<'a> {
-    worker: &'a Worker,
+    /// Also where an HTTP/1.1 connection goes back once its response body ends.
+    worker: &'a Rc<Worker>,
     /// Where new backend connections get their TLS settings and protocol.
     upstream: &'a Arc<Upstream>,
     /// Where pool use is counted.
@@ -240,11 +239,11 @@ impl RelayExchange<'_> {
         }
         if cfg.protocol != UpstreamProtocol::H2c
             && cfg.protocol != UpstreamProtocol::H2
-            && let Some(sender) = self.worker.take_h1_sender(key)
+            && let Some(conn) = self.worker.conns.take(addr, tls.as_ref())
         {
             count(&counters.pool_reused);
             self.connect_time = Some(Duration::ZERO);
-            return Ok((Sender::H1(sender), true));
+            return Ok((Sender::H1(conn), true));
         }
         count(&counters.pool_opened);
         // Requests that find no room meanwhile wait for this connection.
@@ -270,9 +269,6 @@ impl RelayExchange<'_> {
             }
             _ => conn.selected_h2(),
         };
-        let handshake_failed = |e: hyper::Error| {
-            Failure::no_response(false, format!("connecting to {addr} failed: {e}"))
-        };
         let sender = if h2 {
             let wait = limit.saturating_sub(started.elapsed());
             let recorder = self.upstream.recorder().backend(backend.id());
@@ -286,7 +282,9 @@ impl RelayExchange<'_> {
             ))
             .await
             .map_err(|e| match e {
-                OpenError::Handshake(e) => handshake_failed(e),
+                OpenError::Handshake(e) => {
+                    Failure::no_response(false, format!("connecting to {addr} failed: {e}"))
+                }
                 no_settings => Failure {
                     status: 502,
                     ..Failure::connect(addr, &std::io::Error::other(no_settings))
@@ -294,14 +292,71 @@ impl RelayExchange<'_> {
             })?;
             Sender::H2(sender, stream)
         } else {
-            let (sender, conn) = Box::pin(http1::handshake(TokioIo::new(conn)))
-                .await
-                .map_err(handshake_failed)?;
-            tokio::task::spawn_local(conn);
-            Sender::H1(sender)
+            Sender::H1(conn)
         };
         self.connect_time = Some(started.elapsed());
         Ok((sender, false))
+    }
+
+    /// Sends the request on an HTTP/1.1 connection and reads the response head within
+    /// `limit`; the response's body keeps `conn` until it ends.
+    async fn send_h1(
+        &self,
+        mut conn: BackendConn,
+        reused: bool,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+        cfg: &UpstreamConfig,
+    ) -> Result<Response<FromBackend>, SendError> {
+        let mut out = self.worker.take_buffer();
+        let mut buf = BytesMut::new();
+        let is_head = self.head.method == http::Method::HEAD;
+        let exchange = async {
+            h1_upstream::send_request(&mut conn, &self.head, self.body.attempt(), &mut out)
+                .await
+                .map_err(Ok)?;
+            h1_upstream::read_response(&mut conn, &mut buf, is_head)
+                .await
+                .map_err(Err)
+        };
+        let answered = timeout(limit, exchange).await;
+        self.worker.give_buffer(out);
+        let (info, parts) = match answered {
+            Ok(Ok(answer)) => answer,
+            Err(_) => return Err(SendError::Backend(Failure::timed_out(addr, limit))),
+            Ok(Err(Ok(SendFailed::Backend(e)))) => {
+                let detail = format!("sending to {addr} failed: {e}");
+                return Err(SendError::Backend(Failure::no_response(reused, detail)));
+            }
+            Ok(Err(Ok(SendFailed::Client))) => {
+                return Err(SendError::Client {
+                    status: None,
+                    detail: "the client's request body broke off",
+                });
+            }
+            Ok(Err(Err(ReadFailed::Bad))) => {
+                let detail = format!("invalid response head from backend {addr}");
+                return Err(SendError::Backend(Failure::no_response(false, detail)));
+            }
+            Ok(Err(Err(ReadFailed::Closed(e, nothing_yet)))) => {
+                let detail = match e {
+                    None => format!("{addr} closed the connection without a response"),
+                    Some(e) => format!("reading the response from {addr} failed: {e}"),
+                };
+                let failure = Failure::no_response(reused && nothing_yet, detail);
+                return Err(SendError::Backend(failure));
+            }
+        };
+        let home = Home {
+            worker: Rc::clone(self.worker),
+            addr,
+            tls: self.upstream.tls(),
+            counters: Arc::clone(&self.report.upstream),
+            keepalive: cfg.keepalive,
+            keepalive_timeout: cfg.keepalive_timeout,
+        };
+        let body = ResponseBody::new(conn, buf, &info, home);
+        Ok(Response::from_parts(parts, FromBackend::H1(body)))
     }
 
     /// The time the next attempt may wait for a response head: the upstream's
@@ -334,9 +389,9 @@ impl Exchange for RelayExchange<'_> {
             let detail = "the request body was already sent to another backend".to_owned();
             return Err(SendError::Backend(Failure::no_response(false, detail)));
         }
-        let mut head = self.head.clone();
-        let sent = match sender {
+        let (response, stream) = match sender {
             Sender::H2(mut sender, stream) => {
+                let mut head = self.head.clone();
                 to_http2(
                     &mut head,
                     self.upstream.tls().is_some(),
@@ -344,45 +399,38 @@ impl Exchange for RelayExchange<'_> {
                     self.trailers,
                 );
                 let request = Request::from_parts(head, self.body.attempt());
-                let result = timeout(limit, sender.send_request(request)).await;
-                (result, Sender::H2(sender, stream))
+                match timeout(limit, sender.send_request(request)).await {
+                    Ok(Ok(response)) => (response.map(FromBackend::H2), Some(stream)),
+                    Ok(Err(e)) if h2_upstream::refused(&e) => {
+                        let detail = format!("{addr} refused the request unprocessed: {e}");
+                        return Err(SendError::Backend(Failure::refused(detail)));
+                    }
+                    Ok(Err(e)) => {
+                        let detail = format!("exchange with {addr} failed: {e}");
+                        return Err(SendError::Backend(Failure::no_response(reused, detail)));
+                    }
+                    Err(_) => return Err(SendError::Backend(Failure::timed_out(addr, limit))),
+                }
             }
-            Sender::H1(mut sender) => {
-                let request = Request::from_parts(head, self.body.attempt());
-                let result = timeout(limit, sender.send_request(request)).await;
-                (result, Sender::H1(sender))
-            }
+            Sender::H1(conn) => (self.send_h1(conn, reused, addr, limit, cfg).await?, None),
         };
-        match sent {
-            (Ok(Ok(response)), sender) => {
-                let status = response.status().as_u16();
-                let grpc_status = if self.grpc {
-                    crate::grpc::parse_status(
-                        response
-                            .headers()
-                            .get(crate::grpc::STATUS)
-                            .map(HeaderValue::as_bytes),
-                    )
-                } else {
-                    None
-                };
-                self.pending = Some(Pending {
-                    response,
-                    sender,
-                    key,
-                    grpc_status,
-                });
-                Ok(status)
-            }
-            (Ok(Err(e)), _) if h2_upstream::refused(&e) => Err(SendError::Backend(
-                Failure::refused(format!("{addr} refused the request unprocessed: {e}")),
-            )),
-            (Ok(Err(e)), _) => {
-                let detail = format!("exchange with {addr} failed: {e}");
-                Err(SendError::Backend(Failure::no_response(reused, detail)))
-            }
-            (Err(_), _) => Err(SendError::Backend(Failure::timed_out(addr, limit))),
-        }
+        let status = response.status().as_u16();
+        let grpc_status = if self.grpc {
+            crate::grpc::parse_status(
+                response
+                    .headers()
+                    .get(crate::grpc::STATUS)
+                    .map(HeaderValue::as_bytes),
+            )
+        } else {
+            None
+        };
+        self.pending = Some(Pending {
+            response,
+            stream,
+            grpc_status,
+        });
+        Ok(status)
     }
 
     fn verdict(&self, status: u16, cfg: &UpstreamConfig) -> Verdict {
@@ -408,13 +456,12 @@ impl Exchange for RelayExchange<'_> {
 
     async fn deliver(
         &mut self,
-        cfg: &UpstreamConfig,
+        _cfg: &UpstreamConfig,
         set_cookie: Option<&str>,
     ) -> Delivered<Self::Output> {
         let Some(Pending {
             mut response,
-            sender,
-            key,
+            stream,
             grpc_status,
         }) = self.pending.take()
         else {
@@ -428,14 +475,6 @@ impl Exchange for RelayExchange<'_> {
                 bytes_sent: 0,
                 verdict_in_body: false,
             };
-        };
-        let stream = match sender {
-            Sender::H1(sender) => {
-                self.worker
-                    .put_h1_sender(key, sender, cfg.keepalive, cfg.keepalive_timeout);
-                None
-            }
-            Sender::H2(_, stream) => Some(stream),
         };
         strip_hop_by_hop(response.headers_mut());
         super::headers::apply_to_map(response.headers_mut(), &self.response_rules, &self.vars);

@@ -1,4 +1,5 @@
-//! The body of a backend's response on its way to the client through hyper: it holds the
+//! The body of a backend's response on its way to the client through hyper (from an HTTP/2
+//! stream, or read by [`super::h1_upstream`] from an HTTP/1.1 connection): it holds the
 //! HTTP/2 stream's place on its connection until it ends, and judges a gRPC call whose
 //! status comes in the trailers (the forwarding policy defers such a call's outcome, see
 //! [`super::forward::Delivered::verdict_in_body`]).
@@ -11,14 +12,52 @@ use std::task::Poll;
 use balance::{Deferred, Outcome};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::h1_upstream::ResponseBody;
 use super::h2_upstream::Stream;
+use super::replay::BodyError;
 use crate::upstream::Upstream;
+
+/// A backend's response body as it arrives, over HTTP/2 or HTTP/1.1.
+#[derive(Debug)]
+pub(crate) enum FromBackend {
+    H2(Incoming),
+    H1(ResponseBody),
+}
+
+impl Body for FromBackend {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BodyError>>> {
+        match self.get_mut() {
+            FromBackend::H2(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+            FromBackend::H1(body) => std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromBackend::H2(body) => body.is_end_stream(),
+            FromBackend::H1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromBackend::H2(body) => body.size_hint(),
+            FromBackend::H1(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A backend's response body, holding its HTTP/2 stream's place on the connection until
 /// the body ends or is dropped, and judging a gRPC call by the status in its trailers.
 #[derive(Debug)]
 pub(crate) struct Tracked {
-    body: Incoming,
+    body: FromBackend,
     _stream: Option<Stream>,
     verdict: Option<Rc<LateVerdict>>,
 }
@@ -65,7 +104,7 @@ impl Tracked {
     /// The backend's `body`, holding `stream` (HTTP/2) and judging `verdict` (a gRPC call
     /// without its status in the head) when it ends.
     pub(crate) fn new(
-        body: Incoming,
+        body: FromBackend,
         stream: Option<Stream>,
         verdict: Option<Rc<LateVerdict>>,
     ) -> Tracked {
@@ -79,12 +118,12 @@ impl Tracked {
 
 impl Body for Tracked {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, BodyError>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
         if let Some(verdict) = &self.verdict {
             let outcome = match &polled {

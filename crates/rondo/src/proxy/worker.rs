@@ -4,7 +4,6 @@
 //! worker accepts from ([`bind`]), and the graceful stop: stop accepting, close idle
 //! connections, give busy ones `shutdown_grace` to finish.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use tokio::sync::watch;
 use super::connection::serve_connection;
 use super::spread::{Counted, Handoff, Seat, Spread};
 use super::{
-    Frontend, FrontendSocket, buffers, connpool, forward, h2_upstream, memory, parked, relay, room,
+    Frontend, FrontendSocket, buffers, connpool, forward, h2_upstream, memory, parked, room,
 };
 
 /// Per-thread state: idle backend connections and spare buffers.
@@ -25,10 +24,6 @@ pub(crate) struct Worker {
     /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
     /// shutdown waits for. Idle keep-alive connections are simply closed.
     busy: std::cell::Cell<usize>,
-    /// HTTP/1.1 backend connections of requests served by hyper, by address and TLS setup,
-    /// each with the moment its `keepalive_timeout` runs out (Fx-hashed, as the keys come
-    /// from the configuration).
-    h1_senders: RefCell<rustc_hash::FxHashMap<connpool::Key, Vec<IdleSender>>>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     pub(super) h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
@@ -67,7 +62,6 @@ impl Worker {
             conns: connpool::ConnPool::default(),
             buffers: buffers::BufferPool::default(),
             busy: std::cell::Cell::default(),
-            h1_senders: RefCell::default(),
             h2: h2_upstream::H2Pool::default(),
             idle: room::IdleClients::default(),
             closing: std::cell::Cell::default(),
@@ -101,51 +95,12 @@ impl Worker {
             self.idle.close_all();
         }
         self.conns.clear();
-        self.h1_senders.borrow_mut().clear();
         self.buffers.clear();
     }
 
     /// An empty I/O buffer from this worker's spares (see [`buffers`]).
     pub(super) fn take_buffer(&self) -> Vec<u8> {
         self.buffers.take()
-    }
-
-    /// A ready HTTP/1.1 connection (of requests served by hyper) for `key`; closed ones are
-    /// dropped, busy ones kept.
-    pub(super) fn take_h1_sender(&self, key: connpool::Key) -> Option<relay::H1Sender> {
-        let mut all = self.h1_senders.borrow_mut();
-        let list = all.get_mut(&key)?;
-        list.retain(|s| !s.sender.is_closed());
-        let ready = list.iter().position(|s| s.sender.is_ready())?;
-        Some(list.swap_remove(ready).sender)
-    }
-
-    /// Keeps an HTTP/1.1 connection (of requests served by hyper) for reuse, at most `max`
-    /// per backend, for `keep_idle` (the upstream's `keepalive_timeout`).
-    pub(super) fn put_h1_sender(
-        &self,
-        key: connpool::Key,
-        sender: relay::H1Sender,
-        max: usize,
-        keep_idle: Duration,
-    ) {
-        let mut all = self.h1_senders.borrow_mut();
-        let list = all.entry(key).or_default();
-        if list.len() < max {
-            let until = tokio::time::Instant::now() + keep_idle;
-            list.push(IdleSender { sender, until });
-        }
-    }
-
-    /// Closes the hyper-path HTTP/1.1 connections idle past their `keepalive_timeout`, and
-    /// forgets closed ones. Called once a second.
-    fn sweep_h1_senders(&self) {
-        let now = tokio::time::Instant::now();
-        let mut all = self.h1_senders.borrow_mut();
-        for list in all.values_mut() {
-            list.retain(|s| !s.sender.is_closed() && s.until > now);
-        }
-        all.retain(|_, list| !list.is_empty());
     }
 
     /// Marks a connection busy until the guard drops.
@@ -158,12 +113,6 @@ impl Worker {
     pub(super) fn give_buffer(&self, buf: Vec<u8>) {
         self.buffers.give(buf);
     }
-}
-
-/// An idle HTTP/1.1 backend connection of the hyper path, kept until `until`.
-struct IdleSender {
-    sender: relay::H1Sender,
-    until: tokio::time::Instant,
 }
 
 /// A connection counted as busy by its worker (see [`Worker::busy`]).
@@ -308,7 +257,6 @@ pub(crate) fn run_worker(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 sweeper.conns.sweep();
                 sweeper.h2.sweep();
-                sweeper.sweep_h1_senders();
                 sweeper.buffers.sweep();
                 sweeper.idle.parked.expire(tokio::time::Instant::now());
                 sweeper.idle.parked.unregister_long_parked();

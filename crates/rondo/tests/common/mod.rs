@@ -476,17 +476,30 @@ pub struct H2Client {
     sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
 }
 
+/// An HTTP/2 connection with prior knowledge to `addr`, for requests with bodies of type `B`;
+/// the connection runs on its own task.
+pub async fn h2_sender<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 impl H2Client {
     pub async fn connect(addr: SocketAddr) -> H2Client {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        H2Client { sender }
+        H2Client {
+            sender: h2_sender(addr).await,
+        }
     }
 
     pub async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> Reply {
