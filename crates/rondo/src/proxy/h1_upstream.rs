@@ -27,7 +27,7 @@ use std::io::Write as _;
 use tokio::io::AsyncWriteExt;
 
 use super::Worker;
-use super::body::CHUNK;
+use super::body::{self, CHUNK};
 use super::chunked::ChunkedDecoder;
 use super::head::{self, Framing, ResponseInfo};
 use super::replay::ReplayBody;
@@ -38,25 +38,26 @@ use crate::tls::{BackendConn, UpstreamTls};
 /// HTTP/1.1 path). Pages are touched only as bytes arrive.
 const READ_ROOM: usize = 2 * CHUNK;
 
+/// Most bytes after a response head copied out of the worker's read buffer (see
+/// [`after_head`]): a small body is copied faster than a fresh read buffer is allocated
+/// (glibc's `malloc` consolidates its free lists for a request of that size).
+const COPIED_AT_MOST: usize = 4096;
+
 /// Most trailer fields taken from a chunked response; the decoder already bounds their bytes.
 const MAX_TRAILERS: usize = 32;
 
-/// Why a request did not reach a backend whole.
+/// Why an exchange with a backend got no usable response head.
 #[derive(Debug)]
-pub(crate) enum SendFailed {
-    /// Writing to the backend failed.
-    Backend(io::Error),
+pub(crate) enum Failed {
+    /// Writing the request to the backend failed.
+    Write(io::Error),
     /// The client's body failed (it reset its stream or broke its connection).
-    Client,
-}
-
-/// Why no usable response head came back.
-#[derive(Debug)]
-pub(crate) enum ReadFailed {
-    /// The backend closed the connection, or reading failed; `true` when no byte had arrived.
+    ClientBody,
+    /// The backend closed the connection (`None`), or reading failed; `true` when no byte of
+    /// a response had arrived.
     Closed(Option<io::Error>, bool),
     /// Not a response head rondo can use.
-    Bad,
+    BadHead,
 }
 
 /// Where a backend connection goes after a complete response: its worker's pool, under the
@@ -146,9 +147,9 @@ fn decimal(mut n: u64, room: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Writes `out` to the backend and empties it.
-async fn flush(conn: &mut BackendConn, out: &mut Vec<u8>) -> Result<(), SendFailed> {
+async fn flush(conn: &mut BackendConn, out: &mut Vec<u8>) -> Result<(), Failed> {
     if !out.is_empty() {
-        conn.write_all(out).await.map_err(SendFailed::Backend)?;
+        conn.write_all(out).await.map_err(Failed::Write)?;
         out.clear();
     }
     Ok(())
@@ -162,7 +163,7 @@ pub(crate) async fn send_request(
     head: &http::request::Parts,
     mut body: ReplayBody,
     out: &mut Vec<u8>,
-) -> Result<(), SendFailed> {
+) -> Result<(), Failed> {
     let chunked = write_head(out, head, &body);
     let mut trailers = None;
     if !body.is_end_stream() {
@@ -177,7 +178,7 @@ pub(crate) async fn send_request(
             };
             let frame = match frame {
                 None => break,
-                Some(Err(_)) => return Err(SendFailed::Client),
+                Some(Err(_)) => return Err(Failed::ClientBody),
                 Some(Ok(frame)) => frame,
             };
             let data = match frame.into_data() {
@@ -196,7 +197,7 @@ pub(crate) async fn send_request(
             }
             if out.len() + data.len() > CHUNK {
                 flush(conn, out).await?;
-                conn.write_all(&data).await.map_err(SendFailed::Backend)?;
+                conn.write_all(&data).await.map_err(Failed::Write)?;
             } else {
                 out.extend_from_slice(&data);
             }
@@ -215,7 +216,7 @@ pub(crate) async fn send_request(
     }
     flush(conn, out).await?;
     // A TLS stream may keep the last records in rustls's buffer (a no-op on TCP).
-    conn.flush().await.map_err(SendFailed::Backend)
+    conn.flush().await.map_err(Failed::Write)
 }
 
 /// Reads from `conn` into `buf`, keeping room for a read.
@@ -230,37 +231,52 @@ fn read_more(
     tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf)
 }
 
-/// Reads the response head from `conn` into `buf` (empty), skipping interim (1xx) responses;
-/// what follows the head stays in `buf`. `request_is_head`: the request was a HEAD, so no
-/// body follows whatever the head says.
+/// Reads the response head from `conn` into `buf` (empty, from the worker's spares),
+/// skipping interim (1xx) responses; the head stays at the start of `buf` (its length is in
+/// the [`ResponseInfo`]), what followed it after. `request_is_head`: the request was a HEAD,
+/// so no body follows whatever the head says.
 pub(crate) async fn read_response(
     conn: &mut BackendConn,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     request_is_head: bool,
-) -> Result<(ResponseInfo, http::response::Parts), ReadFailed> {
+) -> Result<(ResponseInfo, http::response::Parts), Failed> {
+    buf.reserve(READ_ROOM);
     let mut nothing_yet = true;
     loop {
         if !buf.is_empty() {
             match head::parse_response_parts(buf, request_is_head) {
                 Ok(Some((info, _))) if (100..200).contains(&info.status) && info.status != 101 => {
-                    buf.advance(info.head_len);
+                    buf.drain(..info.head_len);
                     continue;
                 }
                 // A request from hyper's side never asks to switch protocols.
-                Ok(Some((info, _))) if info.status == 101 => return Err(ReadFailed::Bad),
-                Ok(Some((info, parts))) => {
-                    buf.advance(info.head_len);
-                    return Ok((info, parts));
-                }
+                Ok(Some((info, _))) if info.status == 101 => return Err(Failed::BadHead),
+                Ok(Some(answer)) => return Ok(answer),
                 Ok(None) => {}
-                Err(_) => return Err(ReadFailed::Bad),
+                Err(_) => return Err(Failed::BadHead),
             }
         }
-        match poll_fn(|cx| read_more(conn, buf, cx)).await {
-            Ok(0) => return Err(ReadFailed::Closed(None, nothing_yet)),
+        match body::read_some(conn, buf).await {
+            Ok(0) => return Err(Failed::Closed(None, nothing_yet)),
             Ok(_) => nothing_yet = false,
-            Err(e) => return Err(ReadFailed::Closed(Some(e), nothing_yet)),
+            Err(e) => return Err(Failed::Closed(Some(e), nothing_yet)),
         }
+    }
+}
+
+/// What followed a response head of `head_len` bytes in `read`, as its body's buffer. Up to
+/// [`COPIED_AT_MOST`] bytes are copied out and `read` goes back to `worker`'s spares (a small
+/// allocation instead of a new buffer of [`READ_ROOM`] for the next response); more keep
+/// `read`'s allocation, cut into the body's frames without a copy.
+pub(crate) fn after_head(worker: &Worker, read: Vec<u8>, head_len: usize) -> BytesMut {
+    if read.len() - head_len <= COPIED_AT_MOST {
+        let rest = BytesMut::from(&read[head_len..]);
+        worker.give_buffer(read);
+        rest
+    } else {
+        let mut rest = BytesMut::from(Bytes::from(read));
+        rest.advance(head_len);
+        rest
     }
 }
 

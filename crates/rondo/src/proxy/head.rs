@@ -71,7 +71,9 @@ impl HeadError {
 }
 
 /// Most header fields accepted in one head; more is a 431 (nginx and HAProxy allow ~100).
+/// Under 128: a response's kept fields are noted as bits of a `u128`.
 pub(crate) const MAX_HEADERS: usize = 100;
+const _: () = assert!(MAX_HEADERS <= 128);
 
 /// What the proxy needs to know about a parsed request after its head is gone.
 #[derive(Debug, Clone, Copy)]
@@ -612,13 +614,31 @@ pub(crate) fn parse_response_parts(
         let (framing, reusable) = response_framing(status, head.version, fields, request_is_head);
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = http::StatusCode::from_u16(status).map_err(|_| BadResponse)?;
-        parts.headers.reserve(head.headers.len());
-        for h in head.headers {
-            if stays_behind(h.name, fields) {
-                continue;
+        // The kept values are copied into one allocation that they share (as
+        // `relay_head::own_values` does for HTTP/2 backends' heads): one allocation per
+        // head, not one per value, and nothing of the read buffer kept.
+        // Which fields are kept, one bit each (at most `MAX_HEADERS`, under 128).
+        let (mut kept, mut total) = (0u128, 0);
+        for (i, h) in head.headers.iter().enumerate() {
+            if !stays_behind(h.name, fields) {
+                kept |= 1 << i;
+                total += h.value.len();
             }
+        }
+        let kept = || {
+            let fields = head.headers.iter().enumerate();
+            fields.filter_map(move |(i, h)| (kept & 1 << i != 0).then_some(h))
+        };
+        let mut values = bytes::BytesMut::with_capacity(total);
+        for h in kept() {
+            values.extend_from_slice(h.value);
+        }
+        let mut values = values.freeze();
+        parts.headers.reserve(head.headers.len());
+        for h in kept() {
             let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| BadResponse)?;
-            let value = http::HeaderValue::from_bytes(h.value).map_err(|_| BadResponse)?;
+            let value = values.split_to(h.value.len());
+            let value = http::HeaderValue::from_maybe_shared(value).map_err(|_| BadResponse)?;
             parts.headers.append(name, value);
         }
         let info = ResponseInfo {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::{Backend, Deferred, Outcome};
-use bytes::BytesMut;
 use http::header::{self, HeaderValue};
 use http_body_util::Either;
 use hyper::body::{Body, Incoming};
@@ -31,7 +30,7 @@ use super::dial::dial;
 use super::forward::{
     Delivered, Exchange, Facts, Failure, Origin, RequestView, SendError, Verdict,
 };
-use super::h1_upstream::{self, Home, ReadFailed, ResponseBody, SendFailed};
+use super::h1_upstream::{self, Home, ResponseBody};
 use super::h2_upstream::{self, H2Sender, OpenError, Stream};
 use super::protocol::is_idempotent;
 use super::relay_body::{FromBackend, LateVerdict, Tracked};
@@ -309,44 +308,26 @@ impl RelayExchange<'_> {
         cfg: &UpstreamConfig,
     ) -> Result<Response<FromBackend>, SendError> {
         let mut out = self.worker.take_buffer();
-        let mut buf = BytesMut::new();
+        let mut buf = self.worker.take_buffer();
         let is_head = self.head.method == http::Method::HEAD;
         let exchange = async {
-            h1_upstream::send_request(&mut conn, &self.head, self.body.attempt(), &mut out)
-                .await
-                .map_err(Ok)?;
-            h1_upstream::read_response(&mut conn, &mut buf, is_head)
-                .await
-                .map_err(Err)
+            h1_upstream::send_request(&mut conn, &self.head, self.body.attempt(), &mut out).await?;
+            h1_upstream::read_response(&mut conn, &mut buf, is_head).await
         };
         let answered = timeout(limit, exchange).await;
         self.worker.give_buffer(out);
         let (info, parts) = match answered {
             Ok(Ok(answer)) => answer,
-            Err(_) => return Err(SendError::Backend(Failure::timed_out(addr, limit))),
-            Ok(Err(Ok(SendFailed::Backend(e)))) => {
-                let detail = format!("sending to {addr} failed: {e}");
-                return Err(SendError::Backend(Failure::no_response(reused, detail)));
+            Ok(Err(failed)) => {
+                self.worker.give_buffer(buf);
+                return Err(h1_failure(failed, addr, reused));
             }
-            Ok(Err(Ok(SendFailed::Client))) => {
-                return Err(SendError::Client {
-                    status: None,
-                    detail: "the client's request body broke off",
-                });
-            }
-            Ok(Err(Err(ReadFailed::Bad))) => {
-                let detail = format!("invalid response head from backend {addr}");
-                return Err(SendError::Backend(Failure::no_response(false, detail)));
-            }
-            Ok(Err(Err(ReadFailed::Closed(e, nothing_yet)))) => {
-                let detail = match e {
-                    None => format!("{addr} closed the connection without a response"),
-                    Some(e) => format!("reading the response from {addr} failed: {e}"),
-                };
-                let failure = Failure::no_response(reused && nothing_yet, detail);
-                return Err(SendError::Backend(failure));
+            Err(_) => {
+                self.worker.give_buffer(buf);
+                return Err(SendError::Backend(Failure::timed_out(addr, limit)));
             }
         };
+        let rest = h1_upstream::after_head(self.worker, buf, info.head_len);
         let home = Home {
             worker: Rc::clone(self.worker),
             addr,
@@ -355,7 +336,7 @@ impl RelayExchange<'_> {
             keepalive: cfg.keepalive,
             keepalive_timeout: cfg.keepalive_timeout,
         };
-        let body = ResponseBody::new(conn, buf, &info, home);
+        let body = ResponseBody::new(conn, rest, &info, home);
         Ok(Response::from_parts(parts, FromBackend::H1(body)))
     }
 
@@ -369,6 +350,33 @@ impl RelayExchange<'_> {
             None => cfg.response_timeout,
         }
     }
+}
+
+/// What an HTTP/1.1 attempt's failure means to the forwarding policy (`reused`: it went out
+/// on a pooled connection, see [`Failure::no_response`]).
+fn h1_failure(failed: h1_upstream::Failed, addr: std::net::SocketAddr, reused: bool) -> SendError {
+    use h1_upstream::Failed;
+    let failure = match failed {
+        Failed::ClientBody => {
+            return SendError::Client {
+                status: None,
+                detail: "the client's request body broke off",
+            };
+        }
+        Failed::Write(e) => Failure::no_response(reused, format!("sending to {addr} failed: {e}")),
+        Failed::BadHead => {
+            Failure::no_response(false, format!("invalid response head from backend {addr}"))
+        }
+        Failed::Closed(None, nothing_yet) => Failure::no_response(
+            reused && nothing_yet,
+            format!("{addr} closed the connection without a response"),
+        ),
+        Failed::Closed(Some(e), nothing_yet) => Failure::no_response(
+            reused && nothing_yet,
+            format!("reading the response from {addr} failed: {e}"),
+        ),
+    };
+    SendError::Backend(failure)
 }
 
 impl Exchange for RelayExchange<'_> {
@@ -481,7 +489,8 @@ impl Exchange for RelayExchange<'_> {
         if let Some(value) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
-        if !self.client_http1 {
+        // An HTTP/1.1 backend's values were copied out of the read buffer as they were parsed.
+        if !self.client_http1 && matches!(response.body(), FromBackend::H2(_)) {
             super::relay_head::own_values(response.headers_mut());
         }
         if self.grpc && self.client_http1 && self.trailers {

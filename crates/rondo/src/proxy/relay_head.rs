@@ -178,9 +178,9 @@ fn request_id<B>(res: &mut Response<B>, page: &ErrorPage<'_>) {
     }
 }
 
-/// Moves a response's field values into one buffer of their own. hyper hands them out as
-/// slices of the buffer the backend's head was read into (8 KiB for its HTTP/1.1 client),
-/// and h2's HPACK encoder keeps the values it indexes for as long as the client's
+/// Moves a response's field values into one buffer of their own. hyper's HTTP/2 client
+/// can hand them out as slices of the buffer the backend's frames were read into (h2's HPACK
+/// decoder cuts literal values out of it), and h2's HPACK encoder keeps the values it indexes for as long as the client's
 /// connection lives: without the copy, each idle HTTP/2 connection would hold a whole read
 /// buffer of a backend connection's. Trailers are not copied; whether they hold buffers
 /// the same way has not been measured.
