@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use super::Worker;
 use super::body::{self, CHUNK};
 use super::chunked::ChunkedDecoder;
-use super::head::{self, Framing, ResponseInfo};
+use super::head::{self, Framing, ResponseInfo, push_header};
 use super::replay::ReplayBody;
 use crate::counters::UpstreamCounters;
 use crate::tls::{BackendConn, UpstreamTls};
@@ -92,14 +92,6 @@ fn bodiless_method(method: &Method) -> bool {
     )
 }
 
-/// Writes one field line.
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Writes `head` as an HTTP/1.1 request head into `out`, framed for `body`: its
 /// `Content-Length` when the client sent one or the size is known, else chunked. Returns
 /// whether the body goes chunked.
@@ -110,7 +102,7 @@ fn write_head(out: &mut Vec<u8>, head: &http::request::Parts, body: &ReplayBody)
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let declared = head.headers.contains_key(header::CONTENT_LENGTH);
     let mut chunked = false;
@@ -122,9 +114,9 @@ fn write_head(out: &mut Vec<u8>, head: &http::request::Parts, body: &ReplayBody)
         };
         match size {
             Some(0) if bodiless_method(&head.method) => {}
-            Some(n) => push_field(out, b"content-length", decimal(n, &mut [0; 20])),
+            Some(n) => push_header(out, b"content-length", decimal(n, &mut [0; 20])),
             None => {
-                push_field(out, b"transfer-encoding", b"chunked");
+                push_header(out, b"transfer-encoding", b"chunked");
                 chunked = true;
             }
         }
@@ -210,7 +202,7 @@ pub(crate) async fn send_request(
         // The last chunk, the client's trailers (gRPC's, a checksum's), the end.
         out.extend_from_slice(b"0\r\n");
         for (name, value) in trailers.iter().flatten() {
-            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+            push_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
     }
