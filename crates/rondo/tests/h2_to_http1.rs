@@ -25,8 +25,8 @@ struct Arrived {
     bytes: String,
 }
 
-/// The response the raw backend sends for a request line, in pieces written 50 ms apart;
-/// `true` when the connection closes after it.
+/// The response the raw backend sends for a request line, in pieces written 50 ms apart
+/// (`/stall`: 30 s); `true` when the connection closes after it.
 fn script(request_line: &str, body: &str) -> (Vec<&'static str>, bool) {
     let path = request_line.split(' ').nth(1).unwrap_or("/");
     let head = request_line.starts_with("HEAD ");
@@ -64,6 +64,13 @@ fn script(request_line: &str, body: &str) -> (Vec<&'static str>, bool) {
         "/two-lengths" => (
             vec!["HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"],
             true,
+        ),
+        "/stall" => (
+            vec![
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n012",
+                "3456789",
+            ],
+            false,
         ),
         "/cut" => (
             vec!["HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n012"],
@@ -139,9 +146,14 @@ async fn raw_backend() -> (SocketAddr, Arc<Mutex<Vec<Arrived>>>) {
                     let line = bytes.lines().next().unwrap_or("").to_owned();
                     log.lock().unwrap().push(Arrived { conn, bytes });
                     let (pieces, close) = script(&line, &body);
+                    let gap = if line.contains(" /stall ") {
+                        30_000
+                    } else {
+                        50
+                    };
                     for (i, piece) in pieces.iter().enumerate() {
                         if i > 0 {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(Duration::from_millis(gap)).await;
                         }
                         if s.write_all(piece.as_bytes()).await.is_err() {
                             return;
@@ -325,4 +337,25 @@ async fn a_response_read_two_ways_or_cut_short_never_reaches_the_client_as_whole
     assert_eq!(reply.status, 200);
     let conns: Vec<usize> = arrived.lock().unwrap().iter().map(|a| a.conn).collect();
     assert_eq!(conns, [0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_silent_in_the_middle_of_a_body_for_response_timeout_resets_the_stream() {
+    let (addr, _) = raw_backend().await;
+    let upstream = UpstreamBuilder::new("app")
+        .backend("raw", addr, 1.0)
+        .duration("response_timeout", Duration::from_millis(300))
+        .health_check(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    let mut sender = h2_sender(web(&proxy)).await;
+    let req = hyper::Request::get("http://test.local/stall")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The backend sends the rest only after 30 s: the stream is reset long before (the
+    // bound here only keeps a broken build from hanging the suite).
+    let body = tokio::time::timeout(Duration::from_secs(20), res.into_body().collect()).await;
+    let body = body.expect("the stalled body never ended");
+    assert!(body.is_err(), "a stalled body ended as if whole");
 }

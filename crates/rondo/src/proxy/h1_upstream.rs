@@ -25,12 +25,14 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::io::Write as _;
 
 use tokio::io::AsyncWriteExt;
+use tokio::time::Sleep;
 
 use super::Worker;
 use super::body::{self, CHUNK};
 use super::chunked::ChunkedDecoder;
 use super::head::{self, Framing, ResponseInfo, push_header};
 use super::replay::ReplayBody;
+use crate::clock;
 use crate::counters::UpstreamCounters;
 use crate::tls::{BackendConn, UpstreamTls};
 
@@ -284,9 +286,16 @@ enum Left {
 /// A backend's HTTP/1.1 response body, read from its connection as hyper asks for it: data
 /// frames cut from the read buffer (no copy), then the trailers of a chunked body. When the
 /// body is complete the connection goes back to the pool, if the response allows it and the
-/// backend sent nothing more.
+/// backend sent nothing more. A backend silent for the upstream's `response_timeout` in the
+/// middle of a body ends it with an error (the client's stream is reset), as on the HTTP/1.1
+/// path.
 pub(crate) struct ResponseBody {
     conn: Option<BackendConn>,
+    /// How long the backend may stay silent before the body's end.
+    read_limit: Duration,
+    /// Runs while a read waits: made by the first read that has to wait (a body that came
+    /// with its head needs none), moved on by each read that brings bytes.
+    silence: Option<Pin<Box<Sleep>>>,
     /// Bytes read and not yet handed out.
     buf: BytesMut,
     left: Left,
@@ -313,8 +322,15 @@ fn broken(detail: &'static str) -> io::Error {
 
 impl ResponseBody {
     /// The body of the response `info` describes, its first bytes in `buf`, read from
-    /// `conn`, which goes to `home` once the body is complete. An empty body is complete now.
-    pub(crate) fn new(conn: BackendConn, buf: BytesMut, info: &ResponseInfo, home: Home) -> Self {
+    /// `conn` (silent for `read_limit` at most), which goes to `home` once the body is
+    /// complete. An empty body is complete now.
+    pub(crate) fn new(
+        conn: BackendConn,
+        buf: BytesMut,
+        info: &ResponseInfo,
+        home: Home,
+        read_limit: Duration,
+    ) -> Self {
         let left = match info.framing {
             Framing::Empty => Left::Done,
             Framing::Length(n) => Left::Length(n),
@@ -323,6 +339,8 @@ impl ResponseBody {
         };
         let mut body = ResponseBody {
             conn: Some(conn),
+            read_limit,
+            silence: None,
             buf,
             left,
             reusable: info.reusable,
@@ -440,7 +458,27 @@ impl Body for ResponseBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match ready!(read_more(conn, &mut this.buf, cx)) {
+            let read = match read_more(conn, &mut this.buf, cx) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    let limit = this.read_limit;
+                    let silence = this
+                        .silence
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    ready!(silence.as_mut().poll(cx));
+                    this.conn = None;
+                    this.left = Left::Done;
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the backend sent nothing for {limit:?} in the middle of a body"),
+                    );
+                    return Poll::Ready(Some(Err(e)));
+                }
+            };
+            if let (Ok(1..), Some(silence)) = (&read, this.silence.as_mut()) {
+                silence.as_mut().reset(clock::loop_now() + this.read_limit);
+            }
+            match read {
                 Ok(0) if matches!(this.left, Left::UntilClose) => {
                     this.complete();
                     return Poll::Ready(None);

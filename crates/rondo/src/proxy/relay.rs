@@ -336,7 +336,7 @@ impl RelayExchange<'_> {
             keepalive: cfg.keepalive,
             keepalive_timeout: cfg.keepalive_timeout,
         };
-        let body = ResponseBody::new(conn, rest, &info, home);
+        let body = ResponseBody::new(conn, rest, &info, home, cfg.response_timeout);
         Ok(Response::from_parts(parts, FromBackend::H1(body)))
     }
 
