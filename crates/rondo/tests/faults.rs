@@ -28,8 +28,9 @@ fn quick_checks() -> Section {
 }
 
 /// Four backends answering after 5 ms, health checks every 600 ms with `rise = 2`: kill one
-/// with requests in flight, then a second, then bring both back on their ports.
-async fn crash_and_return(clients: usize) {
+/// with requests in flight, then a second, then bring both back on their ports. `http2`: the
+/// clients speak HTTP/2 (their requests go out through `proxy/h1_upstream.rs`).
+async fn crash_and_return(clients: usize, http2: bool) {
     let names = ["a", "b", "c", "d"];
     let mut bs = Vec::new();
     for n in names {
@@ -39,7 +40,7 @@ async fn crash_and_return(clients: usize) {
     }
     let list: Vec<(&MockBackend, f64)> = bs.iter().map(|b| (b, 1.0)).collect();
     let proxy = start(&proxy_config(app(&list).health_check(quick_checks())));
-    let load = Load::start(web(&proxy), clients);
+    let load = Load::start_with(web(&proxy), clients, http2);
     let seen = load.tally();
 
     // Warm: every backend has answered on pooled connections.
@@ -104,12 +105,17 @@ async fn crash_and_return(clients: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_four_backends_killed_under_16_connections_lose_no_get_and_come_back() {
-    crash_and_return(16).await;
+    crash_and_return(16, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_four_backends_killed_under_16_http2_clients_lose_no_get_and_come_back() {
+    crash_and_return(16, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_four_backends_killed_under_128_connections_lose_no_get_and_come_back() {
-    crash_and_return(128).await;
+    crash_and_return(128, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

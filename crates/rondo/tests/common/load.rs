@@ -102,6 +102,11 @@ pub struct Load {
 impl Load {
     /// Starts the clients against `addr`.
     pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        Load::start_with(addr, clients, false)
+    }
+
+    /// Starts the clients against `addr`, over HTTP/2 with prior knowledge when `http2`.
+    pub fn start_with(addr: SocketAddr, clients: usize, http2: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Tally {
             rounds: (0..clients).map(|_| AtomicUsize::new(0)).collect(),
@@ -111,12 +116,19 @@ impl Load {
             .map(|i| {
                 let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
                 tokio::spawn(async move {
-                    let mut c = Client::connect(addr).await;
+                    let connect = || async move {
+                        if http2 {
+                            Client::connect_http2(addr).await
+                        } else {
+                            Client::connect(addr).await
+                        }
+                    };
+                    let mut c = connect().await;
                     while !stop.load(Ordering::SeqCst) {
                         let reconnect = exchange(&mut c, &tally).await;
                         tally.rounds[i].fetch_add(1, Ordering::SeqCst);
                         if reconnect || c.is_closed() {
-                            c = Client::connect(addr).await;
+                            c = connect().await;
                         }
                     }
                 })

@@ -88,9 +88,14 @@ impl Reply {
     }
 }
 
-/// A keep-alive HTTP/1.1 client connection.
+/// A keep-alive client connection: HTTP/1.1, or HTTP/2 with prior knowledge.
 pub struct Client {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    sender: Sender,
+}
+
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Client {
@@ -101,7 +106,48 @@ impl Client {
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        Client { sender }
+        Client {
+            sender: Sender::Http1(sender),
+        }
+    }
+
+    /// An HTTP/2 connection (prior knowledge, as `curl --http2-prior-knowledge`).
+    pub async fn connect_http2(addr: SocketAddr) -> Client {
+        Client {
+            sender: Sender::Http2(h2_sender(addr).await),
+        }
+    }
+
+    /// `path` on host `test.local`, in the form the connection's protocol takes.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Request<Full<Bytes>> {
+        let body = Full::new(Bytes::copy_from_slice(body));
+        match self.sender {
+            Sender::Http1(_) => Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "test.local"),
+            Sender::Http2(_) => Request::builder()
+                .method(method)
+                .uri(format!("http://test.local{path}")),
+        }
+        .body(body)
+        .unwrap()
+    }
+
+    async fn exchange(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match &mut self.sender {
+            Sender::Http1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::Http2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
     }
 
     pub async fn send(
@@ -110,14 +156,8 @@ impl Client {
         path: &str,
         body: &[u8],
     ) -> Result<Reply, hyper::Error> {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "test.local")
-            .body(Full::new(Bytes::copy_from_slice(body)))
-            .unwrap();
-        self.sender.ready().await?;
-        let res = self.sender.send_request(req).await?;
+        let req = self.request(method, path, body);
+        let res = self.exchange(req).await?;
         let status = res.status().as_u16();
         let headers = header_list(res.headers());
         let body = res.into_body().collect().await?.to_bytes().to_vec();
@@ -135,13 +175,8 @@ impl Client {
     /// A GET whose response body may break off: an error only when no response head came;
     /// a body that ended early is returned with what arrived of it.
     pub async fn get_partial(&mut self, path: &str) -> Result<Partial, hyper::Error> {
-        let req = Request::builder()
-            .uri(path)
-            .header("host", "test.local")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        self.sender.ready().await?;
-        let res = self.sender.send_request(req).await?;
+        let req = self.request("GET", path, b"");
+        let res = self.exchange(req).await?;
         let status = res.status().as_u16();
         let headers = header_list(res.headers());
         let mut body = res.into_body();
@@ -169,7 +204,10 @@ impl Client {
 
     /// True once the connection was closed (by either side).
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match &self.sender {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
     }
 }
 
