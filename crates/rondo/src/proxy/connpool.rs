@@ -58,10 +58,10 @@ impl Drop for Counted {
     }
 }
 
-/// What a pooled backend connection is found by, in every pool of the worker (this one,
-/// shared by the HTTP/1.1 path and the requests hyper serves, and the HTTP/2 connections): the backend's address and the TLS setup it
-/// speaks (the setup's address; 0 for plain TCP), so two upstreams that reach one address
-/// with different TLS settings never share a connection.
+/// What a pooled backend connection is found by, in both pools of the worker (this one, and
+/// the HTTP/2 connections): the backend's address and the TLS setup it speaks (the setup's
+/// address; 0 for plain TCP), so two upstreams that reach one address with different TLS
+/// settings never share a connection.
 pub(crate) type Key = (SocketAddr, usize);
 
 /// The [`Key`] of connections to `addr` made with `tls`.

@@ -5,8 +5,9 @@
 //! connection ([`ResponseBody`]), as its data and trailers, and the connection goes back to
 //! the pool when the body is complete.
 //!
-//! hyper's HTTP/1.1 client did this before, at about 7,000 more instructions per request: a
-//! task per connection, a channel and a copy of the head per request, and a second parser.
+//! hyper's HTTP/1.1 client did this before, at about 6,500 more instructions per HTTP/2
+//! request (`bench/instructions.sh … -- h2c`): a task per connection, a channel and a copy of
+//! the head per request, and a second parser.
 //! Heads are parsed by [`super::head`] and chunked bodies read by [`super::chunked`], with the
 //! HTTP/1.1 path's rules (a response framed two ways is refused).
 
@@ -103,10 +104,11 @@ fn write_head(out: &mut Vec<u8>, head: &http::request::Parts, body: &ReplayBody)
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut declared = false;
     for (name, value) in &head.headers {
+        declared |= name == header::CONTENT_LENGTH;
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    let declared = head.headers.contains_key(header::CONTENT_LENGTH);
     let mut chunked = false;
     if !declared {
         let size = if body.is_end_stream() {
@@ -290,6 +292,7 @@ enum Left {
 /// middle of a body ends it with an error (the client's stream is reset), as on the HTTP/1.1
 /// path.
 pub(crate) struct ResponseBody {
+    /// The connection, until the body is complete or broken.
     conn: Option<BackendConn>,
     /// How long the backend may stay silent before the body's end.
     read_limit: Duration,
@@ -299,8 +302,8 @@ pub(crate) struct ResponseBody {
     /// Bytes read and not yet handed out.
     buf: BytesMut,
     left: Left,
-    /// The response allows another request on the connection.
-    reusable: bool,
+    /// Where the connection goes once the body is complete; `None` when the response does
+    /// not let it carry another request.
     home: Option<Home>,
     /// The trailer section of a chunked body, as it arrives.
     trailer_bytes: Vec<u8>,
@@ -343,8 +346,7 @@ impl ResponseBody {
             silence: None,
             buf,
             left,
-            reusable: info.reusable,
-            home: Some(home),
+            home: info.reusable.then_some(home),
             trailer_bytes: Vec::new(),
         };
         if matches!(body.left, Left::Done) {
@@ -357,11 +359,18 @@ impl ResponseBody {
     fn complete(&mut self) {
         self.left = Left::Done;
         if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
-            && self.reusable
             && self.buf.is_empty()
         {
             home.put(conn);
         }
+    }
+
+    /// Ends a body that broke before its end: the connection is closed, the error is the
+    /// body's last frame.
+    fn broke(&mut self, e: io::Error) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        self.conn = None;
+        self.left = Left::Done;
+        Poll::Ready(Some(Err(e)))
     }
 
     /// The next frame from what is buffered: `None` when more bytes are needed.
@@ -466,13 +475,8 @@ impl Body for ResponseBody {
                         .silence
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                     ready!(silence.as_mut().poll(cx));
-                    this.conn = None;
-                    this.left = Left::Done;
-                    let e = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the backend sent nothing for {limit:?} in the middle of a body"),
-                    );
-                    return Poll::Ready(Some(Err(e)));
+                    let detail = format!("the backend sent nothing for {limit:?} in a body");
+                    return this.broke(io::Error::new(io::ErrorKind::TimedOut, detail));
                 }
             };
             if let (Ok(1..), Some(silence)) = (&read, this.silence.as_mut()) {
@@ -484,17 +488,10 @@ impl Body for ResponseBody {
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    this.conn = None;
-                    this.left = Left::Done;
-                    let e = broken("the backend closed the connection before the body's end");
-                    return Poll::Ready(Some(Err(e)));
+                    return this.broke(broken("the backend closed the connection in a body"));
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    this.conn = None;
-                    this.left = Left::Done;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Err(e) => return this.broke(e),
             }
         }
     }

@@ -40,7 +40,7 @@ use super::respond::ErrorPage;
 use super::{Frontend, Worker};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::header_rules::{HeaderRules, Vars};
-use crate::tls::{BackendAlpn, BackendConn};
+use crate::tls::{BackendAlpn, BackendConn, UpstreamTls};
 use crate::upstream::Upstream;
 
 /// Body of a response to the client: the backend's, or rondo's own.
@@ -201,17 +201,18 @@ struct RelayExchange<'a> {
 }
 
 impl RelayExchange<'_> {
-    /// A connection for the next attempt to `addr`: a stream on a shared HTTP/2 connection,
-    /// a pooled HTTP/1.1 connection, or a new one (HTTP/2 when the upstream's protocol says
-    /// so, or ALPN chose it). `true` when it was already open.
+    /// A connection for the next attempt to `addr` speaking `tls` (the attempt's one reading
+    /// of the upstream's setup; `key` is made from it): a stream on a shared HTTP/2
+    /// connection, a pooled HTTP/1.1 connection, or a new one (HTTP/2 when the upstream's
+    /// protocol says so, or ALPN chose it). `true` when it was already open.
     async fn connection(
         &mut self,
         backend: &Backend,
         key: connpool::Key,
+        tls: Option<&Arc<UpstreamTls>>,
         cfg: &UpstreamConfig,
     ) -> Result<(Sender, bool), Failure> {
         let addr = backend.address();
-        let tls = self.upstream.tls();
         let counters = &self.report.upstream;
         let count = |c: &std::sync::atomic::AtomicU64| {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -238,7 +239,7 @@ impl RelayExchange<'_> {
         }
         if cfg.protocol != UpstreamProtocol::H2c
             && cfg.protocol != UpstreamProtocol::H2
-            && let Some(conn) = self.worker.conns.take(addr, tls.as_ref())
+            && let Some(conn) = self.worker.conns.take(addr, tls)
         {
             count(&counters.pool_reused);
             self.connect_time = Some(Duration::ZERO);
@@ -255,7 +256,7 @@ impl RelayExchange<'_> {
         };
         let limit = cfg.connect_timeout;
         // Boxed, as opening is the rare case (see `h1::H1Exchange::connection`).
-        let connect = BackendConn::connect_alpn(addr, tls.as_deref(), alpn);
+        let connect = BackendConn::connect_alpn(addr, tls.map(|t| &**t), alpn);
         let conn = Box::pin(dial(self.upstream, backend, limit, connect)).await?;
         let h2 = match cfg.protocol {
             UpstreamProtocol::H2c => true,
@@ -297,11 +298,13 @@ impl RelayExchange<'_> {
         Ok((sender, false))
     }
 
-    /// Sends the request on an HTTP/1.1 connection and reads the response head within
-    /// `limit`; the response's body keeps `conn` until it ends.
+    /// Sends the request on an HTTP/1.1 connection opened with `tls` and reads the response
+    /// head within `limit`; the response's body keeps `conn` until it ends, then pools it
+    /// under `tls`.
     async fn send_h1(
         &self,
         mut conn: BackendConn,
+        tls: Option<Arc<UpstreamTls>>,
         reused: bool,
         addr: std::net::SocketAddr,
         limit: Duration,
@@ -331,7 +334,7 @@ impl RelayExchange<'_> {
         let home = Home {
             worker: Rc::clone(self.worker),
             addr,
-            tls: self.upstream.tls(),
+            tls,
             counters: Arc::clone(&self.report.upstream),
             keepalive: cfg.keepalive,
             keepalive_timeout: cfg.keepalive_timeout,
@@ -388,9 +391,12 @@ impl Exchange for RelayExchange<'_> {
         if limit.is_zero() {
             return Err(SendError::Backend(Failure::timed_out(addr, limit)));
         }
-        let key = connpool::key(addr, self.upstream.tls().as_ref());
+        // Read once: the connection is opened, pooled and found under the same TLS setup even
+        // when a reload changes it meanwhile.
+        let tls = self.upstream.tls();
+        let key = connpool::key(addr, tls.as_ref());
         let (sender, reused) = self
-            .connection(backend, key, cfg)
+            .connection(backend, key, tls.as_ref(), cfg)
             .await
             .map_err(SendError::Backend)?;
         if !self.body.can_replay() {
@@ -400,12 +406,7 @@ impl Exchange for RelayExchange<'_> {
         let (response, stream) = match sender {
             Sender::H2(mut sender, stream) => {
                 let mut head = self.head.clone();
-                to_http2(
-                    &mut head,
-                    self.upstream.tls().is_some(),
-                    addr,
-                    self.trailers,
-                );
+                to_http2(&mut head, tls.is_some(), addr, self.trailers);
                 let request = Request::from_parts(head, self.body.attempt());
                 match timeout(limit, sender.send_request(request)).await {
                     Ok(Ok(response)) => (response.map(FromBackend::H2), Some(stream)),
@@ -420,7 +421,10 @@ impl Exchange for RelayExchange<'_> {
                     Err(_) => return Err(SendError::Backend(Failure::timed_out(addr, limit))),
                 }
             }
-            Sender::H1(conn) => (self.send_h1(conn, reused, addr, limit, cfg).await?, None),
+            Sender::H1(conn) => {
+                let sent = self.send_h1(conn, tls, reused, addr, limit, cfg).await?;
+                (sent, None)
+            }
         };
         let status = response.status().as_u16();
         let grpc_status = if self.grpc {
