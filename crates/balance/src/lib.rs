@@ -50,6 +50,8 @@
 //!
 //! `examples/go_style.rs` shows the seed's Go-style round robin made idiomatic.
 
+#![forbid(unsafe_code)]
+
 mod alias;
 mod backend;
 mod breaker;

@@ -27,6 +27,8 @@
 //! [`generate`] runs a [`LoadSpec`] on the current tokio runtime and returns a [`Report`];
 //! [`run`] is the command line (`rondo bench`), which builds its own runtime.
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod engine;
 mod error;

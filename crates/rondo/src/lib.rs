@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod clean_pages;
 pub mod cli;
 pub mod clock;
 pub mod config;

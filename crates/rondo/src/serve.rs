@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 
 use crate::admin::reloads::ReloadResult;
+use crate::clean_pages;
 use crate::config;
 use crate::runtime;
 
@@ -98,6 +99,7 @@ pub fn run_with(path: &Path, options: &ServeOptions) -> anyhow::Result<()> {
             std::fs::write(pid_file, format!("{}\n", std::process::id()))
                 .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
         }
+        give_back_start_up_pages("start");
         anyhow::Ok(wait_for_signal(signals, path, &running, stamped).await)
     })?;
     if let Some(pid_file) = &options.pid_file {
@@ -147,6 +149,23 @@ fn reload(path: &Path, running: &runtime::Running, trigger: &'static str) {
                 false => ReloadResult::Partial,
             };
             running.reloads().record(trigger, result, done.refused);
+        }
+    }
+    give_back_start_up_pages("reload");
+}
+
+/// Unmaps the pages of code and constants that start-up or a reload used and serving does
+/// not ([`clean_pages`]): about 1.5 MB of a fresh process's resident memory.
+fn give_back_start_up_pages(after: &'static str) {
+    match clean_pages::release() {
+        Ok(released) => tracing::debug!(
+            after,
+            mappings = released.mappings,
+            kib = released.kib,
+            "clean read-only pages unmapped"
+        ),
+        Err(e) => {
+            tracing::debug!(after, error = %e, "clean read-only pages kept: cannot read /proc/self/smaps")
         }
     }
 }
