@@ -4,7 +4,7 @@
 //! Starting `rondo serve` runs code that never runs again until the next reload (argument
 //! parsing, the configuration's parser and checks, logging and runtime set-up, the dynamic
 //! loader's relocation of every library), and the kernel maps 64 KiB around every page of a
-//! file it faults in. So a fresh process holds about 2.5 MB of pages of its own binary, libc,
+//! file it faults in. So a fresh process holds about 2 MB of pages of its own binary, libc,
 //! libm and the dynamic loader that it will not touch while it serves (`docs/performance.md`,
 //! "Memory"). These pages are clean copies of files: the page cache keeps them, and a process
 //! that jumps to one again gets it back with a minor fault. So, as the Linux kernel frees its

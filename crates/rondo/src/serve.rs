@@ -155,7 +155,7 @@ fn reload(path: &Path, running: &runtime::Running, trigger: &'static str) {
 }
 
 /// Unmaps the pages of code and constants that start-up or a reload used and serving does
-/// not ([`clean_pages`]): about 1.5 MB of a fresh process's resident memory.
+/// not ([`clean_pages`]): about 2 MB of a fresh process's resident memory.
 fn give_back_start_up_pages(after: &'static str) {
     match clean_pages::release() {
         Ok(released) => tracing::debug!(
