@@ -1,6 +1,7 @@
 //! The `rondo` binary run as an operator runs it: logs written to a file (no colour codes, one
 //! line per event), `rondo reload` reporting whether the reload applied, `rondo check FILE`,
-//! a missing file, the admin API turned off, completions, the man page and the systemd unit.
+//! a missing file, the admin API turned off, start-up's pages unmapped after start and each
+//! reload, completions, the man page and the systemd unit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failed test
 
@@ -170,6 +171,67 @@ fn a_log_file_has_no_colour_codes_and_one_line_per_event_and_reload_reports_its_
             "not one line per event: {line:?}\n{logged}"
         );
     }
+}
+
+/// One request to `addr`; the status line of the answer.
+fn status_line(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn serve_unmaps_start_up_pages_after_start_and_each_reload_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    let log = dir.path().join("rondo.log");
+    std::fs::write(&path, config("enabled = false", 1)).unwrap();
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = KillOnDrop(
+        rondo()
+            .env("RUST_LOG", "info,rondo::serve=debug")
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    );
+    let unmapped = "clean read-only pages unmapped";
+    let started = wait_for(&log, unmapped, 1);
+    assert_eq!(field(&started, unmapped, "after"), "\"start\"", "{started}");
+    assert!(
+        field(&started, unmapped, "mappings")
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(field(&started, unmapped, "kib").parse::<u64>().unwrap() > 0);
+    // The worker's code, unmapped, comes back: the request is read, the backend (port 9, never
+    // listening) tried, and the 502 written.
+    let addr = field(&started, "listening", "addr");
+    assert_eq!(status_line(&addr), "HTTP/1.1 502 Bad Gateway");
+
+    Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let reloaded = wait_for(&log, unmapped, 2);
+    let again = reloaded
+        .lines()
+        .filter(|l| l.contains(unmapped))
+        .nth(1)
+        .unwrap();
+    assert!(again.contains("after=\"reload\""), "{reloaded}");
+    assert!(reloaded.contains("configuration reloaded"), "{reloaded}");
+    // The backend's refusal took it out of rotation, and the reload kept that state.
+    assert_eq!(status_line(&addr), "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(stop(&mut child), Some(0));
 }
 
 #[test]
