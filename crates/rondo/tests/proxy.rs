@@ -736,6 +736,49 @@ async fn worker_connections(admin: std::net::SocketAddr, w: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// `wakeup_coalescing`: a lone keep-alive client never makes its worker pause (one request
+/// in progress at a time), sixteen clients at once do, and every request of both is answered
+/// by the backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_worker_pauses_before_parking_and_a_lone_client_never_makes_it() {
+    let a = mock("a").await;
+    let proxy = start(
+        &config(&[(&a, 1.0)])
+            .set("workers", 1)
+            .duration("wakeup_coalescing", Duration::from_millis(1)),
+    );
+    let (addr, admin) = (web(&proxy), proxy.admin_addr());
+    let pauses = || async move {
+        common::metric(admin, "rondo_worker_pauses_total", &[("worker", "0")])
+            .await
+            .unwrap_or(f64::NAN)
+    };
+    let mut lone = Client::connect(addr).await;
+    for _ in 0..200 {
+        let reply = lone.get("/").await;
+        assert_eq!((reply.status, reply.backend()), (200, "a".to_owned()));
+    }
+    assert_eq!(pauses().await, 0.0, "a lone client never waits");
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                for _ in 0..100 {
+                    let reply = client.get("/").await;
+                    assert_eq!((reply.status, reply.backend()), (200, "a".to_owned()));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let paused = pauses().await;
+    println!("{paused} pauses for 1,600 requests from 16 clients");
+    assert!(paused > 0.0, "{paused}");
+    proxy.shutdown(Duration::from_secs(1));
+}
+
 /// Two workers, 40 keep-alive clients connecting at once: whichever worker wins the accepts,
 /// each ends up serving about half (a worker holding clearly more hands new connections to
 /// the other), and `/metrics` shows each worker's count until the connections close.

@@ -109,6 +109,7 @@ const KEYS: &[&str] = &[
     "ttl",
     "upstream",
     "verify",
+    "wakeup_coalescing",
     "weight",
     "workers",
     "http2_max_concurrent_streams",
