@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 pub struct ProxyMetrics {
     listeners: Mutex<Vec<Arc<ListenerCounters>>>,
     upstreams: Mutex<Vec<Arc<UpstreamCounters>>>,
-    /// Each worker's counters, by worker index.
-    workers: Mutex<Vec<WorkerCounters>>,
+    /// The client connections each worker serves, by worker index.
+    workers: Mutex<Vec<Arc<AtomicUsize>>>,
 }
 
 impl ProxyMetrics {
@@ -57,17 +57,16 @@ impl ProxyMetrics {
         }
     }
 
-    /// New counters for `workers` worker threads, by index (taken once, when the workers
-    /// start).
-    pub fn new_workers(&self, workers: usize) -> Vec<WorkerCounters> {
-        let counters: Vec<WorkerCounters> =
-            (0..workers).map(|_| WorkerCounters::default()).collect();
-        self.workers.lock().clone_from(&counters);
-        counters
+    /// New open-connection counts for `workers` worker threads, by index (taken once, when
+    /// the workers start), for the workers to spread connections by.
+    pub fn worker_connections(&self, workers: usize) -> Vec<Arc<AtomicUsize>> {
+        let counts: Vec<Arc<AtomicUsize>> = (0..workers).map(|_| Arc::default()).collect();
+        self.workers.lock().clone_from(&counts);
+        counts
     }
 
-    /// Every worker's counters, by index.
-    pub fn workers(&self) -> Vec<WorkerCounters> {
+    /// Every worker's open-connection count, by index.
+    pub fn workers(&self) -> Vec<Arc<AtomicUsize>> {
         self.workers.lock().clone()
     }
 
@@ -95,15 +94,6 @@ fn get_or_insert<T>(
     let made = Arc::new(make());
     list.push(Arc::clone(&made));
     made
-}
-
-/// One worker thread's counters.
-#[derive(Debug, Clone, Default)]
-pub struct WorkerCounters {
-    /// Client connections it serves now, which the workers spread new ones by.
-    pub connections: Arc<AtomicUsize>,
-    /// Times it paused before parking to collect more ready sockets (`wakeup_coalescing`).
-    pub pauses: Arc<AtomicU64>,
 }
 
 /// One listener's connections, bytes and responses.

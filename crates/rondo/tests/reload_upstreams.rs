@@ -161,16 +161,13 @@ async fn reload_refuses_each_setting_that_needs_a_restart_in_one_line_and_applie
     let running = start_text(&base);
     let changed = base
         .replace("workers = 2", "workers = 3")
-        .replace(
-            "shutdown_grace = \"5s\"",
-            "shutdown_grace = \"7s\"\nwakeup_coalescing = \"50us\"",
-        )
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"7s\"")
         .replace("access_log = false", "access_log = true")
         .replace("name = \"app\"\n", "name = \"app\"\nqueue_size = 7\n");
     let done = running.reload(&parse(&changed));
     assert_eq!(done.listeners, ["web"], "access_log restarts the listener");
     let refused = done.refused;
-    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert_eq!(refused.len(), 3, "{refused:?}");
     assert!(
         refused[0].contains("`queue_size` needs a restart"),
         "{refused:?}"
@@ -180,16 +177,12 @@ async fn reload_refuses_each_setting_that_needs_a_restart_in_one_line_and_applie
         "{refused:?}"
     );
     assert!(
-        refused[2].contains("`wakeup_coalescing` (20µs → 50µs) needs a restart"),
-        "{refused:?}"
-    );
-    assert!(
-        refused[3].contains("`shutdown_grace` (5s → 7s) needs a restart"),
+        refused[2].contains("`shutdown_grace` (5s → 7s) needs a restart"),
         "{refused:?}"
     );
     assert_eq!(get(web(&running), "/").await.backend(), "a");
-    // Applied once: the same file again changes nothing new and refuses the same four.
+    // Applied once: the same file again changes nothing new and refuses the same three.
     let again = running.reload(&parse(&changed));
     assert!(again.listeners.is_empty(), "{again:?}");
-    assert_eq!(again.refused.len(), 4, "{again:?}");
+    assert_eq!(again.refused.len(), 3, "{again:?}");
 }

@@ -7,7 +7,6 @@
 //! | `rondo_responses_total` | counter | `listener`, `upstream` (`""` before routing), `code`, `source` (`backend` or `proxy`) |
 //! | `rondo_connections_active` | gauge | `listener` |
 //! | `rondo_worker_connections` | gauge | `worker` (its index, from 0) |
-//! | `rondo_worker_pauses_total` | counter | `worker` |
 //! | `rondo_connections_accepted_total` | counter | `listener` |
 //! | `rondo_connections_refused_total` | counter | `listener` |
 //! | `rondo_requests_refused_total` | counter | `listener` |
@@ -134,28 +133,17 @@ impl Collector for ProxyCollector {
                 .iter()
                 .map(|l| (by_listener(l), load_i(&l.active))),
         )?;
-        let workers = self.metrics.workers();
-        let by_worker = |i: usize| vec![("worker", i.to_string())];
         gauge(
             &mut encoder,
             "rondo_worker_connections",
             "Client connections each worker thread serves now, whichever worker accepted them.",
             None,
-            workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (by_worker(i), w.connections.load(Ordering::Relaxed) as i64)),
-        )?;
-        counter(
-            &mut encoder,
-            "rondo_worker_pauses",
-            "Times a busy worker thread paused before waiting for ready sockets, so that one \
-             wake-up collects many (wakeup_coalescing).",
-            None,
-            workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (by_worker(i), load(&w.pauses))),
+            self.metrics.workers().iter().enumerate().map(|(i, n)| {
+                (
+                    vec![("worker", i.to_string())],
+                    n.load(Ordering::Relaxed) as i64,
+                )
+            }),
         )?;
         let listener_counters: [ListenerField; 5] = [
             (

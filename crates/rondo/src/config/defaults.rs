@@ -22,16 +22,6 @@ pub fn workers() -> NonZeroUsize {
 /// Kubernetes in-flight requests get all the time the pod is given before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// `wakeup_coalescing`: 20 µs, which the kernel's default timer slack (50 µs) stretches to
-/// about 70: enough for a busy worker to collect the events of several connections per
-/// wake-up (measured in docs/performance.md, session 16), short next to the time requests
-/// queue when eight or more are in progress.
-pub const WAKEUP_COALESCING: Duration = Duration::from_micros(20);
-
-/// The longest `wakeup_coalescing` accepted: every request in progress waits out each pause,
-/// so past a millisecond it would cost far more latency than any wake-up it saves.
-pub const WAKEUP_COALESCING_MAX: Duration = Duration::from_millis(1);
-
 /// `[discovery.etcd] prefix`: every key rondo reads or writes starts with it, so one etcd
 /// cluster can serve several fleets (or other programs) side by side.
 pub const ETCD_PREFIX: &str = "/rondo";

@@ -36,9 +36,6 @@ pub struct Config {
     /// Resident memory (bytes) past which new connections are refused and idle ones closed;
     /// `None`: no limit.
     pub max_memory: Option<u64>,
-    /// How long a worker with many requests in progress pauses before it waits for ready
-    /// sockets, so that one wake-up collects many; zero: never.
-    pub wakeup_coalescing: Duration,
     /// The etcd cluster that upstreams with `discovery = "etcd"` read; `None` without
     /// `[discovery.etcd]`.
     pub etcd: Option<EtcdConfig>,

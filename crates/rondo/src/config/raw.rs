@@ -33,8 +33,6 @@ pub(crate) struct RawConfig {
     pub(crate) resolver: Option<Spanned<RawResolver>>,
     /// Size (bytes) of resident memory past which new connections are refused. Default: none.
     pub(crate) max_memory: Option<Spanned<SizeValue>>,
-    /// Duration a busy worker pauses before it parks, "0s" for never. Default "20us".
-    pub(crate) wakeup_coalescing: Option<Spanned<DurationValue>>,
     /// `[discovery]`. Default: no discovery source besides DNS names.
     pub(crate) discovery: Option<Spanned<RawDiscovery>>,
 }

@@ -116,7 +116,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         }
         first = false;
         wait = true;
-        let _busy = super::wakeups::InProgress::start();
+        let _busy = worker.busy();
         let mut inbuf = if pending.is_empty() {
             worker.take_buffer()
         } else {

@@ -147,7 +147,6 @@ pub(crate) async fn serve<S: Io + 'static>(
         // pointer.
         Box::pin(async move {
             let _open = open;
-            let _busy = super::wakeups::InProgress::start();
             Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await)
         })
     });

@@ -15,8 +15,7 @@
 //! listeners as [`FrontendSocket`]s. This module only accepts, parses and forwards.
 //!
 //! Where things are: [`frontend`] (a listener's routing table and counters), [`worker`]
-//! (the per-thread runtime, its pools and accept loop, the listening sockets), [`wakeups`]
-//! (requests in progress, and a busy worker's pause before it parks),
+//! (the per-thread runtime, its pools and accept loop, the listening sockets),
 //! [`connection`] (admission and protocol dispatch of one client connection), [`forward`]
 //! (the one forwarding policy every protocol shares), [`room`] and [`parked`] (idle client
 //! connections: making room, and keeping them without a task), then one file per protocol: [`h1`],
@@ -52,10 +51,8 @@ mod spread;
 mod stream;
 mod tcp;
 mod tunnel;
-mod wakeups;
 mod worker;
 
 pub(crate) use frontend::{Frontend, FrontendSocket, Observe};
 pub(crate) use spread::Spread;
-pub(crate) use wakeups::Coalescing;
 pub(crate) use worker::{Worker, bind, run_worker};

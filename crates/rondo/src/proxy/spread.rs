@@ -57,7 +57,7 @@ pub(crate) struct Handoff {
 
 impl Spread {
     /// A seat for each worker, counting its connections in `open` (one count per worker, from
-    /// [`crate::counters::WorkerCounters::connections`], so `/metrics` shows them).
+    /// [`crate::counters::ProxyMetrics::worker_connections`], so `/metrics` shows them).
     pub(crate) fn seats(open: Vec<Arc<AtomicUsize>>) -> Vec<Seat> {
         let (inboxes, receivers): (Vec<_>, Vec<_>) =
             open.iter().map(|_| mpsc::unbounded_channel()).unzip();

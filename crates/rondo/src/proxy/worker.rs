@@ -15,13 +15,15 @@ use super::connection::serve_connection;
 use super::spread::{Counted, Handoff, Seat, Spread};
 use super::{
     Frontend, FrontendSocket, buffers, connpool, forward, h2_upstream, memory, parked, room,
-    wakeups,
 };
 
 /// Per-thread state: idle backend connections and spare buffers.
 pub(crate) struct Worker {
     pub(super) conns: connpool::ConnPool,
     buffers: buffers::BufferPool,
+    /// Connections in the middle of a request (or holding HTTP/2 streams): what a graceful
+    /// shutdown waits for. Idle keep-alive connections are simply closed.
+    busy: std::cell::Cell<usize>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     pub(super) h2: h2_upstream::H2Pool,
     /// Client connections waiting for a request, closed first when descriptors run short.
@@ -59,6 +61,7 @@ impl Worker {
         Worker {
             conns: connpool::ConnPool::default(),
             buffers: buffers::BufferPool::default(),
+            busy: std::cell::Cell::default(),
             h2: h2_upstream::H2Pool::default(),
             idle: room::IdleClients::default(),
             closing: std::cell::Cell::default(),
@@ -100,9 +103,24 @@ impl Worker {
         self.buffers.take()
     }
 
+    /// Marks a connection busy until the guard drops.
+    pub(super) fn busy(&self) -> Busy<'_> {
+        self.busy.set(self.busy.get() + 1);
+        Busy(self)
+    }
+
     /// Gives back a buffer from [`take_buffer`](Self::take_buffer) for the next request.
     pub(super) fn give_buffer(&self, buf: Vec<u8>) {
         self.buffers.give(buf);
+    }
+}
+
+/// A connection counted as busy by its worker (see [`Worker::busy`]).
+pub(super) struct Busy<'a>(&'a Worker);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
     }
 }
 
@@ -178,25 +196,24 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// One worker thread: accepts on every listener, serves the connections it accepted or was
-/// handed (see [`super::spread`]), pauses before parking when busy (see [`wakeups`]), and on
-/// shutdown stops accepting and gives requests in progress up to `grace` to finish.
+/// handed (see [`super::spread`]), and on shutdown stops accepting and gives open
+/// connections up to `grace` to finish.
 pub(crate) fn run_worker(
     mut listeners: tokio::sync::mpsc::UnboundedReceiver<FrontendSocket>,
     seat: Seat,
     stop: watch::Receiver<bool>,
     grace: Duration,
     memory: Arc<memory::MemoryLimit>,
-    coalescing: wakeups::Coalescing,
 ) {
     let Seat {
         index,
         spread,
         mut inbox,
     } = seat;
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_all();
-    coalescing.install(&mut builder);
-    let Ok(rt) = builder.build() else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         tracing::error!("cannot start a worker runtime");
         return;
     };
@@ -268,12 +285,11 @@ pub(crate) fn run_worker(
                 },
             }
         }
-        // Idle connections close now; busy ones answer with `Connection: close`, HTTP/2 ones
-        // send GOAWAY and finish their open streams.
+        // Idle connections close now; busy ones answer with `Connection: close`.
         worker.closing.set(true);
         worker.idle.close_all();
         let deadline = tokio::time::Instant::now() + grace;
-        while wakeups::in_progress() > 0 && tokio::time::Instant::now() < deadline {
+        while worker.busy.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });

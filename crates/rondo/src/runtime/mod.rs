@@ -246,27 +246,17 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
     let grace = config.shutdown_grace;
     let memory = proxy::memory::MemoryLimit::start(config.max_memory);
     let mut workers = Vec::new();
-    let counters = observe.metrics.new_workers(config.workers.get());
-    let seats = proxy::Spread::seats(
-        counters
-            .iter()
-            .map(|w| Arc::clone(&w.connections))
-            .collect(),
-    );
-    for ((n, seat), counters) in seats.into_iter().enumerate().zip(counters) {
+    let seats = proxy::Spread::seats(observe.metrics.worker_connections(config.workers.get()));
+    for (n, seat) in seats.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         for l in &listeners {
             let _ = tx.send(l.accept()?);
         }
         workers.push(tx);
         let (stop_rx, memory) = (stop_rx.clone(), Arc::clone(&memory));
-        let coalescing = proxy::Coalescing {
-            pause: config.wakeup_coalescing,
-            pauses: counters.pauses,
-        };
         let thread = std::thread::Builder::new()
             .name(format!("rondo-worker-{n}"))
-            .spawn(move || proxy::run_worker(rx, seat, stop_rx, grace, memory, coalescing))?;
+            .spawn(move || proxy::run_worker(rx, seat, stop_rx, grace, memory))?;
         threads.push(thread);
     }
     Ok(Running {

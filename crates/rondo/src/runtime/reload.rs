@@ -11,7 +11,6 @@
 //! | `[admin]` | a new token serves the next request; a new `listen` address is bound, then the old one closed |
 //! | `workers` | refused: worker threads are started once, each with its own event loop and connection pool |
 //! | `shutdown_grace` | refused: each worker thread received it at start |
-//! | `wakeup_coalescing` | refused: each worker thread received it at start |
 //! | `max_memory` | refused: the memory watch starts with the process |
 //! | `[resolver]` | refused: every upstream's DNS loop holds the resolver |
 //! | `[discovery.etcd]` | refused: one watch per process, started with it |
@@ -94,12 +93,6 @@ impl Running {
                 "changing `max_memory` needs a restart: the memory watch starts with the process"
                     .to_owned(),
             );
-        }
-        if state.applied.wakeup_coalescing != new.wakeup_coalescing {
-            report.refused.push(format!(
-                "changing `wakeup_coalescing` ({:?} → {:?}) needs a restart: each worker thread received it at start",
-                state.applied.wakeup_coalescing, new.wakeup_coalescing
-            ));
         }
         if state.applied.shutdown_grace != new.shutdown_grace {
             report.refused.push(format!(

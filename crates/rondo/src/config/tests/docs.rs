@@ -162,7 +162,6 @@ fn the_docs_quote_the_defaults_of_the_code() {
     let status = &defaults::HEALTH_EXPECTED_STATUS;
     let expected: Vec<(&str, &str, String)> = vec![
         ("top", "shutdown_grace", d(defaults::SHUTDOWN_GRACE)),
-        ("top", "wakeup_coalescing", d(defaults::WAKEUP_COALESCING)),
         ("top", "access_log", defaults::ACCESS_LOG.to_string()),
         (
             "[access_log]",

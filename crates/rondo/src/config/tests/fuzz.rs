@@ -109,7 +109,6 @@ const KEYS: &[&str] = &[
     "ttl",
     "upstream",
     "verify",
-    "wakeup_coalescing",
     "weight",
     "workers",
     "http2_max_concurrent_streams",

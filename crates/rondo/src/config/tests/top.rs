@@ -14,7 +14,6 @@ fn absent_keys_take_the_seeds_defaults() {
     let c = ok(MINIMAL);
     assert_eq!(c.workers, defaults::workers());
     assert_eq!(c.shutdown_grace, secs(30));
-    assert_eq!(c.wakeup_coalescing, Duration::from_micros(20));
     assert_eq!(c.access_log, crate::access_log::AccessLogConfig::ProcessLog);
     assert_eq!(
         c.admin.listen,
@@ -98,7 +97,6 @@ fn every_key_is_read_into_the_typed_config() {
     let c = ok(r#"
 workers = 3
 shutdown_grace = "1m30s"
-wakeup_coalescing = "150us"
 access_log = false
 
 [admin]
@@ -169,7 +167,6 @@ half_open_requests = 3
 "#);
     assert_eq!(c.workers.get(), 3);
     assert_eq!(c.shutdown_grace, secs(90));
-    assert_eq!(c.wakeup_coalescing, Duration::from_micros(150));
     assert_eq!(c.access_log, crate::access_log::AccessLogConfig::Off);
     assert_eq!(c.admin.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
     assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
@@ -236,21 +233,6 @@ half_open_requests = 3
     assert_eq!(b.failure_threshold.get(), 8);
     assert_eq!(b.recovery_timeout, secs(9));
     assert_eq!(b.half_open_probes.get(), 3);
-}
-
-#[test]
-fn wakeup_coalescing_is_off_at_zero_and_refused_past_a_millisecond() {
-    let with = |value: &str| format!("wakeup_coalescing = {value}\n{MINIMAL}");
-    assert_eq!(ok(&with("\"0s\"")).wakeup_coalescing, Duration::ZERO);
-    assert_eq!(
-        ok(&with("\"1ms\"")).wakeup_coalescing,
-        Duration::from_millis(1)
-    );
-    let (line, column) = one_error(&with("\"2ms\""), "`wakeup_coalescing` must be at most 1ms");
-    assert_eq!((line, column), (1, 21));
-    let (_, _, message) = &errors(&with("\"5s\""))[0];
-    assert!(message.contains("\"0s\" turns the pauses off"), "{message}");
-    one_error(&with("20"), "expected a duration string");
 }
 
 #[test]

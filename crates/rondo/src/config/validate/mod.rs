@@ -25,15 +25,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::ops::Range;
-use std::time::Duration;
 
 use super::defaults;
 use super::error::{Diagnostic, SourceMap};
 use super::model::{Config, ResolverConfig};
 use super::raw::{RawConfig, RawResolver};
-use super::units::{DurationValue, format_duration};
+use super::units::format_duration;
 use crate::access_log::AccessLogConfig;
-use toml::Spanned;
 
 /// Looks up an environment variable (a parameter so tests need not touch the process's
 /// environment).
@@ -182,26 +180,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|m| self.size(Some(m), "max_memory", 0, true))
                 .and_then(|n| u64::try_from(n).ok()),
-            wakeup_coalescing: self.wakeup_coalescing(raw.wakeup_coalescing.as_ref()),
         }
-    }
-
-    /// `wakeup_coalescing`: 0 (never pause) up to [`defaults::WAKEUP_COALESCING_MAX`].
-    fn wakeup_coalescing(&mut self, raw: Option<&Spanned<DurationValue>>) -> Duration {
-        let pause = self.duration(raw, "wakeup_coalescing", defaults::WAKEUP_COALESCING, false);
-        if let Some(raw) = raw.filter(|_| pause > defaults::WAKEUP_COALESCING_MAX) {
-            self.error(
-                Some(raw.span()),
-                format!(
-                    "`wakeup_coalescing` must be at most {}: every request in progress waits out \
-                     each pause. The default is \"{}\"; \"0s\" turns the pauses off",
-                    format_duration(defaults::WAKEUP_COALESCING_MAX),
-                    format_duration(defaults::WAKEUP_COALESCING),
-                ),
-            );
-            return defaults::WAKEUP_COALESCING;
-        }
-        pause
     }
 
     /// `[resolver]`.
