@@ -183,6 +183,50 @@ async fn alpn_h2_is_served_as_http2_through_the_forwarding_policy() {
     assert_eq!(a.seen()[0].header("x-forwarded-proto"), Some("https"));
 }
 
+/// A graceful shutdown waits for a stream of an HTTP/2 client over TLS (ALPN `h2`, served by
+/// hyper from the handshake on) as it waits for an HTTP/1.1 request: the stream in flight
+/// when it starts is answered whole, and the shutdown ends with it, not with the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_an_in_flight_stream_of_http2_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.leaf(&["site.test"]).write(dir.path(), "site");
+    let backend = common::mock("a").await;
+    backend.set_delay(Duration::from_millis(500));
+    let running = common::start(&tls_config(&backend, vec![entry(&cert, &key, &[])]));
+    let tls = connect(web(&running), "site.test", &ca.cert, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let pending = tokio::spawn(async move {
+        let req = hyper::Request::get("https://site.test/slow")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    });
+    common::eventually(
+        Duration::from_secs(30),
+        "the stream reaches the backend",
+        || backend.in_flight() == 1,
+    )
+    .await;
+    let shutdown = tokio::task::spawn_blocking(move || running.shutdown(Duration::from_secs(600)));
+    tokio::time::timeout(Duration::from_secs(60), shutdown)
+        .await
+        .expect("waited for the stream only")
+        .unwrap();
+    let (status, body) = pending.await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"a"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_swaps_the_certificate_keeps_open_connections_and_refuses_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();

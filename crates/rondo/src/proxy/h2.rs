@@ -137,6 +137,11 @@ pub(crate) async fn serve<S: Io + 'static>(
     let config = &frontend.config;
     let (header_timeout, max_header_bytes) = (config.header_timeout, config.max_header_bytes);
     let (max_streams, idle_timeout) = (config.http2_max_concurrent_streams, config.idle_timeout);
+    // Busy for the connection's whole life, as the worker counts an HTTP/1.1 connection busy
+    // through a request: a graceful shutdown sends GOAWAY and waits for the streams (and
+    // their bodies) in flight, and an idle connection closes at once on GOAWAY.
+    let holder = Rc::clone(&worker);
+    let _busy = holder.busy();
     let streams = Rc::new(Streams::default());
     let counted = Rc::clone(&streams);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
