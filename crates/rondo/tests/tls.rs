@@ -376,6 +376,40 @@ async fn tcp_roundtrip(addr: SocketAddr) -> (String, String) {
     )
 }
 
+/// A graceful shutdown gives an open TCP-mode connection `shutdown_grace`, as nginx's stream
+/// module and HAProxy's soft stop do: bytes still flow both ways after it starts, and the
+/// shutdown ends when the client closes, not when the grace does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_an_open_tcp_connection_until_it_closes() {
+    let (a, _a_task) = tcp_echo("a").await;
+    let toml = format!(
+        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"db\"\nmode = \"tcp\"\n\
+         [[upstreams]]\nname = \"db\"\nbackends = [{{ address = \"{a}\", id = \"a\" }}]\n\
+         [upstreams.health_check]\nenabled = false\n"
+    );
+    let running = common::start_text(&toml);
+    let mut s = TcpStream::connect(web(&running)).await.unwrap();
+    let mut name = [0u8; 1];
+    s.read_exact(&mut name).await.unwrap();
+    assert_eq!(&name, b"a");
+    let shutdown = tokio::task::spawn_blocking(move || running.shutdown(Duration::from_secs(600)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the open connection holds the shutdown"
+    );
+    s.write_all(b"still here").await.unwrap();
+    let mut echo = [0u8; 10];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"still here");
+    drop(s);
+    tokio::time::timeout(Duration::from_secs(60), shutdown)
+        .await
+        .expect("the shutdown ends with the connection")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_mode_relays_bytes_and_fails_over_from_a_killed_backend_on_connect() {
     let (a, _a_task) = tcp_echo("a").await;

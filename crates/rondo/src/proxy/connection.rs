@@ -117,7 +117,7 @@ async fn serve_other(
     let ip = || -> Rc<str> { client_ip(peer).into() };
     let Some(terminator) = &frontend.tls else {
         return match frontend.config.mode {
-            ListenerMode::Tcp => tcp::serve(stream, peer, &frontend).await,
+            ListenerMode::Tcp => tcp::serve(stream, peer, &frontend, &worker).await,
             ListenerMode::Http if frontend.config.redirect_https => {
                 redirect::serve(stream, &frontend.config).await
             }
@@ -143,7 +143,7 @@ async fn serve_other(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     match frontend.config.mode {
-        ListenerMode::Tcp => tcp::serve(tls, peer, &frontend).await,
+        ListenerMode::Tcp => tcp::serve(tls, peer, &frontend, &worker).await,
         ListenerMode::Http if h2 => {
             let server = h2::Server::Http2;
             h2::serve(tls, Vec::new(), ip(), frontend, worker, stop, server).await;

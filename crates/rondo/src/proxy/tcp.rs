@@ -14,18 +14,26 @@ use std::net::SocketAddr;
 
 use balance::Backend;
 
-use super::Frontend;
 use super::dial::dial;
 use super::forward::{self, Delivered, Exchange, Facts, Origin, RequestView, SendError};
 use super::respond::ErrorPage;
 use super::stream::Io;
 use super::tunnel::relay;
+use super::{Frontend, Worker};
 use crate::config::UpstreamConfig;
 use crate::tls::BackendConn;
 use crate::upstream::Upstream;
 
 /// Relays `client` (a plain or TLS stream) to a backend until both directions are closed.
-pub(crate) async fn serve<C: Io>(client: C, peer: SocketAddr, frontend: &Frontend) {
+/// The connection counts as busy on `worker` all along, so a graceful shutdown gives it
+/// `shutdown_grace` to end, as nginx's `stream` module and HAProxy's soft stop do.
+pub(crate) async fn serve<C: Io>(
+    client: C,
+    peer: SocketAddr,
+    frontend: &Frontend,
+    worker: &Worker,
+) {
+    let _busy = worker.busy();
     let upstream = &*frontend.upstreams[0];
     let ip = peer.ip().to_canonical().to_string();
     let origin = Origin {
