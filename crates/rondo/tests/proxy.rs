@@ -328,11 +328,8 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
     .await;
     // A grace far longer than the test's deadline: finishing within the deadline means
     // the shutdown waited for the busy request only, not for the idle connection.
-    let shutdown = tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(600)));
-    tokio::time::timeout(Duration::from_secs(60), shutdown)
-        .await
-        .expect("waited for the busy request only")
-        .unwrap();
+    let shutdown = proxy.shutdown_in_background();
+    common::shutdown_ends(shutdown, "waited for the busy request only").await;
     let r = pending.await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
@@ -361,11 +358,8 @@ async fn graceful_shutdown_finishes_an_in_flight_http2_stream() {
         || bs[0].in_flight() == 1,
     )
     .await;
-    let shutdown = tokio::task::spawn_blocking(move || proxy.shutdown(Duration::from_secs(600)));
-    tokio::time::timeout(Duration::from_secs(60), shutdown)
-        .await
-        .expect("waited for the stream only")
-        .unwrap();
+    let shutdown = proxy.shutdown_in_background();
+    common::shutdown_ends(shutdown, "waited for the stream only").await;
     let reply = pending.await.unwrap();
     assert_eq!((reply.status, reply.text()), (200, "a".to_owned()));
 }

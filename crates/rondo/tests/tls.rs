@@ -88,6 +88,18 @@ where
     sender
 }
 
+/// An HTTP/2 client over a TLS stream that negotiated `h2`.
+async fn http2(tls: Tls) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 async fn get1(
     sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     path: &str,
@@ -160,13 +172,7 @@ async fn alpn_h2_is_served_as_http2_through_the_forwarding_policy() {
     let running = common::start(&config);
     let tls = connect(web(&running), "site.test", &ca.cert, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http2(tls).await;
     let mut backends = Vec::new();
     for _ in 0..4 {
         let req = hyper::Request::get("https://site.test/h2")
@@ -196,13 +202,7 @@ async fn graceful_shutdown_finishes_an_in_flight_stream_of_http2_over_tls() {
     let running = common::start(&tls_config(&backend, vec![entry(&cert, &key, &[])]));
     let tls = connect(web(&running), "site.test", &ca.cert, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http2(tls).await;
     let pending = tokio::spawn(async move {
         let req = hyper::Request::get("https://site.test/slow")
             .body(Empty::<Bytes>::new())
@@ -218,11 +218,8 @@ async fn graceful_shutdown_finishes_an_in_flight_stream_of_http2_over_tls() {
         || backend.in_flight() == 1,
     )
     .await;
-    let shutdown = tokio::task::spawn_blocking(move || running.shutdown(Duration::from_secs(600)));
-    tokio::time::timeout(Duration::from_secs(60), shutdown)
-        .await
-        .expect("waited for the stream only")
-        .unwrap();
+    let shutdown = running.shutdown_in_background();
+    common::shutdown_ends(shutdown, "waited for the stream only").await;
     let (status, body) = pending.await.unwrap();
     assert_eq!((status, &body[..]), (200, &b"a"[..]));
 }
@@ -362,6 +359,16 @@ async fn tcp_echo(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()
     (addr, task)
 }
 
+/// A configuration with one worker and a TCP-mode listener `web` in front of the upstream
+/// `db`, whose keys (`backends` among them) are `upstream` (health checks off).
+fn tcp_mode(upstream: &str) -> String {
+    format!(
+        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"db\"\nmode = \"tcp\"\n\
+         [[upstreams]]\nname = \"db\"\n{upstream}\n[upstreams.health_check]\nenabled = false\n"
+    )
+}
+
 /// Opens a TCP-mode connection, sends `ping`, returns (backend name, echo).
 async fn tcp_roundtrip(addr: SocketAddr) -> (String, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -382,18 +389,14 @@ async fn tcp_roundtrip(addr: SocketAddr) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_keeps_an_open_tcp_connection_until_it_closes() {
     let (a, _a_task) = tcp_echo("a").await;
-    let toml = format!(
-        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"db\"\nmode = \"tcp\"\n\
-         [[upstreams]]\nname = \"db\"\nbackends = [{{ address = \"{a}\", id = \"a\" }}]\n\
-         [upstreams.health_check]\nenabled = false\n"
-    );
-    let running = common::start_text(&toml);
+    let running = common::start_text(&tcp_mode(&format!(
+        "backends = [{{ address = \"{a}\", id = \"a\" }}]"
+    )));
     let mut s = TcpStream::connect(web(&running)).await.unwrap();
     let mut name = [0u8; 1];
     s.read_exact(&mut name).await.unwrap();
     assert_eq!(&name, b"a");
-    let shutdown = tokio::task::spawn_blocking(move || running.shutdown(Duration::from_secs(600)));
+    let shutdown = running.shutdown_in_background();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !shutdown.is_finished(),
@@ -404,24 +407,17 @@ async fn graceful_shutdown_keeps_an_open_tcp_connection_until_it_closes() {
     s.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"still here");
     drop(s);
-    tokio::time::timeout(Duration::from_secs(60), shutdown)
-        .await
-        .expect("the shutdown ends with the connection")
-        .unwrap();
+    common::shutdown_ends(shutdown, "ended with the connection").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_mode_relays_bytes_and_fails_over_from_a_killed_backend_on_connect() {
     let (a, _a_task) = tcp_echo("a").await;
     let (b, b_task) = tcp_echo("b").await;
-    let toml = format!(
-        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"db\"\nmode = \"tcp\"\n\
-         [[upstreams]]\nname = \"db\"\nmax_fails = 0\n\
-         backends = [{{ address = \"{a}\", id = \"a\" }}, {{ address = \"{b}\", id = \"b\" }}]\n\
-         [upstreams.health_check]\nenabled = false\n"
-    );
-    let running = common::start_text(&toml);
+    let running = common::start_text(&tcp_mode(&format!(
+        "max_fails = 0\n\
+         backends = [{{ address = \"{a}\", id = \"a\" }}, {{ address = \"{b}\", id = \"b\" }}]"
+    )));
     let addr = web(&running);
     let mut names = Vec::new();
     for _ in 0..4 {
@@ -458,14 +454,9 @@ async fn tcp_mode_relays_bytes_and_fails_over_from_a_killed_backend_on_connect()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_connection_silent_for_tunnel_timeout_is_closed_at_both_ends() {
     let (a, _a_task) = tcp_echo("a").await;
-    let toml = format!(
-        "workers = 1\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nupstream = \"db\"\nmode = \"tcp\"\n\
-         [[upstreams]]\nname = \"db\"\ntunnel_timeout = \"300ms\"\n\
-         backends = [{{ address = \"{a}\", id = \"a\" }}]\n\
-         [upstreams.health_check]\nenabled = false\n"
-    );
-    let running = common::start_text(&toml);
+    let running = common::start_text(&tcp_mode(&format!(
+        "tunnel_timeout = \"300ms\"\nbackends = [{{ address = \"{a}\", id = \"a\" }}]"
+    )));
     let mut s = TcpStream::connect(web(&running)).await.unwrap();
     let mut name = [0u8; 1];
     s.read_exact(&mut name).await.unwrap();

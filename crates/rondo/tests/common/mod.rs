@@ -297,6 +297,24 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Starts a graceful shutdown on a blocking thread, with a grace far longer than any test
+    /// waits (600 s): a test that sees it end (with [`shutdown_ends`]) knows it ended because
+    /// nothing was left in flight, not because the grace ran out.
+    pub fn shutdown_in_background(self) -> tokio::task::JoinHandle<()> {
+        tokio::task::spawn_blocking(move || self.shutdown(Duration::from_secs(600)))
+    }
+}
+
+/// Waits up to 60 s for a shutdown from [`Proxy::shutdown_in_background`] to end; `why` says
+/// what it should have waited for.
+pub async fn shutdown_ends(shutdown: tokio::task::JoinHandle<()>, why: &str) {
+    tokio::time::timeout(Duration::from_secs(60), shutdown)
+        .await
+        .unwrap_or_else(|_| panic!("the shutdown did not end: it should have {why}"))
+        .unwrap();
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
