@@ -7,6 +7,8 @@ mod common;
 #[path = "common/grpc.rs"]
 mod grpc_backend;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use prost::Message;
@@ -141,4 +143,42 @@ async fn an_http2_client_reaches_an_h2c_backend_and_gets_grpc_errors_from_rondo_
             .header("grpc-message")
             .is_some_and(|m| m.contains("rondo"))
     );
+}
+
+/// A listener whose upstream speaks HTTP/2 serves its HTTP/1.1 clients through hyper: a
+/// graceful shutdown waits for the request such a client has in flight, which is answered
+/// whole once the backend lets it go, and ends with it, not with the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_an_http1_request_on_a_listener_in_front_of_h2c() {
+    let b = GrpcBackend::start("g1", None).await;
+    let upstream = UpstreamBuilder::new("app")
+        .backend(b.name(), b.addr(), 1.0)
+        .set("protocol", "h2c")
+        .health_check(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    let tcp = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    b.release(false);
+    let pending = tokio::spawn(async move { call_over_http1(&mut sender, "held").await });
+    eventually(
+        Duration::from_secs(30),
+        "the call reaches the backend",
+        || b.in_flight() == 1,
+    )
+    .await;
+    let shutdown = proxy.shutdown_in_background();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the request in flight holds the shutdown"
+    );
+    b.release(true);
+    shutdown_ends(shutdown, "ended with the request").await;
+    let (status, reply, grpc_status) = pending.await.unwrap();
+    assert_eq!((status, grpc_status.as_deref()), (200, Some("0")));
+    assert_eq!(reply.expect("a reply message").text, "held");
 }
