@@ -138,8 +138,9 @@ pub(crate) async fn serve<S: Io + 'static>(
     let (header_timeout, max_header_bytes) = (config.header_timeout, config.max_header_bytes);
     let (max_streams, idle_timeout) = (config.http2_max_concurrent_streams, config.idle_timeout);
     // Busy for the connection's whole life, as the worker counts an HTTP/1.1 connection busy
-    // through a request: a graceful shutdown sends GOAWAY and waits for the streams (and
-    // their bodies) in flight, and an idle connection closes at once on GOAWAY.
+    // through a request: a graceful shutdown (GOAWAY, or hyper's own for HTTP/1.1 clients of
+    // a listener in front of HTTP/2 backends) waits for the streams in flight and their
+    // bodies, and an idle connection closes at once.
     let holder = Rc::clone(&worker);
     let _busy = holder.busy();
     let streams = Rc::new(Streams::default());

@@ -21,9 +21,9 @@ use super::{
 pub(crate) struct Worker {
     pub(super) conns: connpool::ConnPool,
     buffers: buffers::BufferPool,
-    /// Connections in the middle of a request, and HTTP/2 connections (which close on GOAWAY
-    /// once their streams end): what a graceful shutdown waits for. Idle keep-alive HTTP/1.1
-    /// connections are simply closed.
+    /// Connections in the middle of a request, connections served by hyper (HTTP/2, which
+    /// close on GOAWAY once their streams end) and TCP-mode connections: what a graceful
+    /// shutdown waits for. Idle keep-alive HTTP/1.1 connections are simply closed.
     busy: std::cell::Cell<usize>,
     /// HTTP/2 backend connections, shared by the requests of this worker.
     pub(super) h2: h2_upstream::H2Pool,
