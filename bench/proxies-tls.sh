@@ -13,6 +13,9 @@
 #                      its connections anew for the measured run, so its CPU includes 64 or
 #                      256 handshakes; the last column says how much of the figure that is
 #                      (connections x the proxy's CPU per new HTTPS connection / requests)
+#   h2 keep-alive      HTTP/2 clients over TLS (h2 by ALPN), 64 connections, one stream in
+#                      flight on each: `rondo bench --http2 -k` from $RONDO, the same client
+#                      for the three proxies (wrk offers no ALPN, so its loads stay HTTP/1.1)
 #
 #   bench/proxies-tls.sh [ROUNDS] [SECONDS]     # default 2 5
 #
@@ -38,7 +41,7 @@ cat "$dir/site.pem" "$dir/site.key" > "$dir/site-with-key.pem"
 nginx_conf <<CONF
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 1000000; }
   server {
-    listen 127.0.0.1:$TLS ssl;
+    listen 127.0.0.1:$TLS ssl http2;
     listen 127.0.0.1:$PLAIN;
     # nginx 1.22's default leaves TLS 1.3 out (it is in from 1.23.4).
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -50,7 +53,7 @@ CONF
 
 haproxy_conf <<CONF
 frontend web
-  bind 127.0.0.1:$TLS ssl crt $dir/site-with-key.pem
+  bind 127.0.0.1:$TLS ssl crt $dir/site-with-key.pem alpn h2,http/1.1
   bind 127.0.0.1:$PLAIN
   default_backend app
 backend app
@@ -72,15 +75,28 @@ negotiated() {
     awk '/^New, / {sub(/^New, /, ""); p = $0} /Server Temp Key/ {sub(/.*Key: /, ""); k = $0} END {print p ", key exchange " k}'
 }
 
-# run_load NAME CONNECTIONS URL [wrk options]: one measured load against the running proxy;
-# sets cpu_us (CPU µs per request) and prints the row, with the share of the connections'
-# setup at the run's start when new_conn_us (CPU µs per new HTTPS connection) is set.
+# load CONNECTIONS SECONDS URL [wrk options]: wrk on CPU 0, or with H2=1 HTTP/2 clients over
+# TLS (`rondo bench --http2 -k`); sets reqs, rps, p50, p99 and errs.
+load() {
+  local conns=$1 secs=$2 url=$3
+  shift 3
+  if [ -n "${H2:-}" ]; then
+    h2c_stats "$(taskset -c 0 "$RONDO" bench --http2 -k --json -c "$conns" -d "${secs}s" "$url")"
+  else
+    wrk_stats "$(taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")"
+  fi
+}
+
+# run_load NAME CONNECTIONS URL [wrk options]: one measured load against the running proxy,
+# after a 1 s warm-up; sets cpu_us (CPU µs per request) and prints the row, with the share of
+# the connections' setup at the run's start when new_conn_us (CPU µs per new HTTPS
+# connection) is set.
 run_load() {
   local name=$1 conns=$2 url=$3 setup=—
   shift 3
-  taskset -c 0 wrk -t1 -c"$conns" -d1s "$@" "$url" >/dev/null
+  load "$conns" 1 "$url" "$@"
   cpu_mark "$pid"
-  wrk_stats "$(taskset -c 0 wrk -t1 -c"$conns" -d"${SECS}s" --latency "$@" "$url")"
+  load "$conns" "$SECS" "$url" "$@"
   read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
   [ -z "$new_conn_us" ] || setup=$(python3 -c "print(f'{$conns*$new_conn_us/max($reqs,1):.2f}')")
   echo "| $round | $proxy | $name | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $setup |"
@@ -106,6 +122,7 @@ for round in $(seq "$ROUNDS"); do
     new_conn_us= run_load "http new conn per request, 32 conns" 32 "http://127.0.0.1:$PLAIN/" -H "Connection: close"
     run_load "https keep-alive, 64 conns" 64 "https://127.0.0.1:$TLS/"
     run_load "https keep-alive, 256 conns" 256 "https://127.0.0.1:$TLS/"
+    H2=1 run_load "h2 keep-alive, 64 conns" 64 "https://127.0.0.1:$TLS/"
     stop_proxy "$pid"
     sleep 0.5
   done
