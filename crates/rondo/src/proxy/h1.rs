@@ -93,9 +93,32 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
             // ones, then drops the rest, so an idle connection costs no more than this wait.
             // They close early when descriptors run short (see `room`). Over TLS the wait is
             // on the TCP socket too, unless rustls already holds decrypted bytes.
+            // A new connection's first readiness may come before its first bytes: a plain one
+            // reads them into a buffer kept for the request (one system call where a peek
+            // and the read were two); over TLS the bytes belong to rustls, so it peeks.
+            let mut read_first = |tcp: &tokio::net::TcpStream| {
+                let mut buf = worker.take_buffer();
+                match tcp.try_read_buf(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        worker.give_buffer(buf);
+                        false
+                    }
+                    // Bytes, the end of the stream or an error: the request's read says which.
+                    _ => {
+                        pending = buf;
+                        true
+                    }
+                }
+            };
+            let mut peek = room::has_input;
+            let verify: Option<&mut dyn FnMut(&tokio::net::TcpStream) -> bool> = match first {
+                false => None,
+                true if C::PARKS => Some(&mut read_first),
+                true => Some(&mut peek),
+            };
             match worker
                 .idle
-                .wait_readable(stream.tcp(), in_task, first, idle_timer.as_mut())
+                .wait_readable(stream.tcp(), in_task, verify, idle_timer.as_mut())
                 .await
             {
                 Waited::Readable => {}

@@ -93,17 +93,19 @@ impl IdleClients {
     /// bytes would reset it, and the client would lose that request.
     ///
     /// The reactor may report a socket readable before anything arrived (a new socket, or a
-    /// flag left from the last read); with `verify`, such readiness is checked with a
-    /// non-blocking peek and the wait goes on, so a connection that never sends stays counted
-    /// as idle. Used for new connections (one peek per connection); keep-alive waits skip it
-    /// to keep the request path at two reads and two writes.
+    /// flag left from the last read); with `verify`, such readiness is checked (by
+    /// [`has_input`]'s peek, or by reading the first bytes where they can be kept) and the
+    /// wait goes on when nothing arrived, so a connection that never sends stays counted as
+    /// idle. Used for new connections; keep-alive waits skip it to keep the request path at
+    /// two reads and two writes. `verify` returns true when bytes arrived or the connection
+    /// closed, and leaves the reactor's readiness cleared when it returns false.
     ///
     /// `timer` is the connection's own, reset for each wait (see [`crate::clock::within`]).
     pub(crate) async fn wait_readable(
         &self,
         stream: &TcpStream,
         limit: Duration,
-        verify: bool,
+        mut verify: Option<&mut dyn FnMut(&TcpStream) -> bool>,
         mut timer: Pin<&mut Sleep>,
     ) -> Waited {
         let (ticket, _idle) = self.go_idle();
@@ -115,7 +117,7 @@ impl IdleClients {
             tokio::select! {
                 biased;
                 ready = stream.readable() => match ready {
-                    Ok(()) if verify && !has_input(stream) => {}
+                    Ok(()) if verify.as_mut().is_some_and(|arrived| !arrived(stream)) => {}
                     Ok(()) => return Waited::Readable,
                     Err(_) => return Waited::Close,
                 },
@@ -315,7 +317,9 @@ mod tests {
     /// A new connection's wait (verified readiness), with a timer of its own.
     async fn wait(idle: &IdleClients, stream: &TcpStream, limit: Duration) -> Waited {
         let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-        idle.wait_readable(stream, limit, true, timer).await
+        let mut peek = has_input;
+        idle.wait_readable(stream, limit, Some(&mut peek), timer)
+            .await
     }
 
     #[test]
@@ -387,7 +391,7 @@ mod tests {
 
         client.write_all(b"1").await.unwrap();
         let waited = idle
-            .wait_readable(&server, long, false, timer.as_mut())
+            .wait_readable(&server, long, None, timer.as_mut())
             .await;
         assert_eq!(waited, Waited::Readable);
         server.readable().await.unwrap();
@@ -397,7 +401,7 @@ mod tests {
         // The same timer, its deadline moved earlier: the short wait ends on time.
         let short = Duration::from_millis(50);
         let waited = idle
-            .wait_readable(&server, short, false, timer.as_mut())
+            .wait_readable(&server, short, None, timer.as_mut())
             .await;
         assert_eq!(waited, Waited::TimedOut);
         // And moved later again after it fired: the next bytes end the wait, not the timer.
@@ -406,7 +410,7 @@ mod tests {
             client.write_all(b"2").await.unwrap();
         };
         let (waited, ()) = tokio::join!(
-            idle.wait_readable(&server, long, false, timer.as_mut()),
+            idle.wait_readable(&server, long, None, timer.as_mut()),
             sender
         );
         assert_eq!(waited, Waited::Readable);
