@@ -99,13 +99,17 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
             let mut read_first = |tcp: &tokio::net::TcpStream| {
                 let mut buf = worker.take_buffer();
                 match tcp.try_read_buf(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        pending = buf;
+                        true
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         worker.give_buffer(buf);
                         false
                     }
-                    // Bytes, the end of the stream or an error: the request's read says which.
+                    // The end of the stream or an error: the request's own read meets it again.
                     _ => {
-                        pending = buf;
+                        worker.give_buffer(buf);
                         true
                     }
                 }
