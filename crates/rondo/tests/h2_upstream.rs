@@ -16,6 +16,18 @@ use prost::Message;
 use common::*;
 use grpc_backend::{EchoReply, EchoRequest, GrpcBackend};
 
+/// A keep-alive HTTP/1.1 connection to `addr`, for requests with whole bodies.
+async fn http1_client(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// One gRPC call made by hand over an HTTP/1.1 connection: status, reply, `grpc-status`
 /// from the trailers.
 async fn call_over_http1(
@@ -64,12 +76,7 @@ async fn an_http1_client_reaches_h2c_backends_request_by_request_with_trailers()
         .health_check(Section::disabled());
     let proxy = start(&proxy_config(upstream));
     // One keep-alive HTTP/1.1 connection for every request.
-    let tcp = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1_client(web(&proxy)).await;
     let mut seen = Vec::new();
     for i in 0..30 {
         let (status, reply, grpc_status) =
@@ -156,12 +163,7 @@ async fn graceful_shutdown_finishes_an_http1_request_on_a_listener_in_front_of_h
         .set("protocol", "h2c")
         .health_check(Section::disabled());
     let proxy = start(&proxy_config(upstream));
-    let tcp = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1_client(web(&proxy)).await;
     b.release(false);
     let pending = tokio::spawn(async move { call_over_http1(&mut sender, "held").await });
     eventually(
