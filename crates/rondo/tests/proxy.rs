@@ -320,16 +320,9 @@ async fn graceful_shutdown_finishes_an_in_flight_request() {
     let mut idle = Client::connect(addr).await;
     assert_eq!(idle.get("/").await.status, 200);
     let pending = tokio::spawn(async move { get(addr, "/").await });
-    eventually(
-        Duration::from_secs(30),
-        "the request reaches the backend",
-        || bs[0].in_flight() == 1,
-    )
-    .await;
     // A grace far longer than the test's deadline: finishing within the deadline means
     // the shutdown waited for the busy request only, not for the idle connection.
-    let shutdown = proxy.shutdown_in_background();
-    common::shutdown_ends(shutdown, "waited for the busy request only").await;
+    common::shut_down_with_one_in_flight(proxy, &bs[0], "waited for the busy request only").await;
     let r = pending.await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
@@ -352,14 +345,7 @@ async fn graceful_shutdown_finishes_an_in_flight_http2_stream() {
     bs[0].set_delay(Duration::from_millis(500));
     let mut client = common::H2Client::connect(web(&proxy)).await;
     let pending = tokio::spawn(async move { client.send("GET", "/", b"").await });
-    eventually(
-        Duration::from_secs(30),
-        "the stream reaches the backend",
-        || bs[0].in_flight() == 1,
-    )
-    .await;
-    let shutdown = proxy.shutdown_in_background();
-    common::shutdown_ends(shutdown, "waited for the stream only").await;
+    common::shut_down_with_one_in_flight(proxy, &bs[0], "waited for the stream only").await;
     let reply = pending.await.unwrap();
     assert_eq!((reply.status, reply.text()), (200, "a".to_owned()));
 }

@@ -212,14 +212,7 @@ async fn graceful_shutdown_finishes_an_in_flight_stream_of_http2_over_tls() {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, body)
     });
-    common::eventually(
-        Duration::from_secs(30),
-        "the stream reaches the backend",
-        || backend.in_flight() == 1,
-    )
-    .await;
-    let shutdown = running.shutdown_in_background();
-    common::shutdown_ends(shutdown, "waited for the stream only").await;
+    common::shut_down_with_one_in_flight(running, &backend, "waited for the stream only").await;
     let (status, body) = pending.await.unwrap();
     assert_eq!((status, &body[..]), (200, &b"a"[..]));
 }

@@ -315,6 +315,18 @@ pub async fn shutdown_ends(shutdown: tokio::task::JoinHandle<()>, why: &str) {
         .unwrap();
 }
 
+/// Waits until `backend` holds one request, then shuts `proxy` down gracefully (see
+/// [`Proxy::shutdown_in_background`]) and waits for the shutdown to end: it should have `why`.
+pub async fn shut_down_with_one_in_flight(proxy: Proxy, backend: &Backend, why: &str) {
+    eventually(
+        Duration::from_secs(30),
+        "the request reaches the backend",
+        || backend.in_flight() == 1,
+    )
+    .await;
+    shutdown_ends(proxy.shutdown_in_background(), why).await;
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
