@@ -29,7 +29,6 @@ pub(super) async fn serve_connection(
     let Some(admitted) = admit(frontend, &worker, load) else {
         return;
     };
-    let _ = stream.set_nodelay(true);
     let frontend = admitted.frontend();
     let plain_http1 = frontend.tls.is_none()
         && matches!(frontend.config.mode, ListenerMode::Http)

@@ -14,8 +14,9 @@
 //! with [`bind`], builds each listener's [`Frontend`], starts [`run_worker`] threads and hands them
 //! listeners as [`FrontendSocket`]s. This module only accepts, parses and forwards.
 //!
-//! Where things are: [`frontend`] (a listener's routing table and counters), [`worker`]
-//! (the per-thread runtime, its pools and accept loop, the listening sockets),
+//! Where things are: [`listen`] (the listening sockets and their options), [`frontend`] (a
+//! listener's routing table and counters), [`worker`] (the per-thread runtime, its pools and
+//! accept loop),
 //! [`connection`] (admission and protocol dispatch of one client connection), [`forward`]
 //! (the one forwarding policy every protocol shares), [`room`] and [`parked`] (idle client
 //! connections: making room, and keeping them without a task), then one file per protocol: [`h1`],
@@ -37,6 +38,7 @@ mod h2_preface;
 mod h2_upstream;
 mod head;
 mod headers;
+mod listen;
 pub(crate) mod memory;
 mod parked;
 pub(crate) mod protocol;
@@ -54,5 +56,6 @@ mod tunnel;
 mod worker;
 
 pub(crate) use frontend::{Frontend, FrontendSocket, Observe};
+pub(crate) use listen::{DEFER_ACCEPT, bind, defer_accept};
 pub(crate) use spread::Spread;
-pub(crate) use worker::{Worker, bind, run_worker};
+pub(crate) use worker::{Worker, run_worker};

@@ -1,8 +1,7 @@
 //! One worker thread: a single-threaded tokio runtime that accepts on every listener and
 //! serves the connections it accepted, with its own pools of idle backend connections and
-//! spare buffers (a `RefCell` borrow, never a lock). Also the listening sockets every
-//! worker accepts from ([`bind`]), and the graceful stop: stop accepting, close idle
-//! connections, give busy ones `shutdown_grace` to finish.
+//! spare buffers (a `RefCell` borrow, never a lock), and the graceful stop: stop accepting,
+//! close idle connections, give busy ones `shutdown_grace` to finish.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -174,26 +173,6 @@ fn serve_here(
     worker.idle.accepted();
     let worker = Rc::clone(worker);
     tokio::task::spawn_local(serve_connection(stream, peer, frontend, worker, counted));
-}
-
-/// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
-const BACKLOG: i32 = 1024;
-
-/// A listening socket on `addr`, non-blocking, ready to be cloned for every worker.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// One worker thread: accepts on every listener, serves the connections it accepted or was

@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 
 use super::Running;
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ListenerMode};
 use crate::proxy::{self, Frontend, FrontendSocket, Observe};
 use crate::upstream::Upstream;
 
@@ -35,11 +36,23 @@ impl LiveListener {
         Self::on(l, socket, frontend)
     }
 
+    /// A listener on `socket`, new or kept from the version a reload replaces. Accepting
+    /// waits for the client's first bytes where the client speaks first (HTTP, a TLS
+    /// handshake), not in plain TCP mode, whose protocol may start with the server; a reload
+    /// may have changed which.
     fn on(
         l: &ListenerConfig,
         socket: std::net::TcpListener,
         frontend: Arc<Frontend>,
     ) -> anyhow::Result<LiveListener> {
+        let client_speaks_first = matches!(l.mode, ListenerMode::Http) || l.tls.is_some();
+        let hold = if client_speaks_first {
+            proxy::DEFER_ACCEPT
+        } else {
+            Duration::ZERO
+        };
+        proxy::defer_accept(&socket, hold)
+            .with_context(|| format!("listener `{}`: cannot set TCP_DEFER_ACCEPT", l.name))?;
         let (stop, _) = watch::channel(false);
         Ok(LiveListener {
             name: l.name.clone(),
