@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// Listen backlog: nginx's default on Linux is 511; the kernel caps it at `somaxconn`.
@@ -45,8 +44,11 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Sets (or, with `Duration::ZERO`, clears) `TCP_DEFER_ACCEPT` on a listening socket: a
 /// connection is accepted once it has bytes to read, or after `hold` if it sends nothing.
 /// Only for protocols where the client speaks first: a server-first protocol relayed in TCP
-/// mode (SMTP, MySQL) would wait `hold` for its greeting.
+/// mode (SMTP, MySQL) would wait `hold` for its greeting. The option is Linux's; elsewhere
+/// connections are accepted as they come.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn defer_accept(socket: &std::net::TcpListener, hold: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let seconds = libc::c_int::try_from(hold.as_secs()).unwrap_or(libc::c_int::MAX);
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -69,6 +71,12 @@ pub(crate) fn defer_accept(socket: &std::net::TcpListener, hold: Duration) -> io
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Without `TCP_DEFER_ACCEPT`, connections are accepted as they come.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn defer_accept(_socket: &std::net::TcpListener, _hold: Duration) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -100,6 +108,7 @@ mod tests {
         assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_deferred_listener_hands_over_a_connection_once_it_has_spoken() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -122,6 +131,7 @@ mod tests {
         drop(silent);
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_listener_no_longer_deferred_hands_over_silent_connections_at_once() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
