@@ -18,6 +18,9 @@
 # h2c listener), HAProxy `http-reuse always` (`proto h2` on the h2c listener), rondo with its
 # defaults. Each proxy is configured as shipped otherwise: nginx buffers large responses
 # (`proxy_buffering on`, to a temp file past its buffers), HAProxy and rondo stream them.
+# rondo's listeners defer accepting until the client's first bytes (TCP_DEFER_ACCEPT), which
+# the peers have but leave off; PEERS_DEFER=1 turns it on for them too (nginx `listen …
+# deferred`, HAProxy `defer-accept`), which matters for newconn.
 # After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
 # better peer's (median_summary in bench/lib.sh), the figures to judge a run by.
 # "stolen" as in bench/proxies.sh: CPU time the hypervisor took during the run.
@@ -41,7 +44,7 @@ nginx_backend "$BACKEND" "$dir/www"
 nginx_conf <<CONF
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; }
   server {
-    listen 127.0.0.1:$PROXY;
+    listen 127.0.0.1:$PROXY${PEERS_DEFER:+ deferred};
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
   server {
@@ -52,7 +55,7 @@ CONF
 
 haproxy_conf <<CONF
 frontend web
-  bind 127.0.0.1:$PROXY
+  bind 127.0.0.1:$PROXY${PEERS_DEFER:+ defer-accept}
   default_backend app
 frontend web2
   bind 127.0.0.1:$H2PROXY proto h2
