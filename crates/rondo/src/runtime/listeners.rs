@@ -36,22 +36,14 @@ impl LiveListener {
         Self::on(l, socket, frontend)
     }
 
-    /// A listener on `socket`, new or kept from the version a reload replaces. Accepting
-    /// waits for the client's first bytes where the client speaks first (HTTP, a TLS
-    /// handshake), not in plain TCP mode, whose protocol may start with the server; a reload
-    /// may have changed which.
+    /// A listener on `socket`, new or kept from the version a reload replaces (which may
+    /// have changed its mode, hence the accept option set every time).
     fn on(
         l: &ListenerConfig,
         socket: std::net::TcpListener,
         frontend: Arc<Frontend>,
     ) -> anyhow::Result<LiveListener> {
-        let client_speaks_first = matches!(l.mode, ListenerMode::Http) || l.tls.is_some();
-        let hold = if client_speaks_first {
-            proxy::DEFER_ACCEPT
-        } else {
-            Duration::ZERO
-        };
-        proxy::defer_accept(&socket, hold)
+        proxy::defer_accept(&socket, accept_hold(l.mode, l.tls.is_some()))
             .with_context(|| format!("listener `{}`: cannot set TCP_DEFER_ACCEPT", l.name))?;
         let (stop, _) = watch::channel(false);
         Ok(LiveListener {
@@ -76,6 +68,18 @@ impl LiveListener {
     /// Stops its accept loops; open connections finish.
     fn stop(self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// How long the kernel may hold a new connection for its first bytes: where the client
+/// speaks first (HTTP, a TLS handshake), [`proxy::DEFER_ACCEPT`]; not at all in plain TCP
+/// mode, whose protocol may start with the server.
+fn accept_hold(mode: ListenerMode, tls: bool) -> Duration {
+    let client_speaks_first = matches!(mode, ListenerMode::Http) || tls;
+    if client_speaks_first {
+        proxy::DEFER_ACCEPT
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -152,5 +156,18 @@ impl Running {
         if let Some(i) = live.iter().position(|x| x.name == name) {
             live.remove(i).stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepting_waits_for_the_first_bytes_unless_the_server_may_speak_first() {
+        assert_eq!(accept_hold(ListenerMode::Http, false), proxy::DEFER_ACCEPT);
+        assert_eq!(accept_hold(ListenerMode::Http, true), proxy::DEFER_ACCEPT);
+        assert_eq!(accept_hold(ListenerMode::Tcp, true), proxy::DEFER_ACCEPT);
+        assert_eq!(accept_hold(ListenerMode::Tcp, false), Duration::ZERO);
     }
 }
