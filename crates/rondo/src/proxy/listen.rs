@@ -1,9 +1,10 @@
 //! Listening sockets: bound once, cloned for every worker, and set up so that what every
 //! accepted connection needs is decided on the listener rather than paid per connection.
 //!
-//! - `TCP_NODELAY` is set on the listener: Linux copies a listener's TCP options into each
-//!   connection it accepts, so no connection needs a `setsockopt` of its own (responses leave
-//!   at once rather than waiting for the client's delayed ACK).
+//! - `TCP_NODELAY` is set on the listener: Linux copies it into each connection the listener
+//!   accepts (a test below checks), so no connection needs a `setsockopt` of its own
+//!   (responses leave at once rather than waiting for the client's delayed ACK). The admin
+//!   API's listener has it too.
 //! - `TCP_DEFER_ACCEPT` ([`defer_accept`]) on listeners whose clients speak first: the kernel
 //!   hands over a connection once its first bytes have arrived, so the worker is woken once,
 //!   with the request ready to read, instead of once to accept and again to read it. nginx
