@@ -150,8 +150,8 @@ pub(crate) async fn serve<S: Io + 'static>(
         let open = Streams::open(&counted);
         // Boxed: the stream's future holds the whole forwarding state (kilobytes), and hyper
         // moves it into the stream's task and again into the task's cell; a box moves as a
-        // pointer.
-        Box::pin(async move {
+        // pointer. Built in its box (see `in_place`), not copied into it.
+        super::in_place::boxed(|| async move {
             let _open = open;
             Ok::<_, Infallible>(super::relay::forward(req, &frontend, &worker, &ip).await)
         })

@@ -38,6 +38,7 @@ mod h2_preface;
 mod h2_upstream;
 mod head;
 mod headers;
+mod in_place;
 mod listen;
 pub(crate) mod memory;
 mod parked;
