@@ -19,8 +19,10 @@ use super::body;
 /// Spare buffers a sweep never frees: enough for a quiet worker's requests to find one ready.
 const KEPT_AT_REST: usize = 64;
 
-/// Buffers larger than this (a buffer grew to hold a long head) are freed, not kept.
-const LARGEST_KEPT: usize = 4 * body::CHUNK;
+/// Buffers larger than this (a buffer grew to hold a long head) are freed, not kept; those a
+/// long body was read into ([`body::LONG_BODY_READ`]) are kept, so large responses one after
+/// another reuse them rather than allocate and fault in new ones.
+const LARGEST_KEPT: usize = body::LONG_BODY_READ;
 
 /// The spare buffers of one worker (a `RefCell` borrow, never a lock).
 #[derive(Debug, Default)]
