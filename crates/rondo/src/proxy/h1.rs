@@ -151,9 +151,10 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         };
         // Boxed (built in its box, see `in_place`): the request's state machine is large and
         // only lives while a request is in progress, so an idle keep-alive connection holds
-        // just this loop's few fields and its two timers. Kept in the task instead (session 9), it saved about 1,000
-        // instructions per request, and a fresh process's first 1,000 idle connections cost
-        // 2,953 bytes each instead of 1,651 (`bench/idle-memory.sh`).
+        // just this loop's few fields and its two timers. Kept in the task instead (session
+        // 9), it saved about 1,000 instructions per request, and a fresh process's first
+        // 1,000 idle connections cost 2,953 bytes each instead of 1,651
+        // (`bench/idle-memory.sh`).
         let next = super::in_place::boxed(|| {
             request(
                 &mut stream,
