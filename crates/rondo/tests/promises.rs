@@ -484,6 +484,32 @@ async fn a_keep_alive_connection_silent_long_enough_to_be_parked_is_served_again
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_silent_after_its_first_request_stays_open_past_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    // header_timeout bounds a request head, not the silence between two requests: that is
+    // idle_timeout's. A new connection's first request is read as it is handed over, and the
+    // wait after it must be the keep-alive one (it once was the next head's, closing the
+    // connection at header_timeout with its request state and buffers held until then).
+    let a = mock("a").await;
+    let proxy = start(
+        &proxy_config(plain("app", &[&a]))
+            .listeners_set("header_timeout", "1s")
+            .listeners_set("idle_timeout", "30s"),
+    );
+    let mut s = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    s.write_all(request).await.unwrap();
+    let head = common::read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Past header_timeout (and the second a deferred accept may add), far from idle_timeout.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    s.write_all(request).await.unwrap();
+    let head = common::read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(a.hits(), 2);
+}
+
 /// One worker and one client connection (pools are per worker thread), HTTP/1.1 (rondo's
 /// own path) or HTTP/2 (hyper's): two requests share one backend connection, which closes
 /// after `keepalive_timeout`.

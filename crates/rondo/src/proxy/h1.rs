@@ -98,7 +98,7 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
             // and the read were two); over TLS the bytes belong to rustls, so it peeks.
             let mut read_first = |tcp: &tokio::net::TcpStream| {
                 let mut buf = worker.take_buffer();
-                match tcp.try_read_buf(&mut buf) {
+                match room::read_now(tcp, &mut buf) {
                     Ok(n) if n > 0 => {
                         pending = buf;
                         true
