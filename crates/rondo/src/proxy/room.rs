@@ -358,12 +358,19 @@ mod tests {
         assert!(limit.open());
     }
 
+    /// A client socket and the server's end of its connection, over loopback.
+    async fn connected() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
     #[tokio::test]
     async fn making_room_closes_the_connections_idle_now_and_not_later_ones() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (_client, server) = connected().await;
         let idle = std::rc::Rc::new(IdleClients::default());
         let local = tokio::task::LocalSet::new();
         local
@@ -398,11 +405,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_empties_the_socket_leaves_it_not_ready_until_more_arrives() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = connected().await;
         let not_ready = |server: &TcpStream| {
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             std::pin::pin!(server.readable())
@@ -432,11 +435,7 @@ mod tests {
     #[tokio::test]
     async fn one_timer_serves_a_connections_waits_one_after_another() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = connected().await;
         let idle = IdleClients::default();
         let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         let long = Duration::from_secs(30);
