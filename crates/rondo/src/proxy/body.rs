@@ -176,10 +176,9 @@ pub(crate) async fn copy(
                 if decoder.is_done() {
                     break;
                 }
-                if filled {
-                    room_for(buf, u64::MAX);
+                if read_unknown(src, buf, limits.read, &mut filled).await? == 0 {
+                    return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
                 }
-                filled = read_more(src, buf, limits.read).await?;
             }
         }
         Framing::UntilClose => {
@@ -190,10 +189,7 @@ pub(crate) async fn copy(
                     send(dst, &mut head, buf, &mut start, take, limits.write).await?;
                     copied += take as u64;
                 }
-                if filled {
-                    room_for(buf, u64::MAX);
-                }
-                if read_timed(src, buf, limits.read).await? == 0 {
+                if read_unknown(src, buf, limits.read, &mut filled).await? == 0 {
                     if !head.is_empty() {
                         write_timed(dst, head, limits.write)
                             .await
@@ -201,7 +197,6 @@ pub(crate) async fn copy(
                     }
                     break;
                 }
-                filled = buf.len() == buf.capacity();
             }
         }
     }
@@ -257,17 +252,29 @@ fn room_for(buf: &mut Vec<u8>, remaining: u64) {
 }
 
 /// Reads more of a body that its framing says is not over: the source closing now is an
-/// error. True when the read filled all the room the buffer had (more may be waiting: a
-/// body of unknown length then gets [`LONG_BODY_READ`] of room, see [`room_for`]).
-async fn read_more(
-    src: &mut impl Io,
-    buf: &mut Vec<u8>,
-    read: Duration,
-) -> Result<bool, CopyError> {
+/// error.
+async fn read_more(src: &mut impl Io, buf: &mut Vec<u8>, read: Duration) -> Result<(), CopyError> {
     if read_timed(src, buf, read).await? == 0 {
         return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
     }
-    Ok(buf.len() == buf.capacity())
+    Ok(())
+}
+
+/// Reads more of a body of unknown length (chunked, or until the source closes); `filled`
+/// carries whether the last read filled all the room it had, so more may be waiting and this
+/// read gets [`LONG_BODY_READ`] of room. `Ok(0)` when the source closed.
+async fn read_unknown(
+    src: &mut impl Io,
+    buf: &mut Vec<u8>,
+    read: Duration,
+    filled: &mut bool,
+) -> Result<usize, CopyError> {
+    if *filled {
+        room_for(buf, u64::MAX);
+    }
+    let n = read_timed(src, buf, read).await?;
+    *filled = buf.len() == buf.capacity();
+    Ok(n)
 }
 
 #[cfg(test)]
