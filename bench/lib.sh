@@ -161,6 +161,7 @@ wrk_stats() {
 #   newconn                   wrk on /, a new connection for every request
 #   h2c                       HTTP/2 clients with prior knowledge on /: `$H2C_CLIENT bench --http2`
 #                             (H2C_CLIENT defaults to $RONDO)
+#   h2c-1k, h2c-16k, h2c-256k the same HTTP/2 clients on that body file
 load_profile() {
   local profile=$1 secs=$2 url=$3 pin=()
   [ "${LOAD_PIN:-1}" = 0 ] || pin=(taskset -c 0)
@@ -169,6 +170,7 @@ load_profile() {
     browser) wrk_stats "$("${wrk[@]}" -s "$dir/browser.lua" "$url/")" ;;
     newconn) wrk_stats "$("${wrk[@]}" -H "Connection: close" "$url/")" ;;
     h2c) h2c_stats "$("${pin[@]}" "${H2C_CLIENT:-$RONDO}" bench --http2 --json -c "$CONNS" -d "${secs}s" "$url/")" ;;
+    h2c-*) h2c_stats "$("${pin[@]}" "${H2C_CLIENT:-$RONDO}" bench --http2 --json -c "$CONNS" -d "${secs}s" "$url/${profile#h2c-}")" ;;
     /*) wrk_stats "$("${wrk[@]}" "$url$profile")" ;;
     *) wrk_stats "$("${wrk[@]}" "$url/$profile")" ;;
   esac

@@ -8,6 +8,7 @@
 #   16k      a 16 KiB response body
 #   256k     a 256 KiB response body
 #   h2c      HTTP/2 clients (prior knowledge), one stream in flight per connection, "ok" answered
+#   h2c-16k  the same HTTP/2 clients, a 16 KiB response body (h2c-1k, h2c-256k likewise)
 #   newconn  a new client connection per request (Connection: close), "ok" answered
 #
 #   bench/proxies-profiles.sh [ROUNDS] [SECONDS] [CONNECTIONS] [PROFILE...]
@@ -73,7 +74,7 @@ browser_lua "$dir/browser.lua"
 # p50 and p99 (and errs).
 load() { load_profile "$1" "$SECS" "http://127.0.0.1:$2"; }
 
-port_of() { if [ "$1" = h2c ]; then echo "$H2PROXY"; else echo "$PROXY"; fi; }
+port_of() { case $1 in h2c*) echo "$H2PROXY" ;; *) echo "$PROXY" ;; esac; }
 
 wait_port "$BACKEND"
 describe_run

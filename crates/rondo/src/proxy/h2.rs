@@ -102,6 +102,20 @@ impl<S: Io> AsyncWrite for Rewind<S> {
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
+    // Passed through, not left to the defaults (which write one slice per call): h2 writes a
+    // DATA frame's 9-byte head and its payload as two slices, and hyper's HTTP/1.1 server
+    // queues a head and a body; without these each became two writes, and the frame's head
+    // a TCP segment of its own.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -238,5 +252,40 @@ impl Streams {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::proxy::test_sockets::connected;
+
+    #[tokio::test]
+    async fn a_replayed_socket_writes_every_slice_of_a_vectored_write_in_one_call() {
+        let (mut client, server) = connected().await;
+        let mut rewound = Rewind {
+            prefix: b"PRI".to_vec(),
+            pos: 0,
+            inner: server,
+        };
+        assert!(rewound.is_write_vectored());
+        // A DATA frame's head and its payload, as h2 hands them over.
+        let (head, payload) = ([0u8, 0, 5, 0, 1, 0, 0, 0, 1], *b"hello");
+        let slices = [IoSlice::new(&head), IoSlice::new(&payload)];
+        let written = rewound.write_vectored(&slices).await.unwrap();
+        assert_eq!(written, head.len() + payload.len());
+        let mut arrived = [0u8; 14];
+        client.read_exact(&mut arrived).await.unwrap();
+        assert_eq!(arrived[..9], head);
+        assert_eq!(arrived[9..], payload);
+        // The replayed prefix still comes first on the read side.
+        client.write_all(b" more").await.unwrap();
+        let mut read = [0u8; 8];
+        rewound.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"PRI more");
     }
 }

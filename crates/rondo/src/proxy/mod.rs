@@ -53,6 +53,8 @@ pub(crate) mod room;
 mod spread;
 mod stream;
 mod tcp;
+#[cfg(test)]
+mod test_sockets;
 mod tunnel;
 mod worker;
 

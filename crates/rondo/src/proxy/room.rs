@@ -332,6 +332,7 @@ pub(crate) fn raise_descriptor_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::test_sockets::connected;
 
     /// A new connection's wait (verified readiness), with a timer of its own.
     async fn wait(idle: &IdleClients, stream: &TcpStream, limit: Duration) -> Waited {
@@ -356,16 +357,6 @@ mod tests {
         assert!(!limit.open());
         limit.close();
         assert!(limit.open());
-    }
-
-    /// A client socket and the server's end of its connection, over loopback.
-    async fn connected() -> (TcpStream, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
     }
 
     #[tokio::test]
