@@ -232,15 +232,25 @@ async fn send(
     Ok(())
 }
 
-/// Gives `buf` room for the next read of a body with `remaining` bytes still to come
-/// (`u64::MAX` when its length is unknown and the last read filled its room): up to
-/// [`LONG_BODY_READ`], when more than [`CHUNK`] is left. An empty buffer too small is
-/// replaced rather than grown, as growing copies what it held (its whole old size).
+/// The room a read of a body with `remaining` bytes still to come gets (`u64::MAX` when its
+/// length is unknown and the last read filled its room): up to [`LONG_BODY_READ`] when more
+/// than [`CHUNK`] is left, `None` (the usual room) otherwise.
+pub(crate) fn long_body_room(remaining: u64) -> Option<usize> {
+    (remaining > CHUNK as u64).then(|| remaining.min(LONG_BODY_READ as u64) as usize)
+}
+
+/// Gives `buf` room for the next read of a body with `remaining` bytes still to come (see
+/// [`long_body_room`]).
 fn room_for(buf: &mut Vec<u8>, remaining: u64) {
-    if remaining <= CHUNK as u64 {
-        return;
+    if let Some(want) = long_body_room(remaining) {
+        make_room(buf, want);
     }
-    let want = remaining.min(LONG_BODY_READ as u64) as usize;
+}
+
+/// Makes room for `want` more bytes in `buf`. An empty buffer too small is replaced rather
+/// than grown: growing goes through `realloc`, which copies the whole old allocation (it
+/// cannot tell the used part), 16 KiB for an empty spare buffer.
+pub(crate) fn make_room(buf: &mut Vec<u8>, want: usize) {
     if buf.capacity() - buf.len() >= want {
         return;
     }

@@ -85,11 +85,15 @@ impl std::fmt::Debug for ConnPool {
     }
 }
 
-/// True when the reactor has seen the connection become readable while idle: the backend
-/// closed it or sent something unasked. Checks tokio's readiness flag; no system call.
+/// True when the backend closed the connection or sent something unasked while it was idle.
+/// tokio's readiness flag says so without a system call when it is clear (the common case);
+/// when it is set, a peek confirms it: a response that ended on a read filling all its room
+/// (a long body, read in rooms sized to what is left of it) leaves the flag set with nothing
+/// to read, as tokio clears it only after a short read. Trusting the flag alone dropped
+/// such connections: 0.006 new backend connections per request on 256 KiB responses.
 fn went_stale(stream: &TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
-    matches!(stream.poll_read_ready(&mut cx), Poll::Ready(_))
+    matches!(stream.poll_read_ready(&mut cx), Poll::Ready(_)) && super::room::has_input(stream)
 }
 
 impl ConnPool {
@@ -148,5 +152,47 @@ impl ConnPool {
             list.retain(|c| now < c.expires && !went_stale(c.stream.tcp()));
         }
         idle.retain(|_, list| !list.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::proxy::test_sockets::connected;
+
+    /// `ours` after it read exactly what `backend` sent, into a buffer just that large: the
+    /// readiness flag stays set with nothing left to read.
+    async fn read_exactly_all(backend: &mut TcpStream, ours: &TcpStream) {
+        backend.write_all(b"0123456789").await.unwrap();
+        let mut buf = [0u8; 10];
+        let mut got = 0;
+        while got < buf.len() {
+            ours.readable().await.unwrap();
+            match ours.try_read(&mut buf[got..]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_its_last_byte_is_not_stale_one_written_to_or_closed_is() {
+        let (mut backend, ours) = connected().await;
+        read_exactly_all(&mut backend, &ours).await;
+        assert!(!went_stale(&ours), "nothing was sent after the response");
+        assert!(!went_stale(&ours), "the peek leaves it as it was");
+
+        backend.write_all(b"unasked").await.unwrap();
+        ours.readable().await.unwrap();
+        assert!(went_stale(&ours), "the backend sent bytes nobody asked for");
+
+        let (mut backend, ours) = connected().await;
+        read_exactly_all(&mut backend, &ours).await;
+        drop(backend);
+        ours.readable().await.unwrap();
+        assert!(went_stale(&ours), "the backend closed it");
     }
 }

@@ -576,7 +576,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         }
         // Read the response head, skipping interim (1xx) responses.
         let mut resp = self.worker.take_buffer();
-        resp.reserve(RESPONSE_READ);
+        body::make_room(&mut resp, RESPONSE_READ);
         let mut head_out = self.worker.take_buffer();
         let info = self.info;
         let parsed = loop {
