@@ -153,6 +153,10 @@ wrk_stats() {
   errs=$(echo "$1" | awk '/Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} /Non-2xx/ {n += $5} END {print n + 0}')
 }
 
+# tw_backend: connections to $BACKEND closed by the proxy (TIME_WAIT on the proxy's side), to
+# count churn: the difference over a run, divided by its requests.
+tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }
+
 # load_profile PROFILE SECONDS URL: one run of a profile's load, CONNS connections for SECONDS
 # against URL (scheme, host and port, no path), pinned to CPU 0 (LOAD_PIN=0 leaves it
 # unpinned); sets reqs, rps, p50, p99 and errs. PROFILE is one of:

@@ -24,7 +24,7 @@
 # deferred`, HAProxy `defer-accept`), which matters for newconn.
 # After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
 # better peer's (median_summary in bench/lib.sh), the figures to judge a run by.
-# "stolen" as in bench/proxies.sh: CPU time the hypervisor took during the run.
+# "stolen" and "backend conns closed / request" (churn) as in bench/proxies.sh.
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}
@@ -80,8 +80,8 @@ wait_port "$BACKEND"
 describe_run
 echo "rounds $ROUNDS × ${SECS}s, $CONNS connections, profiles: $PROFILES"
 echo
-echo "| profile | round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | errors | RSS after (KiB) | stolen (ms) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| profile | round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | errors | RSS after (KiB) | backend conns closed / request | stolen (ms) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for profile in $PROFILES; do
   port=$(port_of "$profile")
   for round in $(seq "$ROUNDS"); do
@@ -92,12 +92,15 @@ for profile in $PROFILES; do
       # Warm-up: pools filled, caches hot (a shorter run of the same load).
       SECS=1 load "$profile" "$port" >/dev/null
       cpu_mark "$pid"
+      twbefore=$(tw_backend)
       load "$profile" "$port"
       read -r cpu_us user_us < <(cpu_per "$pid" "$reqs")
       stolen=$(stolen_ms)
+      twafter=$(tw_backend)
       rss=$(rss_kb "$pid")
       stop_proxy "$pid"
-      echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss | $stolen |"
+      churn=$(python3 -c "print(f'{max($twafter-$twbefore,0)/$reqs:.4f}')")
+      echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss | $churn | $stolen |"
       note_result "$profile" "$proxy" "$cpu_us" "$p99"
       sleep 0.5
     done

@@ -35,9 +35,6 @@ nginx_backend "$BACKEND"
 
 echo_proxies "$PROXY" "$BACKEND"
 
-# Connections to the backend closed by the proxy (TIME_WAIT on the proxy's side): churn.
-tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }
-
 wait_port "$BACKEND"
 echo "| round | proxy | requests/s | CPU µs/request | of which user | p50 | p99 | RSS fresh (KiB) | backend conns closed / request | stolen (ms) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
