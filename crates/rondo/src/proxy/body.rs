@@ -232,18 +232,12 @@ async fn send(
     Ok(())
 }
 
-/// The room a read of a body with `remaining` bytes still to come gets (`u64::MAX` when its
-/// length is unknown and the last read filled its room): up to [`LONG_BODY_READ`] when more
-/// than [`CHUNK`] is left, `None` (the usual room) otherwise.
-pub(crate) fn long_body_room(remaining: u64) -> Option<usize> {
-    (remaining > CHUNK as u64).then(|| remaining.min(LONG_BODY_READ as u64) as usize)
-}
-
-/// Gives `buf` room for the next read of a body with `remaining` bytes still to come (see
-/// [`long_body_room`]).
+/// Gives `buf` room for the next read of a body with `remaining` bytes still to come
+/// (`u64::MAX` when its length is unknown and the last read filled its room): up to
+/// [`LONG_BODY_READ`] when more than [`CHUNK`] is left, the usual room otherwise.
 fn room_for(buf: &mut Vec<u8>, remaining: u64) {
-    if let Some(want) = long_body_room(remaining) {
-        make_room(buf, want);
+    if remaining > CHUNK as u64 {
+        make_room(buf, remaining.min(LONG_BODY_READ as u64) as usize);
     }
 }
 
