@@ -51,8 +51,8 @@ fn script(request_line: &str, body: &str) -> (Vec<&'static str>, bool) {
             false,
         ),
         "/big" => {
-            // Head and 400,000 bytes in one write: several of rondo's reads, even of the
-            // longer ones a long body gets, and more than it copies out of its read buffer.
+            // Head and 400,000 bytes in one write: a dozen of rondo's reads or more, and
+            // more than it copies out of its read buffer.
             let reply = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: 400000\r\n\r\n{}",
                 big_body(400_000)

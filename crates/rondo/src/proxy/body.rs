@@ -22,7 +22,8 @@ pub(crate) const CHUNK: usize = 16 * 1024;
 /// room, is read in pieces of up to this much rather than 16–32 KiB at a time: with
 /// 256 KiB responses at 64 connections, the proxy's reads and writes per request fell from
 /// 9.8 to 4.1 each and p99 from a median of 38 ms to 15 ms, below HAProxy's 21
-/// (docs/performance.md, session 18). Only the bytes a read brings are touched.
+/// (docs/performance.md, session 18). Only the bytes a read brings are touched. Responses
+/// relayed to HTTP/2 clients are read in smaller pieces (`h1_upstream::read_more`).
 pub(crate) const LONG_BODY_READ: usize = 8 * CHUNK;
 
 /// Which side failed while a body was moving.
