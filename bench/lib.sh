@@ -154,8 +154,14 @@ wrk_stats() {
 }
 
 # tw_backend: connections to $BACKEND closed by the proxy (TIME_WAIT on the proxy's side), to
-# count churn: the difference over a run, divided by its requests.
+# count churn: the difference over a run, divided by its requests (churn_per).
 tw_backend() { ss -Htn state time-wait "( dport = :$BACKEND )" | wc -l; }
+
+# churn_per BEFORE AFTER REQUESTS: backend connections closed per request between two
+# tw_backend counts ("—" when no request completed).
+churn_per() {
+  awk -v b="$1" -v a="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = 0; if (r > 0) printf "%.4f\n", d / r; else print "—" }'
+}
 
 # load_profile PROFILE SECONDS URL: one run of a profile's load, CONNS connections for SECONDS
 # against URL (scheme, host and port, no path), pinned to CPU 0 (LOAD_PIN=0 leaves it

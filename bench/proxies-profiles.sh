@@ -99,7 +99,7 @@ for profile in $PROFILES; do
       twafter=$(tw_backend)
       rss=$(rss_kb "$pid")
       stop_proxy "$pid"
-      churn=$(python3 -c "print(f'{max($twafter-$twbefore,0)/$reqs:.4f}')")
+      churn=$(churn_per "$twbefore" "$twafter" "$reqs")
       echo "| $profile | $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $errs | $rss | $churn | $stolen |"
       note_result "$profile" "$proxy" "$cpu_us" "$p99"
       sleep 0.5

@@ -59,7 +59,7 @@ for round in $(seq "$ROUNDS"); do
     stolen=$(stolen_ms)
     twafter=$(tw_backend)
     stop_proxy "$pid"
-    churn=$(python3 -c "print(f'{max($twafter-$twbefore,0)/$reqs:.4f}')")
+    churn=$(churn_per "$twbefore" "$twafter" "$reqs")
     echo "| $round | $proxy | $rps | $cpu_us | $user_us | $p50 | $p99 | $fresh | $churn | $stolen |"
     note_result "$CONNS" "$proxy" "$cpu_us" "$p99"
     # Let the port leave TIME_WAIT-bound states before the next peer binds it.

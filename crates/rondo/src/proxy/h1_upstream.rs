@@ -216,10 +216,10 @@ pub(crate) async fn send_request(
 }
 
 /// Reads from `conn` into `buf`, keeping room for a read. Long bodies are read [`READ_ROOM`]
-/// at a time here, not in the larger pieces of the HTTP/1.1 path: h2 sends them in 16 KiB
-/// frames anyway, and with 128 KiB reads the proxy's CPU per 256 KiB response to HTTP/2
-/// clients was 4–10 % higher (the copies to the client's socket came from memory no longer
-/// in the cache; docs/performance.md, session 20).
+/// at a time here, not in the larger pieces of the HTTP/1.1 path: with 128 KiB reads the
+/// proxy's CPU per 256 KiB response to HTTP/2 clients was 4 % and 10 % higher in two paired
+/// runs, its kernel time the part that grew (likely the copies into the client's socket
+/// reading memory no longer in the cache; docs/performance.md, sessions 19 and 20).
 fn read_more(
     conn: &mut BackendConn,
     buf: &mut BytesMut,
