@@ -11,6 +11,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RONDO=${RONDO:-target/release/rondo}
+# RONDO_PGO (environment, optional): a second rondo binary, built by scripts/build-pgo, which
+# bench/proxies.sh and bench/proxies-profiles.sh then run as one more proxy ("rondo-pgo") in
+# the same rounds, with the same configuration, so both builds are compared in one run.
+RONDO_PGO=${RONDO_PGO:-}
+# rondo_builds: the rondo proxies a run measures ("rondo", and "rondo-pgo" with RONDO_PGO).
+rondo_builds() { echo rondo${RONDO_PGO:+ rondo-pgo}; }
 TICKS=$(getconf CLK_TCK)
 # WORKERS (environment, default 1): worker threads (rondo `workers`, HAProxy `nbthread`) or
 # processes (nginx `worker_processes`) of each proxy and of the backend. With 1, the proxy runs
@@ -106,8 +112,9 @@ print(r["responses"], round(r["requests_per_sec"]), "%.2fms" % lat["p50"], "%.2f
 note_result() { echo "$1 $2 $3 $4" >> "$dir/results"; }
 
 # median_summary [SUBJECT]: after the rounds, each proxy's median CPU µs per request and median
-# p99 per group, and SUBJECT's (default rondo) median ÷ the better other's: single rounds swing
-# with the machine (stolen CPU, a stalled round), medians over three or more rounds do not.
+# p99 per group, and SUBJECT's median ÷ the better other's: single rounds swing with the
+# machine (stolen CPU, a stalled round), medians over three or more rounds do not. Without
+# SUBJECT, every rondo build measured (rondo, rondo-pgo) against the peers that are not rondo.
 median_summary() {
   [ -s "$dir/results" ] || return 0
   python3 - "$dir/results" "${1:-rondo}" <<'PY'
@@ -125,18 +132,21 @@ print()
 print("| group | proxy | rounds | median CPU µs/request | median p99 |")
 print("|---|---|---|---|---|")
 subject = sys.argv[2]
+is_subject = (lambda p: p.startswith("rondo")) if subject == "rondo" else (lambda p: p == subject)
 verdicts = []
 for group, proxies in rows.items():
     med = {}
     for proxy, runs in proxies.items():
         med[proxy] = (statistics.median(c for c, _ in runs), statistics.median(p for _, p in runs))
         print(f"| {group} | {proxy} | {len(runs)} | {med[proxy][0]:.2f} | {med[proxy][1]:.2f}ms |")
-    peers = [p for p in med if p != subject]
-    if subject in med and peers:
+    peers = [p for p in med if not is_subject(p)]
+    for me in (p for p in med if is_subject(p)):
+        if not peers:
+            break
         best = min(peers, key=lambda p: med[p][0])
         low = min(med[p][1] for p in peers)
-        verdicts.append(f"{group}: {subject} ÷ the better of the others ({best}) {med[subject][0] / med[best][0]:.2f} ×, "
-                        f"median p99 {med[subject][1]:.2f} ms against their lowest {low:.2f} ms")
+        verdicts.append(f"{group}: {me} ÷ the better of the others ({best}) {med[me][0] / med[best][0]:.2f} ×, "
+                        f"median p99 {med[me][1]:.2f} ms against their lowest {low:.2f} ms")
 print()
 for v in verdicts:
     print(v)
@@ -325,12 +335,13 @@ CONF
 # ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 (both CPUs with
 # WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
 # interrupted run stops it too); stop it with stop_proxy PID.
+# shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
 start_proxy() {
   case $1 in
     nginx) taskset -c "$PROXY_CPUS" nginx -c "$dir/nginx/nginx.conf" -p "$dir/nginx" >"$dir/$1.log" 2>&1 & ;;
-    # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
     haproxy) taskset -c "$PROXY_CPUS" haproxy -f "$dir/haproxy.cfg" -db ${HAPROXY_ARGS:-} >"$dir/$1.log" 2>&1 & ;;
     rondo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
+    rondo-pgo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO_PGO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }
@@ -345,6 +356,7 @@ stop_proxy() {
 describe_run() {
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, Linux $(uname -r)"
   echo "rondo $("$RONDO" --version 2>&1 | awk '{print $2}') ($RONDO), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}')"
+  [ -z "$RONDO_PGO" ] || echo "rondo-pgo: $RONDO_PGO (scripts/build-pgo)"
   code_order
 }
 

@@ -25,6 +25,11 @@
 # After the rounds: each proxy's median CPU µs per request and p99, and rondo's median ÷ the
 # better peer's (median_summary in bench/lib.sh), the figures to judge a run by.
 # "stolen" and "backend conns closed / request" (churn) as in bench/proxies.sh.
+#
+#   RONDO_PGO=target/pgo/rondo bench/proxies-profiles.sh ...
+#
+# also runs rondo built with profile-guided optimisation (scripts/build-pgo) as "rondo-pgo",
+# in the same rounds and with the same configuration, and compares it to the peers too.
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}
@@ -85,7 +90,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for profile in $PROFILES; do
   port=$(port_of "$profile")
   for round in $(seq "$ROUNDS"); do
-    for proxy in rondo nginx haproxy; do
+    for proxy in $(rondo_builds) nginx haproxy; do
       pid=$(start_proxy $proxy); running=$pid
       wait_port "$PROXY"; wait_port "$H2PROXY"
       sleep 0.2

@@ -22,6 +22,11 @@
 # "stolen" is the CPU time the hypervisor took from this machine during the run (/proc/stat
 # steal, both CPUs): in a round with tens of milliseconds stolen every process stalled that
 # long, and the p99 shows the stall, not the proxy; compare p99 on rounds with little stolen.
+#
+#   RONDO_PGO=target/pgo/rondo bench/proxies.sh ...
+#
+# also runs rondo built with profile-guided optimisation (scripts/build-pgo) as "rondo-pgo",
+# in the same rounds and with the same configuration, and compares it to the peers too.
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${3:-50}
@@ -44,7 +49,7 @@ direct() {
 }
 for round in $(seq "$ROUNDS"); do
   direct "$round"
-  for proxy in rondo nginx haproxy; do
+  for proxy in $(rondo_builds) nginx haproxy; do
     pid=$(start_proxy $proxy); running=$pid
     wait_port "$PROXY"
     sleep 0.2
