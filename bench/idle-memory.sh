@@ -29,10 +29,8 @@ rondo_tls=""
 case $PROTO in
   tls | h2)
     need openssl
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-      -subj /CN=localhost -keyout "$dir/site.key" -out "$dir/site.pem" 2>/dev/null
-    cat "$dir/site.pem" "$dir/site.key" > "$dir/site-with-key.pem"
-    rondo_tls=$(printf '[listeners.tls]\ncertificates = [{ cert = "%s", key = "%s" }]' "$dir/site.pem" "$dir/site.key")
+    site_certificate
+    rondo_tls=$(rondo_tls_table)
     ;;
 esac
 echo_proxies "$PROXY" "$BACKEND" "    keepalive_timeout 300s;" "  timeout http-keep-alive 300s" \

@@ -305,6 +305,20 @@ rondo_app() {
   printf '[[upstreams]]\nname = "app"\nbackends = [{ address = "127.0.0.1:%s" }]\n[upstreams.health_check]\nenabled = false\n' "$1"
 }
 
+# site_certificate: a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1, valid two
+# days, in $dir/site.pem and its key in $dir/site.key, both also in $dir/site-with-key.pem (the
+# form HAProxy reads).
+site_certificate() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$dir/site.key" -out "$dir/site.pem" 2>/dev/null
+  cat "$dir/site.pem" "$dir/site.key" > "$dir/site-with-key.pem"
+}
+# rondo_tls_table: the TOML table that puts site_certificate's certificate on the listener before it.
+rondo_tls_table() {
+  printf '[listeners.tls]\ncertificates = [{ cert = "%s", key = "%s" }]\n' "$dir/site.pem" "$dir/site.key"
+}
+
 # echo_proxies PROXY_PORT BACKEND_PORT [NGINX_EXTRA] [HAPROXY_EXTRA] [RONDO_EXTRA]: the three
 # proxies' configurations of the echo comparison, each listening on PROXY_PORT in front of the
 # one backend: nginx with `keepalive 64`, HAProxy with `http-reuse always`, rondo with its

@@ -33,10 +33,7 @@ TLS=$(free_port)
 PLAIN=$(free_port)
 nginx_backend "$BACKEND"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$dir/site.key" -out "$dir/site.pem" 2>/dev/null
-cat "$dir/site.pem" "$dir/site.key" > "$dir/site-with-key.pem"
+site_certificate
 
 nginx_conf <<CONF
   upstream app { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 1000000; }
@@ -63,8 +60,7 @@ CONF
 
 rondo_conf <<CONF
 $(rondo_listener tls "$TLS")
-[listeners.tls]
-certificates = [{ cert = "$dir/site.pem", key = "$dir/site.key" }]
+$(rondo_tls_table)
 $(rondo_listener plain "$PLAIN")
 $(rondo_app "$BACKEND")
 CONF
