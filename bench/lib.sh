@@ -17,6 +17,18 @@ RONDO=${RONDO:-target/release/rondo}
 RONDO_PGO=${RONDO_PGO:-}
 # rondo_builds: the rondo proxies a run measures ("rondo", and "rondo-pgo" with RONDO_PGO).
 rondo_builds() { echo rondo${RONDO_PGO:+ rondo-pgo}; }
+# FLOOR (environment, optional): the floor relay (cargo build --release --example floor_relay,
+# then FLOOR=target/release/examples/floor_relay), which bench/proxies.sh and
+# bench/proxies-profiles.sh then run as one more proxy ("floor") on the HTTP/1.1 loads: a
+# client–backend pair of connections per client, bytes copied across unparsed, the four system
+# calls per request every proxy makes and nothing else. Its CPU per request is the kernel's
+# share of a proxy's cost; median_summary compares it to the peers as it does rondo.
+FLOOR=${FLOOR:-}
+# measured_proxies [http1]: the proxies a round runs, in order: the rondo builds, the floor
+# relay (with FLOOR, and only when the load is HTTP/1.1: the argument "http1"), nginx, HAProxy.
+measured_proxies() {
+  echo "$(rondo_builds)${FLOOR:+${1:+ floor}} nginx haproxy"
+}
 TICKS=$(getconf CLK_TCK)
 # WORKERS (environment, default 1): worker threads (rondo `workers`, HAProxy `nbthread`) or
 # processes (nginx `worker_processes`) of each proxy and of the backend. With 1, the proxy runs
@@ -114,7 +126,8 @@ note_result() { echo "$1 $2 $3 $4" >> "$dir/results"; }
 # median_summary [SUBJECT]: after the rounds, each proxy's median CPU µs per request and median
 # p99 per group, and SUBJECT's median ÷ the better other's: single rounds swing with the
 # machine (stolen CPU, a stalled round), medians over three or more rounds do not. Without
-# SUBJECT, every rondo build measured (rondo, rondo-pgo) against the peers that are not rondo.
+# SUBJECT, every rondo build measured (rondo, rondo-pgo) and the floor relay against the peers
+# that are neither.
 median_summary() {
   [ -s "$dir/results" ] || return 0
   python3 - "$dir/results" "${1:-rondo}" <<'PY'
@@ -132,7 +145,8 @@ print()
 print("| group | proxy | rounds | median CPU µs/request | median p99 |")
 print("|---|---|---|---|---|")
 subject = sys.argv[2]
-is_subject = (lambda p: p.startswith("rondo")) if subject == "rondo" else (lambda p: p == subject)
+# The floor relay is measured like rondo, never a peer to beat.
+is_subject = (lambda p: p.startswith("rondo") or p == "floor") if subject == "rondo" else (lambda p: p == subject)
 verdicts = []
 for group, proxies in rows.items():
     med = {}
@@ -345,9 +359,9 @@ CONF
   { rondo_listener web "$1"; [ -n "${5:-}" ] && echo "$5"; rondo_app "$2"; } | rondo_conf
 }
 
-# start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf) or HAProxy
-# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) on CPU 1 (both CPUs with
-# WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
+# start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf), HAProxy
+# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or the floor relay ($PROXY
+# in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
 # interrupted run stops it too); stop it with stop_proxy PID.
 # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
 start_proxy() {
@@ -356,6 +370,7 @@ start_proxy() {
     haproxy) taskset -c "$PROXY_CPUS" haproxy -f "$dir/haproxy.cfg" -db ${HAPROXY_ARGS:-} >"$dir/$1.log" 2>&1 & ;;
     rondo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
     rondo-pgo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO_PGO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
+    floor) taskset -c "$PROXY_CPUS" "$FLOOR" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }
@@ -371,6 +386,7 @@ describe_run() {
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, Linux $(uname -r)"
   echo "rondo $("$RONDO" --version 2>&1 | awk '{print $2}') ($RONDO), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}')"
   [ -z "$RONDO_PGO" ] || echo "rondo-pgo: $RONDO_PGO (scripts/build-pgo)"
+  [ -z "$FLOOR" ] || echo "floor: $FLOOR (crates/rondo/examples/floor_relay.rs)"
   code_order
 }
 

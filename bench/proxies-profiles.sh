@@ -30,6 +30,10 @@
 #
 # also runs rondo built with profile-guided optimisation (scripts/build-pgo) as "rondo-pgo",
 # in the same rounds and with the same configuration, and compares it to the peers too.
+#
+#   FLOOR=target/release/examples/floor_relay bench/proxies-profiles.sh ...
+#
+# also runs the floor relay (bench/lib.sh) on the HTTP/1.1 profiles: the kernel's share alone.
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}
@@ -38,6 +42,7 @@ PROFILES=${*:-browser 1k 16k 256k h2c newconn}
 . "$(dirname "$0")/lib.sh"
 need nginx haproxy wrk taskset
 need_built "$RONDO" "cargo build --release"
+[ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
 
 BACKEND=$(free_port)
 PROXY=$(free_port)
@@ -80,6 +85,8 @@ browser_lua "$dir/browser.lua"
 load() { load_profile "$1" "$SECS" "http://127.0.0.1:$2"; }
 
 port_of() { case $1 in h2c*) echo "$H2PROXY" ;; *) echo "$PROXY" ;; esac; }
+# proxies_for PROFILE: the proxies a round of PROFILE runs (the floor relay on HTTP/1.1 loads only).
+proxies_for() { case $1 in h2c*) measured_proxies ;; *) measured_proxies http1 ;; esac; }
 
 wait_port "$BACKEND"
 describe_run
@@ -90,9 +97,9 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for profile in $PROFILES; do
   port=$(port_of "$profile")
   for round in $(seq "$ROUNDS"); do
-    for proxy in $(rondo_builds) nginx haproxy; do
+    for proxy in $(proxies_for "$profile"); do
       pid=$(start_proxy $proxy); running=$pid
-      wait_port "$PROXY"; wait_port "$H2PROXY"
+      wait_port "$port"
       sleep 0.2
       # Warm-up: pools filled, caches hot (a shorter run of the same load).
       SECS=1 load "$profile" "$port" >/dev/null

@@ -27,12 +27,17 @@
 #
 # also runs rondo built with profile-guided optimisation (scripts/build-pgo) as "rondo-pgo",
 # in the same rounds and with the same configuration, and compares it to the peers too.
+#
+#   FLOOR=target/release/examples/floor_relay bench/proxies.sh ...
+#
+# also runs the floor relay (bench/lib.sh): what the kernel alone costs a proxy per request.
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${3:-50}
 . "$(dirname "$0")/lib.sh"
 need nginx haproxy wrk taskset
 need_built "$RONDO" "cargo build --release"
+[ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
 
 BACKEND=$(free_port)
 PROXY=$(free_port)
@@ -49,7 +54,7 @@ direct() {
 }
 for round in $(seq "$ROUNDS"); do
   direct "$round"
-  for proxy in $(rondo_builds) nginx haproxy; do
+  for proxy in $(measured_proxies http1); do
     pid=$(start_proxy $proxy); running=$pid
     wait_port "$PROXY"
     sleep 0.2

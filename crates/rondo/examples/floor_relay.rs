@@ -1,0 +1,315 @@
+//! The least work a proxy on sockets and readiness can do per request, to measure against:
+//! every client connection gets its own backend connection, and bytes read on one are written
+//! to the other, unparsed. No HTTP, no pool, no timer, no task: one `epoll_wait` loop, and per
+//! request the same four system calls rondo, nginx and HAProxy make (a read and a write each
+//! way). `bench/proxies.sh` and `bench/proxies-profiles.sh` run it as one more proxy with
+//! `FLOOR=target/release/examples/floor_relay`: its CPU per request is the kernel's share
+//! every such proxy pays, so a target below it cannot be met from user space. (It holds one
+//! backend connection per client, where a pooling proxy holds one per request in flight.)
+//!
+//! ```text
+//! cargo build --release --example floor_relay
+//! target/release/examples/floor_relay LISTEN BACKEND   # e.g. 127.0.0.1:8080 127.0.0.1:9001
+//! ```
+//!
+//! Not a proxy to use: it speaks no protocol, so it cannot balance, retry or see a request;
+//! a client and its backend connection live and close together.
+
+use std::convert::Infallible;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, bail};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustc_hash::FxHashMap;
+
+/// The listener's token; each connection's is its key in [`Relay::sockets`].
+const LISTENER: Token = Token(usize::MAX);
+
+/// Bytes read in one call: 64 KiB, a loopback segment, so a 16 KiB response is one read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// One side of a client–backend pair.
+struct Side {
+    stream: TcpStream,
+    /// The other side's token.
+    peer: Token,
+    /// Bytes read from the peer that this side's socket did not take yet; while there are
+    /// some, the peer is not read from.
+    unsent: Vec<u8>,
+}
+
+/// The pairs, and the one read buffer they share.
+struct Relay {
+    poll: Poll,
+    sockets: FxHashMap<Token, Side>,
+    next: usize,
+    buf: Vec<u8>,
+    backend: SocketAddr,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, backend] = args.as_slice() else {
+        bail!(
+            "usage: floor_relay LISTEN BACKEND (two addresses, e.g. 127.0.0.1:8080 127.0.0.1:9001)"
+        );
+    };
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("listen address {listen:?}"))?;
+    let backend: SocketAddr = backend
+        .parse()
+        .with_context(|| format!("backend address {backend:?}"))?;
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    match relay(listener, backend)? {}
+}
+
+/// Relays every client `listener` accepts to a connection of its own to `backend`, until the
+/// poll fails.
+fn relay(mut listener: TcpListener, backend: SocketAddr) -> anyhow::Result<Infallible> {
+    let poll = Poll::new().context("creating the poll")?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .context("registering the listener")?;
+    let mut relay = Relay {
+        poll,
+        sockets: FxHashMap::default(),
+        next: 0,
+        buf: vec![0; READ_SIZE],
+        backend,
+    };
+    let mut events = Events::with_capacity(1024);
+    loop {
+        if let Err(e) = relay.poll.poll(&mut events, None) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("waiting for events");
+        }
+        for event in &events {
+            if event.token() == LISTENER {
+                relay.accept_all(&listener);
+                continue;
+            }
+            if event.is_writable() {
+                relay.flush(event.token());
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                relay.pump(event.token());
+            }
+        }
+    }
+}
+
+impl Relay {
+    /// Accepts every waiting client and connects its backend (loopback: the connect completes
+    /// before the first write, which the kernel queues until it does).
+    fn accept_all(&mut self, listener: &TcpListener) {
+        loop {
+            let client = match listener.accept() {
+                Ok((client, _)) => client,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("floor_relay: accept: {e}");
+                    return;
+                }
+            };
+            let backend = match TcpStream::connect(self.backend) {
+                Ok(backend) => backend,
+                Err(e) => {
+                    eprintln!("floor_relay: connect to {}: {e}", self.backend);
+                    continue;
+                }
+            };
+            let _ = client.set_nodelay(true);
+            let _ = backend.set_nodelay(true);
+            let (a, b) = (Token(self.next), Token(self.next + 1));
+            self.next += 2;
+            for (token, peer, mut stream) in [(a, b, client), (b, a, backend)] {
+                let both = Interest::READABLE | Interest::WRITABLE;
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut stream, token, both)
+                    .is_err()
+                {
+                    self.close(a);
+                    break;
+                }
+                let unsent = Vec::new();
+                self.sockets.insert(
+                    token,
+                    Side {
+                        stream,
+                        peer,
+                        unsent,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Moves what `from` has to read to its peer, until a short read (the kernel had no more)
+    /// or the peer stops taking bytes.
+    fn pump(&mut self, from: Token) {
+        loop {
+            let Some(side) = self.sockets.get_mut(&from) else {
+                return;
+            };
+            let peer = side.peer;
+            if self.sockets.get(&peer).is_none_or(|p| !p.unsent.is_empty()) {
+                return;
+            }
+            let Some(side) = self.sockets.get_mut(&from) else {
+                return;
+            };
+            let n = match side.stream.read(&mut self.buf) {
+                Ok(0) => return self.close(from),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.close(from),
+            };
+            let Some(to) = self.sockets.get_mut(&peer) else {
+                return;
+            };
+            match write_some(&mut to.stream, &self.buf[..n]) {
+                Ok(written) if written == n => {}
+                Ok(written) => to.unsent.extend_from_slice(&self.buf[written..n]),
+                Err(_) => return self.close(from),
+            }
+            if n < self.buf.len() {
+                return;
+            }
+        }
+    }
+
+    /// Writes what `to` still owes, and reads its peer again once it owes nothing.
+    fn flush(&mut self, to: Token) {
+        let Some(side) = self.sockets.get_mut(&to) else {
+            return;
+        };
+        if side.unsent.is_empty() {
+            return;
+        }
+        match write_some(&mut side.stream, &side.unsent) {
+            Ok(written) => drop(side.unsent.drain(..written)),
+            Err(_) => return self.close(to),
+        }
+        if side.unsent.is_empty() {
+            let peer = side.peer;
+            self.pump(peer);
+        }
+    }
+
+    /// Closes both sides of a pair.
+    fn close(&mut self, token: Token) {
+        if let Some(mut side) = self.sockets.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut side.stream);
+            if let Some(mut peer) = self.sockets.remove(&side.peer) {
+                let _ = self.poll.registry().deregister(&mut peer.stream);
+            }
+        }
+    }
+}
+
+/// Writes as much of `bytes` as the socket takes now (0 when it takes none).
+fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream as StdStream};
+    use std::thread;
+
+    use socket2::{Domain, Socket, Type};
+
+    use super::*;
+
+    /// How long a read may wait before the test fails: bytes lost in the relay show as one
+    /// that never ends.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+    /// A relay on a free loopback port in front of `backend`, running on a thread of its own.
+    fn start_relay(backend: SocketAddr) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener);
+        thread::spawn(move || relay(listener, backend));
+        addr
+    }
+
+    /// A listener whose connections take 4 KiB at a time (a small receive buffer, inherited).
+    fn slow_reading_listener() -> std::net::TcpListener {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        socket.listen(16).unwrap();
+        socket.into()
+    }
+
+    #[test]
+    fn bytes_cross_both_ways_unchanged_and_a_close_reaches_the_other_side() {
+        let backend = slow_reading_listener();
+        let relay = start_relay(backend.local_addr().unwrap());
+        // 16 MiB each way, to a backend with a small receive buffer that starts reading late:
+        // far more than the sockets in between hold, so the relay's writes to it are cut
+        // short and finished as it drains.
+        let sent: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = sent.clone();
+        let server = thread::spawn(move || {
+            let (mut conn, _) = backend.accept().unwrap();
+            conn.set_read_timeout(Some(PATIENCE)).unwrap();
+            thread::sleep(std::time::Duration::from_millis(100));
+            let mut got = vec![0; expected.len()];
+            conn.read_exact(&mut got).unwrap();
+            assert!(
+                got == expected,
+                "the backend got other bytes than the client sent"
+            );
+            let reply: Vec<u8> = got.iter().rev().copied().collect();
+            conn.write_all(&reply).unwrap();
+            // The client's close arrives as the end of the stream.
+            let mut rest = Vec::new();
+            conn.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty());
+        });
+        let mut client = StdStream::connect(relay).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let writer = {
+            let mut client = client.try_clone().unwrap();
+            let sent = sent.clone();
+            thread::spawn(move || client.write_all(&sent).unwrap())
+        };
+        let mut reply = vec![0; sent.len()];
+        client.read_exact(&mut reply).unwrap();
+        writer.join().unwrap();
+        assert!(
+            reply.iter().eq(sent.iter().rev()),
+            "the reply came back changed"
+        );
+        client.shutdown(Shutdown::Write).unwrap();
+        server.join().unwrap();
+        // The backend closed its side too: the client reads the end.
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+}
