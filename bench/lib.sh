@@ -24,10 +24,20 @@ rondo_builds() { echo rondo${RONDO_PGO:+ rondo-pgo}; }
 # calls per request every proxy makes and nothing else. Its CPU per request is the kernel's
 # share of a proxy's cost; median_summary compares it to the peers as it does rondo.
 FLOOR=${FLOOR:-}
+# FLOOR_URING (environment, optional): the same relay on io_uring (cargo build --release
+# --example floor_relay_uring, then FLOOR_URING=target/release/examples/floor_relay_uring), run
+# as "floor-uring": what io_uring's batched submissions leave of the kernel's share.
+FLOOR_URING=${FLOOR_URING:-}
 # measured_proxies [http1]: the proxies a round runs, in order: the rondo builds, the floor
-# relay (with FLOOR, and only when the load is HTTP/1.1: the argument "http1"), nginx, HAProxy.
+# relays (with FLOOR and FLOOR_URING, and only when the load is HTTP/1.1: the argument
+# "http1"), nginx, HAProxy.
 measured_proxies() {
-  echo "$(rondo_builds)${FLOOR:+${1:+ floor}} nginx haproxy"
+  echo "$(rondo_builds)${FLOOR:+${1:+ floor}}${FLOOR_URING:+${1:+ floor-uring}} nginx haproxy"
+}
+# need_floors: exits with the build command when FLOOR or FLOOR_URING names a missing binary.
+need_floors() {
+  [ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
+  [ -z "$FLOOR_URING" ] || need_built "$FLOOR_URING" "cargo build --release --example floor_relay_uring"
 }
 TICKS=$(getconf CLK_TCK)
 # WORKERS (environment, default 1): worker threads (rondo `workers`, HAProxy `nbthread`) or
@@ -126,7 +136,7 @@ note_result() { echo "$1 $2 $3 $4" >> "$dir/results"; }
 # median_summary [SUBJECT]: after the rounds, each proxy's median CPU µs per request and median
 # p99 per group, and SUBJECT's median ÷ the better other's: single rounds swing with the
 # machine (stolen CPU, a stalled round), medians over three or more rounds do not. Without
-# SUBJECT, every rondo build measured (rondo, rondo-pgo) and the floor relay against the peers
+# SUBJECT, every rondo build measured (rondo, rondo-pgo) and the floor relays against the peers
 # that are neither.
 median_summary() {
   [ -s "$dir/results" ] || return 0
@@ -145,8 +155,8 @@ print()
 print("| group | proxy | rounds | median CPU µs/request | median p99 |")
 print("|---|---|---|---|---|")
 subject = sys.argv[2]
-# The floor relay is measured like rondo, never a peer to beat.
-is_subject = (lambda p: p.startswith("rondo") or p == "floor") if subject == "rondo" else (lambda p: p == subject)
+# The floor relays are measured like rondo, never peers to beat.
+is_subject = (lambda p: p.startswith(("rondo", "floor"))) if subject == "rondo" else (lambda p: p == subject)
 verdicts = []
 for group, proxies in rows.items():
     med = {}
@@ -360,8 +370,8 @@ CONF
 }
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf), HAProxy
-# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or the floor relay ($PROXY
-# in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
+# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or a floor relay (floor,
+# floor-uring: $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
 # interrupted run stops it too); stop it with stop_proxy PID.
 # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
 start_proxy() {
@@ -371,6 +381,7 @@ start_proxy() {
     rondo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
     rondo-pgo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO_PGO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
     floor) taskset -c "$PROXY_CPUS" "$FLOOR" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
+    floor-uring) taskset -c "$PROXY_CPUS" "$FLOOR_URING" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }
@@ -387,6 +398,7 @@ describe_run() {
   echo "rondo $("$RONDO" --version 2>&1 | awk '{print $2}') ($RONDO), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}')"
   [ -z "$RONDO_PGO" ] || echo "rondo-pgo: $RONDO_PGO (scripts/build-pgo)"
   [ -z "$FLOOR" ] || echo "floor: $FLOOR (crates/rondo/examples/floor_relay.rs)"
+  [ -z "$FLOOR_URING" ] || echo "floor-uring: $FLOOR_URING (crates/rondo/examples/floor_relay_uring.rs)"
   code_order
 }
 

@@ -33,7 +33,8 @@
 #
 #   FLOOR=target/release/examples/floor_relay bench/proxies-profiles.sh ...
 #
-# also runs the floor relay (bench/lib.sh) on the HTTP/1.1 profiles: the kernel's share alone.
+# also runs the floor relay (bench/lib.sh) on the HTTP/1.1 profiles: the kernel's share alone;
+# FLOOR_URING=target/release/examples/floor_relay_uring, the same on io_uring.
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}
@@ -42,7 +43,7 @@ PROFILES=${*:-browser 1k 16k 256k h2c newconn}
 . "$(dirname "$0")/lib.sh"
 need nginx haproxy wrk taskset
 need_built "$RONDO" "cargo build --release"
-[ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
+need_floors
 
 BACKEND=$(free_port)
 PROXY=$(free_port)

@@ -30,14 +30,15 @@
 #
 #   FLOOR=target/release/examples/floor_relay bench/proxies.sh ...
 #
-# also runs the floor relay (bench/lib.sh): what the kernel alone costs a proxy per request.
+# also runs the floor relay (bench/lib.sh): what the kernel alone costs a proxy per request;
+# FLOOR_URING=target/release/examples/floor_relay_uring, the same on io_uring.
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${3:-50}
 . "$(dirname "$0")/lib.sh"
 need nginx haproxy wrk taskset
 need_built "$RONDO" "cargo build --release"
-[ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
+need_floors
 
 BACKEND=$(free_port)
 PROXY=$(free_port)
