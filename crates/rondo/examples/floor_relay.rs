@@ -19,10 +19,12 @@ use std::convert::Infallible;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustc_hash::FxHashMap;
+
+mod floor_common;
 
 /// The listener's token; each connection's is its key in [`Relay::sockets`].
 const LISTENER: Token = Token(usize::MAX);
@@ -50,20 +52,11 @@ struct Relay {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, backend] = args.as_slice() else {
-        bail!(
-            "usage: floor_relay LISTEN BACKEND (two addresses, e.g. 127.0.0.1:8080 127.0.0.1:9001)"
-        );
-    };
-    let listen: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("listen address {listen:?}"))?;
-    let backend: SocketAddr = backend
-        .parse()
-        .with_context(|| format!("backend address {backend:?}"))?;
-    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-    match relay(listener, backend)? {}
+    let (listener, backend) = floor_common::listener_and_backend("floor_relay")?;
+    listener
+        .set_nonblocking(true)
+        .context("making the listener non-blocking")?;
+    match relay(TcpListener::from_std(listener), backend)? {}
 }
 
 /// Relays every client `listener` accepts to a connection of its own to `backend`, until the
@@ -232,84 +225,16 @@ fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpStream as StdStream};
     use std::thread;
-
-    use socket2::{Domain, Socket, Type};
 
     use super::*;
 
-    /// How long a read may wait before the test fails: bytes lost in the relay show as one
-    /// that never ends.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
-
-    /// A relay on a free loopback port in front of `backend`, running on a thread of its own.
-    fn start_relay(backend: SocketAddr) -> SocketAddr {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let listener = TcpListener::from_std(listener);
-        thread::spawn(move || relay(listener, backend));
-        addr
-    }
-
-    /// A listener whose connections take 4 KiB at a time (a small receive buffer, inherited).
-    fn slow_reading_listener() -> std::net::TcpListener {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        socket.listen(16).unwrap();
-        socket.into()
-    }
-
     #[test]
     fn bytes_cross_both_ways_unchanged_and_a_close_reaches_the_other_side() {
-        let backend = slow_reading_listener();
-        let relay = start_relay(backend.local_addr().unwrap());
-        // 16 MiB each way, to a backend with a small receive buffer that starts reading late:
-        // far more than the sockets in between hold, so the relay's writes to it are cut
-        // short and finished as it drains.
-        let sent: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let expected = sent.clone();
-        let server = thread::spawn(move || {
-            let (mut conn, _) = backend.accept().unwrap();
-            conn.set_read_timeout(Some(PATIENCE)).unwrap();
-            thread::sleep(std::time::Duration::from_millis(100));
-            let mut got = vec![0; expected.len()];
-            conn.read_exact(&mut got).unwrap();
-            assert!(
-                got == expected,
-                "the backend got other bytes than the client sent"
-            );
-            let reply: Vec<u8> = got.iter().rev().copied().collect();
-            conn.write_all(&reply).unwrap();
-            // The client's close arrives as the end of the stream.
-            let mut rest = Vec::new();
-            conn.read_to_end(&mut rest).unwrap();
-            assert!(rest.is_empty());
+        floor_common::round_trip_through(|listener, backend| {
+            listener.set_nonblocking(true).unwrap();
+            let listener = TcpListener::from_std(listener);
+            thread::spawn(move || relay(listener, backend));
         });
-        let mut client = StdStream::connect(relay).unwrap();
-        client.set_read_timeout(Some(PATIENCE)).unwrap();
-        let writer = {
-            let mut client = client.try_clone().unwrap();
-            let sent = sent.clone();
-            thread::spawn(move || client.write_all(&sent).unwrap())
-        };
-        let mut reply = vec![0; sent.len()];
-        client.read_exact(&mut reply).unwrap();
-        writer.join().unwrap();
-        assert!(
-            reply.iter().eq(sent.iter().rev()),
-            "the reply came back changed"
-        );
-        client.shutdown(Shutdown::Write).unwrap();
-        server.join().unwrap();
-        // The backend closed its side too: the client reads the end.
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
     }
 }

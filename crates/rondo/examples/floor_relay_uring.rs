@@ -21,9 +21,11 @@ use std::convert::Infallible;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rustc_hash::FxHashMap;
+
+mod floor_common;
 
 /// Bytes one receive may take: the readiness floor's read size.
 const READ_SIZE: usize = 64 * 1024;
@@ -80,19 +82,7 @@ struct Pair {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, backend] = args.as_slice() else {
-        bail!(
-            "usage: floor_relay_uring LISTEN BACKEND (two addresses, e.g. 127.0.0.1:8080 127.0.0.1:9001)"
-        );
-    };
-    let listen: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("listen address {listen:?}"))?;
-    let backend: SocketAddr = backend
-        .parse()
-        .with_context(|| format!("backend address {backend:?}"))?;
-    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let (listener, backend) = floor_common::listener_and_backend("floor_relay_uring")?;
     match relay(listener, backend)? {}
 }
 
@@ -287,18 +277,9 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpStream as StdStream};
     use std::thread;
-    use std::time::Duration;
-
-    use socket2::{Domain, Socket, Type};
 
     use super::*;
-
-    /// How long a read may wait before the test fails: bytes lost in the relay show as one
-    /// that never ends.
-    const PATIENCE: Duration = Duration::from_secs(20);
 
     #[test]
     fn operations_name_their_pair_and_side() {
@@ -309,56 +290,8 @@ mod tests {
 
     #[test]
     fn bytes_cross_both_ways_unchanged_and_a_close_reaches_the_other_side() {
-        // A backend whose connections take 4 KiB at a time and start reading late, so the
-        // relay's sends to it are cut short and finished as it drains.
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        socket.listen(16).unwrap();
-        let backend: std::net::TcpListener = socket.into();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let relay_addr = listener.local_addr().unwrap();
-        let backend_addr = backend.local_addr().unwrap();
-        thread::spawn(move || relay(listener, backend_addr));
-
-        let sent: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let expected = sent.clone();
-        let server = thread::spawn(move || {
-            let (mut conn, _) = backend.accept().unwrap();
-            conn.set_read_timeout(Some(PATIENCE)).unwrap();
-            thread::sleep(Duration::from_millis(100));
-            let mut got = vec![0; expected.len()];
-            conn.read_exact(&mut got).unwrap();
-            assert!(
-                got == expected,
-                "the backend got other bytes than the client sent"
-            );
-            let reply: Vec<u8> = got.iter().rev().copied().collect();
-            conn.write_all(&reply).unwrap();
-            let mut rest = Vec::new();
-            conn.read_to_end(&mut rest).unwrap();
-            assert!(rest.is_empty());
+        floor_common::round_trip_through(|listener, backend| {
+            thread::spawn(move || relay(listener, backend));
         });
-        let mut client = StdStream::connect(relay_addr).unwrap();
-        client.set_read_timeout(Some(PATIENCE)).unwrap();
-        let writer = {
-            let mut client = client.try_clone().unwrap();
-            let sent = sent.clone();
-            thread::spawn(move || client.write_all(&sent).unwrap())
-        };
-        let mut reply = vec![0; sent.len()];
-        client.read_exact(&mut reply).unwrap();
-        writer.join().unwrap();
-        assert!(
-            reply.iter().eq(sent.iter().rev()),
-            "the reply came back changed"
-        );
-        client.shutdown(Shutdown::Write).unwrap();
-        server.join().unwrap();
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
     }
 }
