@@ -29,10 +29,12 @@ FLOOR=${FLOOR:-}
 # as "floor-uring": what io_uring's batched submissions leave of the kernel's share.
 FLOOR_URING=${FLOOR_URING:-}
 # measured_proxies [http1]: the proxies a round runs, in order: the rondo builds, the floor
-# relays (with FLOOR and FLOOR_URING, and only when the load is HTTP/1.1: the argument
-# "http1"), nginx, HAProxy.
+# relays (with FLOOR and FLOOR_URING, only when the load is HTTP/1.1, the argument "http1",
+# and only with WORKERS=1: a relay has one thread), nginx, HAProxy.
 measured_proxies() {
-  echo "$(rondo_builds)${FLOOR:+${1:+ floor}}${FLOOR_URING:+${1:+ floor-uring}} nginx haproxy"
+  local floors=
+  if [ -n "${1:-}" ] && [ "$WORKERS" = 1 ]; then floors="${FLOOR:+ floor}${FLOOR_URING:+ floor-uring}"; fi
+  echo "$(rondo_builds)$floors nginx haproxy"
 }
 # need_floors: exits with the build command when FLOOR or FLOOR_URING names a missing binary.
 need_floors() {
@@ -371,8 +373,9 @@ CONF
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf), HAProxy
 # ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or a floor relay (floor,
-# floor-uring: $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an
-# interrupted run stops it too); stop it with stop_proxy PID.
+# floor-uring: $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its
+# PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too);
+# stop it with stop_proxy PID.
 # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
 start_proxy() {
   case $1 in
