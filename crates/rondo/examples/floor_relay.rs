@@ -148,10 +148,9 @@ impl Relay {
     /// or the peer stops taking bytes.
     fn pump(&mut self, from: Token) {
         loop {
-            let Some(side) = self.sockets.get_mut(&from) else {
+            let Some(peer) = self.sockets.get(&from).map(|side| side.peer) else {
                 return;
             };
-            let peer = side.peer;
             if self.sockets.get(&peer).is_none_or(|p| !p.unsent.is_empty()) {
                 return;
             }

@@ -149,8 +149,9 @@ impl Relay {
     fn push(&mut self, entry: &squeue::Entry) -> anyhow::Result<()> {
         loop {
             // SAFETY: every entry pushed here points into a pair's buffer (or at nothing,
-            // for the listener's poll), and a pair is dropped only when no operation of its
-            // is in flight (`in_flight`), so the memory outlives the operation.
+            // for the listener's poll). The buffers are boxed, so the map growing moves the
+            // boxes, not the bytes, and a pair is dropped only when no operation of its is in
+            // flight (`in_flight`): the memory outlives every operation that uses it.
             #[allow(unsafe_code)]
             let pushed = unsafe { self.ring.submission().push(entry) };
             if pushed.is_ok() {
