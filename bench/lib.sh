@@ -28,18 +28,26 @@ FLOOR=${FLOOR:-}
 # --example floor_relay_uring, then FLOOR_URING=target/release/examples/floor_relay_uring), run
 # as "floor-uring": what io_uring's batched submissions leave of the kernel's share.
 FLOOR_URING=${FLOOR_URING:-}
+# FLOOR_HTTP (environment, optional): the floor relay plus the HTTP work no proxy can skip
+# (heads parsed, backend connections pooled; cargo build --release --example floor_http, then
+# FLOOR_HTTP=target/release/examples/floor_http), run as "floor-http": a lean HTTP/1.1 proxy.
+FLOOR_HTTP=${FLOOR_HTTP:-}
 # measured_proxies [http1]: the proxies a round runs, in order: the rondo builds, the floor
-# relays (with FLOOR and FLOOR_URING, only when the load is HTTP/1.1, the argument "http1",
-# and only with WORKERS=1: a relay has one thread), nginx, HAProxy.
+# relays (with FLOOR, FLOOR_URING and FLOOR_HTTP, only when the load is HTTP/1.1, the argument
+# "http1", and only with WORKERS=1: a relay has one thread), nginx, HAProxy.
 measured_proxies() {
   local floors=
-  if [ -n "${1:-}" ] && [ "$WORKERS" = 1 ]; then floors="${FLOOR:+ floor}${FLOOR_URING:+ floor-uring}"; fi
+  if [ -n "${1:-}" ] && [ "$WORKERS" = 1 ]; then
+    floors="${FLOOR:+ floor}${FLOOR_URING:+ floor-uring}${FLOOR_HTTP:+ floor-http}"
+  fi
   echo "$(rondo_builds)$floors nginx haproxy"
 }
-# need_floors: exits with the build command when FLOOR or FLOOR_URING names a missing binary.
+# need_floors: exits with the build command when FLOOR, FLOOR_URING or FLOOR_HTTP names a
+# missing binary.
 need_floors() {
   [ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
   [ -z "$FLOOR_URING" ] || need_built "$FLOOR_URING" "cargo build --release --example floor_relay_uring"
+  [ -z "$FLOOR_HTTP" ] || need_built "$FLOOR_HTTP" "cargo build --release --example floor_http"
 }
 TICKS=$(getconf CLK_TCK)
 # WORKERS (environment, default 1): worker threads (rondo `workers`, HAProxy `nbthread`) or
@@ -373,7 +381,7 @@ CONF
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf), HAProxy
 # ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or a floor relay (floor,
-# floor-uring: $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its
+# floor-uring, floor-http: $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its
 # PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too);
 # stop it with stop_proxy PID.
 # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
@@ -385,6 +393,7 @@ start_proxy() {
     rondo-pgo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO_PGO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
     floor) taskset -c "$PROXY_CPUS" "$FLOOR" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
     floor-uring) taskset -c "$PROXY_CPUS" "$FLOOR_URING" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
+    floor-http) taskset -c "$PROXY_CPUS" "$FLOOR_HTTP" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }
@@ -402,6 +411,7 @@ describe_run() {
   [ -z "$RONDO_PGO" ] || echo "rondo-pgo: $RONDO_PGO (scripts/build-pgo)"
   [ -z "$FLOOR" ] || echo "floor: $FLOOR (crates/rondo/examples/floor_relay.rs)"
   [ -z "$FLOOR_URING" ] || echo "floor-uring: $FLOOR_URING (crates/rondo/examples/floor_relay_uring.rs)"
+  [ -z "$FLOOR_HTTP" ] || echo "floor-http: $FLOOR_HTTP (crates/rondo/examples/floor_http.rs)"
   code_order
 }
 

@@ -34,7 +34,8 @@
 #   FLOOR=target/release/examples/floor_relay bench/proxies-profiles.sh ...
 #
 # also runs the floor relay (bench/lib.sh) on the HTTP/1.1 profiles: the kernel's share alone;
-# FLOOR_URING=target/release/examples/floor_relay_uring, the same on io_uring.
+# FLOOR_URING=target/release/examples/floor_relay_uring, the same on io_uring;
+# FLOOR_HTTP=target/release/examples/floor_http, a lean HTTP/1.1 proxy (heads parsed, pooling).
 ROUNDS=${1:-2}
 SECS=${2:-5}
 CONNS=${3:-64}

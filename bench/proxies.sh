@@ -31,7 +31,8 @@
 #   FLOOR=target/release/examples/floor_relay bench/proxies.sh ...
 #
 # also runs the floor relay (bench/lib.sh): what the kernel alone costs a proxy per request;
-# FLOOR_URING=target/release/examples/floor_relay_uring, the same on io_uring.
+# FLOOR_URING=target/release/examples/floor_relay_uring, the same on io_uring;
+# FLOOR_HTTP=target/release/examples/floor_http, a lean HTTP/1.1 proxy (heads parsed, pooling).
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${3:-50}

@@ -1,5 +1,5 @@
-//! What the two floor relays (`floor_relay.rs`, `floor_relay_uring.rs`) share: their command
-//! line, and the test over real sockets that both must pass.
+//! What the floor relays share: their command line (all three), and the test over real
+//! sockets that the two byte relays (`floor_relay.rs`, `floor_relay_uring.rs`) must pass.
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -29,6 +29,7 @@ pub(crate) fn listener_and_backend(program: &str) -> anyhow::Result<(TcpListener
 /// take 4 KiB at a time and start reading late, so the relay's writes to it are cut short and
 /// must be finished as it drains.
 #[cfg(test)]
+#[allow(dead_code)] // floor_http speaks HTTP, not raw bytes: it has tests of its own
 pub(crate) fn round_trip_through(start: impl FnOnce(TcpListener, SocketAddr)) {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpStream};
