@@ -16,19 +16,19 @@
 //! it cannot parse close the connection.
 
 use std::convert::Infallible;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use rustc_hash::FxHashMap;
 
 mod floor_common;
+mod floor_readiness;
 
-/// The listener's token; each connection's is its key in [`Proxy::conns`].
-const LISTENER: Token = Token(usize::MAX);
+use floor_readiness::write_some;
 
 /// Bytes read in one call (the floor relay's read size).
 const READ_SIZE: usize = 64 * 1024;
@@ -75,47 +75,34 @@ struct Proxy {
 
 fn main() -> anyhow::Result<()> {
     let (listener, backend) = floor_common::listener_and_backend("floor_http")?;
-    listener
-        .set_nonblocking(true)
-        .context("making the listener non-blocking")?;
-    match proxy(TcpListener::from_std(listener), backend)? {}
+    match proxy(floor_readiness::mio_listener(listener)?, backend)? {}
 }
 
 /// Proxies every client `listener` accepts to `backend`, until the poll fails.
-fn proxy(mut listener: TcpListener, backend: SocketAddr) -> anyhow::Result<Infallible> {
-    let poll = Poll::new().context("creating the poll")?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .context("registering the listener")?;
+fn proxy(listener: TcpListener, backend: SocketAddr) -> anyhow::Result<Infallible> {
     let mut proxy = Proxy {
-        poll,
+        poll: Poll::new().context("creating the poll")?,
         conns: FxHashMap::default(),
         idle: Vec::new(),
         next: 0,
         buf: vec![0; READ_SIZE],
         backend,
     };
-    let mut events = Events::with_capacity(1024);
-    loop {
-        if let Err(e) = proxy.poll.poll(&mut events, None) {
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e).context("waiting for events");
-        }
-        for event in &events {
-            let token = event.token();
-            if token == LISTENER {
-                proxy.accept_all(&listener);
-                continue;
-            }
-            if event.is_writable() {
-                proxy.flush(token);
-            }
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                proxy.readable(token);
-            }
-        }
+    floor_readiness::run(listener, &mut proxy)
+}
+
+impl floor_readiness::Handler for Proxy {
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+    fn accept_all(&mut self, listener: &TcpListener) {
+        Proxy::accept_all(self, listener);
+    }
+    fn writable(&mut self, token: Token) {
+        self.flush(token);
+    }
+    fn readable(&mut self, token: Token) {
+        Proxy::readable(self, token);
     }
 }
 
@@ -412,24 +399,9 @@ fn send(conn: &mut Conn, bytes: &[u8]) -> bool {
     }
 }
 
-/// Writes as much of `bytes` as the socket takes now (0 when it takes none).
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead, BufReader};
+    use std::io::{BufRead, BufReader, Write};
     use std::net::TcpStream as StdStream;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -484,6 +456,15 @@ mod tests {
         }
     }
 
+    /// The proxy on a free loopback port in front of `backend`, on a thread of its own.
+    fn start_proxy(backend: SocketAddr) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = floor_readiness::mio_listener(listener).unwrap();
+        thread::spawn(move || proxy(listener, backend));
+        addr
+    }
+
     /// Reads one response and returns its body.
     fn response(reader: &mut BufReader<StdStream>) -> Vec<u8> {
         let mut length = None;
@@ -505,11 +486,7 @@ mod tests {
     #[test]
     fn responses_arrive_whole_in_order_over_one_pooled_backend_connection() {
         let (backend, accepted) = backend();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let listener = TcpListener::from_std(listener);
-        thread::spawn(move || proxy(listener, backend));
+        let addr = start_proxy(backend);
 
         let mut client = StdStream::connect(addr).unwrap();
         client
@@ -544,11 +521,7 @@ mod tests {
     #[test]
     fn a_request_with_a_body_closes_the_connection() {
         let (backend, _) = backend();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let listener = TcpListener::from_std(listener);
-        thread::spawn(move || proxy(listener, backend));
+        let addr = start_proxy(backend);
         let mut client = StdStream::connect(addr).unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(20)))

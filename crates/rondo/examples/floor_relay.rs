@@ -16,18 +16,18 @@
 //! a client and its backend connection live and close together.
 
 use std::convert::Infallible;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use rustc_hash::FxHashMap;
 
 mod floor_common;
+mod floor_readiness;
 
-/// The listener's token; each connection's is its key in [`Relay::sockets`].
-const LISTENER: Token = Token(usize::MAX);
+use floor_readiness::write_some;
 
 /// Bytes read in one call: 64 KiB, a loopback segment, so a 16 KiB response is one read.
 const READ_SIZE: usize = 64 * 1024;
@@ -53,46 +53,34 @@ struct Relay {
 
 fn main() -> anyhow::Result<()> {
     let (listener, backend) = floor_common::listener_and_backend("floor_relay")?;
-    listener
-        .set_nonblocking(true)
-        .context("making the listener non-blocking")?;
-    match relay(TcpListener::from_std(listener), backend)? {}
+    match relay(floor_readiness::mio_listener(listener)?, backend)? {}
 }
 
 /// Relays every client `listener` accepts to a connection of its own to `backend`, until the
 /// poll fails.
-fn relay(mut listener: TcpListener, backend: SocketAddr) -> anyhow::Result<Infallible> {
-    let poll = Poll::new().context("creating the poll")?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-        .context("registering the listener")?;
+fn relay(listener: TcpListener, backend: SocketAddr) -> anyhow::Result<Infallible> {
     let mut relay = Relay {
-        poll,
+        poll: Poll::new().context("creating the poll")?,
         sockets: FxHashMap::default(),
         next: 0,
         buf: vec![0; READ_SIZE],
         backend,
     };
-    let mut events = Events::with_capacity(1024);
-    loop {
-        if let Err(e) = relay.poll.poll(&mut events, None) {
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e).context("waiting for events");
-        }
-        for event in &events {
-            if event.token() == LISTENER {
-                relay.accept_all(&listener);
-                continue;
-            }
-            if event.is_writable() {
-                relay.flush(event.token());
-            }
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                relay.pump(event.token());
-            }
-        }
+    floor_readiness::run(listener, &mut relay)
+}
+
+impl floor_readiness::Handler for Relay {
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+    fn accept_all(&mut self, listener: &TcpListener) {
+        Relay::accept_all(self, listener);
+    }
+    fn writable(&mut self, token: Token) {
+        self.flush(token);
+    }
+    fn readable(&mut self, token: Token) {
+        self.pump(token);
     }
 }
 
@@ -207,21 +195,6 @@ impl Relay {
     }
 }
 
-/// Writes as much of `bytes` as the socket takes now (0 when it takes none).
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
-}
-
 #[cfg(test)]
 mod tests {
     use std::thread;
@@ -231,8 +204,7 @@ mod tests {
     #[test]
     fn bytes_cross_both_ways_unchanged_and_a_close_reaches_the_other_side() {
         floor_common::round_trip_through(|listener, backend| {
-            listener.set_nonblocking(true).unwrap();
-            let listener = TcpListener::from_std(listener);
+            let listener = floor_readiness::mio_listener(listener).unwrap();
             thread::spawn(move || relay(listener, backend));
         });
     }
