@@ -17,38 +17,48 @@ RONDO=${RONDO:-target/release/rondo}
 RONDO_PGO=${RONDO_PGO:-}
 # rondo_builds: the rondo proxies a run measures ("rondo", and "rondo-pgo" with RONDO_PGO).
 rondo_builds() { echo rondo${RONDO_PGO:+ rondo-pgo}; }
-# FLOOR (environment, optional): the floor relay (cargo build --release --example floor_relay,
-# then FLOOR=target/release/examples/floor_relay), which bench/proxies.sh and
-# bench/proxies-profiles.sh then run as one more proxy ("floor") on the HTTP/1.1 loads: a
-# client–backend pair of connections per client, bytes copied across unparsed, the four system
-# calls per request every proxy makes and nothing else. Its CPU per request is the kernel's
-# share of a proxy's cost; median_summary compares it to the peers as it does rondo.
+# The floor relays (crates/rondo/examples), each run by bench/proxies.sh and
+# bench/proxies-profiles.sh as one more proxy on the HTTP/1.1 loads when its environment
+# variable names its binary (cargo build --release --example EXAMPLE, then e.g.
+# FLOOR=target/release/examples/floor_relay); median_summary compares them to the peers as it
+# does rondo. One "name:variable:example" each:
+#   floor        a client–backend pair of connections per client, bytes copied across
+#                unparsed: the four system calls per request every proxy makes and nothing
+#                else, so its CPU per request is the kernel's share of a proxy's cost;
+#   floor-uring  the same relay on io_uring: what batched submissions leave of that share;
+#   floor-http   floor plus the HTTP work no proxy can skip (heads parsed, backend
+#                connections pooled): a lean HTTP/1.1 proxy.
+FLOORS="floor:FLOOR:floor_relay floor-uring:FLOOR_URING:floor_relay_uring floor-http:FLOOR_HTTP:floor_http"
 FLOOR=${FLOOR:-}
-# FLOOR_URING (environment, optional): the same relay on io_uring (cargo build --release
-# --example floor_relay_uring, then FLOOR_URING=target/release/examples/floor_relay_uring), run
-# as "floor-uring": what io_uring's batched submissions leave of the kernel's share.
 FLOOR_URING=${FLOOR_URING:-}
-# FLOOR_HTTP (environment, optional): the floor relay plus the HTTP work no proxy can skip
-# (heads parsed, backend connections pooled; cargo build --release --example floor_http, then
-# FLOOR_HTTP=target/release/examples/floor_http), run as "floor-http": a lean HTTP/1.1 proxy.
 FLOOR_HTTP=${FLOOR_HTTP:-}
+# floors_set: "name binary example" for each floor relay whose variable is set, a line each.
+floors_set() {
+  local floor name var example
+  for floor in $FLOORS; do
+    IFS=: read -r name var example <<<"$floor"
+    [ -z "${!var}" ] || echo "$name ${!var} $example"
+  done
+}
 # measured_proxies [http1]: the proxies a round runs, in order: the rondo builds, the floor
-# relays (with FLOOR, FLOOR_URING and FLOOR_HTTP, only when the load is HTTP/1.1, the argument
-# "http1", and only with WORKERS=1: a relay has one thread), nginx, HAProxy.
+# relays that are set (only when the load is HTTP/1.1, the argument "http1", and only with
+# WORKERS=1: a relay has one thread), nginx, HAProxy.
 measured_proxies() {
   local floors=
   if [ -n "${1:-}" ] && [ "$WORKERS" = 1 ]; then
-    floors="${FLOOR:+ floor}${FLOOR_URING:+ floor-uring}${FLOOR_HTTP:+ floor-http}"
+    floors=$(floors_set | awk '{printf " %s", $1}')
   fi
   echo "$(rondo_builds)$floors nginx haproxy"
 }
-# need_floors: exits with the build command when FLOOR, FLOOR_URING or FLOOR_HTTP names a
-# missing binary.
+# need_floors: exits with the build command when a floor relay's variable names a missing binary.
 need_floors() {
-  [ -z "$FLOOR" ] || need_built "$FLOOR" "cargo build --release --example floor_relay"
-  [ -z "$FLOOR_URING" ] || need_built "$FLOOR_URING" "cargo build --release --example floor_relay_uring"
-  [ -z "$FLOOR_HTTP" ] || need_built "$FLOOR_HTTP" "cargo build --release --example floor_http"
+  local name binary example
+  while read -r name binary example; do
+    need_built "$binary" "cargo build --release --example $example"
+  done < <(floors_set)
 }
+# floor_binary NAME: the binary of the floor relay NAME.
+floor_binary() { floors_set | awk -v n="$1" '$1 == n {print $2}'; }
 TICKS=$(getconf CLK_TCK)
 # WORKERS (environment, default 1): worker threads (rondo `workers`, HAProxy `nbthread`) or
 # processes (nginx `worker_processes`) of each proxy and of the backend. With 1, the proxy runs
@@ -380,10 +390,10 @@ CONF
 }
 
 # start_proxy NAME: starts rondo ($dir/rondo.toml), nginx ($dir/nginx/nginx.conf), HAProxy
-# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or a floor relay (floor,
-# floor-uring, floor-http: $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its
-# PID. Call it as `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too);
-# stop it with stop_proxy PID.
+# ($dir/haproxy.cfg, with $HAPROXY_ARGS added: -W for master-worker) or a floor relay (FLOORS:
+# $PROXY in front of $BACKEND) on CPU 1 (both CPUs with WORKERS=2) and prints its PID. Call it
+# as `pid=$(start_proxy NAME); running=$pid` (so an interrupted run stops it too); stop it with
+# stop_proxy PID.
 # shellcheck disable=SC2086 # HAPROXY_ARGS: extra arguments, split on purpose
 start_proxy() {
   case $1 in
@@ -391,9 +401,7 @@ start_proxy() {
     haproxy) taskset -c "$PROXY_CPUS" haproxy -f "$dir/haproxy.cfg" -db ${HAPROXY_ARGS:-} >"$dir/$1.log" 2>&1 & ;;
     rondo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
     rondo-pgo) RUST_LOG=warn taskset -c "$PROXY_CPUS" "$RONDO_PGO" serve --config "$dir/rondo.toml" >"$dir/$1.log" 2>&1 & ;;
-    floor) taskset -c "$PROXY_CPUS" "$FLOOR" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
-    floor-uring) taskset -c "$PROXY_CPUS" "$FLOOR_URING" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
-    floor-http) taskset -c "$PROXY_CPUS" "$FLOOR_HTTP" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
+    floor*) taskset -c "$PROXY_CPUS" "$(floor_binary "$1")" "127.0.0.1:$PROXY" "127.0.0.1:$BACKEND" >"$dir/$1.log" 2>&1 & ;;
   esac
   echo $!
 }
@@ -409,9 +417,7 @@ describe_run() {
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs, Linux $(uname -r)"
   echo "rondo $("$RONDO" --version 2>&1 | awk '{print $2}') ($RONDO), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print "HAProxy " $3}')"
   [ -z "$RONDO_PGO" ] || echo "rondo-pgo: $RONDO_PGO (scripts/build-pgo)"
-  [ -z "$FLOOR" ] || echo "floor: $FLOOR (crates/rondo/examples/floor_relay.rs)"
-  [ -z "$FLOOR_URING" ] || echo "floor-uring: $FLOOR_URING (crates/rondo/examples/floor_relay_uring.rs)"
-  [ -z "$FLOOR_HTTP" ] || echo "floor-http: $FLOOR_HTTP (crates/rondo/examples/floor_http.rs)"
+  floors_set | awk '{print $1 ": " $2 " (crates/rondo/examples/" $3 ".rs)"}'
   code_order
 }
 

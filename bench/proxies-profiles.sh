@@ -87,7 +87,7 @@ browser_lua "$dir/browser.lua"
 load() { load_profile "$1" "$SECS" "http://127.0.0.1:$2"; }
 
 port_of() { case $1 in h2c*) echo "$H2PROXY" ;; *) echo "$PROXY" ;; esac; }
-# proxies_for PROFILE: the proxies a round of PROFILE runs (the floor relay on HTTP/1.1 loads only).
+# proxies_for PROFILE: the proxies a round of PROFILE runs (the floor relays on HTTP/1.1 loads only).
 proxies_for() { case $1 in h2c*) measured_proxies ;; *) measured_proxies http1 ;; esac; }
 
 wait_port "$BACKEND"

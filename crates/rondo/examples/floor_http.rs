@@ -275,49 +275,43 @@ impl Proxy {
             let Some(response) = conn.response.as_mut() else {
                 return;
             };
-            let forward = if response.head_done {
+            if response.head_done {
                 response.remaining = response.remaining.saturating_sub(n);
-                Forward::Read(n)
             } else {
-                let from_head = !response.head.is_empty();
-                if from_head {
+                // A head that came in pieces is gathered in `head`; one that came whole is
+                // parsed where it was read.
+                if !response.head.is_empty() {
                     response.head.extend_from_slice(&self.buf[..n]);
                 }
-                let bytes = if from_head {
-                    &response.head[..]
-                } else {
+                let seen = if response.head.is_empty() {
                     &self.buf[..n]
+                } else {
+                    &response.head[..]
                 };
-                match framed_length(bytes) {
+                match framed_length(seen) {
                     Ok(Some(total)) => {
                         response.head_done = true;
-                        response.remaining = total.saturating_sub(bytes.len());
-                        if from_head {
-                            Forward::Head
-                        } else {
-                            Forward::Read(n)
-                        }
+                        response.remaining = total.saturating_sub(seen.len());
                     }
                     Ok(None) => {
-                        if !from_head {
+                        if response.head.is_empty() {
                             response.head.extend_from_slice(&self.buf[..n]);
                         }
                         continue;
                     }
                     Err(()) => return self.close(backend),
                 }
-            };
-            let done = response.head_done && response.remaining == 0;
-            let head = match forward {
-                Forward::Head => std::mem::take(&mut response.head),
-                Forward::Read(_) => Vec::new(),
-            };
+            }
+            let done = response.remaining == 0;
+            // Empty (and free to take) unless the head came in pieces.
+            let gathered = std::mem::take(&mut response.head);
             let Some(to) = self.conns.get_mut(&client) else {
                 return self.close(backend);
             };
-            let sent = match forward {
-                Forward::Head => send(to, &head),
-                Forward::Read(n) => send(to, &self.buf[..n]),
+            let sent = if gathered.is_empty() {
+                send(to, &self.buf[..n])
+            } else {
+                send(to, &gathered)
             };
             if !sent {
                 return self.close(backend);
@@ -338,19 +332,12 @@ impl Proxy {
             return;
         };
         back.peer = None;
-        back.response = Some(Response::default());
         conn.peer = None;
         self.idle.push(backend);
         if std::mem::take(&mut conn.woke_busy) || !conn.pending.is_empty() {
             self.client_readable(client);
         }
     }
-}
-
-/// What a backend read forwards: the bytes just read, or the head gathered over several reads.
-enum Forward {
-    Read(usize),
-    Head,
 }
 
 /// The length of a response, head and body, once its head is complete (`None` before);
@@ -414,7 +401,8 @@ mod tests {
     const BIG: usize = 8 << 20;
 
     /// A keep-alive HTTP/1.1 backend on a free port: "ok" for every path but `/big`, which
-    /// gets [`BIG`] bytes. Counts the connections it accepted.
+    /// gets [`BIG`] bytes; `/split` gets its head in two writes. Counts the connections it
+    /// accepted.
     fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -451,7 +439,15 @@ mod tests {
                 b"ok".to_vec()
             };
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            writer.write_all(head.as_bytes()).unwrap();
+            if request_line.starts_with("GET /split ") {
+                // The head in two pieces, far enough apart that the proxy reads them apart.
+                let (first, rest) = head.as_bytes().split_at(10);
+                writer.write_all(first).unwrap();
+                thread::sleep(Duration::from_millis(50));
+                writer.write_all(rest).unwrap();
+            } else {
+                writer.write_all(head.as_bytes()).unwrap();
+            }
             writer.write_all(&body).unwrap();
         }
     }
@@ -467,6 +463,9 @@ mod tests {
 
     /// Reads one response and returns its body.
     fn response(reader: &mut BufReader<StdStream>) -> Vec<u8> {
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK\r\n", "the status line came apart");
         let mut length = None;
         loop {
             let mut line = String::new();
@@ -495,6 +494,11 @@ mod tests {
         let mut reader = BufReader::new(client.try_clone().unwrap());
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        assert_eq!(response(&mut reader), b"ok");
+        // A head that arrives in two reads is gathered, then sent on whole with its body.
+        client
+            .write_all(b"GET /split HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap();
         assert_eq!(response(&mut reader), b"ok");
         // A body larger than the sockets hold, read late: the proxy's sends to the client are
