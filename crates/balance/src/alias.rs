@@ -10,6 +10,7 @@
 //! ([`crate::schedule`]).
 
 use crate::fastmod::FastDiv;
+use crate::rng::below;
 
 /// One bucket: units `0..keep` go to `owner`, units `keep..T` go to `alias`.
 #[derive(Debug, Clone, Copy)]
@@ -71,22 +72,20 @@ impl AliasTable {
         u128::from(self.n.divisor()) * u128::from(self.capacity.divisor())
     }
 
-    /// The id owning unit `offset` (reduced modulo the capacity) of bucket `bucket` (reduced
-    /// modulo the bucket count).
+    /// The id owning unit `offset` of bucket `bucket`, both already reduced: `bucket` below
+    /// the bucket count, `offset` below the capacity.
     #[inline]
-    pub(crate) fn lookup(&self, bucket: u64, offset: u64) -> u32 {
-        let b = &self.buckets[self.n.rem(bucket) as usize];
-        if self.capacity.rem(offset) < b.keep {
-            b.owner
-        } else {
-            b.alias
-        }
+    pub(crate) fn unit(&self, bucket: u64, offset: u64) -> u32 {
+        let b = &self.buckets[bucket as usize];
+        if offset < b.keep { b.owner } else { b.alias }
     }
 
     /// Splits a cursor into (bucket, round): consecutive cursors visit every bucket in turn.
+    /// The bucket is below the bucket count.
     #[inline]
     pub(crate) fn split(&self, cursor: u64) -> (u64, u64) {
-        (self.n.rem(cursor), self.n.div(cursor))
+        let round = self.n.div(cursor);
+        (cursor - round * self.n.divisor(), round)
     }
 
     /// The capacity of one bucket (the sum of the weights).
@@ -94,10 +93,14 @@ impl AliasTable {
         self.capacity.divisor()
     }
 
-    /// A weighted random draw from two independent random words.
+    /// A weighted random draw from two independent random words, each mapped onto its range
+    /// by one multiplication ([`below`]).
     #[inline]
     pub(crate) fn draw(&self, r1: u64, r2: u64) -> u32 {
-        self.lookup(r1, r2)
+        self.unit(
+            below(r1, self.n.divisor()),
+            below(r2, self.capacity.divisor()),
+        )
     }
 }
 
@@ -109,7 +112,7 @@ mod tests {
         let mut count = vec![0u64; n];
         for b in 0..table.n.divisor() {
             for o in 0..table.capacity() {
-                count[table.lookup(b, o) as usize] += 1;
+                count[table.unit(b, o) as usize] += 1;
             }
         }
         count

@@ -201,7 +201,9 @@ pub const MIN_SKIPS: usize = 64;
 struct Members {
     /// Indices into the snapshot's backends.
     ids: Box<[u32]>,
-    weights: Box<[u64]>,
+    /// Reduced effective weights: each fits 32 bits (effective weights are `u32`), so a
+    /// load (`u32`) times a weight fits 64.
+    weights: Box<[u32]>,
     count: FastDiv,
 }
 
@@ -209,7 +211,10 @@ impl Members {
     fn new(ids: &[u32], weights: &[u64]) -> Members {
         Members {
             ids: ids.into(),
-            weights: weights.into(),
+            weights: weights
+                .iter()
+                .map(|&w| u32::try_from(w).unwrap_or(u32::MAX))
+                .collect(),
             count: FastDiv::new(ids.len() as u64),
         }
     }
@@ -296,6 +301,7 @@ pub struct LeastConnections {
 impl LeastConnections {
     /// Position of the member with the lowest in-flight count per unit of weight among the
     /// window starting at `start`, skipping `refused`; the first wins ties.
+    #[inline]
     fn least_loaded(
         &self,
         ctx: &PickContext<'_>,
@@ -309,11 +315,10 @@ impl LeastConnections {
         for _ in 0..window {
             if !refused.contains(&pos) {
                 let load = u64::from(ctx.backends[self.members.ids[pos] as usize].in_flight());
-                let w = self.members.weights[pos];
-                // load / w < best_load / best_w, by cross-multiplication.
-                let better = best.is_none_or(|(_, bl, bw)| {
-                    u128::from(load) * u128::from(bw) < u128::from(bl) * u128::from(w)
-                });
+                let w = u64::from(self.members.weights[pos]);
+                // load / w < best_load / best_w, by cross-multiplication: each product of a
+                // 32-bit load and a 32-bit weight fits 64 bits.
+                let better = best.is_none_or(|(_, bl, bw)| load * bw < bl * w);
                 if better {
                     best = Some((pos, load, w));
                 }
@@ -352,11 +357,12 @@ pub struct PowerOfTwo {
 
 impl PowerOfTwo {
     /// The load score of the member at `pos`, and its weight.
+    #[inline]
     fn load(&self, ctx: &PickContext<'_>, pos: usize) -> (f64, f64) {
         let b = &ctx.backends[self.members.ids[pos] as usize];
         (
             b.stats.load_score(ctx.now),
-            self.members.weights[pos] as f64,
+            f64::from(self.members.weights[pos]),
         )
     }
 }

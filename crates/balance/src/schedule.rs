@@ -128,7 +128,7 @@ impl Schedule {
             Schedule::Table { slots, len } => slots[len.rem(cursor) as usize],
             Schedule::Spread { table, scramble } => {
                 let (bucket, round) = table.split(cursor);
-                table.lookup(bucket, scramble.apply(round))
+                table.unit(bucket, scramble.apply(round))
             }
         }
     }
