@@ -337,7 +337,7 @@ impl Picker for LeastConnections {
         let start = self.order.at(ctx.state.step()) as usize;
         let mut refused = [usize::MAX; ADAPTIVE_TRIES];
         for attempt in 0..ADAPTIVE_TRIES.min(self.members.len()) {
-            let pos = self.least_loaded(ctx, start, &refused)?;
+            let pos = self.least_loaded(ctx, start, &refused[..attempt])?;
             let id = self.members.ids[pos] as usize;
             if accept(id) {
                 return Some(id);
