@@ -2,10 +2,11 @@
 //!
 //! SplitMix64 (Steele, Lea and Flood, 2014) is a Weyl sequence passed through a mixing
 //! function, so its whole state is one counter, stepped with a plain load and store rather
-//! than a locked `fetch_add` (2–5 ns on this project's machines, most of a round-robin pick): two threads
-//! that step it at the same instant may draw the same number once, which costs a pick
-//! nothing, as picks need uniformity, not uniqueness or secrecy. No lock and no thread-local
-//! state; seeded by the caller, so a single-threaded sequence (every test's) is fixed.
+//! than a locked `fetch_add` (2–5 ns on this project's machines, most of a round-robin
+//! pick): two threads that step it at the same instant may draw the same number once, which
+//! costs a pick nothing, as picks need uniformity, not uniqueness or secrecy. No lock and no
+//! thread-local state; seeded by the caller, so a single-threaded sequence (every test's) is
+//! fixed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
