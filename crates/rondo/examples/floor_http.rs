@@ -426,13 +426,7 @@ mod tests {
             if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
                 return;
             }
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" {
-                    break;
-                }
-            }
+            header_lines(&mut reader);
             let body = if request_line.starts_with("GET /big ") {
                 vec![b'x'; BIG]
             } else {
@@ -452,6 +446,23 @@ mod tests {
         }
     }
 
+    /// The header lines of a head whose first line was read, up to and without the empty line
+    /// that ends it. Panics when the stream ends first (a test fails rather than spins).
+    fn header_lines(reader: &mut impl BufRead) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "the head ended early"
+            );
+            if line == "\r\n" {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
     /// The proxy on a free loopback port in front of `backend`, on a thread of its own.
     fn start_proxy(backend: SocketAddr) -> SocketAddr {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -466,17 +477,10 @@ mod tests {
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
         assert_eq!(status, "HTTP/1.1 200 OK\r\n", "the status line came apart");
-        let mut length = None;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.strip_prefix("Content-Length: ") {
-                length = Some(value.trim().parse::<usize>().unwrap());
-            }
-        }
+        let length = header_lines(reader)
+            .iter()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .map(|value| value.trim().parse::<usize>().unwrap());
         let mut body = vec![0; length.unwrap()];
         reader.read_exact(&mut body).unwrap();
         body
