@@ -234,6 +234,36 @@ async fn serve_writes_the_access_log_file_and_reopens_it_on_sigusr1() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigusr1_without_an_access_log_file_is_ignored_not_fatal() {
+    // The default access log is the process log: nothing to reopen, but a logrotate rule
+    // that still sends SIGUSR1 must not stop the balancer (the signal's default action).
+    let backend = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rondo.toml");
+    let upstream = UpstreamBuilder::new("app")
+        .backend("a", backend.addr(), 1.0)
+        .health_check(Section::disabled());
+    std::fs::write(
+        &config,
+        ConfigBuilder::proxy(upstream).set("workers", 1).to_toml(),
+    )
+    .unwrap();
+    let mut rondo = Process::serve(&config);
+    let listening = tokio::task::block_in_place(|| rondo.wait_for("listening"));
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    for _ in 0..2 {
+        rondo.signal("USR1");
+        tokio::task::block_in_place(|| {
+            rondo.wait_for("SIGUSR1: no access log file to reopen, ignored")
+        });
+        assert_eq!(get(addr, "/").await.status, 200);
+    }
+    rondo.signal("TERM");
+    let code = tokio::task::block_in_place(|| rondo.wait_exit());
+    assert_eq!(code, Some(0), "ended by SIGTERM, not by SIGUSR1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_answers_busy_clients_with_connection_close_closes_idle_ones_and_sends_goaway() {
     use common::h2raw::{self, Conn, frame};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -114,10 +114,15 @@ impl AccessLog {
         }
     }
 
-    /// Closes and reopens the file (after logrotate moved it). No-op without a file.
-    pub fn reopen(&self) {
-        if let Target::File { sender, .. } = &self.target {
-            sender.reopen();
+    /// Closes and reopens the file (after logrotate moved it). False, and nothing done,
+    /// without a file.
+    pub fn reopen(&self) -> bool {
+        match &self.target {
+            Target::File { sender, .. } => {
+                sender.reopen();
+                true
+            }
+            Target::Off | Target::ProcessLog => false,
         }
     }
 
@@ -145,17 +150,18 @@ impl AccessLog {
     }
 }
 
-/// Reopens `log` on every SIGUSR1 until the process exits (logrotate's `postrotate` sends
-/// it, as for nginx). Spawn it on the control runtime.
-#[cfg(unix)]
-pub async fn reopen_on_sigusr1(log: AccessLog) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut usr1 = signal(SignalKind::user_defined1())?;
+/// Reopens `log` on every signal `usr1` delivers (SIGUSR1: logrotate's `postrotate` sends
+/// it, as for nginx). Without a file the signal is logged and ignored, never fatal: a
+/// logrotate rule left in place after the log moved back to stderr must not stop the
+/// balancer. Runs until the process exits; spawn it on the control runtime.
+pub async fn reopen_on_sigusr1(log: AccessLog, mut usr1: tokio::signal::unix::Signal) {
     while usr1.recv().await.is_some() {
-        tracing::info!("SIGUSR1: reopening the access log");
-        log.reopen();
+        if log.reopen() {
+            tracing::info!("SIGUSR1: reopening the access log");
+        } else {
+            tracing::info!("SIGUSR1: no access log file to reopen, ignored");
+        }
     }
-    Ok(())
 }
 
 /// The line on the process log: the same fields, as structured tracing fields.

@@ -138,7 +138,7 @@ fn a_file_log_writes_lines_and_reopens_after_rotation() {
     let rotated = dir.path().join("access.log.1");
     std::fs::rename(&path, &rotated).unwrap();
     log.log(&record(&[]));
-    log.reopen();
+    assert!(log.reopen(), "a file log reopens");
     let mut r = record(&[]);
     r.status = 503;
     log.log(&r);

@@ -97,21 +97,29 @@ impl Control {
         stopper
     }
 
-    /// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`) until the balancer
-    /// stops or the returned handle drops (a reload replaced the log).
+    /// Reopens the access log file on SIGUSR1 (logrotate's `postrotate`), or ignores the
+    /// signal without a file, until the balancer stops or the returned handle drops (a
+    /// reload replaced the log). The handler is installed before this returns, so no
+    /// SIGUSR1 sent once start-up is over meets the signal's default action (exit).
     pub(super) fn reopen_on_sigusr1(&self, log: crate::access_log::AccessLog) -> Stopper {
+        use tokio::signal::unix::{SignalKind, signal};
         let (stopper, own) = Self::group();
         let until = self.until(&own);
-        self.handle.spawn(async move {
-            tokio::select! {
-                reopening = crate::access_log::reopen_on_sigusr1(log) => {
-                    if let Err(e) = reopening {
-                        tracing::error!(error = %e, "cannot reopen the access log on SIGUSR1");
+        let usr1 = {
+            let _context = self.handle.enter();
+            signal(SignalKind::user_defined1())
+        };
+        match usr1 {
+            Ok(usr1) => {
+                self.handle.spawn(async move {
+                    tokio::select! {
+                        () = crate::access_log::reopen_on_sigusr1(log, usr1) => {}
+                        () = until => {}
                     }
-                }
-                () = until => {}
+                });
             }
-        });
+            Err(e) => tracing::error!(error = %e, "cannot handle SIGUSR1 (access log reopening)"),
+        }
         stopper
     }
 

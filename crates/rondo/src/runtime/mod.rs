@@ -80,9 +80,8 @@ struct State {
     observe: Observe,
     /// The etcd cluster upstreams with `discovery = "etcd"` read (`[discovery.etcd]`).
     etcd: Option<Arc<Etcd>>,
-    /// Reopens the access log file on SIGUSR1 (`None` without a file: the signal's default
-    /// action, ending the process, stays).
-    reopen: Option<Stopper>,
+    /// Reopens the access log file on SIGUSR1 (ignores the signal without a file).
+    reopen: Stopper,
 }
 
 impl Running {
@@ -221,13 +220,7 @@ pub fn start(config: &Config) -> anyhow::Result<Running> {
         &observe,
         etcd.clone(),
     )?;
-    // SIGUSR1 is handled only when there is a file to reopen (its default action is to end
-    // the process, which a stray signal to a rondo without a log file should still do).
-    let reopen = matches!(
-        config.access_log,
-        crate::access_log::AccessLogConfig::File { .. }
-    )
-    .then(|| control.reopen_on_sigusr1(observe.access_log.clone()));
+    let reopen = control.reopen_on_sigusr1(observe.access_log.clone());
     let resolver = match control.resolver(&config.resolver) {
         Ok(r) => Some(r),
         Err(e) if config.upstreams.iter().any(|u| !u.named.is_empty()) => return Err(e.into()),

@@ -224,11 +224,7 @@ impl Running {
         if access_log_changed {
             if all_applied {
                 state.applied.access_log = new.access_log.clone();
-                state.reopen = matches!(
-                    new.access_log,
-                    crate::access_log::AccessLogConfig::File { .. }
-                )
-                .then(|| self.control.reopen_on_sigusr1(observe.access_log.clone()));
+                state.reopen = self.control.reopen_on_sigusr1(observe.access_log.clone());
                 state.observe = observe;
             } else {
                 report.refused.push(
