@@ -792,6 +792,56 @@ async fn every_mutation_needs_the_token_and_bad_methods_and_huge_bodies_are_refu
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn ids_are_named_percent_encoded_in_the_path_as_the_dashboard_sends_them() {
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let d = mock("d").await;
+    let proxy = start(&config(&[(&a, 1.0)]));
+    let admin = proxy.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+
+    // c without an id: its id is its address, `:` and all. The dashboard sends
+    // `encodeURIComponent(id)`, so `127.0.0.1%3A<port>`.
+    let add = json!({"address": c.addr().to_string()}).to_string();
+    let (status, body) = call(admin, "POST", base, None, &add).await;
+    assert_eq!(status, 201, "{body}");
+    let c_id = c.addr().to_string();
+    let c_path = format!("{base}/{}", c_id.replace(':', "%3A"));
+    let (status, body) = call(admin, "POST", &format!("{c_path}/drain"), None, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(backend(&stats(admin).await, &c_id)["state"], "draining");
+    assert_eq!(traffic(web(&proxy), 4).await, ["a:200"].repeat(4));
+    let (status, body) = call(admin, "POST", &format!("{c_path}/enable"), None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let seen = traffic(web(&proxy), 4).await;
+    assert_eq!(seen.iter().filter(|s| *s == "c:200").count(), 2, "{seen:?}");
+    let (status, body) = call(admin, "DELETE", &c_path, None, "").await;
+    assert_eq!(status, 200, "{body}");
+
+    // An id with a space and a slash, as the configuration allows: reachable the same way.
+    let add = json!({"address": d.addr().to_string(), "id": "rack 1/d"}).to_string();
+    let (status, body) = call(admin, "POST", base, None, &add).await;
+    assert_eq!(status, 201, "{body}");
+    let d_path = format!("{base}/rack%201%2Fd");
+    let (status, body) = call(admin, "PATCH", &d_path, None, r#"{"weight": 3}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(backend(&stats(admin).await, "rack 1/d")["weight"], 3.0);
+    let (status, body) = call(admin, "DELETE", &d_path, None, "").await;
+    assert_eq!(status, 200, "{body}");
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 1, "{s}");
+
+    // A path that is not UTF-8 once decoded: 400, not a lookup of a mangled id.
+    let (status, body) = call(admin, "POST", &format!("{base}/%FF/drain"), None, "").await;
+    assert_eq!(status, 400, "{body}");
+    // The read-only endpoints refuse other methods with 405, the events and history too.
+    for path in ["/api/v1/events", "/api/v1/history"] {
+        let (status, body) = call(admin, "POST", path, None, "").await;
+        assert_eq!(status, 405, "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_events_list_says_which_changes_came_from_the_admin_api_or_a_reload() {
     let (a, b) = (mock("a").await, mock("b").await);
     let base_config = config(&[(&a, 1.0)]);

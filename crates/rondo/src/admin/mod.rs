@@ -267,7 +267,21 @@ fn query_number(query: Option<&str>, name: &str) -> Option<u64> {
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Each segment percent-decoded on its own, so an id holding `:` or `/` (the dashboard
+    // sends `encodeURIComponent(id)`) names its backend.
+    let decoded: Result<Vec<_>, _> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8())
+        .collect();
+    let Ok(decoded) = decoded else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the path {path} is not UTF-8 once percent-decoded"),
+            None,
+        );
+    };
+    let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
@@ -342,7 +356,10 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             );
             mutate(admin, req, name, rest).await
         }
-        (_, ["" | "healthz" | "metrics"] | ["api", "v1", "stats" | "reload"]) => error(
+        (
+            _,
+            ["" | "healthz" | "metrics"] | ["api", "v1", "stats" | "reload" | "events" | "history"],
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed on {path}; use GET"),
             None,
@@ -564,11 +581,11 @@ fn backend_spec(body: &Value) -> Result<BackendSpec, ApiError> {
     }
     match body.get("id") {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) if !s.is_empty() && !s.contains('/') => spec = spec.id(s.clone()),
+        Some(Value::String(s)) if !s.is_empty() => spec = spec.id(s.clone()),
         Some(other) => {
             return Err(bad(
                 "id",
-                format!("`id` must be a non-empty string without `/`, not {other}"),
+                format!("`id` must be a non-empty string, not {other}"),
             ));
         }
     }
