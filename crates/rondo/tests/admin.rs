@@ -842,6 +842,49 @@ async fn ids_are_named_percent_encoded_in_the_path_as_the_dashboard_sends_them()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reload_of_the_unchanged_file_brings_back_its_backends_and_weights_and_keeps_drains() {
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    let file = config(&[(&a, 1.0), (&b, 1.0)]);
+    let proxy = start(&file);
+    let admin = proxy.admin_addr();
+    let base = "/api/v1/upstreams/app/backends";
+    let add = json!({"address": c.addr().to_string(), "id": "c"}).to_string();
+    for (method, path, body) in [
+        ("PATCH", format!("{base}/b"), r#"{"weight": 7}"#.to_owned()),
+        ("POST", base.to_owned(), add),
+        ("POST", format!("{base}/a/drain"), String::new()),
+    ] {
+        let (status, text) = call(admin, method, &path, None, &body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {text}");
+    }
+    let s = stats(admin).await;
+    assert_eq!(s["upstreams"][0]["total_servers"], 3, "{s}");
+    assert_eq!(backend(&s, "b")["weight"], 7.0);
+
+    // The same file again: b's weight and the membership are the file's; a stays drained.
+    let done = proxy.reload(&common::parse(&file));
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    assert_eq!(done.upstreams, ["app"], "the upstream is applied again");
+    let s = stats(admin).await;
+    assert_eq!(backend(&s, "b")["weight"], 1.0, "{s}");
+    assert_eq!(backend(&s, "a")["state"], "draining", "{s}");
+    let serving = s["upstreams"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["state"] != "removed")
+        .count();
+    assert_eq!(serving, 2, "c is gone: {s}");
+    let c_before = c.hits();
+    assert_eq!(traffic(web(&proxy), 4).await, ["b:200"].repeat(4));
+    assert_eq!(c.hits(), c_before);
+
+    // With nothing changed since, a reload leaves the upstream alone.
+    let done = proxy.reload(&common::parse(&file));
+    assert!(done.upstreams.is_empty(), "{:?}", done.upstreams);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_events_list_says_which_changes_came_from_the_admin_api_or_a_reload() {
     let (a, b) = (mock("a").await, mock("b").await);
     let base_config = config(&[(&a, 1.0)]);

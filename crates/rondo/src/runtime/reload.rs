@@ -144,7 +144,7 @@ impl Running {
                     continue;
                 }
             }
-            if state.applied.upstream(&u.name) == Some(u) {
+            if state.applied.upstream(&u.name) == Some(u) && !kept.has_admin_changes() {
                 continue;
             }
             match kept.reload(u.clone()) {

@@ -7,7 +7,9 @@
 //!
 //! The changes last until the next reload, which applies the file as written (as the admin
 //! API's documentation promises: "a reload of the unchanged file brings back what the file
-//! says"). A drain needs no record: it is the backend's own state, which `Pool::update` keeps.
+//! says", also for an upstream whose section did not change). A drain needs no record: it is
+//! the backend's own state, which `Pool::update` keeps, so an unrelated reload does not end a
+//! maintenance drain.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +43,11 @@ impl AdminChanges {
         members.extend(self.added.iter().cloned());
     }
 
+    /// True when the admin API changed nothing since the last reload.
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.weights.is_empty()
+    }
+
     fn added(&mut self, spec: &BackendSpec) {
         self.removed.remove(&spec.id);
         self.weights.remove(&spec.id);
@@ -67,6 +74,12 @@ impl AdminChanges {
 }
 
 impl Upstream {
+    /// True when the admin API added, removed or re-weighted a backend since the last
+    /// reload: a reload then applies the file again even where its section is unchanged.
+    pub fn has_admin_changes(&self) -> bool {
+        !self.discovered.lock().admin.is_empty()
+    }
+
     /// Adds a backend for the admin API; it stays across DNS re-resolutions until a reload.
     pub fn admin_add(&self, spec: &BackendSpec) -> Result<(), PoolError> {
         let mut discovered = self.discovered.lock();
