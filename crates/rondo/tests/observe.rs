@@ -394,3 +394,51 @@ async fn the_sample_alerts_and_grafana_dashboard_use_only_metrics_rondo_exports(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_rondo_gives_itself_are_logged_with_the_bytes_they_sent() {
+    let b = mock("b1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let proxy = start(&json_access_log(&b, &path).listeners_set("header_timeout", "1s"));
+    let huge = format!(
+        "GET /big HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(20_000)
+    );
+    let cases: [(&[u8], u16); 3] = [
+        (huge.as_bytes(), 431),
+        (b"GET /bad\x01 HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        // Half a head, then silence: the header timeout answers.
+        (b"GET /slow HTTP/1.1\r\nHost: t\r\n", 408),
+    ];
+    let mut replies = Vec::new();
+    for (bytes, status) in cases {
+        let reply = raw(web(&proxy), bytes, LIMIT).await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
+        replies.push(reply);
+    }
+    // No backend: rondo's own 502, then 503 once it is ejected.
+    b.kill().await;
+    for status in [502, 503] {
+        let reply = raw(web(&proxy), &request(None), LIMIT).await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
+        replies.push(reply);
+    }
+
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    eventually(LIMIT, "five access lines", || read().lines().count() == 5).await;
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (line, reply) in lines.iter().zip(&replies) {
+        let status = reply[9..12].parse::<u64>().unwrap();
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["bytes_sent"], reply.len(), "{line}");
+        assert_eq!(line["listener"], "web", "{line}");
+    }
+    assert_eq!(lines[0]["request_uri"], "/big");
+    assert_eq!(lines[0]["request_method"], "GET");
+    assert_eq!(lines[2]["request_uri"], "/slow");
+    assert_eq!(lines[3]["upstream"], "app");
+}

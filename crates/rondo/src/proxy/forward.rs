@@ -253,8 +253,10 @@ pub(crate) trait Exchange {
     fn discard(&mut self);
 
     /// Answers the client with rondo's own `status` (`None`: the client is gone, answer
-    /// nothing) and this page (a 5xx page never shows the detail, see [`ErrorPage`]).
-    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output;
+    /// nothing) and this page (a 5xx page never shows the detail, see [`ErrorPage`]);
+    /// returns the output and the bytes sent for the access log, counted as for a delivered
+    /// response ([`Delivered::bytes_sent`]).
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> (Self::Output, u64);
 
     /// The request as the access log records it (asked only when the log is on: it may
     /// search the head).
@@ -618,7 +620,20 @@ pub(crate) async fn forward<E: Exchange>(
                     upstream: Some(&cfg.name),
                     request_id: Some(origin.request_id),
                 };
-                return exchange.refuse(status, &page).await;
+                let (output, bytes_sent) = exchange.refuse(status, &page).await;
+                let ended = Ended {
+                    upstream: &cfg.name,
+                    tried: tried.as_deref(),
+                    last: None,
+                    // nginx's 499 in the log for a client gone before its answer.
+                    status: status.unwrap_or(CLIENT_CLOSED),
+                    attempts: attempts.made,
+                    started,
+                    times,
+                    bytes_sent,
+                };
+                account(exchange, origin, &ended);
+                return output;
             }
             Err(SendError::Backend(failure)) => {
                 let id = lease.backend().id().to_owned();
@@ -666,7 +681,7 @@ pub(crate) async fn forward<E: Exchange>(
         upstream: Some(&cfg.name),
         request_id: Some(origin.request_id),
     };
-    let output = exchange.refuse(Some(status), &page).await;
+    let (output, bytes_sent) = exchange.refuse(Some(status), &page).await;
     report.responses.record(status, Source::Proxy);
     let ended = Ended {
         upstream: &cfg.name,
@@ -676,11 +691,15 @@ pub(crate) async fn forward<E: Exchange>(
         attempts: attempts.made,
         started,
         times,
-        bytes_sent: 0,
+        bytes_sent,
     };
     account(exchange, origin, &ended);
     output
 }
+
+/// The status the access log gives a request whose client left before it was answered
+/// (nginx's 499); never sent.
+const CLIENT_CLOSED: u16 = 499;
 
 /// How a request ended, for the access log.
 struct Ended<'a> {

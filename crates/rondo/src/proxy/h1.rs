@@ -197,6 +197,49 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
 }
 
 /// Reads one request head (bytes may already be in `inbuf`) and handles the request.
+/// Counts and logs an answer rondo gave before the request had a route (400, 408, 431), as
+/// nginx logs them: an operator looking for why clients get a 431 finds the lines. The
+/// request line is logged as far as it came, when it is text.
+fn log_unrouted(frontend: &Frontend, ip: &str, status: u16, bytes_sent: u64, received: &[u8]) {
+    frontend.unrouted.record(status, Source::Proxy);
+    let Some(log) = frontend.reports.first().map(|r| &r.access_log) else {
+        return;
+    };
+    if !log.is_on() {
+        return;
+    }
+    let line = received
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let mut parts = line.splitn(3, |&b| b == b' ').map(std::str::from_utf8);
+    let mut next = || match parts.next() {
+        Some(Ok(part)) if !part.is_empty() => part,
+        _ => "-",
+    };
+    let (method, target, protocol) = (next(), next(), next());
+    log.log(&crate::access_log::AccessRecord {
+        client: ip,
+        time: std::time::SystemTime::now(),
+        method,
+        target,
+        protocol,
+        status,
+        bytes_sent,
+        bytes_received: received.len() as u64,
+        referer: None,
+        user_agent: None,
+        listener: &frontend.config.name,
+        upstream: None,
+        tried: crate::access_log::Tried::default(),
+        attempts: 0,
+        upstream_times: crate::access_log::UpstreamTimes::default(),
+        total: Duration::ZERO,
+        request_id: "-",
+        tls_version: None,
+    });
+}
+
 async fn request(
     stream: &mut impl ClientIo,
     ip: &str,
@@ -237,15 +280,10 @@ async fn request(
             Ok(Some(info)) => break info,
             Ok(None) => {}
             Err(e) => {
-                frontend.unrouted.record(e.status(), Source::Proxy);
-                send_error(
-                    stream,
-                    e.status(),
-                    &e.to_string(),
-                    true,
-                    config.idle_timeout,
-                )
-                .await;
+                let status = e.status();
+                let sent =
+                    send_error(stream, status, &e.to_string(), true, config.idle_timeout).await;
+                log_unrouted(frontend, ip, status, sent, inbuf);
                 worker.give_buffer(out);
                 return Next::Close;
             }
@@ -284,8 +322,8 @@ async fn request(
                         "the request head did not arrive within {:?}",
                         config.header_timeout
                     );
-                    frontend.unrouted.record(408, Source::Proxy);
-                    send_error(stream, 408, &detail, true, config.idle_timeout).await;
+                    let sent = send_error(stream, 408, &detail, true, config.idle_timeout).await;
+                    log_unrouted(frontend, ip, 408, sent, inbuf);
                 }
                 worker.give_buffer(out);
                 return Next::Close;
@@ -727,16 +765,16 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         }
     }
 
-    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Next {
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> (Next, u64) {
         let Some(status) = status else {
-            return Next::Close;
+            return (Next::Close, 0);
         };
         // The client's body may still be on the wire after a refused request (or be what
         // was malformed): the connection can be kept only when it was read whole.
         let close =
             !self.info.keep_alive || !self.worker.keep_alive() || !self.replayable || status < 500;
-        send_page(self.client, status, page, close, self.idle).await;
-        if close { Next::Close } else { Next::KeepAlive }
+        let sent = send_page(self.client, status, page, close, self.idle).await;
+        (if close { Next::Close } else { Next::KeepAlive }, sent)
     }
 
     fn connect_time(&self) -> Option<Duration> {

@@ -529,8 +529,11 @@ impl Exchange for RelayExchange<'_> {
         self.pending = None;
     }
 
-    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> Self::Output {
-        error(status.unwrap_or(400), page, self.grpc)
+    async fn refuse(&mut self, status: Option<u16>, page: &ErrorPage<'_>) -> (Self::Output, u64) {
+        let response = error(status.unwrap_or(400), page, self.grpc);
+        // The body, as for a delivered response (the head is HPACK-coded or hyper's).
+        let bytes_sent = response.body().size_hint().exact().unwrap_or(0);
+        (response, bytes_sent)
     }
 
     fn connect_time(&self) -> Option<Duration> {

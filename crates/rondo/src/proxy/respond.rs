@@ -79,35 +79,41 @@ impl ErrorPage<'_> {
     }
 }
 
-/// Writes an error response, giving up after `timeout` (the client may not be reading).
+/// Writes an error response, giving up after `timeout` (the client may not be reading);
+/// returns the bytes written, as [`send_page`].
 pub(crate) async fn send_error(
     stream: &mut impl super::stream::Io,
     status: u16,
     detail: &str,
     close: bool,
     timeout: Duration,
-) {
+) -> u64 {
     let page = ErrorPage {
         detail: Some(detail),
         ..ErrorPage::default()
     };
-    send_page(stream, status, &page, close, timeout).await;
+    send_page(stream, status, &page, close, timeout).await
 }
 
-/// Writes an error page, giving up after `timeout` (the client may not be reading).
+/// Writes an error page, giving up after `timeout` (the client may not be reading); returns
+/// the bytes written (head and body, for the access log's `$bytes_sent`), 0 when the client
+/// did not take them all.
 pub(crate) async fn send_page(
     stream: &mut impl super::stream::Io,
     status: u16,
     page: &ErrorPage<'_>,
     close: bool,
     timeout: Duration,
-) {
+) -> u64 {
     let bytes = page.response(status, close);
     let write = async {
         stream.write_all(&bytes).await?;
         stream.flush().await
     };
-    let _ = tokio::time::timeout(timeout, write).await;
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => bytes.len() as u64,
+        Ok(Err(_)) | Err(_) => 0,
+    }
 }
 
 #[cfg(test)]

@@ -113,8 +113,9 @@ impl<C: Io> Exchange for TcpExchange<'_, C> {
         self.backend = None;
     }
 
-    async fn refuse(&mut self, _status: Option<u16>, _page: &ErrorPage<'_>) {
+    async fn refuse(&mut self, _status: Option<u16>, _page: &ErrorPage<'_>) -> ((), u64) {
         // No backend took the connection: closing it is all a TCP client can be told.
+        ((), 0)
     }
 
     fn request_view(&self) -> RequestView<'_> {
