@@ -247,11 +247,16 @@ impl<'h> Fields<'h> {
         Ok(f)
     }
 
-    /// True when `Connection` names this header.
+    /// True when `Connection` names this header, so it is not forwarded; never for the
+    /// fields a message is framed or routed by (`Content-Length`, `Transfer-Encoding`,
+    /// `Host`), which rondo reads itself: dropping one while the body goes on would leave
+    /// the next hop framing the body as a request or response of its own (smuggling), as
+    /// nginx and HAProxy keep them.
     fn names(&self, name: &str) -> bool {
-        self.named[..self.n_named]
-            .iter()
-            .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+        !(is(name, "content-length") || is(name, "transfer-encoding") || is(name, "host"))
+            && self.named[..self.n_named]
+                .iter()
+                .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
     }
 }
 
@@ -768,6 +773,50 @@ mod tests {
             sent("Connection: x-request-id\r\nx-request-id: abc\r\n"),
             SentId::Absent
         );
+    }
+
+    #[test]
+    fn connection_never_drops_the_fields_a_message_is_framed_or_routed_by() {
+        // A client that names Content-Length in Connection: the length still goes on, so
+        // the backend reads the body as a body, not as a second request.
+        let body = "GET /admin HTTP/1.1\r\nHost: evil\r\n\r\n";
+        let raw = format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nConnection: content-length, host, transfer-encoding, x-hop\r\n\
+             X-Hop: 1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (info, out) = request(&raw).unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Length(body.len() as u64));
+        assert!(
+            out.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+            "{out}"
+        );
+        assert!(out.contains("\r\nHost: x\r\n"), "{out}");
+        assert!(!out.contains("X-Hop"), "{out}");
+        let chunked = "POST /a HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding\r\n\
+                       Transfer-Encoding: chunked\r\n\r\n";
+        let (info, out) = request(chunked).unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Chunked);
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{out}"
+        );
+
+        // The same from a backend: the response keeps its length.
+        let raw =
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello";
+        let mut out = Vec::new();
+        let info = parse_response(raw, false, true, &mut out).unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Length(5));
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.to_ascii_lowercase().contains("content-length: 5\r\n"),
+            "{out}"
+        );
+        let (info, p) = parse_response_parts(raw, false).unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Length(5));
+        assert_eq!(p.headers["content-length"], "5");
     }
 
     #[test]
