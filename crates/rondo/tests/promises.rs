@@ -574,6 +574,77 @@ async fn a_body_over_max_body_size_gets_413_and_never_reaches_a_backend() {
     assert_eq!(a.received(), 1);
 }
 
+/// A request body of `n` pieces of `size` bytes with no declared length (a streaming upload).
+struct Unsized(std::collections::VecDeque<bytes::Bytes>);
+
+impl hyper::body::Body for Unsized {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_body_size_holds_for_chunked_and_http2_bodies_too() {
+    let a = mock("a").await;
+    let proxy = start(&proxy_config(plain("app", &[&a])).listeners_set("max_body_size", "1KiB"));
+    // HTTP/1.1 chunked: one chunk of 600 bytes passes, two get 413.
+    let chunk = format!("258\r\n{}\r\n", "x".repeat(600));
+    let head =
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let one = common::raw(
+        web(&proxy),
+        format!("{head}{chunk}0\r\n\r\n").as_bytes(),
+        DEADLINE,
+    )
+    .await;
+    assert!(
+        one.starts_with("HTTP/1.1 200") && one.ends_with("a:600"),
+        "{one}"
+    );
+    let two = format!("{head}{chunk}{chunk}0\r\n\r\n");
+    let two = common::raw(web(&proxy), two.as_bytes(), DEADLINE).await;
+    assert!(two.starts_with("HTTP/1.1 413"), "{two}");
+    assert_eq!(
+        a.received(),
+        1,
+        "the cut body was never answered by the backend"
+    );
+
+    // HTTP/2 with a declared length: refused before a backend sees it.
+    let mut h2 = H2Client::connect(web(&proxy)).await;
+    assert_eq!(h2.send("POST", "/", &[b'x'; 1024]).await.status, 200);
+    assert_eq!(h2.send("POST", "/", &[b'x'; 1025]).await.status, 413);
+    assert_eq!(a.received(), 2);
+
+    // HTTP/2 without one: cut when it grows past the limit.
+    let mut sender = common::h2_sender::<Unsized>(web(&proxy)).await;
+    for (pieces, status) in [(2, 200), (3, 413)] {
+        let body = Unsized(
+            (0..pieces)
+                .map(|_| bytes::Bytes::from(vec![b'y'; 500]))
+                .collect(),
+        );
+        let request = http::Request::post("http://test.local/up")
+            .body(body)
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{pieces} pieces of 500 bytes"
+        );
+    }
+    // The cut one's head and first 1,000 bytes had gone on (nothing waits for a whole
+    // streamed body): the backend saw it start, and its stream was reset.
+    assert_eq!(a.received(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_checks_send_the_configured_host_and_pass_only_on_expected_status() {
     let a = mock("a").await;

@@ -38,6 +38,9 @@ pub(crate) enum CopyError {
     /// The chunked framing was malformed.
     #[error("malformed chunked body")]
     Framing,
+    /// The chunks announced more than [`Limits::max_body`].
+    #[error("body too large")]
+    TooLarge,
 }
 
 fn timed_out() -> io::Error {
@@ -121,6 +124,9 @@ pub(crate) async fn write2_timed(
 pub(crate) struct Limits {
     pub(crate) read: Duration,
     pub(crate) write: Duration,
+    /// The most body a chunked message may carry (`max_body_size`; a length-framed one is
+    /// refused from its head); `None` for responses and without the key.
+    pub(crate) max_body: Option<u64>,
 }
 
 /// Copies one body framed by `framing` from `src` to `dst`, preceded by `head` (sent with
@@ -170,6 +176,9 @@ pub(crate) async fn copy(
                 let take = decoder
                     .feed(&buf[start..])
                     .map_err(|_| CopyError::Framing)?;
+                if limits.max_body.is_some_and(|max| decoder.announced() > max) {
+                    return Err(CopyError::TooLarge);
+                }
                 if take > 0 {
                     send(dst, &mut head, buf, &mut start, take, limits.write).await?;
                     copied += take as u64;
@@ -290,6 +299,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         read: Duration::from_secs(5),
         write: Duration::from_secs(5),
+        max_body: None,
     };
 
     /// Runs `copy` with `buf` = `already` (the body from `start`), `more` still to come from

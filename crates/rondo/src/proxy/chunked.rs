@@ -55,6 +55,8 @@ pub(crate) struct ChunkedDecoder {
     size: u64,
     /// Bytes of the current size line or trailer section, for the limits.
     line: u32,
+    /// Data bytes the chunks' size lines announced so far (`max_body_size`).
+    announced: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -63,11 +65,18 @@ impl Default for ChunkedDecoder {
             state: State::Size,
             size: 0,
             line: 0,
+            announced: 0,
         }
     }
 }
 
 impl ChunkedDecoder {
+    /// The data the size lines read so far announced (the body's length once it is done):
+    /// a limit on it refuses a chunk before its data is forwarded.
+    pub(crate) fn announced(&self) -> u64 {
+        self.announced
+    }
+
     /// True once the terminating chunk and trailers have been seen.
     pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
@@ -130,6 +139,7 @@ impl ChunkedDecoder {
                         return Err(ChunkedError);
                     }
                     self.line = 0;
+                    self.announced = self.announced.saturating_add(self.size);
                     self.state = if self.size == 0 {
                         State::TrailerStart
                     } else {

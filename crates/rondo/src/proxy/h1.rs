@@ -417,6 +417,7 @@ async fn forward(
         upstream,
         worker,
         idle,
+        max_body: frontend.config.max_body_size,
         info,
         inbuf,
         out,
@@ -443,6 +444,9 @@ struct H1Exchange<'a, C> {
     worker: &'a Worker,
     /// The client side's read/write timeout.
     idle: Duration,
+    /// The listener's `max_body_size`, for a chunked body (a longer declared length was
+    /// refused with the head).
+    max_body: Option<u64>,
     info: &'a RequestInfo,
     /// Bytes read from the client past the head: the body's start, or the next request.
     inbuf: &'a mut Vec<u8>,
@@ -555,6 +559,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             let limits = Limits {
                 read: self.idle,
                 write: cfg.response_timeout,
+                max_body: self.max_body,
             };
             let copied = body::copy(
                 self.info.framing,
@@ -588,6 +593,12 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                     return Err(SendError::Client {
                         status: Some(400),
                         detail: "malformed chunked request body",
+                    });
+                }
+                Err(CopyError::TooLarge) => {
+                    return Err(SendError::Client {
+                        status: Some(413),
+                        detail: "request body too large",
                     });
                 }
             }
@@ -697,6 +708,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let limits = Limits {
             read: cfg.response_timeout,
             write: idle,
+            max_body: None,
         };
         // The body follows the backend's head in `resp`; it is written from there.
         let copied = body::copy(
@@ -712,7 +724,9 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let (done, backend_ok, body_sent) = match copied {
             Ok(n) => (true, true, n),
             Err(CopyError::Destination(_)) => (false, true, 0),
-            Err(CopyError::Source(_)) | Err(CopyError::Framing) => (false, false, 0),
+            Err(CopyError::Source(_) | CopyError::Framing | CopyError::TooLarge) => {
+                (false, false, 0)
+            }
         };
         let bytes_sent = head_out.len() as u64 + body_sent;
         if done && response.status == 101 {

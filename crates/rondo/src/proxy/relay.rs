@@ -136,7 +136,21 @@ pub(crate) async fn forward(
         request_id: id.as_str(),
         report: &frontend.reports[index],
     };
-    let body = Replay::new(Some(body), cfg.retry_body_limit);
+    // A declared length past `max_body_size` is refused before any backend sees it; a
+    // body without one is cut when it grows past it (see `Replay`).
+    let max_body = frontend.config.max_body_size;
+    if max_body.is_some_and(|max| body.size_hint().lower() > max) {
+        let page = ErrorPage {
+            detail: Some("request body too large"),
+            upstream: None,
+            request_id: Some(id.as_str()),
+        };
+        frontend.reports[index]
+            .responses
+            .record(413, crate::counters::Source::Proxy);
+        return error(413, &page, grpc);
+    }
+    let body = Replay::new(Some(body), cfg.retry_body_limit, max_body);
     drop(cfg);
     let mut exchange = RelayExchange {
         worker,
@@ -353,39 +367,9 @@ impl RelayExchange<'_> {
             None => cfg.response_timeout,
         }
     }
-}
 
-/// What an HTTP/1.1 attempt's failure means to the forwarding policy (`reused`: it went out
-/// on a pooled connection, see [`Failure::no_response`]).
-fn h1_failure(failed: h1_upstream::Failed, addr: std::net::SocketAddr, reused: bool) -> SendError {
-    use h1_upstream::Failed;
-    let failure = match failed {
-        Failed::ClientBody => {
-            return SendError::Client {
-                status: None,
-                detail: "the client's request body broke off",
-            };
-        }
-        Failed::Write(e) => Failure::no_response(reused, format!("sending to {addr} failed: {e}")),
-        Failed::BadHead => {
-            Failure::no_response(false, format!("invalid response head from backend {addr}"))
-        }
-        Failed::Closed(None, nothing_yet) => Failure::no_response(
-            reused && nothing_yet,
-            format!("{addr} closed the connection without a response"),
-        ),
-        Failed::Closed(Some(e), nothing_yet) => Failure::no_response(
-            reused && nothing_yet,
-            format!("reading the response from {addr} failed: {e}"),
-        ),
-    };
-    SendError::Backend(failure)
-}
-
-impl Exchange for RelayExchange<'_> {
-    type Output = Response<ClientBody>;
-
-    async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
+    /// One attempt of [`Exchange::send`].
+    async fn attempt(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
         let addr = backend.address();
         let limit = self.response_limit(cfg);
         if limit.is_zero() {
@@ -443,6 +427,49 @@ impl Exchange for RelayExchange<'_> {
             grpc_status,
         });
         Ok(status)
+    }
+}
+
+/// What an HTTP/1.1 attempt's failure means to the forwarding policy (`reused`: it went out
+/// on a pooled connection, see [`Failure::no_response`]).
+fn h1_failure(failed: h1_upstream::Failed, addr: std::net::SocketAddr, reused: bool) -> SendError {
+    use h1_upstream::Failed;
+    let failure = match failed {
+        Failed::ClientBody => {
+            return SendError::Client {
+                status: None,
+                detail: "the client's request body broke off",
+            };
+        }
+        Failed::Write(e) => Failure::no_response(reused, format!("sending to {addr} failed: {e}")),
+        Failed::BadHead => {
+            Failure::no_response(false, format!("invalid response head from backend {addr}"))
+        }
+        Failed::Closed(None, nothing_yet) => Failure::no_response(
+            reused && nothing_yet,
+            format!("{addr} closed the connection without a response"),
+        ),
+        Failed::Closed(Some(e), nothing_yet) => Failure::no_response(
+            reused && nothing_yet,
+            format!("reading the response from {addr} failed: {e}"),
+        ),
+    };
+    SendError::Backend(failure)
+}
+
+impl Exchange for RelayExchange<'_> {
+    type Output = Response<ClientBody>;
+
+    async fn send(&mut self, backend: &Backend, cfg: &UpstreamConfig) -> Result<u16, SendError> {
+        let sent = self.attempt(backend, cfg).await;
+        // A body that grew past `max_body_size` failed the attempt: the client's doing.
+        if sent.is_err() && self.body.too_large() {
+            return Err(SendError::Client {
+                status: Some(413),
+                detail: "request body too large",
+            });
+        }
+        sent
     }
 
     fn verdict(&self, status: u16, cfg: &UpstreamConfig) -> Verdict {

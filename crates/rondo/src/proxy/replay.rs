@@ -36,6 +36,10 @@ struct Source {
     ended: bool,
     /// The client's stream failed.
     failed: bool,
+    /// The most the client may send (`max_body_size`).
+    max: Option<u64>,
+    /// It sent more: the stream was cut, and the client gets a 413.
+    too_large: bool,
     /// The attempt whose body reads the client's stream; an earlier attempt's body (still
     /// held by a connection that has not noticed it was abandoned) reads nothing more.
     attempt: u32,
@@ -61,8 +65,9 @@ pub(crate) struct ReplayBody {
 pub(crate) struct Replay(Rc<RefCell<Source>>);
 
 impl Replay {
-    /// Wraps the client's body (`None`: the request has none), keeping up to `limit` bytes.
-    pub(crate) fn new(body: Option<Incoming>, limit: usize) -> Replay {
+    /// Wraps the client's body (`None`: the request has none), keeping up to `limit` bytes
+    /// and failing every attempt once more than `max` arrived.
+    pub(crate) fn new(body: Option<Incoming>, limit: usize, max: Option<u64>) -> Replay {
         let ended = body.as_ref().is_none_or(Body::is_end_stream);
         Replay(Rc::new(RefCell::new(Source {
             body: if ended { None } else { body },
@@ -73,6 +78,8 @@ impl Replay {
             trailers: None,
             ended,
             failed: false,
+            max,
+            too_large: false,
             attempt: 0,
         })))
     }
@@ -81,6 +88,12 @@ impl Replay {
     pub(crate) fn can_replay(&self) -> bool {
         let source = self.0.borrow();
         !source.overflowed && !source.failed
+    }
+
+    /// True once the client sent more than `max_body_size`: the attempt that read it
+    /// failed for that, not for its backend.
+    pub(crate) fn too_large(&self) -> bool {
+        self.0.borrow().too_large
     }
 
     /// The body for a new attempt.
@@ -153,6 +166,12 @@ impl Body for ReplayBody {
                     Ok(data) if data.is_empty() => continue,
                     Ok(data) => {
                         source.read += data.len();
+                        if source.max.is_some_and(|max| source.read as u64 > max) {
+                            source.too_large = true;
+                            source.failed = true;
+                            source.body = None;
+                            return Poll::Ready(Some(Err("request body too large".into())));
+                        }
                         if source.overflowed || source.read > source.limit {
                             source.overflowed = true;
                             source.kept = Vec::new();
