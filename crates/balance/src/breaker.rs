@@ -31,6 +31,11 @@ pub struct BreakerConfig {
     /// Requests admitted at once while half-open. Default 1: the first answer decides, as in
     /// the seed and in Hystrix; a larger value recovers faster behind long requests.
     pub half_open_probes: NonZeroU32,
+    /// Whether [`crate::Outcome::ApplicationError`]s (a 500 and the like) count as failures.
+    /// Default false: one broken endpoint answering 500 must not open every backend's
+    /// breaker and take the whole site down (Envoy's gateway-failure detection counts 502,
+    /// 503 and 504 only, for the same reason); true counts every 5xx, as the seed did.
+    pub count_application_errors: bool,
 }
 
 impl Default for BreakerConfig {
@@ -39,6 +44,7 @@ impl Default for BreakerConfig {
             failure_threshold: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             recovery_timeout: Duration::from_secs(60),
             half_open_probes: NonZeroU32::MIN,
+            count_application_errors: false,
         }
     }
 }
@@ -288,6 +294,7 @@ mod tests {
             failure_threshold: NonZeroU32::new(threshold).unwrap(),
             recovery_timeout: Duration::from_secs(60),
             half_open_probes: NonZeroU32::new(probes).unwrap(),
+            count_application_errors: false,
         };
         Tested {
             cfg,

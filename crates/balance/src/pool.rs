@@ -678,15 +678,24 @@ impl Pool {
         let success = outcome == Outcome::Success;
         let snap = self.snapshot.load();
         let mut events = [None, None];
+        if let Some(c) = &snap.config.breaker {
+            // An application error the breaker does not count is an answer: the server works
+            // (a half-open breaker's probe that gets one closes it).
+            let failed = match outcome {
+                Outcome::Success => false,
+                Outcome::ApplicationError => c.count_application_errors,
+                Outcome::ServerError | Outcome::TransportError => true,
+            };
+            events[0] = if failed {
+                backend.breaker.on_failure(c, now)
+            } else {
+                backend.breaker.on_success()
+            }
+            .map(Event::Breaker);
+        }
         if success {
             backend.ejection.on_success();
-            if snap.config.breaker.is_some() {
-                events[0] = backend.breaker.on_success().map(Event::Breaker);
-            }
         } else {
-            if let Some(c) = &snap.config.breaker {
-                events[0] = backend.breaker.on_failure(c, now).map(Event::Breaker);
-            }
             match &snap.config.ejection {
                 Some(c) if outcome == Outcome::TransportError || c.count_server_errors => {
                     events[1] = backend.ejection.on_failure(c, now).map(Event::Ejected);
@@ -721,9 +730,15 @@ enum Choice<W> {
 pub enum Outcome {
     /// The backend answered (any status below 500).
     Success,
-    /// The backend answered with a 5xx status: counts against the circuit breaker, and
-    /// against passive ejection only when [`EjectionConfig::count_server_errors`] is set.
+    /// The backend answered that it cannot serve now (HTTP 502, 503, 504; gRPC UNAVAILABLE
+    /// and the like): counts against the circuit breaker, and against passive ejection only
+    /// when [`EjectionConfig::count_server_errors`] is set.
     ServerError,
+    /// The backend answered that the application failed this request (HTTP 500, 501, 505…;
+    /// gRPC INTERNAL and the like): the server itself works. Counts against the success
+    /// rate; against the breaker only with [`BreakerConfig::count_application_errors`], and
+    /// against passive ejection only with [`EjectionConfig::count_server_errors`].
+    ApplicationError,
     /// No usable answer: connect refused or timed out, reset, response timeout. Counts
     /// against the breaker and passive ejection (nginx's default `proxy_next_upstream error
     /// timeout`).

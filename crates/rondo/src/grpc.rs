@@ -46,11 +46,17 @@ pub fn status_by_name(name: &str) -> Option<u8> {
         .and_then(|i| u8::try_from(i).ok())
 }
 
-/// True for the statuses that say the backend failed (for the circuit breaker and passive
-/// ejection), as opposed to the caller's mistake or an application's answer: UNKNOWN,
-/// DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
-pub fn is_backend_failure(code: u8) -> bool {
-    matches!(code, 2 | 4 | 8 | 12 | 13 | 14 | 15)
+/// What a call's status says of the backend, for the circuit breaker and passive ejection
+/// (`None`: the status is missing, which gRPC reads as INTERNAL). The server cannot serve:
+/// DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE (HTTP's 504, 503). The application
+/// failed the call: UNKNOWN, UNIMPLEMENTED, INTERNAL, DATA_LOSS (HTTP's 500, 501). Any other
+/// status is the caller's mistake or an application's answer: a success.
+pub fn outcome_of(code: Option<u8>) -> balance::Outcome {
+    match code {
+        Some(4 | 8 | 14) => balance::Outcome::ServerError,
+        Some(2 | 12 | 13 | 15) | None => balance::Outcome::ApplicationError,
+        Some(_) => balance::Outcome::Success,
+    }
 }
 
 /// The request field that carries a call's deadline (see [`parse_timeout`]).
@@ -149,8 +155,19 @@ mod tests {
         assert_eq!(status_by_name("RESOURCE_EXHAUSTED"), Some(8));
         assert_eq!(status_by_name("ok"), Some(0));
         assert_eq!(status_by_name("teapot"), None);
-        assert!(is_backend_failure(14) && is_backend_failure(13) && is_backend_failure(8));
-        assert!(!is_backend_failure(0) && !is_backend_failure(5) && !is_backend_failure(3));
+        use balance::Outcome::{ApplicationError, ServerError, Success};
+        for (code, outcome) in [
+            (Some(14), ServerError),
+            (Some(8), ServerError),
+            (Some(4), ServerError),
+            (Some(13), ApplicationError),
+            (None, ApplicationError),
+            (Some(0), Success),
+            (Some(5), Success),
+            (Some(3), Success),
+        ] {
+            assert_eq!(outcome_of(code), outcome, "{code:?}");
+        }
     }
 
     #[test]

@@ -173,6 +173,7 @@ async fn a_backup_takes_over_while_the_primarys_breaker_is_open_and_hands_back()
             .circuit_breaker(
                 Section::new()
                     .set("failure_threshold", 2)
+                    .set("count_all_5xx", true)
                     .duration("recovery_timeout", Duration::from_secs(1)),
             ),
     ));
@@ -381,6 +382,7 @@ async fn a_reload_keeps_an_open_breaker_open() {
                 .circuit_breaker(
                     Section::new()
                         .set("failure_threshold", 2)
+                        .set("count_all_5xx", true)
                         .duration("recovery_timeout", Duration::from_secs(600)),
                 ),
         )
@@ -574,6 +576,43 @@ async fn a_body_over_max_body_size_gets_413_and_never_reaches_a_backend() {
     assert_eq!(a.received(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn one_endpoints_500s_never_open_the_breakers_unless_every_5xx_counts() {
+    // Breakers on as by default (threshold 5), no passive ejection and no checks: only the
+    // breaker decides. Both backends answer 500 on every path the test sends.
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_status(500);
+    b.set_status(500);
+    let upstream = |count_all: bool| {
+        plain("app", &[&a, &b]).circuit_breaker(Section::new().set("count_all_5xx", count_all))
+    };
+    let proxy = start(&proxy_config(upstream(false)));
+    let mut c = Client::connect(web(&proxy)).await;
+    for _ in 0..12 {
+        assert_eq!(c.get("/bad").await.status, 500, "the application's answer");
+    }
+    let snapshot = proxy.upstream("app").unwrap().pool().snapshot();
+    assert_eq!(snapshot.mode(), balance::Mode::Primary, "both still serve");
+    let in_rotation = (0..2)
+        .filter(|&i| snapshot.effective_weight(i).is_some())
+        .count();
+    assert_eq!(in_rotation, 2, "{snapshot:?}");
+    a.set_status(200);
+    b.set_status(200);
+    assert_eq!(c.get("/good").await.status, 200);
+
+    // With every 5xx counted, as the seed did: five 500s each open both breakers.
+    a.set_status(500);
+    b.set_status(500);
+    let proxy = start(&proxy_config(upstream(true)));
+    let mut c = Client::connect(web(&proxy)).await;
+    for _ in 0..10 {
+        assert_eq!(c.get("/bad").await.status, 500);
+    }
+    let r = c.get("/good").await;
+    assert_eq!(r.status, 503, "every breaker is open");
+}
+
 /// A request body of `n` pieces of `size` bytes with no declared length (a streaming upload).
 struct Unsized(std::collections::VecDeque<bytes::Bytes>);
 
@@ -750,6 +789,7 @@ async fn in_panic_every_primary_shares_except_draining_ones_and_open_breakers() 
             .circuit_breaker(
                 Section::new()
                     .set("failure_threshold", 1)
+                    .set("count_all_5xx", true)
                     .duration("recovery_timeout", Duration::from_secs(600)),
             ),
     ));

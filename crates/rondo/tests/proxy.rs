@@ -137,6 +137,7 @@ async fn a_failing_backend_trips_its_breaker_and_recovers_through_half_open() {
             .circuit_breaker(
                 Section::new()
                     .set("failure_threshold", 3)
+                    .set("count_all_5xx", true)
                     .duration("recovery_timeout", Duration::from_secs(2)),
             ),
     ));
@@ -699,7 +700,11 @@ async fn the_5xx_of_a_backend_whose_breaker_opened_are_retried_without_the_budge
         .set("retry_budget_percent", 0)
         .set("retry_budget_min", 0)
         .health_check(Section::disabled())
-        .circuit_breaker(Section::new().set("failure_threshold", 1));
+        .circuit_breaker(
+            Section::new()
+                .set("failure_threshold", 1)
+                .set("count_all_5xx", true),
+        );
     let proxy = start(&proxy_config(upstream).set("workers", 1));
     let addr = web(&proxy);
     let requests = 16;

@@ -233,8 +233,9 @@ pub const HEALTH_JITTER: f64 = 0.1;
 /// `circuit_breaker.enabled`: on, the seed's `enable_circuit_breaker = True`.
 pub const BREAKER_ENABLED: bool = true;
 
-/// `circuit_breaker.failure_threshold`, `recovery_timeout` and `half_open_requests`: the
-/// seed's 5 failures and 60 s, and one probe at a time, kept in balance's [`BreakerConfig`].
+/// `circuit_breaker.failure_threshold`, `recovery_timeout`, `half_open_requests` and
+/// `count_all_5xx`: the seed's 5 failures and 60 s, one probe at a time, and only the 5xx
+/// that say a server cannot serve (502, 503, 504), kept in balance's [`BreakerConfig`].
 pub fn breaker() -> BreakerConfig {
     BreakerConfig::default()
 }

@@ -345,6 +345,8 @@ pub(crate) struct RawBreaker {
     pub(crate) recovery_timeout: Option<Spanned<DurationValue>>,
     /// Probes at once while half-open, integer ≥ 1. Default 1.
     pub(crate) half_open_requests: Option<Spanned<i64>>,
+    /// Whether every 5xx counts (500 too), bool. Default false: 502, 503, 504 only.
+    pub(crate) count_all_5xx: Option<bool>,
 }
 
 /// One entry of `expected_status` or `retry_on_status`: `200`, `"200-399"`, `"5xx"` (or

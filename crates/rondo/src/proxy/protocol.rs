@@ -54,13 +54,15 @@ pub(crate) fn is_idempotent(method: &str) -> bool {
     )
 }
 
-/// What a response status says about the backend: 5xx counts against it (breaker, and
-/// ejection when configured), anything else is a success.
+/// What a response status says about the backend: 502, 503 and 504 that it cannot serve
+/// now (they count against its breaker, and its ejection when configured), another 5xx
+/// that the application failed this request (see [`Outcome::ApplicationError`]), anything
+/// else is a success.
 pub(crate) fn outcome_of(status: u16) -> Outcome {
-    if status >= 500 {
-        Outcome::ServerError
-    } else {
-        Outcome::Success
+    match status {
+        502..=504 => Outcome::ServerError,
+        500.. => Outcome::ApplicationError,
+        _ => Outcome::Success,
     }
 }
 
@@ -109,7 +111,9 @@ mod tests {
     #[test]
     fn server_errors_are_the_backends_failure() {
         assert_eq!(outcome_of(499), Outcome::Success);
-        assert_eq!(outcome_of(500), Outcome::ServerError);
+        assert_eq!(outcome_of(500), Outcome::ApplicationError);
+        assert_eq!(outcome_of(501), Outcome::ApplicationError);
+        assert_eq!(outcome_of(504), Outcome::ServerError);
         assert_eq!(outcome_of(503), Outcome::ServerError);
     }
 }

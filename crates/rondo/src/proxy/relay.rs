@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::{Backend, Deferred, Outcome};
+use balance::{Backend, Deferred};
 use http::header::{self, HeaderValue};
 use http_body_util::Either;
 use hyper::body::{Body, Incoming};
@@ -475,11 +475,7 @@ impl Exchange for RelayExchange<'_> {
     fn verdict(&self, status: u16, cfg: &UpstreamConfig) -> Verdict {
         match self.pending.as_ref().and_then(|p| p.grpc_status) {
             Some(code) => Verdict {
-                outcome: if crate::grpc::is_backend_failure(code) {
-                    Outcome::ServerError
-                } else {
-                    Outcome::Success
-                },
+                outcome: crate::grpc::outcome_of(Some(code)),
                 retry: cfg.grpc.retry_on.contains(&code),
             },
             None => Verdict {

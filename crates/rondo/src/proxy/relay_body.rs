@@ -130,14 +130,10 @@ impl Body for Tracked {
                 Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(|t| {
                     let code =
                         crate::grpc::parse_status(t.get(crate::grpc::STATUS).map(|v| v.as_bytes()));
-                    // A call that ends without a status failed (gRPC: INTERNAL).
-                    match code {
-                        Some(c) if !crate::grpc::is_backend_failure(c) => Outcome::Success,
-                        _ => Outcome::ServerError,
-                    }
+                    crate::grpc::outcome_of(code)
                 }),
-                // The body ended without trailers: no status, a failed call.
-                Poll::Ready(None) => Some(Outcome::ServerError),
+                // The body ended without trailers: no status, a failed call (INTERNAL).
+                Poll::Ready(None) => Some(crate::grpc::outcome_of(None)),
                 Poll::Ready(Some(Err(_))) => Some(Outcome::TransportError),
                 Poll::Pending => None,
             };

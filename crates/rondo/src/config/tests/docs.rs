@@ -346,6 +346,11 @@ fn the_docs_quote_the_defaults_of_the_code() {
             "half_open_requests",
             breaker.half_open_probes.to_string(),
         ),
+        (
+            "[upstreams.circuit_breaker]",
+            "count_all_5xx",
+            breaker.count_application_errors.to_string(),
+        ),
     ];
     let documented = documented_keys();
     for (section, key, value) in expected {

@@ -43,6 +43,7 @@ const KEYS: &[&str] = &[
     "certificates",
     "connect_timeout",
     "cookie",
+    "count_all_5xx",
     "enabled",
     "expected_status",
     "fail_timeout",

@@ -49,6 +49,7 @@ fn absent_keys_take_the_seeds_defaults() {
     assert_eq!(breaker.failure_threshold.get(), 5);
     assert_eq!(breaker.recovery_timeout, secs(60));
     assert_eq!(breaker.half_open_probes.get(), 1);
+    assert!(!breaker.count_application_errors);
 
     assert_eq!(u.pool.algorithm, Algorithm::SmoothWeighted);
     assert_eq!(u.pool.slow_start, None);
@@ -164,6 +165,7 @@ enabled = true
 failure_threshold = 8
 recovery_timeout = "9s"
 half_open_requests = 3
+count_all_5xx = true
 "#);
     assert_eq!(c.workers.get(), 3);
     assert_eq!(c.shutdown_grace, secs(90));
@@ -233,6 +235,7 @@ half_open_requests = 3
     assert_eq!(b.failure_threshold.get(), 8);
     assert_eq!(b.recovery_timeout, secs(9));
     assert_eq!(b.half_open_probes.get(), 3);
+    assert!(b.count_application_errors);
 }
 
 #[test]

@@ -29,6 +29,9 @@ impl Validator<'_> {
                 "half_open_requests",
                 default.half_open_probes,
             ),
+            count_application_errors: raw
+                .count_all_5xx
+                .unwrap_or(default.count_application_errors),
         };
         raw.enabled
             .unwrap_or(defaults::BREAKER_ENABLED)
