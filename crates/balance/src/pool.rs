@@ -340,6 +340,19 @@ impl Pool {
         self.pick_with(now, Choice::Preferred(want), accept)
     }
 
+    /// For a retry that found no primary left to try (each one `accept` refuses, the ones
+    /// this request tried, failed it): an available backup it has not tried, as nginx moves
+    /// on to its `backup` servers once the primaries failed a request. `None` when the pool
+    /// serves from its backups already (its picks choose them) or none is available. O(n):
+    /// only a failing request's retry pays for it.
+    pub fn pick_backup<F: FnMut(&Backend) -> bool>(
+        &self,
+        now: Timestamp,
+        accept: F,
+    ) -> Option<Lease<'_>> {
+        self.pick_with(now, Choice::<fn(&Backend) -> bool>::Backup, accept)
+    }
+
     #[inline]
     fn pick_with<W: FnMut(&Backend) -> bool, F: FnMut(&Backend) -> bool>(
         &self,
@@ -386,6 +399,13 @@ impl Pool {
                 let found = snap.backends.iter().position(|b| want(b));
                 found.filter(in_rotation).filter(|&i| admit(i))
             }
+            Choice::Backup if matches!(snap.mode, Mode::Primary | Mode::Panic) => {
+                let mut admit = admit;
+                (0..snap.backends.len())
+                    .filter(|&i| snap.backends[i].is_backup() && snap.backends[i].is_available())
+                    .find(|&i| admit(i))
+            }
+            Choice::Backup => None,
         }?;
         let counted = snap.picker.counts_in_flight();
         if counted {
@@ -723,6 +743,8 @@ enum Choice<W> {
     Cycle,
     Keyed(u64),
     Preferred(W),
+    /// An available backup, outside the tier that serves (see [`Pool::pick_backup`]).
+    Backup,
 }
 
 /// How a request ended, as far as the backend's health is concerned.

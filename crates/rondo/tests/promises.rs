@@ -161,6 +161,43 @@ async fn a_backup_takes_over_while_the_primary_fails_its_checks_and_hands_back()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_every_primary_failed_is_retried_on_a_backup() {
+    // Nothing takes a out of rotation (no checks, no ejection, no breaker): each request
+    // meets its failure, and its retry finds no primary left to try.
+    let (a, b, k) = (mock("a").await, mock("b").await, mock("k").await);
+    let proxy = start(&proxy_config(plain("app", &[&a, &b]).backup(
+        "k",
+        k.addr(),
+        1.0,
+    )));
+    let addr = web(&proxy);
+    a.set_status(503);
+    b.set_status(503);
+    for _ in 0..3 {
+        let r = get(addr, "/").await;
+        assert_eq!(
+            (r.status, r.backend()),
+            (200, "k".to_owned()),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!((a.received(), b.received(), k.received()), (3, 3, 3));
+    // A primary that is gone: its refused connect is retried on the backup too.
+    a.set_status(200);
+    b.set_status(200);
+    a.kill().await;
+    b.kill().await;
+    let r = get(addr, "/").await;
+    assert_eq!(
+        (r.status, r.backend()),
+        (200, "k".to_owned()),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_backup_takes_over_while_the_primarys_breaker_is_open_and_hands_back() {
     let (a, k) = (mock("a").await, mock("k").await);
     let proxy = start(&proxy_config(

@@ -826,7 +826,8 @@ fn abandon(upstream: &Upstream, lease: Lease<'_>) {
 }
 
 /// Picks a backend not tried yet; on the first attempt, waits in the upstream's queue when
-/// every backend is at its connection limit.
+/// every backend is at its connection limit; on a retry with every serving backend tried,
+/// takes an available backup.
 async fn pick<'u>(
     upstream: &'u Upstream,
     cfg: &UpstreamConfig,
@@ -842,8 +843,12 @@ async fn pick<'u>(
     if let Some(lease) = pick() {
         return Some(lease);
     }
+    if !may_queue {
+        // A retry with no primary left to try goes to a backup, as nginx's does.
+        return upstream.pool().pick_backup(upstream.clock().now(), accept);
+    }
     let queue = &cfg.queue;
-    if !may_queue || queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
+    if queue.size == 0 || upstream.pool().snapshot().mode() == Mode::Empty {
         return None;
     }
     let deadline = clock::loop_now() + queue.timeout;
