@@ -716,8 +716,14 @@ impl Pool {
         if success {
             backend.ejection.on_success();
         } else {
+            // A pool of one backend never ejects it, as nginx ignores `max_fails` for a group
+            // of one server: taking the only server out turns one failed request into
+            // `fail_timeout` of refusals while it may already serve again.
             match &snap.config.ejection {
-                Some(c) if outcome == Outcome::TransportError || c.count_server_errors => {
+                Some(c)
+                    if snap.backends.len() > 1
+                        && (outcome == Outcome::TransportError || c.count_server_errors) =>
+                {
                     events[1] = backend.ejection.on_failure(c, now).map(Event::Ejected);
                 }
                 _ => {}

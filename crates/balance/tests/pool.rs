@@ -622,7 +622,7 @@ fn server_errors_trip_the_breaker_but_eject_only_when_configured() {
     lease.finish(Outcome::ServerError, ms(1), secs(0));
     assert!(
         !pool.snapshot().backends()[0].is_ejected(),
-        "a 500 is the application's, not the server's"
+        "a 5xx counts toward max_fails only when configured"
     );
     assert_eq!(
         pool.snapshot().backends()[0]
@@ -645,6 +645,103 @@ fn server_errors_trip_the_breaker_but_eject_only_when_configured() {
     let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
     lease.finish(Outcome::ServerError, ms(1), secs(0));
     assert!(pool.snapshot().backends()[0].is_ejected());
+}
+
+#[test]
+fn application_errors_are_answers_to_the_breaker_unless_it_counts_them() {
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    let breaker = |pool: &Pool| pool.snapshot().backends()[0].breaker_state();
+    for _ in 0..20 {
+        let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+        lease.finish(Outcome::ApplicationError, ms(1), secs(0));
+    }
+    assert_eq!(breaker(&pool), BreakerState::Closed);
+    // Four gateway failures, an application error, four more: never five in a row.
+    for outcome in [Outcome::ServerError; 4]
+        .into_iter()
+        .chain([Outcome::ApplicationError])
+        .chain([Outcome::ServerError; 4])
+    {
+        let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+        lease.finish(outcome, ms(1), secs(0));
+    }
+    assert_eq!(breaker(&pool), BreakerState::Closed);
+
+    let mut config = PoolConfig::default();
+    if let Some(b) = config.breaker.as_mut() {
+        b.count_application_errors = true;
+    }
+    let pool = Pool::new(config, &specs(&[1, 1]), secs(0)).unwrap();
+    for _ in 0..5 {
+        let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+        lease.finish(Outcome::ApplicationError, ms(1), secs(0));
+    }
+    assert_eq!(breaker(&pool), BreakerState::Open);
+}
+
+#[test]
+fn a_pool_of_one_backend_never_ejects_it() {
+    let ejection = EjectionConfig {
+        max_fails: NonZeroU32::new(1).unwrap(),
+        fail_timeout: Duration::from_secs(10),
+        count_server_errors: true,
+    };
+    let config = PoolConfig {
+        ejection: Some(ejection),
+        breaker: None,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config.clone(), &specs(&[1]), secs(0)).unwrap();
+    fail_on(&pool, 0, 3, secs(1));
+    assert_eq!(pool.snapshot().backends()[0].state(), BackendState::Up);
+    assert!(pool.pick(secs(1), |_| true).is_some());
+    // With a second backend (a backup too) the same failures take it out.
+    let mut two = specs(&[1, 1]);
+    two[1] = two[1].clone().backup();
+    let pool = Pool::new(config, &two, secs(0)).unwrap();
+    let lease = pool.pick(secs(1), |b| b.id() == "b0").unwrap();
+    lease.finish(Outcome::TransportError, ms(1), secs(1));
+    assert_eq!(pool.snapshot().backends()[0].state(), BackendState::Ejected);
+}
+
+#[test]
+fn a_retry_with_no_primary_left_takes_an_available_backup() {
+    let mut list = specs(&[1, 1, 1, 1]);
+    list[2] = list[2].clone().backup();
+    list[3] = list[3].clone().backup();
+    let config = PoolConfig {
+        breaker: None,
+        ejection: None,
+        ..PoolConfig::default()
+    };
+    let pool = Pool::new(config, &list, secs(0)).unwrap();
+    assert_eq!(pool.snapshot().mode(), Mode::Primary);
+    let primaries = |b: &Backend| !b.is_backup();
+    assert!(
+        pool.pick(secs(0), |b| !primaries(b) && b.id() != "x")
+            .is_none(),
+        "picks serve primaries"
+    );
+    let lease = pool.pick_backup(secs(0), |b| b.id() != "b2").unwrap();
+    assert_eq!(
+        lease.backend().id(),
+        "b3",
+        "the first available backup not tried"
+    );
+    drop(lease);
+    pool.drain("b2", secs(0)).unwrap();
+    pool.drain("b3", secs(0)).unwrap();
+    assert!(
+        pool.pick_backup(secs(0), |_| true).is_none(),
+        "no backup available"
+    );
+    // Serving from backups already: the ordinary pick chooses them.
+    pool.drain("b0", secs(0)).unwrap();
+    pool.drain("b1", secs(0)).unwrap();
+    pool.enable("b3", secs(0)).unwrap();
+    assert_eq!(pool.snapshot().mode(), Mode::Backup);
+    assert!(pool.pick_backup(secs(0), |_| true).is_none());
+    assert_eq!(pool.pick(secs(0), |_| true).unwrap().backend().id(), "b3");
 }
 
 /// An observer that reads the snapshot when told of a change, as a timer loop does.

@@ -20,6 +20,13 @@ fn json_access_log(b: &Backend, path: &std::path::Path) -> ConfigBuilder {
     )
 }
 
+/// Drains backend `id` of upstream `app` through the admin API.
+async fn drain(proxy: &Proxy, id: &str) {
+    let path = format!("/api/v1/upstreams/app/backends/{id}/drain");
+    let (status, body) = admin_call(proxy.admin_addr(), "POST", &path, None, "").await;
+    assert_eq!(status, 200, "{body}");
+}
+
 fn request(id: Option<&str>) -> Vec<u8> {
     let id = id.map_or(String::new(), |id| format!("X-Request-Id: {id}\r\n"));
     format!(
@@ -109,7 +116,8 @@ async fn error_pages_carry_the_request_id_and_never_the_backend_or_the_os_error(
     let body = reply.split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(body, "502 Bad Gateway (upstream app)\nrequest id: rid-1\n");
 
-    // Ejected now: nothing is available.
+    // Drained (a lone backend is never ejected): nothing is available.
+    drain(&proxy, "b1").await;
     let reply = raw(web(&proxy), &request(None), LIMIT).await;
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     let body = reply.split("\r\n\r\n").nth(1).unwrap();
@@ -261,6 +269,7 @@ async fn metrics_count_every_response_by_who_made_it() {
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
     b.kill().await;
     assert_eq!(get(web(&proxy), "/").await.status, 502);
+    drain(&proxy, "b1").await;
     assert_eq!(get(web(&proxy), "/").await.status, 503);
 
     let admin = proxy.admin_addr();
@@ -417,13 +426,15 @@ async fn answers_rondo_gives_itself_are_logged_with_the_bytes_they_sent() {
         assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
         replies.push(reply);
     }
-    // No backend: rondo's own 502, then 503 once it is ejected.
+    // rondo's own 502 for a backend that is gone, and its 503 once none is in rotation.
     b.kill().await;
-    for status in [502, 503] {
-        let reply = raw(web(&proxy), &request(None), LIMIT).await;
-        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
-        replies.push(reply);
-    }
+    let reply = raw(web(&proxy), &request(None), LIMIT).await;
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    replies.push(reply);
+    drain(&proxy, "b1").await;
+    let reply = raw(web(&proxy), &request(None), LIMIT).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    replies.push(reply);
 
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
     eventually(LIMIT, "five access lines", || read().lines().count() == 5).await;

@@ -198,6 +198,32 @@ async fn a_request_every_primary_failed_is_retried_on_a_backup() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_lone_backend_is_never_ejected_by_one_failed_request() {
+    // max_fails = 1 and a long fail_timeout, no checks and no breaker: with two backends a
+    // reset takes its backend out; alone, nginx's rule keeps it in and the next request
+    // is served.
+    let a = mock("a").await;
+    let upstream = UpstreamBuilder::new("app")
+        .backend("a", a.addr(), 1.0)
+        .set("max_fails", 1)
+        .duration("fail_timeout", Duration::from_secs(600))
+        .set("tries", 1)
+        .health_check(Section::disabled())
+        .circuit_breaker(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    a.set_fault(rondo::lab::backend::Fault::Reset);
+    assert_eq!(get(web(&proxy), "/").await.status, 502);
+    a.set_fault(rondo::lab::backend::Fault::None);
+    let r = get(web(&proxy), "/").await;
+    assert_eq!(
+        (r.status, r.backend()),
+        (200, "a".to_owned()),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_backup_takes_over_while_the_primarys_breaker_is_open_and_hands_back() {
     let (a, k) = (mock("a").await, mock("k").await);
     let proxy = start(&proxy_config(
