@@ -198,6 +198,29 @@ async fn a_request_every_primary_failed_is_retried_on_a_backup() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_no_backend_left_to_try_the_last_backends_own_answer_reaches_the_client() {
+    // 503 is retried by default: a's goes to b, and b's, with nothing left to try, is passed
+    // on whole (its headers and body), as nginx passes on the last answer.
+    let (a, b) = (mock("a").await, mock("b").await);
+    a.set_status(503);
+    b.set_status(503);
+    let proxy = start(&proxy_config(plain("app", &[&a, &b])));
+    let r = get(web(&proxy), "/").await;
+    assert_eq!(
+        (r.status, r.backend()),
+        (503, "b".to_owned()),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().starts_with("b"),
+        "the backend's body: {}",
+        r.text()
+    );
+    assert_eq!((a.received(), b.received()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_lone_backend_is_never_ejected_by_one_failed_request() {
     // max_fails = 1 and a long fail_timeout, no checks and no breaker: with two backends a
     // reset takes its backend out; alone, nginx's rule keeps it in and the next request

@@ -425,6 +425,21 @@ impl<'u> Attempts<'u> {
         }
     }
 
+    /// True when a backend this request has not tried is in rotation, or, while the
+    /// primaries serve, a backup is available (the retry's pick would find one, unless it
+    /// is at its connection limit or its breaker is probing). O(n), asked only before a
+    /// response is discarded for a retry.
+    fn another_to_try(&self) -> bool {
+        let snap = self.upstream.pool().snapshot();
+        let tried = &self.tried[..self.n_tried];
+        let backups_apart = matches!(snap.mode(), Mode::Primary | Mode::Panic);
+        snap.backends().iter().enumerate().any(|(i, b)| {
+            !tried.contains(&std::sync::Arc::as_ptr(b))
+                && (snap.effective_weight(i).is_some()
+                    || (backups_apart && b.is_backup() && b.is_available()))
+        })
+    }
+
     /// A free attempt past [`MAX_TRIED`] attempts costs a try: free attempts are bounded.
     fn effective(&self, cost: Cost) -> Cost {
         if cost == Cost::Free && self.made >= MAX_TRIED {
@@ -550,10 +565,16 @@ pub(crate) async fn forward<E: Exchange>(
                 let Verdict { outcome, retry } = exchange.verdict(status, &cfg);
                 // The answers a failing backend gives to the requests it had in flight when
                 // its breaker opened are retried like its timeouts: nothing new reaches it.
-                let retry =
-                    (retry && facts.idempotent && facts.replayable && exchange.can_replay())
-                        .then(|| spare_budget(Cost::TryAndBudget, lease.backend(), upstream))
-                        .filter(|&next| attempts.allow(next).is_ok());
+                // With no other backend to try, the backend's own answer goes to the client
+                // (its body and headers: a maintenance page, a `Retry-After`), as nginx
+                // passes on the last answer, instead of rondo's page.
+                let retry = (retry
+                    && facts.idempotent
+                    && facts.replayable
+                    && exchange.can_replay()
+                    && attempts.another_to_try())
+                .then(|| spare_budget(Cost::TryAndBudget, lease.backend(), upstream))
+                .filter(|&next| attempts.allow(next).is_ok());
                 if let Some(next) = retry {
                     exchange.discard();
                     note_tried(&mut tried, lease.backend().id());
