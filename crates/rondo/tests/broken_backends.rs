@@ -251,3 +251,80 @@ async fn an_http2_request_still_connecting_goes_elsewhere_when_its_backend_leave
 async fn a_tcp_connection_still_connecting_goes_elsewhere_when_its_backend_leaves_rotation() {
     still_connecting_when_its_backend_leaves(Speaks::Tcp).await;
 }
+
+/// A backend enforcing its own body limit: it reads a request's head, answers a POST with
+/// `413` and `Connection: close` at once, and closes 100 ms later with the body unread (the
+/// kernel resets the connection); a GET gets `200 ok`.
+async fn limiting_backend() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                if head.starts_with(b"POST") {
+                    let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\
+                                   connection: close\r\n\r\ntoo large";
+                    let _ = s.write_all(answer).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    let _ = s.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_answering_before_it_read_the_upload_has_its_answer_passed_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Every backend limits uploads; one failure would eject (the default max_fails = 1).
+    let (a, b) = (limiting_backend().await, limiting_backend().await);
+    let upstream = common::UpstreamBuilder::new("app")
+        .backend("a", a, 1.0)
+        .backend("b", b, 1.0)
+        .health_check(Section::disabled())
+        .duration("fail_timeout", Duration::from_secs(600));
+    let proxy = start(&proxy_config(upstream));
+    for _ in 0..2 {
+        // 64 MiB, more than every socket buffer on the way holds (loopback's grow to several
+        // MiB each): the proxy's send is cut by the backend's reset.
+        let mut client = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
+        let head = "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n";
+        client.write_all(head.as_bytes()).await.unwrap();
+        let body = vec![b'x'; 64 * 1024];
+        for _ in 0..1024 {
+            if client.write_all(&body).await.is_err() {
+                break; // the proxy closed after answering
+            }
+        }
+        let mut answer = Vec::new();
+        let read = client.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+        assert!(answer.ends_with("too large"), "{answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    }
+    // Neither backend was counted as failed: both still serve.
+    for id in ["a", "b"] {
+        assert_eq!(
+            backend_state(&proxy, "app", id).0,
+            balance::BackendState::Up,
+            "{id}"
+        );
+    }
+    assert_eq!(common::get(web(&proxy), "/").await.status, 200);
+}

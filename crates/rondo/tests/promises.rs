@@ -765,9 +765,10 @@ async fn max_body_size_holds_for_chunked_and_http2_bodies_too() {
             "{pieces} pieces of 500 bytes"
         );
     }
-    // The cut one's head and first 1,000 bytes had gone on (nothing waits for a whole
-    // streamed body): the backend saw it start, and its stream was reset.
-    assert_eq!(a.received(), 4);
+    // The cut one may have started at the backend (nothing waits for a whole streamed
+    // body), but no more than the limit of any body ever reached it.
+    let most = a.seen().iter().map(|s| s.body_len).max();
+    assert_eq!(most, Some(1024), "{:?}", a.seen());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -549,11 +549,23 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             .await
             .map_err(SendError::Backend)?;
 
-        // Send the head with a buffered body, or the head and then the streamed body.
+        // Send the head with a buffered body, or the head and then the streamed body. A
+        // backend may answer before it has read the whole body (a 413 from its own limit)
+        // and close: the send fails, and the answer waiting in the socket is read and passed
+        // on, as nginx and HAProxy do; only with no answer there does the attempt fail.
+        let mut cut_short: Option<Failure> = None;
+        let mut cut = |e: std::io::Error| {
+            let failure = Failure::no_response(reused, format!("sending to {addr} failed: {e}"));
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                // The backend neither reads nor closes: no answer is coming either.
+                return Err(SendError::Backend(failure));
+            }
+            cut_short = Some(failure);
+            Ok(())
+        };
         if self.replayable {
             if let Err(e) = body::write_timed(&mut conn, self.out, cfg.response_timeout).await {
-                let detail = format!("sending to {addr} failed: {e}");
-                return Err(SendError::Backend(Failure::no_response(reused, detail)));
+                cut(e)?;
             }
         } else {
             let limits = Limits {
@@ -573,10 +585,7 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             .await;
             match copied {
                 Ok(_) => {}
-                Err(CopyError::Destination(e)) => {
-                    let detail = format!("sending to {addr} failed: {e}");
-                    return Err(SendError::Backend(Failure::no_response(reused, detail)));
-                }
+                Err(CopyError::Destination(e)) => cut(e)?,
                 Err(CopyError::Source(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                     return Err(SendError::Client {
                         status: Some(408),
@@ -618,9 +627,12 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     let failed = unanswered(addr, Some(Err(e)), reused, limit);
-                    return Err(SendError::Backend(failed));
+                    return Err(SendError::Backend(cut_short.unwrap_or(failed)));
                 }
-                None => return Err(SendError::Backend(unanswered(addr, None, reused, limit))),
+                None => {
+                    let failed = unanswered(addr, None, reused, limit);
+                    return Err(SendError::Backend(cut_short.unwrap_or(failed)));
+                }
             }
         }
         // Read the response head, skipping interim (1xx) responses.
@@ -628,26 +640,30 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         body::make_room(&mut resp, RESPONSE_READ);
         let mut head_out = self.worker.take_buffer();
         let info = self.info;
+        // After an early answer the client's body is partly unread and the backend's
+        // connection broken: neither is kept.
+        let keep_client = info.keep_alive && self.worker.keep_alive() && cut_short.is_none();
         let parsed = loop {
             head_out.clear();
-            match head::parse_response(
-                &resp,
-                info.is_head,
-                info.keep_alive && self.worker.keep_alive(),
-                &mut head_out,
-            ) {
+            match head::parse_response(&resp, info.is_head, keep_client, &mut head_out) {
                 Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                     resp.drain(..r.head_len);
                     continue;
                 }
-                Ok(Some(r)) => break Ok(r),
+                Ok(Some(mut r)) => {
+                    r.reusable &= cut_short.is_none();
+                    break Ok(r);
+                }
                 Ok(None) => {}
                 Err(e) => break Err(Failure::no_response(false, format!("{e} {addr}"))),
             }
             let nothing_yet = resp.is_empty();
             match clock::within(self.timer.as_mut(), body::read_some(&mut conn, &mut resp)).await {
                 Some(Ok(n)) if n > 0 => {}
-                read => break Err(unanswered(addr, read, reused && nothing_yet, limit)),
+                read => {
+                    let failed = unanswered(addr, read, reused && nothing_yet, limit);
+                    break Err(cut_short.take().unwrap_or(failed));
+                }
             }
         };
         match parsed {
