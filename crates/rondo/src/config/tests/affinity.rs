@@ -76,6 +76,10 @@ fn bad_affinity_settings_say_what_is_expected() {
             "sticky `cookie` \"a b\" is not a cookie name",
         ),
         ("sticky = { ttl = 5 }", "expected a duration string"),
+        (
+            "algorithm = \"round-robin\"\nslow_start = \"30s\"",
+            "`slow_start` ramps a backend's weight, which `algorithm = \"round-robin\"` ignores",
+        ),
     ];
     for (extra, expected) in cases {
         let all = errors(&upstream_with(extra));

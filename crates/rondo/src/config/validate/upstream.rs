@@ -65,6 +65,17 @@ impl Validator<'_> {
         // "0s" turns slow start off, as leaving it out does (Envoy's zero window).
         let window = self.duration(raw.slow_start.as_ref(), "slow_start", Duration::ZERO, false);
         let slow_start = (!window.is_zero()).then(|| SlowStartConfig::new(window));
+        if let (Some(_), Some(raw_window), balance::Algorithm::RoundRobin) =
+            (&slow_start, &raw.slow_start, algorithm)
+        {
+            // The ramp lowers a backend's weight, which plain round robin never reads.
+            self.error(
+                Some(raw_window.span()),
+                "`slow_start` ramps a backend's weight, which `algorithm = \"round-robin\"` \
+                 ignores: use \"smooth-weighted\" (nginx's and HAProxy's weighted round robin, \
+                 the default) or remove `slow_start`",
+            );
+        }
         let panic_threshold = self.opt_int(
             raw.panic_threshold.as_ref(),
             "panic_threshold",
