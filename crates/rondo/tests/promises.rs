@@ -352,6 +352,7 @@ async fn slow_start_ramps_a_returning_an_added_and_a_reloaded_backend() {
         let list: Vec<&Backend> = [&a, &b].into_iter().chain(extra.iter().copied()).collect();
         proxy_config(
             plain("app", &list)
+                .algorithm("smooth-weighted")
                 .duration("slow_start", Duration::from_secs(20))
                 .health_check(quick_checks()),
         )

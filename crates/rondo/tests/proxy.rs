@@ -383,6 +383,22 @@ async fn routes_choose_the_upstream_by_host_and_path_prefix() {
     )
     .await;
     assert!(r.contains("x-backend: admin"), "{r}");
+    // An absolute-form target routes by its own host and path (the Host field ignored) and
+    // reaches the backend in origin form with that host.
+    for (target, to) in [
+        ("http://x.test/api/users", "api"),
+        ("http://admin.example/", "admin"),
+    ] {
+        let head = format!("GET {target} HTTP/1.1\r\nHost: elsewhere\r\nConnection: close\r\n\r\n");
+        let r = raw(addr, head.as_bytes(), Duration::from_secs(3)).await;
+        assert!(r.contains(&format!("x-backend: {to}")), "{target}: {r}");
+    }
+    let seen = bs[2].seen();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.path.as_str(), last.header("host")),
+        ("/", Some("admin.example"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

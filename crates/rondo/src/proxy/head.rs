@@ -260,6 +260,32 @@ impl<'h> Fields<'h> {
     }
 }
 
+/// The authority and the rest (path and query; empty, or starting with `?`, when the target
+/// has none) of an absolute-form request target; `None` for any other form. An authority
+/// that is empty or carries user information (deprecated, RFC 9110 §4.2.4) is refused.
+fn absolute_form(target: &str) -> Result<Option<(&str, &str)>, HeadError> {
+    let scheme_len = match target.as_bytes() {
+        [h, t1, t2, p, b':', b'/', b'/', ..]
+            if b"http".eq_ignore_ascii_case(&[*h, *t1, *t2, *p]) =>
+        {
+            7
+        }
+        [h, t1, t2, p, s, b':', b'/', b'/', ..]
+            if b"https".eq_ignore_ascii_case(&[*h, *t1, *t2, *p, *s]) =>
+        {
+            8
+        }
+        _ => return Ok(None),
+    };
+    let rest = &target[scheme_len..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(HeadError::Malformed);
+    }
+    Ok(Some((authority, if path.is_empty() { "/" } else { path })))
+}
+
 /// Parses a request head at the start of `input` and writes the head to forward into `out`.
 ///
 /// `route(host, path)` chooses the upstream; `priority_header(upstream)` names the header
@@ -294,9 +320,14 @@ pub(crate) fn parse_request<'r>(
     if head_len > client.max_header_bytes {
         return Err(HeadError::TooLarge);
     }
-    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed);
     };
+    // An absolute-form target (`GET http://host/path`) names its host: it is routed by that
+    // host and path and forwarded in origin form with that `Host`, the client's own `Host`
+    // ignored (RFC 9112 §3.2.2), as nginx does.
+    let absolute = absolute_form(target)?;
+    let path = absolute.map_or(target, |(_, path)| path);
 
     // First pass: what the head says about framing, connection and routing.
     let fields = Fields::read(req.headers).map_err(|e| match e {
@@ -329,8 +360,11 @@ pub(crate) fn parse_request<'r>(
     if chunked && (content_length.is_some() || version == 0) {
         return Err(HeadError::Malformed);
     }
-    if version == 1 && host.is_none() {
+    if version == 1 && host.is_none() && absolute.is_none() {
         return Err(HeadError::MissingHost);
+    }
+    if let Some((authority, _)) = absolute {
+        host = Some(authority);
     }
     if has_bare_lf(
         input,
@@ -372,6 +406,9 @@ pub(crate) fn parse_request<'r>(
     let mut sent_id: Option<&[u8]> = None;
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
+    if path.starts_with('?') {
+        out.push(b'/');
+    }
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut kept = KeptLines::new(input, head_len, req.headers);
@@ -380,7 +417,8 @@ pub(crate) fn parse_request<'r>(
         let skip = is_hop_by_hop(name)
             || fields.names(name)
             || is_forwarding(name)
-            || (expect_continue && is(name, "expect"));
+            || (expect_continue && is(name, "expect"))
+            || (absolute.is_some() && is(name, "host"));
         if skip {
             continue;
         }
@@ -391,6 +429,9 @@ pub(crate) fn parse_request<'r>(
         kept.keep(out, i);
     }
     kept.flush(out);
+    if let Some((authority, _)) = absolute {
+        push_header(out, b"host", authority.as_bytes());
+    }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -773,6 +814,60 @@ mod tests {
             sent("Connection: x-request-id\r\nx-request-id: abc\r\n"),
             SentId::Absent
         );
+    }
+
+    #[test]
+    fn an_absolute_form_target_is_routed_and_forwarded_by_its_own_host() {
+        let mut routed = None;
+        let mut out = Vec::new();
+        let raw = "GET http://Admin.Example:8080/api/users?x=1 HTTP/1.1\r\nHost: other\r\n\r\n";
+        let info = parse_request(
+            raw.as_bytes(),
+            &CLIENT,
+            |host, path| {
+                routed = Some((host.map(str::to_owned), path.to_owned()));
+                0
+            },
+            |_| "x-priority",
+            no_affinity,
+            &mut out,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(info.head_len, raw.len());
+        assert_eq!(
+            routed,
+            Some((
+                Some("Admin.Example:8080".to_owned()),
+                "/api/users?x=1".to_owned()
+            ))
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("GET /api/users?x=1 HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("\r\nhost: Admin.Example:8080\r\n"), "{out}");
+        assert!(
+            !out.contains("other"),
+            "the client's Host is not forwarded: {out}"
+        );
+
+        // No path: `/`; a query alone: `/?q`; HTTP/1.0 without Host is fine in this form.
+        let (_, out) = request("GET https://a.test HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+        let (_, out) = request("GET http://a.test?q=1 HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.starts_with("GET /?q=1 HTTP/1.1\r\nhost: a.test\r\n"),
+            "{out}"
+        );
+        for bad in [
+            "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(matches!(request(bad), Err(HeadError::Malformed)), "{bad}");
+        }
     }
 
     #[test]
