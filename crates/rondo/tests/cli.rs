@@ -173,6 +173,62 @@ fn a_log_file_has_no_colour_codes_and_one_line_per_event_and_reload_reports_its_
     }
 }
 
+/// A port free on `ip` now (bound and released), for a file that must name one.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn reload_follows_the_admin_api_to_the_address_the_reload_moves_it_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rondo.toml");
+    let log = dir.path().join("rondo.log");
+    std::fs::write(&path, config("listen = \"127.0.0.1:0\"", 1)).unwrap();
+    let mut child = serve(&path, &log);
+    let started = wait_for(&log, "admin API", 1);
+    let old = field(&started, "admin API", "admin");
+
+    // Told the old address: it signals there and reads the outcome where the file now says.
+    let first = format!("127.0.0.2:{}", free_port("127.0.0.2"));
+    std::fs::write(&path, config(&format!("listen = \"{first}\""), 1)).unwrap();
+    let out = reload(&path, &old);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("configuration reloaded"), "{stdout}");
+
+    // Without --admin, the file's new address does not answer before the reload: the pid
+    // file names the process, and the outcome is read at the new address.
+    let pid_file = dir.path().join("rondo.pid");
+    std::fs::write(&pid_file, format!("{}\n", child.0.id())).unwrap();
+    let second = format!("127.0.0.3:{}", free_port("127.0.0.3"));
+    std::fs::write(&path, config(&format!("listen = \"{second}\""), 1)).unwrap();
+    let out = rondo()
+        .args(["reload", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    // Without it, the advice says what to give.
+    let third = format!("127.0.0.4:{}", free_port("127.0.0.4"));
+    std::fs::write(&path, config(&format!("listen = \"{third}\""), 1)).unwrap();
+    let out = rondo()
+        .args(["reload", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--pid or --pid-file"), "{stderr}");
+    assert_eq!(stop(&mut child), Some(0));
+}
+
 /// One request to `addr`; the status line of the answer.
 fn status_line(addr: &str) -> String {
     use std::io::{Read, Write};

@@ -85,23 +85,53 @@ pub fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let token = config.admin.token.as_deref();
+    // Once this reload applies, the admin API listens where the file says; before it, where
+    // the running configuration said (the same address unless this reload moves it).
+    let moved_to = (config.admin.enabled && config.admin.listen.port() != 0)
+        .then(|| reachable(config.admin.listen).to_string())
+        .filter(|file| *file != admin);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let before = rt.block_on(report(&admin, token))?;
-    let pid = given_pid.unwrap_or(before.pid);
+    let (pid, before) = match (rt.block_on(report(&admin, token)), given_pid) {
+        (Ok(before), given) => (given.unwrap_or(before.pid), Some(before.generation)),
+        // Not answering: the process may be on the old address of a reload that moves it.
+        (Err(_), Some(pid)) => (pid, None),
+        (Err(e), None) => {
+            return Err(e.context(format!(
+                "no admin API answers at {admin}; if this reload moves `[admin] listen`, give \
+                 --admin OLD_HOST:PORT, or --pid or --pid-file"
+            )));
+        }
+    };
     send_reload(pid)?;
     let deadline = Instant::now() + WAIT;
-    let after = loop {
-        let now = rt.block_on(report(&admin, token))?;
-        if now.generation > before.generation {
-            break now;
+    let mut failed = None;
+    let after = 'polled: loop {
+        for address in std::iter::once(&admin).chain(&moved_to) {
+            // The report of this process, newer than the one before the signal (without one,
+            // the admin API only answers once the reload moved it there).
+            match rt.block_on(report(address, token)) {
+                Ok(now)
+                    if now.pid == pid
+                        && before.is_none_or(|generation| now.generation > generation) =>
+                {
+                    break 'polled now;
+                }
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
+            }
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "sent SIGHUP to process {pid}, but the admin API at {admin} reported no reload \
-             within {WAIT:?}: is {pid} the process listening there?"
-        );
+        if Instant::now() >= deadline {
+            let tried = moved_to
+                .as_ref()
+                .map_or(String::new(), |m| format!(" or {m}"));
+            let last = failed.map_or(String::new(), |e| format!(" (last: {e:#})"));
+            anyhow::bail!(
+                "sent SIGHUP to process {pid}, but its admin API (at {admin}{tried}) reported \
+                 no reload within {WAIT:?}{last}: is {pid} the process listening there?"
+            );
+        }
         std::thread::sleep(POLL);
     };
     Ok(verdict(&after))
