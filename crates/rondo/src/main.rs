@@ -126,6 +126,11 @@ fn check(path: &Path, strict: bool) -> ExitCode {
                 eprintln!("rondo: configuration file {} test failed", path.display());
                 return ExitCode::FAILURE;
             }
+            if let Err(e) = config.access_log.check() {
+                eprintln!("error: {e}");
+                eprintln!("rondo: configuration file {} test failed", path.display());
+                return ExitCode::FAILURE;
+            }
             // The certificate, key and CA files are read as a start would read them.
             let tls = rondo::tls::check(&config, std::time::SystemTime::now());
             for warning in &tls.warnings {

@@ -372,7 +372,7 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
     let proxy = start(&config(&[(&a, 1.0)]));
     let admin = proxy.admin_addr();
     let base = "/api/v1/upstreams/app/backends";
-    let cases: [(&str, String, &str, u16, Option<&str>); 12] = [
+    let cases: [(&str, String, &str, u16, Option<&str>); 13] = [
         (
             "POST",
             "/api/v1/upstreams/nope/backends".into(),
@@ -424,6 +424,13 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
             r#"{"address": "127.0.0.1:1""#,
             400,
             None,
+        ),
+        (
+            "POST",
+            base.into(),
+            r#"{"address": "127.0.0.1:0"}"#,
+            400,
+            Some("address"),
         ),
         (
             "POST",

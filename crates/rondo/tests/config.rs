@@ -100,6 +100,26 @@ fn check_accepts_the_example() {
 }
 
 #[test]
+fn check_opens_the_access_log_file_as_serve_would() {
+    // A directory that does not exist: serve would fail to start, so check fails too.
+    let unwritable = format!("access_log = {{ path = \"/nonexistent/rondo/access.log\" }}\n{GOOD}");
+    let out = check(&unwritable);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("opening the access log /nonexistent/rondo/access.log"),
+        "{stderr}"
+    );
+    // A path that can be written: created, as `nginx -t` creates its logs, and valid.
+    let out = check(&format!("access_log = {{ path = \"access.log\" }}\n{GOOD}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn check_accepts_a_small_file_with_the_short_flag() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("r.toml"), GOOD).unwrap();

@@ -44,6 +44,20 @@ impl AccessLogConfig {
     pub fn is_on(&self) -> bool {
         !matches!(self, AccessLogConfig::Off)
     }
+
+    /// Opens the file as start-up would (creating it when missing, as `nginx -t` does) and
+    /// closes it: `rondo check` then fails where `rondo serve` would.
+    pub fn check(&self) -> Result<(), OpenError> {
+        match self {
+            AccessLogConfig::File { path, .. } => {
+                writer::open(path).map(drop).map_err(|source| OpenError {
+                    path: path.clone(),
+                    source,
+                })
+            }
+            AccessLogConfig::Off | AccessLogConfig::ProcessLog => Ok(()),
+        }
+    }
 }
 
 /// The access log's handle, cloned into every listener: cheap to clone, cheap to call.

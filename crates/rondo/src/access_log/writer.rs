@@ -87,7 +87,8 @@ pub(crate) fn start(path: &Path) -> std::io::Result<Sender> {
     Ok(Sender { tx, counts })
 }
 
-fn open(path: &Path) -> std::io::Result<File> {
+/// Opens `path` as the writer does (created if missing, appended to).
+pub(crate) fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 

@@ -561,12 +561,19 @@ fn backend_spec(body: &Value) -> Result<BackendSpec, ApiError> {
     unknown_fields(body, &["address", "weight", "id", "backup"])?;
     let bad = |field: &str, message: String| ApiError::bad(field, message);
     let address = match body.get("address") {
-        Some(Value::String(s)) => s.parse::<SocketAddr>().map_err(|_| {
-            bad(
-                "address",
-                format!("`address` {s:?} is not an IP address and port (e.g. 127.0.0.1:9001)"),
-            )
-        })?,
+        Some(Value::String(s)) => s
+            .parse::<SocketAddr>()
+            .ok()
+            .filter(|a| a.port() != 0)
+            .ok_or_else(|| {
+                bad(
+                    "address",
+                    format!(
+                        "`address` {s:?} is not an IP address and a port other than 0 (e.g. \
+                         127.0.0.1:9001)"
+                    ),
+                )
+            })?,
         Some(other) => {
             return Err(bad(
                 "address",

@@ -71,6 +71,8 @@ fn backends_need_valid_addresses_and_unique_ids() {
                         ^^^^^^^^^^^ the port is missing"#,
         r#"backends = [{ address = "::1:80" }]
                         ^^^^^^^^ the port is missing"#,
+        r#"backends = [{ address = "127.0.0.1:0" }]
+                        ^^^^^^^^^^^^^ backend `address` "127.0.0.1:0" has port 0, where nothing listens"#,
         r#"backends = [{ weight = 2 }]
             ^^^^^^^^^^^^^^ missing key `address`"#,
         r#"backends = []

@@ -27,7 +27,14 @@ impl Validator<'_> {
             let target = crate::config::named::dns_target(b.address.get_ref().trim());
             let address = match target {
                 Some(_) => None,
-                None => self.address(&b.address, "address"),
+                None => match self.address(&b.address, "address") {
+                    // Port 0 means "any port" to a listener; nothing can be reached there.
+                    Some(a) if a.port() == 0 => self.fail(
+                        b.address.span(),
+                        format!("backend `address` \"{a}\" has port 0, where nothing listens: give the port the backend serves on"),
+                    ),
+                    address => address,
+                },
             };
             let weight = match &b.weight {
                 None => Some(defaults::WEIGHT),
