@@ -57,6 +57,12 @@ impl ProxyMetrics {
         }
     }
 
+    /// Drops listener `name`'s counters (a reload removed it, or a new one could not start):
+    /// `/metrics` and the statistics no longer show it.
+    pub fn forget_listener(&self, name: &str) {
+        self.listeners.lock().retain(|l| l.name != name);
+    }
+
     /// New open-connection counts for `workers` worker threads, by index (taken once, when
     /// the workers start), for the workers to spread connections by.
     pub fn worker_connections(&self, workers: usize) -> Vec<Arc<AtomicUsize>> {

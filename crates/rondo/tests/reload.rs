@@ -343,4 +343,34 @@ async fn reload_starts_changes_and_stops_listeners() {
     }
     assert!(refused, "the removed listener's port is closed");
     assert_eq!(common::get(web_addr, "/b/1").await.backend(), "b");
+    let listed = async || {
+        let (status, body) =
+            common::admin_call(running.admin_addr(), "GET", "/api/v1/stats", None, "").await;
+        assert_eq!(status, 200, "{body}");
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let names: Vec<String> = stats["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_owned())
+            .collect();
+        names
+    };
+    assert_eq!(
+        listed().await,
+        ["web"],
+        "the removed listener left the statistics"
+    );
+
+    // A new listener whose address is taken: refused (the rest applies), and not listed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = two(false, true).listener("busy", &taken.local_addr().unwrap().to_string(), "app");
+    let done = running.reload(&parse(&busy));
+    assert_eq!(done.refused.len(), 1, "{:?}", done.refused);
+    assert!(running.addr("busy").is_none());
+    assert_eq!(
+        listed().await,
+        ["web"],
+        "a listener that never started is not listed"
+    );
 }

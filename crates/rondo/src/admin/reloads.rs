@@ -29,8 +29,8 @@ pub enum ReloadResult {
     None,
     /// The new file is in effect.
     Applied,
-    /// The file was valid, but some changes need a restart and were not made (the rest
-    /// were).
+    /// The file was valid, but some changes were not made (a setting that needs a restart,
+    /// a listener whose address could not be opened); the rest were.
     Partial,
     /// The file did not validate or could not be read: the running configuration goes on.
     Failed,

@@ -146,8 +146,8 @@ fn verdict(report: &ReloadReport) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         ReloadResult::Partial => eprintln!(
-            "rondo: configuration partly reloaded (process {pid}); these changes need a \
-             restart and were not made:"
+            "rondo: configuration partly reloaded (process {pid}); these changes were not made \
+             (the rest is in effect):"
         ),
         ReloadResult::Failed | ReloadResult::None => eprintln!(
             "rondo: configuration NOT reloaded (process {pid}); the running one keeps serving:"

@@ -218,6 +218,10 @@ impl Running {
                 Err(e) => {
                     all_applied = false;
                     report.refused.push(format!("{e:#}"));
+                    if state.applied.listener(&l.name).is_none() {
+                        // A new listener that could not start has no counters to show.
+                        observe.metrics.forget_listener(&l.name);
+                    }
                 }
             }
         }
@@ -242,6 +246,7 @@ impl Running {
             .collect();
         for name in gone {
             self.remove_listener(&name);
+            state.observe.metrics.forget_listener(&name);
             state.applied.listeners.retain(|l| l.name != name);
             report.listeners.push(name);
         }
