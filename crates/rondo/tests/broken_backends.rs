@@ -328,3 +328,55 @@ async fn a_backend_answering_before_it_read_the_upload_has_its_answer_passed_on(
     }
     assert_eq!(common::get(web(&proxy), "/").await.status, 200);
 }
+
+/// A backend whose keep-alive timeout always wins the race: on each connection it answers
+/// the first request and closes when the second arrives, without a byte of answer (as a
+/// server closing an idle connection just as a proxy reuses it). Counts the connections.
+async fn closes_on_reuse_backend() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+                // The next request's first bytes: close without answering.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_backend_closing_a_reused_connection_is_retried_on_a_new_one() {
+    let (addr, connections) = closes_on_reuse_backend().await;
+    let upstream = common::UpstreamBuilder::new("app")
+        .backend("a", addr, 1.0)
+        .health_check(Section::disabled());
+    let proxy = start(&proxy_config(upstream));
+    // Sequential GETs on one client connection: from the second on, the pooled connection
+    // fails as it is reused, and the GET goes to the same backend on a new one.
+    for i in 0..5 {
+        let r = common::get(web(&proxy), "/").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) >= 5,
+        "each GET after the first needed a new connection"
+    );
+}

@@ -425,6 +425,15 @@ impl<'u> Attempts<'u> {
         }
     }
 
+    /// Lets `backend`, the one the last attempt went to, be picked again.
+    fn untry(&mut self, backend: &std::sync::Arc<Backend>) {
+        if let Some(n) = self.n_tried.checked_sub(1)
+            && self.tried[n] == std::sync::Arc::as_ptr(backend)
+        {
+            self.n_tried = n;
+        }
+    }
+
     /// True when a backend this request has not tried is in rotation, or, while the
     /// primaries serve, a backup is available (the retry's pick would find one, unless it
     /// is at its connection limit or its breaker is probing). O(n), asked only before a
@@ -680,6 +689,17 @@ pub(crate) async fn forward<E: Exchange>(
                     ..facts
                 };
                 let next = retry_cost(&failure, facts).map(|c| spare_budget(c, &failed, upstream));
+                if next.is_some()
+                    && failure.reused
+                    && failure.stage == Stage::NoResponse
+                    && !attempts.another_to_try()
+                {
+                    // A pooled connection the backend closed as it was reused (its keep-alive
+                    // timeout racing the request) says nothing about the backend: with no
+                    // other to go to, it is tried again on another connection, as nginx
+                    // retries a lone server. (With others, the retry goes to one of them.)
+                    attempts.untry(&failed);
+                }
                 last = Some((failure.status, format!("{} (backend {id})", failure.detail)));
                 retrying = Some(retry_reason(failure.stage));
                 match next {
