@@ -402,6 +402,128 @@ async fn routes_choose_the_upstream_by_host_and_path_prefix() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn http10_clients_get_responses_they_can_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that answers every request with a chunked body and a trailer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let chunked_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let big = "y".repeat(70_000);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                         5;ext=1\r\nhello\r\n{:x}\r\n{big}\r\n1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\n",
+                        big.len()
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let chunked = start(&proxy_config(UpstreamBuilder::new("app").backend(
+        "c",
+        chunked_addr,
+        1.0,
+    )));
+    // A chunked response reaches an HTTP/1.0 client as its data alone, ended by the close:
+    // it cannot read chunked coding. An HTTP/1.1 client gets the chunks as they came.
+    let reply = raw(
+        web(&chunked),
+        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert_eq!(body, format!("hello{}!", "y".repeat(70_000)));
+    let reply = raw(
+        web(&chunked),
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        reply.ends_with("\r\n1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\n"),
+        "{}",
+        &reply[..200]
+    );
+
+    let bs = backends(&["a"]).await;
+    let proxy = start(&config(&[(&bs[0], 1.0)]));
+
+    // A kept-alive HTTP/1.0 connection is told so, and serves a second request; its
+    // `Expect: 100-continue` gets no 1xx (RFC 9110 §15.2).
+    let mut c = tokio::net::TcpStream::connect(web(&proxy)).await.unwrap();
+    let request = b"POST /up HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\
+                    Expect: 100-continue\r\nContent-Length: 2\r\n\r\nhi";
+    for _ in 0..2 {
+        c.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).ends_with("a:2") {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200"),
+            "no 100 Continue first: {got}"
+        );
+        assert!(got.contains("\r\nconnection: keep-alive\r\n"), "{got}");
+    }
+    let seen = bs[0].seen();
+    assert!(
+        seen.iter().all(|s| s.header("expect").is_none()),
+        "Expect stays with rondo"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_x_forwarded_for_line_is_kept_and_equal_lengths_go_on_as_one() {
+    let recorded = common::Backend::builder("a")
+        .record_raw()
+        .start()
+        .await
+        .unwrap();
+    let proxy = start(&config(&[(&recorded, 1.0)]));
+    let reply = raw(
+        web(&proxy),
+        b"POST / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\
+          Content-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let received = String::from_utf8_lossy(&recorded.raw()).to_ascii_lowercase();
+    assert!(
+        received.contains("\r\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.1\r\n"),
+        "{received}"
+    );
+    assert_eq!(
+        received.matches("content-length: 2\r\n").count(),
+        1,
+        "{received}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn chunked_request_and_response_bodies_pass_through() {
     let bs = backends(&["a"]).await;
     let proxy = start(&config(&[(&bs[0], 1.0)]));

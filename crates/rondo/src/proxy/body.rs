@@ -214,6 +214,56 @@ pub(crate) async fn copy(
     Ok(copied)
 }
 
+/// Copies a chunked body from `src` to `dst` as its data alone, preceded by `head`: for an
+/// HTTP/1.0 client, which cannot read chunked coding (its response ends with the connection).
+/// The framing and the trailers stay behind. `buf` and `start` are as for [`copy`]. Returns
+/// the number of data bytes copied.
+pub(crate) async fn copy_dechunked(
+    src: &mut impl Io,
+    dst: &mut impl Io,
+    buf: &mut Vec<u8>,
+    start: usize,
+    limits: Limits,
+    head: &[u8],
+) -> Result<u64, CopyError> {
+    let mut head = head;
+    let mut start = start.min(buf.len());
+    let mut copied = 0u64;
+    let mut decoder = ChunkedDecoder::default();
+    let mut filled = false;
+    loop {
+        let (framing, data) = decoder
+            .next_data(&buf[start..])
+            .map_err(|_| CopyError::Framing)?;
+        start += framing;
+        if data > 0 {
+            send(dst, &mut head, buf, &mut start, data, limits.write).await?;
+            copied += data as u64;
+            continue;
+        }
+        if decoder.in_trailers() {
+            start += decoder
+                .feed(&buf[start..])
+                .map_err(|_| CopyError::Framing)?;
+        }
+        if decoder.is_done() {
+            break;
+        }
+        buf.drain(..start);
+        start = 0;
+        if read_unknown(src, buf, limits.read, &mut filled).await? == 0 {
+            return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    if !head.is_empty() {
+        write_timed(dst, head, limits.write)
+            .await
+            .map_err(CopyError::Destination)?;
+    }
+    buf.drain(..start);
+    Ok(copied)
+}
+
 /// Writes the `take` body bytes of `buf` from `start` on, after `head` the first time (one
 /// write), then drops them and what was before them from `buf`.
 ///

@@ -645,7 +645,11 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let keep_client = info.keep_alive && self.worker.keep_alive() && cut_short.is_none();
         let parsed = loop {
             head_out.clear();
-            match head::parse_response(&resp, info.is_head, keep_client, &mut head_out) {
+            let client = head::ForClient {
+                keep_alive: keep_client,
+                http10: info.http10,
+            };
+            match head::parse_response(&resp, info.is_head, client, &mut head_out) {
                 Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                     resp.drain(..r.head_len);
                     continue;
@@ -727,16 +731,21 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
             max_body: None,
         };
         // The body follows the backend's head in `resp`; it is written from there.
-        let copied = body::copy(
-            response.framing,
-            &mut conn,
-            client,
-            &mut resp,
-            response.head_len,
-            limits,
-            &head_out,
-        )
-        .await;
+        let (from, head) = (response.head_len, &head_out);
+        let copied = if response.dechunk {
+            body::copy_dechunked(&mut conn, client, &mut resp, from, limits, head).await
+        } else {
+            body::copy(
+                response.framing,
+                &mut conn,
+                client,
+                &mut resp,
+                from,
+                limits,
+                head,
+            )
+            .await
+        };
         let (done, backend_ok, body_sent) = match copied {
             Ok(n) => (true, true, n),
             Err(CopyError::Destination(_)) => (false, true, 0),

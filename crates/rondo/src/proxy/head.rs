@@ -88,7 +88,10 @@ pub(crate) struct RequestInfo {
     pub(crate) is_head: bool,
     /// The client wants the connection kept open.
     pub(crate) keep_alive: bool,
-    /// The client waits for `100 Continue` before sending its body.
+    /// An HTTP/1.0 client: no `100 Continue`, no chunked response, and a kept connection
+    /// says so (`Connection: keep-alive`).
+    pub(crate) http10: bool,
+    /// The client waits for `100 Continue` before sending its body (HTTP/1.1 only).
     pub(crate) expect_continue: bool,
     /// The route's upstream (index into the listener's table).
     pub(crate) upstream: usize,
@@ -191,6 +194,8 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 #[derive(Debug, Default)]
 struct Fields<'h> {
     content_length: Option<u64>,
+    /// `Content-Length` came on more than one line (all equal, or the head is refused).
+    repeated_length: bool,
     chunked: bool,
     /// What `Connection` said about keep-alive, if anything.
     keep_alive: Option<bool>,
@@ -221,6 +226,7 @@ impl<'h> Fields<'h> {
                 if f.content_length.is_some_and(|c| c != n) {
                     return Err(FieldError::Length);
                 }
+                f.repeated_length = f.content_length.is_some();
                 f.content_length = Some(n);
             } else if is(name, "transfer-encoding") {
                 let mut codings = tokens(h.value);
@@ -338,7 +344,10 @@ pub(crate) fn parse_request<'r>(
     let keep_alive = fields.keep_alive.unwrap_or(version == 1);
     let mut host: Option<&str> = None;
     let mut expect_continue = false;
+    let mut expect = false;
     let mut forwarded_for: Option<&[u8]> = None;
+    // More than one `X-Forwarded-For` line: all of them are joined, in order, as nginx does.
+    let mut more_forwarded_for = false;
     let mut via: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name;
@@ -348,8 +357,11 @@ pub(crate) fn parse_request<'r>(
             }
             host = Some(std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?);
         } else if is(name, "expect") {
-            expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+            expect = h.value.eq_ignore_ascii_case(b"100-continue");
+            // rondo answers it; never with a 1xx to an HTTP/1.0 client (RFC 9110 §15.2).
+            expect_continue = expect && version == 1;
         } else if is(name, "x-forwarded-for") {
+            more_forwarded_for = forwarded_for.is_some();
             forwarded_for = Some(h.value);
         } else if is(name, "via") {
             via = Some(h.value);
@@ -412,13 +424,18 @@ pub(crate) fn parse_request<'r>(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut kept = KeptLines::new(input, head_len, req.headers);
+    // Equal `Content-Length` lines go on as one, as HAProxy merges them (nginx refuses two).
+    let mut length_kept = false;
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name;
         let skip = is_hop_by_hop(name)
             || fields.names(name)
             || is_forwarding(name)
-            || (expect_continue && is(name, "expect"))
-            || (absolute.is_some() && is(name, "host"));
+            || (expect && is(name, "expect"))
+            || (absolute.is_some() && is(name, "host"))
+            || (fields.repeated_length
+                && is(name, "content-length")
+                && std::mem::replace(&mut length_kept, true));
         if skip {
             continue;
         }
@@ -442,7 +459,12 @@ pub(crate) fn parse_request<'r>(
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prior) = forwarded_for {
+    if more_forwarded_for {
+        for h in req.headers.iter().filter(|h| is(h.name, "x-forwarded-for")) {
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+        }
+    } else if let Some(prior) = forwarded_for {
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
@@ -469,6 +491,7 @@ pub(crate) fn parse_request<'r>(
         idempotent,
         is_head: method == "HEAD",
         keep_alive,
+        http10: version == 0,
         expect_continue,
         upstream,
         priority,
@@ -561,6 +584,18 @@ pub(crate) struct ResponseInfo {
     pub(crate) reusable: bool,
     /// The client connection must close after this response.
     pub(crate) close_client: bool,
+    /// A chunked body goes to an HTTP/1.0 client as its data alone, delimited by the close
+    /// (it cannot read chunked coding; nginx does the same).
+    pub(crate) dechunk: bool,
+}
+
+/// The client a response head is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForClient {
+    /// Its connection may stay open after the response.
+    pub(crate) keep_alive: bool,
+    /// It spoke HTTP/1.0.
+    pub(crate) http10: bool,
 }
 
 /// A response head the proxy cannot use.
@@ -697,26 +732,29 @@ pub(crate) fn parse_response_parts(
             framing,
             reusable: reusable && status != 101,
             close_client: false,
+            dechunk: false,
         };
         Ok((info, parts))
     })
 }
 
 /// Parses a response head at the start of `input` and writes the head to send the client into
-/// `out`. `request_is_head` and `client_keep_alive` come from the request. Returns
-/// `Ok(None)` while incomplete.
+/// `out`. `request_is_head` and `client` come from the request. Returns `Ok(None)` while
+/// incomplete.
 pub(crate) fn parse_response(
     input: &[u8],
     request_is_head: bool,
-    client_keep_alive: bool,
+    client: ForClient,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseInfo>, BadResponse> {
     parse_response_head(input, |head| {
         let (status, fields) = (head.status, &head.fields);
-        let chunked = fields.chunked;
         let (framing, reusable) = response_framing(status, head.version, fields, request_is_head);
+        let dechunk = client.http10 && framing == Framing::Chunked;
+        // Chunked coding goes on as it came, except to an HTTP/1.0 client.
+        let chunked = fields.chunked && !dechunk;
         let switching = status == 101;
-        let close_client = !client_keep_alive || framing == Framing::UntilClose;
+        let close_client = !client.keep_alive || framing == Framing::UntilClose || dechunk;
 
         out.extend_from_slice(b"HTTP/1.1 ");
         // httparse reads exactly three digits.
@@ -738,6 +776,9 @@ pub(crate) fn parse_response(
             out.extend_from_slice(b"connection: upgrade\r\n");
         } else if close_client {
             out.extend_from_slice(b"connection: close\r\n");
+        } else if client.http10 {
+            // HTTP/1.0 closes unless told otherwise.
+            out.extend_from_slice(b"connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
         Ok(ResponseInfo {
@@ -746,6 +787,7 @@ pub(crate) fn parse_response(
             framing,
             reusable: reusable && !switching,
             close_client,
+            dechunk,
         })
     })
 }
@@ -753,6 +795,12 @@ pub(crate) fn parse_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A keep-alive HTTP/1.1 client.
+    const KEEP: ForClient = ForClient {
+        keep_alive: true,
+        http10: false,
+    };
 
     const CLIENT: Client<'static> = Client {
         ip: "10.1.2.3",
@@ -902,7 +950,7 @@ mod tests {
         let raw =
             b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello";
         let mut out = Vec::new();
-        let info = parse_response(raw, false, true, &mut out).unwrap().unwrap();
+        let info = parse_response(raw, false, KEEP, &mut out).unwrap().unwrap();
         assert_eq!(info.framing, Framing::Length(5));
         let out = String::from_utf8(out).unwrap();
         assert!(
@@ -1084,7 +1132,7 @@ mod tests {
     fn responses_keep_their_framing_and_lose_hop_by_hop_headers() {
         let mut out = Vec::new();
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\r\nhi";
-        let info = parse_response(raw, false, true, &mut out).unwrap().unwrap();
+        let info = parse_response(raw, false, KEEP, &mut out).unwrap().unwrap();
         assert_eq!(
             (info.status, info.framing, info.reusable, info.close_client),
             (200, Framing::Length(2), true, false)
@@ -1096,7 +1144,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        let info = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", false, true, &mut out)
+        let info = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", false, KEEP, &mut out)
             .unwrap()
             .unwrap();
         assert_eq!(info.framing, Framing::UntilClose);
@@ -1111,7 +1159,7 @@ mod tests {
         let info = parse_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
             true,
-            true,
+            KEEP,
             &mut out,
         )
         .unwrap()
@@ -1121,7 +1169,10 @@ mod tests {
         let info = parse_response(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,
-            false,
+            ForClient {
+                keep_alive: false,
+                http10: false,
+            },
             &mut out,
         )
         .unwrap()
@@ -1132,7 +1183,7 @@ mod tests {
                 .unwrap()
                 .contains("Transfer-Encoding: chunked\r\nconnection: close\r\n")
         );
-        assert!(parse_response(b"garbage\r\n\r\n", false, true, &mut Vec::new()).is_err());
+        assert!(parse_response(b"garbage\r\n\r\n", false, KEEP, &mut Vec::new()).is_err());
     }
 
     #[test]
@@ -1197,7 +1248,7 @@ mod tests {
         let mut out = Vec::new();
         let raw =
             b"HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\nKeep-Alive: 5\r\nContent-Length: 0\r\nC: 3\r\n\r\n";
-        parse_response(raw, false, true, &mut out).unwrap().unwrap();
+        parse_response(raw, false, KEEP, &mut out).unwrap().unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nContent-Length: 0\r\nC: 3\r\n\r\n"
@@ -1214,7 +1265,7 @@ mod tests {
         ] {
             let raw = format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\n\r\n");
             let mut out = Vec::new();
-            let info = parse_response(raw.as_bytes(), false, true, &mut out)
+            let info = parse_response(raw.as_bytes(), false, KEEP, &mut out)
                 .unwrap()
                 .unwrap();
             assert_eq!(info.status, code);
