@@ -922,6 +922,22 @@ async fn the_events_list_says_which_changes_came_from_the_admin_api_or_a_reload(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_token_scheme_is_case_insensitive_and_a_bad_since_is_refused() {
+    let a = mock("a").await;
+    let proxy = start(&with_token(config(&[(&a, 1.0)])));
+    let admin = proxy.admin_addr();
+    let drain = format!(
+        "POST /api/v1/upstreams/app/backends/a/drain HTTP/1.1\r\nHost: admin\r\n\
+         authorization: bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let answer = common::raw(admin, drain.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, body) = call(admin, "GET", "/api/v1/history?since=abc", None, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"field\":\"since\""), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_history_keeps_points_of_each_interval_for_the_dashboard() {
     let (a, b) = (mock("a").await, mock("b").await);
     let proxy = start(&config(&[(&a, 1.0), (&b, 1.0)]));

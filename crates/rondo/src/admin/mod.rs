@@ -239,7 +239,12 @@ fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .unwrap_or("");
     constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
@@ -257,12 +262,14 @@ fn unauthorized() -> Reply {
     r
 }
 
-/// The number a query string gives `name` (`since=1700000000000`); `None` when absent or not
-/// a number.
-fn query_number(query: Option<&str>, name: &str) -> Option<u64> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+/// The number a query string gives `name` (`since=1700000000000`): `Ok(None)` when absent,
+/// the value that is not a number as the error.
+fn query_number<'q>(query: Option<&'q str>, name: &str) -> Result<Option<u64>, &'q str> {
+    let value = query.and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    });
+    value.map(|v| v.parse().map_err(|_| v)).transpose()
 }
 
 async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
@@ -318,7 +325,16 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Reply {
             if admin.protect_reads && !authorized(admin, &req) {
                 return unauthorized();
             }
-            let since = query_number(req.uri().query(), "since").unwrap_or(0);
+            let since = match query_number(req.uri().query(), "since") {
+                Ok(since) => since.unwrap_or(0),
+                Err(bad) => {
+                    let message = format!(
+                        "`since` is a time in milliseconds since 1970 (a point's `time_ms`), \
+                         not {bad:?}"
+                    );
+                    return error(StatusCode::BAD_REQUEST, message, Some("since"));
+                }
+            };
             let upstreams: Vec<_> = admin
                 .upstreams
                 .all()
