@@ -243,7 +243,14 @@ impl<'h> Fields<'h> {
                     } else if token_eq(t, "upgrade") {
                         f.upgrade = true;
                     }
-                    if f.n_named < f.named.len() {
+                    // Never the fields a message is framed or routed by, which rondo reads
+                    // itself: dropping one while the body goes on would leave the next hop
+                    // framing the body as a message of its own (smuggling); nginx and
+                    // HAProxy keep them too.
+                    let framing = token_eq(t, "content-length")
+                        || token_eq(t, "transfer-encoding")
+                        || token_eq(t, "host");
+                    if f.n_named < f.named.len() && !framing {
                         f.named[f.n_named] = t;
                         f.n_named += 1;
                     }
@@ -253,16 +260,12 @@ impl<'h> Fields<'h> {
         Ok(f)
     }
 
-    /// True when `Connection` names this header, so it is not forwarded; never for the
-    /// fields a message is framed or routed by (`Content-Length`, `Transfer-Encoding`,
-    /// `Host`), which rondo reads itself: dropping one while the body goes on would leave
-    /// the next hop framing the body as a request or response of its own (smuggling), as
-    /// nginx and HAProxy keep them.
+    /// True when `Connection` names this header, so it is not forwarded (never one of the
+    /// framing fields, see [`Fields::read`]).
     fn names(&self, name: &str) -> bool {
-        !(is(name, "content-length") || is(name, "transfer-encoding") || is(name, "host"))
-            && self.named[..self.n_named]
-                .iter()
-                .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+        self.named[..self.n_named]
+            .iter()
+            .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
     }
 }
 
