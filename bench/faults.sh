@@ -31,7 +31,8 @@
 #
 # The proxies (one worker each, no access log; configurations below):
 #   rondo         its defaults (checks every 30 s, response_timeout 60 s, retries for 502-504)
-#   rondo-tuned   checks every 1 s (rise 2, fall 2), response_timeout 2 s, retry_on_status 5xx
+#   rondo-tuned   checks every 1 s (rise 2, fall 2), response_timeout 2 s, retry_on_status 5xx,
+#                 breakers counting every 5xx (count_all_5xx, as HAProxy's observe layer7)
 #   nginx         its defaults: a new backend connection per request, proxy_next_upstream
 #                 error timeout, proxy_read_timeout 60 s, max_fails 1 fail_timeout 10 s
 #   nginx-tuned   keepalive 64, proxy_next_upstream error timeout http_500 http_502 http_503
@@ -113,7 +114,9 @@ retry_on_status = ["5xx"]
 interval = "1s"
 timeout = "500ms"
 rise = 2
-fall = 2'
+fall = 2
+[upstreams.circuit_breaker]
+count_all_5xx = true'
       rondo_conf <<CONF
 [[listeners]]
 name = "web"

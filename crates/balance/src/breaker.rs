@@ -31,10 +31,11 @@ pub struct BreakerConfig {
     /// Requests admitted at once while half-open. Default 1: the first answer decides, as in
     /// the seed and in Hystrix; a larger value recovers faster behind long requests.
     pub half_open_probes: NonZeroU32,
-    /// Whether [`crate::Outcome::ApplicationError`]s (a 500 and the like) count as failures.
-    /// Default false: one broken endpoint answering 500 must not open every backend's
-    /// breaker and take the whole site down (Envoy's gateway-failure detection counts 502,
-    /// 503 and 504 only, for the same reason); true counts every 5xx, as the seed did.
+    /// Whether every [`crate::Outcome::ApplicationError`] (a 500 and the like) counts as a
+    /// failure, as the seed counted every 5xx. Default false: one opens a breaker only
+    /// while another backend in rotation answers well, so an application bug that every
+    /// backend answers with 500 opens none and cannot take the whole site down, while a
+    /// backend broken alone is still isolated.
     pub count_application_errors: bool,
 }
 

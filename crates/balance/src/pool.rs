@@ -699,17 +699,28 @@ impl Pool {
         let snap = self.snapshot.load();
         let mut events = [None, None];
         if let Some(c) = &snap.config.breaker {
-            // An application error the breaker does not count is an answer: the server works
-            // (a half-open breaker's probe that gets one closes it).
-            let failed = match outcome {
-                Outcome::Success => false,
-                Outcome::ApplicationError => c.count_application_errors,
-                Outcome::ServerError | Outcome::TransportError => true,
-            };
-            events[0] = if failed {
-                backend.breaker.on_failure(c, now)
-            } else {
-                backend.breaker.on_success()
+            let breaker = &backend.breaker;
+            events[0] = match outcome {
+                Outcome::Success => breaker.on_success(),
+                Outcome::ServerError | Outcome::TransportError => breaker.on_failure(c, now),
+                Outcome::ApplicationError if c.count_application_errors => {
+                    breaker.on_failure(c, now)
+                }
+                // An application error opens (or keeps open) a breaker only when its backend
+                // is the odd one out: another in rotation answers well. An application bug
+                // that every backend answers 500 opens none; a backend broken alone is
+                // isolated (the question Envoy's success-rate outlier detection asks).
+                Outcome::ApplicationError => {
+                    let half_open = breaker.state() == BreakerState::HalfOpen;
+                    let opens = half_open
+                        || breaker.consecutive_failures() + 1 >= c.failure_threshold.get();
+                    match (opens, odd_one_out(&snap, backend)) {
+                        (true, true) | (false, _) => breaker.on_failure(c, now),
+                        // A probe answered as the others answer: the server works.
+                        (true, false) if half_open => breaker.on_success(),
+                        (true, false) => None,
+                    }
+                }
             }
             .map(Event::Breaker);
         }
@@ -742,6 +753,18 @@ impl Pool {
         }
         self.changed(backend, &events, now);
     }
+}
+
+/// True when another backend in rotation answers well (no failure since its last success):
+/// `backend`'s failures are its own, not the application's on every backend. O(n), asked
+/// only when an application error would open a breaker.
+fn odd_one_out(snap: &Snapshot, backend: &Backend) -> bool {
+    snap.backends
+        .iter()
+        .zip(snap.effective.iter())
+        .any(|(b, &weight)| {
+            weight > 0 && !std::ptr::eq(&**b, backend) && b.breaker.consecutive_failures() == 0
+        })
 }
 
 /// How a pick chooses: the algorithm's order, a key's, or one backend the caller wants.

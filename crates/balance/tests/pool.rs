@@ -648,35 +648,48 @@ fn server_errors_trip_the_breaker_but_eject_only_when_configured() {
 }
 
 #[test]
-fn application_errors_are_answers_to_the_breaker_unless_it_counts_them() {
-    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
-    let breaker = |pool: &Pool| pool.snapshot().backends()[0].breaker_state();
-    for _ in 0..20 {
-        let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
-        lease.finish(Outcome::ApplicationError, ms(1), secs(0));
-    }
-    assert_eq!(breaker(&pool), BreakerState::Closed);
-    // Four gateway failures, an application error, four more: never five in a row.
-    for outcome in [Outcome::ServerError; 4]
-        .into_iter()
-        .chain([Outcome::ApplicationError])
-        .chain([Outcome::ServerError; 4])
-    {
-        let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
+fn application_errors_open_a_breaker_only_on_the_odd_one_out() {
+    let breaker = |pool: &Pool, i: usize| pool.snapshot().backends()[i].breaker_state();
+    let on = |pool: &Pool, id: &str, outcome: Outcome| {
+        let lease = pool.pick(secs(0), |b| b.id() == id).unwrap();
         lease.finish(outcome, ms(1), secs(0));
+    };
+    // Every backend answers the same requests with 500 (an application bug): none opens.
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    for _ in 0..20 {
+        on(&pool, "b0", Outcome::ApplicationError);
+        on(&pool, "b1", Outcome::ApplicationError);
     }
-    assert_eq!(breaker(&pool), BreakerState::Closed);
+    assert_eq!(
+        (breaker(&pool, 0), breaker(&pool, 1)),
+        (BreakerState::Closed, BreakerState::Closed)
+    );
 
+    // One backend broken alone while the other answers well: it opens at the threshold.
+    let pool = Pool::new(PoolConfig::default(), &specs(&[1, 1]), secs(0)).unwrap();
+    for _ in 0..5 {
+        on(&pool, "b0", Outcome::ApplicationError);
+        on(&pool, "b1", Outcome::Success);
+    }
+    assert_eq!(
+        (breaker(&pool, 0), breaker(&pool, 1)),
+        (BreakerState::Open, BreakerState::Closed)
+    );
+
+    // Counting every 5xx, as the seed did: five in a row open it whatever the others do.
     let mut config = PoolConfig::default();
     if let Some(b) = config.breaker.as_mut() {
         b.count_application_errors = true;
     }
     let pool = Pool::new(config, &specs(&[1, 1]), secs(0)).unwrap();
     for _ in 0..5 {
-        let lease = pool.pick(secs(0), |b| b.id() == "b0").unwrap();
-        lease.finish(Outcome::ApplicationError, ms(1), secs(0));
+        on(&pool, "b0", Outcome::ApplicationError);
+        on(&pool, "b1", Outcome::ApplicationError);
     }
-    assert_eq!(breaker(&pool), BreakerState::Open);
+    assert_eq!(
+        (breaker(&pool, 0), breaker(&pool, 1)),
+        (BreakerState::Open, BreakerState::Open)
+    );
 }
 
 #[test]

@@ -666,7 +666,8 @@ async fn a_body_over_max_body_size_gets_413_and_never_reaches_a_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_endpoints_500s_never_open_the_breakers_unless_every_5xx_counts() {
     // Breakers on as by default (threshold 5), no passive ejection and no checks: only the
-    // breaker decides. Both backends answer 500 on every path the test sends.
+    // breaker decides. First both backends answer 500 on every path the test sends (an
+    // application bug on every backend): no breaker opens.
     let (a, b) = (mock("a").await, mock("b").await);
     a.set_status(500);
     b.set_status(500);
@@ -687,6 +688,20 @@ async fn one_endpoints_500s_never_open_the_breakers_unless_every_5xx_counts() {
     a.set_status(200);
     b.set_status(200);
     assert_eq!(c.get("/good").await.status, 200);
+
+    // a broken alone (b answers well): its fifth 500 in a row opens its breaker.
+    a.set_status(500);
+    for _ in 0..10 {
+        c.get("/").await;
+    }
+    let up = proxy.upstream("app").unwrap();
+    eventually(DEADLINE, "a's breaker opens", || {
+        up.pool().snapshot().backends()[0].breaker_state() == balance::BreakerState::Open
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(c.get("/").await.status, 200, "b serves alone");
+    }
 
     // With every 5xx counted, as the seed did: five 500s each open both breakers.
     a.set_status(500);

@@ -234,8 +234,8 @@ pub const HEALTH_JITTER: f64 = 0.1;
 pub const BREAKER_ENABLED: bool = true;
 
 /// `circuit_breaker.failure_threshold`, `recovery_timeout`, `half_open_requests` and
-/// `count_all_5xx`: the seed's 5 failures and 60 s, one probe at a time, and only the 5xx
-/// that say a server cannot serve (502, 503, 504), kept in balance's [`BreakerConfig`].
+/// `count_all_5xx`: the seed's 5 failures and 60 s, one probe at a time, and a 500 counted
+/// only against a backend that is the odd one out, kept in balance's [`BreakerConfig`].
 pub fn breaker() -> BreakerConfig {
     BreakerConfig::default()
 }

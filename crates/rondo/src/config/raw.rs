@@ -345,7 +345,8 @@ pub(crate) struct RawBreaker {
     pub(crate) recovery_timeout: Option<Spanned<DurationValue>>,
     /// Probes at once while half-open, integer ≥ 1. Default 1.
     pub(crate) half_open_requests: Option<Spanned<i64>>,
-    /// Whether every 5xx counts (500 too), bool. Default false: 502, 503, 504 only.
+    /// Whether every 5xx counts (500 too), bool. Default false: a 500 counts only against a
+    /// backend that is the odd one out.
     pub(crate) count_all_5xx: Option<bool>,
 }
 

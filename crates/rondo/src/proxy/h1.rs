@@ -196,7 +196,6 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
     }
 }
 
-/// Reads one request head (bytes may already be in `inbuf`) and handles the request.
 /// Counts and logs an answer rondo gave before the request had a route (400, 408, 431), as
 /// nginx logs them: an operator looking for why clients get a 431 finds the lines. The
 /// request line is logged as far as it came, when it is text.
@@ -240,6 +239,7 @@ fn log_unrouted(frontend: &Frontend, ip: &str, status: u16, bytes_sent: u64, rec
     });
 }
 
+/// Reads one request head (bytes may already be in `inbuf`) and handles the request.
 async fn request(
     stream: &mut impl ClientIo,
     ip: &str,
