@@ -52,6 +52,15 @@ pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsErro
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadPem {
         path: path.to_owned(),
         what: match e {
+            // A passphrase-protected key: rondo starts unattended, with nothing to ask.
+            rustls_pki_types::pem::Error::NoItemsFound
+                if memchr::memmem::find(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                    .is_some() =>
+            {
+                "the private key is encrypted (protected by a passphrase); decrypt it first, \
+                 e.g. `openssl pkey -in KEY -out KEY.plain`"
+                    .to_owned()
+            }
             rustls_pki_types::pem::Error::NoItemsFound => "no private key in it (expected a \
                 \"-----BEGIN PRIVATE KEY-----\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" section)"
                 .to_owned(),

@@ -67,6 +67,24 @@ fn a_key_file_without_a_key_is_named() {
 }
 
 #[test]
+fn an_encrypted_key_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = test_certs::self_signed(&["localhost"]).write(dir.path(), "site");
+    // What `openssl pkcs8 -topk8 -v2 aes256` writes (the body is not read: no key is found).
+    let key = dir.path().join("encrypted.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = build_error(&listener(&[(cert, key.clone(), &[])]));
+    assert!(
+        err.starts_with(&format!("{}: the private key is encrypted", shown(&key))),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_certificate_file_without_a_certificate_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = test_certs::self_signed(&["localhost"]).write(dir.path(), "site");
