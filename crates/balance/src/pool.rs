@@ -198,6 +198,22 @@ impl Snapshot {
             .and_then(|&t| Weight::from_thousandths(t).ok())
     }
 
+    /// True when some backend that `accept` takes could be picked now: it is in rotation,
+    /// or it is a backup a retry may take ([`Pool::pick_backup`]). A pick may still find
+    /// none (connection limits, a breaker's probe slots). O(n).
+    pub fn any_candidate(&self, mut accept: impl FnMut(&Backend) -> bool) -> bool {
+        (0..self.backends.len()).any(|i| {
+            (self.effective[i] > 0 || self.backup_in_reserve(i)) && accept(&self.backends[i])
+        })
+    }
+
+    /// True for a backup that is available while the primaries serve, outside the picker's
+    /// tier: what [`Pool::pick_backup`] chooses from.
+    fn backup_in_reserve(&self, index: usize) -> bool {
+        let b = &self.backends[index];
+        matches!(self.mode, Mode::Primary | Mode::Panic) && b.is_backup() && b.is_available()
+    }
+
     /// The picker.
     pub fn picker(&self) -> &AnyPicker {
         &self.picker
@@ -399,13 +415,12 @@ impl Pool {
                 let found = snap.backends.iter().position(|b| want(b));
                 found.filter(in_rotation).filter(|&i| admit(i))
             }
-            Choice::Backup if matches!(snap.mode, Mode::Primary | Mode::Panic) => {
+            Choice::Backup => {
                 let mut admit = admit;
                 (0..snap.backends.len())
-                    .filter(|&i| snap.backends[i].is_backup() && snap.backends[i].is_available())
+                    .filter(|&i| snap.backup_in_reserve(i))
                     .find(|&i| admit(i))
             }
-            Choice::Backup => None,
         }?;
         let counted = snap.picker.counts_in_flight();
         if counted {

@@ -434,19 +434,13 @@ impl<'u> Attempts<'u> {
         }
     }
 
-    /// True when a backend this request has not tried is in rotation, or, while the
-    /// primaries serve, a backup is available (the retry's pick would find one, unless it
-    /// is at its connection limit or its breaker is probing). O(n), asked only before a
-    /// response is discarded for a retry.
+    /// True when a backend this request has not tried could take a retry (see
+    /// [`balance::Snapshot::any_candidate`]). O(n), asked only before a response is
+    /// discarded for a retry.
     fn another_to_try(&self) -> bool {
-        let snap = self.upstream.pool().snapshot();
         let tried = &self.tried[..self.n_tried];
-        let backups_apart = matches!(snap.mode(), Mode::Primary | Mode::Panic);
-        snap.backends().iter().enumerate().any(|(i, b)| {
-            !tried.contains(&std::sync::Arc::as_ptr(b))
-                && (snap.effective_weight(i).is_some()
-                    || (backups_apart && b.is_backup() && b.is_available()))
-        })
+        let snap = self.upstream.pool().snapshot();
+        snap.any_candidate(|b| !tried.contains(&(b as *const Backend)))
     }
 
     /// A free attempt past [`MAX_TRIED`] attempts costs a try: free attempts are bounded.
