@@ -380,3 +380,51 @@ async fn a_lone_backend_closing_a_reused_connection_is_retried_on_a_new_one() {
         "each GET after the first needed a new connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_answering_before_it_read_an_http2_clients_upload_has_its_answer_passed_on() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    // As above, for an HTTP/2 client: rondo writes the HTTP/1.1 request itself, the body
+    // chunked as the client's frames arrive.
+    let (a, b) = (limiting_backend().await, limiting_backend().await);
+    let upstream = common::UpstreamBuilder::new("app")
+        .backend("a", a, 1.0)
+        .backend("b", b, 1.0)
+        .health_check(Section::disabled())
+        .duration("fail_timeout", Duration::from_secs(600));
+    let proxy = start(&proxy_config(upstream));
+    let mut sender = common::h2_sender(web(&proxy)).await;
+    for _ in 0..2 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let req = hyper::Request::post("http://test.local/up")
+            .body(StreamBody::new(frames))
+            .unwrap();
+        // 64 MiB, more than every buffer on the way holds; stops once nobody reads it.
+        let sending = tokio::spawn(async move {
+            let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+            for _ in 0..1024 {
+                if tx.send(Ok(Frame::data(piece.clone()))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reply = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert_eq!(reply.status(), 413);
+        let body = reply.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "too large");
+        sending.abort();
+    }
+    for id in ["a", "b"] {
+        assert_eq!(
+            backend_state(&proxy, "app", id).0,
+            balance::BackendState::Up,
+            "{id}"
+        );
+    }
+}

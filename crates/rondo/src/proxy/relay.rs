@@ -327,9 +327,26 @@ impl RelayExchange<'_> {
         let mut out = self.worker.take_buffer();
         let mut buf = self.worker.take_buffer();
         let is_head = self.head.method == http::Method::HEAD;
+        // A backend may answer before it has read the whole body (a 413 from its own limit)
+        // and close: the send fails, and the answer waiting in the socket is read and passed
+        // on, as on the HTTP/1.1 path; only with no answer there does the attempt fail.
         let exchange = async {
-            h1_upstream::send_request(&mut conn, &self.head, self.body.attempt(), &mut out).await?;
-            h1_upstream::read_response(&mut conn, &mut buf, is_head).await
+            let sent =
+                h1_upstream::send_request(&mut conn, &self.head, self.body.attempt(), &mut out)
+                    .await;
+            let cut_short = match sent {
+                Ok(()) => None,
+                Err(h1_upstream::Failed::Write(e)) => Some(e),
+                Err(other) => return Err(other),
+            };
+            match h1_upstream::read_response(&mut conn, &mut buf, is_head).await {
+                Ok((mut info, parts)) => {
+                    // The connection is broken, the body partly unsent: never pooled.
+                    info.reusable &= cut_short.is_none();
+                    Ok((info, parts))
+                }
+                Err(failed) => Err(cut_short.map_or(failed, h1_upstream::Failed::Write)),
+            }
         };
         let answered = timeout(limit, exchange).await;
         self.worker.give_buffer(out);
