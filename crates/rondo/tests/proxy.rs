@@ -496,6 +496,33 @@ async fn http10_clients_get_responses_they_can_read() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_http10_request_without_host_reaches_the_backend_with_the_upstreams_name() {
+    let recorded = common::Backend::builder("a")
+        .record_raw()
+        .start()
+        .await
+        .unwrap();
+    let proxy = start(&config(&[(&recorded, 1.0)]));
+    // Forwarded as HTTP/1.1, which requires a Host (RFC 9112 §3.2): nginx sends its
+    // proxy_host, the upstream's name.
+    let reply = raw(
+        web(&proxy),
+        b"GET /x HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let received = String::from_utf8_lossy(&recorded.raw()).to_ascii_lowercase();
+    assert!(received.starts_with("get /x http/1.1\r\n"), "{received}");
+    assert_eq!(
+        received.matches("\r\nhost: app\r\n").count(),
+        1,
+        "{received}"
+    );
+    assert!(!received.contains("x-forwarded-host"), "{received}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_x_forwarded_for_line_is_kept_and_equal_lengths_go_on_as_one() {
     let recorded = common::Backend::builder("a")
         .record_raw()

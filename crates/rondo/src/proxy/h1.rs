@@ -271,7 +271,10 @@ async fn request(
                 inbuf,
                 &client,
                 |host, path| frontend.route(host, path),
-                |u| frontend.upstreams[u].priority_header(),
+                |u| head::Routed {
+                    priority_header: frontend.upstreams[u].priority_header(),
+                    name: frontend.upstreams[u].name(),
+                },
                 |u, request| affinity::read(&frontend.upstreams[u].config_ref(), request),
                 &mut out,
             )

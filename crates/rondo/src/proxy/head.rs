@@ -7,7 +7,8 @@
 //!   `Trailer`, `Upgrade` unless upgrading, and every header `Connection` names);
 //! - requests: appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` (a client's own values for these two are not trusted), appends
-//!   `1.1 rondo` to `Via`, keeps `Host`, and forwards as HTTP/1.1;
+//!   `1.1 rondo` to `Via`, keeps `Host` (an HTTP/1.0 request without one gets the upstream's
+//!   name, as nginx sends its `proxy_host`), and forwards as HTTP/1.1;
 //! - refuses what would let a request be read two ways (both `Content-Length` and
 //!   `Transfer-Encoding`, repeated differing lengths, a transfer coding other than chunked).
 
@@ -295,16 +296,25 @@ fn absolute_form(target: &str) -> Result<Option<(&str, &str)>, HeadError> {
     Ok(Some((authority, if path.is_empty() { "/" } else { path })))
 }
 
+/// What rewriting a request head needs of the upstream it was routed to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routed<'r> {
+    /// The header field that carries a request's priority in the upstream's wait queue.
+    pub(crate) priority_header: &'r str,
+    /// The upstream's name: the `Host` of a request that came without one.
+    pub(crate) name: &'r str,
+}
+
 /// Parses a request head at the start of `input` and writes the head to forward into `out`.
 ///
-/// `route(host, path)` chooses the upstream; `priority_header(upstream)` names the header
-/// that carries the request's priority; `affinity(upstream, request)` reads its hash key
-/// and sticky cookie. Returns `Ok(None)` while the head is incomplete.
+/// `route(host, path)` chooses the upstream; `routed(upstream)` says what the rest of the
+/// head needs of it; `affinity(upstream, request)` reads its hash key and sticky cookie.
+/// Returns `Ok(None)` while the head is incomplete.
 pub(crate) fn parse_request<'r>(
     input: &[u8],
     client: &Client<'_>,
     route: impl FnOnce(Option<&str>, &str) -> usize,
-    priority_header: impl FnOnce(usize) -> &'r str,
+    routed: impl FnOnce(usize) -> Routed<'r>,
     affinity: impl FnOnce(usize, &RequestParts<'_, [httparse::Header<'_>]>) -> Affinity,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, HeadError> {
@@ -401,7 +411,8 @@ pub(crate) fn parse_request<'r>(
         return Err(HeadError::BodyTooLarge);
     }
     let upstream = route(host, path);
-    let priority_name = priority_header(upstream);
+    let routed = routed(upstream);
+    let priority_name = routed.priority_header;
     let priority = req
         .headers
         .iter()
@@ -451,6 +462,10 @@ pub(crate) fn parse_request<'r>(
     kept.flush(out);
     if let Some((authority, _)) = absolute {
         push_header(out, b"host", authority.as_bytes());
+    } else if host.is_none() {
+        // HTTP/1.0 without `Host`, forwarded as HTTP/1.1, which requires one (RFC 9112
+        // §3.2): the upstream's name, as nginx sends its `proxy_host`.
+        push_header(out, b"host", routed.name.as_bytes());
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -812,6 +827,11 @@ mod tests {
         max_body_size: None,
     };
 
+    const ROUTED: Routed<'static> = Routed {
+        priority_header: "x-priority",
+        name: "app",
+    };
+
     fn no_affinity(_: usize, _: &RequestParts<'_, [httparse::Header<'_>]>) -> Affinity {
         Affinity::default()
     }
@@ -822,7 +842,7 @@ mod tests {
             raw.as_bytes(),
             &CLIENT,
             |_, _| 0,
-            |_| "x-priority",
+            |_| ROUTED,
             no_affinity,
             &mut out,
         )?;
@@ -868,6 +888,29 @@ mod tests {
     }
 
     #[test]
+    fn an_http10_request_without_host_goes_on_with_the_upstreams_name() {
+        let (info, out) = request("GET /a HTTP/1.0\r\nAccept: */*\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(info.http10);
+        assert!(
+            out.starts_with("GET /a HTTP/1.1\r\nAccept: */*\r\nhost: app\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("x-forwarded-host"), "{out}");
+        // With a Host of its own, that one goes on alone.
+        let (_, out) = request("GET /a HTTP/1.0\r\nHost: b\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.matches("ost: ").count(),
+            2,
+            "Host and X-Forwarded-Host: {out}"
+        );
+        assert!(out.contains("\r\nHost: b\r\n") && out.contains("x-forwarded-host: b\r\n"));
+    }
+
+    #[test]
     fn an_absolute_form_target_is_routed_and_forwarded_by_its_own_host() {
         let mut routed = None;
         let mut out = Vec::new();
@@ -879,7 +922,7 @@ mod tests {
                 routed = Some((host.map(str::to_owned), path.to_owned()));
                 0
             },
-            |_| "x-priority",
+            |_| ROUTED,
             no_affinity,
             &mut out,
         )
@@ -1039,7 +1082,7 @@ mod tests {
             long_line.as_bytes(),
             &client,
             |_, _| 0,
-            |_| "x",
+            |_| ROUTED,
             no_affinity,
             &mut out,
         )
@@ -1050,7 +1093,7 @@ mod tests {
             long_head.as_bytes(),
             &client,
             |_, _| 0,
-            |_| "x",
+            |_| ROUTED,
             no_affinity,
             &mut out,
         )
@@ -1064,7 +1107,7 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
             &limited,
             |_, _| 0,
-            |_| "x",
+            |_| ROUTED,
             no_affinity,
             &mut out,
         );
@@ -1302,7 +1345,7 @@ mod tests {
         ) {
             let raw: String = pieces.concat();
             let mut out = Vec::new();
-            let parsed = parse_request(raw.as_bytes(), &CLIENT, |_, _| 0, |_| "x-priority", no_affinity, &mut out);
+            let parsed = parse_request(raw.as_bytes(), &CLIENT, |_, _| 0, |_| ROUTED, no_affinity, &mut out);
             if let Ok(Some(info)) = parsed {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
                 let mut req = httparse::Request::new(&mut headers);

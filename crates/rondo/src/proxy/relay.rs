@@ -102,7 +102,7 @@ pub(crate) async fn forward(
     };
     let (client, body) = req.into_parts();
     let tls = frontend.config.tls.is_some();
-    let (mut head, trailers) = upstream_head(client, host.as_deref(), ip, tls);
+    let (mut head, trailers) = upstream_head(client, host.as_deref(), upstream.name(), ip, tls);
     let id = super::headers::request_id_in_map(&mut head.headers);
     let bare_host = host
         .as_deref()

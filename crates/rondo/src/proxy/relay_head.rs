@@ -38,12 +38,14 @@ pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// The head to send a backend, made from the client's (taken, not copied): its target in
-/// origin form, minus hop-by-hop fields, with `Host` set to `host` (see [`request_host`])
-/// and the forwarding fields set; also whether the client accepts trailers
+/// origin form, minus hop-by-hop fields, with `Host` set to `host` (see [`request_host`]),
+/// or to the upstream's name when the client sent none (HTTP/1.0; nginx sends its
+/// `proxy_host`), and the forwarding fields set; also whether the client accepts trailers
 /// (`te: trailers`, which gRPC requires and HTTP/2 keeps).
 pub(crate) fn upstream_head(
     client: http::request::Parts,
     host: Option<&str>,
+    upstream: &str,
     ip: &str,
     tls: bool,
 ) -> (http::request::Parts, bool) {
@@ -86,9 +88,17 @@ pub(crate) fn upstream_head(
     if let Ok(v) = appended(&headers, &header::VIA, via) {
         headers.insert(header::VIA, v);
     }
-    if let Some(Ok(h)) = host.map(HeaderValue::from_str) {
-        headers.insert(X_FORWARDED_HOST, h.clone());
-        headers.insert(header::HOST, h);
+    match host.map(HeaderValue::from_str) {
+        Some(Ok(h)) => {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+            headers.insert(header::HOST, h);
+        }
+        Some(Err(_)) => {}
+        None => {
+            if let Ok(h) = HeaderValue::from_str(upstream) {
+                headers.insert(header::HOST, h);
+            }
+        }
     }
     head.headers = headers;
     (head, trailers)
@@ -264,8 +274,13 @@ mod tests {
         client.extensions_mut().insert(7u8);
         let host = request_host(&client);
         assert_eq!(host.as_deref(), Some("shop.example:8080"));
-        let (head, trailers) =
-            upstream_head(client.into_parts().0, host.as_deref(), "10.0.0.1", true);
+        let (head, trailers) = upstream_head(
+            client.into_parts().0,
+            host.as_deref(),
+            "app",
+            "10.0.0.1",
+            true,
+        );
         assert!(
             trailers,
             "`te: trailers` among several values is seen before te goes"
@@ -299,7 +314,7 @@ mod tests {
     ];
 
     #[test]
-    fn a_head_without_a_target_or_host_gets_the_root_and_no_host() {
+    fn a_head_without_a_target_or_host_gets_the_root_and_the_upstreams_name_as_host() {
         let client = Request::builder()
             .method("GET")
             .uri("/")
@@ -308,10 +323,12 @@ mod tests {
             .unwrap();
         let host = request_host(&client);
         assert_eq!(host, None);
-        let (head, trailers) = upstream_head(client.into_parts().0, None, "::1", false);
+        let (head, trailers) = upstream_head(client.into_parts().0, None, "app", "::1", false);
         assert!(!trailers);
         assert_eq!(head.uri, "/");
-        assert!(!head.headers.contains_key("host") && !head.headers.contains_key("trailer"));
+        assert_eq!(head.headers["host"], "app");
+        assert!(!head.headers.contains_key("x-forwarded-host"));
+        assert!(!head.headers.contains_key("trailer"));
         assert_eq!(head.headers["via"], "1.1 rondo");
         assert_eq!(head.headers["x-forwarded-proto"], "http");
     }
