@@ -186,3 +186,97 @@ async fn reload_refuses_each_setting_that_needs_a_restart_in_one_line_and_applie
     assert!(again.listeners.is_empty(), "{again:?}");
     assert_eq!(again.refused.len(), 3, "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_replaces_a_listener_winds_down_its_open_connections() {
+    use common::h2raw::{self, Conn, frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let base = config_text(&[(&a, 1.0)], "", "");
+    let running = start_text(&with_other(&base, &[&c]));
+    let api = running.addr("api").unwrap();
+
+    // Three clients of `api`, all served by c so far: an idle HTTP/1.1 keep-alive connection,
+    // one whose request is in progress when the reload comes, and an HTTP/2 connection.
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle = tokio::net::TcpStream::connect(api).await.unwrap();
+    idle.write_all(request).await.unwrap();
+    let answer = read_answer(&mut idle).await;
+    assert!(answer.contains("\r\nx-backend: c\r\n"), "{answer}");
+    let mut h2 = Conn::open(api).await;
+    let block = h2raw::get_block("/", &[]);
+    let ends = h2raw::END_HEADERS | h2raw::END_STREAM;
+    h2.send(&frame(h2raw::HEADERS, ends, 1, &block))
+        .await
+        .unwrap();
+    assert!(
+        h2.until(h2raw::HEADERS, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    c.set_delay(Duration::from_millis(500));
+    let mut busy = tokio::net::TcpStream::connect(api).await.unwrap();
+    busy.write_all(request).await.unwrap();
+    eventually(Duration::from_secs(10), "the request reached c", || {
+        c.received() == 3
+    })
+    .await;
+
+    // `api` now routes to `app`: its old version's connections take no more requests.
+    let moved = format!(
+        "{base}\n[[listeners]]\nname = \"api\"\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n"
+    );
+    let done = running.reload(&parse(&moved));
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    assert_eq!(running.addr("api"), Some(api), "same socket kept");
+
+    // The request in progress finishes, told the connection closes, and it does.
+    let answer = read_answer(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), busy.read_to_end(&mut rest));
+    assert!(matches!(closed.await, Ok(Ok(0))), "{rest:?}");
+    // The idle one is closed without a request (nginx closes an old worker's idle ones).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest));
+    assert!(matches!(closed.await, Ok(Ok(0))), "{rest:?}");
+    // The HTTP/2 one is told to go away.
+    assert!(
+        h2.until(h2raw::GOAWAY, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "no GOAWAY"
+    );
+    // New connections get the new settings.
+    assert_eq!(get(api, "/").await.backend(), "a");
+    assert_eq!(c.received(), 3, "nothing more reached c");
+}
+
+/// One response to a GET read from `s`: its head and the body its length announces.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body.len() >= n) {
+                return text;
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+        let n = read.expect("an answer within 10 s").unwrap();
+        assert!(n > 0, "closed before the answer: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}

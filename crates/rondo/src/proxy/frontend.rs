@@ -4,6 +4,7 @@
 //! worker shares it through an `Arc`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -32,6 +33,11 @@ pub(crate) struct Frontend {
     pub(super) limit: room::ConnectionLimit,
     /// TLS termination, when the listener has `[listeners.tls]`.
     pub(crate) tls: Option<crate::tls::Terminator>,
+    /// Set once a reload replaced or removed this version of the listener (see
+    /// [`Frontend::retire`]); read on every keep-alive decision, so an atomic, not the watch.
+    retired: AtomicBool,
+    /// The same, for what waits on it: the accept loops, HTTP/2 connections.
+    retirement: watch::Sender<bool>,
 }
 
 /// The access log and the counters, shared by every listener and kept across reloads.
@@ -83,13 +89,12 @@ impl Frontend {
 }
 
 /// What a worker needs to start accepting on one listener: its own clone of the listening
-/// socket, the listener's [`Frontend`], and the listener's stop signal (the worker also stops
-/// with the whole proxy).
+/// socket and the listener's [`Frontend`], whose retirement stops the accept loop (the
+/// worker also stops with the whole proxy).
 #[derive(Debug)]
 pub(crate) struct FrontendSocket {
     pub(crate) socket: std::net::TcpListener,
     pub(crate) frontend: Arc<Frontend>,
-    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Frontend {
@@ -147,6 +152,30 @@ impl Frontend {
             route_headers,
             limit: room::ConnectionLimit::new(l.max_client_connections),
             tls,
+            retired: AtomicBool::new(false),
+            retirement: watch::channel(false).0,
         })
+    }
+
+    /// Ends this version of the listener, replaced or removed by a reload: its accept loops
+    /// stop, and its open connections stop taking requests under settings that no longer
+    /// apply, as nginx's old workers do. The request in progress finishes and its response
+    /// says `Connection: close`; idle HTTP/1.1 connections close (parked ones at the worker's
+    /// next one-second sweep, those waiting in their task when they would park, or after
+    /// one more request already on its way, which is never lost); HTTP/2 connections get a
+    /// GOAWAY and finish their open streams.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.retirement.send_replace(true);
+    }
+
+    /// Whether [`retire`](Self::retire) was called: connections close after their request.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Changes to `true` when the listener is retired.
+    pub(crate) fn retirement(&self) -> watch::Receiver<bool> {
+        self.retirement.subscribe()
     }
 }

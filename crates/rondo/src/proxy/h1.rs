@@ -126,6 +126,13 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
                 .await
             {
                 Waited::Readable => {}
+                // A listener a reload replaced takes no more requests: the connection is
+                // closed, not parked, unless its next request is already on its way.
+                Waited::TimedOut if frontend.is_retired() => {
+                    if !room::has_input(stream.tcp()) {
+                        return;
+                    }
+                }
                 Waited::TimedOut if in_task < limit => {
                     // Only plain sockets get here (`C::PARKS`), and they always convert.
                     if let Ok(stream) = stream.into_plain() {
@@ -190,10 +197,18 @@ pub(crate) async fn serve<C: ClientIo + 'static>(
         } else {
             pending = inbuf;
         }
-        if matches!(next, Next::Close) || !worker.keep_alive() {
+        if matches!(next, Next::Close) || !keep_alive(&worker, frontend) {
             return;
         }
     }
+}
+
+/// Whether a client connection may be kept open after this response: not while the worker
+/// says no (see [`Worker::keep_alive`]), nor once a reload has replaced the listener the
+/// connection came in on (its next requests would be served under settings that no longer
+/// apply; see [`Frontend::retire`]).
+fn keep_alive(worker: &Worker, frontend: &Frontend) -> bool {
+    worker.keep_alive() && !frontend.is_retired()
 }
 
 /// Counts and logs an answer rondo gave before the request had a route (400, 408, 431), as
@@ -419,6 +434,7 @@ async fn forward(
         client,
         upstream,
         worker,
+        frontend,
         idle,
         max_body: frontend.config.max_body_size,
         info,
@@ -445,6 +461,8 @@ struct H1Exchange<'a, C> {
     /// Where upgraded connections are counted.
     upstream: &'a Upstream,
     worker: &'a Worker,
+    /// The listener the request came in on.
+    frontend: &'a Frontend,
     /// The client side's read/write timeout.
     idle: Duration,
     /// The listener's `max_body_size`, for a chunked body (a longer declared length was
@@ -645,7 +663,8 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         let info = self.info;
         // After an early answer the client's body is partly unread and the backend's
         // connection broken: neither is kept.
-        let keep_client = info.keep_alive && self.worker.keep_alive() && cut_short.is_none();
+        let keep_client =
+            info.keep_alive && keep_alive(self.worker, self.frontend) && cut_short.is_none();
         let parsed = loop {
             head_out.clear();
             let client = head::ForClient {
@@ -813,8 +832,10 @@ impl<C: ClientIo> Exchange for H1Exchange<'_, C> {
         };
         // The client's body may still be on the wire after a refused request (or be what
         // was malformed): the connection can be kept only when it was read whole.
-        let close =
-            !self.info.keep_alive || !self.worker.keep_alive() || !self.replayable || status < 500;
+        let close = !self.info.keep_alive
+            || !keep_alive(self.worker, self.frontend)
+            || !self.replayable
+            || status < 500;
         let sent = send_page(self.client, status, page, close, self.idle).await;
         (if close { Next::Close } else { Next::KeepAlive }, sent)
     }

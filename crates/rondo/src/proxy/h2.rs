@@ -143,6 +143,9 @@ pub(crate) async fn serve<S: Io + 'static>(
     mut shutdown: watch::Receiver<bool>,
     server: Server,
 ) {
+    // A reload that replaces the listener sends GOAWAY too: the streams open finish, new ones
+    // go to a new connection, served under the new settings.
+    let mut retirement = frontend.retirement();
     let io = TokioIo::new(Rewind {
         prefix,
         pos: 0,
@@ -183,8 +186,8 @@ pub(crate) async fn serve<S: Io + 'static>(
                 .keep_alive_timeout(PING_TIMEOUT)
         };
     }
-    // Serves until the connection ends; at shutdown or after `idle_timeout` without a stream,
-    // GOAWAY: streams already open finish, no new ones start.
+    // Serves until the connection ends; at shutdown, when the listener is retired, or after
+    // `idle_timeout` without a stream, GOAWAY: streams already open finish, no new ones start.
     macro_rules! serve_then_drain {
         ($conn:expr) => {{
             let conn = $conn;
@@ -192,6 +195,7 @@ pub(crate) async fn serve<S: Io + 'static>(
             tokio::select! {
                 _ = &mut conn => return,
                 _ = shutdown.wait_for(|stop| *stop) => {}
+                _ = retirement.wait_for(|retired| *retired) => {}
                 () = streams.idle_for(idle_timeout) => {}
             }
             conn.as_mut().graceful_shutdown();

@@ -477,10 +477,12 @@ impl ParkedClients {
         self.remove(slot).is_some()
     }
 
-    /// Closes the connections whose `idle_timeout` ran out, and gives back the memory of
-    /// slots no longer needed. Called by the worker's one-second sweep.
+    /// Closes the connections whose `idle_timeout` ran out or whose listener a reload
+    /// replaced (see [`super::Frontend::retire`]), and gives back the memory of slots no
+    /// longer needed. Called by the worker's one-second sweep.
     pub(crate) fn expire(&self, now: Instant) {
-        for slot in self.occupied(|p| p.until <= now) {
+        let done = |p: &Parked| p.until <= now || p.admitted.frontend().is_retired();
+        for slot in self.occupied(done) {
             self.close(slot);
         }
         let mut slots = self.slots.borrow_mut();

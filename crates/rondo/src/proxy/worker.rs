@@ -201,7 +201,8 @@ pub(crate) fn run_worker(
     let turns = local.run_until(async move {
         let worker = Rc::new(Worker::new(memory, stop.clone(), index, spread));
         let accept_loop = |accept: FrontendSocket| {
-            let FrontendSocket { socket, frontend, stop: mut own_stop } = accept;
+            let FrontendSocket { socket, frontend } = accept;
+            let mut own_stop = frontend.retirement();
             let Ok(listener) = tokio::net::TcpListener::from_std(socket) else { return };
             let (worker, mut stop) = (Rc::clone(&worker), stop.clone());
             tokio::task::spawn_local(async move {

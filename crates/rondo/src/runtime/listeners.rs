@@ -1,13 +1,12 @@
 //! Listeners as the runtime keeps them: the bound socket (cloned for each worker) and the
-//! signal that stops its accept loops, so a reload can start, replace or stop one listener
-//! while the others keep accepting.
+//! frontend whose retirement stops its accept loops and winds its connections down, so a
+//! reload can start, replace or stop one listener while the others keep accepting.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
 
 use super::Running;
 use crate::config::{ListenerConfig, ListenerMode};
@@ -22,7 +21,6 @@ pub(super) struct LiveListener {
     pub(super) addr: SocketAddr,
     socket: std::net::TcpListener,
     frontend: Arc<Frontend>,
-    stop: watch::Sender<bool>,
 }
 
 impl LiveListener {
@@ -45,14 +43,12 @@ impl LiveListener {
     ) -> anyhow::Result<LiveListener> {
         proxy::defer_accept(&socket, accept_hold(l.mode, l.tls.is_some()))
             .with_context(|| format!("listener `{}`: cannot set TCP_DEFER_ACCEPT", l.name))?;
-        let (stop, _) = watch::channel(false);
         Ok(LiveListener {
             name: l.name.clone(),
             bind: l.bind,
             addr: socket.local_addr()?,
             socket,
             frontend,
-            stop,
         })
     }
 
@@ -61,13 +57,13 @@ impl LiveListener {
         Ok(FrontendSocket {
             socket: self.socket.try_clone()?,
             frontend: Arc::clone(&self.frontend),
-            stop: self.stop.subscribe(),
         })
     }
 
-    /// Stops its accept loops; open connections finish.
+    /// Stops its accept loops; open connections finish their request and close (see
+    /// [`Frontend::retire`]).
     fn stop(self) {
-        let _ = self.stop.send(true);
+        self.frontend.retire();
     }
 }
 
@@ -150,7 +146,7 @@ impl Running {
         Ok(())
     }
 
-    /// Stops accepting on a listener; its open connections finish.
+    /// Stops accepting on a listener; its open connections finish their request and close.
     pub(super) fn remove_listener(&self, name: &str) {
         let mut live = self.listeners.lock();
         if let Some(i) = live.iter().position(|x| x.name == name) {

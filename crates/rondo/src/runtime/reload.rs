@@ -6,7 +6,7 @@
 //! | an upstream's backends, weights, algorithm, tries, timeouts, health checks… | applied in place ([`Upstream::reload`]): kept backends keep their state |
 //! | an `[[upstreams]]` added | built, its timer and health-check loops started on the control thread |
 //! | an `[[upstreams]]` removed | its listeners move first; then its loops stop and it leaves the admin API and metrics; requests in flight finish |
-//! | a listener added, changed, removed | started, restarted on the same socket, or stopped; it may use an upstream added by the same reload |
+//! | a listener added, changed, removed | started, restarted on the same socket, or stopped; it may use an upstream added by the same reload; the old version's open connections finish their request and close (HTTP/2: GOAWAY) |
 //! | `access_log` | every listener restarted with the new setting |
 //! | `[admin]` | a new token serves the next request; a new `listen` address is bound, then the old one closed |
 //! | `workers` | refused: worker threads are started once, each with its own event loop and connection pool |
