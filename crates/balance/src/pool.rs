@@ -161,6 +161,8 @@ pub struct Snapshot {
     backends: Box<[Arc<Backend>]>,
     /// Removed backends that still have requests in flight.
     retiring: Box<[Arc<Backend>]>,
+    /// See [`Snapshot::departed_requests`].
+    departed_requests: u64,
     /// Effective weights (thousandths, after slow start) of the members, by backend index;
     /// 0 for backends not in rotation.
     effective: Box<[u32]>,
@@ -183,6 +185,14 @@ impl Snapshot {
     /// Backends removed from the pool that still finish requests.
     pub fn retiring(&self) -> &[Arc<Backend>] {
         &self.retiring
+    }
+
+    /// Requests sent to backends that have left the pool (removed, replaced by a reload or
+    /// by discovery) and finished: with the requests of [`backends`](Self::backends) and
+    /// [`retiring`](Self::retiring), the pool's total since it was built, which never goes
+    /// down as its membership changes.
+    pub fn departed_requests(&self) -> u64 {
+        self.departed_requests
     }
 
     /// Which backends take traffic.
@@ -231,6 +241,8 @@ struct Members {
     config: PoolConfig,
     backends: Vec<Arc<Backend>>,
     retiring: Vec<Arc<Backend>>,
+    /// See [`Snapshot::departed_requests`].
+    departed_requests: u64,
 }
 
 /// The backends of one upstream and how to choose among them.
@@ -297,6 +309,7 @@ impl Pool {
         let members = Members {
             backends: specs.iter().map(|s| Arc::new(Backend::new(s))).collect(),
             retiring: Vec::new(),
+            departed_requests: 0,
             config: config.clone(),
         };
         // Every backend of a new pool is new: with slow start they all ramp from the pool's
@@ -635,7 +648,15 @@ impl Pool {
             }
         }
         let before = m.retiring.len();
-        m.retiring.retain(|b| b.in_flight() > 0);
+        let mut departed = 0;
+        m.retiring.retain(|b| {
+            let finished = b.in_flight() == 0;
+            if finished {
+                departed += b.stats().requests();
+            }
+            !finished
+        });
+        m.departed_requests += departed;
         changed |= m.retiring.len() != before;
         let snap = self.snapshot.load();
         if changed || snap.next_deadline.is_some_and(|d| d <= now) {
@@ -1034,6 +1055,7 @@ fn build(m: &Members, now: Timestamp, previous: Option<&Arc<MaglevTable>>) -> Sn
         config: cfg.clone(),
         backends: m.backends.clone().into_boxed_slice(),
         retiring: m.retiring.clone().into_boxed_slice(),
+        departed_requests: m.departed_requests,
         effective: effective.into_boxed_slice(),
         picker: AnyPicker::build(cfg.algorithm, &ids, &weights, hash_setup(m, mode, previous)),
         mode,

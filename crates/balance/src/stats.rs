@@ -226,6 +226,11 @@ impl Stats {
         self.peak_ewma_at(now) * f64::from(in_flight + 1) / success
     }
 
+    /// Requests sent to the backend so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// A copy for reporting.
     pub fn snapshot(&self, now: Timestamp) -> StatsSnapshot {
         let successes = self.successes.load(Ordering::Relaxed);

@@ -374,3 +374,29 @@ async fn reload_starts_changes_and_stops_listeners() {
         "a listener that never started is not listed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_request_total_never_goes_down_as_backends_leave() {
+    let [a, b, c] = [mock("a").await, mock("b").await, mock("c").await];
+    let running = start(&config(&[(&a, 1.0), (&b, 1.0)]));
+    let addr = web(&running);
+    let admin = running.admin_addr();
+    let total = || async move {
+        let reply = common::get(admin, "/api/v1/stats").await;
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        v["upstreams"][0]["total_requests"].as_u64().unwrap()
+    };
+    spread(addr, 10).await;
+    assert_eq!(total().await, 10);
+    // a and b leave for c; once they have finished, their 10 requests still count.
+    let done = running.reload(&parse(&config(&[(&c, 1.0)])));
+    assert!(done.refused.is_empty(), "{:?}", done.refused);
+    let up = running.upstream("app").unwrap();
+    eventually(Duration::from_secs(10), "a and b retired", || {
+        up.pool().snapshot().retiring().is_empty()
+    })
+    .await;
+    assert_eq!(total().await, 10);
+    spread(addr, 5).await;
+    assert_eq!(total().await, 15);
+}

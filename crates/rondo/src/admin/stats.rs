@@ -231,7 +231,9 @@ fn upstream(u: &Upstream, uptime_seconds: f64) -> UpstreamStats {
         .collect();
     backends.extend(snap.retiring().iter().map(|b| backend(u, &snap, None, b)));
     let members = &backends[..snap.backends().len()];
-    let total_requests = backends.iter().map(|b| b.total_requests).sum();
+    // Backends that left count too: the total never goes down (admin-api.md).
+    let total_requests =
+        backends.iter().map(|b| b.total_requests).sum::<u64>() + snap.departed_requests();
     UpstreamStats {
         name: u.name().to_owned(),
         algorithm: snap.config().algorithm.name().to_owned(),
