@@ -27,9 +27,10 @@ Examples:
 
 How it measures:
   Each connection sends one request at a time over keep-alive and reconnects when the
-  server closes. Latency runs from the send to the last byte of the response; with --rate
-  it runs from the moment the request was due, so a stalled server shows as latency
-  rather than as a lower rate (no coordinated omission). A response with any status
+  server closes. Latency runs from the send to the last byte of the response; with --rate,
+  when a connection is behind schedule (its previous response came late), it runs from
+  the moment the request was due, so a stalled server shows as latency rather than as a
+  lower rate (no coordinated omission). A response with any status
   counts as a response; 2xx and 3xx count as success. A request without a complete
   response is an error: connect, timeout, closed (reset or closed mid-response) or other.
   With --grpc-unary a call succeeds when its grpc-status (read from the response headers

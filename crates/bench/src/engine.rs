@@ -316,8 +316,9 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
             Claim::Stop => break,
             Claim::Go { due, index } => (due, index),
         };
+        let ahead = due.is_some_and(|due| due > Instant::now());
         if let Some(due) = due
-            && due > Instant::now()
+            && ahead
         {
             tokio::time::sleep_until(due).await;
             if p.stop.is_stopped() {
@@ -360,7 +361,8 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
         };
         match outcome {
             Outcome::Done(Ok(response)) => {
-                let latency = Instant::now().saturating_duration_since(due.unwrap_or(started));
+                let from = latency_origin(due, started, ahead);
+                let latency = Instant::now().saturating_duration_since(from);
                 let backend = response.has_backend.then_some(&backend_value[..]);
                 stats.response(response, latency, backend, p.grpc);
             }
@@ -390,6 +392,19 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Result<ConnStats, Benc
     }
     stats.bytes_read = client.bytes_read();
     Ok(stats)
+}
+
+/// Where a request's latency is measured from: its send, or under a rate the moment it was
+/// due when the connection was behind schedule (its previous response came late), so a
+/// stalled server shows as latency (no coordinated omission). A connection ahead of schedule
+/// waited for that moment on a timer, which wakes up to a millisecond late (tokio's
+/// resolution): that lateness is the generator's, not the server's, so its request is
+/// measured from the send.
+fn latency_origin(due: Option<Instant>, started: Instant, waited_for_due: bool) -> Instant {
+    match due {
+        Some(due) if !waited_for_due => due.min(started),
+        _ => started,
+    }
 }
 
 /// Runs a prepared load to completion and builds the report.
@@ -573,5 +588,23 @@ impl Latency {
             *p = (*p).clamp(self.min, self.max);
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_counts_a_late_send_only_when_the_connection_was_behind() {
+        let due = Instant::now();
+        let sent = due + Duration::from_micros(900);
+        // Ahead of schedule: it waited for `due` on a timer that woke late; the lateness is
+        // the generator's.
+        assert_eq!(latency_origin(Some(due), sent, true), sent);
+        // Behind: the previous response held the connection past `due`; the server's.
+        assert_eq!(latency_origin(Some(due), sent, false), due);
+        // Closed loop: from the send.
+        assert_eq!(latency_origin(None, sent, false), sent);
     }
 }

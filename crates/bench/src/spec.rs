@@ -83,9 +83,10 @@ pub struct LoadSpec {
     /// waits forever.
     pub timeout: Option<Duration>,
     /// Open-loop rate in requests per second over all connections. Request `i` is due at
-    /// `start + i / rate` and its latency is measured from that due time, so a stalled
-    /// server shows up in the latency instead of silently lowering the rate (coordinated
-    /// omission). `None` is closed loop: each connection sends as fast as it gets answers.
+    /// `start + i / rate`; a request sent late because its connection was behind schedule
+    /// has its latency measured from that due time, so a stalled server shows up in the
+    /// latency instead of silently lowering the rate (coordinated omission); one sent on
+    /// time is measured from its send (a timer's lateness is the generator's own). `None` is closed loop: each connection sends as fast as it gets answers.
     pub rate: Option<f64>,
     /// Count responses by the value of this response header (for example `x-backend`) and
     /// report each value's share.
